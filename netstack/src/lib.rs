@@ -1,0 +1,37 @@
+//! smolvisor's user-space TCP/IP stack.
+//!
+//! smoltcp does the protocol work; this crate adds what Linux programs
+//! expect and smoltcp lacks, and keeps the cost per packet independent of
+//! the number of sockets.
+//!
+//! How a packet flows:
+//! - **in**: a [`Link`] yields a frame → [`demux`] reads its headers → the
+//!   [`Stack`] finds the owning socket's one-socket set (connection table by
+//!   4-tuple, then listeners, UDP ports, ping identifiers) → smoltcp processes
+//!   the frame against that set only → the socket layer reacts to the new state
+//!   (a child connection for a SYN, the accept queue, errors) and records an
+//!   event for the caller.
+//! - **out**: a socket call or a timer marks a socket dirty → `poll` asks
+//!   smoltcp for that set's output through the socket's NIC → the frame goes
+//!   to the NIC's link, and the socket's next deadline goes into a heap.
+//!
+//! Layers: [`link`] (frame sources and sinks that compose as wrappers),
+//! [`Stack`] (NICs, routing, the socket table, `poll(now)`), the socket layer
+//! (TCP, UDP and ping sockets with Linux semantics), and [`NetError`] (one
+//! error per errno, translated by the Sentry). Time is always passed in, so
+//! tests drive the stack with a simulated clock.
+
+mod demux;
+mod error;
+pub mod link;
+mod socket;
+mod stack;
+
+pub use error::{NetError, Result};
+pub use link::Link;
+pub use smoltcp::time::{Duration, Instant};
+pub use socket::{
+    Datagram, Domain, MAX_BUFFER, MIN_BUFFER, Protocol, Readiness, RecvFlags, Shutdown, SockOpt,
+    SockOptName, SocketId,
+};
+pub use stack::{IfAddr, LOOPBACK, NicConfig, NicId, NicInfo, Stack, StackConfig};

@@ -1,0 +1,173 @@
+//! Link endpoints: where the stack's frames come from and go to.
+//!
+//! A [`Link`] moves whole frames (Ethernet frames, or bare IP packets for
+//! [`Medium::Ip`]) as owned buffers, so wrappers compose: a fault injector or
+//! a pcap sniffer takes any link and is a link itself. The stack reads one
+//! frame at a time, looks at its headers to find the owning socket, and only
+//! then hands it to smoltcp through [`FrameDevice`], a one-frame smoltcp
+//! `Device` built around the link for the duration of one call.
+
+mod impair;
+mod loopback;
+mod pair;
+
+pub use impair::{Impaired, Impairments};
+pub use loopback::Loopback;
+pub use pair::{PairEnd, pair};
+
+pub use smoltcp::phy::Medium;
+use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
+use smoltcp::time::Instant;
+
+/// What a link can carry.
+#[derive(Debug, Clone)]
+pub struct LinkCaps {
+    /// Ethernet frames or bare IP packets.
+    pub medium: Medium,
+    /// Largest IP packet the link carries (the interface MTU, as `ip link` shows it).
+    pub mtu: usize,
+    /// When true, the link guarantees integrity (in-memory links), so checksums
+    /// are neither computed nor verified.
+    pub checksum_offload: bool,
+}
+
+/// A source and sink of frames.
+pub trait Link: Send {
+    /// What the link carries.
+    fn caps(&self) -> LinkCaps;
+    /// The next received frame, if one is ready at `now`.
+    fn recv(&mut self, now: Instant) -> Option<Vec<u8>>;
+    /// Sends one frame.
+    fn send(&mut self, now: Instant, frame: Vec<u8>);
+    /// An empty buffer to build a frame in; links that keep a pool hand out
+    /// recycled buffers so the hot path does not allocate.
+    fn buffer(&mut self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Returns a buffer obtained from [`Link::recv`] once the stack is done with it.
+    fn recycle(&mut self, frame: Vec<u8>) {
+        drop(frame);
+    }
+    /// When a frame held back by the link (a delay) becomes ready, if ever.
+    fn poll_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+impl<L: Link + ?Sized> Link for Box<L> {
+    fn caps(&self) -> LinkCaps {
+        (**self).caps()
+    }
+    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
+        (**self).recv(now)
+    }
+    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+        (**self).send(now, frame);
+    }
+    fn buffer(&mut self) -> Vec<u8> {
+        (**self).buffer()
+    }
+    fn recycle(&mut self, frame: Vec<u8>) {
+        (**self).recycle(frame);
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        (**self).poll_at()
+    }
+}
+
+/// smoltcp's view of a link for one call: at most one received frame (already
+/// read and classified by the stack), and transmission straight into the link.
+pub(crate) struct FrameDevice<'a> {
+    link: &'a mut dyn Link,
+    frame: Option<&'a [u8]>,
+    caps: DeviceCapabilities,
+    now: Instant,
+}
+
+impl<'a> FrameDevice<'a> {
+    pub(crate) fn new(
+        link: &'a mut dyn Link,
+        caps: &LinkCaps,
+        frame: Option<&'a [u8]>,
+        now: Instant,
+    ) -> Self {
+        FrameDevice {
+            link,
+            frame,
+            caps: device_caps(caps),
+            now,
+        }
+    }
+}
+
+pub(crate) fn device_caps(caps: &LinkCaps) -> DeviceCapabilities {
+    let mut dc = DeviceCapabilities::default();
+    dc.medium = caps.medium;
+    dc.max_transmission_unit = match caps.medium {
+        Medium::Ethernet => caps.mtu + 14,
+        _ => caps.mtu,
+    };
+    if caps.checksum_offload {
+        dc.checksum = ChecksumCapabilities::ignored();
+    }
+    dc
+}
+
+impl phy::Device for FrameDevice<'_> {
+    type RxToken<'b>
+        = FrameRx<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = FrameTx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _now: Instant) -> Option<(FrameRx<'_>, FrameTx<'_>)> {
+        let frame = self.frame.take()?;
+        Some((
+            FrameRx { frame },
+            FrameTx {
+                link: &mut *self.link,
+                now: self.now,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_>> {
+        Some(FrameTx {
+            link: &mut *self.link,
+            now: self.now,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+pub(crate) struct FrameRx<'a> {
+    frame: &'a [u8],
+}
+
+impl phy::RxToken for FrameRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.frame)
+    }
+}
+
+pub(crate) struct FrameTx<'a> {
+    link: &'a mut dyn Link,
+    now: Instant,
+}
+
+impl phy::TxToken for FrameTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.link.buffer();
+        buf.clear();
+        buf.resize(len, 0);
+        let r = f(&mut buf);
+        self.link.send(self.now, buf);
+        r
+    }
+}

@@ -1,0 +1,804 @@
+//! TCP with Linux semantics: a real accept backlog, bind/reuse rules,
+//! half-close, linger, connect timeouts and error delivery.
+//!
+//! A listening socket keeps one smoltcp socket in LISTEN state. When a SYN
+//! turns it into a half-open connection, that socket (with its set) becomes a
+//! child socket of its own, is entered in the connection table under its
+//! 4-tuple, and a fresh listening socket takes its place. Children move to the
+//! accept queue when their handshake completes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use smoltcp::socket::tcp::{self, CongestionControl};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address, Ipv6Address};
+
+use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, Socket, SocketId};
+use crate::error::{NetError, Result};
+use crate::stack::{NicId, Stack, remove_from};
+
+pub(crate) enum TcpState {
+    /// Created, maybe bound; neither listening nor connected.
+    Fresh,
+    Listening(Listener),
+    Conn(Box<Conn>),
+}
+
+pub(crate) struct Listener {
+    pub backlog: usize,
+    /// The socket that receives the next SYN.
+    pub idle: Slot,
+    /// Children whose handshake is under way.
+    pub half_open: Vec<SocketId>,
+    /// Children ready to be accepted.
+    pub queue: VecDeque<SocketId>,
+}
+
+pub(crate) struct Conn {
+    pub slot: Slot,
+    /// (local, remote), as smoltcp sees them (IPv4 peers of IPv6 sockets unmapped).
+    pub key: (IpEndpoint, IpEndpoint),
+    /// The state seen after the last input or output, to detect transitions.
+    pub prev: tcp::State,
+    /// The listener, until the connection is accepted.
+    pub parent: Option<SocketId>,
+    /// The handshake completed at some point.
+    pub established: bool,
+    /// The frame being fed carries RST.
+    pub rst_seen: bool,
+    /// When an unanswered connect gives up.
+    pub connect_deadline: Option<Instant>,
+    /// `connect` should report success once after a background completion.
+    pub connect_pending: bool,
+}
+
+impl Conn {
+    pub(crate) fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.slot
+            .set
+            .get_mut::<tcp::Socket<'static>>(self.slot.handle)
+    }
+}
+
+fn new_socket(opts: &Options) -> tcp::Socket<'static> {
+    let mut s = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; opts.recv_buffer]),
+        tcp::SocketBuffer::new(vec![0; opts.send_buffer]),
+    );
+    s.set_congestion_control(CongestionControl::Cubic);
+    configure(&mut s, opts);
+    s
+}
+
+fn configure(s: &mut tcp::Socket<'static>, opts: &Options) {
+    s.set_nagle_enabled(!opts.nodelay);
+    s.set_hop_limit(opts.ttl);
+    if opts.keepalive {
+        let idle = Duration::from_secs(u64::from(opts.keep_idle));
+        let probes =
+            Duration::from_secs(u64::from(opts.keep_interval) * u64::from(opts.keep_count));
+        s.set_keep_alive(Some(idle));
+        s.set_timeout(Some(idle + probes));
+    } else {
+        s.set_keep_alive(None);
+        s.set_timeout(None);
+    }
+}
+
+fn listening_slot(opts: &Options, binding: &Binding) -> Result<Slot> {
+    let mut s = new_socket(opts);
+    s.listen(IpListenEndpoint {
+        addr: binding.addr,
+        port: binding.port,
+    })
+    .map_err(|_| NetError::InvalidInput)?;
+    Ok(Slot::new(s))
+}
+
+impl TcpState {
+    pub(crate) fn ingress_slot(&mut self) -> Option<&mut Slot> {
+        match self {
+            TcpState::Listening(l) => Some(&mut l.idle),
+            TcpState::Conn(c) => Some(&mut c.slot),
+            TcpState::Fresh => None,
+        }
+    }
+
+    pub(crate) fn egress_slot(&mut self) -> Option<&mut Slot> {
+        match self {
+            TcpState::Conn(c) => Some(&mut c.slot),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self {
+            TcpState::Conn(c) => c.connect_deadline,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn apply_options(&mut self, opts: &Options) {
+        match self {
+            TcpState::Conn(c) => configure(c.socket(), opts),
+            TcpState::Listening(l) => {
+                configure(
+                    l.idle.set.get_mut::<tcp::Socket<'static>>(l.idle.handle),
+                    opts,
+                );
+            }
+            TcpState::Fresh => {}
+        }
+    }
+}
+
+fn conn(sock: &mut Socket) -> Option<&mut Conn> {
+    match &mut sock.kind {
+        Kind::Tcp(TcpState::Conn(c)) => Some(c),
+        _ => None,
+    }
+}
+
+fn listener(sock: &mut Socket) -> Option<&mut Listener> {
+    match &mut sock.kind {
+        Kind::Tcp(TcpState::Listening(l)) => Some(l),
+        _ => None,
+    }
+}
+
+fn is_synchronized(st: tcp::State) -> bool {
+    !matches!(
+        st,
+        tcp::State::Closed | tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived
+    )
+}
+
+/// A cheap spread of peers over a `SO_REUSEPORT` group.
+fn flow_hash(src: IpEndpoint) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    };
+    match src.addr {
+        IpAddress::Ipv4(a) => a.octets().into_iter().for_each(&mut eat),
+        IpAddress::Ipv6(a) => a.octets().into_iter().for_each(&mut eat),
+    }
+    src.port.to_be_bytes().into_iter().for_each(&mut eat);
+    h as usize
+}
+
+impl Stack {
+    /// Decides where a TCP segment goes: `None` drops it, `Some(None)` lets
+    /// smoltcp answer as a closed port (RST), `Some(Some(id))` feeds a socket.
+    pub(crate) fn tcp_target(
+        &mut self,
+        _nic: NicId,
+        dst: IpEndpoint,
+        src: IpEndpoint,
+        syn: bool,
+        ack: bool,
+        rst: bool,
+    ) -> Option<Option<SocketId>> {
+        if let Some(&id) = self.tcp_conns.get(&(dst, src)) {
+            let parent = {
+                let c = conn(self.sockets.get_mut(id)?)?;
+                c.rst_seen = rst;
+                (c.prev == tcp::State::SynReceived && ack && !syn && !rst)
+                    .then_some(c.parent)
+                    .flatten()
+            };
+            // The handshake's last ACK finds the accept queue full: Linux
+            // drops it and lets the peer retransmit.
+            if let Some(p) = parent
+                && let Some(l) = self.sockets.get_mut(p).and_then(listener)
+                && l.queue.len() > l.backlog
+            {
+                if let Some(c) = self.sockets.get_mut(id).and_then(conn) {
+                    c.rst_seen = false;
+                }
+                return None;
+            }
+            return Some(Some(id));
+        }
+        if !syn || ack || rst {
+            return Some(None);
+        }
+        let Some(lid) = self.find_listener(dst, src) else {
+            return Some(None);
+        };
+        let somaxconn = self.cfg.somaxconn;
+        let l = self.sockets.get_mut(lid).and_then(listener)?;
+        if l.queue.len() > l.backlog || l.half_open.len() >= somaxconn {
+            return None;
+        }
+        Some(Some(lid))
+    }
+
+    fn find_listener(&self, dst: IpEndpoint, src: IpEndpoint) -> Option<SocketId> {
+        let ids = self.tcp_listeners.get(&dst.port)?;
+        let score = |id: SocketId| {
+            let s = self.sockets.get(id)?;
+            let b = s.binding?;
+            if s.shut_rd || !b.matches(dst.addr) {
+                return None;
+            }
+            Some(if b.addr.is_some() { 2 } else { 1 })
+        };
+        let best = ids.iter().filter_map(|&id| score(id)).max()?;
+        let group: Vec<SocketId> = ids
+            .iter()
+            .copied()
+            .filter(|&id| score(id) == Some(best))
+            .collect();
+        let pick = if group.len() > 1 {
+            flow_hash(src) % group.len()
+        } else {
+            0
+        };
+        group.get(pick).copied()
+    }
+
+    pub(crate) fn tcp_listen(&mut self, id: SocketId, backlog: i32) -> Result<()> {
+        let somaxconn = self.cfg.somaxconn;
+        let backlog = usize::try_from(backlog).map_or(somaxconn, |b| b.min(somaxconn));
+        let sock = self.get_mut(id)?;
+        match &mut sock.kind {
+            Kind::Tcp(TcpState::Listening(l)) => {
+                l.backlog = backlog;
+                return Ok(());
+            }
+            Kind::Tcp(TcpState::Fresh) => {}
+            _ => return Err(NetError::InvalidInput),
+        }
+        let binding = match sock.binding {
+            Some(b) => {
+                if self.bind_conflict(id, &b, true) {
+                    return Err(NetError::AddrInUse);
+                }
+                b
+            }
+            None => {
+                let b = self.claim_port(id, None, 0)?;
+                self.get_mut(id)?.binding = Some(b);
+                b
+            }
+        };
+        let sock = self.get_mut(id)?;
+        let idle = listening_slot(&sock.opts, &binding)?;
+        sock.kind = Kind::Tcp(TcpState::Listening(Listener {
+            backlog,
+            idle,
+            half_open: Vec::new(),
+            queue: VecDeque::new(),
+        }));
+        self.tcp_listeners.entry(binding.port).or_default().push(id);
+        Ok(())
+    }
+
+    pub(crate) fn tcp_accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr)> {
+        let sock = self.get_mut(id)?;
+        if sock.shut_rd {
+            return Err(NetError::InvalidInput);
+        }
+        let l = listener(sock).ok_or(NetError::InvalidInput)?;
+        let child = l.queue.pop_front().ok_or(NetError::WouldBlock)?;
+        self.mark_event(id);
+        let csock = self
+            .sockets
+            .get_mut(child)
+            .ok_or(NetError::ConnectionAborted)?;
+        let c = conn(csock).ok_or(NetError::ConnectionAborted)?;
+        c.parent = None;
+        let peer = c.key.1;
+        let addr = csock.sockaddr(peer);
+        Ok((child, addr))
+    }
+
+    pub(crate) fn tcp_connect(&mut self, id: SocketId, addr: SocketAddr) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        match &mut sock.kind {
+            Kind::Tcp(TcpState::Listening(_)) => return Err(NetError::IsConnected),
+            Kind::Tcp(TcpState::Conn(c)) => {
+                if let Some(e) = sock.error.take() {
+                    return Err(e);
+                }
+                if c.established {
+                    if c.connect_pending {
+                        c.connect_pending = false;
+                        return Ok(());
+                    }
+                    return Err(NetError::IsConnected);
+                }
+                match c.socket().state() {
+                    tcp::State::SynSent | tcp::State::SynReceived => return Err(NetError::Already),
+                    // A failed attempt whose error was already reported: start over.
+                    _ => self.tcp_reset_to_fresh(id),
+                }
+            }
+            _ => {}
+        }
+        let sock = self.get(id)?;
+        let mut remote = sock.endpoint(addr)?;
+        if remote.addr.is_unspecified() {
+            // Linux treats connect to the wildcard as connect to this host.
+            remote.addr = match remote.addr {
+                IpAddress::Ipv4(_) => IpAddress::Ipv4(Ipv4Address::LOCALHOST),
+                IpAddress::Ipv6(_) => IpAddress::Ipv6(Ipv6Address::LOCALHOST),
+            };
+        }
+        if remote.addr.is_multicast() || self.is_broadcast(remote.addr) {
+            return Err(NetError::NetworkUnreachable);
+        }
+        if remote.port == 0 {
+            return Err(NetError::ConnectionRefused);
+        }
+        let (nic, src) = self.route(remote.addr)?;
+        let binding = match sock.binding {
+            Some(b) => b,
+            None => {
+                let b = self.claim_port(id, None, 0)?;
+                self.get_mut(id)?.binding = Some(b);
+                b
+            }
+        };
+        let local_addr = match binding.addr {
+            Some(a) if std::mem::discriminant(&a) != std::mem::discriminant(&remote.addr) => {
+                return Err(NetError::NetworkUnreachable);
+            }
+            Some(a) => a,
+            None => src,
+        };
+        let local = IpEndpoint::new(local_addr, binding.port);
+        let key = (local, remote);
+        if self.tcp_conns.contains_key(&key) {
+            return Err(NetError::AddrNotAvailable);
+        }
+        let deadline = self.now + self.cfg.connect_timeout;
+        let mut s = new_socket(&self.get(id)?.opts);
+        s.connect(self.nics[nic].iface.context(), remote, local)
+            .map_err(|_| NetError::InvalidInput)?;
+        let sock = self.get_mut(id)?;
+        sock.nic = nic;
+        sock.kind = Kind::Tcp(TcpState::Conn(Box::new(Conn {
+            slot: Slot::new(s),
+            key,
+            prev: tcp::State::SynSent,
+            parent: None,
+            established: false,
+            rst_seen: false,
+            connect_deadline: Some(deadline),
+            connect_pending: false,
+        })));
+        self.tcp_conns.insert(key, id);
+        self.mark_dirty(id);
+        Err(NetError::InProgress)
+    }
+
+    /// Forgets a failed connection attempt so the socket can connect again.
+    fn tcp_reset_to_fresh(&mut self, id: SocketId) {
+        if let Some(sock) = self.sockets.get_mut(id)
+            && let Kind::Tcp(TcpState::Conn(c)) = &sock.kind
+        {
+            let key = c.key;
+            sock.kind = Kind::Tcp(TcpState::Fresh);
+            self.tcp_conns.remove(&key);
+        }
+    }
+
+    pub(crate) fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
+        let sock = self.get_mut(id)?;
+        if let Some(e) = sock.error.take() {
+            return Err(e);
+        }
+        if sock.shut_wr {
+            return Err(NetError::BrokenPipe);
+        }
+        let Some(c) = conn(sock) else {
+            return Err(NetError::BrokenPipe);
+        };
+        let s = c.socket();
+        match s.state() {
+            tcp::State::Established | tcp::State::CloseWait => {}
+            tcp::State::SynSent | tcp::State::SynReceived => return Err(NetError::WouldBlock),
+            _ => return Err(NetError::BrokenPipe),
+        }
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = s.send_slice(data).map_err(|_| NetError::BrokenPipe)?;
+        if n == 0 {
+            return Err(NetError::WouldBlock);
+        }
+        self.mark_dirty(id);
+        Ok(n)
+    }
+
+    pub(crate) fn tcp_recv(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+        flags: RecvFlags,
+    ) -> Result<usize> {
+        let sock = self.get_mut(id)?;
+        let shut_rd = sock.shut_rd;
+        let Some(c) = conn(sock) else {
+            return Err(NetError::NotConnected);
+        };
+        let established = c.established;
+        let s = c.socket();
+        if s.can_recv() && !shut_rd {
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            let n = if flags.peek {
+                s.peek_slice(buf)
+            } else {
+                s.recv_slice(buf)
+            }
+            .unwrap_or(0);
+            if !flags.peek {
+                // Reading may open the window: let the stack tell the peer.
+                self.mark_dirty(id);
+            }
+            return Ok(n);
+        }
+        let st = s.state();
+        let may_recv = s.may_recv();
+        if let Some(e) = sock.error.take() {
+            return Err(e);
+        }
+        if shut_rd {
+            return Ok(0);
+        }
+        match st {
+            tcp::State::SynSent | tcp::State::SynReceived => Err(NetError::WouldBlock),
+            _ if !established => Err(NetError::NotConnected),
+            _ if may_recv => Err(NetError::WouldBlock),
+            _ => Ok(0),
+        }
+    }
+
+    pub(crate) fn tcp_shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        let rd = matches!(how, Shutdown::Read | Shutdown::Both);
+        let wr = matches!(how, Shutdown::Write | Shutdown::Both);
+        match &mut sock.kind {
+            Kind::Tcp(TcpState::Conn(c)) => {
+                if wr {
+                    c.socket().close();
+                    sock.shut_wr = true;
+                }
+                if rd {
+                    sock.shut_rd = true;
+                }
+            }
+            Kind::Tcp(TcpState::Listening(_)) if rd => sock.shut_rd = true,
+            _ => return Err(NetError::NotConnected),
+        }
+        self.mark_dirty(id);
+        self.mark_event(id);
+        Ok(())
+    }
+
+    pub(crate) fn tcp_close(&mut self, id: SocketId) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        let linger0 = sock.opts.linger == Some(0);
+        match &mut sock.kind {
+            Kind::Tcp(TcpState::Fresh) => {
+                self.free(id);
+            }
+            Kind::Tcp(TcpState::Listening(l)) => {
+                // Connections nobody accepted are reset, as Linux does.
+                let children: Vec<SocketId> =
+                    l.half_open.drain(..).chain(l.queue.drain(..)).collect();
+                self.free(id);
+                for child in children {
+                    self.tcp_abort_orphan(child);
+                }
+            }
+            Kind::Tcp(TcpState::Conn(c)) => {
+                let s = c.socket();
+                // Unread data or SO_LINGER 0 make close send RST (RFC 2525, as Linux).
+                if linger0 || s.recv_queue() > 0 {
+                    s.abort();
+                } else {
+                    s.close();
+                }
+                sock.orphan = true;
+                sock.evented = false;
+                self.mark_dirty(id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn tcp_abort_orphan(&mut self, id: SocketId) {
+        if let Some(sock) = self.sockets.get_mut(id)
+            && let Some(c) = conn(sock)
+        {
+            c.parent = None;
+            c.socket().abort();
+            sock.orphan = true;
+            self.mark_dirty(id);
+        }
+    }
+
+    pub(crate) fn tcp_queues(&mut self, id: SocketId) -> Result<(usize, usize)> {
+        let sock = self.get_mut(id)?;
+        let listening = matches!(sock.kind, Kind::Tcp(TcpState::Listening(_)));
+        match conn(sock) {
+            Some(c) => {
+                let s = c.socket();
+                Ok((s.recv_queue(), s.send_queue()))
+            }
+            None if listening => Err(NetError::InvalidInput),
+            None => Ok((0, 0)),
+        }
+    }
+
+    pub(crate) fn tcp_readiness(&mut self, id: SocketId) -> Result<Readiness> {
+        let sock = self.get_mut(id)?;
+        let error = sock.error.is_some();
+        let (shut_rd, shut_wr) = (sock.shut_rd, sock.shut_wr);
+        Ok(match &mut sock.kind {
+            Kind::Tcp(TcpState::Fresh) => Readiness {
+                writable: true,
+                hangup: true,
+                error,
+                ..Readiness::default()
+            },
+            Kind::Tcp(TcpState::Listening(l)) => Readiness {
+                readable: !l.queue.is_empty(),
+                error,
+                ..Readiness::default()
+            },
+            Kind::Tcp(TcpState::Conn(c)) => {
+                let established = c.established;
+                let s = c.socket();
+                let st = s.state();
+                let connecting = matches!(st, tcp::State::SynSent | tcp::State::SynReceived);
+                let failed = st == tcp::State::Closed && !established;
+                let rcv_shut = shut_rd || failed || (established && !s.may_recv() && !s.can_recv());
+                let snd_shut = shut_wr
+                    || failed
+                    || matches!(
+                        st,
+                        tcp::State::Closed
+                            | tcp::State::FinWait1
+                            | tcp::State::FinWait2
+                            | tcp::State::Closing
+                            | tcp::State::LastAck
+                            | tcp::State::TimeWait
+                    );
+                let space = s.send_capacity() - s.send_queue();
+                Readiness {
+                    readable: !connecting && (s.can_recv() || rcv_shut),
+                    writable: !connecting && (snd_shut || space > 0),
+                    read_hangup: !connecting && rcv_shut,
+                    hangup: !connecting && ((rcv_shut && snd_shut) || st == tcp::State::Closed),
+                    error,
+                }
+            }
+            _ => Readiness::default(),
+        })
+    }
+
+    pub(crate) fn tcp_after_ingress(&mut self, nic: NicId, id: SocketId) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if let Some(l) = listener(sock) {
+            let st = l
+                .idle
+                .set
+                .get_mut::<tcp::Socket<'static>>(l.idle.handle)
+                .state();
+            match st {
+                tcp::State::Listen => {}
+                tcp::State::SynReceived => self.tcp_spawn_child(nic, id),
+                // Anything else: the waiting socket is spoiled; make a new one.
+                _ => {
+                    if let Some(b) = sock.binding
+                        && let Ok(slot) = listening_slot(&sock.opts, &b)
+                        && let Some(l) = listener(sock)
+                    {
+                        l.idle = slot;
+                    }
+                }
+            }
+            return;
+        }
+        self.tcp_transitions(id);
+        self.mark_event(id);
+        self.mark_dirty(id);
+    }
+
+    /// The listener's waiting socket got a SYN: it becomes a child connection.
+    fn tcp_spawn_child(&mut self, nic: NicId, lid: SocketId) {
+        let Some(lsock) = self.sockets.get_mut(lid) else {
+            return;
+        };
+        let Some(b) = lsock.binding else {
+            return;
+        };
+        let Ok(fresh) = listening_slot(&lsock.opts, &b) else {
+            return;
+        };
+        let domain = lsock.domain;
+        let opts = lsock.opts.clone();
+        let Some(l) = listener(lsock) else {
+            return;
+        };
+        let mut slot = std::mem::replace(&mut l.idle, fresh);
+        let s = slot.set.get_mut::<tcp::Socket<'static>>(slot.handle);
+        let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else {
+            return;
+        };
+        let child = Socket {
+            domain,
+            opts,
+            kind: Kind::Tcp(TcpState::Conn(Box::new(Conn {
+                slot,
+                key: (local, remote),
+                prev: tcp::State::SynReceived,
+                parent: Some(lid),
+                established: false,
+                rst_seen: false,
+                connect_deadline: None,
+                connect_pending: false,
+            }))),
+            nic,
+            timer: None,
+            dirty: false,
+            evented: false,
+            orphan: false,
+            error: None,
+            shut_rd: false,
+            shut_wr: false,
+            binding: None,
+        };
+        let cid = self.sockets.insert(child);
+        let binding = {
+            let c = &self.sockets[cid];
+            c.binding_for(Some(local.addr), local.port)
+        };
+        self.sockets[cid].binding = Some(binding);
+        self.tcp_ports.entry(local.port).or_default().push(cid);
+        self.tcp_conns.insert((local, remote), cid);
+        if let Some(l) = self.sockets.get_mut(lid).and_then(listener) {
+            l.half_open.push(cid);
+        }
+        self.mark_dirty(cid);
+    }
+
+    pub(crate) fn tcp_after_egress(&mut self, id: SocketId) {
+        let now = self.now;
+        if let Some(sock) = self.sockets.get_mut(id)
+            && let Some(c) = conn(sock)
+            && let Some(deadline) = c.connect_deadline
+            && now >= deadline
+        {
+            c.connect_deadline = None;
+            if matches!(
+                c.socket().state(),
+                tcp::State::SynSent | tcp::State::SynReceived
+            ) {
+                c.socket().abort();
+                c.prev = tcp::State::Closed;
+                sock.error = Some(NetError::TimedOut);
+                self.mark_event(id);
+                self.mark_dirty(id);
+                self.tcp_release_if_done(id);
+                return;
+            }
+        }
+        self.tcp_transitions(id);
+    }
+
+    /// Reacts to a change of the TCP state since the last look.
+    fn tcp_transitions(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        let Some(c) = conn(sock) else {
+            return;
+        };
+        let st = c.socket().state();
+        let prev = c.prev;
+        let rst = std::mem::take(&mut c.rst_seen);
+        if st == prev {
+            self.tcp_release_if_done(id);
+            return;
+        }
+        c.prev = st;
+        let mut became_established = None;
+        let mut failed_child = None;
+        if is_synchronized(st) && !c.established {
+            c.established = true;
+            c.connect_deadline = None;
+            match c.parent {
+                Some(p) => became_established = Some(p),
+                None => c.connect_pending = true,
+            }
+        } else if st == tcp::State::Listen {
+            // A half-open child was reset: smoltcp put it back to LISTEN.
+            failed_child = c.parent;
+        } else if st == tcp::State::Closed {
+            let err = if rst {
+                if prev == tcp::State::SynSent {
+                    Some(NetError::ConnectionRefused)
+                } else {
+                    Some(NetError::ConnectionReset)
+                }
+            } else if matches!(prev, tcp::State::LastAck | tcp::State::TimeWait) {
+                None
+            } else {
+                Some(NetError::TimedOut)
+            };
+            if !c.established {
+                failed_child = c.parent;
+            }
+            if !sock.orphan && err.is_some() {
+                sock.error = err;
+            }
+        }
+        if let Some(p) = became_established {
+            if let Some(l) = self.sockets.get_mut(p).and_then(listener) {
+                l.half_open.retain(|&x| x != id);
+                l.queue.push_back(id);
+            }
+            self.mark_event(p);
+        }
+        if let Some(p) = failed_child {
+            if let Some(l) = self.sockets.get_mut(p).and_then(listener) {
+                l.half_open.retain(|&x| x != id);
+            }
+            self.free(id);
+            return;
+        }
+        self.mark_event(id);
+        self.tcp_release_if_done(id);
+    }
+
+    /// Frees a closed socket once smoltcp has nothing left to send for it.
+    fn tcp_release_if_done(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if !sock.orphan {
+            return;
+        }
+        let Some(c) = conn(sock) else {
+            return;
+        };
+        let s = c.socket();
+        if s.state() == tcp::State::Closed && s.remote_endpoint().is_none() {
+            self.free(id);
+        }
+    }
+
+    pub(crate) fn free_tcp(&mut self, id: SocketId, state: &TcpState, binding: Option<Binding>) {
+        match state {
+            TcpState::Conn(c) => {
+                if self.tcp_conns.get(&c.key) == Some(&id) {
+                    self.tcp_conns.remove(&c.key);
+                }
+                if let Some(p) = c.parent
+                    && let Some(l) = self.sockets.get_mut(p).and_then(listener)
+                {
+                    l.half_open.retain(|&x| x != id);
+                    l.queue.retain(|&x| x != id);
+                }
+            }
+            TcpState::Listening(_) => {
+                if let Some(b) = binding {
+                    remove_from(&mut self.tcp_listeners, b.port, id);
+                }
+            }
+            TcpState::Fresh => {}
+        }
+    }
+}

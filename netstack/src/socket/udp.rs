@@ -1,0 +1,286 @@
+//! UDP with Linux semantics: bind and autobind, connect/disconnect filtering,
+//! source addresses, truncation, `SO_BROADCAST`, and datagrams larger than the
+//! MTU (smoltcp fragments them on output and reassembles on input).
+
+use std::net::SocketAddr;
+
+use smoltcp::socket::udp::{self, UdpMetadata};
+use smoltcp::storage::PacketMetadata;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+use super::{Datagram, Domain, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, SocketId};
+use crate::error::{NetError, Result};
+use crate::stack::Stack;
+
+/// Largest UDP payload over IPv4 (65535 - 20 - 8) and IPv6 (65535 - 8).
+const MAX_PAYLOAD_V4: usize = 65507;
+const MAX_PAYLOAD_V6: usize = 65527;
+
+pub(crate) struct UdpState {
+    pub slot: Slot,
+    /// Set by `connect`: the only source accepted, and the default destination.
+    pub peer: Option<IpEndpoint>,
+    /// The source address chosen at connect time, for `getsockname`.
+    pub connected_src: Option<IpAddress>,
+}
+
+fn new_socket(opts: &Options) -> udp::Socket<'static> {
+    // A datagram may be up to 64 KiB; make sure one always fits.
+    let rx = opts.recv_buffer.max(2 * MAX_PAYLOAD_V6);
+    let tx = opts.send_buffer.max(2 * MAX_PAYLOAD_V6);
+    udp::Socket::new(
+        udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (rx / 256).max(16)], vec![0; rx]),
+        udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (tx / 256).max(16)], vec![0; tx]),
+    )
+}
+
+impl UdpState {
+    pub(crate) fn new(opts: &Options) -> UdpState {
+        UdpState {
+            slot: Slot::new(new_socket(opts)),
+            peer: None,
+            connected_src: None,
+        }
+    }
+
+    pub(crate) fn socket(&mut self) -> &mut udp::Socket<'static> {
+        self.slot
+            .set
+            .get_mut::<udp::Socket<'static>>(self.slot.handle)
+    }
+
+    pub(crate) fn apply_options(&mut self, opts: &Options) {
+        self.socket().set_hop_limit(opts.ttl);
+    }
+}
+
+fn udp(sock: &mut super::Socket) -> Option<&mut UdpState> {
+    match &mut sock.kind {
+        Kind::Udp(u) => Some(u),
+        _ => None,
+    }
+}
+
+impl Stack {
+    /// Binds the smoltcp socket to the port the bind table gave it.
+    fn udp_bind_port(&mut self, id: SocketId) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        let port = sock.binding.map(|b| b.port).ok_or(NetError::InvalidInput)?;
+        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        if !u.socket().is_open() {
+            u.socket().bind(port).map_err(|_| NetError::InvalidInput)?;
+        }
+        Ok(())
+    }
+
+    /// Binds to an ephemeral port if the socket has no port yet.
+    fn udp_autobind(&mut self, id: SocketId) -> Result<()> {
+        if self.get(id)?.binding.is_none() {
+            let b = self.claim_port(id, None, 0)?;
+            self.get_mut(id)?.binding = Some(b);
+        }
+        self.udp_bind_port(id)
+    }
+
+    pub(crate) fn udp_connect(&mut self, id: SocketId, addr: SocketAddr) -> Result<()> {
+        let sock = self.get(id)?;
+        let remote = sock.endpoint(addr)?;
+        let (_, src) = self.route(remote.addr)?;
+        self.udp_autobind(id)?;
+        let sock = self.get_mut(id)?;
+        let src = match sock.binding.and_then(|b| b.addr) {
+            Some(a) => a,
+            None => src,
+        };
+        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        u.peer = Some(remote);
+        u.connected_src = Some(src);
+        Ok(())
+    }
+
+    /// Dissolves a UDP association (`connect` with AF_UNSPEC).
+    pub fn disconnect(&mut self, id: SocketId) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        match &mut sock.kind {
+            Kind::Udp(u) => {
+                u.peer = None;
+                u.connected_src = None;
+                Ok(())
+            }
+            Kind::Icmp(i) => {
+                i.peer = None;
+                Ok(())
+            }
+            Kind::Tcp(_) => Err(NetError::NotSupported),
+        }
+    }
+
+    pub(crate) fn udp_send_to(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        to: Option<SocketAddr>,
+    ) -> Result<usize> {
+        let sock = self.get_mut(id)?;
+        if let Some(e) = sock.error.take() {
+            return Err(e);
+        }
+        if sock.shut_wr {
+            return Err(NetError::BrokenPipe);
+        }
+        let dst = match to {
+            Some(a) => sock.endpoint(a)?,
+            None => udp(sock)
+                .and_then(|u| u.peer)
+                .ok_or(NetError::DestinationRequired)?,
+        };
+        if dst.port == 0 {
+            return Err(NetError::InvalidInput);
+        }
+        let max = match (sock.domain, dst.addr) {
+            (Domain::Ipv6, IpAddress::Ipv6(_)) => MAX_PAYLOAD_V6,
+            _ => MAX_PAYLOAD_V4,
+        };
+        if data.len() > max {
+            return Err(NetError::MessageTooLong);
+        }
+        let broadcast_ok = sock.opts.broadcast;
+        if self.is_broadcast(dst.addr) && !broadcast_ok {
+            return Err(NetError::BroadcastNotAllowed);
+        }
+        let (nic, src) = self.route(dst.addr)?;
+        self.udp_autobind(id)?;
+        let sock = self.get_mut(id)?;
+        let src = match sock.binding.and_then(|b| b.addr) {
+            Some(a) if std::mem::discriminant(&a) != std::mem::discriminant(&dst.addr) => {
+                return Err(NetError::NetworkUnreachable);
+            }
+            Some(a) if a.is_unicast() => a,
+            _ => src,
+        };
+        sock.nic = nic;
+        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        let mut meta = UdpMetadata::from(dst);
+        meta.local_address = Some(src);
+        match u.socket().send_slice(data, meta) {
+            Ok(()) => {}
+            Err(udp::SendError::BufferFull) => return Err(NetError::WouldBlock),
+            Err(udp::SendError::Unaddressable) => return Err(NetError::InvalidInput),
+        }
+        // Datagrams leave at once, through the NIC chosen for this one.
+        self.mark_dirty(id);
+        Ok(data.len())
+    }
+
+    pub(crate) fn udp_recv_from(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+        flags: RecvFlags,
+    ) -> Result<Datagram> {
+        let sock = self.get_mut(id)?;
+        let domain = sock.domain;
+        let shut_rd = sock.shut_rd;
+        let error = sock.error.take();
+        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        let s = u.socket();
+        let got = if flags.peek {
+            s.peek().map(|(p, m)| (p, m.endpoint))
+        } else {
+            s.recv().map(|(p, m)| (p, m.endpoint))
+        };
+        match got {
+            Ok((payload, from)) => {
+                let n = payload.len().min(buf.len());
+                buf[..n].copy_from_slice(&payload[..n]);
+                Ok(Datagram {
+                    copied: n,
+                    len: payload.len(),
+                    from: super::sockaddr(domain, from.addr, from.port),
+                })
+            }
+            Err(_) => {
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                if shut_rd {
+                    return Ok(Datagram {
+                        copied: 0,
+                        len: 0,
+                        from: super::sockaddr(domain, IpAddress::Ipv4([0, 0, 0, 0].into()), 0),
+                    });
+                }
+                Err(NetError::WouldBlock)
+            }
+        }
+    }
+
+    pub(crate) fn udp_next_len(&mut self, id: SocketId) -> Result<usize> {
+        let u = udp(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
+        Ok(u.socket().peek().map(|(p, _)| p.len()).unwrap_or(0))
+    }
+
+    pub(crate) fn udp_readiness(&mut self, id: SocketId) -> Result<Readiness> {
+        let sock = self.get_mut(id)?;
+        let (shut_rd, shut_wr, error) = (sock.shut_rd, sock.shut_wr, sock.error.is_some());
+        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        let s = u.socket();
+        Ok(Readiness {
+            readable: s.can_recv() || shut_rd,
+            writable: s.can_send() || shut_wr,
+            read_hangup: shut_rd,
+            hangup: shut_rd && shut_wr,
+            error,
+        })
+    }
+
+    pub(crate) fn dgram_shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        let connected = match &sock.kind {
+            Kind::Udp(u) => u.peer.is_some(),
+            Kind::Icmp(i) => i.peer.is_some(),
+            Kind::Tcp(_) => false,
+        };
+        if !connected {
+            return Err(NetError::NotConnected);
+        }
+        if matches!(how, Shutdown::Read | Shutdown::Both) {
+            sock.shut_rd = true;
+        }
+        if matches!(how, Shutdown::Write | Shutdown::Both) {
+            sock.shut_wr = true;
+        }
+        self.mark_event(id);
+        Ok(())
+    }
+
+    /// Which UDP socket a datagram to `dst` from `src` belongs to.
+    pub(crate) fn udp_target(&self, dst: IpEndpoint, src: IpEndpoint) -> Option<SocketId> {
+        let ids = self.udp_ports.get(&dst.port)?;
+        let mut best: Option<(u8, SocketId)> = None;
+        for &id in ids {
+            let Some(s) = self.sockets.get(id) else {
+                continue;
+            };
+            let Some(b) = s.binding else {
+                continue;
+            };
+            if !b.matches(dst.addr) {
+                continue;
+            }
+            let mut score = if b.addr.is_some() { 2 } else { 1 };
+            if let Kind::Udp(u) = &s.kind
+                && let Some(peer) = u.peer
+            {
+                if peer != src {
+                    continue;
+                }
+                score += 4;
+            }
+            if best.is_none_or(|(b, _)| score > b) {
+                best = Some((score, id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+}

@@ -1,0 +1,1114 @@
+//! The stack: NICs, routing, the socket table, and `poll(now)`.
+//!
+//! Frames enter through [`Stack::poll`]: each one is classified by
+//! [`demux`](crate::demux), then fed to smoltcp together with the one small
+//! `SocketSet` that owns it (a connection, a listener's waiting socket, a UDP
+//! or ICMP socket), or to an empty set when no socket does. Output is produced
+//! only for sockets marked dirty (by input, by the caller, or by a timer from
+//! the deadline heap). The cost per frame therefore does not depend on how many
+//! sockets exist.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use slotmap::SlotMap;
+use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address,
+    Ipv6Address,
+};
+
+use crate::demux::{self, Flow, FragKey};
+use crate::error::{NetError, Result};
+use crate::link::{FrameDevice, Link, LinkCaps, Loopback, Medium};
+use crate::socket::icmp::IcmpState;
+use crate::socket::tcp::TcpState;
+use crate::socket::udp::UdpState;
+use crate::socket::{
+    Binding, Datagram, Domain, Kind, Options, Protocol, Readiness, RecvFlags, Shutdown, SockOpt,
+    SockOptName, Socket, SocketId, clamp_buffer,
+};
+
+/// Index of a NIC in its stack. The loopback NIC is always [`LOOPBACK`].
+pub type NicId = usize;
+/// The loopback NIC, present in every stack.
+pub const LOOPBACK: NicId = 0;
+
+/// Stack-wide settings.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Seeds initial sequence numbers and port choice.
+    pub random_seed: u64,
+    /// Upper bound of a listen backlog (`net.core.somaxconn`).
+    pub somaxconn: usize,
+    /// Ephemeral port range, inclusive (`net.ipv4.ip_local_port_range`).
+    pub ephemeral_ports: (u16, u16),
+    /// Default TCP receive buffer, bytes.
+    pub tcp_recv_buffer: usize,
+    /// Default TCP send buffer, bytes.
+    pub tcp_send_buffer: usize,
+    /// Default UDP/ICMP receive buffer, bytes.
+    pub udp_recv_buffer: usize,
+    /// Default UDP/ICMP send buffer, bytes.
+    pub udp_send_buffer: usize,
+    /// How long a connect may wait for the handshake (Linux: 6 SYN retries, about 127 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            random_seed: 0x5eed_cafe_f00d_d00d,
+            somaxconn: 4096,
+            ephemeral_ports: (32768, 60999),
+            tcp_recv_buffer: 256 << 10,
+            tcp_send_buffer: 256 << 10,
+            udp_recv_buffer: 256 << 10,
+            udp_send_buffer: 256 << 10,
+            connect_timeout: Duration::from_secs(127),
+        }
+    }
+}
+
+/// An address assigned to a NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddr {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length (the on-link subnet).
+    pub prefix_len: u8,
+}
+
+/// How to set up a NIC.
+#[derive(Debug, Clone)]
+pub struct NicConfig {
+    /// Interface name, as `ip link` shows it.
+    pub name: String,
+    /// MAC address (Ethernet links only).
+    pub mac: [u8; 6],
+    /// Addresses, with their subnets.
+    pub addrs: Vec<IfAddr>,
+    /// Default IPv4 gateway, if this NIC has the default route.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
+/// A read-only view of one NIC, for interface listings.
+#[derive(Debug, Clone)]
+pub struct NicInfo {
+    /// Interface name.
+    pub name: String,
+    /// MTU.
+    pub mtu: usize,
+    /// MAC address, for Ethernet NICs.
+    pub mac: Option<[u8; 6]>,
+    /// Addresses.
+    pub addrs: Vec<IfAddr>,
+    /// Default gateways.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
+pub(crate) struct Nic {
+    pub info: NicInfo,
+    pub iface: Interface,
+    pub link: Box<dyn Link>,
+    pub caps: LinkCaps,
+}
+
+/// A user-space TCP/IP stack with Linux socket semantics.
+pub struct Stack {
+    pub(crate) cfg: StackConfig,
+    pub(crate) now: Instant,
+    pub(crate) nics: Vec<Nic>,
+    pub(crate) sockets: SlotMap<SocketId, Socket>,
+    /// Connections (including half-open ones) by (local, remote).
+    pub(crate) tcp_conns: HashMap<(IpEndpoint, IpEndpoint), SocketId>,
+    /// Listening sockets by port.
+    pub(crate) tcp_listeners: HashMap<u16, Vec<SocketId>>,
+    /// Every socket holding a local port, by protocol and port.
+    pub(crate) tcp_ports: HashMap<u16, Vec<SocketId>>,
+    pub(crate) udp_ports: HashMap<u16, Vec<SocketId>>,
+    /// Ping sockets by (is IPv6, identifier).
+    pub(crate) icmp_idents: HashMap<(bool, u16), SocketId>,
+    frag_owners: HashMap<FragKey, (SocketId, Instant)>,
+    dirty: Vec<SocketId>,
+    events: Vec<SocketId>,
+    timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
+    empty: SocketSet<'static>,
+    pub(crate) rng: u64,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field(
+                "nics",
+                &self.nics.iter().map(|n| &n.info.name).collect::<Vec<_>>(),
+            )
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Frames read from one link before output is produced: batching lets one
+/// ACK answer several segments, as GRO does on Linux.
+const INGRESS_BATCH: usize = 64;
+
+impl Stack {
+    /// A stack with only the loopback NIC (`lo`: 127.0.0.1/8 and ::1/128).
+    pub fn new(cfg: StackConfig, now: Instant) -> Stack {
+        let mut stack = Stack {
+            rng: cfg.random_seed | 1,
+            cfg,
+            now,
+            nics: Vec::new(),
+            sockets: SlotMap::with_key(),
+            tcp_conns: HashMap::new(),
+            tcp_listeners: HashMap::new(),
+            tcp_ports: HashMap::new(),
+            udp_ports: HashMap::new(),
+            icmp_idents: HashMap::new(),
+            frag_owners: HashMap::new(),
+            dirty: Vec::new(),
+            events: Vec::new(),
+            timers: BinaryHeap::new(),
+            empty: SocketSet::new(Vec::new()),
+        };
+        let lo = NicConfig {
+            name: "lo".into(),
+            mac: [0; 6],
+            addrs: vec![
+                IfAddr {
+                    addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    prefix_len: 8,
+                },
+                IfAddr {
+                    addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    prefix_len: 128,
+                },
+            ],
+            gateway_v4: None,
+            gateway_v6: None,
+        };
+        stack
+            .add_nic(Box::new(Loopback::new()), lo)
+            .expect("the loopback configuration is valid");
+        stack
+    }
+
+    /// Adds a NIC over `link`. Its addresses are also reachable through
+    /// loopback, as Linux routes traffic to a host's own addresses.
+    pub fn add_nic(&mut self, mut link: Box<dyn Link>, cfg: NicConfig) -> Result<NicId> {
+        let caps = link.caps();
+        let hw = match caps.medium {
+            Medium::Ethernet => {
+                let mac = EthernetAddress(cfg.mac);
+                if !mac.is_unicast() {
+                    return Err(NetError::InvalidInput);
+                }
+                HardwareAddress::Ethernet(mac)
+            }
+            _ => HardwareAddress::Ip,
+        };
+        let mut config = Config::new(hw);
+        config.random_seed = self.next_random();
+        let mut dev = FrameDevice::new(&mut *link, &caps, None, self.now);
+        let mut iface = Interface::new(config, &mut dev, self.now);
+        let mut cidrs = Vec::new();
+        for a in &cfg.addrs {
+            let cidr = IpCidr::new(IpAddress::from(a.addr), a.prefix_len);
+            cidrs.push(cidr);
+        }
+        let mut full = false;
+        iface.update_ip_addrs(|addrs| {
+            for c in &cidrs {
+                full |= addrs.push(*c).is_err();
+            }
+        });
+        if full {
+            return Err(NetError::NoBufferSpace);
+        }
+        if let Some(gw) = cfg.gateway_v4 {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(gw)
+                .map_err(|_| NetError::NoBufferSpace)?;
+        }
+        if let Some(gw) = cfg.gateway_v6 {
+            iface
+                .routes_mut()
+                .add_default_ipv6_route(gw)
+                .map_err(|_| NetError::NoBufferSpace)?;
+        }
+        let id = self.nics.len();
+        if id != LOOPBACK {
+            // Traffic to our own addresses goes through lo.
+            let lo = &mut self.nics[LOOPBACK].iface;
+            lo.update_ip_addrs(|addrs| {
+                for c in &cidrs {
+                    let host = IpCidr::new(
+                        c.address(),
+                        match c.address() {
+                            IpAddress::Ipv4(_) => 32,
+                            IpAddress::Ipv6(_) => 128,
+                        },
+                    );
+                    full |= addrs.push(host).is_err();
+                }
+            });
+            if full {
+                return Err(NetError::NoBufferSpace);
+            }
+        }
+        let info = NicInfo {
+            name: cfg.name,
+            mtu: caps.mtu,
+            mac: matches!(caps.medium, Medium::Ethernet).then_some(cfg.mac),
+            addrs: cfg.addrs,
+            gateway_v4: cfg.gateway_v4,
+            gateway_v6: cfg.gateway_v6,
+        };
+        self.nics.push(Nic {
+            info,
+            iface,
+            link,
+            caps,
+        });
+        Ok(id)
+    }
+
+    /// The NICs, in index order.
+    pub fn nics(&self) -> impl Iterator<Item = &NicInfo> {
+        self.nics.iter().map(|n| &n.info)
+    }
+
+    /// The time of the last [`Stack::poll`].
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub(crate) fn next_random(&mut self) -> u64 {
+        // xorshift64*: ports and seeds need spread, not secrecy.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    // ---- routing -------------------------------------------------------
+
+    /// Whether `addr` is one of the stack's own addresses (any address in 127.0.0.0/8 counts).
+    pub(crate) fn is_local(&self, addr: IpAddress) -> bool {
+        match addr {
+            IpAddress::Ipv4(a) if a.octets()[0] == 127 => true,
+            _ => self
+                .nics
+                .iter()
+                .any(|n| n.info.addrs.iter().any(|a| IpAddress::from(a.addr) == addr)),
+        }
+    }
+
+    /// The NIC a packet to `dst` leaves through, and the source address to use.
+    pub(crate) fn route(&self, dst: IpAddress) -> Result<(NicId, IpAddress)> {
+        if self.is_local(dst) || dst.is_unspecified() {
+            let src = match dst {
+                IpAddress::Ipv4(a) if a.octets()[0] == 127 => {
+                    IpAddress::Ipv4(Ipv4Address::LOCALHOST)
+                }
+                IpAddress::Ipv4(a) if a.is_unspecified() => IpAddress::Ipv4(Ipv4Address::LOCALHOST),
+                IpAddress::Ipv6(a) if a.is_unspecified() => IpAddress::Ipv6(Ipv6Address::LOCALHOST),
+                other => other,
+            };
+            return Ok((LOOPBACK, src));
+        }
+        // Longest on-link prefix first.
+        let mut best: Option<(u8, NicId, IpAddress)> = None;
+        for (i, nic) in self.nics.iter().enumerate().skip(1) {
+            for a in &nic.info.addrs {
+                let cidr = IpCidr::new(IpAddress::from(a.addr), a.prefix_len);
+                if cidr.contains_addr(&dst) && best.is_none_or(|(p, _, _)| a.prefix_len > p) {
+                    best = Some((a.prefix_len, i, cidr.address()));
+                }
+            }
+        }
+        if let Some((_, nic, src)) = best {
+            return Ok((nic, src));
+        }
+        // Then the default route of the family.
+        for (i, nic) in self.nics.iter().enumerate().skip(1) {
+            let has_default = match dst {
+                IpAddress::Ipv4(_) => nic.info.gateway_v4.is_some(),
+                IpAddress::Ipv6(_) => nic.info.gateway_v6.is_some(),
+            };
+            if !has_default {
+                continue;
+            }
+            if let Some(src) = self.source_address(i, dst) {
+                return Ok((i, src));
+            }
+        }
+        Err(NetError::NetworkUnreachable)
+    }
+
+    fn source_address(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
+        let addrs = &self.nics[nic].info.addrs;
+        let same_family = |a: &&IfAddr| a.addr.is_ipv4() == matches!(dst, IpAddress::Ipv4(_));
+        // Prefer a global address over a link-local one for IPv6.
+        addrs
+            .iter()
+            .filter(same_family)
+            .find(|a| match a.addr {
+                IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+                IpAddr::V4(_) => true,
+            })
+            .or_else(|| addrs.iter().find(same_family))
+            .map(|a| IpAddress::from(a.addr))
+    }
+
+    /// The broadcast addresses of the stack (limited and per-subnet).
+    pub(crate) fn is_broadcast(&self, addr: IpAddress) -> bool {
+        let IpAddress::Ipv4(a) = addr else {
+            return false;
+        };
+        if a == Ipv4Address::BROADCAST {
+            return true;
+        }
+        self.nics.iter().any(|n| {
+            n.info.addrs.iter().any(|i| match i.addr {
+                IpAddr::V4(v4) if i.prefix_len < 31 => {
+                    let mask = u32::MAX
+                        .checked_shl(32 - u32::from(i.prefix_len))
+                        .unwrap_or(0);
+                    u32::from(v4) | !mask == u32::from(a)
+                }
+                _ => false,
+            })
+        })
+    }
+
+    // ---- the socket table ----------------------------------------------
+
+    /// Opens a socket (`socket(2)`).
+    pub fn socket(&mut self, domain: Domain, protocol: Protocol) -> Result<SocketId> {
+        let (rbuf, sbuf) = match protocol {
+            Protocol::Tcp => (self.cfg.tcp_recv_buffer, self.cfg.tcp_send_buffer),
+            Protocol::Udp | Protocol::Icmp => (self.cfg.udp_recv_buffer, self.cfg.udp_send_buffer),
+        };
+        let opts = Options::new(rbuf, sbuf);
+        let kind = match protocol {
+            Protocol::Tcp => Kind::Tcp(TcpState::Fresh),
+            Protocol::Udp => Kind::Udp(UdpState::new(&opts)),
+            Protocol::Icmp => Kind::Icmp(IcmpState::new(&opts)),
+        };
+        let socket = Socket {
+            domain,
+            opts,
+            kind,
+            nic: LOOPBACK,
+            timer: None,
+            dirty: false,
+            evented: false,
+            orphan: false,
+            error: None,
+            shut_rd: false,
+            shut_wr: false,
+            binding: None,
+        };
+        Ok(self.sockets.insert(socket))
+    }
+
+    pub(crate) fn get(&self, id: SocketId) -> Result<&Socket> {
+        match self.sockets.get(id) {
+            Some(s) if !s.orphan => Ok(s),
+            _ => Err(NetError::BadHandle),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, id: SocketId) -> Result<&mut Socket> {
+        match self.sockets.get_mut(id) {
+            Some(s) if !s.orphan => Ok(s),
+            _ => Err(NetError::BadHandle),
+        }
+    }
+
+    /// The protocol of a socket.
+    pub fn protocol(&self, id: SocketId) -> Result<Protocol> {
+        Ok(self.get(id)?.protocol())
+    }
+
+    /// The address family of a socket.
+    pub fn domain(&self, id: SocketId) -> Result<Domain> {
+        Ok(self.get(id)?.domain)
+    }
+
+    /// How many sockets exist, including closed ones still finishing their protocol.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub(crate) fn mark_dirty(&mut self, id: SocketId) {
+        if let Some(s) = self.sockets.get_mut(id)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    pub(crate) fn mark_event(&mut self, id: SocketId) {
+        if let Some(s) = self.sockets.get_mut(id)
+            && !s.evented
+            && !s.orphan
+        {
+            s.evented = true;
+            self.events.push(id);
+        }
+    }
+
+    /// Moves the ids of sockets whose readiness may have changed since the
+    /// last call into `out`. Check each with [`Stack::readiness`].
+    pub fn drain_events(&mut self, out: &mut Vec<SocketId>) {
+        for id in self.events.drain(..) {
+            if let Some(s) = self.sockets.get_mut(id) {
+                s.evented = false;
+                out.push(id);
+            }
+        }
+    }
+
+    /// Removes a socket from every table. Its smoltcp state goes with it.
+    pub(crate) fn free(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.remove(id) else {
+            return;
+        };
+        if let Some(b) = sock.binding {
+            let table = match sock.kind {
+                Kind::Tcp(_) => &mut self.tcp_ports,
+                Kind::Udp(_) => &mut self.udp_ports,
+                Kind::Icmp(_) => return self.free_icmp(&sock, id),
+            };
+            remove_from(table, b.port, id);
+        }
+        match &sock.kind {
+            Kind::Tcp(t) => self.free_tcp(id, t, sock.binding),
+            Kind::Udp(_) => {}
+            Kind::Icmp(_) => self.free_icmp(&sock, id),
+        }
+    }
+
+    // ---- binding ---------------------------------------------------------
+
+    /// Binds a socket to a local address (`bind(2)`). Port 0 picks an ephemeral port.
+    pub fn bind(&mut self, id: SocketId, addr: SocketAddr) -> Result<()> {
+        let sock = self.get(id)?;
+        if sock.binding.is_some() {
+            return Err(NetError::InvalidInput);
+        }
+        if let Kind::Icmp(_) = sock.kind {
+            return self.bind_icmp(id, addr);
+        }
+        let ep = match sock.endpoint(addr) {
+            Ok(ep) => ep,
+            // Binding a v6-only socket to a mapped address is refused as Linux does.
+            Err(NetError::NetworkUnreachable) => return Err(NetError::InvalidInput),
+            Err(e) => return Err(e),
+        };
+        let local = (!ep.addr.is_unspecified()).then_some(ep.addr);
+        if let Some(a) = local
+            && !self.is_local(a)
+            && !(sock.protocol() == Protocol::Udp && self.is_broadcast(a))
+        {
+            return Err(NetError::AddrNotAvailable);
+        }
+        let binding = self.claim_port(id, local, ep.port)?;
+        self.get_mut(id)?.binding = Some(binding);
+        Ok(())
+    }
+
+    /// Finds (port 0) or checks a port for `id` and records the binding.
+    pub(crate) fn claim_port(
+        &mut self,
+        id: SocketId,
+        addr: Option<IpAddress>,
+        port: u16,
+    ) -> Result<Binding> {
+        let random = self.next_random();
+        let sock = self.get(id)?;
+        let proto = sock.protocol();
+        let binding = if port != 0 {
+            let b = sock.binding_for(addr, port);
+            if self.bind_conflict(id, &b, false) {
+                return Err(NetError::AddrInUse);
+            }
+            b
+        } else {
+            let (lo, hi) = self.cfg.ephemeral_ports;
+            let span = u32::from(hi - lo) + 1;
+            let start = (random % u64::from(span)) as u32;
+            let table = match proto {
+                Protocol::Tcp => &self.tcp_ports,
+                _ => &self.udp_ports,
+            };
+            let found = (0..span)
+                .map(|i| lo + ((start + i) % span) as u16)
+                .find(|p| table.get(p).is_none_or(Vec::is_empty));
+            match found {
+                Some(p) => sock.binding_for(addr, p),
+                None => return Err(NetError::AddrNotAvailable),
+            }
+        };
+        let table = match proto {
+            Protocol::Tcp => &mut self.tcp_ports,
+            _ => &mut self.udp_ports,
+        };
+        table.entry(binding.port).or_default().push(id);
+        Ok(binding)
+    }
+
+    /// Linux's bind conflict rule: overlapping bindings conflict unless both
+    /// set SO_REUSEADDR and the other is not listening, or both set SO_REUSEPORT.
+    /// With `listening`, the check is the one `listen` makes: only other
+    /// listeners count, and SO_REUSEADDR no longer helps.
+    pub(crate) fn bind_conflict(&self, id: SocketId, b: &Binding, listening: bool) -> bool {
+        let Some(me) = self.sockets.get(id) else {
+            return true;
+        };
+        let table = match me.protocol() {
+            Protocol::Tcp => &self.tcp_ports,
+            _ => &self.udp_ports,
+        };
+        let Some(ids) = table.get(&b.port) else {
+            return false;
+        };
+        ids.iter().filter(|&&o| o != id).any(|&o| {
+            let Some(other) = self.sockets.get(o) else {
+                return false;
+            };
+            let Some(ob) = other.binding else {
+                return false;
+            };
+            if !ob.overlaps(b) {
+                return false;
+            }
+            let other_listening = matches!(other.kind, Kind::Tcp(TcpState::Listening(_)));
+            if me.opts.reuse_port && other.opts.reuse_port {
+                return false;
+            }
+            if listening {
+                return other_listening;
+            }
+            !(me.opts.reuse_addr && other.opts.reuse_addr && !other_listening)
+        })
+    }
+
+    // ---- the caller-facing socket calls, dispatched by protocol ----------
+
+    /// Connects a socket (`connect(2)`). TCP answers [`NetError::InProgress`]
+    /// and completes in the background; watch [`Stack::readiness`] and
+    /// [`Stack::take_error`], or call again: `Ok` once connected.
+    pub fn connect(&mut self, id: SocketId, addr: SocketAddr) -> Result<()> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_connect(id, addr),
+            Kind::Udp(_) => self.udp_connect(id, addr),
+            Kind::Icmp(_) => self.icmp_connect(id, addr),
+        }
+    }
+
+    /// Marks a TCP socket as accepting connections (`listen(2)`).
+    pub fn listen(&mut self, id: SocketId, backlog: i32) -> Result<()> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_listen(id, backlog),
+            _ => Err(NetError::NotSupported),
+        }
+    }
+
+    /// Takes a pending connection (`accept(2)`): the new socket and its peer.
+    pub fn accept(&mut self, id: SocketId) -> Result<(SocketId, SocketAddr)> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_accept(id),
+            _ => Err(NetError::NotSupported),
+        }
+    }
+
+    /// Sends on a connected socket; returns how many bytes were taken.
+    pub fn send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_send(id, data),
+            Kind::Udp(_) => self.udp_send_to(id, data, None),
+            Kind::Icmp(_) => self.icmp_send_to(id, data, None),
+        }
+    }
+
+    /// Sends a datagram to `to` (for TCP, `to` is ignored as Linux does).
+    pub fn send_to(&mut self, id: SocketId, data: &[u8], to: SocketAddr) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_send(id, data),
+            Kind::Udp(_) => self.udp_send_to(id, data, Some(to)),
+            Kind::Icmp(_) => self.icmp_send_to(id, data, Some(to)),
+        }
+    }
+
+    /// Receives from a stream (or a datagram, without its source).
+    /// `Ok(0)` on a stream is end of file.
+    pub fn recv(&mut self, id: SocketId, buf: &mut [u8], flags: RecvFlags) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_recv(id, buf, flags),
+            Kind::Udp(_) | Kind::Icmp(_) => Ok(self.recv_from(id, buf, flags)?.copied),
+        }
+    }
+
+    /// Receives one datagram with its source.
+    pub fn recv_from(
+        &mut self,
+        id: SocketId,
+        buf: &mut [u8],
+        flags: RecvFlags,
+    ) -> Result<Datagram> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => {
+                let copied = self.tcp_recv(id, buf, flags)?;
+                let from = self.peer_addr(id)?;
+                Ok(Datagram {
+                    copied,
+                    len: copied,
+                    from,
+                })
+            }
+            Kind::Udp(_) => self.udp_recv_from(id, buf, flags),
+            Kind::Icmp(_) => self.icmp_recv_from(id, buf, flags),
+        }
+    }
+
+    /// Shuts down one or both directions (`shutdown(2)`).
+    pub fn shutdown(&mut self, id: SocketId, how: Shutdown) -> Result<()> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_shutdown(id, how),
+            Kind::Udp(_) | Kind::Icmp(_) => self.dgram_shutdown(id, how),
+        }
+    }
+
+    /// Closes a socket (`close(2)` of its last descriptor). A TCP connection
+    /// finishes in the background (FIN, or RST with `SO_LINGER` 0 or unread data).
+    pub fn close(&mut self, id: SocketId) -> Result<()> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_close(id),
+            Kind::Udp(_) | Kind::Icmp(_) => {
+                self.free(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// The local address (`getsockname(2)`); the wildcard with port 0 when unbound.
+    pub fn local_addr(&self, id: SocketId) -> Result<SocketAddr> {
+        let sock = self.get(id)?;
+        if let Kind::Tcp(TcpState::Conn(c)) = &sock.kind {
+            return Ok(sock.sockaddr(c.key.0));
+        }
+        if let Kind::Udp(u) = &sock.kind
+            && let Some(src) = u.connected_src
+            && let Some(b) = sock.binding
+        {
+            return Ok(sock.sockaddr(IpEndpoint::new(src, b.port)));
+        }
+        if let Kind::Icmp(i) = &sock.kind {
+            return Ok(i.local_addr(sock));
+        }
+        Ok(match sock.binding {
+            Some(Binding {
+                addr: Some(a),
+                port,
+                ..
+            }) => sock.sockaddr(IpEndpoint::new(a, port)),
+            Some(b) => sock.unspecified(b.port),
+            None => sock.unspecified(0),
+        })
+    }
+
+    /// The peer address (`getpeername(2)`).
+    pub fn peer_addr(&self, id: SocketId) -> Result<SocketAddr> {
+        let sock = self.get(id)?;
+        match &sock.kind {
+            Kind::Tcp(TcpState::Conn(c)) if c.established => Ok(sock.sockaddr(c.key.1)),
+            Kind::Udp(u) => u
+                .peer
+                .map(|p| sock.sockaddr(p))
+                .ok_or(NetError::NotConnected),
+            Kind::Icmp(i) => i
+                .peer
+                .map(|p| sock.sockaddr(IpEndpoint::new(p, 0)))
+                .ok_or(NetError::NotConnected),
+            _ => Err(NetError::NotConnected),
+        }
+    }
+
+    /// Takes the pending error, if any (`getsockopt(SO_ERROR)`).
+    pub fn take_error(&mut self, id: SocketId) -> Result<Option<NetError>> {
+        Ok(self.get_mut(id)?.error.take())
+    }
+
+    /// What a poll on the socket would report now.
+    pub fn readiness(&mut self, id: SocketId) -> Result<Readiness> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_readiness(id),
+            Kind::Udp(_) => self.udp_readiness(id),
+            Kind::Icmp(_) => self.icmp_readiness(id),
+        }
+    }
+
+    /// Bytes (stream) or the next datagram's size waiting to be read (`FIONREAD`).
+    pub fn recv_queue(&mut self, id: SocketId) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_queues(id).map(|q| q.0),
+            Kind::Udp(_) => self.udp_next_len(id),
+            Kind::Icmp(_) => Ok(0),
+        }
+    }
+
+    /// Bytes sent but not yet acknowledged, plus unsent (`SIOCOUTQ`).
+    pub fn send_queue(&mut self, id: SocketId) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_queues(id).map(|q| q.1),
+            _ => Ok(0),
+        }
+    }
+
+    /// Sets a socket option.
+    pub fn set_option(&mut self, id: SocketId, opt: SockOpt) -> Result<()> {
+        let sock = self.get_mut(id)?;
+        let proto = sock.protocol();
+        let tcp_only = |ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(NetError::NoProtocolOption)
+            }
+        };
+        match opt {
+            SockOpt::ReuseAddr(v) => sock.opts.reuse_addr = v,
+            SockOpt::ReusePort(v) => sock.opts.reuse_port = v,
+            SockOpt::KeepAlive(v) => sock.opts.keepalive = v,
+            SockOpt::Linger(v) => sock.opts.linger = v,
+            SockOpt::RecvBuffer(v) => sock.opts.recv_buffer = clamp_buffer(v),
+            SockOpt::SendBuffer(v) => sock.opts.send_buffer = clamp_buffer(v),
+            SockOpt::Broadcast(v) => sock.opts.broadcast = v,
+            SockOpt::NoDelay(v) => {
+                tcp_only(proto == Protocol::Tcp)?;
+                sock.opts.nodelay = v;
+            }
+            SockOpt::KeepIdle(v) | SockOpt::KeepInterval(v) => {
+                tcp_only(proto == Protocol::Tcp)?;
+                if !(1..=32767).contains(&v) {
+                    return Err(NetError::InvalidInput);
+                }
+                if matches!(opt, SockOpt::KeepIdle(_)) {
+                    sock.opts.keep_idle = v;
+                } else {
+                    sock.opts.keep_interval = v;
+                }
+            }
+            SockOpt::KeepCount(v) => {
+                tcp_only(proto == Protocol::Tcp)?;
+                if !(1..=127).contains(&v) {
+                    return Err(NetError::InvalidInput);
+                }
+                sock.opts.keep_count = v;
+            }
+            SockOpt::Ttl(v) => {
+                if v == 0 {
+                    return Err(NetError::InvalidInput);
+                }
+                sock.opts.ttl = Some(v);
+            }
+            SockOpt::Tos(v) => sock.opts.tos = v,
+            SockOpt::V6Only(v) => {
+                if sock.domain != Domain::Ipv6 {
+                    return Err(NetError::NoProtocolOption);
+                }
+                if sock.binding.is_some() {
+                    return Err(NetError::InvalidInput);
+                }
+                sock.opts.v6only = v;
+            }
+        }
+        self.apply_options(id);
+        Ok(())
+    }
+
+    /// Reads a socket option.
+    pub fn option(&self, id: SocketId, name: SockOptName) -> Result<SockOpt> {
+        let sock = self.get(id)?;
+        let o = &sock.opts;
+        let is_tcp = sock.protocol() == Protocol::Tcp;
+        let tcp_only = |v: SockOpt| {
+            if is_tcp {
+                Ok(v)
+            } else {
+                Err(NetError::NoProtocolOption)
+            }
+        };
+        Ok(match name {
+            SockOptName::ReuseAddr => SockOpt::ReuseAddr(o.reuse_addr),
+            SockOptName::ReusePort => SockOpt::ReusePort(o.reuse_port),
+            SockOptName::KeepAlive => SockOpt::KeepAlive(o.keepalive),
+            SockOptName::Linger => SockOpt::Linger(o.linger),
+            SockOptName::RecvBuffer => SockOpt::RecvBuffer(o.recv_buffer),
+            SockOptName::SendBuffer => SockOpt::SendBuffer(o.send_buffer),
+            SockOptName::Broadcast => SockOpt::Broadcast(o.broadcast),
+            SockOptName::NoDelay => tcp_only(SockOpt::NoDelay(o.nodelay))?,
+            SockOptName::KeepIdle => tcp_only(SockOpt::KeepIdle(o.keep_idle))?,
+            SockOptName::KeepInterval => tcp_only(SockOpt::KeepInterval(o.keep_interval))?,
+            SockOptName::KeepCount => tcp_only(SockOpt::KeepCount(o.keep_count))?,
+            SockOptName::Ttl => SockOpt::Ttl(o.ttl.unwrap_or(64)),
+            SockOptName::Tos => SockOpt::Tos(o.tos),
+            SockOptName::V6Only => {
+                if sock.domain != Domain::Ipv6 {
+                    return Err(NetError::NoProtocolOption);
+                }
+                SockOpt::V6Only(o.v6only)
+            }
+        })
+    }
+
+    fn apply_options(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        let opts = sock.opts.clone();
+        match &mut sock.kind {
+            Kind::Tcp(t) => t.apply_options(&opts),
+            Kind::Udp(u) => u.apply_options(&opts),
+            Kind::Icmp(i) => i.apply_options(&opts),
+        }
+        self.mark_dirty(id);
+    }
+
+    // ---- the event loop ------------------------------------------------
+
+    /// Does all the work due at `now`: reads every link, runs timers, sends.
+    pub fn poll(&mut self, now: Instant) {
+        self.now = now;
+        for nic in &mut self.nics {
+            nic.iface.poll_maintenance(now);
+        }
+        self.run_timers();
+        // Bounded: loopback traffic feeds itself, and must not spin forever.
+        for _ in 0..1024 {
+            let mut work = false;
+            for nic in 0..self.nics.len() {
+                for _ in 0..INGRESS_BATCH {
+                    let Some(frame) = self.nics[nic].link.recv(now) else {
+                        break;
+                    };
+                    work = true;
+                    self.ingress(nic, &frame);
+                    self.nics[nic].link.recycle(frame);
+                }
+            }
+            while let Some(id) = self.dirty.pop() {
+                work = true;
+                self.egress(id);
+            }
+            if !work {
+                break;
+            }
+        }
+        self.expire_fragments();
+    }
+
+    /// When [`Stack::poll`] should run next, if nothing else happens first.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let mut at = self.timers.peek().map(|Reverse((t, _))| *t);
+        for nic in &self.nics {
+            if let Some(t) = nic.link.poll_at() {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        }
+        if !self.dirty.is_empty() {
+            at = Some(self.now);
+        }
+        at
+    }
+
+    fn run_timers(&mut self) {
+        while let Some(&Reverse((t, id))) = self.timers.peek() {
+            if t > self.now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(s) = self.sockets.get_mut(id)
+                && s.timer == Some(t)
+            {
+                s.timer = None;
+                self.mark_dirty(id);
+            }
+        }
+        if self.timers.len() > 2 * self.sockets.len() + 64 {
+            let sockets = &self.sockets;
+            self.timers
+                .retain(|Reverse((t, id))| sockets.get(*id).is_some_and(|s| s.timer == Some(*t)));
+        }
+    }
+
+    fn arm_timer(&mut self, id: SocketId, at: Option<Instant>) {
+        let Some(s) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if s.timer == at {
+            return;
+        }
+        s.timer = at;
+        if let Some(t) = at {
+            // A deadline already due is served on the next poll, not in a loop now.
+            let t = t.max(self.now);
+            s.timer = Some(t);
+            self.timers.push(Reverse((t, id)));
+        }
+    }
+
+    fn expire_fragments(&mut self) {
+        if self.frag_owners.len() > 256 {
+            let now = self.now;
+            self.frag_owners
+                .retain(|_, (_, at)| now < *at + Duration::from_secs(60));
+        }
+    }
+
+    fn ingress(&mut self, nic: NicId, frame: &[u8]) {
+        let flow = demux::classify(self.nics[nic].caps.medium, frame);
+        let target = match flow {
+            Flow::Tcp {
+                dst,
+                src,
+                syn,
+                ack,
+                rst,
+            } => match self.tcp_target(nic, dst, src, syn, ack, rst) {
+                Some(Some(id)) => Some(id),
+                Some(None) => None,
+                // Dropped, as Linux drops a SYN to a full accept queue.
+                None => return,
+            },
+            Flow::Udp { dst, src } => self.udp_target(dst, src),
+            Flow::Fragment { key, ports } => {
+                let owner = match ports {
+                    Some((IpProtocol::Udp, dst, src)) => self.udp_target(dst, src),
+                    Some((_, dst, src)) => self.tcp_conns.get(&(dst, src)).copied(),
+                    None => None,
+                };
+                match owner {
+                    Some(id) => {
+                        self.frag_owners.insert(key, (id, self.now));
+                        Some(id)
+                    }
+                    None => self.frag_owners.get(&key).map(|(id, _)| *id),
+                }
+            }
+            Flow::EchoReply { v6, ident } => self.icmp_idents.get(&(v6, ident)).copied(),
+            Flow::Neighbor | Flow::Other => None,
+        };
+        match target {
+            Some(id) if self.sockets.contains_key(id) => self.feed(nic, id, frame),
+            _ => {
+                let n = &mut self.nics[nic];
+                let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(frame), self.now);
+                n.iface
+                    .poll_ingress_single(self.now, &mut dev, &mut self.empty);
+            }
+        }
+        if flow == Flow::Neighbor {
+            self.wake_nic(nic);
+        }
+    }
+
+    /// Feeds a frame to the set that owns it, then lets the protocol react.
+    fn feed(&mut self, nic: NicId, id: SocketId, frame: &[u8]) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        let slot = match &mut sock.kind {
+            Kind::Tcp(t) => t.ingress_slot(),
+            Kind::Udp(u) => Some(&mut u.slot),
+            Kind::Icmp(i) => Some(&mut i.slot),
+        };
+        let Some(slot) = slot else {
+            return;
+        };
+        let n = &mut self.nics[nic];
+        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(frame), self.now);
+        n.iface
+            .poll_ingress_single(self.now, &mut dev, &mut slot.set);
+        match sock.kind {
+            Kind::Tcp(_) => self.tcp_after_ingress(nic, id),
+            _ => {
+                self.mark_event(id);
+                self.mark_dirty(id);
+            }
+        }
+    }
+
+    /// Produces the output of one socket and re-arms its timer.
+    fn egress(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        sock.dirty = false;
+        let nic = sock.nic;
+        let extra_deadline = match &sock.kind {
+            Kind::Tcp(t) => t.deadline(),
+            _ => None,
+        };
+        let slot = match &mut sock.kind {
+            Kind::Tcp(t) => t.egress_slot(),
+            Kind::Udp(u) => Some(&mut u.slot),
+            Kind::Icmp(i) => Some(&mut i.slot),
+        };
+        let mut at = None;
+        if let Some(slot) = slot {
+            let n = &mut self.nics[nic];
+            let mut dev = FrameDevice::new(&mut *n.link, &n.caps, None, self.now);
+            while n.iface.poll_egress(self.now, &mut dev, &mut slot.set)
+                == PollResult::SocketStateChanged
+            {}
+            at = n.iface.poll_at(self.now, &slot.set);
+        }
+        let at = match (at, extra_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.arm_timer(id, at);
+        let is_tcp = matches!(self.sockets.get(id).map(|s| &s.kind), Some(Kind::Tcp(_)));
+        if is_tcp {
+            self.tcp_after_egress(id);
+        } else {
+            self.mark_event(id);
+        }
+    }
+
+    /// After a neighbour answered, sockets of that NIC waiting on it may send.
+    fn wake_nic(&mut self, nic: NicId) {
+        let waiting: Vec<SocketId> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.nic == nic && s.timer.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        for id in waiting {
+            self.mark_dirty(id);
+        }
+    }
+}
+
+pub(crate) fn remove_from(table: &mut HashMap<u16, Vec<SocketId>>, port: u16, id: SocketId) {
+    if let Some(v) = table.get_mut(&port) {
+        v.retain(|&x| x != id);
+        if v.is_empty() {
+            table.remove(&port);
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The root package exists to hold end-to-end tests and benches.
