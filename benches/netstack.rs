@@ -1,1 +1,196 @@
-fn main() {}
+//! Criterion benches of the netstack alone: two stacks in one process on an
+//! in-memory cable, driven by the real clock.
+//!
+//! - `bulk/mtu_1500`, `bulk/mtu_65535`: one TCP flow's throughput.
+//! - `connections/connect_accept_close`: connection setup and teardown rate.
+//! - `idle/0`, `idle/10000`: one flow's throughput with that many idle
+//!   established connections open; the ratio of the two is the target (≥ 0.8).
+
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration as StdDuration, Instant as StdInstant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use netstack::link::pair;
+use netstack::{
+    Domain, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, SockOpt, SocketId, Stack,
+    StackConfig,
+};
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+struct Hosts {
+    a: Stack,
+    b: Stack,
+    start: StdInstant,
+}
+
+impl Hosts {
+    fn new(mtu: usize) -> Hosts {
+        let start = StdInstant::now();
+        let now = Instant::from_micros(0);
+        let (ea, eb) = pair(mtu, netstack::Duration::ZERO, false);
+        let nic = |last: u8, ip: Ipv4Addr| NicConfig {
+            name: "eth0".into(),
+            mac: [2, 0, 0, 0, 0, last],
+            addrs: vec![IfAddr {
+                addr: IpAddr::V4(ip),
+                prefix_len: 24,
+            }],
+            gateway_v4: None,
+            gateway_v6: None,
+        };
+        let mut a = Stack::new(StackConfig::default(), now);
+        let mut b = Stack::new(
+            StackConfig {
+                random_seed: 7,
+                ..StackConfig::default()
+            },
+            now,
+        );
+        a.add_nic(Box::new(ea), nic(1, A)).unwrap();
+        b.add_nic(Box::new(eb), nic(2, B)).unwrap();
+        Hosts { a, b, start }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX))
+    }
+
+    fn poll(&mut self) {
+        let now = self.now();
+        self.a.poll(now);
+        self.b.poll(now);
+    }
+
+    fn listen(&mut self, port: u16) -> SocketId {
+        let l = self.b.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+        self.b.set_option(l, SockOpt::ReuseAddr(true)).unwrap();
+        self.b.bind(l, SocketAddr::new(B.into(), port)).unwrap();
+        self.b.listen(l, 4096).unwrap();
+        l
+    }
+
+    /// Opens one connection and returns (client, server).
+    fn connect(&mut self, l: SocketId, port: u16) -> (SocketId, SocketId) {
+        let to = SocketAddr::new(B.into(), port);
+        let c = self.a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+        assert_eq!(self.a.connect(c, to), Err(NetError::InProgress));
+        loop {
+            self.poll();
+            if let Ok((s, _)) = self.b.accept(l) {
+                while self.a.connect(c, to).is_err() {
+                    self.poll();
+                }
+                return (c, s);
+            }
+        }
+    }
+
+    /// Moves `total` bytes from a's `c` to b's `s`.
+    fn transfer(&mut self, c: SocketId, s: SocketId, total: usize) {
+        let chunk = vec![0x5au8; 256 << 10];
+        let mut buf = vec![0u8; 256 << 10];
+        let (mut sent, mut got) = (0, 0);
+        while got < total {
+            while sent < total {
+                match self.a.send(c, &chunk[..chunk.len().min(total - sent)]) {
+                    Ok(n) => sent += n,
+                    Err(NetError::WouldBlock) => break,
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            self.poll();
+            loop {
+                match self.b.recv(s, &mut buf, RecvFlags::default()) {
+                    Ok(0) => panic!("early EOF"),
+                    Ok(n) => got += n,
+                    Err(NetError::WouldBlock) => break,
+                    Err(e) => panic!("recv: {e}"),
+                }
+            }
+        }
+        black_box(&buf);
+    }
+}
+
+const BULK: usize = 64 << 20;
+
+fn bulk(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bulk");
+    g.throughput(Throughput::Bytes(BULK as u64));
+    g.sample_size(10);
+    for mtu in [1500, 65535] {
+        g.bench_function(format!("mtu_{mtu}"), |bench| {
+            let mut h = Hosts::new(mtu);
+            let l = h.listen(5001);
+            let (cl, sv) = h.connect(l, 5001);
+            bench.iter_custom(|iters| {
+                let t = StdInstant::now();
+                for _ in 0..iters {
+                    h.transfer(cl, sv, BULK);
+                }
+                t.elapsed()
+            });
+        });
+    }
+    g.finish();
+}
+
+fn connections(c: &mut Criterion) {
+    let mut g = c.benchmark_group("connections");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("connect_accept_close", |bench| {
+        let mut h = Hosts::new(1500);
+        let l = h.listen(5002);
+        bench.iter_custom(|iters| {
+            let t = StdInstant::now();
+            for _ in 0..iters {
+                let (cl, sv) = h.connect(l, 5002);
+                // The client closes first, so TIME_WAIT stays on the client side, as with Linux.
+                h.a.close(cl).unwrap();
+                h.poll();
+                h.b.close(sv).unwrap();
+                h.poll();
+            }
+            t.elapsed()
+        });
+    });
+    g.finish();
+}
+
+fn idle(c: &mut Criterion) {
+    let mut g = c.benchmark_group("idle");
+    g.throughput(Throughput::Bytes(BULK as u64));
+    g.sample_size(10);
+    g.measurement_time(StdDuration::from_secs(10));
+    for idle in [0usize, 10_000] {
+        g.bench_function(idle.to_string(), |bench| {
+            let mut h = Hosts::new(1500);
+            let l = h.listen(5003);
+            let mut keep = Vec::with_capacity(idle);
+            for _ in 0..idle {
+                keep.push(h.connect(l, 5003));
+            }
+            let (cl, sv) = h.connect(l, 5003);
+            bench.iter_custom(|iters| {
+                let t = StdInstant::now();
+                for _ in 0..iters {
+                    h.transfer(cl, sv, BULK);
+                }
+                t.elapsed()
+            });
+            assert_eq!(
+                h.b.socket_count(),
+                idle + 2,
+                "listener, idle connections and the measured one"
+            );
+            black_box(keep);
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bulk, connections, idle);
+criterion_main!(benches);

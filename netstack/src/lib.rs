@@ -21,6 +21,7 @@
 //! error per errno, translated by the Sentry). Time is always passed in, so
 //! tests drive the stack with a simulated clock.
 
+mod buffers;
 mod demux;
 mod error;
 pub mod link;

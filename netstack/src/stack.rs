@@ -13,6 +13,8 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use slotmap::SlotMap;
+
+use crate::buffers::BufferPool;
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -140,6 +142,7 @@ pub struct Stack {
     events: Vec<SocketId>,
     timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
     empty: SocketSet<'static>,
+    pub(crate) pool: BufferPool,
     pub(crate) rng: u64,
 }
 
@@ -178,6 +181,7 @@ impl Stack {
             events: Vec::new(),
             timers: BinaryHeap::new(),
             empty: SocketSet::new(Vec::new()),
+            pool: BufferPool::default(),
         };
         let lo = NicConfig {
             name: "lo".into(),
@@ -402,8 +406,8 @@ impl Stack {
         let opts = Options::new(rbuf, sbuf);
         let kind = match protocol {
             Protocol::Tcp => Kind::Tcp(TcpState::Fresh),
-            Protocol::Udp => Kind::Udp(UdpState::new(&opts)),
-            Protocol::Icmp => Kind::Icmp(IcmpState::new(&opts)),
+            Protocol::Udp => Kind::Udp(UdpState::new(&self.pool, &opts)),
+            Protocol::Icmp => Kind::Icmp(IcmpState::new(&self.pool, &opts)),
         };
         let socket = Socket {
             domain,
@@ -568,6 +572,47 @@ impl Stack {
         };
         table.entry(binding.port).or_default().push(id);
         Ok(binding)
+    }
+
+    /// Picks the local port of an outgoing TCP connection: a free port, or one
+    /// held only by other outgoing connections whose 4-tuples differ. A
+    /// 4-tuple still in TIME_WAIT is taken over (Linux's `tcp_tw_reuse`).
+    pub(crate) fn claim_connect_port(
+        &mut self,
+        id: SocketId,
+        local: IpAddress,
+        remote: IpEndpoint,
+    ) -> Result<Binding> {
+        let random = self.next_random();
+        let (lo, hi) = self.cfg.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        let start = (random % u64::from(span)) as u32;
+        for i in 0..span {
+            let port = lo + ((start + i) % span) as u16;
+            let shareable = self.tcp_ports.get(&port).is_none_or(|ids| {
+                ids.iter().all(|&o| {
+                    self.sockets
+                        .get(o)
+                        .and_then(|s| s.binding)
+                        .is_some_and(|b| b.shared)
+                })
+            });
+            if !shareable {
+                continue;
+            }
+            let key = (IpEndpoint::new(local, port), remote);
+            if let Some(&old) = self.tcp_conns.get(&key) {
+                match self.sockets.get(old).map(|s| &s.kind) {
+                    Some(Kind::Tcp(TcpState::TimeWait { .. })) => self.free(old),
+                    _ => continue,
+                }
+            }
+            let mut b = self.get(id)?.binding_for(None, port);
+            b.shared = true;
+            self.tcp_ports.entry(port).or_default().push(id);
+            return Ok(b);
+        }
+        Err(NetError::AddrNotAvailable)
     }
 
     /// Linux's bind conflict rule: overlapping bindings conflict unless both
@@ -955,7 +1000,7 @@ impl Stack {
         }
     }
 
-    fn arm_timer(&mut self, id: SocketId, at: Option<Instant>) {
+    pub(crate) fn arm_timer(&mut self, id: SocketId, at: Option<Instant>) {
         let Some(s) = self.sockets.get_mut(id) else {
             return;
         };

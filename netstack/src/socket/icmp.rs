@@ -12,6 +12,7 @@ use smoltcp::storage::PacketMetadata;
 use smoltcp::wire::IpAddress;
 
 use super::{Datagram, Domain, Kind, Options, Readiness, RecvFlags, Slot, Socket, SocketId};
+use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
 use crate::stack::Stack;
 
@@ -28,15 +29,15 @@ const ECHO_REQUEST_V4: u8 = 8;
 const ECHO_REQUEST_V6: u8 = 128;
 
 impl IcmpState {
-    pub(crate) fn new(opts: &Options) -> IcmpState {
-        let rx = opts.recv_buffer.max(1 << 16);
-        let tx = opts.send_buffer.max(1 << 16);
+    pub(crate) fn new(pool: &BufferPool, opts: &Options) -> IcmpState {
+        let (rx, rx_lease) = pool.lend(opts.recv_buffer.max(1 << 17));
+        let (tx, tx_lease) = pool.lend(opts.send_buffer.max(1 << 17));
         let socket = icmp::Socket::new(
-            icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], vec![0; rx]),
-            icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], vec![0; tx]),
+            icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], rx),
+            icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], tx),
         );
         IcmpState {
-            slot: Slot::new(socket),
+            slot: Slot::new(socket, [rx_lease, tx_lease]),
             ident: None,
             bound: None,
             peer: None,

@@ -15,6 +15,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use crate::buffers::Lease;
 use crate::error::{NetError, Result};
 
 slotmap::new_key_type! {
@@ -203,13 +204,23 @@ impl Options {
 pub(crate) struct Slot {
     pub set: SocketSet<'static>,
     pub handle: SocketHandle,
+    /// The memory the socket's buffers borrow. Declared after `set`, so it is
+    /// dropped (and returned to the pool) only after the socket is gone.
+    _leases: [Lease; 2],
 }
 
 impl Slot {
-    pub(crate) fn new<S: smoltcp::socket::AnySocket<'static>>(socket: S) -> Slot {
+    pub(crate) fn new<S: smoltcp::socket::AnySocket<'static>>(
+        socket: S,
+        leases: [Lease; 2],
+    ) -> Slot {
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
-        Slot { set, handle }
+        Slot {
+            set,
+            handle,
+            _leases: leases,
+        }
     }
 }
 
@@ -222,6 +233,9 @@ pub(crate) struct Binding {
     /// Which families the binding covers (a dual-stack wildcard covers both).
     pub v4: bool,
     pub v6: bool,
+    /// An ephemeral port taken by `connect`: other connections may share it
+    /// as long as their 4-tuples differ, as on Linux.
+    pub shared: bool,
 }
 
 impl Binding {
@@ -290,12 +304,14 @@ impl Socket {
                 port,
                 v4: true,
                 v6: false,
+                shared: false,
             },
             (Domain::Ipv6, _) => Binding {
                 addr,
                 port,
                 v4: addr.is_none() && !self.opts.v6only,
                 v6: true,
+                shared: false,
             },
         }
     }

@@ -15,6 +15,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address, Ipv6Address};
 
 use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, Socket, SocketId};
+use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
 use crate::stack::{NicId, Stack, remove_from};
 
@@ -23,7 +24,17 @@ pub(crate) enum TcpState {
     Fresh,
     Listening(Listener),
     Conn(Box<Conn>),
+    /// A closed connection waiting out TIME_WAIT: no smoltcp socket and no
+    /// buffers any more (like Linux's timewait sockets), only the 4-tuple and
+    /// the port it still holds.
+    TimeWait {
+        key: (IpEndpoint, IpEndpoint),
+        until: Instant,
+    },
 }
+
+/// How long a connection stays in TIME_WAIT (Linux: 60 s).
+const TIME_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Listener {
     pub backlog: usize,
@@ -61,14 +72,18 @@ impl Conn {
     }
 }
 
-fn new_socket(opts: &Options) -> tcp::Socket<'static> {
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; opts.recv_buffer]),
-        tcp::SocketBuffer::new(vec![0; opts.send_buffer]),
-    );
+fn new_slot(
+    pool: &BufferPool,
+    opts: &Options,
+    setup: impl FnOnce(&mut tcp::Socket<'static>) -> Result<()>,
+) -> Result<Slot> {
+    let (rx, rx_lease) = pool.lend(opts.recv_buffer);
+    let (tx, tx_lease) = pool.lend(opts.send_buffer);
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
     s.set_congestion_control(CongestionControl::Cubic);
     configure(&mut s, opts);
-    s
+    setup(&mut s)?;
+    Ok(Slot::new(s, [rx_lease, tx_lease]))
 }
 
 fn configure(s: &mut tcp::Socket<'static>, opts: &Options) {
@@ -86,14 +101,14 @@ fn configure(s: &mut tcp::Socket<'static>, opts: &Options) {
     }
 }
 
-fn listening_slot(opts: &Options, binding: &Binding) -> Result<Slot> {
-    let mut s = new_socket(opts);
-    s.listen(IpListenEndpoint {
-        addr: binding.addr,
-        port: binding.port,
+fn listening_slot(pool: &BufferPool, opts: &Options, binding: &Binding) -> Result<Slot> {
+    new_slot(pool, opts, |s| {
+        s.listen(IpListenEndpoint {
+            addr: binding.addr,
+            port: binding.port,
+        })
+        .map_err(|_| NetError::InvalidInput)
     })
-    .map_err(|_| NetError::InvalidInput)?;
-    Ok(Slot::new(s))
 }
 
 impl TcpState {
@@ -101,7 +116,7 @@ impl TcpState {
         match self {
             TcpState::Listening(l) => Some(&mut l.idle),
             TcpState::Conn(c) => Some(&mut c.slot),
-            TcpState::Fresh => None,
+            TcpState::Fresh | TcpState::TimeWait { .. } => None,
         }
     }
 
@@ -115,6 +130,7 @@ impl TcpState {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self {
             TcpState::Conn(c) => c.connect_deadline,
+            TcpState::TimeWait { until, .. } => Some(*until),
             _ => None,
         }
     }
@@ -128,7 +144,7 @@ impl TcpState {
                     opts,
                 );
             }
-            TcpState::Fresh => {}
+            TcpState::Fresh | TcpState::TimeWait { .. } => {}
         }
     }
 }
@@ -182,6 +198,16 @@ impl Stack {
         rst: bool,
     ) -> Option<Option<SocketId>> {
         if let Some(&id) = self.tcp_conns.get(&(dst, src)) {
+            if let Some(Kind::Tcp(TcpState::TimeWait { .. })) =
+                self.sockets.get(id).map(|s| &s.kind)
+            {
+                if !syn || ack || rst {
+                    return Some(None);
+                }
+                // A new SYN for a 4-tuple in TIME_WAIT starts a new connection.
+                self.free(id);
+                return self.tcp_target(_nic, dst, src, syn, ack, rst);
+            }
             let parent = {
                 let c = conn(self.sockets.get_mut(id)?)?;
                 c.rst_seen = rst;
@@ -265,8 +291,8 @@ impl Stack {
                 b
             }
         };
+        let idle = listening_slot(&self.pool, &self.get(id)?.opts, &binding)?;
         let sock = self.get_mut(id)?;
-        let idle = listening_slot(&sock.opts, &binding)?;
         sock.kind = Kind::Tcp(TcpState::Listening(Listener {
             backlog,
             idle,
@@ -338,7 +364,7 @@ impl Stack {
         let binding = match sock.binding {
             Some(b) => b,
             None => {
-                let b = self.claim_port(id, None, 0)?;
+                let b = self.claim_connect_port(id, src, remote)?;
                 self.get_mut(id)?.binding = Some(b);
                 b
             }
@@ -356,13 +382,16 @@ impl Stack {
             return Err(NetError::AddrNotAvailable);
         }
         let deadline = self.now + self.cfg.connect_timeout;
-        let mut s = new_socket(&self.get(id)?.opts);
-        s.connect(self.nics[nic].iface.context(), remote, local)
-            .map_err(|_| NetError::InvalidInput)?;
+        let cx = self.nics[nic].iface.context();
+        let opts = &self.sockets.get(id).ok_or(NetError::BadHandle)?.opts;
+        let slot = new_slot(&self.pool, opts, |s| {
+            s.connect(cx, remote, local)
+                .map_err(|_| NetError::InvalidInput)
+        })?;
         let sock = self.get_mut(id)?;
         sock.nic = nic;
         sock.kind = Kind::Tcp(TcpState::Conn(Box::new(Conn {
-            slot: Slot::new(s),
+            slot,
             key,
             prev: tcp::State::SynSent,
             parent: None,
@@ -602,7 +631,7 @@ impl Stack {
                 // Anything else: the waiting socket is spoiled; make a new one.
                 _ => {
                     if let Some(b) = sock.binding
-                        && let Ok(slot) = listening_slot(&sock.opts, &b)
+                        && let Ok(slot) = listening_slot(&self.pool, &sock.opts, &b)
                         && let Some(l) = listener(sock)
                     {
                         l.idle = slot;
@@ -624,7 +653,7 @@ impl Stack {
         let Some(b) = lsock.binding else {
             return;
         };
-        let Ok(fresh) = listening_slot(&lsock.opts, &b) else {
+        let Ok(fresh) = listening_slot(&self.pool, &lsock.opts, &b) else {
             return;
         };
         let domain = lsock.domain;
@@ -677,6 +706,14 @@ impl Stack {
     pub(crate) fn tcp_after_egress(&mut self, id: SocketId) {
         let now = self.now;
         if let Some(sock) = self.sockets.get_mut(id)
+            && let Kind::Tcp(TcpState::TimeWait { until, .. }) = sock.kind
+        {
+            if now >= until {
+                self.free(id);
+            }
+            return;
+        }
+        if let Some(sock) = self.sockets.get_mut(id)
             && let Some(c) = conn(sock)
             && let Some(deadline) = c.connect_deadline
             && now >= deadline
@@ -696,6 +733,27 @@ impl Stack {
             }
         }
         self.tcp_transitions(id);
+        self.tcp_enter_time_wait(id);
+    }
+
+    /// An orphan in TIME_WAIT whose last ACK is out gives its buffers back.
+    fn tcp_enter_time_wait(&mut self, id: SocketId) {
+        let until = self.now + TIME_WAIT;
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if !sock.orphan {
+            return;
+        }
+        let Some(c) = conn(sock) else {
+            return;
+        };
+        if c.socket().state() != tcp::State::TimeWait {
+            return;
+        }
+        let key = c.key;
+        sock.kind = Kind::Tcp(TcpState::TimeWait { key, until });
+        self.arm_timer(id, Some(until));
     }
 
     /// Reacts to a change of the TCP state since the last look.
@@ -796,6 +854,11 @@ impl Stack {
             TcpState::Listening(_) => {
                 if let Some(b) = binding {
                     remove_from(&mut self.tcp_listeners, b.port, id);
+                }
+            }
+            TcpState::TimeWait { key, .. } => {
+                if self.tcp_conns.get(key) == Some(&id) {
+                    self.tcp_conns.remove(key);
                 }
             }
             TcpState::Fresh => {}

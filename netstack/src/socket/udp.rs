@@ -9,6 +9,7 @@ use smoltcp::storage::PacketMetadata;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::{Datagram, Domain, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, SocketId};
+use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
 use crate::stack::Stack;
 
@@ -24,20 +25,23 @@ pub(crate) struct UdpState {
     pub connected_src: Option<IpAddress>,
 }
 
-fn new_socket(opts: &Options) -> udp::Socket<'static> {
+fn new_slot(pool: &BufferPool, opts: &Options) -> Slot {
     // A datagram may be up to 64 KiB; make sure one always fits.
     let rx = opts.recv_buffer.max(2 * MAX_PAYLOAD_V6);
     let tx = opts.send_buffer.max(2 * MAX_PAYLOAD_V6);
-    udp::Socket::new(
-        udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (rx / 256).max(16)], vec![0; rx]),
-        udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (tx / 256).max(16)], vec![0; tx]),
-    )
+    let (rx_mem, rx_lease) = pool.lend(rx);
+    let (tx_mem, tx_lease) = pool.lend(tx);
+    let socket = udp::Socket::new(
+        udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (rx / 256).max(16)], rx_mem),
+        udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (tx / 256).max(16)], tx_mem),
+    );
+    Slot::new(socket, [rx_lease, tx_lease])
 }
 
 impl UdpState {
-    pub(crate) fn new(opts: &Options) -> UdpState {
+    pub(crate) fn new(pool: &BufferPool, opts: &Options) -> UdpState {
         UdpState {
-            slot: Slot::new(new_socket(opts)),
+            slot: new_slot(pool, opts),
             peer: None,
             connected_src: None,
         }
