@@ -523,6 +523,7 @@ impl Stack {
             Err(e) => return Err(e),
         };
         let local = (!ep.addr.is_unspecified()).then_some(ep.addr);
+        let sock_is_udp = sock.protocol() == Protocol::Udp;
         if let Some(a) = local
             && !self.is_local(a)
             && !(sock.protocol() == Protocol::Udp && self.is_broadcast(a))
@@ -531,6 +532,9 @@ impl Stack {
         }
         let binding = self.claim_port(id, local, ep.port)?;
         self.get_mut(id)?.binding = Some(binding);
+        if sock_is_udp {
+            self.udp_bind_port(id)?;
+        }
         Ok(())
     }
 

@@ -67,7 +67,7 @@ fn udp(sock: &mut super::Socket) -> Option<&mut UdpState> {
 
 impl Stack {
     /// Binds the smoltcp socket to the port the bind table gave it.
-    fn udp_bind_port(&mut self, id: SocketId) -> Result<()> {
+    pub(crate) fn udp_bind_port(&mut self, id: SocketId) -> Result<()> {
         let sock = self.get_mut(id)?;
         let port = sock.binding.map(|b| b.port).ok_or(NetError::InvalidInput)?;
         let u = udp(sock).ok_or(NetError::InvalidInput)?;
