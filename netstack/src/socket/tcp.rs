@@ -89,6 +89,9 @@ fn new_slot(
 fn configure(s: &mut tcp::Socket<'static>, opts: &Options) {
     s.set_nagle_enabled(!opts.nodelay);
     s.set_hop_limit(opts.ttl);
+    // The stack reads frames in batches and answers each batch with one ACK
+    // (as GRO does), so a delayed ACK would only stall small transfers.
+    s.set_ack_delay(None);
     if opts.keepalive {
         let idle = Duration::from_secs(u64::from(opts.keep_idle));
         let probes =
@@ -327,21 +330,27 @@ impl Stack {
         match &mut sock.kind {
             Kind::Tcp(TcpState::Listening(_)) => return Err(NetError::IsConnected),
             Kind::Tcp(TcpState::Conn(c)) => {
-                if let Some(e) = sock.error.take() {
-                    return Err(e);
-                }
                 if c.established {
+                    if let Some(e) = sock.error.take() {
+                        return Err(e);
+                    }
                     if c.connect_pending {
                         c.connect_pending = false;
                         return Ok(());
                     }
                     return Err(NetError::IsConnected);
                 }
-                match c.socket().state() {
-                    tcp::State::SynSent | tcp::State::SynReceived => return Err(NetError::Already),
-                    // A failed attempt whose error was already reported: start over.
-                    _ => self.tcp_reset_to_fresh(id),
+                if matches!(
+                    c.socket().state(),
+                    tcp::State::SynSent | tcp::State::SynReceived
+                ) {
+                    return Err(NetError::Already);
                 }
+                // A failed attempt: report its error (ECONNABORTED once it was
+                // taken by SO_ERROR) and forget it, so the next call starts over.
+                let err = sock.error.take().unwrap_or(NetError::ConnectionAborted);
+                self.tcp_reset_to_fresh(id);
+                return Err(err);
             }
             _ => {}
         }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The one test command: system packages, formatting, lints, tests, benches
+# (compiled, not run). Runs as root in CI; elsewhere apt-get needs sudo only
+# when a package is actually missing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Debian packages the tests need. Today only the Rust toolchain is needed;
+# add names here as tests start to use system tools.
+APT_PACKAGES=(iproute2)
+
+ensure_apt_packages() {
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        return 0
+    fi
+    echo "==> installing missing packages: ${missing[*]}"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo=(sudo)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+step() {
+    echo "==> $*"
+    "$@"
+}
+
+main() {
+    ensure_apt_packages
+    step cargo fmt --all --check
+    step cargo clippy --workspace --all-targets -- -D warnings
+    if cargo nextest --version >/dev/null 2>&1; then
+        step cargo nextest run --workspace --release
+    else
+        step cargo test --workspace --release
+    fi
+    # nextest does not run doctests.
+    step cargo test --workspace --doc --release
+    step cargo bench --workspace --no-run
+    echo "==> all checks passed"
+}
+
+# Sourcing the script (e.g. to call ensure_apt_packages alone) runs nothing.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi
