@@ -45,6 +45,14 @@ pub(crate) enum Flow {
         v6: bool,
         ident: u16,
     },
+    /// An ICMP "destination unreachable" about a packet we sent from `local` to `remote`.
+    Unreachable {
+        proto: IpProtocol,
+        local: IpEndpoint,
+        remote: IpEndpoint,
+        /// Port unreachable (the peer host answered) rather than host or network.
+        port: bool,
+    },
     /// ARP or IPv6 neighbour discovery: may unblock sockets waiting for a neighbour.
     Neighbor,
     Other,
@@ -171,6 +179,9 @@ fn transport(proto: IpProtocol, src: IpAddress, dst: IpAddress, payload: &[u8]) 
                 v6: false,
                 ident: icmp.echo_ident(),
             },
+            Ok(icmp) if icmp.msg_type() == Icmpv4Message::DstUnreachable => {
+                quoted_v4(icmp.data(), icmp.msg_code() == 3)
+            }
             _ => Flow::Other,
         },
         IpProtocol::Icmpv6 => match Icmpv6Packet::new_checked(payload) {
@@ -179,6 +190,7 @@ fn transport(proto: IpProtocol, src: IpAddress, dst: IpAddress, payload: &[u8]) 
                     v6: true,
                     ident: icmp.echo_ident(),
                 },
+                Icmpv6Message::DstUnreachable => quoted_v6(icmp.payload(), icmp.msg_code() == 4),
                 Icmpv6Message::NeighborAdvert
                 | Icmpv6Message::NeighborSolicit
                 | Icmpv6Message::RouterAdvert => Flow::Neighbor,
@@ -188,6 +200,54 @@ fn transport(proto: IpProtocol, src: IpAddress, dst: IpAddress, payload: &[u8]) 
         },
         _ => Flow::Other,
     }
+}
+
+/// The addresses and ports of the IPv4 packet quoted in an ICMP error (its
+/// header and at least 8 bytes of its payload).
+fn quoted_v4(q: &[u8], port: bool) -> Flow {
+    let parse = || {
+        let hl = usize::from(q.first()? & 0x0f) * 4;
+        let proto = IpProtocol::from(*q.get(9)?);
+        let src: [u8; 4] = q.get(12..16)?.try_into().ok()?;
+        let dst: [u8; 4] = q.get(16..20)?.try_into().ok()?;
+        let ports = q.get(hl..hl.checked_add(4)?)?;
+        Some(Flow::Unreachable {
+            proto,
+            local: IpEndpoint::new(
+                IpAddress::v4(src[0], src[1], src[2], src[3]),
+                u16::from_be_bytes([ports[0], ports[1]]),
+            ),
+            remote: IpEndpoint::new(
+                IpAddress::v4(dst[0], dst[1], dst[2], dst[3]),
+                u16::from_be_bytes([ports[2], ports[3]]),
+            ),
+            port,
+        })
+    };
+    parse().unwrap_or(Flow::Other)
+}
+
+/// The same for an IPv6 packet quoted in an ICMPv6 error.
+fn quoted_v6(q: &[u8], port: bool) -> Flow {
+    let parse = || {
+        let proto = IpProtocol::from(*q.get(6)?);
+        let src: [u8; 16] = q.get(8..24)?.try_into().ok()?;
+        let dst: [u8; 16] = q.get(24..40)?.try_into().ok()?;
+        let ports = q.get(40..44)?;
+        Some(Flow::Unreachable {
+            proto,
+            local: IpEndpoint::new(
+                IpAddress::Ipv6(src.into()),
+                u16::from_be_bytes([ports[0], ports[1]]),
+            ),
+            remote: IpEndpoint::new(
+                IpAddress::Ipv6(dst.into()),
+                u16::from_be_bytes([ports[2], ports[3]]),
+            ),
+            port,
+        })
+    };
+    parse().unwrap_or(Flow::Other)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@
 mod buffers;
 mod demux;
 mod error;
+mod frag6;
 pub mod link;
 mod socket;
 mod stack;

@@ -16,21 +16,24 @@ use slotmap::SlotMap;
 
 use crate::buffers::BufferPool;
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
+use smoltcp::socket::raw;
+use smoltcp::storage::PacketMetadata;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, Ipv4Address,
-    Ipv6Address,
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, IpVersion,
+    Ipv4Address, Ipv6Address,
 };
 
 use crate::demux::{self, Flow, FragKey};
 use crate::error::{NetError, Result};
+use crate::frag6::{self, Reassembler};
 use crate::link::{FrameDevice, Link, LinkCaps, Loopback, Medium};
 use crate::socket::icmp::IcmpState;
 use crate::socket::tcp::TcpState;
 use crate::socket::udp::UdpState;
 use crate::socket::{
-    Binding, Datagram, Domain, Kind, Options, Protocol, Readiness, RecvFlags, Shutdown, SockOpt,
-    SockOptName, Socket, SocketId, clamp_buffer,
+    Binding, Datagram, Domain, Kind, Options, Protocol, Readiness, RecvFlags, Shutdown, Slot,
+    SockOpt, SockOptName, Socket, SocketId, clamp_buffer,
 };
 
 /// Index of a NIC in its stack. The loopback NIC is always [`LOOPBACK`].
@@ -120,6 +123,8 @@ pub(crate) struct Nic {
     pub iface: Interface,
     pub link: Box<dyn Link>,
     pub caps: LinkCaps,
+    /// A raw socket that sends IPv6 fragments made by the stack itself.
+    pub frag_tx: Slot,
 }
 
 /// A user-space TCP/IP stack with Linux socket semantics.
@@ -143,6 +148,7 @@ pub struct Stack {
     timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
     empty: SocketSet<'static>,
     pub(crate) pool: BufferPool,
+    reassembler: Reassembler,
     pub(crate) rng: u64,
 }
 
@@ -182,6 +188,7 @@ impl Stack {
             timers: BinaryHeap::new(),
             empty: SocketSet::new(Vec::new()),
             pool: BufferPool::default(),
+            reassembler: Reassembler::default(),
         };
         let lo = NicConfig {
             name: "lo".into(),
@@ -250,7 +257,20 @@ impl Stack {
                 .map_err(|_| NetError::NoBufferSpace)?;
         }
         let id = self.nics.len();
-        if id != LOOPBACK {
+        if id == LOOPBACK {
+            // All of 127.0.0.0/8 is this host, as on Linux.
+            iface.set_any_ip(true);
+            iface.routes_mut().update(|routes| {
+                full |= routes
+                    .push(smoltcp::iface::Route {
+                        cidr: IpCidr::new(IpAddress::v4(127, 0, 0, 0), 8),
+                        via_router: IpAddress::v4(127, 0, 0, 1),
+                        preferred_until: None,
+                        expires_at: None,
+                    })
+                    .is_err();
+            });
+        } else {
             // Traffic to our own addresses goes through lo.
             let lo = &mut self.nics[LOOPBACK].iface;
             lo.update_ip_addrs(|addrs| {
@@ -277,11 +297,20 @@ impl Stack {
             gateway_v4: cfg.gateway_v4,
             gateway_v6: cfg.gateway_v6,
         };
+        let (rx, rx_lease) = self.pool.lend(4096);
+        let (tx, tx_lease) = self.pool.lend(512 << 10);
+        let raw = raw::Socket::new(
+            Some(IpVersion::Ipv6),
+            Some(IpProtocol::Ipv6Frag),
+            raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], rx),
+            raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 512], tx),
+        );
         self.nics.push(Nic {
             info,
             iface,
             link,
             caps,
+            frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
         });
         Ok(id)
     }
@@ -533,6 +562,9 @@ impl Stack {
         let binding = self.claim_port(id, local, ep.port)?;
         self.get_mut(id)?.binding = Some(binding);
         if sock_is_udp {
+            if let Kind::Udp(u) = &mut self.get_mut(id)?.kind {
+                u.port_locked = ep.port != 0;
+            }
             self.udp_bind_port(id)?;
         }
         Ok(())
@@ -1020,7 +1052,67 @@ impl Stack {
         }
     }
 
+    /// Sends an upper-layer packet too large for the NIC as IPv6 fragments.
+    pub(crate) fn send_ipv6_fragments(
+        &mut self,
+        nic: NicId,
+        src: Ipv6Address,
+        dst: Ipv6Address,
+        proto: IpProtocol,
+        hop_limit: u8,
+        packet: &[u8],
+    ) -> Result<()> {
+        let ident = self.next_random() as u32;
+        let n = &mut self.nics[nic];
+        let raw = n
+            .frag_tx
+            .set
+            .get_mut::<raw::Socket<'static>>(n.frag_tx.handle);
+        let pieces = packet.len().div_ceil(n.caps.mtu.saturating_sub(48).max(8));
+        if raw.payload_send_capacity() - raw.send_queue() < packet.len() + pieces * 48 {
+            return Err(NetError::WouldBlock);
+        }
+        let mut ok = true;
+        let d = frag6::Datagram {
+            src,
+            dst,
+            next_header: proto,
+            hop_limit,
+            ident,
+        };
+        frag6::fragment(&d, packet, n.caps.mtu, |p| {
+            ok &= raw.send_slice(p).is_ok();
+        });
+        self.flush_fragments(nic);
+        if ok {
+            Ok(())
+        } else {
+            Err(NetError::NoBufferSpace)
+        }
+    }
+
+    fn flush_fragments(&mut self, nic: NicId) {
+        let n = &mut self.nics[nic];
+        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, None, self.now);
+        while n.iface.poll_egress(self.now, &mut dev, &mut n.frag_tx.set)
+            == PollResult::SocketStateChanged
+        {}
+    }
+
     fn expire_fragments(&mut self) {
+        // Fragments waiting for a neighbour go out once it answers.
+        for nic in 0..self.nics.len() {
+            let n = &mut self.nics[nic];
+            if n.frag_tx
+                .set
+                .get_mut::<raw::Socket<'static>>(n.frag_tx.handle)
+                .send_queue()
+                > 0
+            {
+                self.flush_fragments(nic);
+            }
+        }
+        self.reassembler.expire(self.now);
         if self.frag_owners.len() > 256 {
             let now = self.now;
             self.frag_owners
@@ -1044,6 +1136,13 @@ impl Stack {
                 None => return,
             },
             Flow::Udp { dst, src } => self.udp_target(dst, src),
+            Flow::Fragment { key, .. } if matches!(key.src, IpAddress::Ipv6(_)) => {
+                let medium = self.nics[nic].caps.medium;
+                if let Some(whole) = self.reassembler.add(medium, key, frame, self.now) {
+                    self.ingress(nic, &whole);
+                }
+                return;
+            }
             Flow::Fragment { key, ports } => {
                 let owner = match ports {
                     Some((IpProtocol::Udp, dst, src)) => self.udp_target(dst, src),
@@ -1059,6 +1158,15 @@ impl Stack {
                 }
             }
             Flow::EchoReply { v6, ident } => self.icmp_idents.get(&(v6, ident)).copied(),
+            Flow::Unreachable {
+                proto,
+                local,
+                remote,
+                port,
+            } => {
+                self.icmp_error(proto, local, remote, port);
+                None
+            }
             Flow::Neighbor | Flow::Other => None,
         };
         match target {
@@ -1072,6 +1180,35 @@ impl Stack {
         }
         if flow == Flow::Neighbor {
             self.wake_nic(nic);
+        }
+    }
+
+    /// An ICMP error about a packet we sent: a hard error for a connected UDP
+    /// socket and for a TCP connect in progress, as Linux treats them.
+    fn icmp_error(&mut self, proto: IpProtocol, local: IpEndpoint, remote: IpEndpoint, port: bool) {
+        let err = if port {
+            NetError::ConnectionRefused
+        } else {
+            NetError::HostUnreachable
+        };
+        let id = match proto {
+            IpProtocol::Udp => self.udp_ports.get(&local.port).and_then(|ids| {
+                ids.iter().copied().find(|&id| {
+                    matches!(self.sockets.get(id).map(|s| &s.kind),
+                        Some(Kind::Udp(u)) if u.peer == Some(remote))
+                })
+            }),
+            IpProtocol::Tcp => self.tcp_conns.get(&(local, remote)).copied(),
+            _ => None,
+        };
+        let Some(id) = id else {
+            return;
+        };
+        if proto == IpProtocol::Tcp {
+            self.tcp_connect_failed(id, err);
+        } else if let Some(s) = self.sockets.get_mut(id) {
+            s.error = Some(err);
+            self.mark_event(id);
         }
     }
 

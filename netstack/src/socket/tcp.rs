@@ -728,15 +728,8 @@ impl Stack {
             && now >= deadline
         {
             c.connect_deadline = None;
-            if matches!(
-                c.socket().state(),
-                tcp::State::SynSent | tcp::State::SynReceived
-            ) {
-                c.socket().abort();
-                c.prev = tcp::State::Closed;
-                sock.error = Some(NetError::TimedOut);
-                self.mark_event(id);
-                self.mark_dirty(id);
+            if c.socket().state() == tcp::State::SynSent {
+                self.tcp_connect_failed(id, NetError::TimedOut);
                 self.tcp_release_if_done(id);
                 return;
             }
@@ -763,6 +756,26 @@ impl Stack {
         let key = c.key;
         sock.kind = Kind::Tcp(TcpState::TimeWait { key, until });
         self.arm_timer(id, Some(until));
+    }
+
+    /// An ICMP error ends a connect in progress (later ones are soft errors,
+    /// which Linux does not report either).
+    pub(crate) fn tcp_connect_failed(&mut self, id: SocketId, err: NetError) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        let Some(c) = conn(sock) else {
+            return;
+        };
+        if c.socket().state() != tcp::State::SynSent {
+            return;
+        }
+        c.connect_deadline = None;
+        c.socket().abort();
+        c.prev = tcp::State::Closed;
+        sock.error = Some(err);
+        self.mark_event(id);
+        self.mark_dirty(id);
     }
 
     /// Reacts to a change of the TCP state since the last look.

@@ -4,9 +4,10 @@
 
 use std::net::SocketAddr;
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::udp::{self, UdpMetadata};
 use smoltcp::storage::PacketMetadata;
-use smoltcp::wire::{IpAddress, IpEndpoint};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv6Address, UdpPacket, UdpRepr};
 
 use super::{Datagram, Domain, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, SocketId};
 use crate::buffers::BufferPool;
@@ -23,6 +24,8 @@ pub(crate) struct UdpState {
     pub peer: Option<IpEndpoint>,
     /// The source address chosen at connect time, for `getsockname`.
     pub connected_src: Option<IpAddress>,
+    /// `bind` named a port (Linux's SOCK_BINDPORT_LOCK): disconnect keeps it.
+    pub port_locked: bool,
 }
 
 fn new_slot(pool: &BufferPool, opts: &Options) -> Slot {
@@ -44,6 +47,7 @@ impl UdpState {
             slot: new_slot(pool, opts),
             peer: None,
             connected_src: None,
+            port_locked: false,
         }
     }
 
@@ -109,6 +113,13 @@ impl Stack {
             Kind::Udp(u) => {
                 u.peer = None;
                 u.connected_src = None;
+                // A port the caller did not choose goes back, as on Linux.
+                if !u.port_locked
+                    && let Some(b) = sock.binding.take()
+                {
+                    u.socket().close();
+                    crate::stack::remove_from(&mut self.udp_ports, b.port, id);
+                }
                 Ok(())
             }
             Kind::Icmp(i) => {
@@ -154,6 +165,7 @@ impl Stack {
         }
         let (nic, src) = self.route(dst.addr)?;
         self.udp_autobind(id)?;
+        let nic_mtu = self.nics[nic].caps.mtu;
         let sock = self.get_mut(id)?;
         let src = match sock.binding.and_then(|b| b.addr) {
             Some(a) if std::mem::discriminant(&a) != std::mem::discriminant(&dst.addr) => {
@@ -163,6 +175,11 @@ impl Stack {
             _ => src,
         };
         sock.nic = nic;
+        if let (IpAddress::Ipv6(s6), IpAddress::Ipv6(d6)) = (src, dst.addr)
+            && data.len() + 48 > nic_mtu
+        {
+            return self.udp_send_fragmented_v6(id, s6, d6, dst.port, data);
+        }
         let u = udp(sock).ok_or(NetError::InvalidInput)?;
         let mut meta = UdpMetadata::from(dst);
         meta.local_address = Some(src);
@@ -176,6 +193,33 @@ impl Stack {
         Ok(data.len())
     }
 
+    /// smoltcp drops IPv6 packets larger than the MTU; the stack fragments them itself.
+    fn udp_send_fragmented_v6(
+        &mut self,
+        id: SocketId,
+        src: Ipv6Address,
+        dst: Ipv6Address,
+        dst_port: u16,
+        data: &[u8],
+    ) -> Result<usize> {
+        let sock = self.get(id)?;
+        let src_port = sock.binding.map(|b| b.port).ok_or(NetError::InvalidInput)?;
+        let hop_limit = sock.opts.ttl.unwrap_or(64);
+        let nic = sock.nic;
+        let mut packet = vec![0u8; 8 + data.len()];
+        let repr = UdpRepr { src_port, dst_port };
+        repr.emit(
+            &mut UdpPacket::new_unchecked(&mut packet[..]),
+            &IpAddress::Ipv6(src),
+            &IpAddress::Ipv6(dst),
+            data.len(),
+            |p| p.copy_from_slice(data),
+            &ChecksumCapabilities::default(),
+        );
+        self.send_ipv6_fragments(nic, src, dst, IpProtocol::Udp, hop_limit, &packet)?;
+        Ok(data.len())
+    }
+
     pub(crate) fn udp_recv_from(
         &mut self,
         id: SocketId,
@@ -183,9 +227,12 @@ impl Stack {
         flags: RecvFlags,
     ) -> Result<Datagram> {
         let sock = self.get_mut(id)?;
+        // A pending error (an ICMP port unreachable) is reported before data, as Linux does.
+        if let Some(e) = sock.error.take() {
+            return Err(e);
+        }
         let domain = sock.domain;
         let shut_rd = sock.shut_rd;
-        let error = sock.error.take();
         let u = udp(sock).ok_or(NetError::InvalidInput)?;
         let s = u.socket();
         let got = if flags.peek {
@@ -204,9 +251,6 @@ impl Stack {
                 })
             }
             Err(_) => {
-                if let Some(e) = error {
-                    return Err(e);
-                }
                 if shut_rd {
                     return Ok(Datagram {
                         copied: 0,
