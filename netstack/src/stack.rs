@@ -1239,7 +1239,7 @@ impl Stack {
     }
 
     /// Produces the output of one socket and re-arms its timer.
-    fn egress(&mut self, id: SocketId) {
+    pub(crate) fn egress(&mut self, id: SocketId) {
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
@@ -1254,19 +1254,15 @@ impl Stack {
             Kind::Udp(u) => Some(&mut u.slot),
             Kind::Icmp(i) => Some(&mut i.slot),
         };
-        let mut at = None;
+        let mut at = extra_deadline;
         if let Some(slot) = slot {
-            let n = &mut self.nics[nic];
-            let mut dev = FrameDevice::new(&mut *n.link, &n.caps, None, self.now);
-            while n.iface.poll_egress(self.now, &mut dev, &mut slot.set)
-                == PollResult::SocketStateChanged
-            {}
-            at = n.iface.poll_at(self.now, &slot.set);
+            at = earliest(at, drive_egress(&mut self.nics[nic], slot, self.now));
         }
-        let at = match (at, extra_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        if let Kind::Udp(u) = &mut sock.kind {
+            for (xnic, slot) in &mut u.extra_tx {
+                at = earliest(at, drive_egress(&mut self.nics[*xnic], slot, self.now));
+            }
+        }
         self.arm_timer(id, at);
         let is_tcp = matches!(self.sockets.get(id).map(|s| &s.kind), Some(Kind::Tcp(_)));
         if is_tcp {
@@ -1276,17 +1272,32 @@ impl Stack {
         }
     }
 
-    /// After a neighbour answered, sockets of that NIC waiting on it may send.
-    fn wake_nic(&mut self, nic: NicId) {
+    /// After a neighbour answered, sockets waiting on it may send. (A UDP
+    /// socket may wait on several NICs, so every socket with a timer is woken.)
+    fn wake_nic(&mut self, _nic: NicId) {
         let waiting: Vec<SocketId> = self
             .sockets
             .iter()
-            .filter(|(_, s)| s.nic == nic && s.timer.is_some())
+            .filter(|(_, s)| s.timer.is_some())
             .map(|(id, _)| id)
             .collect();
         for id in waiting {
             self.mark_dirty(id);
         }
+    }
+}
+
+/// Sends everything one socket set has for `nic`; returns its next deadline.
+fn drive_egress(nic: &mut Nic, slot: &mut Slot, now: Instant) -> Option<Instant> {
+    let mut dev = FrameDevice::new(&mut *nic.link, &nic.caps, None, now);
+    while nic.iface.poll_egress(now, &mut dev, &mut slot.set) == PollResult::SocketStateChanged {}
+    nic.iface.poll_at(now, &slot.set)
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -12,7 +12,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv6Address, UdpPacket, U
 use super::{Datagram, Domain, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, SocketId};
 use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
-use crate::stack::Stack;
+use crate::stack::{NicId, Stack};
 
 /// Largest UDP payload over IPv4 (65535 - 20 - 8) and IPv6 (65535 - 8).
 const MAX_PAYLOAD_V4: usize = 65507;
@@ -26,6 +26,8 @@ pub(crate) struct UdpState {
     pub connected_src: Option<IpAddress>,
     /// `bind` named a port (Linux's SOCK_BINDPORT_LOCK): disconnect keeps it.
     pub port_locked: bool,
+    /// Send-only sockets for datagrams routed through NICs other than the home one.
+    pub extra_tx: Vec<(NicId, Slot)>,
 }
 
 fn new_slot(pool: &BufferPool, opts: &Options) -> Slot {
@@ -48,6 +50,7 @@ impl UdpState {
             peer: None,
             connected_src: None,
             port_locked: false,
+            extra_tx: Vec::new(),
         }
     }
 
@@ -118,6 +121,7 @@ impl Stack {
                     && let Some(b) = sock.binding.take()
                 {
                     u.socket().close();
+                    u.extra_tx.clear();
                     crate::stack::remove_from(&mut self.udp_ports, b.port, id);
                 }
                 Ok(())
@@ -174,16 +178,45 @@ impl Stack {
             Some(a) if a.is_unicast() => a,
             _ => src,
         };
-        sock.nic = nic;
         if let (IpAddress::Ipv6(s6), IpAddress::Ipv6(d6)) = (src, dst.addr)
             && data.len() + 48 > nic_mtu
         {
-            return self.udp_send_fragmented_v6(id, s6, d6, dst.port, data);
+            return self.udp_send_fragmented_v6(id, nic, s6, d6, dst.port, data);
         }
-        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        // Each datagram leaves through the NIC its route names. The socket's own
+        // smoltcp socket sends through its home NIC; while it still holds
+        // datagrams for that NIC, others go through a send-only socket per NIC.
+        let use_home = sock.nic == nic || udp(sock).is_some_and(|u| u.socket().send_queue() == 0);
+        if use_home {
+            sock.nic = nic;
+        } else if !udp(sock).is_some_and(|u| u.extra_tx.iter().any(|(n, _)| *n == nic)) {
+            let port = sock.binding.map(|b| b.port).ok_or(NetError::InvalidInput)?;
+            let opts = sock.opts.clone();
+            let mut slot = new_slot(&self.pool, &opts);
+            slot.set
+                .get_mut::<udp::Socket<'static>>(slot.handle)
+                .bind(port)
+                .map_err(|_| NetError::InvalidInput)?;
+            let sock = self.get_mut(id)?;
+            udp(sock)
+                .ok_or(NetError::InvalidInput)?
+                .extra_tx
+                .push((nic, slot));
+        }
+        let u = udp(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
+        let s = if use_home {
+            u.socket()
+        } else {
+            let (_, slot) = u
+                .extra_tx
+                .iter_mut()
+                .find(|(n, _)| *n == nic)
+                .ok_or(NetError::InvalidInput)?;
+            slot.set.get_mut::<udp::Socket<'static>>(slot.handle)
+        };
         let mut meta = UdpMetadata::from(dst);
         meta.local_address = Some(src);
-        match u.socket().send_slice(data, meta) {
+        match s.send_slice(data, meta) {
             Ok(()) => {}
             Err(udp::SendError::BufferFull) => return Err(NetError::WouldBlock),
             Err(udp::SendError::Unaddressable) => return Err(NetError::InvalidInput),
@@ -197,6 +230,7 @@ impl Stack {
     fn udp_send_fragmented_v6(
         &mut self,
         id: SocketId,
+        nic: NicId,
         src: Ipv6Address,
         dst: Ipv6Address,
         dst_port: u16,
@@ -205,7 +239,6 @@ impl Stack {
         let sock = self.get(id)?;
         let src_port = sock.binding.map(|b| b.port).ok_or(NetError::InvalidInput)?;
         let hop_limit = sock.opts.ttl.unwrap_or(64);
-        let nic = sock.nic;
         let mut packet = vec![0u8; 8 + data.len()];
         let repr = UdpRepr { src_port, dst_port };
         repr.emit(

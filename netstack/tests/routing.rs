@@ -1,0 +1,163 @@
+//! A stack with several NICs picks the NIC by on-link subnet, then by default
+//! gateway, and sends nothing anywhere when no route fits.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use netstack::link::{Link, LinkCaps, PairEnd, pair};
+use netstack::{
+    Domain, Duration, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, Stack, StackConfig,
+};
+
+/// Records the frames a link sends.
+struct Recorder {
+    inner: PairEnd,
+    sent: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Link for Recorder {
+    fn caps(&self) -> LinkCaps {
+        self.inner.caps()
+    }
+    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.inner.recv(now)
+    }
+    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+        self.sent.lock().unwrap().push(frame.clone());
+        self.inner.send(now, frame);
+    }
+}
+
+fn nic(name: &str, last: u8, ip: Ipv4Addr, gw: Option<Ipv4Addr>) -> NicConfig {
+    NicConfig {
+        name: name.into(),
+        mac: [2, 0, 0, 0, 9, last],
+        addrs: vec![IfAddr {
+            addr: IpAddr::V4(ip),
+            prefix_len: 24,
+        }],
+        gateway_v4: gw,
+        gateway_v6: None,
+    }
+}
+
+fn stack(seed: u64) -> Stack {
+    Stack::new(
+        StackConfig {
+            random_seed: seed,
+            ..StackConfig::default()
+        },
+        Instant::from_secs(1),
+    )
+}
+
+fn ipv4_dst(frame: &[u8]) -> Option<Ipv4Addr> {
+    (frame.len() >= 34 && frame[12..14] == [0x08, 0x00])
+        .then(|| Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]))
+}
+
+#[test]
+fn nic_chosen_by_subnet_then_default_gateway() {
+    // a: eth0 10.0.0.1/24 to b; eth1 10.1.0.1/24 to c, default route via c (10.1.0.2).
+    let (a0, b0) = pair(1500, Duration::from_micros(10), false);
+    let (a1, c1) = pair(1500, Duration::from_micros(10), false);
+    let sent0 = Arc::new(Mutex::new(Vec::new()));
+    let sent1 = Arc::new(Mutex::new(Vec::new()));
+    let mut a = stack(1);
+    a.add_nic(
+        Box::new(Recorder {
+            inner: a0,
+            sent: Arc::clone(&sent0),
+        }),
+        nic("eth0", 1, Ipv4Addr::new(10, 0, 0, 1), None),
+    )
+    .unwrap();
+    let gw = Ipv4Addr::new(10, 1, 0, 2);
+    a.add_nic(
+        Box::new(Recorder {
+            inner: a1,
+            sent: Arc::clone(&sent1),
+        }),
+        nic("eth1", 2, Ipv4Addr::new(10, 1, 0, 1), Some(gw)),
+    )
+    .unwrap();
+    let mut b = stack(2);
+    b.add_nic(
+        Box::new(b0),
+        nic("eth0", 3, Ipv4Addr::new(10, 0, 0, 2), None),
+    )
+    .unwrap();
+    let mut c = stack(3);
+    c.add_nic(Box::new(c1), nic("eth0", 4, gw, None)).unwrap();
+    let names: Vec<String> = a.nics().map(|n| n.name.clone()).collect();
+    assert_eq!(names, ["lo", "eth0", "eth1"]);
+
+    // UDP to each peer arrives, each through its own NIC.
+    let mut now = Instant::from_secs(1);
+    let mut run = |a: &mut Stack, b: &mut Stack, c: &mut Stack| {
+        for _ in 0..200 {
+            now += Duration::from_millis(1);
+            a.poll(now);
+            b.poll(now);
+            c.poll(now);
+        }
+    };
+    let ub = b.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    b.bind(ub, "0.0.0.0:9".parse().unwrap()).unwrap();
+    let uc = c.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    c.bind(uc, "0.0.0.0:9".parse().unwrap()).unwrap();
+    let ua = a.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    a.send_to(ua, b"to b", "10.0.0.2:9".parse().unwrap())
+        .unwrap();
+    a.send_to(ua, b"to c", "10.1.0.2:9".parse().unwrap())
+        .unwrap();
+    run(&mut a, &mut b, &mut c);
+    let mut buf = [0u8; 16];
+    let got = b.recv_from(ub, &mut buf, RecvFlags::default()).unwrap();
+    assert_eq!(&buf[..got.copied], b"to b");
+    assert_eq!(got.from.ip(), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    let got = c.recv_from(uc, &mut buf, RecvFlags::default()).unwrap();
+    assert_eq!(&buf[..got.copied], b"to c");
+    assert_eq!(got.from.ip(), IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)));
+
+    // An off-link destination leaves through eth1, towards the gateway's MAC,
+    // with eth1's address as the source.
+    let far: SocketAddr = "192.0.2.5:80".parse().unwrap();
+    let t = a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+    assert_eq!(a.connect(t, far), Err(NetError::InProgress));
+    assert_eq!(
+        a.local_addr(t).unwrap().ip(),
+        IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1))
+    );
+    run(&mut a, &mut b, &mut c);
+    let to_far = |frames: &Vec<Vec<u8>>| {
+        frames
+            .iter()
+            .filter(|f| ipv4_dst(f) == Some(Ipv4Addr::new(192, 0, 2, 5)))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let on_eth1 = to_far(&sent1.lock().unwrap());
+    assert!(!on_eth1.is_empty(), "the SYN went out on eth1");
+    assert_eq!(
+        on_eth1[0][..6],
+        [2, 0, 0, 0, 9, 4],
+        "addressed to the gateway's MAC"
+    );
+    assert!(
+        to_far(&sent0.lock().unwrap()).is_empty(),
+        "nothing for it on eth0"
+    );
+
+    // IPv6 has no route at all here.
+    let v6 = a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
+    assert_eq!(
+        a.send_to(v6, b"x", "[2001:db8::1]:9".parse().unwrap()),
+        Err(NetError::NetworkUnreachable)
+    );
+    let t6 = a.socket(Domain::Ipv6, Protocol::Tcp).unwrap();
+    assert_eq!(
+        a.connect(t6, "[2001:db8::1]:80".parse().unwrap()),
+        Err(NetError::NetworkUnreachable)
+    );
+}
