@@ -8,9 +8,9 @@
 
 use smoltcp::phy::Medium;
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message, Icmpv6Packet,
-    IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet,
-    TcpPacket, UdpPacket,
+    ArpPacket, EthernetFrame, EthernetProtocol, Icmpv4Message, Icmpv4Packet, Icmpv6Message,
+    Icmpv6Packet, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6ExtHeader, Ipv6FragmentHeader,
+    Ipv6Packet, TcpPacket, UdpPacket,
 };
 
 /// Identifies the datagram an IP fragment belongs to.
@@ -53,8 +53,9 @@ pub(crate) enum Flow {
         /// Port unreachable (the peer host answered) rather than host or network.
         port: bool,
     },
-    /// ARP or IPv6 neighbour discovery: may unblock sockets waiting for a neighbour.
-    Neighbor,
+    /// ARP or IPv6 neighbour discovery: may unblock sockets waiting for a
+    /// neighbour; carries the address whose link-layer address it tells.
+    Neighbor(Option<IpAddress>),
     Other,
 }
 
@@ -65,7 +66,7 @@ pub(crate) fn classify(medium: Medium, frame: &[u8]) -> Flow {
                 return Flow::Other;
             };
             match eth.ethertype() {
-                EthernetProtocol::Arp => Flow::Neighbor,
+                EthernetProtocol::Arp => Flow::Neighbor(arp_sender(eth.payload())),
                 EthernetProtocol::Ipv4 => ipv4(eth.payload()),
                 EthernetProtocol::Ipv6 => ipv6(eth.payload()),
                 EthernetProtocol::Unknown(_) => Flow::Other,
@@ -191,15 +192,30 @@ fn transport(proto: IpProtocol, src: IpAddress, dst: IpAddress, payload: &[u8]) 
                     ident: icmp.echo_ident(),
                 },
                 Icmpv6Message::DstUnreachable => quoted_v6(icmp.payload(), icmp.msg_code() == 4),
-                Icmpv6Message::NeighborAdvert
-                | Icmpv6Message::NeighborSolicit
-                | Icmpv6Message::RouterAdvert => Flow::Neighbor,
+                // An advertisement names its target; a solicitation's source is
+                // cached by the receiver too.
+                Icmpv6Message::NeighborAdvert => Flow::Neighbor(
+                    payload
+                        .get(8..24)
+                        .and_then(|t| <[u8; 16]>::try_from(t).ok())
+                        .map(|t| IpAddress::Ipv6(t.into())),
+                ),
+                Icmpv6Message::NeighborSolicit => {
+                    Flow::Neighbor((!src.is_unspecified()).then_some(src))
+                }
+                Icmpv6Message::RouterAdvert => Flow::Neighbor(None),
                 _ => Flow::Other,
             },
             Err(_) => Flow::Other,
         },
         _ => Flow::Other,
     }
+}
+
+fn arp_sender(bytes: &[u8]) -> Option<IpAddress> {
+    let arp = ArpPacket::new_checked(bytes).ok()?;
+    let a: [u8; 4] = arp.source_protocol_addr().try_into().ok()?;
+    Some(IpAddress::v4(a[0], a[1], a[2], a[3]))
 }
 
 /// The addresses and ports of the IPv4 packet quoted in an ICMP error (its

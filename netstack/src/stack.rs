@@ -20,7 +20,8 @@ use smoltcp::socket::raw;
 use smoltcp::storage::PacketMetadata;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, IpVersion,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, IpVersion,
     Ipv4Address, Ipv6Address,
 };
 
@@ -125,6 +126,11 @@ pub(crate) struct Nic {
     pub caps: LinkCaps,
     /// A raw socket that sends IPv6 fragments made by the stack itself.
     pub frag_tx: Slot,
+    /// Addresses whose link-layer address this NIC has heard (ARP, NDP);
+    /// a connect whose next hop never shows up fails with EHOSTUNREACH.
+    pub neighbors: std::collections::HashSet<IpAddress>,
+    /// When the stack last sent its own ARP request for an address.
+    pub solicited: HashMap<IpAddress, Instant>,
 }
 
 /// A user-space TCP/IP stack with Linux socket semantics.
@@ -311,6 +317,8 @@ impl Stack {
             link,
             caps,
             frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
+            neighbors: std::collections::HashSet::new(),
+            solicited: HashMap::new(),
         });
         Ok(id)
     }
@@ -386,6 +394,86 @@ impl Stack {
             }
         }
         Err(NetError::NetworkUnreachable)
+    }
+
+    /// The neighbour that must answer for a packet to `dst` to leave `nic`:
+    /// `dst` itself when on-link, else the gateway. None without a link layer.
+    pub(crate) fn next_hop(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
+        let n = self.nics.get(nic)?;
+        if n.caps.medium != Medium::Ethernet {
+            return None;
+        }
+        let on_link = n
+            .info
+            .addrs
+            .iter()
+            .any(|a| IpCidr::new(IpAddress::from(a.addr), a.prefix_len).contains_addr(&dst));
+        if on_link {
+            return Some(dst);
+        }
+        match dst {
+            IpAddress::Ipv4(_) => n.info.gateway_v4.map(IpAddress::Ipv4),
+            IpAddress::Ipv6(_) => n.info.gateway_v6.map(IpAddress::Ipv6),
+        }
+    }
+
+    /// Sends an ARP request for an IPv4 next hop the NIC has not heard from,
+    /// at most once a second per address. smoltcp resolves neighbours too,
+    /// but rate-limits the whole interface at once, so a second neighbour
+    /// (or IPv4 beside IPv6) would wait a second; Linux limits per neighbour.
+    pub(crate) fn solicit(&mut self, nic: NicId, hop: IpAddress) {
+        let IpAddress::Ipv4(target) = hop else {
+            return;
+        };
+        if self.neighbor_known(nic, hop) {
+            return;
+        }
+        let Some(IpAddress::Ipv4(source)) = self.source_address(nic, hop) else {
+            return;
+        };
+        let now = self.now;
+        let Some(n) = self.nics.get_mut(nic) else {
+            return;
+        };
+        let Some(mac) = n.info.mac else {
+            return;
+        };
+        if n.solicited
+            .get(&hop)
+            .is_some_and(|&t| now < t + Duration::from_secs(1))
+        {
+            return;
+        }
+        if n.solicited.len() >= 4096 {
+            n.solicited.clear();
+        }
+        n.solicited.insert(hop, now);
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(mac),
+            source_protocol_addr: source,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(mac),
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut frame = n.link.buffer();
+        frame.clear();
+        frame.resize(eth.buffer_len() + arp.buffer_len(), 0);
+        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut f);
+        arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+        n.link.send(now, frame);
+    }
+
+    /// Whether `nic` has heard from `addr` at the link layer.
+    pub(crate) fn neighbor_known(&self, nic: NicId, addr: IpAddress) -> bool {
+        self.nics
+            .get(nic)
+            .is_some_and(|n| n.neighbors.contains(&addr))
     }
 
     fn source_address(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
@@ -918,6 +1006,9 @@ impl Stack {
             }
         }
         self.apply_options(id);
+        if matches!(opt, SockOpt::RecvBuffer(_) | SockOpt::SendBuffer(_)) {
+            self.tcp_refresh_listener(id);
+        }
         Ok(())
     }
 
@@ -926,11 +1017,13 @@ impl Stack {
         let sock = self.get(id)?;
         let o = &sock.opts;
         let is_tcp = sock.protocol() == Protocol::Tcp;
+        // Linux: getsockopt of a TCP option on another kind of socket is
+        // EOPNOTSUPP (setsockopt says ENOPROTOOPT).
         let tcp_only = |v: SockOpt| {
             if is_tcp {
                 Ok(v)
             } else {
-                Err(NetError::NoProtocolOption)
+                Err(NetError::NotSupported)
             }
         };
         Ok(match name {
@@ -1167,7 +1260,17 @@ impl Stack {
                 self.icmp_error(proto, local, remote, port);
                 None
             }
-            Flow::Neighbor | Flow::Other => None,
+            Flow::Neighbor(learned) => {
+                if let Some(addr) = learned {
+                    let seen = &mut self.nics[nic].neighbors;
+                    if seen.len() >= 4096 {
+                        seen.clear();
+                    }
+                    seen.insert(addr);
+                }
+                None
+            }
+            Flow::Other => None,
         };
         match target {
             Some(id) if self.sockets.contains_key(id) => self.feed(nic, id, frame),
@@ -1178,7 +1281,7 @@ impl Stack {
                     .poll_ingress_single(self.now, &mut dev, &mut self.empty);
             }
         }
-        if flow == Flow::Neighbor {
+        if let Flow::Neighbor(_) = flow {
             self.wake_nic(nic);
         }
     }

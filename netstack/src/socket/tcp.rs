@@ -33,6 +33,17 @@ pub(crate) enum TcpState {
     },
 }
 
+/// How long a connect waits for its next hop to answer ARP/NDP (Linux: 3 probes, 1 s apart).
+const NEIGHBOR_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Segments received before an ACK goes out at once. Linux ACKs every second
+/// full segment and counts, in slow start, the segments each ACK covers;
+/// smoltcp grows its window by one segment per ACK instead, so an ACK per
+/// input batch (up to 64 segments) made slow start crawl, while an ACK per
+/// segment halved bulk throughput. Every fourth segment keeps both close to
+/// Linux (benches/netstack.rs, tests/tcp.rs `large_rcvbuf_window_exceeds_64k`).
+const ACK_EVERY: u8 = 4;
+
 /// How long a connection stays in TIME_WAIT (Linux: 60 s).
 const TIME_WAIT: Duration = Duration::from_secs(60);
 
@@ -62,6 +73,10 @@ pub(crate) struct Conn {
     pub connect_deadline: Option<Instant>,
     /// `connect` should report success once after a background completion.
     pub connect_pending: bool,
+    /// Segments received since output was last produced.
+    pub unacked_segments: u8,
+    /// The neighbour a connect waits for, and when it must have answered.
+    pub next_hop: Option<(IpAddress, Instant)>,
 }
 
 impl Conn {
@@ -132,7 +147,10 @@ impl TcpState {
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self {
-            TcpState::Conn(c) => c.connect_deadline,
+            TcpState::Conn(c) => match (c.connect_deadline, c.next_hop) {
+                (Some(a), Some((_, b))) => Some(a.min(b)),
+                (a, hop) => a.or(hop.map(|(_, b)| b)),
+            },
             TcpState::TimeWait { until, .. } => Some(*until),
             _ => None,
         }
@@ -237,9 +255,10 @@ impl Stack {
         let Some(lid) = self.find_listener(dst, src) else {
             return Some(None);
         };
-        let somaxconn = self.cfg.somaxconn;
         let l = self.sockets.get_mut(lid).and_then(listener)?;
-        if l.queue.len() > l.backlog || l.half_open.len() >= somaxconn {
+        // Linux without SYN cookies: a full accept queue or a full request
+        // queue drops the SYN; the peer retransmits it.
+        if l.queue.len() > l.backlog || l.half_open.len() > l.backlog {
             return None;
         }
         Some(Some(lid))
@@ -391,6 +410,14 @@ impl Stack {
             return Err(NetError::AddrNotAvailable);
         }
         let deadline = self.now + self.cfg.connect_timeout;
+        // Linux gives up with EHOSTUNREACH after 3 unanswered ARP/NDP probes.
+        let next_hop = self
+            .next_hop(nic, remote.addr)
+            .filter(|&hop| !self.neighbor_known(nic, hop))
+            .map(|hop| (hop, self.now + NEIGHBOR_TIMEOUT));
+        if let Some((hop, _)) = next_hop {
+            self.solicit(nic, hop);
+        }
         let cx = self.nics[nic].iface.context();
         let opts = &self.sockets.get(id).ok_or(NetError::BadHandle)?.opts;
         let slot = new_slot(&self.pool, opts, |s| {
@@ -408,6 +435,8 @@ impl Stack {
             rst_seen: false,
             connect_deadline: Some(deadline),
             connect_pending: false,
+            unacked_segments: 0,
+            next_hop,
         })));
         self.tcp_conns.insert(key, id);
         self.mark_dirty(id);
@@ -492,6 +521,8 @@ impl Stack {
         }
         match st {
             tcp::State::SynSent | tcp::State::SynReceived => Err(NetError::WouldBlock),
+            // A failed connect whose error was reported reads as end of file.
+            tcp::State::Closed => Ok(0),
             _ if !established => Err(NetError::NotConnected),
             _ if may_recv => Err(NetError::WouldBlock),
             _ => Ok(0),
@@ -599,7 +630,17 @@ impl Stack {
                 let st = s.state();
                 let connecting = matches!(st, tcp::State::SynSent | tcp::State::SynReceived);
                 let failed = st == tcp::State::Closed && !established;
-                let rcv_shut = shut_rd || failed || (established && !s.may_recv() && !s.can_recv());
+                // The peer's FIN (or RST) shuts the read side at once, even
+                // while received data is still unread (POLLRDHUP).
+                let peer_done = matches!(
+                    st,
+                    tcp::State::CloseWait
+                        | tcp::State::LastAck
+                        | tcp::State::Closing
+                        | tcp::State::TimeWait
+                        | tcp::State::Closed
+                );
+                let rcv_shut = shut_rd || failed || (established && peer_done);
                 let snd_shut = shut_wr
                     || failed
                     || matches!(
@@ -651,7 +692,19 @@ impl Stack {
         }
         self.tcp_transitions(id);
         self.mark_event(id);
-        self.mark_dirty(id);
+        // An ACK per input batch would make slow start crawl (see ACK_EVERY).
+        let ack_now = match self.sockets.get_mut(id).and_then(conn) {
+            Some(c) => {
+                c.unacked_segments += 1;
+                c.unacked_segments >= ACK_EVERY
+            }
+            None => false,
+        };
+        if ack_now {
+            self.egress(id);
+        } else {
+            self.mark_dirty(id);
+        }
     }
 
     /// The listener's waiting socket got a SYN: it becomes a child connection.
@@ -687,6 +740,8 @@ impl Stack {
                 rst_seen: false,
                 connect_deadline: None,
                 connect_pending: false,
+                unacked_segments: 0,
+                next_hop: None,
             }))),
             nic,
             timer: None,
@@ -720,6 +775,25 @@ impl Stack {
             if now >= until {
                 self.free(id);
             }
+            return;
+        }
+        let mut hop_check = None;
+        if let Some(sock) = self.sockets.get_mut(id)
+            && let Some(c) = conn(sock)
+        {
+            c.unacked_segments = 0;
+            if let Some((hop, at)) = c.next_hop
+                && now >= at
+            {
+                c.next_hop = None;
+                hop_check = Some((sock.nic, hop));
+            }
+        }
+        if let Some((nic, hop)) = hop_check
+            && !self.neighbor_known(nic, hop)
+        {
+            self.tcp_connect_failed(id, NetError::HostUnreachable);
+            self.tcp_release_if_done(id);
             return;
         }
         if let Some(sock) = self.sockets.get_mut(id)
@@ -771,11 +845,28 @@ impl Stack {
             return;
         }
         c.connect_deadline = None;
+        c.next_hop = None;
         c.socket().abort();
         c.prev = tcp::State::Closed;
         sock.error = Some(err);
         self.mark_event(id);
         self.mark_dirty(id);
+    }
+
+    /// A listener's waiting socket was made with the old buffer sizes: remake it.
+    pub(crate) fn tcp_refresh_listener(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.get(id) else {
+            return;
+        };
+        let (Some(b), Kind::Tcp(TcpState::Listening(_))) = (sock.binding, &sock.kind) else {
+            return;
+        };
+        let Ok(slot) = listening_slot(&self.pool, &sock.opts, &b) else {
+            return;
+        };
+        if let Some(l) = self.sockets.get_mut(id).and_then(listener) {
+            l.idle = slot;
+        }
     }
 
     /// Reacts to a change of the TCP state since the last look.
@@ -799,6 +890,7 @@ impl Stack {
         if is_synchronized(st) && !c.established {
             c.established = true;
             c.connect_deadline = None;
+            c.next_hop = None;
             match c.parent {
                 Some(p) => became_established = Some(p),
                 None => c.connect_pending = true,

@@ -168,6 +168,9 @@ impl Stack {
             return Err(NetError::BroadcastNotAllowed);
         }
         let (nic, src) = self.route(dst.addr)?;
+        if let Some(hop) = self.next_hop(nic, dst.addr) {
+            self.solicit(nic, hop);
+        }
         self.udp_autobind(id)?;
         let nic_mtu = self.nics[nic].caps.mtu;
         let sock = self.get_mut(id)?;
