@@ -39,15 +39,15 @@ main() {
     ensure_apt_packages
     step cargo fmt --all --check
     step cargo clippy --workspace --all-targets -- -D warnings
+    step cargo bench --workspace --no-run
+    # nextest does not run doctests.
+    step cargo test --workspace --doc --release
+    # The test run comes last, so its summary is the closing line.
     if cargo nextest --version >/dev/null 2>&1; then
         step cargo nextest run --workspace --release
     else
         step cargo test --workspace --release
     fi
-    # nextest does not run doctests.
-    step cargo test --workspace --doc --release
-    step cargo bench --workspace --no-run
-    echo "==> all checks passed"
 }
 
 # Sourcing the script (e.g. to call ensure_apt_packages alone) runs nothing.
