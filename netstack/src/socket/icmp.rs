@@ -116,10 +116,10 @@ impl Stack {
     }
 
     pub(crate) fn icmp_connect(&mut self, id: SocketId, addr: SocketAddr) -> Result<()> {
-        let ep = self.get(id)?.endpoint(addr)?;
-        self.route(ep.addr)?;
+        let peer = super::wildcard_is_local(self.get(id)?.endpoint(addr)?.addr);
+        self.route(peer)?;
         let i = icmp_state(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
-        i.peer = Some(ep.addr);
+        i.peer = Some(peer);
         Ok(())
     }
 
@@ -132,7 +132,7 @@ impl Stack {
         let sock = self.get_mut(id)?;
         let domain = sock.domain;
         let dst = match to {
-            Some(a) => sock.endpoint(a)?.addr,
+            Some(a) => super::wildcard_is_local(sock.endpoint(a)?.addr),
             None => icmp_state(sock)
                 .and_then(|i| i.peer)
                 .ok_or(NetError::DestinationRequired)?,

@@ -348,6 +348,15 @@ impl Socket {
     }
 }
 
+/// Linux sends to the wildcard address as to this host.
+pub(crate) fn wildcard_is_local(addr: IpAddress) -> IpAddress {
+    match addr {
+        IpAddress::Ipv4(a) if a.is_unspecified() => IpAddress::Ipv4(Ipv4Addr::LOCALHOST),
+        IpAddress::Ipv6(a) if a.is_unspecified() => IpAddress::Ipv6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
 pub(crate) fn sockaddr(domain: Domain, addr: IpAddress, port: u16) -> SocketAddr {
     match (domain, addr) {
         (Domain::Ipv4, IpAddress::Ipv4(a)) => SocketAddr::new(IpAddr::V4(a), port),

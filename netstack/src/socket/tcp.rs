@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use smoltcp::socket::tcp::{self, CongestionControl};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, Ipv4Address, Ipv6Address};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 
 use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, Socket, SocketId};
 use crate::buffers::BufferPool;
@@ -375,13 +375,7 @@ impl Stack {
         }
         let sock = self.get(id)?;
         let mut remote = sock.endpoint(addr)?;
-        if remote.addr.is_unspecified() {
-            // Linux treats connect to the wildcard as connect to this host.
-            remote.addr = match remote.addr {
-                IpAddress::Ipv4(_) => IpAddress::Ipv4(Ipv4Address::LOCALHOST),
-                IpAddress::Ipv6(_) => IpAddress::Ipv6(Ipv6Address::LOCALHOST),
-            };
-        }
+        remote.addr = super::wildcard_is_local(remote.addr);
         if remote.addr.is_multicast() || self.is_broadcast(remote.addr) {
             return Err(NetError::NetworkUnreachable);
         }

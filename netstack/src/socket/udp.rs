@@ -95,7 +95,8 @@ impl Stack {
 
     pub(crate) fn udp_connect(&mut self, id: SocketId, addr: SocketAddr) -> Result<()> {
         let sock = self.get(id)?;
-        let remote = sock.endpoint(addr)?;
+        let mut remote = sock.endpoint(addr)?;
+        remote.addr = super::wildcard_is_local(remote.addr);
         let (_, src) = self.route(remote.addr)?;
         self.udp_autobind(id)?;
         let sock = self.get_mut(id)?;
@@ -147,7 +148,7 @@ impl Stack {
         if sock.shut_wr {
             return Err(NetError::BrokenPipe);
         }
-        let dst = match to {
+        let mut dst = match to {
             Some(a) => sock.endpoint(a)?,
             None => udp(sock)
                 .and_then(|u| u.peer)
@@ -156,6 +157,7 @@ impl Stack {
         if dst.port == 0 {
             return Err(NetError::InvalidInput);
         }
+        dst.addr = super::wildcard_is_local(dst.addr);
         let max = match (sock.domain, dst.addr) {
             (Domain::Ipv6, IpAddress::Ipv6(_)) => MAX_PAYLOAD_V6,
             _ => MAX_PAYLOAD_V4,
