@@ -153,6 +153,10 @@ pub struct Stack {
     events: Vec<SocketId>,
     timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
     empty: SocketSet<'static>,
+    /// When sockets waiting on a neighbour were last woken, and whether a
+    /// neighbour answered since.
+    last_wake: Option<Instant>,
+    wake_pending: bool,
     pub(crate) pool: BufferPool,
     reassembler: Reassembler,
     pub(crate) rng: u64,
@@ -193,6 +197,8 @@ impl Stack {
             events: Vec::new(),
             timers: BinaryHeap::new(),
             empty: SocketSet::new(Vec::new()),
+            last_wake: None,
+            wake_pending: false,
             pool: BufferPool::default(),
             reassembler: Reassembler::default(),
         };
@@ -1071,6 +1077,9 @@ impl Stack {
             nic.iface.poll_maintenance(now);
         }
         self.run_timers();
+        if self.wake_pending {
+            self.wake_nic(LOOPBACK);
+        }
         // Bounded: loopback traffic feeds itself, and must not spin forever.
         for _ in 0..1024 {
             let mut work = false;
@@ -1105,6 +1114,12 @@ impl Stack {
         }
         if !self.dirty.is_empty() {
             at = Some(self.now);
+        }
+        if self.wake_pending
+            && let Some(t) = self.last_wake
+        {
+            let t = t + WAKE_INTERVAL;
+            at = Some(at.map_or(t, |a| a.min(t)));
         }
         at
     }
@@ -1377,7 +1392,16 @@ impl Stack {
 
     /// After a neighbour answered, sockets waiting on it may send. (A UDP
     /// socket may wait on several NICs, so every socket with a timer is woken.)
+    /// The scan costs one step per socket, so a flood of ARP frames from the
+    /// wire gets at most one scan per [`WAKE_INTERVAL`]; later ones wait for
+    /// the next poll after it.
     fn wake_nic(&mut self, _nic: NicId) {
+        if self.last_wake.is_some_and(|t| self.now < t + WAKE_INTERVAL) {
+            self.wake_pending = true;
+            return;
+        }
+        self.wake_pending = false;
+        self.last_wake = Some(self.now);
         let waiting: Vec<SocketId> = self
             .sockets
             .iter()
@@ -1389,6 +1413,9 @@ impl Stack {
         }
     }
 }
+
+/// Least time between two scans for sockets waiting on a neighbour.
+const WAKE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Sends everything one socket set has for `nic`; returns its next deadline.
 fn drive_egress(nic: &mut Nic, slot: &mut Slot, now: Instant) -> Option<Instant> {
