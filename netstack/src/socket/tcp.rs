@@ -806,23 +806,28 @@ impl Stack {
         self.tcp_enter_time_wait(id);
     }
 
+    /// The connection of a socket its owner has closed.
+    fn orphan_conn(&mut self, id: SocketId) -> Option<&mut Conn> {
+        let sock = self.sockets.get_mut(id)?;
+        if !sock.orphan {
+            return None;
+        }
+        conn(sock)
+    }
+
     /// An orphan in TIME_WAIT whose last ACK is out gives its buffers back.
     fn tcp_enter_time_wait(&mut self, id: SocketId) {
         let until = self.now + TIME_WAIT;
-        let Some(sock) = self.sockets.get_mut(id) else {
-            return;
-        };
-        if !sock.orphan {
-            return;
-        }
-        let Some(c) = conn(sock) else {
+        let Some(c) = self.orphan_conn(id) else {
             return;
         };
         if c.socket().state() != tcp::State::TimeWait {
             return;
         }
         let key = c.key;
-        sock.kind = Kind::Tcp(TcpState::TimeWait { key, until });
+        if let Some(sock) = self.sockets.get_mut(id) {
+            sock.kind = Kind::Tcp(TcpState::TimeWait { key, until });
+        }
         self.arm_timer(id, Some(until));
     }
 
@@ -931,17 +936,11 @@ impl Stack {
 
     /// Frees a closed socket once smoltcp has nothing left to send for it.
     fn tcp_release_if_done(&mut self, id: SocketId) {
-        let Some(sock) = self.sockets.get_mut(id) else {
-            return;
-        };
-        if !sock.orphan {
-            return;
-        }
-        let Some(c) = conn(sock) else {
-            return;
-        };
-        let s = c.socket();
-        if s.state() == tcp::State::Closed && s.remote_endpoint().is_none() {
+        let done = self.orphan_conn(id).is_some_and(|c| {
+            let s = c.socket();
+            s.state() == tcp::State::Closed && s.remote_endpoint().is_none()
+        });
+        if done {
             self.free(id);
         }
     }
