@@ -2,6 +2,8 @@
 //! in-memory cable, driven by the real clock.
 //!
 //! - `bulk/mtu_1500`, `bulk/mtu_65535`: one TCP flow's throughput.
+//! - `loopback/bulk`: one TCP flow between two sockets of one stack over `lo`
+//!   (the path of guest-to-guest traffic inside one sandbox).
 //! - `connections/connect_accept_close`: connection setup and teardown rate.
 //! - `idle/0`, `idle/10000`: one flow's throughput with that many idle
 //!   established connections open; the ratio of the two is the target (≥ 0.8).
@@ -87,32 +89,70 @@ impl Hosts {
             }
         }
     }
+}
 
-    /// Moves `total` bytes from a's `c` to b's `s`.
-    fn transfer(&mut self, c: SocketId, s: SocketId, total: usize) {
-        let chunk = vec![0x5au8; 256 << 10];
-        let mut buf = vec![0u8; 256 << 10];
-        let (mut sent, mut got) = (0, 0);
-        while got < total {
-            while sent < total {
-                match self.a.send(c, &chunk[..chunk.len().min(total - sent)]) {
-                    Ok(n) => sent += n,
-                    Err(NetError::WouldBlock) => break,
-                    Err(e) => panic!("send: {e}"),
-                }
-            }
-            self.poll();
-            loop {
-                match self.b.recv(s, &mut buf, RecvFlags::default()) {
-                    Ok(0) => panic!("early EOF"),
-                    Ok(n) => got += n,
-                    Err(NetError::WouldBlock) => break,
-                    Err(e) => panic!("recv: {e}"),
-                }
+/// Where a benchmarked flow runs: two stacks on a cable, or one over loopback.
+trait Path {
+    fn send(&mut self, c: SocketId, data: &[u8]) -> Result<usize, NetError>;
+    fn recv(&mut self, s: SocketId, buf: &mut [u8]) -> Result<usize, NetError>;
+    fn poll(&mut self);
+}
+
+impl Path for Hosts {
+    fn send(&mut self, c: SocketId, data: &[u8]) -> Result<usize, NetError> {
+        self.a.send(c, data)
+    }
+    fn recv(&mut self, s: SocketId, buf: &mut [u8]) -> Result<usize, NetError> {
+        self.b.recv(s, buf, RecvFlags::default())
+    }
+    fn poll(&mut self) {
+        Hosts::poll(self);
+    }
+}
+
+/// One stack, both ends of the flow on its loopback.
+struct Lo {
+    stack: Stack,
+    start: StdInstant,
+}
+
+impl Path for Lo {
+    fn send(&mut self, c: SocketId, data: &[u8]) -> Result<usize, NetError> {
+        self.stack.send(c, data)
+    }
+    fn recv(&mut self, s: SocketId, buf: &mut [u8]) -> Result<usize, NetError> {
+        self.stack.recv(s, buf, RecvFlags::default())
+    }
+    fn poll(&mut self) {
+        let us = i64::try_from(self.start.elapsed().as_micros()).unwrap_or(i64::MAX);
+        self.stack.poll(Instant::from_micros(us));
+    }
+}
+
+/// Moves `total` bytes from `c` to `s`.
+fn transfer(path: &mut impl Path, c: SocketId, s: SocketId, total: usize) {
+    let chunk = vec![0x5au8; 256 << 10];
+    let mut buf = vec![0u8; 256 << 10];
+    let (mut sent, mut got) = (0, 0);
+    while got < total {
+        while sent < total {
+            match path.send(c, &chunk[..chunk.len().min(total - sent)]) {
+                Ok(n) => sent += n,
+                Err(NetError::WouldBlock) => break,
+                Err(e) => panic!("send: {e}"),
             }
         }
-        black_box(&buf);
+        path.poll();
+        loop {
+            match path.recv(s, &mut buf) {
+                Ok(0) => panic!("early EOF"),
+                Ok(n) => got += n,
+                Err(NetError::WouldBlock) => break,
+                Err(e) => panic!("recv: {e}"),
+            }
+        }
     }
+    black_box(&buf);
 }
 
 const BULK: usize = 64 << 20;
@@ -129,7 +169,7 @@ fn bulk(c: &mut Criterion) {
             bench.iter_custom(|iters| {
                 let t = StdInstant::now();
                 for _ in 0..iters {
-                    h.transfer(cl, sv, BULK);
+                    transfer(&mut h, cl, sv, BULK);
                 }
                 t.elapsed()
             });
@@ -177,7 +217,7 @@ fn idle(c: &mut Criterion) {
             bench.iter_custom(|iters| {
                 let t = StdInstant::now();
                 for _ in 0..iters {
-                    h.transfer(cl, sv, BULK);
+                    transfer(&mut h, cl, sv, BULK);
                 }
                 t.elapsed()
             });
@@ -192,5 +232,38 @@ fn idle(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bulk, connections, idle);
+/// Guest-to-guest inside one sandbox: both ends in one stack, over `lo`.
+fn loopback(c: &mut Criterion) {
+    let mut g = c.benchmark_group("loopback");
+    g.throughput(Throughput::Bytes(BULK as u64));
+    g.sample_size(10);
+    g.bench_function("bulk", |bench| {
+        let mut lo = Lo {
+            stack: Stack::new(StackConfig::default(), Instant::from_micros(0)),
+            start: StdInstant::now(),
+        };
+        let to: SocketAddr = "127.0.0.1:5004".parse().unwrap();
+        let l = lo.stack.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+        lo.stack.bind(l, to).unwrap();
+        lo.stack.listen(l, 8).unwrap();
+        let cl = lo.stack.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+        assert_eq!(lo.stack.connect(cl, to), Err(NetError::InProgress));
+        let sv = loop {
+            lo.poll();
+            if let Ok((s, _)) = lo.stack.accept(l) {
+                break s;
+            }
+        };
+        bench.iter_custom(|iters| {
+            let t = StdInstant::now();
+            for _ in 0..iters {
+                transfer(&mut lo, cl, sv, BULK);
+            }
+            t.elapsed()
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bulk, loopback, connections, idle);
 criterion_main!(benches);
