@@ -745,6 +745,33 @@ impl Stack {
         Err(NetError::AddrNotAvailable)
     }
 
+    /// Among `ids`, the socket with the best `score` (None: not a candidate).
+    /// Ties within a `SO_REUSEPORT` group are spread by a hash of the sender,
+    /// so one peer always reaches the same socket, as on Linux.
+    pub(crate) fn pick_socket(
+        &self,
+        ids: &[SocketId],
+        src: IpEndpoint,
+        score: impl Fn(SocketId) -> Option<u8>,
+    ) -> Option<SocketId> {
+        let best = ids.iter().filter_map(|&id| score(id)).max()?;
+        let group: Vec<SocketId> = ids
+            .iter()
+            .copied()
+            .filter(|&id| score(id) == Some(best))
+            .collect();
+        let spread = group.len() > 1
+            && group
+                .iter()
+                .all(|&id| self.sockets.get(id).is_some_and(|s| s.opts.reuse_port));
+        let pick = if spread {
+            crate::socket::flow_hash(src) % group.len()
+        } else {
+            0
+        };
+        group.get(pick).copied()
+    }
+
     /// Linux's bind conflict rule: overlapping bindings conflict unless both
     /// set SO_REUSEADDR and the other is not listening, or both set SO_REUSEPORT.
     /// With `listening`, the check is the one `listen` makes: only other

@@ -372,3 +372,18 @@ pub(crate) fn sockaddr(domain: Domain, addr: IpAddress, port: u16) -> SocketAddr
 pub(crate) fn clamp_buffer(requested: usize) -> usize {
     requested.saturating_mul(2).clamp(MIN_BUFFER, MAX_BUFFER)
 }
+
+/// A cheap spread of peers over a `SO_REUSEPORT` group.
+pub(crate) fn flow_hash(src: IpEndpoint) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    };
+    match src.addr {
+        IpAddress::Ipv4(a) => a.octets().into_iter().for_each(&mut eat),
+        IpAddress::Ipv6(a) => a.octets().into_iter().for_each(&mut eat),
+    }
+    src.port.to_be_bytes().into_iter().for_each(&mut eat);
+    h as usize
+}

@@ -191,21 +191,6 @@ fn is_synchronized(st: tcp::State) -> bool {
     )
 }
 
-/// A cheap spread of peers over a `SO_REUSEPORT` group.
-fn flow_hash(src: IpEndpoint) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100_0000_01b3);
-    };
-    match src.addr {
-        IpAddress::Ipv4(a) => a.octets().into_iter().for_each(&mut eat),
-        IpAddress::Ipv6(a) => a.octets().into_iter().for_each(&mut eat),
-    }
-    src.port.to_be_bytes().into_iter().for_each(&mut eat);
-    h as usize
-}
-
 impl Stack {
     /// Decides where a TCP segment goes: `None` drops it, `Some(None)` lets
     /// smoltcp answer as a closed port (RST), `Some(Some(id))` feeds a socket.
@@ -274,18 +259,7 @@ impl Stack {
             }
             Some(if b.addr.is_some() { 2 } else { 1 })
         };
-        let best = ids.iter().filter_map(|&id| score(id)).max()?;
-        let group: Vec<SocketId> = ids
-            .iter()
-            .copied()
-            .filter(|&id| score(id) == Some(best))
-            .collect();
-        let pick = if group.len() > 1 {
-            flow_hash(src) % group.len()
-        } else {
-            0
-        };
-        group.get(pick).copied()
+        self.pick_socket(ids, src, score)
     }
 
     pub(crate) fn tcp_listen(&mut self, id: SocketId, backlog: i32) -> Result<()> {

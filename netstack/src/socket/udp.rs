@@ -343,30 +343,24 @@ impl Stack {
     /// Which UDP socket a datagram to `dst` from `src` belongs to.
     pub(crate) fn udp_target(&self, dst: IpEndpoint, src: IpEndpoint) -> Option<SocketId> {
         let ids = self.udp_ports.get(&dst.port)?;
-        let mut best: Option<(u8, SocketId)> = None;
-        for &id in ids {
-            let Some(s) = self.sockets.get(id) else {
-                continue;
-            };
-            let Some(b) = s.binding else {
-                continue;
-            };
+        // A connected socket beats one bound to the address, which beats the wildcard.
+        let score = |id: SocketId| {
+            let s = self.sockets.get(id)?;
+            let b = s.binding?;
             if !b.matches(dst.addr) {
-                continue;
+                return None;
             }
             let mut score = if b.addr.is_some() { 2 } else { 1 };
             if let Kind::Udp(u) = &s.kind
                 && let Some(peer) = u.peer
             {
                 if peer != src {
-                    continue;
+                    return None;
                 }
                 score += 4;
             }
-            if best.is_none_or(|(b, _)| score > b) {
-                best = Some((score, id));
-            }
-        }
-        best.map(|(_, id)| id)
+            Some(score)
+        };
+        self.pick_socket(ids, src, score)
     }
 }
