@@ -11,22 +11,6 @@ use netstack::{
     Domain, Duration, NetError, Protocol, RecvFlags, Shutdown, SockOpt, SockOptName, SocketId,
 };
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len())]
-    }
-}
-
 fn random_addr(rng: &mut Rng) -> SocketAddr {
     let ips: [IpAddr; 10] = [
         A4.into(),
@@ -45,7 +29,7 @@ fn random_addr(rng: &mut Rng) -> SocketAddr {
 }
 
 fn random_opt(rng: &mut Rng) -> SockOpt {
-    let n = rng.next() as u32;
+    let n = rng.next_u64() as u32;
     match rng.below(14) {
         0 => SockOpt::ReuseAddr(n.is_multiple_of(2)),
         1 => SockOpt::ReusePort(n.is_multiple_of(2)),
@@ -162,14 +146,9 @@ fn hammer(seed: u64) {
     net.run_for(Duration::from_secs(200));
 
     // Both stacks still serve, in both directions.
-    let l = net.b.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    net.b.bind(l, sa(B4, 7777)).unwrap();
-    net.b.listen(l, 4).unwrap();
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 7777), Domain::Ipv4);
-    assert_eq!(net.a.send(c, b"ping").unwrap(), 4);
-    net.run_until(Duration::from_secs(2), |n| n.b.recv_queue(s).unwrap() == 4);
-    assert_eq!(net.b.recv(s, &mut buf, RecvFlags::default()).unwrap(), 4);
-    assert_eq!(&buf[..4], b"ping");
+    let l = listen_on(&mut net.b, sa(B4, 7777), 4);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 7777));
+    deliver(&mut net, side_a, c, side_b, s, b"ping");
     // Every socket the storm left behind is gone once closed and timed out.
     net.a.close(c).unwrap();
     net.b.close(s).unwrap();

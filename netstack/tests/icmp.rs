@@ -6,10 +6,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use common::*;
-use netstack::{Domain, Duration, NetError, Protocol, RecvFlags, SocketId, Stack};
-
-const NONE: RecvFlags = RecvFlags { peek: false };
-const PEEK: RecvFlags = RecvFlags { peek: true };
+use netstack::{Domain, Duration, NetError, Protocol, SocketId, Stack};
 
 fn ping_socket(s: &mut Stack, domain: Domain) -> SocketId {
     s.socket(domain, Protocol::Icmp).unwrap()
@@ -34,18 +31,14 @@ fn ident(s: &Stack, id: SocketId) -> u16 {
     s.local_addr(id).unwrap().port()
 }
 
-/// Takes one echo reply; `None` if none is queued.
-fn take(s: &mut Stack, id: SocketId) -> Option<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; 70_000];
-    match s.recv_from(id, &mut buf, NONE) {
-        Ok(d) => {
-            assert_eq!(d.copied, d.len);
-            buf.truncate(d.copied);
-            Some((buf, d.from))
-        }
-        Err(NetError::WouldBlock) => None,
-        Err(e) => panic!("recv_from failed: {e:?}"),
-    }
+/// Sends `req` from `a`'s ping socket `p` to `to`, waits for the answer and
+/// checks it came from `to`; returns the reply.
+fn ping(net: &mut Net, p: SocketId, req: &[u8], to: SocketAddr) -> Vec<u8> {
+    assert_eq!(net.a.send_to(p, req, to), Ok(req.len()));
+    wait_a(net, p);
+    let (reply, from) = take(&mut net.a, p).unwrap();
+    assert_eq!(from, to, "echo reply source");
+    reply
 }
 
 /// Checks an echo reply: type, code, identifier, sequence, payload.
@@ -75,9 +68,7 @@ fn ping_peer_gets_echo_reply() {
     assert_ne!(id, 0, "sending gives the socket an identifier");
     assert_eq!(net.a.local_addr(p).unwrap().ip(), Ipv4Addr::UNSPECIFIED);
 
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(p).unwrap().readable
-    });
+    wait_a(&mut net, p);
     let (reply, from) = take(&mut net.a, p).unwrap();
     assert_eq!(from, sa(B4, 0));
     check_reply(&reply, 0, id, 7, b"hello, b");
@@ -86,14 +77,8 @@ fn ping_peer_gets_echo_reply() {
     assert!(!net.a.readiness(p).unwrap().readable);
 
     // A second ping, with another sequence number, reuses the identifier.
-    net.a
-        .send_to(p, &echo_request(8, 8, b"again"), sa(B4, 0))
-        .unwrap();
+    let reply = ping(&mut net, p, &echo_request(8, 8, b"again"), sa(B4, 0));
     assert_eq!(ident(&net.a, p), id);
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(p).unwrap().readable
-    });
-    let (reply, _) = take(&mut net.a, p).unwrap();
     check_reply(&reply, 0, id, 8, b"again");
 }
 
@@ -134,11 +119,7 @@ fn invalid_echo_requests_are_rejected() {
     // Nothing went out, and a header-only request is valid.
     net.run_for(Duration::from_millis(50));
     assert_eq!(take(&mut net.a, p), None);
-    assert_eq!(net.a.send_to(p, &echo_request(8, 2, b""), to), Ok(8));
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(p).unwrap().readable
-    });
-    let (reply, _) = take(&mut net.a, p).unwrap();
+    let reply = ping(&mut net, p, &echo_request(8, 2, b""), to);
     check_reply(&reply, 0, ident(&net.a, p), 2, b"");
 }
 
@@ -203,14 +184,7 @@ fn ping_ipv6_loopback() {
     let mut net = Net::new();
     for dst in [Ipv6Addr::LOCALHOST, A6] {
         let p = ping_socket(&mut net.a, Domain::Ipv6);
-        net.a
-            .send_to(p, &echo_request(128, 5, b"me6"), sa(dst, 0))
-            .unwrap();
-        net.run_until(Duration::from_secs(2), |n| {
-            n.a.readiness(p).unwrap().readable
-        });
-        let (reply, from) = take(&mut net.a, p).unwrap();
-        assert_eq!(from, sa(dst, 0));
+        let reply = ping(&mut net, p, &echo_request(128, 5, b"me6"), sa(dst, 0));
         check_reply(&reply, 129, ident(&net.a, p), 5, b"me6");
     }
 }
@@ -252,14 +226,7 @@ fn bound_identifier_is_used_and_exclusive() {
         net.a.bind(q, sa(Ipv4Addr::new(10, 0, 0, 9), 0)),
         Err(NetError::AddrNotAvailable)
     );
-    net.a
-        .send_to(p, &echo_request(8, 3, b"id"), sa(B4, 0))
-        .unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(p).unwrap().readable
-    });
-    let (reply, from) = take(&mut net.a, p).unwrap();
-    assert_eq!(from, sa(B4, 0));
+    let reply = ping(&mut net, p, &echo_request(8, 3, b"id"), sa(B4, 0));
     check_reply(&reply, 0, 777, 3, b"id");
 }
 
@@ -274,9 +241,7 @@ fn connected_ping_socket_and_peek() {
     net.a.connect(p, sa(B4, 0)).unwrap();
     assert_eq!(net.a.peer_addr(p), Ok(sa(B4, 0)));
     net.a.send(p, &echo_request(8, 9, b"peekaboo")).unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(p).unwrap().readable
-    });
+    wait_a(&mut net, p);
 
     let mut small = [0u8; 4];
     for _ in 0..2 {

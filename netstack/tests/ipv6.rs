@@ -6,37 +6,10 @@ mod common;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use common::*;
-use netstack::{
-    Domain, Duration, NetError, Protocol, RecvFlags, SockOpt, SockOptName, SocketId, Stack,
-};
-
-const NONE: RecvFlags = RecvFlags { peek: false };
+use netstack::{Domain, Duration, NetError, Protocol, SockOpt, SockOptName, SocketId, Stack};
 
 fn mapped(v4: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::V6(SocketAddrV6::new(v4.to_ipv6_mapped(), port, 0, 0))
-}
-
-fn take(s: &mut Stack, id: SocketId) -> Option<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; 70_000];
-    match s.recv_from(id, &mut buf, NONE) {
-        Ok(d) => {
-            assert_eq!(d.copied, d.len);
-            buf.truncate(d.copied);
-            Some((buf, d.from))
-        }
-        Err(NetError::WouldBlock) => None,
-        Err(e) => panic!("recv_from failed: {e:?}"),
-    }
-}
-
-fn tcp_listener(s: &mut Stack, domain: Domain, addr: SocketAddr, v6only: Option<bool>) -> SocketId {
-    let l = s.socket(domain, Protocol::Tcp).unwrap();
-    if let Some(v) = v6only {
-        s.set_option(l, SockOpt::V6Only(v)).unwrap();
-    }
-    s.bind(l, addr).unwrap();
-    s.listen(l, 16).unwrap();
-    l
 }
 
 /// Sends `data` from `a`'s `c` to `b`'s `s` and reads it back out, in order.
@@ -52,14 +25,8 @@ fn stream_a_to_b(net: &mut Net, c: SocketId, s: SocketId, data: &[u8]) {
                 Err(e) => panic!("send: {e:?}"),
             }
         }
-        loop {
-            match n.b.recv(s, &mut buf, NONE) {
-                Ok(0) => panic!("unexpected end of stream"),
-                Ok(k) => got.extend_from_slice(&buf[..k]),
-                Err(NetError::WouldBlock) => break,
-                Err(e) => panic!("recv: {e:?}"),
-            }
-        }
+        let eof = read_ready(&mut n.b, s, &mut buf, |d| got.extend_from_slice(d));
+        assert!(!eof, "unexpected end of stream");
         got.len() == data.len()
     });
     assert!(got == data, "stream corrupted");
@@ -68,8 +35,8 @@ fn stream_a_to_b(net: &mut Net, c: SocketId, s: SocketId, data: &[u8]) {
 #[test]
 fn tcp_over_ipv6() {
     let mut net = Net::new();
-    let l = tcp_listener(&mut net.b, Domain::Ipv6, sa(B6, 80), None);
-    let (c, s) = connect_pair(&mut net, l, sa(B6, 80), Domain::Ipv6);
+    let l = listen_on(&mut net.b, sa(B6, 80), 16);
+    let (c, s) = connect_pair(&mut net, l, sa(B6, 80));
     assert_eq!(net.a.peer_addr(c), Ok(sa(B6, 80)));
     let local = net.a.local_addr(c).unwrap();
     assert_eq!(local.ip(), A6);
@@ -80,26 +47,19 @@ fn tcp_over_ipv6() {
     let data = tagged_bytes(6, 300_000);
     stream_a_to_b(&mut net, c, s, &data);
     // And back.
-    assert_eq!(net.b.send(s, b"reply over v6"), Ok(13));
-    net.run_until(Duration::from_secs(1), |n| n.a.recv_queue(c) == Ok(13));
-    let mut buf = [0u8; 32];
-    assert_eq!(net.a.recv(c, &mut buf, NONE), Ok(13));
-    assert_eq!(&buf[..13], b"reply over v6");
+    deliver(&mut net, side_b, s, side_a, c, b"reply over v6");
 }
 
 #[test]
 fn udp_over_ipv6() {
     let mut net = Net::new();
-    let server = net.b.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    net.b.bind(server, sa(B6, 5000)).unwrap();
+    let server = udp_socket(&mut net.b, Some(sa(B6, 5000)));
     let client = net.a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
     assert_eq!(net.a.send_to(client, b"hello v6", sa(B6, 5000)), Ok(8));
     let local = net.a.local_addr(client).unwrap();
     assert_eq!(local.ip(), Ipv6Addr::UNSPECIFIED);
     assert!((32768..=60999).contains(&local.port()));
-    net.run_until(Duration::from_secs(2), |n| {
-        n.b.readiness(server).unwrap().readable
-    });
+    wait_b(&mut net, server);
     let (data, from) = take(&mut net.b, server).unwrap();
     assert_eq!(data, b"hello v6");
     assert_eq!(from, sa(A6, local.port()));
@@ -107,24 +67,18 @@ fn udp_over_ipv6() {
     // A datagram larger than the MTU, each way (IPv6 fragment headers).
     let big = tagged_bytes(66, 8000);
     net.b.send_to(server, &big, from).unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(client).unwrap().readable
-    });
-    assert_eq!(take(&mut net.a, client), Some((big.clone(), sa(B6, 5000))));
+    wait_a(&mut net, client);
+    expect_datagram(&mut net.a, client, &big, sa(B6, 5000));
     net.a.send_to(client, &big, sa(B6, 5000)).unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.b.readiness(server).unwrap().readable
-    });
-    assert_eq!(take(&mut net.b, server), Some((big, from)));
+    wait_b(&mut net, server);
+    expect_datagram(&mut net.b, server, &big, from);
 }
 
 #[test]
 fn largest_ipv6_udp_datagram() {
     let mut net = Net::new();
-    let server = net.b.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    net.b.bind(server, sa(B6, 5000)).unwrap();
-    let client = net.a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    net.a.bind(client, sa(A6, 4000)).unwrap();
+    let server = udp_socket(&mut net.b, Some(sa(B6, 5000)));
+    let client = udp_socket(&mut net.a, Some(sa(A6, 4000)));
     assert_eq!(
         net.a.send_to(client, &vec![0; 65528], sa(B6, 5000)),
         Err(NetError::MessageTooLong)
@@ -136,42 +90,19 @@ fn largest_ipv6_udp_datagram() {
     );
     let big = tagged_bytes(65527, 65527);
     assert_eq!(net.a.send_to(client, &big, sa(B6, 5000)), Ok(65527));
-    net.run_until(Duration::from_secs(2), |n| {
-        n.b.readiness(server).unwrap().readable
-    });
-    assert_eq!(take(&mut net.b, server), Some((big, sa(A6, 4000))));
-}
-
-/// Connects `a`'s IPv4 TCP socket to `b`'s listener `l` at `to` and returns
-/// (client, accepted, address `accept` reported).
-fn connect_v4(net: &mut Net, l: SocketId, to: SocketAddr) -> (SocketId, SocketId, SocketAddr) {
-    let c = net.a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    assert_eq!(net.a.connect(c, to), Err(NetError::InProgress));
-    let mut accepted = None;
-    net.run_until(Duration::from_secs(10), |n| {
-        if accepted.is_none() {
-            accepted = n.b.accept(l).ok();
-        }
-        accepted.is_some() && n.a.connect(c, to).is_ok()
-    });
-    let (s, addr) = accepted.unwrap();
-    (c, s, addr)
+    wait_b(&mut net, server);
+    expect_datagram(&mut net.b, server, &big, sa(A6, 4000));
 }
 
 #[test]
 fn dual_stack_listener_accepts_ipv4_with_mapped_peer() {
     let mut net = Net::new();
-    let l = tcp_listener(
-        &mut net.b,
-        Domain::Ipv6,
-        sa(Ipv6Addr::UNSPECIFIED, 80),
-        None,
-    );
+    let l = listen_on(&mut net.b, sa(Ipv6Addr::UNSPECIFIED, 80), 16);
     assert_eq!(
         net.b.option(l, SockOptName::V6Only),
         Ok(SockOpt::V6Only(false))
     );
-    let (c, s, peer) = connect_v4(&mut net, l, sa(B4, 80));
+    let (c, s, peer) = connect_accept(&mut net, l, sa(B4, 80));
     let client = net.a.local_addr(c).unwrap();
     assert_eq!(client.ip(), A4);
     assert_eq!(peer, mapped(A4, client.port()));
@@ -182,19 +113,17 @@ fn dual_stack_listener_accepts_ipv4_with_mapped_peer() {
     stream_a_to_b(&mut net, c, s, &tagged_bytes(4, 50_000));
 
     // The same listener still takes IPv6 connections.
-    let (c6, s6) = connect_pair(&mut net, l, sa(B6, 80), Domain::Ipv6);
+    let (c6, s6) = connect_pair(&mut net, l, sa(B6, 80));
     assert_eq!(net.b.peer_addr(s6), net.a.local_addr(c6));
 }
 
 #[test]
 fn v6only_listener_refuses_ipv4() {
     let mut net = Net::new();
-    let l = tcp_listener(
-        &mut net.b,
-        Domain::Ipv6,
-        sa(Ipv6Addr::UNSPECIFIED, 80),
-        Some(true),
-    );
+    let l = net.b.socket(Domain::Ipv6, Protocol::Tcp).unwrap();
+    net.b.set_option(l, SockOpt::V6Only(true)).unwrap();
+    net.b.bind(l, sa(Ipv6Addr::UNSPECIFIED, 80)).unwrap();
+    net.b.listen(l, 16).unwrap();
     assert_eq!(
         net.b.option(l, SockOptName::V6Only),
         Ok(SockOpt::V6Only(true))
@@ -209,25 +138,18 @@ fn v6only_listener_refuses_ipv4() {
     assert_eq!(net.b.accept(l), Err(NetError::WouldBlock));
 
     // IPv6 still connects.
-    let (c6, _s6) = connect_pair(&mut net, l, sa(B6, 80), Domain::Ipv6);
+    let (c6, _s6) = connect_pair(&mut net, l, sa(B6, 80));
     assert_eq!(net.a.peer_addr(c6), Ok(sa(B6, 80)));
 }
 
 #[test]
 fn dual_stack_client_connects_to_a_mapped_address() {
     let mut net = Net::new();
-    let l = tcp_listener(&mut net.b, Domain::Ipv4, sa(B4, 80), None);
-    let c = net.a.socket(Domain::Ipv6, Protocol::Tcp).unwrap();
+    let l = listen_on(&mut net.b, sa(B4, 80), 16);
+    // A mapped address makes the client an IPv6 socket.
     let to = mapped(B4, 80);
-    assert_eq!(net.a.connect(c, to), Err(NetError::InProgress));
-    let mut accepted = None;
-    net.run_until(Duration::from_secs(10), |n| {
-        if accepted.is_none() {
-            accepted = n.b.accept(l).ok();
-        }
-        accepted.is_some() && n.a.connect(c, to).is_ok()
-    });
-    let (s, peer) = accepted.unwrap();
+    let (c, s, peer) = connect_accept(&mut net, l, to);
+    assert_eq!(net.a.domain(c), Ok(Domain::Ipv6));
     let local = net.a.local_addr(c).unwrap();
     assert_eq!(local, mapped(A4, peer.port()));
     assert_eq!(peer, sa(A4, local.port()));
@@ -238,39 +160,24 @@ fn dual_stack_client_connects_to_a_mapped_address() {
 #[test]
 fn dual_stack_udp_socket_receives_ipv4_with_mapped_source() {
     let mut net = Net::new();
-    let server = net.b.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    net.b.bind(server, sa(Ipv6Addr::UNSPECIFIED, 5000)).unwrap();
-    let client = net.a.socket(Domain::Ipv4, Protocol::Udp).unwrap();
-    net.a.bind(client, sa(A4, 4000)).unwrap();
+    let server = udp_socket(&mut net.b, Some(sa(Ipv6Addr::UNSPECIFIED, 5000)));
+    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
     net.a.send_to(client, b"from v4", sa(B4, 5000)).unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.b.readiness(server).unwrap().readable
-    });
+    wait_b(&mut net, server);
     let (data, from) = take(&mut net.b, server).unwrap();
     assert_eq!(data, b"from v4");
     assert_eq!(from, mapped(A4, 4000));
 
     // Replying to the mapped address reaches the IPv4 socket.
     net.b.send_to(server, b"to v4", from).unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(client).unwrap().readable
-    });
-    assert_eq!(
-        take(&mut net.a, client),
-        Some((b"to v4".to_vec(), sa(B4, 5000)))
-    );
+    wait_a(&mut net, client);
+    expect_datagram(&mut net.a, client, b"to v4", sa(B4, 5000));
 
     // IPv6 senders reach it too.
-    let c6 = net.a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    net.a.bind(c6, sa(A6, 4006)).unwrap();
+    let c6 = udp_socket(&mut net.a, Some(sa(A6, 4006)));
     net.a.send_to(c6, b"from v6", sa(B6, 5000)).unwrap();
-    net.run_until(Duration::from_secs(2), |n| {
-        n.b.readiness(server).unwrap().readable
-    });
-    assert_eq!(
-        take(&mut net.b, server),
-        Some((b"from v6".to_vec(), sa(A6, 4006)))
-    );
+    wait_b(&mut net, server);
+    expect_datagram(&mut net.b, server, b"from v6", sa(A6, 4006));
 }
 
 #[test]
@@ -284,7 +191,7 @@ fn v6only_udp_socket_ignores_ipv4_and_refuses_mapped_addresses() {
         net.b.set_option(server, SockOpt::V6Only(false)),
         Err(NetError::InvalidInput)
     );
-    let client = net.a.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    let client = udp_socket(&mut net.a, None);
     net.a.send_to(client, b"v4", sa(B4, 5000)).unwrap();
     net.run_for(Duration::from_millis(100));
     assert_eq!(take(&mut net.b, server), None);
@@ -363,35 +270,36 @@ fn bind_pair(
     (second, s6, s4)
 }
 
+/// Each protocol and bind order for [`bind_pair`], with ports from `base + 1` on.
+fn bind_cases(base: u16) -> impl Iterator<Item = (Protocol, bool, u16)> {
+    [Protocol::Udp, Protocol::Tcp]
+        .into_iter()
+        .flat_map(|proto| [(proto, true), (proto, false)])
+        .zip(base + 1..)
+        .map(|((proto, v6_first), port)| (proto, v6_first, port))
+}
+
 #[test]
 fn dual_stack_wildcard_conflicts_with_ipv4_wildcard() {
     let mut net = Net::new();
-    let mut port = 7000;
-    for proto in [Protocol::Udp, Protocol::Tcp] {
-        for v6_first in [true, false] {
-            port += 1;
-            let (r, s6, s4) = bind_pair(&mut net.b, proto, false, v6_first, port);
-            assert_eq!(
-                r,
-                Err(NetError::AddrInUse),
-                "{proto:?}, v6 bound first: {v6_first}"
-            );
-            net.b.close(s6).unwrap();
-            net.b.close(s4).unwrap();
-        }
+    for (proto, v6_first, port) in bind_cases(7000) {
+        let (r, s6, s4) = bind_pair(&mut net.b, proto, false, v6_first, port);
+        assert_eq!(
+            r,
+            Err(NetError::AddrInUse),
+            "{proto:?}, v6 bound first: {v6_first}"
+        );
+        net.b.close(s6).unwrap();
+        net.b.close(s4).unwrap();
     }
 }
 
 #[test]
 fn v6only_wildcard_coexists_with_ipv4_wildcard() {
     let mut net = Net::new();
-    let mut port = 7100;
-    for proto in [Protocol::Udp, Protocol::Tcp] {
-        for v6_first in [true, false] {
-            port += 1;
-            let (r, _s6, _s4) = bind_pair(&mut net.b, proto, true, v6_first, port);
-            assert_eq!(r, Ok(()), "{proto:?}, v6 bound first: {v6_first}");
-        }
+    for (proto, v6_first, port) in bind_cases(7100) {
+        let (r, _s6, _s4) = bind_pair(&mut net.b, proto, true, v6_first, port);
+        assert_eq!(r, Ok(()), "{proto:?}, v6 bound first: {v6_first}");
     }
 
     // Each family's UDP datagrams go to its own socket.
@@ -515,7 +423,7 @@ fn incoming_ipv6_fragments_are_reassembled() {
     rx.lock().unwrap().extend(v6_udp_frames(&small, None, 0));
     now += Duration::from_millis(1);
     b.poll(now);
-    assert_eq!(take(&mut b, server), Some((small, sa(A6, 4000))));
+    expect_datagram(&mut b, server, &small, sa(A6, 4000));
 
     for (round, size) in [3000usize, 8000, 65527].into_iter().enumerate() {
         let payload = tagged_bytes(size as u32, size);

@@ -7,50 +7,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 
 use common::*;
 use netstack::link::Impairments;
-use netstack::{
-    Domain, Duration, IfAddr, LOOPBACK, NetError, Protocol, RecvFlags, Shutdown, SocketId, Stack,
-    StackConfig,
-};
+use netstack::{Domain, Duration, IfAddr, LOOPBACK, NetError, Protocol, Shutdown, SocketId};
 use sha2::{Digest, Sha256};
-
-const NONE: RecvFlags = RecvFlags { peek: false };
-
-fn domain_of(addr: SocketAddr) -> Domain {
-    match addr {
-        SocketAddr::V4(_) => Domain::Ipv4,
-        SocketAddr::V6(_) => Domain::Ipv6,
-    }
-}
-
-fn take(s: &mut Stack, id: SocketId) -> Option<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; 70_000];
-    match s.recv_from(id, &mut buf, NONE) {
-        Ok(d) => {
-            assert_eq!(d.copied, d.len);
-            buf.truncate(d.copied);
-            Some((buf, d.from))
-        }
-        Err(NetError::WouldBlock) => None,
-        Err(e) => panic!("recv_from failed: {e:?}"),
-    }
-}
 
 /// A listener at `at` and a connected (client, server) pair, all in `solo`.
 fn tcp_pair(solo: &mut Solo, at: SocketAddr) -> (SocketId, SocketId, SocketId) {
-    let domain = domain_of(at);
-    let l = solo.s.socket(domain, Protocol::Tcp).unwrap();
-    solo.s.bind(l, at).unwrap();
-    solo.s.listen(l, 8).unwrap();
-    let c = solo.s.socket(domain, Protocol::Tcp).unwrap();
-    assert_eq!(solo.s.connect(c, at), Err(NetError::InProgress));
-    let mut server = None;
-    solo.run_until(Duration::from_secs(5), |n| {
-        if server.is_none() {
-            server = n.s.accept(l).ok();
-        }
-        server.is_some() && n.s.connect(c, at).is_ok()
-    });
-    let (s, peer) = server.unwrap();
+    let l = listen_on(&mut solo.s, at, 8);
+    let (c, s, peer) = connect_between(
+        solo,
+        Solo::stack,
+        Solo::stack,
+        l,
+        at,
+        Duration::from_secs(5),
+    );
     assert_eq!(
         solo.s.local_addr(c),
         Ok(peer),
@@ -62,16 +32,10 @@ fn tcp_pair(solo: &mut Solo, at: SocketAddr) -> (SocketId, SocketId, SocketId) {
     (l, c, s)
 }
 
+/// A request from `c` to `s` and a response back.
 fn exchange(solo: &mut Solo, c: SocketId, s: SocketId) {
-    assert_eq!(solo.s.send(c, b"request"), Ok(7));
-    solo.run_until(Duration::from_secs(1), |n| n.s.recv_queue(s) == Ok(7));
-    let mut buf = [0u8; 32];
-    assert_eq!(solo.s.recv(s, &mut buf, NONE), Ok(7));
-    assert_eq!(&buf[..7], b"request");
-    assert_eq!(solo.s.send(s, b"response"), Ok(8));
-    solo.run_until(Duration::from_secs(1), |n| n.s.recv_queue(c) == Ok(8));
-    assert_eq!(solo.s.recv(c, &mut buf, NONE), Ok(8));
-    assert_eq!(&buf[..8], b"response");
+    deliver(solo, Solo::stack, c, Solo::stack, s, b"request");
+    deliver(solo, Solo::stack, s, Solo::stack, c, b"response");
 }
 
 #[test]
@@ -150,7 +114,6 @@ fn tcp_10_mib_over_loopback_is_intact() {
     let mut got = 0;
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
-    let mut eof = false;
     solo.run_until(Duration::from_secs(120), |n| {
         while sent < TOTAL {
             match n.s.send(c, &data[sent..(sent + (64 << 10)).min(TOTAL)]) {
@@ -162,21 +125,10 @@ fn tcp_10_mib_over_loopback_is_intact() {
                 n.s.shutdown(c, Shutdown::Write).unwrap();
             }
         }
-        loop {
-            match n.s.recv(s, &mut buf, NONE) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(k) => {
-                    hash.update(&buf[..k]);
-                    got += k;
-                }
-                Err(NetError::WouldBlock) => break,
-                Err(e) => panic!("recv: {e:?}"),
-            }
-        }
-        eof
+        read_ready(&mut n.s, s, &mut buf, |d| {
+            hash.update(d);
+            got += d.len();
+        })
     });
     assert_eq!(got, TOTAL);
     assert_eq!(hash.finalize(), want, "SHA-256 of the received stream");
@@ -187,10 +139,8 @@ fn tcp_10_mib_over_loopback_is_intact() {
 fn udp_over_127_0_0_1_and_ipv6_loopback() {
     let mut solo = Solo::new();
     for at in [sa(Ipv4Addr::LOCALHOST, 5000), sa(Ipv6Addr::LOCALHOST, 5000)] {
-        let domain = domain_of(at);
-        let server = solo.s.socket(domain, Protocol::Udp).unwrap();
-        solo.s.bind(server, at).unwrap();
-        let client = solo.s.socket(domain, Protocol::Udp).unwrap();
+        let server = udp_socket(&mut solo.s, Some(at));
+        let client = solo.s.socket(domain_of(at), Protocol::Udp).unwrap();
         assert_eq!(solo.s.send_to(client, b"hello lo", at), Ok(8));
         let port = solo.s.local_addr(client).unwrap().port();
         solo.run_until(Duration::from_secs(1), |n| {
@@ -209,7 +159,7 @@ fn udp_over_127_0_0_1_and_ipv6_loopback() {
         solo.run_until(Duration::from_secs(1), |n| {
             n.s.readiness(client).unwrap().readable
         });
-        assert_eq!(take(&mut solo.s, client), Some((big, at)));
+        expect_datagram(&mut solo.s, client, &big, at);
         solo.s.close(server).unwrap();
         solo.s.close(client).unwrap();
     }
@@ -218,11 +168,8 @@ fn udp_over_127_0_0_1_and_ipv6_loopback() {
 #[test]
 fn dual_stack_udp_over_loopback_sees_mapped_source() {
     let mut solo = Solo::new();
-    let server = solo.s.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    solo.s
-        .bind(server, sa(Ipv6Addr::UNSPECIFIED, 5300))
-        .unwrap();
-    let client = solo.s.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    let server = udp_socket(&mut solo.s, Some(sa(Ipv6Addr::UNSPECIFIED, 5300)));
+    let client = udp_socket(&mut solo.s, None);
     solo.s
         .send_to(client, b"v4", sa(Ipv4Addr::LOCALHOST, 5300))
         .unwrap();
@@ -236,7 +183,7 @@ fn dual_stack_udp_over_loopback_sees_mapped_source() {
         0,
         0,
     ));
-    assert_eq!(take(&mut solo.s, server), Some((b"v4".to_vec(), mapped)));
+    expect_datagram(&mut solo.s, server, b"v4", mapped);
 }
 
 #[test]
@@ -246,40 +193,31 @@ fn connect_to_own_ethernet_address_goes_over_loopback() {
         loss_ppm: 1_000_000,
         ..Impairments::default()
     };
-    let mut net = Net::with(1500, Duration::from_micros(50), imp, StackConfig::default());
-    let l = net.a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    net.a.bind(l, sa(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
-    net.a.listen(l, 8).unwrap();
-    let c = net.a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    assert_eq!(net.a.connect(c, sa(A4, 80)), Err(NetError::InProgress));
-    let mut server = None;
-    net.run_until(Duration::from_secs(5), |n| {
-        if server.is_none() {
-            server = n.a.accept(l).ok();
-        }
-        server.is_some() && n.a.connect(c, sa(A4, 80)).is_ok()
-    });
-    let (s, peer) = server.unwrap();
+    let mut net = Net::impaired(imp);
+    let l = listen_on(&mut net.a, sa(Ipv4Addr::UNSPECIFIED, 80), 8);
+    let (c, s, peer) = connect_between(
+        &mut net,
+        side_a,
+        side_a,
+        l,
+        sa(A4, 80),
+        Duration::from_secs(5),
+    );
     let local = net.a.local_addr(c).unwrap();
     assert_eq!(local.ip(), A4, "the source is the address connected to");
     assert_eq!(peer, local);
     assert_eq!(net.a.local_addr(s), Ok(sa(A4, 80)));
-    net.a.send(c, b"to myself").unwrap();
-    net.run_until(Duration::from_secs(1), |n| n.a.recv_queue(s) == Ok(9));
-    let mut buf = [0u8; 16];
-    assert_eq!(net.a.recv(s, &mut buf, NONE), Ok(9));
-    assert_eq!(&buf[..9], b"to myself");
+    deliver(&mut net, side_a, c, side_a, s, b"to myself");
 
     // UDP and IPv6 too.
-    let u = net.a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    net.a.bind(u, sa(A6, 5000)).unwrap();
+    let u = udp_socket(&mut net.a, Some(sa(A6, 5000)));
     let v = net.a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
     net.a.send_to(v, b"self6", sa(A6, 5000)).unwrap();
     let port = net.a.local_addr(v).unwrap().port();
     net.run_until(Duration::from_secs(1), |n| {
         n.a.readiness(u).unwrap().readable
     });
-    assert_eq!(take(&mut net.a, u), Some((b"self6".to_vec(), sa(A6, port))));
+    expect_datagram(&mut net.a, u, b"self6", sa(A6, port));
 }
 
 #[test]
@@ -306,13 +244,12 @@ fn connect_to_closed_loopback_port_is_refused() {
 #[test]
 fn udp_to_a_closed_loopback_port_is_dropped() {
     let mut solo = Solo::new();
-    let c = solo.s.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    let c = udp_socket(&mut solo.s, None);
     solo.s
         .send_to(c, b"void", sa(Ipv4Addr::LOCALHOST, 9999))
         .unwrap();
     solo.run_for(Duration::from_millis(100));
-    let late = solo.s.socket(Domain::Ipv4, Protocol::Udp).unwrap();
-    solo.s.bind(late, sa(Ipv4Addr::LOCALHOST, 9999)).unwrap();
+    let late = udp_socket(&mut solo.s, Some(sa(Ipv4Addr::LOCALHOST, 9999)));
     solo.run_for(Duration::from_millis(100));
     assert_eq!(take(&mut solo.s, late), None);
     assert_eq!(take(&mut solo.s, c), None);
@@ -324,25 +261,24 @@ fn all_of_127_0_0_0_8_is_local() {
     // Linux routes the whole 127.0.0.0/8 to lo; an unbound sender's source is 127.0.0.1.
     let mut solo = Solo::new();
     let at = sa(Ipv4Addr::new(127, 1, 2, 3), 5000);
-    let server = solo.s.socket(Domain::Ipv4, Protocol::Udp).unwrap();
-    solo.s.bind(server, at).unwrap();
-    let client = solo.s.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    let server = udp_socket(&mut solo.s, Some(at));
+    let client = udp_socket(&mut solo.s, None);
     solo.s.send_to(client, b"far end of lo", at).unwrap();
     let port = solo.s.local_addr(client).unwrap().port();
     solo.run_for(Duration::from_millis(50));
-    assert_eq!(
-        take(&mut solo.s, server),
-        Some((b"far end of lo".to_vec(), sa(Ipv4Addr::LOCALHOST, port)))
+    expect_datagram(
+        &mut solo.s,
+        server,
+        b"far end of lo",
+        sa(Ipv4Addr::LOCALHOST, port),
     );
     solo.s
         .send_to(server, b"back", sa(Ipv4Addr::LOCALHOST, port))
         .unwrap();
     solo.run_for(Duration::from_millis(50));
-    assert_eq!(take(&mut solo.s, client), Some((b"back".to_vec(), at)));
+    expect_datagram(&mut solo.s, client, b"back", at);
 
-    let l = solo.s.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    solo.s.bind(l, sa(Ipv4Addr::UNSPECIFIED, 80)).unwrap();
-    solo.s.listen(l, 8).unwrap();
+    let l = listen_on(&mut solo.s, sa(Ipv4Addr::UNSPECIFIED, 80), 8);
     let c = solo.s.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
     let to = sa(Ipv4Addr::new(127, 0, 0, 53), 80);
     assert_eq!(solo.s.connect(c, to), Err(NetError::InProgress));

@@ -1,31 +1,29 @@
 //! A stack with several NICs picks the NIC by on-link subnet, then by default
 //! gateway, and sends nothing anywhere when no route fits.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use netstack::link::{Link, LinkCaps, PairEnd, pair};
+use common::Filtered;
+use netstack::link::{PairEnd, pair};
 use netstack::{
     Domain, Duration, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, Stack, StackConfig,
 };
 
-/// Records the frames a link sends.
-struct Recorder {
-    inner: PairEnd,
-    sent: Arc<Mutex<Vec<Vec<u8>>>>,
-}
+type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
 
-impl Link for Recorder {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        self.inner.recv(now)
-    }
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        self.sent.lock().unwrap().push(frame.clone());
-        self.inner.send(now, frame);
-    }
+/// A link that passes every frame on and keeps a copy in `sent`.
+fn recorder(inner: PairEnd, sent: &Sent) -> Box<Filtered<PairEnd>> {
+    let sent = Arc::clone(sent);
+    Box::new(Filtered::new(
+        inner,
+        Box::new(move |_, frame: &[u8]| {
+            sent.lock().unwrap().push(frame.to_vec());
+            true
+        }),
+    ))
 }
 
 fn nic(name: &str, last: u8, ip: Ipv4Addr, gw: Option<Ipv4Addr>) -> NicConfig {
@@ -61,23 +59,17 @@ fn nic_chosen_by_subnet_then_default_gateway() {
     // a: eth0 10.0.0.1/24 to b; eth1 10.1.0.1/24 to c, default route via c (10.1.0.2).
     let (a0, b0) = pair(1500, Duration::from_micros(10), false);
     let (a1, c1) = pair(1500, Duration::from_micros(10), false);
-    let sent0 = Arc::new(Mutex::new(Vec::new()));
-    let sent1 = Arc::new(Mutex::new(Vec::new()));
+    let sent0 = Sent::default();
+    let sent1 = Sent::default();
     let mut a = stack(1);
     a.add_nic(
-        Box::new(Recorder {
-            inner: a0,
-            sent: Arc::clone(&sent0),
-        }),
+        recorder(a0, &sent0),
         nic("eth0", 1, Ipv4Addr::new(10, 0, 0, 1), None),
     )
     .unwrap();
     let gw = Ipv4Addr::new(10, 1, 0, 2);
     a.add_nic(
-        Box::new(Recorder {
-            inner: a1,
-            sent: Arc::clone(&sent1),
-        }),
+        recorder(a1, &sent1),
         nic("eth1", 2, Ipv4Addr::new(10, 1, 0, 1), Some(gw)),
     )
     .unwrap();

@@ -12,64 +12,61 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use netstack::link::Impairments;
 use netstack::{
-    Domain, Duration, Instant, NetError, Protocol, Readiness, RecvFlags, Shutdown, SockOpt,
-    SockOptName, SocketId, Stack, StackConfig,
+    Domain, Duration, Instant, NetError, Protocol, Readiness, Shutdown, SockOpt, SockOptName,
+    SocketId, Stack, StackConfig,
 };
 use sha2::{Digest, Sha256};
 
 // ---- helpers ---------------------------------------------------------------
 
-const NO_FLAGS: RecvFlags = RecvFlags { peek: false };
-
 fn tcp4(st: &mut Stack) -> SocketId {
     st.socket(Domain::Ipv4, Protocol::Tcp).unwrap()
 }
 
-fn listen_on(st: &mut Stack, addr: SocketAddr, backlog: i32) -> SocketId {
-    let l = st
-        .socket(
-            if addr.is_ipv4() {
-                Domain::Ipv4
-            } else {
-                Domain::Ipv6
-            },
-            Protocol::Tcp,
-        )
-        .unwrap();
-    st.bind(l, addr).unwrap();
-    st.listen(l, backlog).unwrap();
-    l
+/// Starts `n` non-blocking connects from `a` to `to`.
+fn start_connects(net: &mut Net, n: usize, to: SocketAddr) -> Vec<SocketId> {
+    (0..n)
+        .map(|_| {
+            let c = tcp4(&mut net.a);
+            assert_eq!(net.a.connect(c, to), Err(NetError::InProgress));
+            c
+        })
+        .collect()
 }
 
-fn side_a(n: &mut Net) -> &mut Stack {
-    &mut n.a
-}
-
-fn side_b(n: &mut Net) -> &mut Stack {
-    &mut n.b
+/// Steps until `b`'s listener `l` accepted a connection and `a`'s connecting
+/// socket `c` is writable; returns what `accept` returned.
+fn accept_when_writable(net: &mut Net, l: SocketId, c: SocketId) -> (SocketId, SocketAddr) {
+    let mut accepted = None;
+    net.run_until(Duration::from_secs(5), |n| {
+        if accepted.is_none() {
+            accepted = n.b.accept(l).ok();
+        }
+        accepted.is_some() && n.a.readiness(c).unwrap().writable
+    });
+    accepted.unwrap()
 }
 
 /// Everything readable now, without waiting: (data, saw end of file).
 fn drain(st: &mut Stack, id: SocketId) -> (Vec<u8>, bool) {
     let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match st.recv(id, &mut buf, NO_FLAGS) {
-            Ok(0) => return (out, true),
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(NetError::WouldBlock) => return (out, false),
-            Err(e) => panic!("recv failed with {e:?} after {} bytes", out.len()),
-        }
-    }
+    let eof = read_ready(st, id, &mut [0u8; 4096], |d| out.extend_from_slice(d));
+    (out, eof)
+}
+
+/// Checks a socket whose peer sent `last` and then reset the connection: it
+/// reads `last`, then ECONNRESET (once), then end of file; sending gets EPIPE.
+fn assert_reset_after(st: &mut Stack, id: SocketId, last: &[u8]) {
+    let mut buf = [0u8; 64];
+    assert_eq!(st.recv(id, &mut buf, NONE), Ok(last.len()));
+    assert_eq!(&buf[..last.len()], last);
+    assert_eq!(st.recv(id, &mut buf, NONE), Err(NetError::ConnectionReset));
+    assert_eq!(st.recv(id, &mut buf, NONE), Ok(0));
+    assert_eq!(st.send(id, b"x"), Err(NetError::BrokenPipe));
 }
 
 /// Steps the network until `len` bytes have been read from `id` on the chosen side.
-fn recv_exact(
-    net: &mut Net,
-    side: fn(&mut Net) -> &mut Stack,
-    id: SocketId,
-    len: usize,
-) -> Vec<u8> {
+fn recv_exact(net: &mut Net, side: Side<Net>, id: SocketId, len: usize) -> Vec<u8> {
     let mut got = Vec::new();
     net.run_until(Duration::from_secs(30), |n| {
         let (data, eof) = drain(side(n), id);
@@ -86,7 +83,7 @@ fn recv_exact(
 }
 
 /// Sends all of `data` on the chosen side, stepping the network while the buffer is full.
-fn send_all(net: &mut Net, side: fn(&mut Net) -> &mut Stack, id: SocketId, data: &[u8]) {
+fn send_all(net: &mut Net, side: Side<Net>, id: SocketId, data: &[u8]) {
     let mut off = 0;
     net.run_until(Duration::from_secs(30), |n| {
         while off < data.len() {
@@ -101,7 +98,7 @@ fn send_all(net: &mut Net, side: fn(&mut Net) -> &mut Stack, id: SocketId, data:
 }
 
 /// Steps until the socket has a pending error, and returns the readiness seen then.
-fn wait_error(net: &mut Net, side: fn(&mut Net) -> &mut Stack, id: SocketId) -> Readiness {
+fn wait_error(net: &mut Net, side: Side<Net>, id: SocketId) -> Readiness {
     let mut r = Readiness::default();
     net.run_until(Duration::from_secs(300), |n| {
         r = side(n).readiness(id).unwrap();
@@ -192,21 +189,10 @@ fn stream_and_verify(net: &mut Net, c: SocketId, s: SocketId, total: usize) -> T
             net.a.shutdown(c, Shutdown::Write).unwrap();
             shut = true;
         }
-        let mut eof = false;
-        loop {
-            match net.b.recv(s, &mut rbuf, NO_FLAGS) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    rx.update(&rbuf[..n]);
-                    received += n;
-                }
-                Err(NetError::WouldBlock) => break,
-                Err(e) => panic!("recv failed with {e:?} after {received} bytes"),
-            }
-        }
+        let eof = read_ready(&mut net.b, s, &mut rbuf, |d| {
+            rx.update(d);
+            received += d.len();
+        });
         if eof {
             break;
         }
@@ -229,6 +215,14 @@ fn stream_and_verify(net: &mut Net, c: SocketId, s: SocketId, total: usize) -> T
         wall: wall.elapsed(),
         steps,
     }
+}
+
+/// Connects `a` to a new listener on `b` at 10.0.0.2:5001 and runs
+/// [`stream_and_verify`] over the connection.
+fn connect_and_stream(net: &mut Net, total: usize) -> Transfer {
+    let l = listen_on(&mut net.b, sa(B4, 5001), 8);
+    let (c, s) = connect_pair(net, l, sa(B4, 5001));
+    stream_and_verify(net, c, s, total)
 }
 
 /// The TCP header fields of an Ethernet frame carrying IPv4.
@@ -258,22 +252,14 @@ fn tcp4_segment(f: &[u8]) -> Option<Segment> {
 #[test]
 fn handshake_and_echo() {
     let mut net = Net::new();
-    let l = net.b.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    net.b.bind(l, sa(B4, 80)).unwrap();
-    net.b.listen(l, 16).unwrap();
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 80), Domain::Ipv4);
+    let l = listen_on(&mut net.b, sa(B4, 80), 16);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 80));
     assert_eq!(net.a.peer_addr(c).unwrap(), sa(B4, 80));
     assert_eq!(net.b.local_addr(s).unwrap(), sa(B4, 80));
     assert_eq!(net.b.peer_addr(s).unwrap(), net.a.local_addr(c).unwrap());
-    assert_eq!(net.a.send(c, b"hello").unwrap(), 5);
+    deliver(&mut net, side_a, c, side_b, s, b"hello");
     let mut buf = [0u8; 16];
-    net.run_until(Duration::from_secs(1), |n| n.b.recv_queue(s).unwrap() == 5);
-    assert_eq!(net.b.recv(s, &mut buf, RecvFlags::default()).unwrap(), 5);
-    assert_eq!(&buf[..5], b"hello");
-    assert_eq!(
-        net.b.recv(s, &mut buf, RecvFlags::default()),
-        Err(NetError::WouldBlock)
-    );
+    assert_eq!(net.b.recv(s, &mut buf, NONE), Err(NetError::WouldBlock));
 }
 
 #[test]
@@ -302,14 +288,7 @@ fn getsockname_getpeername_values() {
     assert!((lo..=hi).contains(&local.port()), "port {local}");
     assert_eq!(net.a.peer_addr(c), Err(NetError::NotConnected));
 
-    let mut accepted = None;
-    net.run_until(Duration::from_secs(5), |n| {
-        if accepted.is_none() {
-            accepted = n.b.accept(l).ok();
-        }
-        accepted.is_some() && n.a.readiness(c).unwrap().writable
-    });
-    let (s, from) = accepted.unwrap();
+    let (s, from) = accept_when_writable(&mut net, l, c);
     // accept's address, getpeername on the server and getsockname on the client agree.
     assert_eq!(from, local);
     assert_eq!(net.b.peer_addr(s).unwrap(), local);
@@ -329,14 +308,7 @@ fn getsockname_getpeername_values() {
     assert_eq!(net.a.connect(c6, sa(B6, 7001)), Err(NetError::InProgress));
     let local6 = net.a.local_addr(c6).unwrap();
     assert_eq!(local6.ip(), IpAddr::V6(A6));
-    let mut accepted6 = None;
-    net.run_until(Duration::from_secs(5), |n| {
-        if accepted6.is_none() {
-            accepted6 = n.b.accept(l6).ok();
-        }
-        accepted6.is_some() && n.a.readiness(c6).unwrap().writable
-    });
-    let (s6, from6) = accepted6.unwrap();
+    let (s6, from6) = accept_when_writable(&mut net, l6, c6);
     assert_eq!(from6, local6);
     assert_eq!(net.b.local_addr(s6).unwrap(), sa(B6, 7001));
     assert_eq!(net.a.peer_addr(c6).unwrap(), sa(B6, 7001));
@@ -398,24 +370,14 @@ const HUNDRED_MIB: usize = 100 << 20;
 #[test]
 fn bulk_100mib_hash_matches() {
     let mut net = Net::new();
-    let l = listen_on(&mut net.b, sa(B4, 5001), 8);
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 5001), Domain::Ipv4);
-    let t = stream_and_verify(&mut net, c, s, HUNDRED_MIB);
+    let t = connect_and_stream(&mut net, HUNDRED_MIB);
     t.print("bulk, clean link");
 }
 
 #[test]
 fn bulk_100mib_hash_matches_with_loss_and_reordering() {
-    let imp = Impairments {
-        loss_ppm: 10_000,
-        reorder_ppm: 10_000,
-        duplicate_ppm: 0,
-        seed: 42,
-    };
-    let mut net = Net::with(1500, Duration::from_micros(50), imp, StackConfig::default());
-    let l = listen_on(&mut net.b, sa(B4, 5001), 8);
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 5001), Domain::Ipv4);
-    let t = stream_and_verify(&mut net, c, s, HUNDRED_MIB);
+    let mut net = Net::lossy();
+    let t = connect_and_stream(&mut net, HUNDRED_MIB);
     t.print("bulk, 1% loss + 1% reordering");
 }
 
@@ -426,13 +388,7 @@ fn backlog_64_concurrent_connects_all_accepted() {
     const N: usize = 64;
     let mut net = Net::new();
     let l = listen_on(&mut net.b, sa(B4, 80), N as i32);
-    let clients: Vec<SocketId> = (0..N)
-        .map(|_| {
-            let c = tcp4(&mut net.a);
-            assert_eq!(net.a.connect(c, sa(B4, 80)), Err(NetError::InProgress));
-            c
-        })
-        .collect();
+    let clients = start_connects(&mut net, N, sa(B4, 80));
     let mut accepted: Vec<(SocketId, SocketAddr)> = Vec::new();
     net.run_until(Duration::from_secs(10), |n| {
         while let Ok(x) = n.b.accept(l) {
@@ -480,13 +436,7 @@ fn backlog_overflow_drops_syn_not_rst() {
     const N: usize = 10;
     let mut net = Net::new();
     let l = listen_on(&mut net.b, sa(B4, 80), 2);
-    let clients: Vec<SocketId> = (0..N)
-        .map(|_| {
-            let c = tcp4(&mut net.a);
-            assert_eq!(net.a.connect(c, sa(B4, 80)), Err(NetError::InProgress));
-            c
-        })
-        .collect();
+    let clients = start_connects(&mut net, N, sa(B4, 80));
     let count = |n: &mut Net| {
         let mut connected = 0;
         let mut connecting = 0;
@@ -563,13 +513,7 @@ fn backlog_overflow_drops_syn_not_rst() {
 fn close_listener_resets_unaccepted_connections() {
     let mut net = Net::new();
     let l = listen_on(&mut net.b, sa(B4, 80), 8);
-    let clients: Vec<SocketId> = (0..3)
-        .map(|_| {
-            let c = tcp4(&mut net.a);
-            assert_eq!(net.a.connect(c, sa(B4, 80)), Err(NetError::InProgress));
-            c
-        })
-        .collect();
+    let clients = start_connects(&mut net, 3, sa(B4, 80));
     net.run_until(Duration::from_secs(5), |n| {
         clients.iter().all(|&c| n.a.readiness(c).unwrap().writable)
     });
@@ -581,7 +525,7 @@ fn close_listener_resets_unaccepted_connections() {
         assert_eq!(wait_error(&mut net, side_a, c), FAILED);
         let mut buf = [0u8; 16];
         assert_eq!(
-            net.a.recv(c, &mut buf, NO_FLAGS),
+            net.a.recv(c, &mut buf, NONE),
             Err(NetError::ConnectionReset)
         );
         assert_eq!(net.a.send(c, b"x"), Err(NetError::BrokenPipe));
@@ -602,11 +546,7 @@ fn close_listener_resets_unaccepted_connections() {
 fn rst_on_closed_port() {
     for to in [sa(B4, 81), sa(B6, 81)] {
         let mut net = Net::new();
-        let domain = if to.is_ipv4() {
-            Domain::Ipv4
-        } else {
-            Domain::Ipv6
-        };
+        let domain = domain_of(to);
         // Reported by connect.
         let c = net.a.socket(domain, Protocol::Tcp).unwrap();
         let start = net.now;
@@ -639,13 +579,13 @@ fn rst_on_closed_port() {
         wait_error(&mut net, side_a, c3);
         let mut buf = [0u8; 4];
         assert_eq!(
-            net.a.recv(c3, &mut buf, NO_FLAGS),
+            net.a.recv(c3, &mut buf, NONE),
             Err(NetError::ConnectionRefused)
         );
         // Once the error is reported, the dead socket reads end of file
         // (Linux: tcp_done set RCV_SHUTDOWN), as `c2` does.
-        assert_eq!(net.a.recv(c3, &mut buf, NO_FLAGS), Ok(0));
-        assert_eq!(net.a.recv(c2, &mut buf, NO_FLAGS), Ok(0));
+        assert_eq!(net.a.recv(c3, &mut buf, NONE), Ok(0));
+        assert_eq!(net.a.recv(c2, &mut buf, NONE), Ok(0));
     }
 }
 
@@ -700,16 +640,7 @@ fn connect_unreachable_host_gives_host_unreachable() {
             Net::new(),
             sa(Ipv4Addr::new(10, 0, 0, 99), 80),
         ),
-        (
-            "total loss",
-            Net::with(
-                1500,
-                Duration::from_micros(50),
-                total_loss,
-                StackConfig::default(),
-            ),
-            sa(B4, 80),
-        ),
+        ("total loss", Net::impaired(total_loss), sa(B4, 80)),
     ];
     for (what, mut net, to) in nets {
         let c = tcp4(&mut net.a);
@@ -768,7 +699,7 @@ fn connect_timeout_when_peer_drops_everything() {
 fn half_close_both_ways() {
     let mut net = Net::new();
     let l = listen_on(&mut net.b, sa(B4, 80), 8);
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 80), Domain::Ipv4);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 80));
     assert_eq!(net.a.send(c, b"request").unwrap(), 7);
     net.a.shutdown(c, Shutdown::Write).unwrap();
     assert_eq!(net.a.send(c, b"more"), Err(NetError::BrokenPipe));
@@ -785,10 +716,10 @@ fn half_close_both_ways() {
     );
     // B reads the data, then end of file, and stays at end of file.
     let mut buf = [0u8; 64];
-    assert_eq!(net.b.recv(s, &mut buf, NO_FLAGS), Ok(7));
+    assert_eq!(net.b.recv(s, &mut buf, NONE), Ok(7));
     assert_eq!(&buf[..7], b"request");
-    assert_eq!(net.b.recv(s, &mut buf, NO_FLAGS), Ok(0));
-    assert_eq!(net.b.recv(s, &mut buf, NO_FLAGS), Ok(0));
+    assert_eq!(net.b.recv(s, &mut buf, NONE), Ok(0));
+    assert_eq!(net.b.recv(s, &mut buf, NONE), Ok(0));
     assert_eq!(
         net.b.readiness(s).unwrap(),
         Readiness {
@@ -802,12 +733,12 @@ fn half_close_both_ways() {
     let reply: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     send_all(&mut net, side_b, s, &reply);
     assert_eq!(recv_exact(&mut net, side_a, c, reply.len()), reply);
-    assert_eq!(net.a.recv(c, &mut buf, NO_FLAGS), Err(NetError::WouldBlock));
+    assert_eq!(net.a.recv(c, &mut buf, NONE), Err(NetError::WouldBlock));
     // Then B shuts down writing: A sees end of file.
     net.b.shutdown(s, Shutdown::Write).unwrap();
     assert_eq!(net.b.send(s, b"late"), Err(NetError::BrokenPipe));
     net.run_for(Duration::from_millis(10));
-    assert_eq!(net.a.recv(c, &mut buf, NO_FLAGS), Ok(0));
+    assert_eq!(net.a.recv(c, &mut buf, NONE), Ok(0));
     assert_eq!(net.a.send(c, b"late"), Err(NetError::BrokenPipe));
     // Both directions closed: POLLIN | POLLOUT | POLLHUP | POLLRDHUP (0x2015), on both sides.
     let closed = Readiness {
@@ -840,7 +771,7 @@ fn half_close_both_ways() {
 fn linger_zero_sends_rst() {
     let mut net = Net::new();
     let l = listen_on(&mut net.b, sa(B4, 80), 8);
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 80), Domain::Ipv4);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 80));
     assert_eq!(net.a.send(c, b"last words").unwrap(), 10);
     net.run_for(Duration::from_millis(10));
     net.a.set_option(c, SockOpt::Linger(Some(0))).unwrap();
@@ -850,15 +781,7 @@ fn linger_zero_sends_rst() {
     );
     net.a.close(c).unwrap();
     let r = wait_error(&mut net, side_b, s);
-    let mut buf = [0u8; 64];
-    assert_eq!(net.b.recv(s, &mut buf, NO_FLAGS), Ok(10));
-    assert_eq!(&buf[..10], b"last words");
-    assert_eq!(
-        net.b.recv(s, &mut buf, NO_FLAGS),
-        Err(NetError::ConnectionReset)
-    );
-    assert_eq!(net.b.recv(s, &mut buf, NO_FLAGS), Ok(0));
-    assert_eq!(net.b.send(s, b"x"), Err(NetError::BrokenPipe));
+    assert_reset_after(&mut net.b, s, b"last words");
     // The closed socket is gone from the caller's view.
     assert_eq!(net.a.readiness(c), Err(NetError::BadHandle));
     // Linux: POLLRDHUP too, although received data is still unread (0x201d).
@@ -871,30 +794,23 @@ fn linger_zero_sends_rst() {
 fn close_with_unread_data_sends_rst() {
     let mut net = Net::new();
     let l = listen_on(&mut net.b, sa(B4, 80), 8);
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 80), Domain::Ipv4);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 80));
     assert_eq!(net.a.send(c, b"unread").unwrap(), 6);
     assert_eq!(net.b.send(s, b"to-a").unwrap(), 4);
     net.run_for(Duration::from_millis(10));
     assert_eq!(net.b.recv_queue(s).unwrap(), 6);
     net.b.close(s).unwrap();
     let r = wait_error(&mut net, side_a, c);
-    let mut buf = [0u8; 64];
-    assert_eq!(net.a.recv(c, &mut buf, NO_FLAGS), Ok(4));
-    assert_eq!(&buf[..4], b"to-a");
-    assert_eq!(
-        net.a.recv(c, &mut buf, NO_FLAGS),
-        Err(NetError::ConnectionReset)
-    );
-    assert_eq!(net.a.recv(c, &mut buf, NO_FLAGS), Ok(0));
-    assert_eq!(net.a.send(c, b"x"), Err(NetError::BrokenPipe));
+    assert_reset_after(&mut net.a, c, b"to-a");
 
     // Without unread data, close is graceful: the peer sees end of file, no error.
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 80), Domain::Ipv4);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 80));
     assert_eq!(net.a.send(c, b"read").unwrap(), 4);
     assert_eq!(recv_exact(&mut net, side_b, s, 4), b"read");
     net.b.close(s).unwrap();
     net.run_for(Duration::from_millis(10));
-    assert_eq!(net.a.recv(c, &mut buf, NO_FLAGS), Ok(0));
+    let mut buf = [0u8; 64];
+    assert_eq!(net.a.recv(c, &mut buf, NONE), Ok(0));
     assert_eq!(net.a.take_error(c).unwrap(), None);
     // Linux: POLLRDHUP too, although received data is still unread (0x201d).
     assert_eq!(r, FAILED, "readiness once the RST arrived");
@@ -908,12 +824,12 @@ fn time_wait_then_rebind_with_reuseaddr() {
     net.b.set_option(l, SockOpt::ReuseAddr(true)).unwrap();
     net.b.bind(l, addr).unwrap();
     net.b.listen(l, 8).unwrap();
-    let (c, s) = connect_pair(&mut net, l, addr, Domain::Ipv4);
+    let (c, s) = connect_pair(&mut net, l, addr);
     // The server closes first (active close), so its side ends in TIME_WAIT.
     net.b.close(s).unwrap();
     net.run_until(Duration::from_secs(1), |n| {
         let mut buf = [0u8; 8];
-        n.a.recv(c, &mut buf, NO_FLAGS) == Ok(0)
+        n.a.recv(c, &mut buf, NONE) == Ok(0)
     });
     net.a.close(c).unwrap();
     net.run_for(Duration::from_millis(100));
@@ -933,7 +849,7 @@ fn time_wait_then_rebind_with_reuseaddr() {
     net.b.set_option(again, SockOpt::ReuseAddr(true)).unwrap();
     assert_eq!(net.b.bind(again, addr), Ok(()));
     assert_eq!(net.b.listen(again, 8), Ok(()));
-    let (c2, s2) = connect_pair(&mut net, again, addr, Domain::Ipv4);
+    let (c2, s2) = connect_pair(&mut net, again, addr);
     assert_eq!(net.a.send(c2, b"new life").unwrap(), 8);
     assert_eq!(recv_exact(&mut net, side_b, s2, 8), b"new life");
 }
@@ -1027,13 +943,7 @@ fn reuseport_listeners_share_connections() {
     let outsider = tcp4(&mut net.b);
     assert_eq!(net.b.bind(outsider, addr), Err(NetError::AddrInUse));
 
-    let clients: Vec<SocketId> = (0..N)
-        .map(|_| {
-            let c = tcp4(&mut net.a);
-            assert_eq!(net.a.connect(c, addr), Err(NetError::InProgress));
-            c
-        })
-        .collect();
+    let clients = start_connects(&mut net, N, addr);
     let mut per_listener = [Vec::new(), Vec::new()];
     net.run_until(Duration::from_secs(10), |n| {
         for (i, &l) in listeners.iter().enumerate() {
@@ -1180,14 +1090,7 @@ fn large_rcvbuf_window_exceeds_64k() {
     let c = tcp4(&mut net.a);
     net.a.set_option(c, SockOpt::SendBuffer(4 << 20)).unwrap();
     assert_eq!(net.a.connect(c, sa(B4, 5001)), Err(NetError::InProgress));
-    let mut s = None;
-    net.run_until(Duration::from_secs(5), |n| {
-        if s.is_none() {
-            s = n.b.accept(l).ok().map(|(s, _)| s);
-        }
-        s.is_some() && n.a.readiness(c).unwrap().writable
-    });
-    let s = s.unwrap();
+    let (s, _) = accept_when_writable(&mut net, l, c);
     // The accepted socket inherits the listener's buffer size.
     assert_eq!(
         net.b.option(s, SockOptName::RecvBuffer).unwrap(),
@@ -1255,9 +1158,7 @@ fn single_loss_recovered_by_fast_retransmit() {
         Some(filter),
         None,
     );
-    let l = listen_on(&mut net.b, sa(B4, 5001), 8);
-    let (c, s) = connect_pair(&mut net, l, sa(B4, 5001), Domain::Ipv4);
-    let t = stream_and_verify(&mut net, c, s, 8 << 20);
+    let t = connect_and_stream(&mut net, 8 << 20);
     t.print("one segment lost");
     let w = watch.lock().unwrap();
     let (_, lost_at) = w.dropped.expect("the transfer has 2000 segments");
@@ -1281,15 +1182,9 @@ fn ten_thousand_concurrent_connections() {
     let request = |i: usize| format!("request {i:05}").into_bytes();
     let reply = |i: usize| format!("reply to {i:05}, {:08x}", i * 2_654_435_761 % (1 << 32));
 
-    let mut index = HashMap::new();
-    let clients: Vec<SocketId> = (0..N)
-        .map(|i| {
-            let c = tcp4(&mut net.a);
-            assert_eq!(net.a.connect(c, to), Err(NetError::InProgress));
-            index.insert(c, i);
-            c
-        })
-        .collect();
+    let clients = start_connects(&mut net, N, to);
+    let index: HashMap<SocketId, usize> =
+        clients.iter().enumerate().map(|(i, &c)| (c, i)).collect();
     #[derive(Default, Clone)]
     struct Client {
         sent: bool,

@@ -4,56 +4,17 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
 use common::*;
-use netstack::link::Impairments;
-use netstack::{
-    Datagram, Domain, Duration, NetError, Protocol, RecvFlags, SockOpt, SockOptName, SocketId,
-    Stack, StackConfig,
-};
+use netstack::{Datagram, Duration, NetError, SockOpt, SockOptName, SocketId};
 
-const PEEK: RecvFlags = RecvFlags { peek: true };
-const NONE: RecvFlags = RecvFlags { peek: false };
-
-fn udp_socket(s: &mut Stack, bind: Option<SocketAddr>) -> SocketId {
-    let domain = match bind {
-        Some(SocketAddr::V6(_)) => Domain::Ipv6,
-        _ => Domain::Ipv4,
-    };
-    let id = s.socket(domain, Protocol::Udp).unwrap();
-    if let Some(addr) = bind {
-        s.bind(id, addr).unwrap();
-    }
-    id
-}
-
-/// Receives one whole datagram, or `None` if none is queued.
-fn take(s: &mut Stack, id: SocketId) -> Option<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; 70_000];
-    match s.recv_from(id, &mut buf, NONE) {
-        Ok(d) => {
-            assert_eq!(d.copied, d.len, "a 70000-byte buffer truncated a datagram");
-            buf.truncate(d.copied);
-            Some((buf, d.from))
-        }
-        Err(NetError::WouldBlock) => None,
-        Err(e) => panic!("recv_from failed: {e:?}"),
-    }
-}
-
-/// Runs the net until `id` on `b` is readable.
-fn wait_b(net: &mut Net, id: SocketId) {
-    net.run_until(Duration::from_secs(2), |n| {
-        n.b.readiness(id).unwrap().readable
-    });
-}
-
-/// Runs the net until `id` on `a` is readable.
-fn wait_a(net: &mut Net, id: SocketId) {
-    net.run_until(Duration::from_secs(2), |n| {
-        n.a.readiness(id).unwrap().readable
-    });
+/// A server socket on `b` bound to 10.0.0.2:5000 and a client on `a` bound
+/// to 10.0.0.1:4000, as (server, client).
+fn udp_pair(net: &mut Net) -> (SocketId, SocketId) {
+    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
+    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    (server, client)
 }
 
 #[test]
@@ -93,10 +54,7 @@ fn sendto_recvfrom_reports_source_addresses() {
     // The reply goes back to where the request came from.
     assert_eq!(net.b.send_to(server, b"pong!", d.from), Ok(5));
     wait_a(&mut net, client);
-    assert_eq!(
-        take(&mut net.a, client),
-        Some((b"pong!".to_vec(), sa(B4, 5000)))
-    );
+    expect_datagram(&mut net.a, client, b"pong!", sa(B4, 5000));
     assert_eq!(take(&mut net.a, client), None);
 }
 
@@ -129,14 +87,13 @@ fn first_sendto_autobinds_an_ephemeral_port() {
     net.a.send_to(client, b"y", sa(B4, 5000)).unwrap();
     assert_eq!(net.a.local_addr(client).unwrap(), local);
     wait_b(&mut net, server);
-    assert_eq!(take(&mut net.b, server), Some((b"y".to_vec(), from)));
+    expect_datagram(&mut net.b, server, b"y", from);
 }
 
 #[test]
 fn truncated_datagram_reports_full_length_and_discards_the_rest() {
     let mut net = Net::new();
-    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
-    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    let (server, client) = udp_pair(&mut net);
     let big = tagged_bytes(1, 100);
     net.a.send_to(client, &big, sa(B4, 5000)).unwrap();
     net.a.send_to(client, b"next", sa(B4, 5000)).unwrap();
@@ -171,8 +128,7 @@ fn truncated_datagram_reports_full_length_and_discards_the_rest() {
 #[test]
 fn peek_leaves_the_datagram_queued() {
     let mut net = Net::new();
-    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
-    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    let (server, client) = udp_pair(&mut net);
     net.a
         .send_to(client, b"first datagram", sa(B4, 5000))
         .unwrap();
@@ -212,8 +168,7 @@ fn peek_leaves_the_datagram_queued() {
 #[test]
 fn datagram_boundaries_are_preserved() {
     let mut net = Net::new();
-    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
-    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    let (server, client) = udp_pair(&mut net);
     let sizes = [1usize, 300, 2, 1472, 7];
     for (i, &n) in sizes.iter().enumerate() {
         let d = tagged_bytes(i as u32, n);
@@ -234,8 +189,7 @@ fn datagram_boundaries_are_preserved() {
 #[test]
 fn zero_length_datagram_is_delivered() {
     let mut net = Net::new();
-    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
-    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    let (server, client) = udp_pair(&mut net);
     assert_eq!(net.a.send_to(client, b"", sa(B4, 5000)), Ok(0));
     net.a.send_to(client, b"after", sa(B4, 5000)).unwrap();
     wait_b(&mut net, server);
@@ -276,23 +230,17 @@ fn connected_socket_filters_sources_and_sends_to_its_peer() {
     // From the peer: delivered.
     net.a.send_to(x, b"peer", sa(B4, 5000)).unwrap();
     wait_b(&mut net, s);
-    assert_eq!(take(&mut net.b, s), Some((b"peer".to_vec(), sa(A4, 4000))));
+    expect_datagram(&mut net.b, s, b"peer", sa(A4, 4000));
 
     // send without an address goes to the peer.
     assert_eq!(net.b.send(s, b"to peer"), Ok(7));
     wait_a(&mut net, x);
-    assert_eq!(
-        take(&mut net.a, x),
-        Some((b"to peer".to_vec(), sa(B4, 5000)))
-    );
+    expect_datagram(&mut net.a, x, b"to peer", sa(B4, 5000));
 
     // Linux lets a connected UDP socket still sendto another address.
     assert_eq!(net.b.send_to(s, b"explicit", sa(A4, 4001)), Ok(8));
     wait_a(&mut net, y);
-    assert_eq!(
-        take(&mut net.a, y),
-        Some((b"explicit".to_vec(), sa(B4, 5000)))
-    );
+    expect_datagram(&mut net.a, y, b"explicit", sa(B4, 5000));
     assert_eq!(take(&mut net.a, x), None);
 }
 
@@ -322,23 +270,17 @@ fn disconnect_dissolves_the_association() {
     // Any source is accepted again.
     net.a.send_to(y, b"from y", sa(B4, 5000)).unwrap();
     wait_b(&mut net, s);
-    assert_eq!(
-        take(&mut net.b, s),
-        Some((b"from y".to_vec(), sa(A4, 4001)))
-    );
+    expect_datagram(&mut net.b, s, b"from y", sa(A4, 4001));
     net.a.send_to(x, b"from x", sa(B4, 5000)).unwrap();
     wait_b(&mut net, s);
-    assert_eq!(
-        take(&mut net.b, s),
-        Some((b"from x".to_vec(), sa(A4, 4000)))
-    );
+    expect_datagram(&mut net.b, s, b"from x", sa(A4, 4000));
 
     // And the socket can connect again, elsewhere.
     net.b.connect(s, sa(A4, 4001)).unwrap();
     assert_eq!(net.b.peer_addr(s), Ok(sa(A4, 4001)));
     net.b.send(s, b"again").unwrap();
     wait_a(&mut net, y);
-    assert_eq!(take(&mut net.a, y), Some((b"again".to_vec(), sa(B4, 5000))));
+    expect_datagram(&mut net.a, y, b"again", sa(B4, 5000));
 }
 
 #[test]
@@ -354,13 +296,12 @@ fn disconnect_releases_a_port_bound_by_connect() {
     net.a.disconnect(s).unwrap();
     assert_eq!(net.a.local_addr(s), Ok(sa(Ipv4Addr::UNSPECIFIED, 0)));
     // The port is free for others.
-    let other = net.a.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    let other = udp_socket(&mut net.a, None);
     assert_eq!(net.a.bind(other, sa(A4, local.port())), Ok(()));
 }
 
 fn big_round_trip(net: &mut Net, size: usize) {
-    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
-    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    let (server, client) = udp_pair(net);
     let out = tagged_bytes(size as u32, size);
     assert_eq!(net.a.send_to(client, &out, sa(B4, 5000)), Ok(size));
     wait_b(net, server);
@@ -444,10 +385,7 @@ fn broadcast_needs_so_broadcast() {
     );
     assert_eq!(net.a.send_to(client, b"all", sa(bcast, 6000)), Ok(3));
     wait_b(&mut net, server);
-    assert_eq!(
-        take(&mut net.b, server),
-        Some((b"all".to_vec(), sa(A4, 4000)))
-    );
+    expect_datagram(&mut net.b, server, b"all", sa(A4, 4000));
 }
 
 #[test]
@@ -467,10 +405,7 @@ fn datagram_to_an_unbound_port_is_not_delivered() {
     // Both stacks carry on.
     net.a.send_to(client, b"now", sa(B4, 7777)).unwrap();
     wait_b(&mut net, late);
-    assert_eq!(
-        take(&mut net.b, late),
-        Some((b"now".to_vec(), sa(A4, 4000)))
-    );
+    expect_datagram(&mut net.b, late, b"now", sa(A4, 4000));
 }
 
 #[test]
@@ -498,15 +433,8 @@ fn connected_socket_learns_the_port_is_closed() {
 
 #[test]
 fn fragmented_datagrams_arrive_whole_or_not_at_all_under_loss_and_reorder() {
-    let imp = Impairments {
-        loss_ppm: 10_000,
-        reorder_ppm: 10_000,
-        duplicate_ppm: 0,
-        seed: 42,
-    };
-    let mut net = Net::with(1500, Duration::from_micros(50), imp, StackConfig::default());
-    let server = udp_socket(&mut net.b, Some(sa(B4, 5000)));
-    let client = udp_socket(&mut net.a, Some(sa(A4, 4000)));
+    let mut net = Net::lossy();
+    let (server, client) = udp_pair(&mut net);
     const N: u32 = 400;
     let size = |i: u32| 3000 + (i as usize * 37) % 3000;
     let mut seen = vec![false; N as usize];

@@ -1,10 +1,13 @@
 //! Hostile wire input: mutated and random frames never panic or stall a stack,
 //! and a stack that swallowed them still serves new connections and datagrams.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use common::{Rng, domain_of, listen_on, udp_socket};
 use netstack::link::{Link, LinkCaps, PairEnd, pair};
 use netstack::{
     Domain, Duration, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, SocketId, Stack,
@@ -35,19 +38,6 @@ impl Link for Tap {
         }
         drop(sent);
         self.inner.send(now, frame);
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
     }
 }
 
@@ -111,9 +101,7 @@ impl World {
     /// A full TCP exchange and a UDP datagram from a to b.
     fn exchange(&mut self, port: u16) {
         let to = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), port);
-        let l = self.b.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-        self.b.bind(l, to).unwrap();
-        self.b.listen(l, 8).unwrap();
+        let l = listen_on(&mut self.b, to, 8);
         let c = self.a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
         assert_eq!(self.a.connect(c, to), Err(NetError::InProgress));
         let mut s: Option<SocketId> = None;
@@ -133,9 +121,8 @@ impl World {
         });
         assert_eq!(&buf[..n], b"still alive");
 
-        let u = self.b.socket(Domain::Ipv4, Protocol::Udp).unwrap();
-        self.b.bind(u, to).unwrap();
-        let v = self.a.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+        let u = udp_socket(&mut self.b, Some(to));
+        let v = udp_socket(&mut self.a, None);
         self.a.send_to(v, b"datagram", to).unwrap();
         let mut got = None;
         self.until(|w| {
@@ -185,11 +172,7 @@ fn mutated_and_random_frames_do_not_break_the_stack() {
     let big = vec![0xabu8; 3000];
     for dst in ["10.0.0.2:7002", "[fd00::2]:7002"] {
         let dst: SocketAddr = dst.parse().unwrap();
-        let domain = if dst.is_ipv4() {
-            Domain::Ipv4
-        } else {
-            Domain::Ipv6
-        };
+        let domain = domain_of(dst);
         let s = w.a.socket(domain, Protocol::Udp).unwrap();
         w.a.send_to(s, &big, dst).unwrap();
         let p = w.a.socket(domain, Protocol::Icmp).unwrap();
@@ -203,17 +186,14 @@ fn mutated_and_random_frames_do_not_break_the_stack() {
     assert!(seeds.len() > 5, "captured {} frames", seeds.len());
 
     // Keep a listener and a UDP socket open on b while it is fed garbage.
-    let l = w.b.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
-    w.b.bind(l, "10.0.0.2:7001".parse().unwrap()).unwrap();
-    w.b.listen(l, 8).unwrap();
-    let u = w.b.socket(Domain::Ipv6, Protocol::Udp).unwrap();
-    w.b.bind(u, "[::]:7002".parse().unwrap()).unwrap();
+    let l = listen_on(&mut w.b, "10.0.0.2:7001".parse().unwrap(), 8);
+    let u = udp_socket(&mut w.b, Some("[::]:7002".parse().unwrap()));
 
     let mut rng = Rng(0x1234_5678_9abc_def1);
     for round in 0..200_000 {
         let mut f = if round % 10 == 0 {
             let len = rng.below(1600);
-            (0..len).map(|_| rng.next() as u8).collect()
+            (0..len).map(|_| rng.next_u64() as u8).collect()
         } else {
             seeds[rng.below(seeds.len())].clone()
         };
@@ -224,9 +204,9 @@ fn mutated_and_random_frames_do_not_break_the_stack() {
             let i = rng.below(f.len());
             match rng.below(4) {
                 0 => f[i] ^= 1 << rng.below(8),
-                1 => f[i] = rng.next() as u8,
+                1 => f[i] = rng.next_u64() as u8,
                 2 => f.truncate(i),
-                _ => f.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
+                _ => f.extend((0..rng.below(64)).map(|_| rng.next_u64() as u8)),
             }
         }
         inject_b.lock().unwrap().push_back(f);
