@@ -7,7 +7,7 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use netstack::{Datagram, Duration, NetError, SockOpt, SockOptName, SocketId};
+use netstack::{Datagram, Domain, Duration, NetError, Protocol, SockOpt, SockOptName, SocketId};
 
 /// A server socket on `b` bound to 10.0.0.2:5000 and a client on `a` bound
 /// to 10.0.0.1:4000, as (server, client).
@@ -474,4 +474,47 @@ fn fragmented_datagrams_arrive_whole_or_not_at_all_under_loss_and_reorder() {
     // Each datagram is 3 to 5 fragments: at 1% loss, most arrive.
     assert!(got >= N * 85 / 100, "only {got} of {N} datagrams arrived");
     assert!(got < N, "no loss happened: the impairments did not apply");
+}
+
+/// A SO_REUSEPORT group of UDP sockets shares the senders between its
+/// members, and one sender always reaches the same member (Linux hashes the
+/// 4-tuple).
+#[test]
+fn reuseport_group_spreads_senders_and_keeps_each_on_one_socket() {
+    let mut net = Net::new();
+    let addr = sa(B4, 9100);
+    let group: Vec<SocketId> = (0..2)
+        .map(|_| {
+            let u = net.b.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+            net.b.set_option(u, SockOpt::ReusePort(true)).unwrap();
+            assert_eq!(net.b.bind(u, addr), Ok(()));
+            u
+        })
+        .collect();
+    let senders: Vec<SocketId> = (0..32).map(|_| udp_socket(&mut net.a, None)).collect();
+    for round in 0..2u8 {
+        for (i, &s) in senders.iter().enumerate() {
+            net.a.send_to(s, &[i as u8, round], addr).unwrap();
+        }
+        net.run_for(Duration::from_millis(5));
+    }
+    let mut member_of = [None::<usize>; 32];
+    let mut per_member = [0usize; 2];
+    for (m, &u) in group.iter().enumerate() {
+        while let Some((data, _)) = take(&mut net.b, u) {
+            let sender = usize::from(data[0]);
+            assert!(
+                member_of[sender].is_none_or(|x| x == m),
+                "sender {sender} reached both members"
+            );
+            member_of[sender] = Some(m);
+            per_member[m] += 1;
+        }
+    }
+    assert_eq!(
+        per_member[0] + per_member[1],
+        64,
+        "every datagram arrived once"
+    );
+    assert!(per_member.iter().all(|&n| n > 0), "spread: {per_member:?}");
 }
