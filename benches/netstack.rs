@@ -9,18 +9,15 @@
 //!   established connections open; the ratio of the two is the target (≥ 0.8).
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use netstack::link::pair;
 use netstack::{
-    Domain, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, SockOpt, SocketId, Stack,
-    StackConfig,
+    Domain, Instant, NetError, Protocol, RecvFlags, SockOpt, SocketId, Stack, StackConfig, testbed,
 };
 
-const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const B: Ipv4Addr = testbed::host_v4(2);
 
 struct Hosts {
     a: Stack,
@@ -30,30 +27,12 @@ struct Hosts {
 
 impl Hosts {
     fn new(mtu: usize) -> Hosts {
-        let start = StdInstant::now();
-        let now = Instant::from_micros(0);
-        let (ea, eb) = pair(mtu, netstack::Duration::ZERO, false);
-        let nic = |last: u8, ip: Ipv4Addr| NicConfig {
-            name: "eth0".into(),
-            mac: [2, 0, 0, 0, 0, last],
-            addrs: vec![IfAddr {
-                addr: IpAddr::V4(ip),
-                prefix_len: 24,
-            }],
-            gateway_v4: None,
-            gateway_v6: None,
-        };
-        let mut a = Stack::new(StackConfig::default(), now);
-        let mut b = Stack::new(
-            StackConfig {
-                random_seed: 7,
-                ..StackConfig::default()
-            },
-            now,
-        );
-        a.add_nic(Box::new(ea), nic(1, A)).unwrap();
-        b.add_nic(Box::new(eb), nic(2, B)).unwrap();
-        Hosts { a, b, start }
+        let (a, b) = testbed::two_hosts(mtu, netstack::Duration::ZERO, Instant::from_micros(0));
+        Hosts {
+            a,
+            b,
+            start: StdInstant::now(),
+        }
     }
 
     fn now(&self) -> Instant {

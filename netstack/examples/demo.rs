@@ -12,14 +12,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
-use netstack::link::pair;
 use netstack::{
-    Domain, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, Shutdown, SocketId, Stack,
-    StackConfig,
+    Domain, Instant, NetError, Protocol, RecvFlags, Shutdown, SocketId, Stack, testbed,
 };
 
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const CLIENT: Ipv4Addr = testbed::host_v4(1);
+const SERVER: Ipv4Addr = testbed::host_v4(2);
 const PORT: u16 = 5001;
 const RECV_BUF: usize = 256 << 10;
 /// Length of the repeating pattern: odd, so it never lines up with segments.
@@ -177,19 +175,6 @@ impl Digest {
     }
 }
 
-fn nic(last: u8, ip: Ipv4Addr) -> NicConfig {
-    NicConfig {
-        name: "eth0".into(),
-        mac: [0x02, 0, 0, 0, 0, last],
-        addrs: vec![IfAddr {
-            addr: IpAddr::V4(ip),
-            prefix_len: 24,
-        }],
-        gateway_v4: None,
-        gateway_v6: None,
-    }
-}
-
 /// What went wrong in one run.
 #[derive(Debug)]
 enum Failure {
@@ -228,27 +213,7 @@ fn describe(stack: &mut Stack, id: SocketId) -> String {
 /// Sends `total` bytes from client to server at `mtu` and verifies them.
 fn run(mtu: usize, total: u64, pattern: &[u8]) -> Result<(), Failure> {
     let clock = Clock(StdInstant::now());
-    let (ca, cb) = pair(mtu, netstack::Duration::ZERO, false);
-    let mut client = Stack::new(
-        StackConfig {
-            random_seed: 1,
-            ..StackConfig::default()
-        },
-        clock.now(),
-    );
-    let mut server = Stack::new(
-        StackConfig {
-            random_seed: 2,
-            ..StackConfig::default()
-        },
-        clock.now(),
-    );
-    client
-        .add_nic(Box::new(ca), nic(1, CLIENT))
-        .map_err(net("add client NIC"))?;
-    server
-        .add_nic(Box::new(cb), nic(2, SERVER))
-        .map_err(net("add server NIC"))?;
+    let (mut client, mut server) = testbed::two_hosts(mtu, netstack::Duration::ZERO, clock.now());
 
     let to = SocketAddr::new(IpAddr::V4(SERVER), PORT);
     let listener = server

@@ -1,10 +1,13 @@
-//! Socket buffer memory, recycled without being zeroed again.
+//! Socket buffer memory: anonymous mappings, lent to smoltcp and recycled.
 //!
-//! A connection's buffers are hundreds of KiB; zeroing fresh ones for every
-//! connection cost more than the whole handshake. smoltcp takes its storage
-//! either as an owned `Vec` (which it never gives back) or as a borrowed
-//! slice, so the pool lends `'static` slices carved from boxes it owns, and a
-//! [`Lease`] returns the box when the socket that borrowed it is gone.
+//! A socket's buffers are hundreds of KiB, but an idle connection writes a
+//! page or two of them. Fresh anonymous mappings cost nothing until touched
+//! (the kernel supplies zero pages on first write), where a zeroed heap
+//! allocation of the same size is written in full; and recycling mappings
+//! spares the map/unmap calls on the connection hot path. smoltcp takes its
+//! storage either as an owned `Vec` (which it never gives back) or as a
+//! borrowed slice, so the pool lends `'static` slices, and a [`Lease`] takes
+//! the memory back when the socket that borrowed it is gone.
 //!
 //! Stale bytes from an earlier connection stay in recycled memory; smoltcp's
 //! ring buffers only ever read bytes they wrote, so nothing leaks across.
@@ -13,12 +16,60 @@ use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Most memory the pool keeps idle.
-const MAX_IDLE_BYTES: usize = 256 << 20;
+use crate::error::{NetError, Result};
+
+/// Most memory the pool keeps idle (and resident, where it was touched).
+const MAX_IDLE_BYTES: usize = 64 << 20;
+
+/// One private anonymous mapping, unmapped on drop.
+#[derive(Debug)]
+struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Region owns its mapping exclusively, like a Box<[u8]>; nothing in
+// it is tied to the thread that mapped it.
+unsafe impl Send for Region {}
+
+impl Region {
+    fn map(len: usize) -> Result<Region> {
+        if len == 0 {
+            return Err(NetError::InvalidInput);
+        }
+        // SAFETY: a fresh private anonymous mapping aliases no Rust object;
+        // the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(NetError::NoBufferSpace);
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(NetError::NoBufferSpace)?;
+        Ok(Region { ptr, len })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping came from mmap with this length and is unmapped
+        // once, here; no slice into it outlives the Region (see Lease).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Idle {
-    by_len: HashMap<usize, Vec<Box<[u8]>>>,
+    by_len: HashMap<usize, Vec<Region>>,
     bytes: usize,
 }
 
@@ -32,54 +83,52 @@ pub(crate) struct BufferPool {
 /// backs is gone: keep it in the same struct as the socket, declared after it.
 #[derive(Debug)]
 pub(crate) struct Lease {
-    ptr: NonNull<[u8]>,
+    region: Option<Region>,
     idle: Arc<Mutex<Idle>>,
 }
 
-// SAFETY: a Lease owns its allocation exactly as a Box<[u8]> would; moving it
-// to another thread moves that ownership, and the pool behind it is a Mutex.
-unsafe impl Send for Lease {}
-
 impl BufferPool {
     /// Lends a buffer of `len` bytes: the slice for smoltcp and the lease that reclaims it.
-    pub(crate) fn lend(&self, len: usize) -> (&'static mut [u8], Lease) {
+    pub(crate) fn lend(&self, len: usize) -> Result<(&'static mut [u8], Lease)> {
         let recycled = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let b = idle.by_len.get_mut(&len).and_then(Vec::pop);
-            if b.is_some() {
+            let r = idle.by_len.get_mut(&len).and_then(Vec::pop);
+            if r.is_some() {
                 idle.bytes -= len;
             }
-            b
+            r
         };
-        let boxed = recycled.unwrap_or_else(|| vec![0u8; len].into_boxed_slice());
-        let raw = Box::into_raw(boxed);
-        // SAFETY: `raw` comes from Box::into_raw, so it is non-null.
-        let ptr = unsafe { NonNull::new_unchecked(raw) };
-        // SAFETY: the allocation is valid and initialised, and this slice is the
-        // only reference to it; the Lease does not touch it until its drop,
-        // which its owner orders after the slice's last use.
-        let slice = unsafe { &mut *raw };
-        (
+        let region = match recycled {
+            Some(r) => r,
+            None => Region::map(len)?,
+        };
+        // SAFETY: the mapping is valid for `len` bytes, readable and writable,
+        // and initialised (zero pages, or bytes written by an earlier user); this
+        // slice is the only reference to it, and the Lease that owns the mapping
+        // is dropped only after the slice's last use.
+        let slice = unsafe { std::slice::from_raw_parts_mut(region.ptr.as_ptr(), region.len) };
+        Ok((
             slice,
             Lease {
-                ptr,
+                region: Some(region),
                 idle: Arc::clone(&self.idle),
             },
-        )
+        ))
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // SAFETY: the pointer came from Box::into_raw in `lend`, is reclaimed only
-        // here, and the slice lent from it is gone (the owner drops it first).
-        let boxed = unsafe { Box::from_raw(self.ptr.as_ptr()) };
-        let len = boxed.len();
+        let Some(region) = self.region.take() else {
+            return;
+        };
+        let len = region.len;
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.bytes + len <= MAX_IDLE_BYTES {
             idle.bytes += len;
-            idle.by_len.entry(len).or_default().push(boxed);
+            idle.by_len.entry(len).or_default().push(region);
         }
+        // Otherwise `region` is unmapped here.
     }
 }
 
@@ -90,17 +139,22 @@ mod tests {
     #[test]
     fn recycles_without_rezeroing_and_caps_idle_memory() {
         let pool = BufferPool::default();
-        let (s, lease) = pool.lend(4096);
+        let (s, lease) = pool.lend(4096).unwrap();
         s[0] = 7;
         drop(lease);
-        let (s2, lease2) = pool.lend(4096);
+        let (s2, lease2) = pool.lend(4096).unwrap();
         assert_eq!(s2[0], 7, "the same buffer came back");
         drop(lease2);
-        let (s3, _l3) = pool.lend(100);
-        assert!(s3.iter().all(|&b| b == 0), "a new size is freshly zeroed");
-        let big: Vec<_> = (0..3).map(|_| pool.lend(MAX_IDLE_BYTES / 2)).collect();
+        let (s3, _l3) = pool.lend(100).unwrap();
+        assert!(s3.iter().all(|&b| b == 0), "a new size is fresh zero pages");
+        let big: Vec<_> = (0..3)
+            .map(|_| pool.lend(MAX_IDLE_BYTES / 2).unwrap())
+            .collect();
         drop(big);
-        let idle = pool.idle.lock().unwrap();
-        assert!(idle.bytes <= MAX_IDLE_BYTES);
+        assert!(pool.idle.lock().unwrap().bytes <= MAX_IDLE_BYTES);
+        assert_eq!(
+            pool.lend(0).map(|_| ()).unwrap_err(),
+            NetError::InvalidInput
+        );
     }
 }

@@ -28,6 +28,7 @@ mod frag6;
 pub mod link;
 mod socket;
 mod stack;
+pub mod testbed;
 
 pub use error::{NetError, Result};
 pub use link::Link;

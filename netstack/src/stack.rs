@@ -309,8 +309,8 @@ impl Stack {
             gateway_v4: cfg.gateway_v4,
             gateway_v6: cfg.gateway_v6,
         };
-        let (rx, rx_lease) = self.pool.lend(4096);
-        let (tx, tx_lease) = self.pool.lend(512 << 10);
+        let (rx, rx_lease) = self.pool.lend(4096)?;
+        let (tx, tx_lease) = self.pool.lend(512 << 10)?;
         let raw = raw::Socket::new(
             Some(IpVersion::Ipv6),
             Some(IpProtocol::Ipv6Frag),
@@ -529,8 +529,8 @@ impl Stack {
         let opts = Options::new(rbuf, sbuf);
         let kind = match protocol {
             Protocol::Tcp => Kind::Tcp(TcpState::Fresh),
-            Protocol::Udp => Kind::Udp(UdpState::new(&self.pool, &opts)),
-            Protocol::Icmp => Kind::Icmp(IcmpState::new(&self.pool, &opts)),
+            Protocol::Udp => Kind::Udp(UdpState::new(&self.pool, &opts)?),
+            Protocol::Icmp => Kind::Icmp(IcmpState::new(&self.pool, &opts)?),
         };
         let socket = Socket {
             domain,

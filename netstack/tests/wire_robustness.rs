@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use common::{Rng, domain_of, listen_on, udp_socket};
 use netstack::link::{Link, LinkCaps, PairEnd, pair};
 use netstack::{
-    Domain, Duration, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, SocketId, Stack,
-    StackConfig,
+    Domain, Duration, Instant, NetError, Protocol, RecvFlags, SocketId, Stack, StackConfig, testbed,
 };
 
 type Frames = Arc<Mutex<VecDeque<Vec<u8>>>>;
@@ -41,35 +40,12 @@ impl Link for Tap {
     }
 }
 
-fn host(link: Box<dyn Link>, last: u8, seed: u64) -> Stack {
-    let mut s = Stack::new(
-        StackConfig {
-            random_seed: seed,
-            ..StackConfig::default()
-        },
-        Instant::from_secs(1),
-    );
-    s.add_nic(
-        link,
-        NicConfig {
-            name: "eth0".into(),
-            mac: [2, 0, 0, 0, 0, last],
-            addrs: vec![
-                IfAddr {
-                    addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, last)),
-                    prefix_len: 24,
-                },
-                IfAddr {
-                    addr: IpAddr::V6(format!("fd00::{last}").parse().unwrap()),
-                    prefix_len: 64,
-                },
-            ],
-            gateway_v4: None,
-            gateway_v6: None,
-        },
-    )
-    .unwrap();
-    s
+fn host(link: Box<dyn Link>, n: u8, seed: u64) -> Stack {
+    let cfg = StackConfig {
+        random_seed: seed,
+        ..StackConfig::default()
+    };
+    testbed::host(n, link, &cfg, Instant::from_secs(1))
 }
 
 struct World {

@@ -29,20 +29,20 @@ const ECHO_REQUEST_V4: u8 = 8;
 const ECHO_REQUEST_V6: u8 = 128;
 
 impl IcmpState {
-    pub(crate) fn new(pool: &BufferPool, opts: &Options) -> IcmpState {
-        let (rx, rx_lease) = pool.lend(opts.recv_buffer.max(1 << 17));
-        let (tx, tx_lease) = pool.lend(opts.send_buffer.max(1 << 17));
+    pub(crate) fn new(pool: &BufferPool, opts: &Options) -> Result<IcmpState> {
+        let (rx, rx_lease) = pool.lend(opts.recv_buffer.max(1 << 17))?;
+        let (tx, tx_lease) = pool.lend(opts.send_buffer.max(1 << 17))?;
         let socket = icmp::Socket::new(
             icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], rx),
             icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], tx),
         );
-        IcmpState {
+        Ok(IcmpState {
             slot: Slot::new(socket, [rx_lease, tx_lease]),
             ident: None,
             bound: None,
             peer: None,
             peeked: None,
-        }
+        })
     }
 
     pub(crate) fn socket(&mut self) -> &mut icmp::Socket<'static> {

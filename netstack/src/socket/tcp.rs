@@ -92,8 +92,8 @@ fn new_slot(
     opts: &Options,
     setup: impl FnOnce(&mut tcp::Socket<'static>) -> Result<()>,
 ) -> Result<Slot> {
-    let (rx, rx_lease) = pool.lend(opts.recv_buffer);
-    let (tx, tx_lease) = pool.lend(opts.send_buffer);
+    let (rx, rx_lease) = pool.lend(opts.recv_buffer)?;
+    let (tx, tx_lease) = pool.lend(opts.send_buffer)?;
     let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
     s.set_congestion_control(CongestionControl::Cubic);
     configure(&mut s, opts);

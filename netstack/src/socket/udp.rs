@@ -30,28 +30,28 @@ pub(crate) struct UdpState {
     pub extra_tx: Vec<(NicId, Slot)>,
 }
 
-fn new_slot(pool: &BufferPool, opts: &Options) -> Slot {
+fn new_slot(pool: &BufferPool, opts: &Options) -> Result<Slot> {
     // A datagram may be up to 64 KiB; make sure one always fits.
     let rx = opts.recv_buffer.max(2 * MAX_PAYLOAD_V6);
     let tx = opts.send_buffer.max(2 * MAX_PAYLOAD_V6);
-    let (rx_mem, rx_lease) = pool.lend(rx);
-    let (tx_mem, tx_lease) = pool.lend(tx);
+    let (rx_mem, rx_lease) = pool.lend(rx)?;
+    let (tx_mem, tx_lease) = pool.lend(tx)?;
     let socket = udp::Socket::new(
         udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (rx / 256).max(16)], rx_mem),
         udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (tx / 256).max(16)], tx_mem),
     );
-    Slot::new(socket, [rx_lease, tx_lease])
+    Ok(Slot::new(socket, [rx_lease, tx_lease]))
 }
 
 impl UdpState {
-    pub(crate) fn new(pool: &BufferPool, opts: &Options) -> UdpState {
-        UdpState {
-            slot: new_slot(pool, opts),
+    pub(crate) fn new(pool: &BufferPool, opts: &Options) -> Result<UdpState> {
+        Ok(UdpState {
+            slot: new_slot(pool, opts)?,
             peer: None,
             connected_src: None,
             port_locked: false,
             extra_tx: Vec::new(),
-        }
+        })
     }
 
     pub(crate) fn socket(&mut self) -> &mut udp::Socket<'static> {
@@ -197,7 +197,7 @@ impl Stack {
         } else if !udp(sock).is_some_and(|u| u.extra_tx.iter().any(|(n, _)| *n == nic)) {
             let port = sock.binding.map(|b| b.port).ok_or(NetError::InvalidInput)?;
             let opts = sock.opts.clone();
-            let mut slot = new_slot(&self.pool, &opts);
+            let mut slot = new_slot(&self.pool, &opts)?;
             slot.set
                 .get_mut::<udp::Socket<'static>>(slot.handle)
                 .bind(port)

@@ -6,14 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use netstack::link::{Impaired, Impairments, Link, LinkCaps, pair};
 use netstack::{
-    Domain, Duration, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, SocketId, Stack,
-    StackConfig,
+    Domain, Duration, Instant, NetError, Protocol, RecvFlags, SocketId, Stack, StackConfig, testbed,
 };
 
-pub const A4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-pub const B4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-pub const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
-pub const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+pub const A4: Ipv4Addr = testbed::host_v4(1);
+pub const B4: Ipv4Addr = testbed::host_v4(2);
+pub const A6: Ipv6Addr = testbed::host_v6(1);
+pub const B6: Ipv6Addr = testbed::host_v6(2);
 
 /// Plain receive flags.
 pub const NONE: RecvFlags = RecvFlags { peek: false };
@@ -115,25 +114,6 @@ impl Sim for Net {
     }
 }
 
-fn nic(name: &str, mac_last: u8, v4: Ipv4Addr, v6: Ipv6Addr) -> NicConfig {
-    NicConfig {
-        name: name.into(),
-        mac: [0x02, 0, 0, 0, 0, mac_last],
-        addrs: vec![
-            IfAddr {
-                addr: v4.into(),
-                prefix_len: 24,
-            },
-            IfAddr {
-                addr: v6.into(),
-                prefix_len: 64,
-            },
-        ],
-        gateway_v4: None,
-        gateway_v6: None,
-    }
-}
-
 impl Net {
     /// A clean 1500-byte MTU cable with a 50 us delay.
     pub fn new() -> Net {
@@ -182,26 +162,16 @@ impl Net {
         Net::joined(cfg, la, lb)
     }
 
-    /// Hosts `a` and `b`, configured from `cfg` with seeds 1 and 2, on the
-    /// cable ends `la` and `lb`.
+    /// Hosts `a` (testbed host 1) and `b` (host 2), configured from `cfg`
+    /// with seeds 1 and 2, on the cable ends `la` and `lb`.
     fn joined(cfg: &StackConfig, la: impl Link + 'static, lb: impl Link + 'static) -> Net {
         let now = Instant::from_secs(1);
-        let mut a = Stack::new(
-            StackConfig {
-                random_seed: 1,
-                ..cfg.clone()
-            },
-            now,
-        );
-        let mut b = Stack::new(
-            StackConfig {
-                random_seed: 2,
-                ..cfg.clone()
-            },
-            now,
-        );
-        a.add_nic(Box::new(la), nic("eth0", 1, A4, A6)).unwrap();
-        b.add_nic(Box::new(lb), nic("eth0", 2, B4, B6)).unwrap();
+        let seeded = StackConfig {
+            random_seed: 0,
+            ..cfg.clone()
+        };
+        let a = testbed::host(1, Box::new(la), &seeded, now);
+        let b = testbed::host(2, Box::new(lb), &seeded, now);
         Net { a, b, now }
     }
 }

@@ -1,0 +1,64 @@
+//! Two hosts on one in-memory cable: the set-up the demo, the benches and
+//! the tests share. Host `n` has MAC 02:00:00:00:00:n, 10.0.0.n/24 and
+//! fd00::n/64.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::link::{Link, pair};
+use crate::{Duration, IfAddr, Instant, NicConfig, Stack, StackConfig};
+
+/// Host `n`'s IPv4 address.
+pub const fn host_v4(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, n)
+}
+
+/// Host `n`'s IPv6 address.
+pub const fn host_v6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, n as u16)
+}
+
+/// The `eth0` of host `n`.
+pub fn host_nic(n: u8) -> NicConfig {
+    NicConfig {
+        name: "eth0".into(),
+        mac: [0x02, 0, 0, 0, 0, n],
+        addrs: vec![
+            IfAddr {
+                addr: IpAddr::V4(host_v4(n)),
+                prefix_len: 24,
+            },
+            IfAddr {
+                addr: IpAddr::V6(host_v6(n)),
+                prefix_len: 64,
+            },
+        ],
+        gateway_v4: None,
+        gateway_v6: None,
+    }
+}
+
+/// Host `n` with `cfg` (its seed made distinct per host) and its NIC on `link`.
+pub fn host(n: u8, link: Box<dyn Link>, cfg: &StackConfig, now: Instant) -> Stack {
+    let mut stack = Stack::new(
+        StackConfig {
+            random_seed: cfg.random_seed ^ u64::from(n),
+            ..cfg.clone()
+        },
+        now,
+    );
+    stack
+        .add_nic(link, host_nic(n))
+        .expect("a host NIC configuration is valid");
+    stack
+}
+
+/// Hosts 1 and 2 joined by a cable of `mtu` with a one-way `delay`
+/// (checksums computed and verified, as on a wire).
+pub fn two_hosts(mtu: usize, delay: Duration, now: Instant) -> (Stack, Stack) {
+    let (ea, eb) = pair(mtu, delay, false);
+    let cfg = StackConfig::default();
+    (
+        host(1, Box::new(ea), &cfg, now),
+        host(2, Box::new(eb), &cfg, now),
+    )
+}
