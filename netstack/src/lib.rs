@@ -5,7 +5,7 @@
 //! the number of sockets.
 //!
 //! How a packet flows:
-//! - **in**: a [`Link`] yields a frame → [`demux`] reads its headers → the
+//! - **in**: a [`Link`] yields a frame → `demux` reads its headers → the
 //!   [`Stack`] finds the owning socket's one-socket set (connection table by
 //!   4-tuple, then listeners, UDP ports, ping identifiers) → smoltcp processes
 //!   the frame against that set only → the socket layer reacts to the new state
@@ -20,6 +20,13 @@
 //! (TCP, UDP and ping sockets with Linux semantics), and [`NetError`] (one
 //! error per errno, translated by the Sentry). Time is always passed in, so
 //! tests drive the stack with a simulated clock.
+//!
+//! What the stack adds beside smoltcp: IPv6 fragmentation both ways
+//! (`frag6`), its own ARP requests (smoltcp rate-limits resolution per
+//! interface, Linux per neighbour), socket buffers in lazily-touched anonymous
+//! mappings that are recycled (`buffers`), and TIME_WAIT kept as a 4-tuple
+//! without buffers. [`testbed`] builds the two-host set-up that the demo,
+//! the benches and the tests share.
 
 mod buffers;
 mod demux;

@@ -4,7 +4,7 @@
 //! [`Medium::Ip`]) as owned buffers, so wrappers compose: a fault injector or
 //! a pcap sniffer takes any link and is a link itself. The stack reads one
 //! frame at a time, looks at its headers to find the owning socket, and only
-//! then hands it to smoltcp through [`FrameDevice`], a one-frame smoltcp
+//! then hands it to smoltcp through `FrameDevice`, a one-frame smoltcp
 //! `Device` built around the link for the duration of one call.
 
 mod impair;
