@@ -1248,10 +1248,15 @@ impl Stack {
             }
         }
         self.reassembler.expire(self.now);
-        if self.frag_owners.len() > 256 {
+        // Bounded: a flood of first fragments must not grow this without end.
+        // Losing an owner only loses that datagram, as a full reassembly queue would.
+        if self.frag_owners.len() > 1024 {
             let now = self.now;
             self.frag_owners
                 .retain(|_, (_, at)| now < *at + Duration::from_secs(60));
+            if self.frag_owners.len() > 4096 {
+                self.frag_owners.clear();
+            }
         }
     }
 
