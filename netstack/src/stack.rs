@@ -157,6 +157,8 @@ pub struct Stack {
     /// neighbour answered since.
     last_wake: Option<Instant>,
     wake_pending: bool,
+    /// Connections in TIME_WAIT, to bound their number.
+    pub(crate) time_wait_count: usize,
     pub(crate) pool: BufferPool,
     reassembler: Reassembler,
     pub(crate) rng: u64,
@@ -199,6 +201,7 @@ impl Stack {
             empty: SocketSet::new(Vec::new()),
             last_wake: None,
             wake_pending: false,
+            time_wait_count: 0,
             pool: BufferPool::default(),
             reassembler: Reassembler::default(),
         };

@@ -44,6 +44,10 @@ const NEIGHBOR_TIMEOUT: Duration = Duration::from_secs(3);
 /// Linux (benches/netstack.rs, tests/tcp.rs `large_rcvbuf_window_exceeds_64k`).
 const ACK_EVERY: u8 = 4;
 
+/// Most connections kept in TIME_WAIT at once (Linux's `tcp_max_tw_buckets`
+/// scales with memory; 65536 is its value on small machines).
+const MAX_TIME_WAIT: usize = 65536;
+
 /// How long a connection stays in TIME_WAIT (Linux: 60 s).
 const TIME_WAIT: Duration = Duration::from_secs(60);
 
@@ -799,8 +803,14 @@ impl Stack {
             return;
         }
         let key = c.key;
+        // Like Linux's tcp_max_tw_buckets: past the limit, skip TIME_WAIT.
+        if self.time_wait_count >= MAX_TIME_WAIT {
+            self.free(id);
+            return;
+        }
         if let Some(sock) = self.sockets.get_mut(id) {
             sock.kind = Kind::Tcp(TcpState::TimeWait { key, until });
+            self.time_wait_count += 1;
         }
         self.arm_timer(id, Some(until));
     }
@@ -938,6 +948,7 @@ impl Stack {
                 }
             }
             TcpState::TimeWait { key, .. } => {
+                self.time_wait_count = self.time_wait_count.saturating_sub(1);
                 if self.tcp_conns.get(key) == Some(&id) {
                     self.tcp_conns.remove(key);
                 }
