@@ -13,7 +13,7 @@ use super::{Link, LinkCaps, Medium};
 
 #[derive(Debug, Default)]
 struct Shared {
-    /// queues[i] holds frames travelling towards end i, with their delivery time.
+    /// `queues[i]` holds frames travelling towards end i, with their delivery time.
     queues: [VecDeque<(Instant, Vec<u8>)>; 2],
     free: Vec<Vec<u8>>,
 }

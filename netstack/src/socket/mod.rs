@@ -288,6 +288,24 @@ pub(crate) enum Kind {
 }
 
 impl Socket {
+    /// A new socket: unbound, no error, no timer, sending through `nic`.
+    pub(crate) fn new(domain: Domain, opts: Options, kind: Kind, nic: usize) -> Socket {
+        Socket {
+            domain,
+            opts,
+            kind,
+            nic,
+            timer: None,
+            dirty: false,
+            evented: false,
+            orphan: false,
+            error: None,
+            shut_rd: false,
+            shut_wr: false,
+            binding: None,
+        }
+    }
+
     pub(crate) fn protocol(&self) -> Protocol {
         match self.kind {
             Kind::Tcp(_) => Protocol::Tcp,

@@ -700,31 +700,19 @@ impl Stack {
         let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else {
             return;
         };
-        let child = Socket {
-            domain,
-            opts,
-            kind: Kind::Tcp(TcpState::Conn(Box::new(Conn {
-                slot,
-                key: (local, remote),
-                prev: tcp::State::SynReceived,
-                parent: Some(lid),
-                established: false,
-                rst_seen: false,
-                connect_deadline: None,
-                connect_pending: false,
-                unacked_segments: 0,
-                next_hop: None,
-            }))),
-            nic,
-            timer: None,
-            dirty: false,
-            evented: false,
-            orphan: false,
-            error: None,
-            shut_rd: false,
-            shut_wr: false,
-            binding: None,
+        let conn = Conn {
+            slot,
+            key: (local, remote),
+            prev: tcp::State::SynReceived,
+            parent: Some(lid),
+            established: false,
+            rst_seen: false,
+            connect_deadline: None,
+            connect_pending: false,
+            unacked_segments: 0,
+            next_hop: None,
         };
+        let child = Socket::new(domain, opts, Kind::Tcp(TcpState::Conn(Box::new(conn))), nic);
         let cid = self.sockets.insert(child);
         let binding = {
             let c = &self.sockets[cid];

@@ -1,0 +1,459 @@
+//! The stack: NICs, routing, the socket table, and `poll(now)`.
+//!
+//! Frames enter through [`Stack::poll`]: each one is classified by
+//! [`demux`](crate::demux), then fed to smoltcp together with the one small
+//! `SocketSet` that owns it (a connection, a listener's waiting socket, a UDP
+//! or ICMP socket), or to an empty set when no socket does. Output is produced
+//! only for sockets marked dirty (by input, by the caller, or by a timer from
+//! the deadline heap). The cost per frame therefore does not depend on how many
+//! sockets exist.
+//!
+//! This file holds the `Stack` itself, its NICs and the socket table; `route`,
+//! `ports` (the bind table), `calls` (the socket calls) and `io` (the event
+//! loop) each add their part in an `impl` block of their own.
+
+mod calls;
+mod io;
+mod ports;
+mod route;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use slotmap::SlotMap;
+
+use crate::buffers::BufferPool;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::socket::raw;
+use smoltcp::storage::PacketMetadata;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpProtocol, IpVersion,
+};
+
+use crate::demux::FragKey;
+use crate::error::{NetError, Result};
+use crate::frag6::Reassembler;
+use crate::link::{FrameDevice, Link, LinkCaps, Loopback, Medium};
+use crate::socket::icmp::IcmpState;
+use crate::socket::tcp::TcpState;
+use crate::socket::udp::UdpState;
+use crate::socket::{Domain, Kind, Options, Protocol, Slot, Socket, SocketId};
+
+/// Index of a NIC in its stack. The loopback NIC is always [`LOOPBACK`].
+pub type NicId = usize;
+/// The loopback NIC, present in every stack.
+pub const LOOPBACK: NicId = 0;
+
+/// Stack-wide settings.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Seeds initial sequence numbers and port choice.
+    pub random_seed: u64,
+    /// Upper bound of a listen backlog (`net.core.somaxconn`).
+    pub somaxconn: usize,
+    /// Ephemeral port range, inclusive (`net.ipv4.ip_local_port_range`).
+    pub ephemeral_ports: (u16, u16),
+    /// Default TCP receive buffer, bytes.
+    pub tcp_recv_buffer: usize,
+    /// Default TCP send buffer, bytes.
+    pub tcp_send_buffer: usize,
+    /// Default UDP/ICMP receive buffer, bytes.
+    pub udp_recv_buffer: usize,
+    /// Default UDP/ICMP send buffer, bytes.
+    pub udp_send_buffer: usize,
+    /// How long a connect may wait for the handshake (Linux: 6 SYN retries, about 127 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            random_seed: 0x5eed_cafe_f00d_d00d,
+            somaxconn: 4096,
+            ephemeral_ports: (32768, 60999),
+            tcp_recv_buffer: 256 << 10,
+            tcp_send_buffer: 256 << 10,
+            udp_recv_buffer: 256 << 10,
+            udp_send_buffer: 256 << 10,
+            connect_timeout: Duration::from_secs(127),
+        }
+    }
+}
+
+/// An address assigned to a NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddr {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length (the on-link subnet).
+    pub prefix_len: u8,
+}
+
+/// How to set up a NIC.
+#[derive(Debug, Clone)]
+pub struct NicConfig {
+    /// Interface name, as `ip link` shows it.
+    pub name: String,
+    /// MAC address (Ethernet links only).
+    pub mac: [u8; 6],
+    /// Addresses, with their subnets.
+    pub addrs: Vec<IfAddr>,
+    /// Default IPv4 gateway, if this NIC has the default route.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
+/// A read-only view of one NIC, for interface listings.
+#[derive(Debug, Clone)]
+pub struct NicInfo {
+    /// Interface name.
+    pub name: String,
+    /// MTU.
+    pub mtu: usize,
+    /// MAC address, for Ethernet NICs.
+    pub mac: Option<[u8; 6]>,
+    /// Addresses.
+    pub addrs: Vec<IfAddr>,
+    /// Default gateways.
+    pub gateway_v4: Option<Ipv4Addr>,
+    /// Default IPv6 gateway.
+    pub gateway_v6: Option<Ipv6Addr>,
+}
+
+pub(crate) struct Nic {
+    pub info: NicInfo,
+    pub iface: Interface,
+    pub link: Box<dyn Link>,
+    pub caps: LinkCaps,
+    /// A raw socket that sends IPv6 fragments made by the stack itself.
+    pub frag_tx: Slot,
+    /// Addresses whose link-layer address this NIC has heard (ARP, NDP);
+    /// a connect whose next hop never shows up fails with EHOSTUNREACH.
+    pub neighbors: std::collections::HashSet<IpAddress>,
+    /// When the stack last sent its own ARP request for an address.
+    pub solicited: HashMap<IpAddress, Instant>,
+}
+
+/// A user-space TCP/IP stack with Linux socket semantics.
+pub struct Stack {
+    pub(crate) cfg: StackConfig,
+    pub(crate) now: Instant,
+    pub(crate) nics: Vec<Nic>,
+    pub(crate) sockets: SlotMap<SocketId, Socket>,
+    /// Connections (including half-open ones) by (local, remote).
+    pub(crate) tcp_conns: HashMap<(IpEndpoint, IpEndpoint), SocketId>,
+    /// Listening sockets by port.
+    pub(crate) tcp_listeners: HashMap<u16, Vec<SocketId>>,
+    /// Every socket holding a local port, by protocol and port.
+    pub(crate) tcp_ports: HashMap<u16, Vec<SocketId>>,
+    pub(crate) udp_ports: HashMap<u16, Vec<SocketId>>,
+    /// Ping sockets by (is IPv6, identifier).
+    pub(crate) icmp_idents: HashMap<(bool, u16), SocketId>,
+    frag_owners: HashMap<FragKey, (SocketId, Instant)>,
+    dirty: Vec<SocketId>,
+    events: Vec<SocketId>,
+    timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
+    empty: SocketSet<'static>,
+    /// When sockets waiting on a neighbour were last woken, and whether a
+    /// neighbour answered since.
+    last_wake: Option<Instant>,
+    wake_pending: bool,
+    /// Connections in TIME_WAIT, to bound their number.
+    pub(crate) time_wait_count: usize,
+    pub(crate) pool: BufferPool,
+    reassembler: Reassembler,
+    pub(crate) rng: u64,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack")
+            .field(
+                "nics",
+                &self.nics.iter().map(|n| &n.info.name).collect::<Vec<_>>(),
+            )
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stack {
+    /// A stack with only the loopback NIC (`lo`: 127.0.0.1/8 and ::1/128).
+    pub fn new(cfg: StackConfig, now: Instant) -> Stack {
+        let mut stack = Stack {
+            rng: cfg.random_seed | 1,
+            cfg,
+            now,
+            nics: Vec::new(),
+            sockets: SlotMap::with_key(),
+            tcp_conns: HashMap::new(),
+            tcp_listeners: HashMap::new(),
+            tcp_ports: HashMap::new(),
+            udp_ports: HashMap::new(),
+            icmp_idents: HashMap::new(),
+            frag_owners: HashMap::new(),
+            dirty: Vec::new(),
+            events: Vec::new(),
+            timers: BinaryHeap::new(),
+            empty: SocketSet::new(Vec::new()),
+            last_wake: None,
+            wake_pending: false,
+            time_wait_count: 0,
+            pool: BufferPool::default(),
+            reassembler: Reassembler::default(),
+        };
+        let lo = NicConfig {
+            name: "lo".into(),
+            mac: [0; 6],
+            addrs: vec![
+                IfAddr {
+                    addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    prefix_len: 8,
+                },
+                IfAddr {
+                    addr: IpAddr::V6(Ipv6Addr::LOCALHOST),
+                    prefix_len: 128,
+                },
+            ],
+            gateway_v4: None,
+            gateway_v6: None,
+        };
+        stack
+            .add_nic(Box::new(Loopback::new()), lo)
+            .expect("the loopback configuration is valid");
+        stack
+    }
+
+    /// Adds a NIC over `link`. Its addresses are also reachable through
+    /// loopback, as Linux routes traffic to a host's own addresses.
+    pub fn add_nic(&mut self, mut link: Box<dyn Link>, cfg: NicConfig) -> Result<NicId> {
+        let caps = link.caps();
+        let hw = match caps.medium {
+            Medium::Ethernet => {
+                let mac = EthernetAddress(cfg.mac);
+                if !mac.is_unicast() {
+                    return Err(NetError::InvalidInput);
+                }
+                HardwareAddress::Ethernet(mac)
+            }
+            _ => HardwareAddress::Ip,
+        };
+        let mut config = Config::new(hw);
+        config.random_seed = self.next_random();
+        let mut dev = FrameDevice::new(&mut *link, &caps, None, self.now);
+        let mut iface = Interface::new(config, &mut dev, self.now);
+        let mut cidrs = Vec::new();
+        for a in &cfg.addrs {
+            let cidr = IpCidr::new(IpAddress::from(a.addr), a.prefix_len);
+            cidrs.push(cidr);
+        }
+        let mut full = false;
+        iface.update_ip_addrs(|addrs| {
+            for c in &cidrs {
+                full |= addrs.push(*c).is_err();
+            }
+        });
+        if full {
+            return Err(NetError::NoBufferSpace);
+        }
+        if let Some(gw) = cfg.gateway_v4 {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(gw)
+                .map_err(|_| NetError::NoBufferSpace)?;
+        }
+        if let Some(gw) = cfg.gateway_v6 {
+            iface
+                .routes_mut()
+                .add_default_ipv6_route(gw)
+                .map_err(|_| NetError::NoBufferSpace)?;
+        }
+        let id = self.nics.len();
+        if id == LOOPBACK {
+            // All of 127.0.0.0/8 is this host, as on Linux.
+            iface.set_any_ip(true);
+            iface.routes_mut().update(|routes| {
+                full |= routes
+                    .push(smoltcp::iface::Route {
+                        cidr: IpCidr::new(IpAddress::v4(127, 0, 0, 0), 8),
+                        via_router: IpAddress::v4(127, 0, 0, 1),
+                        preferred_until: None,
+                        expires_at: None,
+                    })
+                    .is_err();
+            });
+        } else {
+            // Traffic to our own addresses goes through lo.
+            let lo = &mut self.nics[LOOPBACK].iface;
+            lo.update_ip_addrs(|addrs| {
+                for c in &cidrs {
+                    let host = IpCidr::new(
+                        c.address(),
+                        match c.address() {
+                            IpAddress::Ipv4(_) => 32,
+                            IpAddress::Ipv6(_) => 128,
+                        },
+                    );
+                    full |= addrs.push(host).is_err();
+                }
+            });
+            if full {
+                return Err(NetError::NoBufferSpace);
+            }
+        }
+        let info = NicInfo {
+            name: cfg.name,
+            mtu: caps.mtu,
+            mac: matches!(caps.medium, Medium::Ethernet).then_some(cfg.mac),
+            addrs: cfg.addrs,
+            gateway_v4: cfg.gateway_v4,
+            gateway_v6: cfg.gateway_v6,
+        };
+        let (rx, rx_lease) = self.pool.lend(4096)?;
+        let (tx, tx_lease) = self.pool.lend(512 << 10)?;
+        let raw = raw::Socket::new(
+            Some(IpVersion::Ipv6),
+            Some(IpProtocol::Ipv6Frag),
+            raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], rx),
+            raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 512], tx),
+        );
+        self.nics.push(Nic {
+            info,
+            iface,
+            link,
+            caps,
+            frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
+            neighbors: std::collections::HashSet::new(),
+            solicited: HashMap::new(),
+        });
+        Ok(id)
+    }
+
+    /// The NICs, in index order.
+    pub fn nics(&self) -> impl Iterator<Item = &NicInfo> {
+        self.nics.iter().map(|n| &n.info)
+    }
+
+    /// The time of the last [`Stack::poll`].
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub(crate) fn next_random(&mut self) -> u64 {
+        // xorshift64*: ports and seeds need spread, not secrecy.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    // ---- the socket table ----------------------------------------------
+
+    /// Opens a socket (`socket(2)`).
+    pub fn socket(&mut self, domain: Domain, protocol: Protocol) -> Result<SocketId> {
+        let (rbuf, sbuf) = match protocol {
+            Protocol::Tcp => (self.cfg.tcp_recv_buffer, self.cfg.tcp_send_buffer),
+            Protocol::Udp | Protocol::Icmp => (self.cfg.udp_recv_buffer, self.cfg.udp_send_buffer),
+        };
+        let opts = Options::new(rbuf, sbuf);
+        let kind = match protocol {
+            Protocol::Tcp => Kind::Tcp(TcpState::Fresh),
+            Protocol::Udp => Kind::Udp(UdpState::new(&self.pool, &opts)?),
+            Protocol::Icmp => Kind::Icmp(IcmpState::new(&self.pool, &opts)?),
+        };
+        Ok(self
+            .sockets
+            .insert(Socket::new(domain, opts, kind, LOOPBACK)))
+    }
+
+    pub(crate) fn get(&self, id: SocketId) -> Result<&Socket> {
+        match self.sockets.get(id) {
+            Some(s) if !s.orphan => Ok(s),
+            _ => Err(NetError::BadHandle),
+        }
+    }
+
+    pub(crate) fn get_mut(&mut self, id: SocketId) -> Result<&mut Socket> {
+        match self.sockets.get_mut(id) {
+            Some(s) if !s.orphan => Ok(s),
+            _ => Err(NetError::BadHandle),
+        }
+    }
+
+    /// The protocol of a socket.
+    pub fn protocol(&self, id: SocketId) -> Result<Protocol> {
+        Ok(self.get(id)?.protocol())
+    }
+
+    /// The address family of a socket.
+    pub fn domain(&self, id: SocketId) -> Result<Domain> {
+        Ok(self.get(id)?.domain)
+    }
+
+    /// How many sockets exist, including closed ones still finishing their protocol.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub(crate) fn mark_dirty(&mut self, id: SocketId) {
+        if let Some(s) = self.sockets.get_mut(id)
+            && !s.dirty
+        {
+            s.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    pub(crate) fn mark_event(&mut self, id: SocketId) {
+        if let Some(s) = self.sockets.get_mut(id)
+            && !s.evented
+            && !s.orphan
+        {
+            s.evented = true;
+            self.events.push(id);
+        }
+    }
+
+    /// Moves the ids of sockets whose readiness may have changed since the
+    /// last call into `out`. Check each with [`Stack::readiness`].
+    pub fn drain_events(&mut self, out: &mut Vec<SocketId>) {
+        for id in self.events.drain(..) {
+            if let Some(s) = self.sockets.get_mut(id) {
+                s.evented = false;
+                out.push(id);
+            }
+        }
+    }
+
+    /// Removes a socket from every table. Its smoltcp state goes with it.
+    pub(crate) fn free(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.remove(id) else {
+            return;
+        };
+        if let Some(b) = sock.binding {
+            let table = match sock.kind {
+                Kind::Tcp(_) => &mut self.tcp_ports,
+                Kind::Udp(_) => &mut self.udp_ports,
+                Kind::Icmp(_) => return self.free_icmp(&sock, id),
+            };
+            remove_from(table, b.port, id);
+        }
+        match &sock.kind {
+            Kind::Tcp(t) => self.free_tcp(id, t, sock.binding),
+            Kind::Udp(_) => {}
+            Kind::Icmp(_) => self.free_icmp(&sock, id),
+        }
+    }
+}
+
+pub(crate) fn remove_from(table: &mut HashMap<u16, Vec<SocketId>>, port: u16, id: SocketId) {
+    if let Some(v) = table.get_mut(&port) {
+        v.retain(|&x| x != id);
+        if v.is_empty() {
+            table.remove(&port);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Routing and neighbours: which NIC a packet to an address leaves through,
+//! with which source address and next hop. Queries answer from the NICs'
+//! addresses and gateways; only `solicit` sends, an ARP request to the link.
+
+use std::net::IpAddr;
+
+use smoltcp::time::Duration;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpCidr, Ipv4Address, Ipv6Address,
+};
+
+use super::{IfAddr, LOOPBACK, NicId, Stack};
+use crate::error::{NetError, Result};
+use crate::link::{Link, Medium};
+
+impl Stack {
+    /// Whether `addr` is one of the stack's own addresses (any address in 127.0.0.0/8 counts).
+    pub(crate) fn is_local(&self, addr: IpAddress) -> bool {
+        match addr {
+            IpAddress::Ipv4(a) if a.octets()[0] == 127 => true,
+            _ => self
+                .nics
+                .iter()
+                .any(|n| n.info.addrs.iter().any(|a| IpAddress::from(a.addr) == addr)),
+        }
+    }
+
+    /// The NIC a packet to `dst` leaves through, and the source address to use.
+    pub(crate) fn route(&self, dst: IpAddress) -> Result<(NicId, IpAddress)> {
+        if self.is_local(dst) || dst.is_unspecified() {
+            let src = match dst {
+                IpAddress::Ipv4(a) if a.octets()[0] == 127 => {
+                    IpAddress::Ipv4(Ipv4Address::LOCALHOST)
+                }
+                IpAddress::Ipv4(a) if a.is_unspecified() => IpAddress::Ipv4(Ipv4Address::LOCALHOST),
+                IpAddress::Ipv6(a) if a.is_unspecified() => IpAddress::Ipv6(Ipv6Address::LOCALHOST),
+                other => other,
+            };
+            return Ok((LOOPBACK, src));
+        }
+        // Longest on-link prefix first.
+        let mut best: Option<(u8, NicId, IpAddress)> = None;
+        for (i, nic) in self.nics.iter().enumerate().skip(1) {
+            for a in &nic.info.addrs {
+                let cidr = IpCidr::new(IpAddress::from(a.addr), a.prefix_len);
+                if cidr.contains_addr(&dst) && best.is_none_or(|(p, _, _)| a.prefix_len > p) {
+                    best = Some((a.prefix_len, i, cidr.address()));
+                }
+            }
+        }
+        if let Some((_, nic, src)) = best {
+            return Ok((nic, src));
+        }
+        // Then the default route of the family.
+        for (i, nic) in self.nics.iter().enumerate().skip(1) {
+            let has_default = match dst {
+                IpAddress::Ipv4(_) => nic.info.gateway_v4.is_some(),
+                IpAddress::Ipv6(_) => nic.info.gateway_v6.is_some(),
+            };
+            if !has_default {
+                continue;
+            }
+            if let Some(src) = self.source_address(i, dst) {
+                return Ok((i, src));
+            }
+        }
+        Err(NetError::NetworkUnreachable)
+    }
+
+    /// The neighbour that must answer for a packet to `dst` to leave `nic`:
+    /// `dst` itself when on-link, else the gateway. None without a link layer.
+    pub(crate) fn next_hop(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
+        let n = self.nics.get(nic)?;
+        if n.caps.medium != Medium::Ethernet {
+            return None;
+        }
+        let on_link = n
+            .info
+            .addrs
+            .iter()
+            .any(|a| IpCidr::new(IpAddress::from(a.addr), a.prefix_len).contains_addr(&dst));
+        if on_link {
+            return Some(dst);
+        }
+        match dst {
+            IpAddress::Ipv4(_) => n.info.gateway_v4.map(IpAddress::Ipv4),
+            IpAddress::Ipv6(_) => n.info.gateway_v6.map(IpAddress::Ipv6),
+        }
+    }
+
+    /// Sends an ARP request for an IPv4 next hop the NIC has not heard from,
+    /// at most once a second per address. smoltcp resolves neighbours too,
+    /// but rate-limits the whole interface at once, so a second neighbour
+    /// (or IPv4 beside IPv6) would wait a second; Linux limits per neighbour.
+    pub(crate) fn solicit(&mut self, nic: NicId, hop: IpAddress) {
+        let IpAddress::Ipv4(target) = hop else {
+            return;
+        };
+        if self.neighbor_known(nic, hop) {
+            return;
+        }
+        let Some(IpAddress::Ipv4(source)) = self.source_address(nic, hop) else {
+            return;
+        };
+        let now = self.now;
+        let Some(n) = self.nics.get_mut(nic) else {
+            return;
+        };
+        let Some(mac) = n.info.mac else {
+            return;
+        };
+        if n.solicited
+            .get(&hop)
+            .is_some_and(|&t| now < t + Duration::from_secs(1))
+        {
+            return;
+        }
+        if n.solicited.len() >= 4096 {
+            n.solicited.clear();
+        }
+        n.solicited.insert(hop, now);
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(mac),
+            source_protocol_addr: source,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(mac),
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut frame = n.link.buffer();
+        frame.clear();
+        frame.resize(eth.buffer_len() + arp.buffer_len(), 0);
+        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut f);
+        arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+        n.link.send(now, frame);
+    }
+
+    /// Whether `nic` has heard from `addr` at the link layer.
+    pub(crate) fn neighbor_known(&self, nic: NicId, addr: IpAddress) -> bool {
+        self.nics
+            .get(nic)
+            .is_some_and(|n| n.neighbors.contains(&addr))
+    }
+
+    fn source_address(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
+        let addrs = &self.nics[nic].info.addrs;
+        let same_family = |a: &&IfAddr| a.addr.is_ipv4() == matches!(dst, IpAddress::Ipv4(_));
+        // Prefer a global address over a link-local one for IPv6.
+        addrs
+            .iter()
+            .filter(same_family)
+            .find(|a| match a.addr {
+                IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+                IpAddr::V4(_) => true,
+            })
+            .or_else(|| addrs.iter().find(same_family))
+            .map(|a| IpAddress::from(a.addr))
+    }
+
+    /// The broadcast addresses of the stack (limited and per-subnet).
+    pub(crate) fn is_broadcast(&self, addr: IpAddress) -> bool {
+        let IpAddress::Ipv4(a) = addr else {
+            return false;
+        };
+        if a == Ipv4Address::BROADCAST {
+            return true;
+        }
+        self.nics.iter().any(|n| {
+            n.info.addrs.iter().any(|i| match i.addr {
+                IpAddr::V4(v4) if i.prefix_len < 31 => {
+                    let mask = u32::MAX
+                        .checked_shl(32 - u32::from(i.prefix_len))
+                        .unwrap_or(0);
+                    u32::from(v4) | !mask == u32::from(a)
+                }
+                _ => false,
+            })
+        })
+    }
+}
