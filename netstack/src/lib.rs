@@ -45,3 +45,13 @@ pub use socket::{
     SockOptName, SocketId,
 };
 pub use stack::{IfAddr, LOOPBACK, NicConfig, NicId, NicInfo, Stack, StackConfig};
+
+#[cfg(test)]
+mod tests {
+    /// The Sentry may move its stack to another thread (its event loop).
+    #[test]
+    fn stack_is_send() {
+        fn send<T: Send>() {}
+        send::<super::Stack>();
+    }
+}
