@@ -1279,3 +1279,28 @@ fn ten_thousand_concurrent_connections() {
         wall.elapsed().as_secs_f64()
     );
 }
+
+/// Linux: after `shutdown(SHUT_RD)` the data already queued, and data that
+/// arrives later, can still be read; only an empty queue reads as end of file
+/// (checked with python3 against the kernel).
+#[test]
+fn shutdown_read_still_delivers_queued_and_later_data() {
+    let mut net = Net::new();
+    let l = listen_on(&mut net.b, sa(B4, 7100), 4);
+    let (c, s) = connect_pair(&mut net, l, sa(B4, 7100));
+    assert_eq!(net.a.send(c, b"before").unwrap(), 6);
+    net.run_until(Duration::from_secs(1), |n| n.b.recv_queue(s).unwrap() == 6);
+    net.b.shutdown(s, Shutdown::Read).unwrap();
+    let r = net.b.readiness(s).unwrap();
+    assert!(r.readable && r.read_hangup, "{r:?}");
+    assert_eq!(recv_exact(&mut net, side_b, s, 6), b"before");
+    assert_eq!(net.a.send(c, b"after").unwrap(), 5);
+    net.run_until(Duration::from_secs(1), |n| n.b.recv_queue(s).unwrap() == 5);
+    assert_eq!(recv_exact(&mut net, side_b, s, 5), b"after");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        net.b.recv(s, &mut buf, NONE),
+        Ok(0),
+        "empty queue after SHUT_RD is EOF"
+    );
+}

@@ -467,7 +467,9 @@ impl Stack {
         };
         let established = c.established;
         let s = c.socket();
-        if s.can_recv() && !shut_rd {
+        // Linux still hands out data after SHUT_RD (even data that arrives
+        // later); only an empty queue reads as end of file.
+        if s.can_recv() {
             if buf.is_empty() {
                 return Ok(0);
             }
