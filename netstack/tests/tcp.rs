@@ -1304,3 +1304,51 @@ fn shutdown_read_still_delivers_queued_and_later_data() {
         "empty queue after SHUT_RD is EOF"
     );
 }
+
+/// The same for two IPv6 neighbours at once (two addresses of `b`): both
+/// neighbour solicitations go out at once, as Linux sends them.
+#[test]
+fn two_ipv6_neighbors_resolve_together() {
+    let now = Instant::from_secs(1);
+    let cfg = StackConfig::default();
+    let (ea, eb) = netstack::link::pair(1500, Duration::from_micros(50), false);
+    let a = netstack::testbed::host(1, Box::new(ea), &cfg, now);
+    let b3: std::net::Ipv6Addr = "fd00::3".parse().unwrap();
+    let mut nic_b = netstack::testbed::host_nic(2);
+    nic_b.addrs.push(netstack::IfAddr {
+        addr: b3.into(),
+        prefix_len: 64,
+    });
+    let mut b = Stack::new(cfg, now);
+    b.add_nic(Box::new(eb), nic_b).unwrap();
+    let mut net = Net { a, b, now };
+    let targets = [sa(B6, 80), sa(b3, 80)];
+    let listeners: Vec<SocketId> = targets
+        .iter()
+        .map(|&t| listen_on(&mut net.b, t, 8))
+        .collect();
+    let clients: Vec<SocketId> = targets
+        .iter()
+        .map(|&t| {
+            let c = net.a.socket(Domain::Ipv6, Protocol::Tcp).unwrap();
+            assert_eq!(net.a.connect(c, t), Err(NetError::InProgress));
+            c
+        })
+        .collect();
+    let start = net.now;
+    let mut took = [None, None];
+    net.run_until(Duration::from_secs(10), |n| {
+        for (i, &c) in clients.iter().enumerate() {
+            if took[i].is_none() && n.a.readiness(c).unwrap().writable {
+                took[i] = Some(n.now - start);
+            }
+        }
+        took.iter().all(Option::is_some)
+    });
+    net.run_for(Duration::from_millis(1));
+    for (l, t) in listeners.into_iter().zip(took) {
+        assert!(net.b.accept(l).is_ok());
+        let t = t.unwrap();
+        assert!(t < Duration::from_millis(100), "handshake took {t}");
+    }
+}

@@ -4,10 +4,12 @@
 
 use std::net::IpAddr;
 
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Duration;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress, IpCidr, Ipv4Address, Ipv6Address,
+    EthernetRepr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol, Ipv4Address,
+    Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscRepr,
 };
 
 use super::{IfAddr, LOOPBACK, NicId, Stack};
@@ -89,25 +91,23 @@ impl Stack {
         }
     }
 
-    /// Sends an ARP request for an IPv4 next hop the NIC has not heard from,
-    /// at most once a second per address. smoltcp resolves neighbours too,
-    /// but rate-limits the whole interface at once, so a second neighbour
-    /// (or IPv4 beside IPv6) would wait a second; Linux limits per neighbour.
+    /// Sends an ARP request (IPv4) or a neighbour solicitation (IPv6) for a
+    /// next hop the NIC has not heard from, at most once a second per
+    /// address. smoltcp resolves neighbours too, but rate-limits the whole
+    /// interface at once, so a second neighbour would wait a second; Linux
+    /// limits per neighbour.
     pub(crate) fn solicit(&mut self, nic: NicId, hop: IpAddress) {
-        let IpAddress::Ipv4(target) = hop else {
-            return;
-        };
         if self.neighbor_known(nic, hop) {
             return;
         }
-        let Some(IpAddress::Ipv4(source)) = self.source_address(nic, hop) else {
+        let Some(source) = self.source_address(nic, hop) else {
             return;
         };
         let now = self.now;
         let Some(n) = self.nics.get_mut(nic) else {
             return;
         };
-        let Some(mac) = n.info.mac else {
+        let Some(mac) = n.info.mac.map(EthernetAddress) else {
             return;
         };
         if n.solicited
@@ -120,25 +120,23 @@ impl Stack {
             n.solicited.clear();
         }
         n.solicited.insert(hop, now);
-        let arp = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Request,
-            source_hardware_addr: EthernetAddress(mac),
-            source_protocol_addr: source,
-            target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: target,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress(mac),
-            dst_addr: EthernetAddress::BROADCAST,
-            ethertype: EthernetProtocol::Arp,
-        };
         let mut frame = n.link.buffer();
-        frame.clear();
-        frame.resize(eth.buffer_len() + arp.buffer_len(), 0);
-        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.emit(&mut f);
-        arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
-        n.link.send(now, frame);
+        let built = match (source, hop) {
+            (IpAddress::Ipv4(src), IpAddress::Ipv4(target)) => {
+                arp_request(&mut frame, mac, src, target);
+                true
+            }
+            (IpAddress::Ipv6(src), IpAddress::Ipv6(target)) => {
+                neighbor_solicitation(&mut frame, mac, src, target);
+                true
+            }
+            _ => false,
+        };
+        if built {
+            n.link.send(now, frame);
+        } else {
+            n.link.recycle(frame);
+        }
     }
 
     /// Whether `nic` has heard from `addr` at the link layer.
@@ -183,4 +181,74 @@ impl Stack {
             })
         })
     }
+}
+
+/// Builds a broadcast ARP request for `target` into `frame`.
+fn arp_request(frame: &mut Vec<u8>, mac: EthernetAddress, src: Ipv4Address, target: Ipv4Address) {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: src,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    frame.clear();
+    frame.resize(eth.buffer_len() + arp.buffer_len(), 0);
+    let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut f);
+    arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+}
+
+/// Builds a neighbour solicitation for `target`, sent to its solicited-node
+/// multicast group (ff02::1:ffXX:XXXX, Ethernet 33:33:ff:XX:XX:XX), into `frame`.
+fn neighbor_solicitation(
+    frame: &mut Vec<u8>,
+    mac: EthernetAddress,
+    src: Ipv6Address,
+    target: Ipv6Address,
+) {
+    let t = target.octets();
+    let group = Ipv6Address::new(
+        0xff02,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0xff00 | u16::from(t[13]),
+        u16::from_be_bytes([t[14], t[15]]),
+    );
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+        target_addr: target,
+        lladdr: Some(mac.into()),
+    });
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: group,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress([0x33, 0x33, 0xff, t[13], t[14], t[15]]),
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    frame.clear();
+    frame.resize(eth.buffer_len() + ip.buffer_len() + icmp.buffer_len(), 0);
+    let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv6Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p);
+    icmp.emit(
+        &src,
+        &group,
+        &mut Icmpv6Packet::new_unchecked(p.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
 }
