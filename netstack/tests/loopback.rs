@@ -69,6 +69,7 @@ fn nics_lists_lo_first() {
     );
     assert_eq!(nics[0].addrs, lo.addrs);
     assert_eq!(nics[1].mac, Some([2, 0, 0, 0, 0, 1]));
+    assert_eq!(nics[0].mtu, 65536, "lo's MTU as `ip link` shows it");
     assert_eq!(nics[1].mtu, 1500);
     assert_eq!(
         nics[1].addrs,
@@ -286,4 +287,33 @@ fn all_of_127_0_0_0_8_is_local() {
     assert_eq!(solo.s.connect(c, to), Ok(()));
     let (_s, peer) = solo.s.accept(l).unwrap();
     assert_eq!(peer, solo.s.local_addr(c).unwrap());
+}
+
+/// The largest datagrams of each family cross lo, whose MTU (65536) is
+/// still smaller than an IPv6 packet carrying 65527 bytes of UDP payload:
+/// that one goes in IPv6 fragments.
+#[test]
+fn largest_datagrams_cross_loopback() {
+    let mut solo = Solo::new();
+    for (at, len) in [
+        (sa(Ipv4Addr::LOCALHOST, 5001), 65_507),
+        (sa(Ipv6Addr::LOCALHOST, 5001), 65_527),
+    ] {
+        let server = udp_socket(&mut solo.s, Some(at));
+        let client = solo.s.socket(domain_of(at), Protocol::Udp).unwrap();
+        let big = tagged_bytes(9, len);
+        assert_eq!(solo.s.send_to(client, &big, at), Ok(len));
+        let from = solo.s.local_addr(client).unwrap();
+        solo.run_until(Duration::from_secs(1), |n| {
+            n.s.readiness(server).unwrap().readable
+        });
+        expect_datagram(
+            &mut solo.s,
+            server,
+            &big,
+            SocketAddr::new(at.ip(), from.port()),
+        );
+        solo.s.close(server).unwrap();
+        solo.s.close(client).unwrap();
+    }
 }

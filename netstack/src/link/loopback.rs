@@ -27,8 +27,7 @@ impl Link for Loopback {
     fn caps(&self) -> LinkCaps {
         LinkCaps {
             medium: Medium::Ip,
-            // smoltcp's IP length fields are 16 bits wide.
-            mtu: LOOPBACK_MTU - 1,
+            mtu: LOOPBACK_MTU,
             checksum_offload: true,
         }
     }

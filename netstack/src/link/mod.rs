@@ -103,9 +103,12 @@ impl<'a> FrameDevice<'a> {
 pub(crate) fn device_caps(caps: &LinkCaps) -> DeviceCapabilities {
     let mut dc = DeviceCapabilities::default();
     dc.medium = caps.medium;
+    // An IP packet's length field is 16 bits wide: Linux's `lo` says 65536,
+    // but no packet can be longer than 65535.
+    let ip_mtu = caps.mtu.min(usize::from(u16::MAX));
     dc.max_transmission_unit = match caps.medium {
-        Medium::Ethernet => caps.mtu + 14,
-        _ => caps.mtu,
+        Medium::Ethernet => ip_mtu + 14,
+        _ => ip_mtu,
     };
     if caps.checksum_offload {
         dc.checksum = ChecksumCapabilities::ignored();

@@ -174,7 +174,7 @@ impl Stack {
             self.solicit(nic, hop);
         }
         self.udp_autobind(id)?;
-        let nic_mtu = self.nics[nic].caps.mtu;
+        let nic_mtu = self.nics[nic].ip_mtu();
         let sock = self.get_mut(id)?;
         let src = match sock.binding.and_then(|b| b.addr) {
             Some(a) if std::mem::discriminant(&a) != std::mem::discriminant(&dst.addr) => {

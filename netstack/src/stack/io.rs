@@ -123,11 +123,12 @@ impl Stack {
     ) -> Result<()> {
         let ident = self.next_random() as u32;
         let n = &mut self.nics[nic];
+        let mtu = n.ip_mtu();
         let raw = n
             .frag_tx
             .set
             .get_mut::<raw::Socket<'static>>(n.frag_tx.handle);
-        let pieces = packet.len().div_ceil(n.caps.mtu.saturating_sub(48).max(8));
+        let pieces = packet.len().div_ceil(mtu.saturating_sub(48).max(8));
         if raw.payload_send_capacity() - raw.send_queue() < packet.len() + pieces * 48 {
             return Err(NetError::WouldBlock);
         }
@@ -139,7 +140,7 @@ impl Stack {
             hop_limit,
             ident,
         };
-        frag6::fragment(&d, packet, n.caps.mtu, |p| {
+        frag6::fragment(&d, packet, mtu, |p| {
             ok &= raw.send_slice(p).is_ok();
         });
         self.flush_fragments(nic);

@@ -137,6 +137,13 @@ pub(crate) struct Nic {
     pub solicited: HashMap<IpAddress, Instant>,
 }
 
+impl Nic {
+    /// The largest IP packet this NIC sends (its MTU, within IP's 16-bit length).
+    pub(crate) fn ip_mtu(&self) -> usize {
+        self.caps.mtu.min(usize::from(u16::MAX))
+    }
+}
+
 /// A user-space TCP/IP stack with Linux socket semantics.
 pub struct Stack {
     pub(crate) cfg: StackConfig,
