@@ -251,6 +251,15 @@ impl Stack {
         let mut config = Config::new(hw);
         config.random_seed = self.next_random();
         let mut dev = FrameDevice::new(&mut *link, &caps, None, self.now);
+        // Addresses come from the caller (a container's configuration): check
+        // them before smoltcp, which asserts on an impossible prefix.
+        let valid = |a: &IfAddr| {
+            let max = if a.addr.is_ipv4() { 32 } else { 128 };
+            a.prefix_len <= max && !a.addr.is_unspecified() && !a.addr.is_multicast()
+        };
+        if !cfg.addrs.iter().all(valid) {
+            return Err(NetError::InvalidInput);
+        }
         let mut iface = Interface::new(config, &mut dev, self.now);
         let mut cidrs = Vec::new();
         for a in &cfg.addrs {
@@ -280,36 +289,10 @@ impl Stack {
         }
         let id = self.nics.len();
         if id == LOOPBACK {
-            // All of 127.0.0.0/8 is this host, as on Linux.
+            // lo takes every packet it carries as its own: the stack routes
+            // only its own addresses there (all of 127.0.0.0/8 and each NIC's
+            // addresses), as Linux's local table does.
             iface.set_any_ip(true);
-            iface.routes_mut().update(|routes| {
-                full |= routes
-                    .push(smoltcp::iface::Route {
-                        cidr: IpCidr::new(IpAddress::v4(127, 0, 0, 0), 8),
-                        via_router: IpAddress::v4(127, 0, 0, 1),
-                        preferred_until: None,
-                        expires_at: None,
-                    })
-                    .is_err();
-            });
-        } else {
-            // Traffic to our own addresses goes through lo.
-            let lo = &mut self.nics[LOOPBACK].iface;
-            lo.update_ip_addrs(|addrs| {
-                for c in &cidrs {
-                    let host = IpCidr::new(
-                        c.address(),
-                        match c.address() {
-                            IpAddress::Ipv4(_) => 32,
-                            IpAddress::Ipv6(_) => 128,
-                        },
-                    );
-                    full |= addrs.push(host).is_err();
-                }
-            });
-            if full {
-                return Err(NetError::NoBufferSpace);
-            }
         }
         let info = NicInfo {
             name: cfg.name,
@@ -462,5 +445,76 @@ pub(crate) fn remove_from(table: &mut HashMap<u16, Vec<SocketId>>, port: u16, id
         if v.is_empty() {
             table.remove(&port);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::pair;
+
+    fn add(cfg: NicConfig) -> Result<NicId> {
+        let mut s = Stack::new(StackConfig::default(), Instant::from_secs(0));
+        let (end, _) = pair(1500, Duration::ZERO, false);
+        s.add_nic(Box::new(end), cfg)
+    }
+
+    fn nic(addrs: Vec<(IpAddr, u8)>, mac: [u8; 6]) -> NicConfig {
+        NicConfig {
+            name: "eth0".into(),
+            mac,
+            addrs: addrs
+                .into_iter()
+                .map(|(addr, prefix_len)| IfAddr { addr, prefix_len })
+                .collect(),
+            gateway_v4: None,
+            gateway_v6: None,
+        }
+    }
+
+    #[test]
+    fn add_nic_rejects_impossible_configurations() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let v6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1));
+        assert_eq!(add(nic(vec![(v4, 24), (v6, 64)], mac)), Ok(1));
+        assert_eq!(add(nic(vec![(v4, 33)], mac)), Err(NetError::InvalidInput));
+        assert_eq!(add(nic(vec![(v6, 129)], mac)), Err(NetError::InvalidInput));
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(add(nic(vec![(any, 8)], mac)), Err(NetError::InvalidInput));
+        let multicast_mac = [1, 0, 0, 0, 0, 1];
+        assert_eq!(
+            add(nic(vec![(v4, 24)], multicast_mac)),
+            Err(NetError::InvalidInput)
+        );
+        let many = (1..=9)
+            .map(|i| (IpAddr::V4(Ipv4Addr::new(10, 0, i, 1)), 24))
+            .collect();
+        assert_eq!(add(nic(many, mac)), Err(NetError::NoBufferSpace));
+    }
+
+    #[test]
+    fn several_nics_with_many_addresses_each() {
+        // smoltcp holds 8 addresses per interface; NICs do not share that room.
+        let mut s = Stack::new(StackConfig::default(), Instant::from_secs(0));
+        for n in 1..=3u8 {
+            let addrs = (1..=8)
+                .map(|i| (IpAddr::V4(Ipv4Addr::new(10, n, i, 1)), 24))
+                .collect();
+            let (end, _) = pair(1500, Duration::ZERO, false);
+            assert_eq!(
+                s.add_nic(Box::new(end), nic(addrs, [2, 0, 0, 0, 0, n])),
+                Ok(usize::from(n))
+            );
+        }
+        assert!(s.is_local(IpAddress::v4(10, 3, 8, 1)));
+        assert_eq!(
+            s.route(IpAddress::v4(10, 2, 5, 9)),
+            Ok((2, IpAddress::v4(10, 2, 5, 1)))
+        );
+        assert_eq!(
+            s.route(IpAddress::v4(10, 1, 1, 1)).map(|r| r.0),
+            Ok(LOOPBACK)
+        );
     }
 }
