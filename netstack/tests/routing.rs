@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use common::Filtered;
 use netstack::link::{PairEnd, pair};
 use netstack::{
-    Domain, Duration, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags, Stack, StackConfig,
+    Domain, Duration, GatewayRoute, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags,
+    Stack, StackConfig,
 };
 
 type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -140,6 +141,54 @@ fn nic_chosen_by_subnet_then_default_gateway() {
         to_far(&sent0.lock().unwrap()).is_empty(),
         "nothing for it on eth0"
     );
+
+    // A gateway route on eth0 beats the default route on eth1 for its network.
+    let via_b = GatewayRoute {
+        dst: IfAddr {
+            addr: "192.168.50.0".parse().unwrap(),
+            prefix_len: 24,
+        },
+        gateway: "10.0.0.2".parse().unwrap(),
+    };
+    assert_eq!(a.add_route(1, via_b), Ok(()));
+    assert_eq!(a.nics().nth(1).unwrap().routes, [via_b]);
+    let routed: SocketAddr = "192.168.50.7:80".parse().unwrap();
+    let t2 = a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+    assert_eq!(a.connect(t2, routed), Err(NetError::InProgress));
+    assert_eq!(
+        a.local_addr(t2).unwrap().ip(),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+    );
+    run(&mut a, &mut b, &mut c);
+    let to_routed = |frames: &Vec<Vec<u8>>| {
+        frames
+            .iter()
+            .filter(|f| ipv4_dst(f) == Some(Ipv4Addr::new(192, 168, 50, 7)))
+            .map(|f| f[..6].to_vec())
+            .collect::<Vec<_>>()
+    };
+    let on_eth0 = to_routed(&sent0.lock().unwrap());
+    assert!(!on_eth0.is_empty(), "the SYN went out on eth0");
+    assert_eq!(
+        on_eth0[0],
+        [2, 0, 0, 0, 9, 3],
+        "to b's MAC, the route's gateway"
+    );
+    assert!(
+        to_routed(&sent1.lock().unwrap()).is_empty(),
+        "nothing on eth1"
+    );
+    // Linux refuses a gateway that is not on-link, or of the other family.
+    let off_link = GatewayRoute {
+        gateway: "10.9.9.9".parse().unwrap(),
+        ..via_b
+    };
+    assert_eq!(a.add_route(1, off_link), Err(NetError::NetworkUnreachable));
+    let mixed = GatewayRoute {
+        gateway: "fd00::2".parse().unwrap(),
+        ..via_b
+    };
+    assert_eq!(a.add_route(1, mixed), Err(NetError::InvalidInput));
 
     // IPv6 has no route at all here.
     let v6 = a.socket(Domain::Ipv6, Protocol::Udp).unwrap();

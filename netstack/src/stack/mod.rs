@@ -121,6 +121,17 @@ pub struct NicInfo {
     pub gateway_v4: Option<Ipv4Addr>,
     /// Default IPv6 gateway.
     pub gateway_v6: Option<Ipv6Addr>,
+    /// Routes through a gateway on this NIC, besides the default ones.
+    pub routes: Vec<GatewayRoute>,
+}
+
+/// A route to a network through a gateway (`ip route add DST/LEN via GW`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayRoute {
+    /// The destination network.
+    pub dst: IfAddr,
+    /// The gateway, which must be on-link on the route's NIC.
+    pub gateway: IpAddr,
 }
 
 pub(crate) struct Nic {
@@ -301,6 +312,7 @@ impl Stack {
             addrs: cfg.addrs,
             gateway_v4: cfg.gateway_v4,
             gateway_v6: cfg.gateway_v6,
+            routes: Vec::new(),
         };
         let (rx, rx_lease) = self.pool.lend(4096)?;
         let (tx, tx_lease) = self.pool.lend(512 << 10)?;

@@ -12,7 +12,7 @@ use smoltcp::wire::{
     Ipv6Address, Ipv6Packet, Ipv6Repr, NdiscRepr,
 };
 
-use super::{IfAddr, LOOPBACK, NicId, Stack};
+use super::{GatewayRoute, IfAddr, LOOPBACK, NicId, Stack};
 use crate::error::{NetError, Result};
 use crate::link::{Link, Medium};
 
@@ -54,6 +54,12 @@ impl Stack {
         if let Some((_, nic, src)) = best {
             return Ok((nic, src));
         }
+        // Then the longest route through a gateway.
+        if let Some((nic, _)) = self.gateway_route(dst)
+            && let Some(src) = self.source_address(nic, dst)
+        {
+            return Ok((nic, src));
+        }
         // Then the default route of the family.
         for (i, nic) in self.nics.iter().enumerate().skip(1) {
             let has_default = match dst {
@@ -70,6 +76,52 @@ impl Stack {
         Err(NetError::NetworkUnreachable)
     }
 
+    /// The NIC and gateway of the longest gateway route to `dst`, if any.
+    fn gateway_route(&self, dst: IpAddress) -> Option<(NicId, IpAddress)> {
+        let mut best: Option<(u8, NicId, IpAddress)> = None;
+        for (i, nic) in self.nics.iter().enumerate() {
+            for r in &nic.info.routes {
+                let cidr = IpCidr::new(IpAddress::from(r.dst.addr), r.dst.prefix_len);
+                if cidr.contains_addr(&dst) && best.is_none_or(|(p, _, _)| r.dst.prefix_len > p) {
+                    best = Some((r.dst.prefix_len, i, IpAddress::from(r.gateway)));
+                }
+            }
+        }
+        best.map(|(_, nic, gw)| (nic, gw))
+    }
+
+    /// Adds a route to `route.dst` through `route.gateway` on `nic`.
+    /// The gateway must be on-link there (Linux: ENETUNREACH otherwise).
+    pub fn add_route(&mut self, nic: NicId, route: GatewayRoute) -> Result<()> {
+        let GatewayRoute { dst, gateway } = route;
+        let max = if dst.addr.is_ipv4() { 32 } else { 128 };
+        if dst.prefix_len > max || dst.addr.is_ipv4() != gateway.is_ipv4() || nic == LOOPBACK {
+            return Err(NetError::InvalidInput);
+        }
+        let gw = IpAddress::from(gateway);
+        if self.next_hop(nic, gw) != Some(gw) {
+            return Err(NetError::NetworkUnreachable);
+        }
+        let n = self.nics.get_mut(nic).ok_or(NetError::InvalidInput)?;
+        let cidr = IpCidr::new(IpAddress::from(dst.addr), dst.prefix_len);
+        let mut full = false;
+        n.iface.routes_mut().update(|routes| {
+            full = routes
+                .push(smoltcp::iface::Route {
+                    cidr,
+                    via_router: gw,
+                    preferred_until: None,
+                    expires_at: None,
+                })
+                .is_err();
+        });
+        if full {
+            return Err(NetError::NoBufferSpace);
+        }
+        n.info.routes.push(route);
+        Ok(())
+    }
+
     /// The neighbour that must answer for a packet to `dst` to leave `nic`:
     /// `dst` itself when on-link, else the gateway. None without a link layer.
     pub(crate) fn next_hop(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
@@ -84,6 +136,11 @@ impl Stack {
             .any(|a| IpCidr::new(IpAddress::from(a.addr), a.prefix_len).contains_addr(&dst));
         if on_link {
             return Some(dst);
+        }
+        if let Some((route_nic, gw)) = self.gateway_route(dst)
+            && route_nic == nic
+        {
+            return Some(gw);
         }
         match dst {
             IpAddress::Ipv4(_) => n.info.gateway_v4.map(IpAddress::Ipv4),
