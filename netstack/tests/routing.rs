@@ -190,6 +190,33 @@ fn nic_chosen_by_subnet_then_default_gateway() {
     };
     assert_eq!(a.add_route(1, mixed), Err(NetError::InvalidInput));
 
+    // A ping socket sends each request through the NIC its route names, even
+    // while a request for an unresolved neighbour waits on another NIC.
+    let p = a.socket(Domain::Ipv4, Protocol::Icmp).unwrap();
+    let echo = [8, 0, 0, 0, 0, 0, 0, 1, 0xab];
+    a.send_to(p, &echo, "10.0.0.77:0".parse().unwrap()).unwrap();
+    a.send_to(p, &echo, "10.1.0.2:0".parse().unwrap()).unwrap();
+    run(&mut a, &mut b, &mut c);
+    let mut reply = [0u8; 64];
+    let got = a.recv_from(p, &mut reply, RecvFlags::default()).unwrap();
+    assert_eq!(got.from.ip(), IpAddr::V4(Ipv4Addr::new(10, 1, 0, 2)));
+    assert_eq!(reply[0], 0, "an echo reply");
+    let absent = Ipv4Addr::new(10, 0, 0, 77);
+    assert!(
+        !sent1
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|f| ipv4_dst(f) == Some(absent)),
+        "the request for 10.0.0.77 must not leave through eth1"
+    );
+    let arp_for_absent =
+        |f: &Vec<u8>| f.len() >= 42 && f[12..14] == [8, 6] && f[38..42] == absent.octets();
+    assert!(
+        sent0.lock().unwrap().iter().any(arp_for_absent),
+        "ARP for 10.0.0.77 on eth0"
+    );
+
     // IPv6 has no route at all here.
     let v6 = a.socket(Domain::Ipv6, Protocol::Udp).unwrap();
     assert_eq!(

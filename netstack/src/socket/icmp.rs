@@ -14,7 +14,7 @@ use smoltcp::wire::IpAddress;
 use super::{Datagram, Domain, Kind, Options, Readiness, RecvFlags, Slot, Socket, SocketId};
 use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
-use crate::stack::Stack;
+use crate::stack::{NicId, Stack};
 
 pub(crate) struct IcmpState {
     pub slot: Slot,
@@ -23,6 +23,19 @@ pub(crate) struct IcmpState {
     pub peer: Option<IpAddress>,
     /// A reply taken out of smoltcp by MSG_PEEK, returned by the next read.
     pub peeked: Option<(Vec<u8>, IpAddress)>,
+    /// Send-only sockets for requests routed through NICs other than the home
+    /// one while it still holds requests (as for UDP).
+    pub extra_tx: Vec<(NicId, Slot)>,
+}
+
+fn new_slot(pool: &BufferPool, opts: &Options) -> Result<Slot> {
+    let (rx, rx_lease) = pool.lend(opts.recv_buffer.max(1 << 17))?;
+    let (tx, tx_lease) = pool.lend(opts.send_buffer.max(1 << 17))?;
+    let socket = icmp::Socket::new(
+        icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], rx),
+        icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], tx),
+    );
+    Ok(Slot::new(socket, [rx_lease, tx_lease]))
 }
 
 const ECHO_REQUEST_V4: u8 = 8;
@@ -30,18 +43,13 @@ const ECHO_REQUEST_V6: u8 = 128;
 
 impl IcmpState {
     pub(crate) fn new(pool: &BufferPool, opts: &Options) -> Result<IcmpState> {
-        let (rx, rx_lease) = pool.lend(opts.recv_buffer.max(1 << 17))?;
-        let (tx, tx_lease) = pool.lend(opts.send_buffer.max(1 << 17))?;
-        let socket = icmp::Socket::new(
-            icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], rx),
-            icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], tx),
-        );
         Ok(IcmpState {
-            slot: Slot::new(socket, [rx_lease, tx_lease]),
+            slot: new_slot(pool, opts)?,
             ident: None,
             bound: None,
             peer: None,
             peeked: None,
+            extra_tx: Vec::new(),
         })
     }
 
@@ -149,11 +157,36 @@ impl Stack {
             return Err(NetError::MessageTooLong);
         }
         let (nic, _) = self.route(dst)?;
+        if let Some(hop) = self.next_hop(nic, dst) {
+            self.solicit(nic, hop);
+        }
         let ident = self.icmp_claim_ident(id, 0)?;
         let sock = self.get_mut(id)?;
-        sock.nic = nic;
-        let i = icmp_state(sock).ok_or(NetError::InvalidInput)?;
-        let s = i.socket();
+        let use_home =
+            sock.nic == nic || icmp_state(sock).is_some_and(|i| i.socket().send_queue() == 0);
+        if use_home {
+            sock.nic = nic;
+        } else if !icmp_state(sock).is_some_and(|i| i.extra_tx.iter().any(|(n, _)| *n == nic)) {
+            let opts = sock.opts.clone();
+            let mut slot = new_slot(&self.pool, &opts)?;
+            slot.set
+                .get_mut::<icmp::Socket<'static>>(slot.handle)
+                .bind(icmp::Endpoint::Ident(ident))
+                .map_err(|_| NetError::InvalidInput)?;
+            let i = icmp_state(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
+            i.extra_tx.push((nic, slot));
+        }
+        let i = icmp_state(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
+        let s = if use_home {
+            i.socket()
+        } else {
+            let (_, slot) = i
+                .extra_tx
+                .iter_mut()
+                .find(|(n, _)| *n == nic)
+                .ok_or(NetError::InvalidInput)?;
+            slot.set.get_mut::<icmp::Socket<'static>>(slot.handle)
+        };
         let buf = s.send(data.len(), dst).map_err(|e| match e {
             icmp::SendError::BufferFull => NetError::WouldBlock,
             icmp::SendError::Unaddressable => NetError::InvalidInput,

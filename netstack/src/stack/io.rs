@@ -333,10 +333,13 @@ impl Stack {
         if let Some(slot) = slot {
             at = earliest(at, drive_egress(&mut self.nics[nic], slot, self.now));
         }
-        if let Kind::Udp(u) = &mut sock.kind {
-            for (xnic, slot) in &mut u.extra_tx {
-                at = earliest(at, drive_egress(&mut self.nics[*xnic], slot, self.now));
-            }
+        let extra_tx = match &mut sock.kind {
+            Kind::Udp(u) => u.extra_tx.as_mut_slice(),
+            Kind::Icmp(i) => i.extra_tx.as_mut_slice(),
+            Kind::Tcp(_) => &mut [],
+        };
+        for (xnic, slot) in extra_tx {
+            at = earliest(at, drive_egress(&mut self.nics[*xnic], slot, self.now));
         }
         self.arm_timer(id, at);
         let is_tcp = matches!(self.sockets.get(id).map(|s| &s.kind), Some(Kind::Tcp(_)));
