@@ -177,16 +177,8 @@ impl Stack {
             i.extra_tx.push((nic, slot));
         }
         let i = icmp_state(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
-        let s = if use_home {
-            i.socket()
-        } else {
-            let (_, slot) = i
-                .extra_tx
-                .iter_mut()
-                .find(|(n, _)| *n == nic)
-                .ok_or(NetError::InvalidInput)?;
-            slot.set.get_mut::<icmp::Socket<'static>>(slot.handle)
-        };
+        let s: &mut icmp::Socket<'static> =
+            super::send_slot(&mut i.slot, &mut i.extra_tx, use_home, nic)?;
         let buf = s.send(data.len(), dst).map_err(|e| match e {
             icmp::SendError::BufferFull => NetError::WouldBlock,
             icmp::SendError::Unaddressable => NetError::InvalidInput,

@@ -224,6 +224,26 @@ impl Slot {
     }
 }
 
+/// The set a datagram leaving through `nic` is queued in: the socket's own
+/// (`home`), or the send-only one it keeps for that NIC.
+pub(crate) fn send_slot<'a, S: smoltcp::socket::AnySocket<'static>>(
+    home: &'a mut Slot,
+    extra: &'a mut [(usize, Slot)],
+    use_home: bool,
+    nic: usize,
+) -> Result<&'a mut S> {
+    let slot = if use_home {
+        home
+    } else {
+        extra
+            .iter_mut()
+            .find(|(n, _)| *n == nic)
+            .map(|(_, s)| s)
+            .ok_or(NetError::InvalidInput)?
+    };
+    Ok(slot.set.get_mut::<S>(slot.handle))
+}
+
 /// A local address/port a socket holds, as the bind table sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Binding {

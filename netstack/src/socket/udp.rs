@@ -209,16 +209,8 @@ impl Stack {
                 .push((nic, slot));
         }
         let u = udp(self.get_mut(id)?).ok_or(NetError::InvalidInput)?;
-        let s = if use_home {
-            u.socket()
-        } else {
-            let (_, slot) = u
-                .extra_tx
-                .iter_mut()
-                .find(|(n, _)| *n == nic)
-                .ok_or(NetError::InvalidInput)?;
-            slot.set.get_mut::<udp::Socket<'static>>(slot.handle)
-        };
+        let s: &mut udp::Socket<'static> =
+            super::send_slot(&mut u.slot, &mut u.extra_tx, use_home, nic)?;
         let mut meta = UdpMetadata::from(dst);
         meta.local_address = Some(src);
         match s.send_slice(data, meta) {
