@@ -22,8 +22,9 @@
 //! tests drive the stack with a simulated clock.
 //!
 //! What the stack adds beside smoltcp: IPv6 fragmentation both ways
-//! (`frag6`), its own ARP requests (smoltcp rate-limits resolution per
-//! interface, Linux per neighbour), socket buffers in lazily-touched anonymous
+//! (`frag6`), its own ARP requests and neighbour solicitations (smoltcp
+//! rate-limits resolution per interface, Linux per neighbour), routes through
+//! gateways, socket buffers in lazily-touched anonymous
 //! mappings that are recycled (`buffers`), and TIME_WAIT kept as a 4-tuple
 //! without buffers. [`testbed`] builds the two-host set-up that the demo,
 //! the benches and the tests share.
