@@ -1,6 +1,7 @@
 //! Routing and neighbours: which NIC a packet to an address leaves through,
 //! with which source address and next hop. Queries answer from the NICs'
-//! addresses and gateways; only `solicit` sends, an ARP request to the link.
+//! addresses, gateway routes and default gateways; only `solicit` sends: an
+//! ARP request or a neighbour solicitation, straight to the link.
 
 use std::net::IpAddr;
 
