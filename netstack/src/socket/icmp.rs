@@ -131,6 +131,13 @@ impl Stack {
         Ok(())
     }
 
+    pub(crate) fn icmp_disconnect(&mut self, id: SocketId) -> Result<()> {
+        icmp_state(self.get_mut(id)?)
+            .ok_or(NetError::InvalidInput)?
+            .peer = None;
+        Ok(())
+    }
+
     pub(crate) fn icmp_send_to(
         &mut self,
         id: SocketId,

@@ -200,7 +200,6 @@ impl Stack {
     /// smoltcp answer as a closed port (RST), `Some(Some(id))` feeds a socket.
     pub(crate) fn tcp_target(
         &mut self,
-        _nic: NicId,
         dst: IpEndpoint,
         src: IpEndpoint,
         syn: bool,
@@ -216,7 +215,7 @@ impl Stack {
                 }
                 // A new SYN for a 4-tuple in TIME_WAIT starts a new connection.
                 self.free(id);
-                return self.tcp_target(_nic, dst, src, syn, ack, rst);
+                return self.tcp_target(dst, src, syn, ack, rst);
             }
             let parent = {
                 let c = conn(self.sockets.get_mut(id)?)?;

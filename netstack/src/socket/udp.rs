@@ -110,29 +110,21 @@ impl Stack {
         Ok(())
     }
 
-    /// Dissolves a UDP association (`connect` with AF_UNSPEC).
-    pub fn disconnect(&mut self, id: SocketId) -> Result<()> {
+    pub(crate) fn udp_disconnect(&mut self, id: SocketId) -> Result<()> {
         let sock = self.get_mut(id)?;
-        match &mut sock.kind {
-            Kind::Udp(u) => {
-                u.peer = None;
-                u.connected_src = None;
-                // A port the caller did not choose goes back, as on Linux.
-                if !u.port_locked
-                    && let Some(b) = sock.binding.take()
-                {
-                    u.socket().close();
-                    u.extra_tx.clear();
-                    crate::stack::remove_from(&mut self.udp_ports, b.port, id);
-                }
-                Ok(())
-            }
-            Kind::Icmp(i) => {
-                i.peer = None;
-                Ok(())
-            }
-            Kind::Tcp(_) => Err(NetError::NotSupported),
+        let u = udp(sock).ok_or(NetError::InvalidInput)?;
+        u.peer = None;
+        u.connected_src = None;
+        // A port the caller did not choose goes back, as on Linux.
+        if !u.port_locked
+            && let Some(b) = sock.binding.take()
+            && let Some(u) = udp(sock)
+        {
+            u.socket().close();
+            u.extra_tx.clear();
+            crate::stack::remove_from(&mut self.udp_ports, b.port, id);
         }
+        Ok(())
     }
 
     pub(crate) fn udp_send_to(

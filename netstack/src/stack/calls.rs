@@ -26,6 +26,16 @@ impl Stack {
         }
     }
 
+    /// Dissolves a datagram socket's association (`connect` with AF_UNSPEC).
+    /// (On TCP, Linux aborts the connection; that is not supported yet.)
+    pub fn disconnect(&mut self, id: SocketId) -> Result<()> {
+        match self.get(id)?.kind {
+            Kind::Udp(_) => self.udp_disconnect(id),
+            Kind::Icmp(_) => self.icmp_disconnect(id),
+            Kind::Tcp(_) => Err(NetError::NotSupported),
+        }
+    }
+
     /// Marks a TCP socket as accepting connections (`listen(2)`).
     pub fn listen(&mut self, id: SocketId, backlog: i32) -> Result<()> {
         match self.get(id)?.kind {

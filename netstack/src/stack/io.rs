@@ -9,7 +9,7 @@ use smoltcp::socket::raw;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv6Address};
 
-use super::{LOOPBACK, Nic, NicId, Stack};
+use super::{Nic, NicId, Stack};
 use crate::demux::{self, Flow};
 use crate::error::{NetError, Result};
 use crate::frag6;
@@ -29,7 +29,7 @@ impl Stack {
         }
         self.run_timers();
         if self.wake_pending {
-            self.wake_nic(LOOPBACK);
+            self.wake_neighbor_waiters();
         }
         // Bounded: loopback traffic feeds itself, and must not spin forever.
         for _ in 0..1024 {
@@ -194,7 +194,7 @@ impl Stack {
                 syn,
                 ack,
                 rst,
-            } => match self.tcp_target(nic, dst, src, syn, ack, rst) {
+            } => match self.tcp_target(dst, src, syn, ack, rst) {
                 Some(Some(id)) => Some(id),
                 Some(None) => None,
                 // Dropped, as Linux drops a SYN to a full accept queue.
@@ -254,7 +254,7 @@ impl Stack {
             }
         }
         if let Flow::Neighbor(_) = flow {
-            self.wake_nic(nic);
+            self.wake_neighbor_waiters();
         }
     }
 
@@ -350,12 +350,13 @@ impl Stack {
         }
     }
 
-    /// After a neighbour answered, sockets waiting on it may send. (A UDP
-    /// socket may wait on several NICs, so every socket with a timer is woken.)
+    /// After a neighbour answered, sockets waiting on it may send. (smoltcp
+    /// does not say who waits, and a UDP socket may wait on several NICs, so
+    /// every socket with a timer is woken.)
     /// The scan costs one step per socket, so a flood of ARP frames from the
     /// wire gets at most one scan per [`WAKE_INTERVAL`]; later ones wait for
     /// the next poll after it.
-    fn wake_nic(&mut self, _nic: NicId) {
+    fn wake_neighbor_waiters(&mut self) {
         if self.last_wake.is_some_and(|t| self.now < t + WAKE_INTERVAL) {
             self.wake_pending = true;
             return;
