@@ -1,6 +1,12 @@
-//! Criterion benches of the netstack alone: two stacks in one process on an
-//! in-memory cable, driven by the real clock.
+//! Criterion benches of the netstack: two stacks in one process on an
+//! in-memory cable, driven by the real clock, beside native Linux in the same
+//! run.
 //!
+//! - `native/loopback_bulk`, `native/connect_accept_close`: the kernel's TCP
+//!   over 127.0.0.1, in a private network namespace (a normal ephemeral port
+//!   range; needs root or user namespaces), to compare with `loopback/bulk`
+//!   and `connections/...`. The kernel flow has a writer and a reader thread;
+//!   the stack runs both ends on one thread.
 //! - `bulk/mtu_1500`, `bulk/mtu_65535`: one TCP flow's throughput.
 //! - `loopback/bulk`: one TCP flow between two sockets of one stack over `lo`
 //!   (the path of guest-to-guest traffic inside one sandbox).
@@ -9,7 +15,10 @@
 //!   established connections open; the ratio of the two is the target (≥ 0.8).
 
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -244,5 +253,75 @@ fn loopback(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bulk, loopback, connections, idle);
+/// Moves the bench into a new network namespace with `lo` up, so the kernel's
+/// side of the comparison has the full ephemeral port range (the host's may be
+/// narrowed) and nothing else on its loopback. The namespace goes with the process.
+fn private_netns() {
+    let entered = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).is_ok()
+        && Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !entered {
+        eprintln!("native benches: no private network namespace (not root?); using the host's");
+    }
+}
+
+/// The kernel's TCP over 127.0.0.1, as the baseline for the stack's figures.
+fn native(c: &mut Criterion) {
+    private_netns();
+    let mut g = c.benchmark_group("native");
+    g.throughput(Throughput::Bytes(BULK as u64));
+    g.sample_size(10);
+    g.bench_function("loopback_bulk", |bench| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut tx = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (mut rx, _) = l.accept().unwrap();
+        let (go, wanted) = mpsc::channel::<usize>();
+        let (finished, done) = mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 256 << 10];
+            while let Ok(total) = wanted.recv() {
+                let mut got = 0;
+                while got < total {
+                    got += rx.read(&mut buf).unwrap();
+                }
+                finished.send(()).unwrap();
+            }
+        });
+        let chunk = vec![0x5au8; 256 << 10];
+        bench.iter_custom(|iters| {
+            let t = StdInstant::now();
+            for _ in 0..iters {
+                go.send(BULK).unwrap();
+                let mut sent = 0;
+                while sent < BULK {
+                    let n = chunk.len().min(BULK - sent);
+                    tx.write_all(&chunk[..n]).unwrap();
+                    sent += n;
+                }
+                done.recv().unwrap();
+            }
+            t.elapsed()
+        });
+        drop(go);
+        reader.join().unwrap();
+    });
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(100);
+    g.bench_function("connect_accept_close", |bench| {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let to = l.local_addr().unwrap();
+        bench.iter(|| {
+            let c = TcpStream::connect(to).unwrap();
+            let (s, _) = l.accept().unwrap();
+            // The client closes first, as in `connections/connect_accept_close`.
+            drop(c);
+            drop(s);
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, native, bulk, loopback, connections, idle);
 criterion_main!(benches);
