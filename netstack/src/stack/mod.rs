@@ -435,17 +435,20 @@ impl Stack {
         let Some(sock) = self.sockets.remove(id) else {
             return;
         };
-        if let Some(b) = sock.binding {
-            let table = match sock.kind {
-                Kind::Tcp(_) => &mut self.tcp_ports,
-                Kind::Udp(_) => &mut self.udp_ports,
-                Kind::Icmp(_) => return self.free_icmp(&sock, id),
-            };
-            remove_from(table, b.port, id);
-        }
+        let port = sock.binding.map(|b| b.port);
         match &sock.kind {
-            Kind::Tcp(t) => self.free_tcp(id, t, sock.binding),
-            Kind::Udp(_) => {}
+            Kind::Tcp(t) => {
+                if let Some(p) = port {
+                    remove_from(&mut self.tcp_ports, p, id);
+                }
+                self.free_tcp(id, t, sock.binding);
+            }
+            Kind::Udp(_) => {
+                if let Some(p) = port {
+                    remove_from(&mut self.udp_ports, p, id);
+                }
+            }
+            // Ping sockets hold an identifier, not a port.
             Kind::Icmp(_) => self.free_icmp(&sock, id),
         }
     }
