@@ -361,10 +361,8 @@ impl Socket {
                 Ok(IpEndpoint::new(IpAddress::Ipv4(*a.ip()), a.port()))
             }
             (Domain::Ipv6, SocketAddr::V6(a)) => match a.ip().to_ipv4_mapped() {
-                Some(v4) if self.opts.v6only => {
-                    let _ = v4;
-                    Err(NetError::NetworkUnreachable)
-                }
+                // A v6-only socket cannot reach IPv4 peers.
+                Some(_) if self.opts.v6only => Err(NetError::NetworkUnreachable),
                 Some(v4) => Ok(IpEndpoint::new(IpAddress::Ipv4(v4), a.port())),
                 None => Ok(IpEndpoint::new(IpAddress::Ipv6(*a.ip()), a.port())),
             },
