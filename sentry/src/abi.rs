@@ -1,0 +1,247 @@
+//! The x86_64 Linux ABI of the socket calls: socket addresses, `msghdr`,
+//! `iovec`, and the option value layouts, decoded from and encoded to the
+//! bytes that move through guest memory.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// `sizeof(struct sockaddr_in)`.
+pub const SOCKADDR_IN_LEN: usize = 16;
+/// `SIN6_LEN_RFC2133`: the shortest `sockaddr_in6` Linux accepts (no scope id).
+pub const SOCKADDR_IN6_MIN: usize = 24;
+/// `sizeof(struct sockaddr_in6)`.
+pub const SOCKADDR_IN6_LEN: usize = 28;
+/// `sizeof(struct msghdr)`.
+pub const MSGHDR_LEN: usize = 56;
+/// `sizeof(struct mmsghdr)`.
+pub const MMSGHDR_LEN: usize = 64;
+/// `UIO_MAXIOV`.
+pub const IOV_MAX: usize = 1024;
+
+/// A socket address as the guest passed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestAddr {
+    /// AF_INET or AF_INET6.
+    Inet(SocketAddr),
+    /// AF_UNSPEC (disconnect, or "any" for some calls).
+    Unspec,
+    /// Another family, by number.
+    Other(u16),
+}
+
+/// Decodes a socket address of `bytes.len()` bytes. Too short for its
+/// family is `EINVAL`, as Linux's inet and inet6 calls check it.
+pub fn decode_addr(bytes: &[u8]) -> Result<GuestAddr, i32> {
+    if bytes.len() < 2 {
+        return Err(libc::EINVAL);
+    }
+    let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
+    match i32::from(family) {
+        libc::AF_INET => {
+            if bytes.len() < SOCKADDR_IN_LEN {
+                return Err(libc::EINVAL);
+            }
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let ip = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
+            Ok(GuestAddr::Inet(SocketAddr::V4(SocketAddrV4::new(ip, port))))
+        }
+        libc::AF_INET6 => {
+            if bytes.len() < SOCKADDR_IN6_MIN {
+                return Err(libc::EINVAL);
+            }
+            let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+            let flow = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&bytes[8..24]);
+            let scope = if bytes.len() >= SOCKADDR_IN6_LEN {
+                u32::from_ne_bytes([bytes[24], bytes[25], bytes[26], bytes[27]])
+            } else {
+                0
+            };
+            let ip = Ipv6Addr::from(octets);
+            Ok(GuestAddr::Inet(SocketAddr::V6(SocketAddrV6::new(
+                ip, port, flow, scope,
+            ))))
+        }
+        libc::AF_UNSPEC => Ok(GuestAddr::Unspec),
+        _ => Ok(GuestAddr::Other(family)),
+    }
+}
+
+/// Encodes an address for a socket of `v6` family: an IPv6 socket reports
+/// IPv4 peers as IPv4-mapped addresses, as Linux does.
+pub fn encode_addr(addr: SocketAddr, v6: bool) -> Vec<u8> {
+    let addr = match addr {
+        SocketAddr::V4(a) if v6 => {
+            SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+        }
+        a => a,
+    };
+    match addr {
+        SocketAddr::V4(a) => {
+            let mut b = vec![0u8; SOCKADDR_IN_LEN];
+            b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.ip().octets());
+            b
+        }
+        SocketAddr::V6(a) => {
+            let mut b = vec![0u8; SOCKADDR_IN6_LEN];
+            b[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&a.port().to_be_bytes());
+            b[4..8].copy_from_slice(&a.flowinfo().to_be_bytes());
+            b[8..24].copy_from_slice(&a.ip().octets());
+            b[24..28].copy_from_slice(&a.scope_id().to_ne_bytes());
+            b
+        }
+    }
+}
+
+/// A `struct msghdr` read from guest memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MsgHdr {
+    /// `msg_name`.
+    pub name: u64,
+    /// `msg_namelen`.
+    pub namelen: u32,
+    /// `msg_iov`.
+    pub iov: u64,
+    /// `msg_iovlen`.
+    pub iovlen: u64,
+    /// `msg_control`.
+    pub control: u64,
+    /// `msg_controllen`.
+    pub controllen: u64,
+    /// `msg_flags`.
+    pub flags: i32,
+}
+
+impl MsgHdr {
+    /// Decodes the 56 bytes of a `struct msghdr`.
+    pub fn decode(b: &[u8; MSGHDR_LEN]) -> MsgHdr {
+        MsgHdr {
+            name: u64_at(b, 0),
+            namelen: u32_at(b, 8),
+            iov: u64_at(b, 16),
+            iovlen: u64_at(b, 24),
+            control: u64_at(b, 32),
+            controllen: u64_at(b, 40),
+            flags: u32_at(b, 48) as i32,
+        }
+    }
+}
+
+/// Offset of `msg_namelen` in `struct msghdr`.
+pub const MSGHDR_NAMELEN_OFF: u64 = 8;
+/// Offset of `msg_controllen` in `struct msghdr`.
+pub const MSGHDR_CONTROLLEN_OFF: u64 = 40;
+/// Offset of `msg_flags` in `struct msghdr`.
+pub const MSGHDR_FLAGS_OFF: u64 = 48;
+/// Offset of `msg_len` in `struct mmsghdr`.
+pub const MMSGHDR_LEN_OFF: u64 = 56;
+
+/// Decodes an array of `struct iovec` into (base, len) pairs.
+pub fn decode_iovecs(b: &[u8]) -> Vec<(u64, u64)> {
+    b.chunks_exact(16)
+        .map(|c| (u64_at(c, 0), u64_at(c, 8)))
+        .collect()
+}
+
+/// `struct linger` (`l_onoff`, `l_linger`).
+pub fn encode_linger(linger: Option<u32>) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    if let Some(secs) = linger {
+        b[..4].copy_from_slice(&1i32.to_ne_bytes());
+        b[4..].copy_from_slice(&(secs as i32).to_ne_bytes());
+    }
+    b
+}
+
+/// `struct timeval` to a duration; `None` is "no timeout" (all zero).
+pub fn decode_timeval(b: &[u8]) -> Result<Option<std::time::Duration>, i32> {
+    if b.len() < 16 {
+        return Err(libc::EINVAL);
+    }
+    let sec = u64_at(b, 0) as i64;
+    let usec = u64_at(b, 8) as i64;
+    if !(0..1_000_000).contains(&usec) {
+        return Err(libc::EDOM);
+    }
+    if sec < 0 {
+        // Linux treats a negative timeout as zero, i.e. no timeout.
+        return Ok(None);
+    }
+    if sec == 0 && usec == 0 {
+        return Ok(None);
+    }
+    Ok(Some(
+        std::time::Duration::from_secs(sec as u64) + std::time::Duration::from_micros(usec as u64),
+    ))
+}
+
+/// A duration as `struct timeval`.
+pub fn encode_timeval(d: Option<std::time::Duration>) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    if let Some(d) = d {
+        b[..8].copy_from_slice(&(d.as_secs() as i64).to_ne_bytes());
+        b[8..].copy_from_slice(&i64::from(d.subsec_micros()).to_ne_bytes());
+    }
+    b
+}
+
+/// Little-endian u64 at `off` (x86_64 is little-endian; the guest wrote it natively).
+pub fn u64_at(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_ne_bytes(a)
+}
+
+/// Native-endian u32 at `off`.
+pub fn u32_at(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_ne_bytes(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        let v4: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let b = encode_addr(v4, false);
+        assert_eq!(b.len(), 16);
+        assert_eq!(decode_addr(&b), Ok(GuestAddr::Inet(v4)));
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        let b = encode_addr(v6, true);
+        assert_eq!(b.len(), 28);
+        assert_eq!(decode_addr(&b), Ok(GuestAddr::Inet(v6)));
+        let mapped = encode_addr(v4, true);
+        assert_eq!(
+            decode_addr(&mapped),
+            Ok(GuestAddr::Inet("[::ffff:127.0.0.1]:8080".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn short_addresses_are_einval() {
+        let b = encode_addr("10.0.0.1:1".parse().unwrap(), false);
+        assert_eq!(decode_addr(&b[..15]), Err(libc::EINVAL));
+        assert_eq!(decode_addr(&b[..1]), Err(libc::EINVAL));
+        let b = encode_addr("[::1]:1".parse().unwrap(), false);
+        assert!(matches!(decode_addr(&b[..24]), Ok(GuestAddr::Inet(_))));
+        assert_eq!(decode_addr(&b[..23]), Err(libc::EINVAL));
+        assert_eq!(decode_addr(&[0, 0]), Ok(GuestAddr::Unspec));
+        assert_eq!(decode_addr(&[1, 0, 0]), Ok(GuestAddr::Other(1)));
+    }
+
+    #[test]
+    fn timevals() {
+        assert_eq!(decode_timeval(&encode_timeval(None)), Ok(None));
+        let d = std::time::Duration::from_millis(1500);
+        assert_eq!(decode_timeval(&encode_timeval(Some(d))), Ok(Some(d)));
+        let mut bad = [0u8; 16];
+        bad[8..].copy_from_slice(&2_000_000i64.to_ne_bytes());
+        assert_eq!(decode_timeval(&bad), Err(libc::EDOM));
+    }
+}

@@ -1,0 +1,247 @@
+//! The guest's seccomp filter: which system calls trap to the Sentry, which
+//! are refused, and (by default) which run natively. DESIGN.md's table,
+//! "Syscall interception", is the specification.
+//!
+//! Rules for one call never overlap: every argument value matches at most
+//! one rule, so libseccomp's ordering cannot change an answer. `socket`'s
+//! family is compared on all 64 bits; a value with garbage in the high half
+//! (which the kernel would truncate to a real family) is refused.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
+const NEW_LISTENER: u64 = 8;
+/// `NETLINK_ROUTE`.
+const NETLINK_ROUTE: u64 = 0;
+/// Every `CLONE_NEW*` flag: a namespace made by the guest would escape the
+/// empty network namespace and the read-only mounts.
+const CLONE_NEW_FLAGS: [u64; 8] = [
+    0x0000_0080, // CLONE_NEWTIME
+    0x0002_0000, // CLONE_NEWNS
+    0x0200_0000, // CLONE_NEWCGROUP
+    0x0400_0000, // CLONE_NEWUTS
+    0x0800_0000, // CLONE_NEWIPC
+    0x1000_0000, // CLONE_NEWUSER
+    0x2000_0000, // CLONE_NEWPID
+    0x4000_0000, // CLONE_NEWNET
+];
+/// One past the highest address family Linux knows (`AF_MAX`, Linux 6.x).
+const AF_MAX: i32 = 46;
+/// Socket ioctls (`SIOC*`) share the 0x89 command group.
+const SIOC_GROUP: u64 = 0x8900;
+
+/// Calls that always trap to the Sentry.
+const TRAPPED: &[&str] = &[
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "getsockname",
+    "getpeername",
+    "getsockopt",
+    "setsockopt",
+    "shutdown",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+];
+
+/// Calls refused with an errno, as Linux refuses an unprivileged process.
+const DENIED: &[(&str, i32)] = &[
+    ("io_uring_setup", libc::EPERM),
+    ("io_uring_enter", libc::EPERM),
+    ("io_uring_register", libc::EPERM),
+    ("ptrace", libc::EPERM),
+    ("process_vm_readv", libc::EPERM),
+    ("process_vm_writev", libc::EPERM),
+    ("pidfd_getfd", libc::EPERM),
+    ("bpf", libc::EPERM),
+    ("perf_event_open", libc::EACCES),
+    ("userfaultfd", libc::EPERM),
+    ("mount", libc::EPERM),
+    ("umount2", libc::EPERM),
+    ("pivot_root", libc::EPERM),
+    ("fsopen", libc::EPERM),
+    ("fsconfig", libc::EPERM),
+    ("fsmount", libc::EPERM),
+    ("fspick", libc::EPERM),
+    ("open_tree", libc::EPERM),
+    ("move_mount", libc::EPERM),
+    ("mount_setattr", libc::EPERM),
+    ("kexec_load", libc::EPERM),
+    ("kexec_file_load", libc::EPERM),
+    ("init_module", libc::EPERM),
+    ("finit_module", libc::EPERM),
+    ("delete_module", libc::EPERM),
+    ("keyctl", libc::EPERM),
+    ("add_key", libc::EPERM),
+    ("request_key", libc::EPERM),
+    ("unshare", libc::EPERM),
+    ("setns", libc::EPERM),
+    ("open_by_handle_at", libc::EPERM),
+    ("name_to_handle_at", libc::EPERM),
+    ("iopl", libc::EPERM),
+    ("ioperm", libc::EPERM),
+    ("syslog", libc::EPERM),
+    // Its flags sit behind a pointer the filter cannot read; libc falls back
+    // to clone(2), whose flags the filter checks.
+    ("clone3", libc::ENOSYS),
+];
+
+/// Builds the filter described in the module documentation.
+pub fn build() -> io::Result<ScmpFilterContext> {
+    let mut f = ScmpFilterContext::new_filter(ScmpAction::Allow).map_err(other)?;
+    // Any other architecture (i386 via int 0x80, x32) would be a way around
+    // every rule below: kill.
+    f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
+    f.add_arch(ScmpArch::Native).map_err(other)?;
+    f.set_ctl_nnp(true).map_err(other)?;
+
+    let notify = ScmpAction::Notify;
+    for name in TRAPPED {
+        f.add_rule(notify, sys(name)?).map_err(other)?;
+    }
+    // sendto/recvfrom trap only with an address; without one they are plain
+    // send/recv on the pair end.
+    for name in ["sendto", "recvfrom"] {
+        f.add_rule_conditional(notify, sys(name)?, &[ne(4, 0)])
+            .map_err(other)?;
+    }
+    f.add_rule_conditional(
+        notify,
+        sys("ioctl")?,
+        &[ScmpArgCompare::new(
+            1,
+            ScmpCompareOp::MaskedEqual(0xffff_ff00),
+            SIOC_GROUP,
+        )],
+    )
+    .map_err(other)?;
+
+    // socket(2) by family.
+    let socket = sys("socket")?;
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        f.add_rule_conditional(notify, socket, &[eq(0, family as u64)])
+            .map_err(other)?;
+    }
+    let netlink = libc::AF_NETLINK as u64;
+    f.add_rule_conditional(notify, socket, &[eq(0, netlink), eq(2, NETLINK_ROUTE)])
+        .map_err(other)?;
+    f.add_rule_conditional(
+        ScmpAction::Errno(libc::EPROTONOSUPPORT),
+        socket,
+        &[eq(0, netlink), ne(2, NETLINK_ROUTE)],
+    )
+    .map_err(other)?;
+    f.add_rule_conditional(
+        ScmpAction::Errno(libc::EPERM),
+        socket,
+        &[eq(0, libc::AF_PACKET as u64)],
+    )
+    .map_err(other)?;
+    let native = [
+        libc::AF_UNIX,
+        libc::AF_INET,
+        libc::AF_INET6,
+        libc::AF_NETLINK,
+        libc::AF_PACKET,
+    ];
+    for family in 0..AF_MAX {
+        if !native.contains(&family) {
+            f.add_rule_conditional(
+                ScmpAction::Errno(libc::EAFNOSUPPORT),
+                socket,
+                &[eq(0, family as u64)],
+            )
+            .map_err(other)?;
+        }
+    }
+    // Any larger value, including one with garbage in the high half.
+    f.add_rule_conditional(
+        ScmpAction::Errno(libc::EAFNOSUPPORT),
+        socket,
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::GreaterEqual,
+            AF_MAX as u64,
+        )],
+    )
+    .map_err(other)?;
+
+    for (name, errno) in DENIED {
+        f.add_rule(ScmpAction::Errno(*errno), sys(name)?)
+            .map_err(other)?;
+    }
+    f.add_rule_conditional(
+        ScmpAction::Errno(libc::EBUSY),
+        sys("seccomp")?,
+        &[ScmpArgCompare::new(
+            1,
+            ScmpCompareOp::MaskedEqual(NEW_LISTENER),
+            NEW_LISTENER,
+        )],
+    )
+    .map_err(other)?;
+    let clone = sys("clone")?;
+    for flag in CLONE_NEW_FLAGS {
+        f.add_rule_conditional(
+            ScmpAction::Errno(libc::EPERM),
+            clone,
+            &[ScmpArgCompare::new(
+                0,
+                ScmpCompareOp::MaskedEqual(flag),
+                flag,
+            )],
+        )
+        .map_err(other)?;
+    }
+    // Device nodes (character or block); FIFOs and sockets stay allowed.
+    for (name, mode_arg) in [("mknod", 1), ("mknodat", 2)] {
+        for kind in [libc::S_IFCHR, libc::S_IFBLK] {
+            f.add_rule_conditional(
+                ScmpAction::Errno(libc::EPERM),
+                sys(name)?,
+                &[ScmpArgCompare::new(
+                    mode_arg,
+                    ScmpCompareOp::MaskedEqual(u64::from(libc::S_IFMT)),
+                    u64::from(kind),
+                )],
+            )
+            .map_err(other)?;
+        }
+    }
+    Ok(f)
+}
+
+/// Loads the filter on the calling thread (with `no_new_privs`) and returns
+/// the new user-notification listener's descriptor number. Called by the
+/// guest's first process right before `execve`.
+pub fn install() -> io::Result<RawFd> {
+    let f = build()?;
+    f.load().map_err(other)?;
+    f.get_notify_fd().map_err(other)
+}
+
+fn sys(name: &str) -> io::Result<ScmpSyscall> {
+    ScmpSyscall::from_name(name).map_err(other)
+}
+
+fn eq(arg: u32, value: u64) -> ScmpArgCompare {
+    ScmpArgCompare::new(arg, ScmpCompareOp::Equal, value)
+}
+
+fn ne(arg: u32, value: u64) -> ScmpArgCompare {
+    ScmpArgCompare::new(arg, ScmpCompareOp::NotEqual, value)
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as map_err(other)
+fn other(e: libseccomp::error::SeccompError) -> io::Error {
+    io::Error::other(e.to_string())
+}

@@ -1,0 +1,28 @@
+//! The Sentry: serves a sandboxed guest's sockets from the netstack.
+//!
+//! The guest runs under a seccomp filter ([`filter`]) whose listener the Sentry
+//! holds. Socket calls trap here; the data path stays native over AF_UNIX pair
+//! ends (see DESIGN.md, "Syscall interception"):
+//!
+//! - [`sentry`]: the event loop, descriptor resolution, blocked calls, and
+//!   the pumps between each pair end and its netstack socket;
+//! - `syscalls`: one handler per trapped call;
+//! - [`abi`], [`mem`]: the ABI's layouts, and guest memory;
+//! - [`netlink`], [`ifreq`]: NETLINK_ROUTE and the interface ioctls,
+//!   answered from the netstack's NICs;
+//! - [`sys`]: the only module with `unsafe`.
+
+pub mod abi;
+pub mod errno;
+pub mod filter;
+pub mod gsock;
+pub mod ifreq;
+pub mod mem;
+pub mod netlink;
+pub mod sentry;
+mod stub;
+pub mod sys;
+mod syscalls;
+pub mod trace;
+
+pub use sentry::{Sentry, SentryConfig};

@@ -1,0 +1,903 @@
+//! The Sentry's event loop: seccomp notifications in, answers out, and the
+//! bytes between each pair end and its netstack socket.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant as StdInstant};
+
+use netstack::{NetError, RecvFlags, Shutdown as NetShutdown, SocketId, Stack, StackConfig};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, send, shutdown};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use slotmap::{Key, KeyData, SlotMap};
+
+use crate::gsock::{Delivered, GKey, GSock, payload_hash};
+use crate::mem::Mem;
+use crate::sys::{self, Notif, Reply};
+use crate::trace::Tracer;
+
+const TOKEN_LISTENER: u64 = u64::MAX;
+const TOKEN_INIT: u64 = u64::MAX - 1;
+const TOKEN_SIGNAL: u64 = u64::MAX - 2;
+/// How much the Sentry moves between a pair and the stack per read.
+const SCRATCH: usize = 256 << 10;
+/// How often blocked calls are checked for callers that went away.
+const SWEEP: Duration = Duration::from_millis(500);
+
+/// A blocked call, waiting on a socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked {
+    /// The notification to answer.
+    pub notif: Notif,
+    /// When to give up (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
+    pub deadline: Option<StdInstant>,
+}
+
+/// What a handler decided.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Answer now.
+    Reply(Reply),
+    /// The handler already answered (a descriptor was installed).
+    Done,
+    /// Answer now; once the answer reached the guest, consume what it delivered.
+    ReplyThen(Reply, crate::syscalls::Commit),
+    /// Wait for the socket to change, until the deadline.
+    Park(GKey, Option<Duration>),
+}
+
+impl From<Result<i64, i32>> for Outcome {
+    fn from(r: Result<i64, i32>) -> Self {
+        match r {
+            Ok(v) => Outcome::Reply(Reply::Value(v)),
+            Err(e) => Outcome::Reply(Reply::Errno(e)),
+        }
+    }
+}
+
+/// Settings of one Sentry.
+#[derive(Debug, Default)]
+pub struct SentryConfig {
+    /// Where to record every trapped call (`--debug-log`).
+    pub debug_log: Option<std::path::PathBuf>,
+}
+
+/// A guest descriptor resolved to one of our sockets.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Our record, when the descriptor is one of our pair ends.
+    pub key: Option<GKey>,
+    /// A copy of the guest's descriptor, valid during this call.
+    pub file: OwnedFd,
+    /// The descriptor's O_NONBLOCK.
+    pub nonblock: bool,
+}
+
+/// The Sentry of one sandbox.
+#[derive(Debug)]
+pub struct Sentry {
+    pub(crate) stack: Stack,
+    pub(crate) listener: OwnedFd,
+    epoll: Epoll,
+    pub(crate) socks: SlotMap<GKey, GSock>,
+    pub(crate) by_cookie: HashMap<u64, GKey>,
+    pub(crate) by_id: HashMap<SocketId, GKey>,
+    pidfds: HashMap<u32, OwnedFd>,
+    pub(crate) mem: Mem,
+    pub(crate) scratch: Vec<u8>,
+    start: StdInstant,
+    pub(crate) tracer: Option<Tracer>,
+    init: Pid,
+    init_pidfd: OwnedFd,
+    signals: SignalFd,
+    next_sweep: StdInstant,
+    pub(crate) next_nl_port: u32,
+    events: Vec<SocketId>,
+    touched: Vec<GKey>,
+    /// Sockets with blocked calls (may hold stale or repeated keys).
+    parked_keys: Vec<GKey>,
+}
+
+impl Sentry {
+    /// A Sentry serving the guest behind `listener`, whose init is `init`.
+    /// Blocks SIGTERM, SIGHUP, SIGINT and SIGQUIT in the calling thread: the
+    /// first two are passed on to the guest, the terminal's own go to the
+    /// guest directly.
+    pub fn new(
+        cfg: &SentryConfig,
+        listener: OwnedFd,
+        init: Pid,
+        init_pidfd: OwnedFd,
+    ) -> io::Result<Sentry> {
+        let start = StdInstant::now();
+        let stack = Stack::new(StackConfig::default(), netstack::Instant::from_micros(0));
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        epoll.add(
+            &listener,
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+        )?;
+        epoll.add(
+            &init_pidfd,
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_INIT),
+        )?;
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGINT,
+            Signal::SIGQUIT,
+        ] {
+            mask.add(s);
+        }
+        mask.thread_block()?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+        epoll.add(&signals, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL))?;
+        // Best effort: older kernels lack it.
+        let _ = sys::notif_sync_wakeup(listener.as_fd());
+        let tracer = match &cfg.debug_log {
+            Some(p) => Some(Tracer::create(p)?),
+            None => None,
+        };
+        Ok(Sentry {
+            stack,
+            listener,
+            epoll,
+            socks: SlotMap::with_key(),
+            by_cookie: HashMap::new(),
+            by_id: HashMap::new(),
+            pidfds: HashMap::new(),
+            mem: Mem::default(),
+            scratch: vec![0u8; SCRATCH],
+            start,
+            tracer,
+            init,
+            init_pidfd,
+            signals,
+            next_sweep: start + SWEEP,
+            next_nl_port: 0x4000_0000,
+            events: Vec::new(),
+            touched: Vec::new(),
+            parked_keys: Vec::new(),
+        })
+    }
+
+    /// Serves the guest until its init exits; returns the guest's exit
+    /// status (its code, or 128+N for a signal N).
+    pub fn run(mut self) -> io::Result<i32> {
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            let timeout = self.timeout();
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_LISTENER => self.on_notification(),
+                    TOKEN_INIT => {
+                        if let Some(code) = self.reap_init()? {
+                            return Ok(code);
+                        }
+                    }
+                    TOKEN_SIGNAL => self.on_signal(),
+                    token => {
+                        let key = GKey::from(KeyData::from_ffi(token));
+                        self.on_end_event(key, ev.events());
+                    }
+                }
+            }
+            self.poll_stack();
+            self.expire_parked();
+        }
+    }
+
+    fn timeout(&self) -> EpollTimeout {
+        if !self.touched.is_empty() {
+            return EpollTimeout::ZERO;
+        }
+        let now = StdInstant::now();
+        let mut at = self.next_sweep;
+        if let Some(t) = self.stack.poll_at() {
+            let t = self.start + Duration::from_micros(t.total_micros().max(0) as u64);
+            at = at.min(t);
+        }
+        for &key in &self.parked_keys {
+            if let Some(s) = self.socks.get(key) {
+                for p in &s.parked {
+                    if let Some(d) = p.deadline {
+                        at = at.min(d);
+                    }
+                }
+            }
+        }
+        let wait = at.saturating_duration_since(now);
+        // Round up so a deadline is never missed by a millisecond.
+        let ms = wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16;
+        EpollTimeout::from(ms)
+    }
+
+    fn now(&self) -> netstack::Instant {
+        netstack::Instant::from_micros(self.start.elapsed().as_micros() as i64)
+    }
+
+    fn reap_init(&mut self) -> io::Result<Option<i32>> {
+        match waitpid(self.init, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
+            Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(128 + sig as i32)),
+            Ok(_) | Err(Errno::EINTR) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn on_signal(&mut self) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let signo = info.ssi_signo as i32;
+            // The terminal already sent SIGINT/SIGQUIT to the guest, which
+            // shares our process group; the others are passed on.
+            if signo == libc::SIGTERM || signo == libc::SIGHUP {
+                let _ = sys::pidfd_send_signal(self.init_pidfd.as_fd(), signo);
+            }
+        }
+    }
+
+    fn on_notification(&mut self) {
+        let n = match sys::notif_recv(self.listener.as_fd()) {
+            Ok(Some(n)) => n,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!("seccomp listener failed: {e}");
+                return;
+            }
+        };
+        let outcome = crate::syscalls::handle(self, &n, false);
+        self.finish(n, outcome, None);
+    }
+
+    /// Answers (or parks) a handled notification.
+    fn finish(&mut self, n: Notif, outcome: Outcome, old_deadline: Option<StdInstant>) {
+        match outcome {
+            Outcome::Reply(reply) => {
+                self.trace(&n, &format!("{reply:?}"));
+                if let Err(e) = sys::notif_send(self.listener.as_fd(), n.id, reply) {
+                    // The caller left (a signal); nothing happened in the guest.
+                    self.trace(&n, &format!("answer lost: {e}"));
+                }
+            }
+            Outcome::ReplyThen(reply, commit) => {
+                self.trace(&n, &format!("{reply:?}"));
+                match sys::notif_send(self.listener.as_fd(), n.id, reply) {
+                    Ok(()) => crate::syscalls::apply_commit(self, &commit),
+                    Err(e) => self.trace(&n, &format!("answer lost, data kept: {e}")),
+                }
+            }
+            Outcome::Done => {}
+            Outcome::Park(key, timeout) => {
+                let deadline = old_deadline.or_else(|| timeout.map(|t| StdInstant::now() + t));
+                self.trace(&n, "blocked");
+                if let Some(s) = self.socks.get_mut(key) {
+                    if s.parked.is_empty() {
+                        self.parked_keys.push(key);
+                    }
+                    s.parked.push_back(Parked { notif: n, deadline });
+                } else {
+                    let _ = sys::notif_send(self.listener.as_fd(), n.id, Reply::Errno(libc::EBADF));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn trace(&mut self, n: &Notif, what: &str) {
+        if let Some(t) = &mut self.tracer {
+            t.line(n, what);
+        }
+    }
+
+    /// Resolves guest descriptor `fd` of the calling thread.
+    pub(crate) fn resolve(&mut self, n: &Notif, fd: u64) -> Result<Resolved, i32> {
+        let fd = i32::try_from(fd as i64).map_err(|_| libc::EBADF)?;
+        if fd < 0 {
+            return Err(libc::EBADF);
+        }
+        let file = self.guest_fd(n, fd)?;
+        let key = match sys::socket_cookie(file.as_fd()) {
+            Ok(c) => self.by_cookie.get(&c).copied(),
+            Err(_) => None,
+        };
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
+        Ok(Resolved {
+            key,
+            file,
+            nonblock: flags & libc::O_NONBLOCK != 0,
+        })
+    }
+
+    fn guest_fd(&mut self, n: &Notif, fd: RawFd) -> Result<OwnedFd, i32> {
+        for attempt in 0..2 {
+            if attempt == 1 || !self.pidfds.contains_key(&n.tid) {
+                let pidfd = sys::pidfd_open(n.tid as i32, true).map_err(|_| libc::EBADF)?;
+                if !sys::notif_id_valid(self.listener.as_fd(), n.id) {
+                    return Err(libc::EBADF);
+                }
+                if self.pidfds.len() >= 4096 {
+                    self.pidfds.clear();
+                }
+                self.pidfds.insert(n.tid, pidfd);
+            }
+            let Some(pidfd) = self.pidfds.get(&n.tid) else {
+                return Err(libc::EBADF);
+            };
+            match sys::pidfd_getfd(pidfd.as_fd(), fd) {
+                Ok(f) => return Ok(f),
+                Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(libc::EBADF),
+                // ESRCH: a stale pidfd of a thread that exited; reopen once.
+                Err(_) => continue,
+            }
+        }
+        Err(libc::EBADF)
+    }
+
+    /// Registers a new guest socket and its pair end.
+    pub(crate) fn insert(&mut self, sock: GSock) -> io::Result<GKey> {
+        let cookie = sock.cookie;
+        let id = sock.id;
+        let key = self.socks.insert(sock);
+        let s = &self.socks[key];
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        if let Err(e) = self
+            .epoll
+            .add(&s.end, EpollEvent::new(flags, key.data().as_ffi()))
+        {
+            self.socks.remove(key);
+            return Err(e.into());
+        }
+        self.by_cookie.insert(cookie, key);
+        if let Some(id) = id {
+            self.by_id.insert(id, key);
+        }
+        Ok(key)
+    }
+
+    /// Drops a socket whose descriptor never reached the guest.
+    pub(crate) fn discard(&mut self, key: GKey) {
+        self.remove(key);
+    }
+
+    /// Drops a socket record but keeps its stack socket (an accepted
+    /// connection going back to the listener's stash).
+    pub(crate) fn forget(&mut self, key: GKey) {
+        if let Some(s) = self.socks.get_mut(key)
+            && let Some(id) = s.id.take()
+        {
+            self.by_id.remove(&id);
+        }
+        self.remove(key);
+    }
+
+    fn remove(&mut self, key: GKey) {
+        let Some(s) = self.socks.remove(key) else {
+            return;
+        };
+        let _ = self.epoll.delete(&s.end);
+        self.by_cookie.remove(&s.cookie);
+        if let Some(id) = s.id {
+            self.by_id.remove(&id);
+            let _ = self.stack.close(id);
+        }
+        for (child, _) in s.stash {
+            let _ = self.stack.close(child);
+        }
+        for p in s.parked {
+            let _ = sys::notif_send(self.listener.as_fd(), p.notif.id, Reply::Errno(libc::EBADF));
+        }
+    }
+
+    fn on_end_event(&mut self, key: GKey, ev: EpollFlags) {
+        let Some(s) = self.socks.get_mut(key) else {
+            return;
+        };
+        if ev.contains(EpollFlags::EPOLLHUP) {
+            s.guest_gone = true;
+        }
+        if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            self.pump_tx(key);
+        }
+        if ev.contains(EpollFlags::EPOLLOUT) {
+            self.pump_rx(key);
+        }
+        self.touched.push(key);
+    }
+
+    /// Runs the stack and passes every change on, until nothing more
+    /// happens (bounded: what is left waits for the next round, which then
+    /// comes at once).
+    pub(crate) fn poll_stack(&mut self) {
+        for _ in 0..8 {
+            let now = self.now();
+            self.stack.poll(now);
+            self.stack.drain_events(&mut self.events);
+            for id in self.events.drain(..) {
+                if let Some(&key) = self.by_id.get(&id) {
+                    self.touched.push(key);
+                }
+            }
+            if self.touched.is_empty() {
+                return;
+            }
+            let mut touched = std::mem::take(&mut self.touched);
+            touched.sort_unstable();
+            touched.dedup();
+            for key in touched.drain(..) {
+                self.service(key);
+            }
+            if self.touched.is_empty() {
+                self.touched = touched;
+            }
+        }
+    }
+
+    /// Everything one socket may need after a change.
+    fn service(&mut self, key: GKey) {
+        let Some(s) = self.socks.get(key) else {
+            return;
+        };
+        if s.listening {
+            self.refill_stash(key);
+        } else if s.filler > 0 {
+            self.check_connected(key);
+        }
+        self.pump_tx(key);
+        self.pump_rx(key);
+        self.retry_parked(key);
+        self.maybe_close(key);
+    }
+
+    fn maybe_close(&mut self, key: GKey) {
+        let Some(s) = self.socks.get(key) else {
+            return;
+        };
+        if s.guest_gone && s.guest_eof && s.tx.is_empty() && s.parked.is_empty() {
+            self.remove(key);
+        }
+    }
+
+    /// Moves bytes (or datagrams) the guest wrote into its end to the stack.
+    pub(crate) fn pump_tx(&mut self, key: GKey) {
+        let Some(s) = self.socks.get_mut(key) else {
+            return;
+        };
+        if s.filler > 0 || (!s.is_dgram() && !s.connected && !s.listening && !s.guest_gone) {
+            return;
+        }
+        let Some(id) = s.id else {
+            // Netlink: the guest's plain writes are requests too.
+            self.pump_netlink(key);
+            return;
+        };
+        let dgram = s.is_dgram();
+        loop {
+            let s = &mut self.socks[key];
+            if !s.tx.is_empty() {
+                let r = if dgram {
+                    self.stack.send(id, &s.tx).map(|_| s.tx.len())
+                } else {
+                    self.stack.send(id, &s.tx)
+                };
+                match r {
+                    Ok(n) => {
+                        s.tx.drain(..n);
+                        if !s.tx.is_empty() {
+                            return;
+                        }
+                    }
+                    Err(NetError::WouldBlock) => return,
+                    // The connection cannot carry it any more (or the
+                    // datagram has no destination): it is dropped, as the
+                    // bytes of a reset connection are.
+                    Err(_) => s.tx.clear(),
+                }
+            }
+            if s.guest_eof {
+                return;
+            }
+            let r = recv(s.end.as_raw_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT);
+            match r {
+                Ok(0) if !dgram || s.guest_gone || peer_closed(&s.end) => {
+                    s.guest_eof = true;
+                    if !dgram && !s.listening {
+                        let _ = self.stack.shutdown(id, NetShutdown::Write);
+                    }
+                    return;
+                }
+                Ok(0) => {
+                    // An empty datagram.
+                    let _ = self.stack.send(id, &[]);
+                }
+                Ok(n) => {
+                    if s.listening {
+                        continue;
+                    }
+                    s.tx.extend_from_slice(&self.scratch[..n]);
+                }
+                Err(Errno::EAGAIN) => {
+                    if s.guest_gone {
+                        s.guest_eof = true;
+                    }
+                    return;
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => {
+                    s.guest_eof = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves what the stack received into the pair, towards the guest.
+    pub(crate) fn pump_rx(&mut self, key: GKey) {
+        let Some(s) = self.socks.get_mut(key) else {
+            return;
+        };
+        let Some(id) = s.id else {
+            return;
+        };
+        if s.listening || s.filler > 0 || s.guest_gone || (!s.is_dgram() && !s.connected) {
+            return;
+        }
+        if s.is_dgram() {
+            // Blocked receivers are served first, straight from the stack.
+            if !s.parked.is_empty() {
+                return;
+            }
+            loop {
+                let s = &mut self.socks[key];
+                if !s.rx.is_empty() {
+                    match send(
+                        s.end.as_raw_fd(),
+                        &s.rx,
+                        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    ) {
+                        Ok(_) => {
+                            if let Some(from) = s.rx_from.take() {
+                                s.delivered.push_back(Delivered {
+                                    len: s.rx.len(),
+                                    hash: payload_hash(&s.rx),
+                                    from,
+                                });
+                            }
+                            s.rx.clear();
+                        }
+                        Err(Errno::EAGAIN) => return,
+                        Err(_) => {
+                            s.rx.clear();
+                            s.rx_from = None;
+                        }
+                    }
+                }
+                match self
+                    .stack
+                    .recv_from(id, &mut self.scratch, RecvFlags::default())
+                {
+                    Ok(d) => {
+                        let s = &mut self.socks[key];
+                        s.rx.extend_from_slice(&self.scratch[..d.copied]);
+                        s.rx_from = Some(d.from);
+                    }
+                    Err(_) => return,
+                }
+            }
+        }
+        loop {
+            let s = &mut self.socks[key];
+            if !s.rx.is_empty() {
+                match send(
+                    s.end.as_raw_fd(),
+                    &s.rx,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                ) {
+                    Ok(n) => {
+                        s.rx.drain(..n);
+                        continue;
+                    }
+                    Err(Errno::EAGAIN) => return,
+                    Err(_) => {
+                        s.rx.clear();
+                        return;
+                    }
+                }
+            }
+            if s.stack_eof {
+                return;
+            }
+            match self.stack.recv(id, &mut self.scratch, RecvFlags::default()) {
+                Ok(0) => {
+                    let s = &mut self.socks[key];
+                    s.stack_eof = true;
+                    let _ = shutdown(s.end.as_raw_fd(), Shutdown::Write);
+                    return;
+                }
+                Ok(n) => {
+                    let s = &mut self.socks[key];
+                    match send(
+                        s.end.as_raw_fd(),
+                        &self.scratch[..n],
+                        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                    ) {
+                        Ok(w) if w == n => {}
+                        Ok(w) => s.rx.extend_from_slice(&self.scratch[w..n]),
+                        Err(Errno::EAGAIN) => s.rx.extend_from_slice(&self.scratch[..n]),
+                        Err(_) => return,
+                    }
+                }
+                Err(NetError::WouldBlock | NetError::NotConnected) => return,
+                Err(e) => {
+                    // Reset or timed out: the guest reads end of file, and
+                    // writes fail with EPIPE; SO_ERROR tells the cause.
+                    let s = &mut self.socks[key];
+                    s.stack_eof = true;
+                    if s.connect_error.is_none() {
+                        s.connect_error = Some(crate::errno::errno(e));
+                    }
+                    let _ = shutdown(s.end.as_raw_fd(), Shutdown::Both);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes connections off the stack's accept queue (up to the backlog),
+    /// serves blocked accepts, and leaves a token byte for each of the rest.
+    fn refill_stash(&mut self, key: GKey) {
+        let s = &self.socks[key];
+        let Some(id) = s.id else {
+            return;
+        };
+        let limit = s.backlog + 1;
+        while self.socks[key].stash.len() < limit {
+            match self.stack.accept(id) {
+                Ok(c) => self.socks[key].stash.push_back(c),
+                Err(_) => break,
+            }
+        }
+        self.retry_parked(key);
+        let s = &mut self.socks[key];
+        while s.tokens < s.stash.len() {
+            match send(
+                s.end.as_raw_fd(),
+                &[0u8],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(_) => s.tokens += 1,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// A non-blocking connect finished (or failed): take the filler away so
+    /// the guest sees its descriptor writable.
+    fn check_connected(&mut self, key: GKey) {
+        let s = &self.socks[key];
+        let Some(id) = s.id else {
+            return;
+        };
+        let Ok(r) = self.stack.readiness(id) else {
+            return;
+        };
+        if !(r.writable || r.error || r.hangup) {
+            return;
+        }
+        if r.error
+            && let Ok(Some(e)) = self.stack.take_error(id)
+        {
+            self.socks[key].connect_error = Some(crate::errno::errno(e));
+        } else if r.writable {
+            self.socks[key].connected = true;
+        }
+        let s = &mut self.socks[key];
+        while s.filler > 0 {
+            let want = s.filler.min(self.scratch.len());
+            match recv(
+                s.end.as_raw_fd(),
+                &mut self.scratch[..want],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => break,
+                Ok(n) => s.filler -= n,
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        s.filler = 0;
+    }
+
+    /// Fills the guest end's send room so it polls not-writable until the
+    /// connection is up.
+    pub(crate) fn fill(&mut self, key: GKey, guest: BorrowedFd<'_>) {
+        let zeros = [0u8; 64 << 10];
+        let mut total = 0;
+        loop {
+            match send(
+                guest.as_raw_fd(),
+                &zeros,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => total += n,
+                Err(Errno::EINTR) => {}
+                Err(_) => break,
+            }
+        }
+        self.socks[key].filler = total;
+    }
+
+    fn retry_parked(&mut self, key: GKey) {
+        let Some(s) = self.socks.get_mut(key) else {
+            return;
+        };
+        if s.parked.is_empty() {
+            return;
+        }
+        let parked: Vec<Parked> = s.parked.drain(..).collect();
+        for p in parked {
+            let outcome = crate::syscalls::handle(self, &p.notif, true);
+            self.finish(p.notif, outcome, p.deadline);
+        }
+        // Whatever was not taken by a blocked receiver goes into the pair.
+        if self.socks.get(key).is_some_and(GSock::is_dgram) {
+            self.pump_rx(key);
+        }
+    }
+
+    fn expire_parked(&mut self) {
+        let now = StdInstant::now();
+        let sweep = now >= self.next_sweep;
+        if sweep {
+            self.next_sweep = now + SWEEP;
+        }
+        let mut keys = std::mem::take(&mut self.parked_keys);
+        keys.sort_unstable();
+        keys.dedup();
+        keys.retain(|&k| self.socks.get(k).is_some_and(|s| !s.parked.is_empty()));
+        self.parked_keys.extend_from_slice(&keys);
+        let has_deadline = |s: &GSock| {
+            s.parked
+                .iter()
+                .any(|p| p.deadline.is_some_and(|d| d <= now))
+        };
+        for key in keys {
+            if !sweep && !self.socks.get(key).is_some_and(has_deadline) {
+                continue;
+            }
+            let s = &mut self.socks[key];
+            let mut keep = std::collections::VecDeque::new();
+            let mut expired = Vec::new();
+            for p in s.parked.drain(..) {
+                if p.deadline.is_some_and(|d| d <= now) {
+                    expired.push(p);
+                } else if sweep && !sys::notif_id_valid(self.listener.as_fd(), p.notif.id) {
+                    // The caller left; forget the call.
+                } else {
+                    keep.push_back(p);
+                }
+            }
+            s.parked = keep;
+            for p in expired {
+                let errno = if p.notif.nr == libc::SYS_connect {
+                    libc::EINPROGRESS
+                } else {
+                    libc::EAGAIN
+                };
+                self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)), None);
+            }
+            if !self.socks[key].is_dgram() || self.socks[key].parked.is_empty() {
+                self.pump_rx(key);
+            }
+            self.maybe_close(key);
+        }
+    }
+
+    /// Answers a datagram socket's netlink requests written with plain `write`.
+    fn pump_netlink(&mut self, key: GKey) {
+        loop {
+            let s = &mut self.socks[key];
+            match recv(s.end.as_raw_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) if s.guest_gone || peer_closed(&s.end) => {
+                    s.guest_gone = true;
+                    s.guest_eof = true;
+                    return;
+                }
+                Ok(n) => {
+                    // An empty request means nothing.
+                    if n > 0 {
+                        let req = self.scratch[..n].to_vec();
+                        self.netlink_request(key, &req);
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                Err(_) => {
+                    if self.socks[key].guest_gone {
+                        self.socks[key].guest_eof = true;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Answers one netlink request by queueing the replies in the pair.
+    pub(crate) fn netlink_request(&mut self, key: GKey, req: &[u8]) {
+        let port = self.netlink_port(key);
+        let nics: Vec<netstack::NicInfo> = self.stack.nics().cloned().collect();
+        let replies = crate::netlink::respond(req, &nics, port);
+        let s = &self.socks[key];
+        for r in replies {
+            let _ = send(
+                s.end.as_raw_fd(),
+                &r,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+    }
+
+    /// The netlink port id of a socket, assigned on first use as the kernel's autobind does.
+    pub(crate) fn netlink_port(&mut self, key: GKey) -> u32 {
+        if self.socks[key].nl_port == 0 {
+            self.next_nl_port = self.next_nl_port.wrapping_add(1).max(1);
+            self.socks[key].nl_port = self.next_nl_port;
+        }
+        self.socks[key].nl_port
+    }
+
+    /// The stack socket behind a resolved guest socket.
+    pub(crate) fn stack_id(&self, key: GKey) -> Option<SocketId> {
+        self.socks.get(key).and_then(|s| s.id)
+    }
+
+    /// The address of a datagram the guest is about to read from its end:
+    /// entries for datagrams it already read natively are dropped.
+    pub(crate) fn match_delivered(
+        &mut self,
+        key: GKey,
+        data: &[u8],
+        full_len: usize,
+        peek: bool,
+    ) -> Option<SocketAddr> {
+        let s = self.socks.get_mut(key)?;
+        let hash = if data.len() == full_len {
+            Some(payload_hash(data))
+        } else {
+            None
+        };
+        let pos = s
+            .delivered
+            .iter()
+            .position(|d| d.len == full_len && hash.is_none_or(|h| h == d.hash))?;
+        let from = s.delivered[pos].from;
+        if peek {
+            s.delivered.drain(..pos);
+        } else {
+            s.delivered.drain(..=pos);
+        }
+        Some(from)
+    }
+}
+
+/// Whether the guest's end of a datagram pair is closed: a zero-length read
+/// is either an empty datagram or the end of file, and only poll tells.
+fn peer_closed(end: &OwnedFd) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(end.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}

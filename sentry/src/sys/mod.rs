@@ -1,0 +1,218 @@
+//! System calls the Sentry makes that need `unsafe`: seccomp user
+//! notifications, pidfds, and socket cookies. Everything else goes through
+//! `nix` or `std`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// One trapped system call, as `SECCOMP_IOCTL_NOTIF_RECV` reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Notif {
+    /// Cookie naming this notification in the answer.
+    pub id: u64,
+    /// The calling thread, as the Sentry's PID namespace sees it.
+    pub tid: u32,
+    /// System call number.
+    pub nr: i64,
+    /// Audit architecture the call was made with.
+    pub arch: u32,
+    /// The six raw arguments.
+    pub args: [u64; 6],
+}
+
+/// Receives the next notification; `Ok(None)` when the listener has none ready
+/// (`ENOENT`: the caller went away between the wake-up and the read).
+pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Option<Notif>> {
+    // SAFETY: seccomp_notif is plain old data; all-zero is a valid value, and the kernel requires it zeroed.
+    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `req` is a valid, writable seccomp_notif of the size the ioctl number encodes.
+        let rc = unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                &raw mut req,
+            )
+        };
+        if rc == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::ENOENT) | Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+    Ok(Some(Notif {
+        id: req.id,
+        tid: req.pid,
+        nr: i64::from(req.data.nr),
+        arch: req.data.arch,
+        args: req.data.args,
+    }))
+}
+
+/// How a notification is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// The call returns this value.
+    Value(i64),
+    /// The call fails with this errno.
+    Errno(i32),
+    /// The kernel runs the call itself, as if nothing had trapped it.
+    Continue,
+}
+
+/// Answers a notification. `Err` with `ENOENT` means the caller is gone (a
+/// signal interrupted it, or it died): nothing happened in the guest.
+pub fn notif_send(listener: BorrowedFd<'_>, id: u64, reply: Reply) -> io::Result<()> {
+    let (val, error, flags) = match reply {
+        Reply::Value(v) => (v, 0, 0),
+        Reply::Errno(e) => (0, -e, 0),
+        Reply::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+    };
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val,
+        error,
+        flags,
+    };
+    // SAFETY: `resp` is a valid seccomp_notif_resp, read by the kernel only.
+    let rc = unsafe { libc::ioctl(listener.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Installs `fd` in the caller's file table and answers the notification with
+/// the new descriptor number, atomically (`SECCOMP_ADDFD_FLAG_SEND`): when the
+/// caller is gone, nothing is installed and the error is `ENOENT`.
+pub fn notif_addfd_send(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    fd: BorrowedFd<'_>,
+    cloexec: bool,
+) -> io::Result<i32> {
+    let addfd = libc::seccomp_notif_addfd {
+        id,
+        flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+        srcfd: fd.as_raw_fd() as u32,
+        newfd: 0,
+        newfd_flags: if cloexec { libc::O_CLOEXEC as u32 } else { 0 },
+    };
+    // SAFETY: `addfd` is a valid seccomp_notif_addfd, read by the kernel only.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+            &addfd,
+        )
+    };
+    if rc >= 0 {
+        Ok(rc)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether the notification's caller is still waiting for the answer.
+pub fn notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    // SAFETY: the ioctl reads one u64 through the pointer.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &id,
+        )
+    };
+    rc == 0
+}
+
+/// Asks the kernel to switch to the woken guest thread on the Sentry's CPU
+/// when a notification is answered (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`,
+/// Linux 6.6). It shortens the round trip; older kernels refuse it harmlessly.
+pub fn notif_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
+    let flags: u64 = 1;
+    // SAFETY: the ioctl reads one u64 through the pointer.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `pidfd_open(2)`; `thread` asks for a pidfd naming one thread (`PIDFD_THREAD`).
+pub fn pidfd_open(pid: i32, thread: bool) -> io::Result<OwnedFd> {
+    let flags = if thread { libc::PIDFD_THREAD } else { 0 };
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
+    owned(rc)
+}
+
+/// `pidfd_getfd(2)`: a copy of descriptor `fd` of the process behind `pidfd`
+/// (close-on-exec in the Sentry).
+pub fn pidfd_getfd(pidfd: BorrowedFd<'_>, fd: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_getfd takes three integers and returns a new descriptor or -1.
+    let rc = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    owned(rc)
+}
+
+/// `pidfd_send_signal(2)` without siginfo.
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    // SAFETY: a NULL siginfo is allowed; the other arguments are integers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The socket's cookie (`SO_COOKIE`): a 64-bit number the kernel never reuses,
+/// so it names a socket more safely than its inode number does.
+pub fn socket_cookie(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(cookie)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+    // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

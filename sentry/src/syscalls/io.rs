@@ -1,0 +1,514 @@
+//! sendto, recvfrom, sendmsg, recvmsg, sendmmsg, recvmmsg.
+//!
+//! On a TCP socket these continue natively on the pair end (the filter
+//! cannot tell a TCP descriptor from any other), except `sendto` with an
+//! address, which a stream pair would refuse. On datagram sockets the
+//! Sentry moves payloads and addresses itself.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use netstack::{NetError, RecvFlags};
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, recv, send};
+
+use super::{Commit, errno, ours, value};
+use crate::abi::{self, MsgHdr};
+use crate::gsock::{GKey, Kind};
+use crate::sentry::{Outcome, Resolved, Sentry};
+use crate::sys::{Notif, Reply};
+
+/// The largest datagram payload the Sentry will gather from guest memory.
+const MAX_DGRAM: usize = 65536;
+
+/// A datagram taken for the guest.
+struct Got {
+    data: Vec<u8>,
+    len: usize,
+    from: Option<SocketAddr>,
+    commit: Option<Commit>,
+}
+
+pub(super) fn sendto(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let flags = n.args[3] as i32;
+    let len = (n.args[2] as usize).min(abi_max(s, key));
+    let data = match s.rd(n, n.args[1], len) {
+        Ok(d) => d,
+        Err(e) => return errno(e),
+    };
+    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    if s.socks[key].kind == Kind::Tcp {
+        // Connected TCP ignores the address: the bytes go the native way.
+        return match send(
+            r.file.as_raw_fd(),
+            &data,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(n) => value(n as i64),
+            Err(Errno::EAGAIN) if !nonblock => Outcome::Park(key, s.socks[key].sndtimeo),
+            Err(e) => errno(e as i32),
+        };
+    }
+    let to = match dgram_dest(s, n, key, n.args[4], n.args[5]) {
+        Ok(a) => a,
+        Err(e) => return errno(e),
+    };
+    dgram_send(s, key, &data, to, nonblock)
+}
+
+pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if s.socks[key].kind == Kind::Tcp {
+        // A stream pair reports no address, as TCP does.
+        return Outcome::Reply(Reply::Continue);
+    }
+    let flags = n.args[3] as i32;
+    let peek = flags & libc::MSG_PEEK != 0;
+    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let got = match take(s, key, r, peek) {
+        Ok(Some(g)) => g,
+        Ok(None) if nonblock => return errno(libc::EAGAIN),
+        Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+        Err(e) => return errno(e),
+    };
+    let room = n.args[2] as usize;
+    let copied = got.data.len().min(room);
+    if let Err(e) = s.wr(n, n.args[1], &got.data[..copied]) {
+        return errno(e);
+    }
+    if n.args[4] != 0 {
+        let addr = source_bytes(s, key, got.from);
+        if let Err(e) = s.write_sockaddr(n, n.args[4], n.args[5], &addr) {
+            return errno(e);
+        }
+    }
+    let ret = if flags & libc::MSG_TRUNC != 0 {
+        got.len
+    } else {
+        copied
+    };
+    commit_reply(Reply::Value(ret as i64), got.commit)
+}
+
+pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if s.socks[key].kind == Kind::Tcp {
+        return Outcome::Reply(Reply::Continue);
+    }
+    let flags = n.args[2] as i32;
+    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    match send_one(s, n, key, n.args[1], nonblock) {
+        Ok(Some(len)) => value(len as i64),
+        Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
+        Err(e) => errno(e),
+    }
+}
+
+pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if s.socks[key].kind == Kind::Tcp {
+        return Outcome::Reply(Reply::Continue);
+    }
+    let flags = n.args[3] as i32;
+    let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
+    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let mut sent = 0usize;
+    for i in 0..vlen {
+        let hdr = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
+        match send_one(s, n, key, hdr, nonblock || sent > 0) {
+            Ok(Some(len)) => {
+                let at = hdr.wrapping_add(abi::MMSGHDR_LEN_OFF);
+                if let Err(e) = s.wr(n, at, &(len as u32).to_ne_bytes()) {
+                    return if sent > 0 {
+                        value(sent as i64)
+                    } else {
+                        errno(e)
+                    };
+                }
+                sent += 1;
+            }
+            Ok(None) if sent == 0 => {
+                return if nonblock {
+                    errno(libc::EAGAIN)
+                } else {
+                    Outcome::Park(key, s.socks[key].sndtimeo)
+                };
+            }
+            Err(e) if sent == 0 => return errno(e),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    value(sent as i64)
+}
+
+pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if s.socks[key].kind == Kind::Tcp {
+        return Outcome::Reply(Reply::Continue);
+    }
+    let flags = n.args[2] as i32;
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        // Nothing is ever queued on the error queue.
+        return errno(libc::EAGAIN);
+    }
+    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let hdr = match read_msghdr(s, n, n.args[1]) {
+        Ok(h) => h,
+        Err(e) => return errno(e),
+    };
+    let peek = flags & libc::MSG_PEEK != 0;
+    let got = match take(s, key, r, peek) {
+        Ok(Some(g)) => g,
+        Ok(None) if nonblock => return errno(libc::EAGAIN),
+        Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+        Err(e) => return errno(e),
+    };
+    match deliver(s, n, key, n.args[1], &hdr, &got, flags) {
+        Ok(ret) => commit_reply(Reply::Value(ret as i64), got.commit),
+        Err(e) => errno(e),
+    }
+}
+
+pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if s.socks[key].kind == Kind::Tcp {
+        return Outcome::Reply(Reply::Continue);
+    }
+    let flags = n.args[3] as i32;
+    let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
+    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let file = r.file;
+    let mut done = 0usize;
+    for i in 0..vlen {
+        let at = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
+        let hdr = match read_msghdr(s, n, at) {
+            Ok(h) => h,
+            Err(e) if done == 0 => return errno(e),
+            Err(_) => break,
+        };
+        let resolved = match file.try_clone() {
+            Ok(f) => Resolved {
+                key: Some(key),
+                file: f,
+                nonblock,
+            },
+            Err(_) => break,
+        };
+        // Only the first datagram may wait; later ones take what is there.
+        let got = match take(s, key, resolved, false) {
+            Ok(Some(g)) => g,
+            Ok(None) if done > 0 => break,
+            Ok(None) if nonblock => return errno(libc::EAGAIN),
+            Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+            Err(e) if done == 0 => return errno(e),
+            Err(_) => break,
+        };
+        // Several datagrams in one answer: each is consumed as it is
+        // copied, since the next one is only visible after it.
+        if let Some(c) = got.commit.as_ref() {
+            apply_commit(s, c);
+        }
+        match deliver(s, n, key, at, &hdr, &got, flags & !libc::MSG_PEEK) {
+            Ok(len) => {
+                if let Err(e) = s.wr(
+                    n,
+                    at.wrapping_add(abi::MMSGHDR_LEN_OFF),
+                    &(len as u32).to_ne_bytes(),
+                ) {
+                    return if done > 0 {
+                        value(done as i64)
+                    } else {
+                        errno(e)
+                    };
+                }
+                done += 1;
+            }
+            Err(e) if done == 0 => return errno(e),
+            Err(_) => break,
+        }
+        if flags & libc::MSG_WAITFORONE != 0 {
+            // Later datagrams never wait.
+        }
+    }
+    value(done as i64)
+}
+
+/// The largest payload to gather for one send on this socket.
+fn abi_max(s: &Sentry, key: GKey) -> usize {
+    if s.socks[key].kind == Kind::Tcp {
+        crate::mem::MAX_IO
+    } else {
+        MAX_DGRAM
+    }
+}
+
+/// Decodes a datagram destination; `None` sends to the connected peer.
+fn dgram_dest(
+    s: &mut Sentry,
+    n: &Notif,
+    key: GKey,
+    ptr: u64,
+    len: u64,
+) -> Result<Option<SocketAddr>, i32> {
+    if ptr == 0 || len == 0 {
+        return Ok(None);
+    }
+    let bytes = s.read_sockaddr(n, ptr, len)?;
+    if s.socks[key].kind == Kind::Netlink {
+        return Ok(None);
+    }
+    if bytes.len() < 2 {
+        return Err(libc::EINVAL);
+    }
+    let v6 = s.socks[key].v6;
+    match abi::decode_addr(&bytes)? {
+        abi::GuestAddr::Inet(a) if a.is_ipv4() || v6 => Ok(Some(a)),
+        abi::GuestAddr::Unspec => Ok(None),
+        abi::GuestAddr::Other(_) if v6 => Err(libc::EINVAL),
+        abi::GuestAddr::Inet(_) | abi::GuestAddr::Other(_) => Err(libc::EAFNOSUPPORT),
+    }
+}
+
+/// Sends one datagram; `Ok(None)` when it would block and may wait.
+fn dgram_send(
+    s: &mut Sentry,
+    key: GKey,
+    data: &[u8],
+    to: Option<SocketAddr>,
+    nonblock: bool,
+) -> Outcome {
+    match dgram_send_inner(s, key, data, to, nonblock) {
+        Ok(Some(n)) => value(n as i64),
+        Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
+        Err(e) => errno(e),
+    }
+}
+
+fn dgram_send_inner(
+    s: &mut Sentry,
+    key: GKey,
+    data: &[u8],
+    to: Option<SocketAddr>,
+    nonblock: bool,
+) -> Result<Option<usize>, i32> {
+    if s.socks[key].kind == Kind::Netlink {
+        s.netlink_request(key, data);
+        return Ok(Some(data.len()));
+    }
+    let Some(id) = s.stack_id(key) else {
+        return Err(libc::EBADF);
+    };
+    // Datagrams the guest wrote natively go first.
+    s.pump_tx(key);
+    let r = match to {
+        Some(a) => s.stack.send_to(id, data, a),
+        None => s.stack.send(id, data),
+    };
+    match r {
+        Ok(n) => Ok(Some(n)),
+        Err(NetError::WouldBlock) if nonblock => Err(libc::EAGAIN),
+        Err(NetError::WouldBlock) => Ok(None),
+        Err(e) => Err(crate::errno::errno(e)),
+    }
+}
+
+/// One `struct msghdr` worth of sending.
+fn send_one(
+    s: &mut Sentry,
+    n: &Notif,
+    key: GKey,
+    hdr_ptr: u64,
+    nonblock: bool,
+) -> Result<Option<usize>, i32> {
+    let hdr = read_msghdr(s, n, hdr_ptr)?;
+    let iov = read_iovecs(s, n, &hdr)?;
+    let mut data = Vec::new();
+    for (base, len) in iov {
+        if data.len() + len as usize > MAX_DGRAM {
+            return Err(libc::EMSGSIZE);
+        }
+        let chunk = s.rd(n, base, len as usize)?;
+        data.extend_from_slice(&chunk);
+    }
+    let to = if hdr.name != 0 && hdr.namelen != 0 {
+        dgram_dest(s, n, key, hdr.name, u64::from(hdr.namelen))?
+    } else {
+        None
+    };
+    dgram_send_inner(s, key, &data, to, nonblock)
+}
+
+fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, i32> {
+    let b = s.rd_array::<{ abi::MSGHDR_LEN }>(n, ptr)?;
+    Ok(MsgHdr::decode(&b))
+}
+
+fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)>, i32> {
+    if hdr.iovlen > abi::IOV_MAX as u64 {
+        return Err(libc::EMSGSIZE);
+    }
+    if hdr.iovlen == 0 {
+        return Ok(Vec::new());
+    }
+    let raw = s.rd(n, hdr.iov, hdr.iovlen as usize * 16)?;
+    let iov = abi::decode_iovecs(&raw);
+    let mut total: u64 = 0;
+    for &(_, len) in &iov {
+        total = total.checked_add(len).ok_or(libc::EINVAL)?;
+        if total > isize::MAX as u64 {
+            return Err(libc::EINVAL);
+        }
+    }
+    Ok(iov)
+}
+
+/// Takes the next datagram: from the guest's end first (older), then from
+/// the stack. Both are only peeked at; `commit` consumes after the answer.
+fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got>, i32> {
+    let kind = s.socks[key].kind;
+    let file: OwnedFd = r.file;
+    match recv(
+        file.as_raw_fd(),
+        &mut s.scratch,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+    ) {
+        Ok(full) => {
+            let data = s.scratch[..full.min(s.scratch.len())].to_vec();
+            let from = if kind == Kind::Netlink {
+                None
+            } else {
+                s.match_delivered(key, &data, full, true)
+            };
+            let commit = (!peek).then_some(Commit::Pair {
+                key,
+                file,
+                matched: from.is_some(),
+            });
+            return Ok(Some(Got {
+                data,
+                len: full,
+                from,
+                commit,
+            }));
+        }
+        Err(Errno::EAGAIN) => {}
+        Err(e) => return Err(e as i32),
+    }
+    let Some(id) = s.stack_id(key) else {
+        return Ok(None);
+    };
+    match s
+        .stack
+        .recv_from(id, &mut s.scratch, RecvFlags { peek: true })
+    {
+        Ok(d) => Ok(Some(Got {
+            data: s.scratch[..d.copied].to_vec(),
+            len: d.len,
+            from: Some(d.from),
+            commit: (!peek).then_some(Commit::Stack { id }),
+        })),
+        Err(NetError::WouldBlock) => Ok(None),
+        Err(e) => Err(crate::errno::errno(e)),
+    }
+}
+
+/// The sender as the guest's address structure.
+fn source_bytes(s: &Sentry, key: GKey, from: Option<SocketAddr>) -> Vec<u8> {
+    let g = &s.socks[key];
+    match (g.kind, from) {
+        (Kind::Netlink, _) => crate::netlink::sockaddr_nl(0).to_vec(),
+        (_, Some(a)) => abi::encode_addr(a, g.v6),
+        (_, None) => abi::encode_addr(super::socket::unspecified(g.v6), g.v6),
+    }
+}
+
+/// Copies a datagram into a `msghdr`'s buffers, name, and flags; returns
+/// what the call returns.
+fn deliver(
+    s: &mut Sentry,
+    n: &Notif,
+    key: GKey,
+    hdr_ptr: u64,
+    hdr: &MsgHdr,
+    got: &Got,
+    flags: i32,
+) -> Result<usize, i32> {
+    let iov = read_iovecs(s, n, hdr)?;
+    let mut off = 0usize;
+    for (base, len) in iov {
+        if off >= got.data.len() {
+            break;
+        }
+        let take = (len as usize).min(got.data.len() - off);
+        s.wr(n, base, &got.data[off..off + take])?;
+        off += take;
+    }
+    if hdr.name != 0 {
+        let addr = source_bytes(s, key, got.from);
+        let take = addr.len().min(hdr.namelen as usize);
+        s.wr(n, hdr.name, &addr[..take])?;
+        s.wr(
+            n,
+            hdr_ptr + abi::MSGHDR_NAMELEN_OFF,
+            &(addr.len() as u32).to_ne_bytes(),
+        )?;
+    } else {
+        s.wr(n, hdr_ptr + abi::MSGHDR_NAMELEN_OFF, &0u32.to_ne_bytes())?;
+    }
+    // No control messages are produced.
+    s.wr(n, hdr_ptr + abi::MSGHDR_CONTROLLEN_OFF, &0u64.to_ne_bytes())?;
+    let truncated = off < got.len;
+    let out_flags = if truncated { libc::MSG_TRUNC } else { 0 };
+    s.wr(n, hdr_ptr + abi::MSGHDR_FLAGS_OFF, &out_flags.to_ne_bytes())?;
+    Ok(if flags & libc::MSG_TRUNC != 0 {
+        got.len
+    } else {
+        off
+    })
+}
+
+fn commit_reply(reply: Reply, commit: Option<Commit>) -> Outcome {
+    match commit {
+        Some(c) => Outcome::ReplyThen(reply, c),
+        None => Outcome::Reply(reply),
+    }
+}
+
+/// Consumes the datagram an answer delivered.
+pub(crate) fn apply_commit(s: &mut Sentry, c: &Commit) {
+    match c {
+        Commit::Pair { key, file, matched } => {
+            let mut b = [0u8; 1];
+            let _ = recv(
+                file.as_raw_fd(),
+                &mut b,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            );
+            if *matched && let Some(g) = s.socks.get_mut(*key) {
+                g.delivered.pop_front();
+            }
+        }
+        Commit::Stack { id } => {
+            let _ = s.stack.recv_from(*id, &mut s.scratch, RecvFlags::default());
+        }
+    }
+}

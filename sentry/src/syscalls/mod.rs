@@ -1,0 +1,147 @@
+//! Handlers of the trapped calls. Each takes the notification, reads what it
+//! needs from guest memory once, and returns what to answer.
+//!
+//! A descriptor that is not one of our pair ends (an AF_UNIX socket of the
+//! guest's own, a file) continues natively: the kernel then answers exactly
+//! as it would without us, and the guest can reach nothing through it that it
+//! could not reach anyway.
+
+mod io;
+mod opts;
+mod socket;
+
+pub(crate) use io::apply_commit;
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use netstack::SocketId;
+
+use crate::gsock::GKey;
+use crate::sentry::{Outcome, Resolved, Sentry};
+use crate::sys::{Notif, Reply};
+
+/// `AUDIT_ARCH_X86_64`.
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+/// `sizeof(struct sockaddr_storage)`: the longest address a call may pass.
+const SOCKADDR_MAX: u64 = 128;
+
+/// What to do once an answer reached the guest: the consuming half of a
+/// receive whose data was only peeked at, so that a signal that cancels the
+/// call loses nothing.
+#[derive(Debug)]
+pub enum Commit {
+    /// Drop the datagram at the head of the guest's end (and its address
+    /// record, when one was matched).
+    Pair {
+        key: GKey,
+        file: OwnedFd,
+        matched: bool,
+    },
+    /// Drop the datagram at the head of the stack's queue.
+    Stack { id: SocketId },
+}
+
+/// Handles one notification; `retry` when it was parked before.
+pub fn handle(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
+    if n.arch != AUDIT_ARCH_X86_64 {
+        return Outcome::Reply(Reply::Errno(libc::ENOSYS));
+    }
+    match n.nr {
+        libc::SYS_socket => socket::socket(s, n),
+        libc::SYS_bind => socket::bind(s, n),
+        libc::SYS_listen => socket::listen(s, n),
+        libc::SYS_connect => socket::connect(s, n, retry),
+        libc::SYS_accept => socket::accept(s, n, 0, retry),
+        libc::SYS_accept4 => socket::accept(s, n, n.args[3] as i32, retry),
+        libc::SYS_shutdown => socket::shutdown(s, n),
+        libc::SYS_getsockname => socket::name(s, n, false),
+        libc::SYS_getpeername => socket::name(s, n, true),
+        libc::SYS_getsockopt => opts::getsockopt(s, n),
+        libc::SYS_setsockopt => opts::setsockopt(s, n),
+        libc::SYS_ioctl => opts::ioctl(s, n),
+        libc::SYS_sendto => io::sendto(s, n, retry),
+        libc::SYS_recvfrom => io::recvfrom(s, n, retry),
+        libc::SYS_sendmsg => io::sendmsg(s, n, retry),
+        libc::SYS_recvmsg => io::recvmsg(s, n, retry),
+        libc::SYS_sendmmsg => io::sendmmsg(s, n, retry),
+        libc::SYS_recvmmsg => io::recvmmsg(s, n, retry),
+        // The filter traps nothing else; answer as a kernel without the call would.
+        _ => Outcome::Reply(Reply::Errno(libc::ENOSYS)),
+    }
+}
+
+/// Resolves the call's first argument; `Err(outcome)` when the call is not
+/// ours to serve (continue natively) or the descriptor is bad.
+fn ours(s: &mut Sentry, n: &Notif) -> Result<(GKey, Resolved), Outcome> {
+    match s.resolve(n, n.args[0]) {
+        Ok(r) => match r.key {
+            Some(k) => Ok((k, r)),
+            None => Err(Outcome::Reply(Reply::Continue)),
+        },
+        Err(e) => Err(Outcome::Reply(Reply::Errno(e))),
+    }
+}
+
+fn errno(e: i32) -> Outcome {
+    Outcome::Reply(Reply::Errno(e))
+}
+
+fn value(v: i64) -> Outcome {
+    Outcome::Reply(Reply::Value(v))
+}
+
+fn net(e: netstack::NetError) -> Outcome {
+    errno(crate::errno::errno(e))
+}
+
+impl Sentry {
+    /// Reads a socket address argument (`move_addr_to_kernel`).
+    pub(crate) fn read_sockaddr(&mut self, n: &Notif, ptr: u64, len: u64) -> Result<Vec<u8>, i32> {
+        let len = len as i64 as i32;
+        if len < 0 || len as u64 > SOCKADDR_MAX {
+            return Err(libc::EINVAL);
+        }
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.rd(n, ptr, len as usize)
+    }
+
+    /// Writes an address to `ptr`, with its length through `len_ptr`
+    /// (`move_addr_to_user`): truncated to the caller's room, full length reported.
+    pub(crate) fn write_sockaddr(
+        &mut self,
+        n: &Notif,
+        ptr: u64,
+        len_ptr: u64,
+        addr: &[u8],
+    ) -> Result<(), i32> {
+        if len_ptr == 0 {
+            return Ok(());
+        }
+        let room = i32::from_ne_bytes(self.rd_array::<4>(n, len_ptr)?);
+        if room < 0 {
+            return Err(libc::EINVAL);
+        }
+        let take = addr.len().min(room as usize);
+        if take > 0 {
+            self.wr(n, ptr, &addr[..take])?;
+        }
+        self.wr(n, len_ptr, &(addr.len() as u32).to_ne_bytes())
+    }
+
+    /// Reads `len` bytes of guest memory.
+    pub(crate) fn rd(&mut self, n: &Notif, ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
+        self.mem.read(self.listener.as_fd(), n, ptr, len)
+    }
+
+    /// Reads a fixed number of bytes of guest memory.
+    pub(crate) fn rd_array<const N: usize>(&mut self, n: &Notif, ptr: u64) -> Result<[u8; N], i32> {
+        self.mem.read_array(self.listener.as_fd(), n, ptr)
+    }
+
+    /// Writes guest memory.
+    pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), i32> {
+        self.mem.write(self.listener.as_fd(), n, ptr, data)
+    }
+}

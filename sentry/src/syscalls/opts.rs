@@ -1,0 +1,472 @@
+//! getsockopt, setsockopt, and the socket ioctls.
+
+use std::os::fd::AsFd;
+
+use netstack::{SockOpt, SockOptName, SocketId};
+use nix::sys::socket::{setsockopt as host_setsockopt, sockopt};
+use nix::sys::time::TimeVal;
+
+use super::{errno, net, ours, value};
+use crate::abi;
+use crate::gsock::{GKey, Kind};
+use crate::sentry::{Outcome, Sentry};
+use crate::sys::Notif;
+
+const SOL_SOCKET: i32 = libc::SOL_SOCKET;
+const SOL_TCP: i32 = libc::IPPROTO_TCP;
+const SOL_IP: i32 = libc::IPPROTO_IP;
+const SOL_IPV6: i32 = libc::IPPROTO_IPV6;
+const SOL_NETLINK: i32 = 270;
+/// `sizeof(struct tcp_info)` on Linux 6.x.
+const TCP_INFO_LEN: usize = 280;
+/// Linux's TCP states, as `tcpi_state` numbers them.
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE_WAIT: u8 = 8;
+const TCP_LISTEN: u8 = 10;
+const TCP_SYN_SENT: u8 = 2;
+
+pub(super) fn getsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
+    let (key, _r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let level = n.args[1] as i32;
+    let name = n.args[2] as i32;
+    let (optval, optlen) = (n.args[3], n.args[4]);
+    let room = match s.rd_array::<4>(n, optlen) {
+        Ok(b) => i32::from_ne_bytes(b),
+        Err(e) => return errno(e),
+    };
+    if room < 0 {
+        return errno(libc::EINVAL);
+    }
+    let v = match get(s, key, level, name) {
+        Ok(v) => v,
+        Err(e) => return errno(e),
+    };
+    let take = v.len().min(room as usize);
+    if let Err(e) = s.wr(n, optval, &v[..take]) {
+        return errno(e);
+    }
+    match s.wr(n, optlen, &(take as u32).to_ne_bytes()) {
+        Ok(()) => value(0),
+        Err(e) => errno(e),
+    }
+}
+
+fn int(v: i32) -> Vec<u8> {
+    v.to_ne_bytes().to_vec()
+}
+
+fn opt(s: &Sentry, id: SocketId, name: SockOptName) -> Result<SockOpt, i32> {
+    s.stack.option(id, name).map_err(crate::errno::errno)
+}
+
+fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32> {
+    let g = &s.socks[key];
+    let (kind, v6, ty, protocol, id) = (g.kind, g.v6, g.ty, g.protocol, g.id);
+    let domain = match (kind, v6) {
+        (Kind::Netlink, _) => libc::AF_NETLINK,
+        (_, true) => libc::AF_INET6,
+        (_, false) => libc::AF_INET,
+    };
+    if let Some(v) = s.socks[key].extra.get(&(level, name)) {
+        return Ok(v.clone());
+    }
+    let b = |x: bool| int(i32::from(x));
+    match (level, name) {
+        (SOL_SOCKET, libc::SO_TYPE) => return Ok(int(ty)),
+        (SOL_SOCKET, libc::SO_DOMAIN) => return Ok(int(domain)),
+        (SOL_SOCKET, libc::SO_PROTOCOL) => return Ok(int(protocol)),
+        (SOL_SOCKET, libc::SO_ACCEPTCONN) => return Ok(b(s.socks[key].listening)),
+        (SOL_SOCKET, libc::SO_RCVTIMEO) | (SOL_SOCKET, libc::SO_RCVTIMEO_NEW) => {
+            return Ok(abi::encode_timeval(s.socks[key].rcvtimeo).to_vec());
+        }
+        (SOL_SOCKET, libc::SO_SNDTIMEO) | (SOL_SOCKET, libc::SO_SNDTIMEO_NEW) => {
+            return Ok(abi::encode_timeval(s.socks[key].sndtimeo).to_vec());
+        }
+        (SOL_SOCKET, libc::SO_RCVLOWAT) | (SOL_SOCKET, libc::SO_SNDLOWAT) => return Ok(int(1)),
+        (SOL_SOCKET, libc::SO_PRIORITY) | (SOL_SOCKET, libc::SO_OOBINLINE) => return Ok(int(0)),
+        (SOL_SOCKET, libc::SO_COOKIE) => return Ok(s.socks[key].cookie.to_ne_bytes().to_vec()),
+        (SOL_SOCKET, libc::SO_ERROR) => {
+            if let Some(e) = s.socks[key].connect_error.take() {
+                return Ok(int(e));
+            }
+            let Some(id) = id else { return Ok(int(0)) };
+            return Ok(int(match s.stack.take_error(id) {
+                Ok(Some(e)) => crate::errno::errno(e),
+                _ => 0,
+            }));
+        }
+        _ => {}
+    }
+    let Some(id) = id else {
+        return match (level, name) {
+            (SOL_SOCKET, libc::SO_RCVBUF) | (SOL_SOCKET, libc::SO_SNDBUF) => Ok(int(212_992)),
+            _ => Err(libc::ENOPROTOOPT),
+        };
+    };
+    let tcp = kind == Kind::Tcp;
+    let which = match (level, name) {
+        (SOL_SOCKET, libc::SO_REUSEADDR) => SockOptName::ReuseAddr,
+        (SOL_SOCKET, libc::SO_REUSEPORT) => SockOptName::ReusePort,
+        (SOL_SOCKET, libc::SO_KEEPALIVE) => SockOptName::KeepAlive,
+        (SOL_SOCKET, libc::SO_LINGER) => {
+            return match opt(s, id, SockOptName::Linger)? {
+                SockOpt::Linger(l) => Ok(abi::encode_linger(l).to_vec()),
+                _ => Err(libc::ENOPROTOOPT),
+            };
+        }
+        (SOL_SOCKET, libc::SO_RCVBUF) => SockOptName::RecvBuffer,
+        (SOL_SOCKET, libc::SO_SNDBUF) => SockOptName::SendBuffer,
+        (SOL_SOCKET, libc::SO_BROADCAST) => SockOptName::Broadcast,
+        (SOL_TCP, _) if !tcp => return Err(libc::EOPNOTSUPP),
+        (SOL_TCP, libc::TCP_NODELAY) => SockOptName::NoDelay,
+        (SOL_TCP, libc::TCP_KEEPIDLE) => SockOptName::KeepIdle,
+        (SOL_TCP, libc::TCP_KEEPINTVL) => SockOptName::KeepInterval,
+        (SOL_TCP, libc::TCP_KEEPCNT) => SockOptName::KeepCount,
+        (SOL_TCP, libc::TCP_INFO) => return Ok(tcp_info(s, key, id)),
+        (SOL_TCP, libc::TCP_MAXSEG) => return Ok(int(mss(s))),
+        (SOL_TCP, libc::TCP_CONGESTION) => {
+            let mut v = b"cubic".to_vec();
+            v.resize(16, 0);
+            return Ok(v);
+        }
+        (
+            SOL_TCP,
+            libc::TCP_CORK
+            | libc::TCP_QUICKACK
+            | libc::TCP_DEFER_ACCEPT
+            | libc::TCP_USER_TIMEOUT
+            | libc::TCP_FASTOPEN
+            | libc::TCP_NOTSENT_LOWAT,
+        )
+        | (SOL_IP, libc::IP_RECVERR | libc::IP_PKTINFO | libc::IP_RECVTOS)
+        | (SOL_IPV6, libc::IPV6_RECVERR | libc::IPV6_RECVPKTINFO)
+            if level != SOL_IPV6 || v6 =>
+        {
+            return Ok(int(0));
+        }
+        (SOL_IP, _) if v6 && name != libc::IP_TOS && name != libc::IP_TTL => {
+            return Err(libc::ENOPROTOOPT);
+        }
+        (SOL_IP, libc::IP_TTL) | (SOL_IPV6, libc::IPV6_UNICAST_HOPS) if level == SOL_IP || v6 => {
+            SockOptName::Ttl
+        }
+        (SOL_IP, libc::IP_TOS) | (SOL_IPV6, libc::IPV6_TCLASS) if level == SOL_IP || v6 => {
+            SockOptName::Tos
+        }
+        (SOL_IP, libc::IP_MTU_DISCOVER) => return Ok(int(libc::IP_PMTUDISC_DONT)),
+        (SOL_IPV6, _) if !v6 => return Err(libc::ENOPROTOOPT),
+        (SOL_IPV6, libc::IPV6_V6ONLY) => SockOptName::V6Only,
+        _ => return Err(libc::ENOPROTOOPT),
+    };
+    Ok(match opt(s, id, which)? {
+        SockOpt::ReuseAddr(x)
+        | SockOpt::ReusePort(x)
+        | SockOpt::KeepAlive(x)
+        | SockOpt::Broadcast(x)
+        | SockOpt::NoDelay(x)
+        | SockOpt::V6Only(x) => b(x),
+        SockOpt::RecvBuffer(v) | SockOpt::SendBuffer(v) => int(v as i32),
+        SockOpt::KeepIdle(v) | SockOpt::KeepInterval(v) | SockOpt::KeepCount(v) => int(v as i32),
+        SockOpt::Ttl(v) | SockOpt::Tos(v) => int(i32::from(v)),
+        SockOpt::Linger(l) => abi::encode_linger(l).to_vec(),
+    })
+}
+
+fn mss(s: &Sentry) -> i32 {
+    // Loopback's MTU less the IPv4 and TCP headers, as Linux reports on lo.
+    let mtu = s.stack.nics().next().map_or(65536, |n| n.mtu);
+    (mtu.min(65535) as i32) - 40 - 12
+}
+
+fn tcp_info(s: &mut Sentry, key: GKey, id: SocketId) -> Vec<u8> {
+    let mut v = vec![0u8; TCP_INFO_LEN];
+    let state = if s.socks[key].listening {
+        TCP_LISTEN
+    } else if s.socks[key].filler > 0 {
+        TCP_SYN_SENT
+    } else if s.stack.peer_addr(id).is_ok() {
+        match s.stack.readiness(id) {
+            Ok(r) if r.read_hangup && !r.hangup => TCP_CLOSE_WAIT,
+            Ok(r) if r.hangup => TCP_CLOSE,
+            _ => TCP_ESTABLISHED,
+        }
+    } else {
+        TCP_CLOSE
+    };
+    v[0] = state;
+    let mss = mss(s) as u32;
+    let put =
+        |v: &mut Vec<u8>, off: usize, x: u32| v[off..off + 4].copy_from_slice(&x.to_ne_bytes());
+    put(&mut v, 8, 200_000); // tcpi_rto, µs (Linux's minimum)
+    put(&mut v, 16, mss); // tcpi_snd_mss
+    put(&mut v, 20, mss); // tcpi_rcv_mss
+    put(&mut v, 60, mss + 52); // tcpi_pmtu
+    put(&mut v, 80, 10); // tcpi_snd_cwnd (initial window)
+    put(&mut v, 84, mss); // tcpi_advmss
+    v
+}
+
+pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let level = n.args[1] as i32;
+    let name = n.args[2] as i32;
+    let len = n.args[4] as i64 as i32;
+    if len < 0 {
+        return errno(libc::EINVAL);
+    }
+    let len = (len as usize).min(256);
+    let val = match s.rd(n, n.args[3], len) {
+        Ok(v) => v,
+        Err(e) => return errno(e),
+    };
+    let ival = || -> Result<i32, i32> {
+        if val.len() < 4 {
+            Err(libc::EINVAL)
+        } else {
+            Ok(i32::from_ne_bytes([val[0], val[1], val[2], val[3]]))
+        }
+    };
+    let g = &s.socks[key];
+    let (kind, v6, id) = (g.kind, g.v6, g.id);
+    // Timeouts apply to the native reads and writes on the guest's end too.
+    if level == SOL_SOCKET
+        && matches!(
+            name,
+            libc::SO_RCVTIMEO | libc::SO_RCVTIMEO_NEW | libc::SO_SNDTIMEO | libc::SO_SNDTIMEO_NEW
+        )
+    {
+        let t = match abi::decode_timeval(&val) {
+            Ok(t) => t,
+            Err(e) => return errno(e),
+        };
+        let tv = TimeVal::new(
+            t.map_or(0, |d| d.as_secs() as i64),
+            t.map_or(0, |d| i64::from(d.subsec_micros())),
+        );
+        let rcv = matches!(name, libc::SO_RCVTIMEO | libc::SO_RCVTIMEO_NEW);
+        let native = if rcv {
+            host_setsockopt(&r.file.as_fd(), sockopt::ReceiveTimeout, &tv)
+        } else {
+            host_setsockopt(&r.file.as_fd(), sockopt::SendTimeout, &tv)
+        };
+        if let Err(e) = native {
+            return errno(e as i32);
+        }
+        let g = &mut s.socks[key];
+        if rcv {
+            g.rcvtimeo = t;
+        } else {
+            g.sndtimeo = t;
+        }
+        return value(0);
+    }
+    if kind == Kind::Netlink {
+        return match (level, name) {
+            (SOL_NETLINK, 1..=12)
+            | (
+                SOL_SOCKET,
+                libc::SO_RCVBUF
+                | libc::SO_SNDBUF
+                | libc::SO_RCVBUFFORCE
+                | libc::SO_SNDBUFFORCE
+                | libc::SO_PASSCRED
+                | libc::SO_ATTACH_FILTER,
+            ) => value(0),
+            _ => errno(libc::ENOPROTOOPT),
+        };
+    }
+    let Some(id) = id else {
+        return errno(libc::ENOPROTOOPT);
+    };
+    let tcp = kind == Kind::Tcp;
+    if kept(level, name, v6, tcp) {
+        return store(s, key, level, name, &val);
+    }
+    let set = match (level, name) {
+        (SOL_SOCKET, libc::SO_REUSEADDR) => ival().map(|v| SockOpt::ReuseAddr(v != 0)),
+        (SOL_SOCKET, libc::SO_REUSEPORT) => ival().map(|v| SockOpt::ReusePort(v != 0)),
+        (SOL_SOCKET, libc::SO_KEEPALIVE) => ival().map(|v| SockOpt::KeepAlive(v != 0)),
+        (SOL_SOCKET, libc::SO_BROADCAST) => ival().map(|v| SockOpt::Broadcast(v != 0)),
+        (SOL_SOCKET, libc::SO_RCVBUF) | (SOL_SOCKET, libc::SO_RCVBUFFORCE) => {
+            ival().map(|v| SockOpt::RecvBuffer(v.max(0) as usize))
+        }
+        (SOL_SOCKET, libc::SO_SNDBUF) | (SOL_SOCKET, libc::SO_SNDBUFFORCE) => {
+            ival().map(|v| SockOpt::SendBuffer(v.max(0) as usize))
+        }
+        (SOL_SOCKET, libc::SO_LINGER) => {
+            if val.len() < 8 {
+                Err(libc::EINVAL)
+            } else {
+                let on = i32::from_ne_bytes([val[0], val[1], val[2], val[3]]);
+                let secs = i32::from_ne_bytes([val[4], val[5], val[6], val[7]]);
+                Ok(SockOpt::Linger((on != 0).then_some(secs.max(0) as u32)))
+            }
+        }
+        (SOL_TCP, _) if !tcp => return errno(libc::ENOPROTOOPT),
+        (SOL_TCP, libc::TCP_NODELAY) => ival().map(|v| SockOpt::NoDelay(v != 0)),
+        (SOL_TCP, libc::TCP_KEEPIDLE) => pos(ival()).map(SockOpt::KeepIdle),
+        (SOL_TCP, libc::TCP_KEEPINTVL) => pos(ival()).map(SockOpt::KeepInterval),
+        (SOL_TCP, libc::TCP_KEEPCNT) => pos(ival()).map(SockOpt::KeepCount),
+        (SOL_IP, libc::IP_TTL) => ival().and_then(|v| match v {
+            -1 => Ok(SockOpt::Ttl(64)),
+            1..=255 => Ok(SockOpt::Ttl(v as u8)),
+            _ => Err(libc::EINVAL),
+        }),
+        (SOL_IP, libc::IP_TOS) => ival().map(|v| SockOpt::Tos(v as u8)),
+        (SOL_IPV6, _) if !v6 => return errno(libc::ENOPROTOOPT),
+        (SOL_IPV6, libc::IPV6_V6ONLY) => ival().map(|v| SockOpt::V6Only(v != 0)),
+        (SOL_IPV6, libc::IPV6_UNICAST_HOPS) => ival().and_then(|v| match v {
+            -1 => Ok(SockOpt::Ttl(64)),
+            0..=255 => Ok(SockOpt::Ttl(v as u8)),
+            _ => Err(libc::EINVAL),
+        }),
+        (SOL_IPV6, libc::IPV6_TCLASS) => ival().map(|v| SockOpt::Tos(v as u8)),
+        _ => Err(libc::ENOPROTOOPT),
+    };
+    match set {
+        Ok(o) => match s.stack.set_option(id, o) {
+            Ok(()) => value(0),
+            Err(e) => net(e),
+        },
+        Err(e) => errno(e),
+    }
+}
+
+/// Options that are accepted and read back but change nothing in the stack.
+fn kept(level: i32, name: i32, v6: bool, tcp: bool) -> bool {
+    match level {
+        SOL_SOCKET => matches!(
+            name,
+            libc::SO_PRIORITY
+                | libc::SO_OOBINLINE
+                | libc::SO_RCVLOWAT
+                | libc::SO_SNDLOWAT
+                | libc::SO_TIMESTAMP
+                | libc::SO_TIMESTAMPNS
+                | libc::SO_MARK
+                | libc::SO_BINDTODEVICE
+                | libc::SO_ZEROCOPY
+                | libc::SO_DONTROUTE
+        ),
+        SOL_TCP => {
+            tcp && matches!(
+                name,
+                libc::TCP_CORK
+                    | libc::TCP_QUICKACK
+                    | libc::TCP_DEFER_ACCEPT
+                    | libc::TCP_USER_TIMEOUT
+                    | libc::TCP_FASTOPEN
+                    | libc::TCP_NOTSENT_LOWAT
+                    | libc::TCP_MAXSEG
+                    | libc::TCP_CONGESTION
+            )
+        }
+        SOL_IP => matches!(
+            name,
+            libc::IP_RECVERR
+                | libc::IP_PKTINFO
+                | libc::IP_RECVTOS
+                | libc::IP_MTU_DISCOVER
+                | libc::IP_FREEBIND
+                | libc::IP_TRANSPARENT
+                | libc::IP_MULTICAST_TTL
+                | libc::IP_MULTICAST_LOOP
+        ),
+        SOL_IPV6 => {
+            v6 && matches!(
+                name,
+                libc::IPV6_RECVERR
+                    | libc::IPV6_RECVPKTINFO
+                    | libc::IPV6_MTU_DISCOVER
+                    | libc::IPV6_MULTICAST_HOPS
+                    | libc::IPV6_MULTICAST_LOOP
+            )
+        }
+        _ => false,
+    }
+}
+
+fn pos(v: Result<i32, i32>) -> Result<u32, i32> {
+    match v {
+        Ok(x) if x >= 1 => Ok(x as u32),
+        Ok(_) => Err(libc::EINVAL),
+        Err(e) => Err(e),
+    }
+}
+
+/// Options the stack has no use for: kept, so `getsockopt` reads back what
+/// was set (an int, or the bytes given).
+fn store(s: &mut Sentry, key: GKey, level: i32, name: i32, val: &[u8]) -> Outcome {
+    let is_string = level == SOL_TCP && name == libc::TCP_CONGESTION
+        || level == SOL_SOCKET && name == libc::SO_BINDTODEVICE;
+    if !is_string && val.len() < 4 {
+        return errno(libc::EINVAL);
+    }
+    let v = if is_string {
+        val.to_vec()
+    } else {
+        val[..4].to_vec()
+    };
+    s.socks[key].extra.insert((level, name), v);
+    value(0)
+}
+
+pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
+    let (_key, _r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let cmd = n.args[1] as u32;
+    let arg = n.args[2];
+    let nics: Vec<netstack::NicInfo> = s.stack.nics().cloned().collect();
+    match cmd {
+        crate::stub::SIOCGIFCONF => {
+            let b = match s.rd_array::<16>(n, arg) {
+                Ok(b) => b,
+                Err(e) => return errno(e),
+            };
+            let len = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+            let buf = abi::u64_at(&b, 8);
+            if buf == 0 {
+                let need = crate::stub::ifconf_len(&nics);
+                return match s.wr(n, arg, &(need as i32).to_ne_bytes()) {
+                    Ok(()) => value(0),
+                    Err(e) => errno(e),
+                };
+            }
+            let (records, used) = crate::stub::ifconf(&nics, len.max(0) as usize);
+            if let Err(e) = s.wr(n, buf, &records) {
+                return errno(e);
+            }
+            match s.wr(n, arg, &(used as i32).to_ne_bytes()) {
+                Ok(()) => value(0),
+                Err(e) => errno(e),
+            }
+        }
+        // SIOCATMARK: never at the urgent mark (no urgent data).
+        0x8905 => match s.wr(n, arg, &0i32.to_ne_bytes()) {
+            Ok(()) => value(0),
+            Err(e) => errno(e),
+        },
+        _ => {
+            let mut req = match s.rd_array::<40>(n, arg) {
+                Ok(b) => b,
+                Err(e) => return errno(e),
+            };
+            match crate::stub::ifreq_ioctl(cmd, &mut req, &nics) {
+                Ok(()) => match s.wr(n, arg, &req) {
+                    Ok(()) => value(0),
+                    Err(e) => errno(e),
+                },
+                Err(e) => errno(e as i32),
+            }
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! socket, bind, listen, connect, accept, shutdown, getsockname, getpeername.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use netstack::{Domain, NetError, Protocol, Shutdown as NetShutdown};
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, SockFlag, SockType, recv, setsockopt, socketpair, sockopt,
+};
+
+use super::{errno, net, ours, value};
+use crate::abi::{self, GuestAddr};
+use crate::gsock::{GKey, GSock, Kind};
+use crate::sentry::{Outcome, Sentry};
+use crate::sys::{self, Notif};
+
+/// `SOCK_MAX`.
+const SOCK_MAX: i32 = 11;
+/// Send buffer of each pair end: room for a fast stream without a trip
+/// through the Sentry for every few kilobytes.
+const PAIR_BUFFER: usize = 1 << 20;
+
+pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
+    let domain = n.args[0] as i32;
+    let ty = n.args[1] as i32;
+    let proto = n.args[2] as i32;
+    let base = ty & 0xf;
+    let flags = ty & !0xf;
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 || !(0..SOCK_MAX).contains(&base) {
+        return errno(libc::EINVAL);
+    }
+    let v6 = domain == libc::AF_INET6;
+    let kind = match domain {
+        libc::AF_INET | libc::AF_INET6 => match base {
+            libc::SOCK_STREAM if proto == 0 || proto == libc::IPPROTO_TCP => Kind::Tcp,
+            libc::SOCK_DGRAM if proto == 0 || proto == libc::IPPROTO_UDP => Kind::Udp,
+            libc::SOCK_DGRAM if !v6 && proto == libc::IPPROTO_ICMP => Kind::Icmp,
+            libc::SOCK_DGRAM if v6 && proto == libc::IPPROTO_ICMPV6 => Kind::Icmp,
+            libc::SOCK_STREAM | libc::SOCK_DGRAM => return errno(libc::EPROTONOSUPPORT),
+            // Raw sockets need CAP_NET_RAW, which the guest does not have here.
+            libc::SOCK_RAW => return errno(libc::EPERM),
+            _ => return errno(libc::ESOCKTNOSUPPORT),
+        },
+        libc::AF_NETLINK => match base {
+            libc::SOCK_RAW | libc::SOCK_DGRAM => Kind::Netlink,
+            _ => return errno(libc::ESOCKTNOSUPPORT),
+        },
+        _ => return errno(libc::EAFNOSUPPORT),
+    };
+    let protocol = match kind {
+        Kind::Tcp => libc::IPPROTO_TCP,
+        Kind::Udp => libc::IPPROTO_UDP,
+        Kind::Icmp | Kind::Netlink => proto,
+    };
+    let id = match kind {
+        Kind::Netlink => None,
+        _ => {
+            let d = if v6 { Domain::Ipv6 } else { Domain::Ipv4 };
+            let p = match kind {
+                Kind::Tcp => Protocol::Tcp,
+                Kind::Udp => Protocol::Udp,
+                _ => Protocol::Icmp,
+            };
+            match s.stack.socket(d, p) {
+                Ok(id) => Some(id),
+                Err(e) => return net(e),
+            }
+        }
+    };
+    let nonblock = flags & libc::SOCK_NONBLOCK != 0;
+    let cloexec = flags & libc::SOCK_CLOEXEC != 0;
+    let pair = make_pair(kind, nonblock);
+    let (end, guest, cookie) = match pair {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(id) = id {
+                let _ = s.stack.close(id);
+            }
+            return errno(e);
+        }
+    };
+    let mut g = GSock::new(kind, v6, base, protocol, end, cookie);
+    g.id = id;
+    install(s, n, g, &guest, cloexec)
+}
+
+/// Makes the AF_UNIX pair behind a guest socket: (Sentry's end, guest's end,
+/// the guest end's cookie).
+fn make_pair(kind: Kind, guest_nonblock: bool) -> Result<(OwnedFd, OwnedFd, u64), i32> {
+    let ty = if kind == Kind::Tcp {
+        SockType::Stream
+    } else {
+        SockType::SeqPacket
+    };
+    let (end, guest) =
+        socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC).map_err(|e| e as i32)?;
+    set_nonblock(&end, true)?;
+    if guest_nonblock {
+        set_nonblock(&guest, true)?;
+    }
+    // Root may exceed wmem_max; fall back quietly when not root.
+    for fd in [&end, &guest] {
+        if setsockopt(fd, sockopt::SndBufForce, &PAIR_BUFFER).is_err() {
+            let _ = setsockopt(fd, sockopt::SndBuf, &PAIR_BUFFER);
+        }
+    }
+    let cookie =
+        sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok((end, guest, cookie))
+}
+
+fn set_nonblock(fd: &OwnedFd, on: bool) -> Result<(), i32> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| e as i32)?;
+    let mut flags = OFlag::from_bits_truncate(flags);
+    flags.set(OFlag::O_NONBLOCK, on);
+    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| e as i32)?;
+    Ok(())
+}
+
+/// Registers the socket and installs the guest's end as the call's result.
+fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) -> Outcome {
+    let key = match s.insert(g) {
+        Ok(k) => k,
+        Err(e) => return errno(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+    };
+    match sys::notif_addfd_send(s.listener.as_fd(), n.id, guest.as_fd(), cloexec) {
+        Ok(fd) => {
+            s.trace(n, &format!("fd {fd}"));
+            Outcome::Done
+        }
+        Err(e) => {
+            s.discard(key);
+            match e.raw_os_error() {
+                // The caller is gone: there is nobody to answer.
+                Some(libc::ENOENT) => Outcome::Done,
+                Some(code) => errno(code),
+                None => errno(libc::EIO),
+            }
+        }
+    }
+}
+
+/// Decodes an inet address for socket `key`, with the family rules of
+/// bind and connect.
+fn inet_addr(
+    s: &Sentry,
+    key: GKey,
+    bytes: &[u8],
+    for_bind: bool,
+) -> Result<Option<SocketAddr>, i32> {
+    let v6 = s.socks[key].v6;
+    if bytes.len()
+        < if v6 {
+            abi::SOCKADDR_IN6_MIN
+        } else {
+            abi::SOCKADDR_IN_LEN
+        }
+    {
+        return Err(libc::EINVAL);
+    }
+    match abi::decode_addr(bytes)? {
+        GuestAddr::Inet(a) if a.is_ipv4() != v6 => Ok(Some(a)),
+        // A v6 socket may connect to (or send to) an IPv4 address; the
+        // stack maps it or refuses it (IPV6_V6ONLY).
+        GuestAddr::Inet(a) if !for_bind && a.is_ipv4() => Ok(Some(a)),
+        GuestAddr::Unspec if for_bind && !v6 => {
+            // Linux accepts AF_UNSPEC with INADDR_ANY for bind, for old programs.
+            let any = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+            if any == 0 {
+                let port = u16::from_be_bytes([bytes[2], bytes[3]]);
+                Ok(Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::UNSPECIFIED,
+                    port,
+                ))))
+            } else {
+                Err(libc::EAFNOSUPPORT)
+            }
+        }
+        GuestAddr::Unspec if !for_bind => Ok(None),
+        _ => Err(libc::EAFNOSUPPORT),
+    }
+}
+
+pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
+    let (key, _r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let bytes = match s.read_sockaddr(n, n.args[1], n.args[2]) {
+        Ok(b) => b,
+        Err(e) => return errno(e),
+    };
+    if s.socks[key].kind == Kind::Netlink {
+        if bytes.len() < 12 {
+            return errno(libc::EINVAL);
+        }
+        if u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_NETLINK as u16 {
+            return errno(libc::EINVAL);
+        }
+        let pid = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+        if pid != 0 {
+            s.socks[key].nl_port = pid;
+        } else {
+            s.netlink_port(key);
+        }
+        return value(0);
+    }
+    let addr = match inet_addr(s, key, &bytes, true) {
+        Ok(Some(a)) => a,
+        Ok(None) => return errno(libc::EAFNOSUPPORT),
+        Err(e) => return errno(e),
+    };
+    let Some(id) = s.stack_id(key) else {
+        return errno(libc::EBADF);
+    };
+    match s.stack.bind(id, addr) {
+        Ok(()) => value(0),
+        Err(e) => net(e),
+    }
+}
+
+pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
+    let (key, _r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let Some(id) = s.stack_id(key) else {
+        return errno(libc::EOPNOTSUPP);
+    };
+    let backlog = n.args[1] as i32;
+    match s.stack.listen(id, backlog) {
+        Ok(()) => {
+            let g = &mut s.socks[key];
+            g.listening = true;
+            g.backlog = backlog.clamp(0, 4096) as usize;
+            value(0)
+        }
+        Err(e) => net(e),
+    }
+}
+
+pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let bytes = match s.read_sockaddr(n, n.args[1], n.args[2]) {
+        Ok(b) => b,
+        Err(e) => return errno(e),
+    };
+    let kind = s.socks[key].kind;
+    if kind == Kind::Netlink {
+        return value(0);
+    }
+    let Some(id) = s.stack_id(key) else {
+        return errno(libc::EBADF);
+    };
+    let addr = match inet_addr(s, key, &bytes, false) {
+        Ok(a) => a,
+        Err(e) => return errno(e),
+    };
+    let Some(addr) = addr else {
+        // AF_UNSPEC: dissolve the association.
+        return match s.stack.disconnect(id) {
+            Ok(()) => value(0),
+            Err(e) => net(e),
+        };
+    };
+    if kind != Kind::Tcp {
+        // Datagrams still in the pair go to the old peer first.
+        s.pump_tx(key);
+        return match s.stack.connect(id, addr) {
+            Ok(()) => value(0),
+            Err(e) => net(e),
+        };
+    }
+    if s.socks[key].filler > 0 {
+        // A non-blocking attempt is still under way.
+        return if r.nonblock {
+            errno(libc::EALREADY)
+        } else {
+            Outcome::Park(key, s.socks[key].sndtimeo)
+        };
+    }
+    let _ = retry;
+    let result = s.stack.connect(id, addr);
+    match result {
+        Ok(()) => connected(s, key),
+        Err(NetError::InProgress) | Err(NetError::Already) => {
+            // Over loopback the handshake may be done within this poll.
+            s.poll_stack();
+            if r.nonblock {
+                let ready = s.stack.readiness(id).ok();
+                if ready.is_some_and(|r| r.error) {
+                    // Failed already: SO_ERROR tells, the descriptor is writable.
+                    if let Ok(Some(e)) = s.stack.take_error(id) {
+                        s.socks[key].connect_error = Some(crate::errno::errno(e));
+                    }
+                } else if ready.is_some_and(|r| r.writable) {
+                    s.socks[key].connected = true;
+                } else {
+                    s.fill(key, r.file.as_fd());
+                }
+                if result == Err(NetError::Already) {
+                    errno(libc::EALREADY)
+                } else {
+                    errno(libc::EINPROGRESS)
+                }
+            } else {
+                match s.stack.connect(id, addr) {
+                    Ok(()) => connected(s, key),
+                    Err(NetError::InProgress) | Err(NetError::Already) => {
+                        Outcome::Park(key, s.socks[key].sndtimeo)
+                    }
+                    Err(e) => net(e),
+                }
+            }
+        }
+        Err(e) => net(e),
+    }
+}
+
+/// A connect succeeded: bytes may flow.
+fn connected(s: &mut Sentry, key: GKey) -> Outcome {
+    s.socks[key].connected = true;
+    s.pump_rx(key);
+    s.pump_tx(key);
+    value(0)
+}
+
+pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return errno(libc::EINVAL);
+    }
+    let g = &s.socks[key];
+    if g.kind != Kind::Tcp {
+        return errno(libc::EOPNOTSUPP);
+    }
+    if !g.listening {
+        return errno(libc::EINVAL);
+    }
+    let Some(id) = g.id else {
+        return errno(libc::EINVAL);
+    };
+    if s.socks[key].stash.is_empty()
+        && let Ok(c) = s.stack.accept(id)
+    {
+        s.socks[key].stash.push_back(c);
+    }
+    let Some((child, peer)) = s.socks[key].stash.pop_front() else {
+        let _ = retry;
+        return if r.nonblock {
+            errno(libc::EAGAIN)
+        } else {
+            Outcome::Park(key, s.socks[key].rcvtimeo)
+        };
+    };
+    let v6 = s.socks[key].v6;
+    if n.args[1] != 0 {
+        let bytes = abi::encode_addr(peer, v6);
+        if let Err(e) = s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
+            // Linux drops the connection it accepted when the address
+            // cannot be written.
+            let _ = s.stack.close(child);
+            return errno(e);
+        }
+    }
+    let (end, guest, cookie) = match make_pair(Kind::Tcp, flags & libc::SOCK_NONBLOCK != 0) {
+        Ok(p) => p,
+        Err(e) => {
+            s.socks[key].stash.push_front((child, peer));
+            return errno(e);
+        }
+    };
+    let mut g = GSock::new(
+        Kind::Tcp,
+        v6,
+        libc::SOCK_STREAM,
+        libc::IPPROTO_TCP,
+        end,
+        cookie,
+    );
+    g.id = Some(child);
+    g.connected = true;
+    let child_key = match s.insert(g) {
+        Ok(k) => k,
+        Err(e) => {
+            s.socks[key].stash.push_front((child, peer));
+            return errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
+        }
+    };
+    let cloexec = flags & libc::SOCK_CLOEXEC != 0;
+    match sys::notif_addfd_send(s.listener.as_fd(), n.id, guest.as_fd(), cloexec) {
+        Ok(fd) => {
+            s.trace(n, &format!("fd {fd}"));
+            // One pending connection fewer: take its token.
+            let g = &mut s.socks[key];
+            if g.tokens > 0 {
+                let mut b = [0u8; 1];
+                if let Ok(1) = recv(r.file.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT) {
+                    g.tokens -= 1;
+                }
+            }
+            s.pump_rx(child_key);
+            Outcome::Done
+        }
+        Err(e) => {
+            // Put the connection back for the next accept.
+            s.forget(child_key);
+            s.socks[key].stash.push_front((child, peer));
+            match e.raw_os_error() {
+                Some(libc::ENOENT) => Outcome::Done,
+                Some(code) => errno(code),
+                None => errno(libc::EIO),
+            }
+        }
+    }
+}
+
+pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
+    let (key, r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let how = match n.args[1] as i32 {
+        libc::SHUT_RD => NetShutdown::Read,
+        libc::SHUT_WR => NetShutdown::Write,
+        libc::SHUT_RDWR => NetShutdown::Both,
+        _ => return errno(libc::EINVAL),
+    };
+    let Some(id) = s.stack_id(key) else {
+        return errno(libc::EOPNOTSUPP);
+    };
+    let kind = s.socks[key].kind;
+    if kind == Kind::Tcp && !s.socks[key].listening && s.stack.peer_addr(id).is_err() {
+        if let Ok(rd) = s.stack.readiness(id)
+            && !rd.hangup
+        {
+            // Connecting: Linux allows it.
+        } else {
+            return errno(libc::ENOTCONN);
+        }
+    }
+    if kind == Kind::Tcp && matches!(how, NetShutdown::Write | NetShutdown::Both) {
+        // The FIN must follow the bytes still in the pair: shut the guest's
+        // end (its later writes fail with EPIPE); the stack's side is shut
+        // when the Sentry reads the end of file.
+        let _ = nix::sys::socket::shutdown(r.file.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        s.pump_tx(key);
+        if matches!(how, NetShutdown::Both) {
+            let _ = s.stack.shutdown(id, NetShutdown::Read);
+        }
+        return value(0);
+    }
+    match s.stack.shutdown(id, how) {
+        Ok(()) => {
+            if matches!(how, NetShutdown::Read | NetShutdown::Both) && kind == Kind::Tcp {
+                s.pump_rx(key);
+            }
+            value(0)
+        }
+        Err(e) => net(e),
+    }
+}
+
+pub(super) fn name(s: &mut Sentry, n: &Notif, peer: bool) -> Outcome {
+    let (key, _r) = match ours(s, n) {
+        Ok(x) => x,
+        Err(o) => return o,
+    };
+    let g = &s.socks[key];
+    let bytes = if g.kind == Kind::Netlink {
+        let port = if peer { 0 } else { s.netlink_port(key) };
+        crate::netlink::sockaddr_nl(port).to_vec()
+    } else {
+        let Some(id) = g.id else {
+            return errno(libc::EBADF);
+        };
+        let v6 = g.v6;
+        let a = if peer {
+            s.stack.peer_addr(id)
+        } else {
+            s.stack.local_addr(id)
+        };
+        match a {
+            Ok(a) => abi::encode_addr(a, v6),
+            Err(e) => return net(e),
+        }
+    };
+    match s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
+        Ok(()) => value(0),
+        Err(e) => errno(e),
+    }
+}
+
+/// An unspecified address of the socket's family, for answers that need one.
+pub(super) fn unspecified(v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    }
+}
