@@ -198,6 +198,25 @@ impl Sentry {
         }
     }
 
+    /// Handles the guest's closes that already happened: a `close` is
+    /// native, so the Sentry learns of it from its end's hang-up, which the
+    /// kernel queued before `close` returned. A bind that finds its port
+    /// busy settles first, so a port the guest just released is free.
+    pub(crate) fn settle(&mut self) {
+        let mut events = [EpollEvent::empty(); 64];
+        let Ok(n) = self.epoll.wait(&mut events, EpollTimeout::ZERO) else {
+            return;
+        };
+        for ev in &events[..n] {
+            let token = ev.data();
+            if token < TOKEN_SIGNAL {
+                let key = GKey::from(KeyData::from_ffi(token));
+                self.on_end_event(key, ev.events());
+            }
+        }
+        self.poll_stack();
+    }
+
     fn timeout(&self) -> EpollTimeout {
         if !self.touched.is_empty() {
             return EpollTimeout::ZERO;

@@ -214,7 +214,12 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
     let Some(id) = s.stack_id(key) else {
         return errno(libc::EBADF);
     };
-    match s.stack.bind(id, addr) {
+    let mut result = s.stack.bind(id, addr);
+    if result == Err(NetError::AddrInUse) {
+        s.settle();
+        result = s.stack.bind(id, addr);
+    }
+    match result {
         Ok(()) => value(0),
         Err(e) => net(e),
     }
@@ -229,7 +234,12 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
         return errno(libc::EOPNOTSUPP);
     };
     let backlog = n.args[1] as i32;
-    match s.stack.listen(id, backlog) {
+    let mut result = s.stack.listen(id, backlog);
+    if result == Err(NetError::AddrInUse) {
+        s.settle();
+        result = s.stack.listen(id, backlog);
+    }
+    match result {
         Ok(()) => {
             let g = &mut s.socks[key];
             g.listening = true;
