@@ -96,6 +96,16 @@ pub fn encode_addr(addr: SocketAddr, v6: bool) -> Vec<u8> {
     }
 }
 
+/// An IPv4 address as the IPv4-mapped IPv6 address; others unchanged.
+pub fn mapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V4(v4) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        a => a,
+    }
+}
+
 /// A `struct msghdr` read from guest memory.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MsgHdr {

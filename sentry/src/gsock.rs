@@ -81,6 +81,9 @@ pub struct GSock {
     pub guest_eof: bool,
     /// The guest closed its last descriptor.
     pub guest_gone: bool,
+    /// The guest shut the receiving side of a datagram socket: nothing more
+    /// goes into the pair.
+    pub shut_rd: bool,
     /// End of file was passed on to the guest.
     pub stack_eof: bool,
     /// Datagrams in the pair, oldest first.
@@ -120,6 +123,7 @@ impl GSock {
             rx_from: None,
             guest_eof: false,
             guest_gone: false,
+            shut_rd: false,
             stack_eof: false,
             delivered: VecDeque::new(),
             nl_port: 0,

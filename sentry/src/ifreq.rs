@@ -9,7 +9,7 @@
 //! every byte the kernel would leave alone is left alone here too.
 //!
 //! Semantics are Linux 6.18's (`dev_ioctl`, `devinet_ioctl`), checked on a real
-//! kernel for AF_INET, AF_INET6 and AF_NETLINK sockets:
+//! kernel for AF_INET, AF_INET6, AF_NETLINK and AF_UNIX sockets:
 //!
 //! - The name is read as the kernel does: byte 15 is forced to NUL (and is
 //!   zero in the copy returned), so a 16-byte unterminated name is cut to 15;
@@ -152,8 +152,10 @@ pub enum SocketFamily {
     Inet,
     /// AF_INET6.
     Inet6,
-    /// AF_NETLINK.
-    Netlink,
+    /// AF_NETLINK, AF_UNIX: families whose own ioctl code leaves the
+    /// interface ioctls to `dev_ioctl` (glibc's `if_nametoindex` and
+    /// `if_indextoname` use an AF_UNIX socket).
+    Other,
 }
 
 /// Answers an interface ioctl issued on an AF_INET socket.
@@ -199,7 +201,7 @@ pub fn is_ifreq_ioctl(family: SocketFamily, cmd: u32) -> bool {
     );
     match cmd {
         _ if inet_only => family == SocketFamily::Inet,
-        SIOCSIFADDR | SIOCSIFDSTADDR => family != SocketFamily::Netlink,
+        SIOCSIFADDR | SIOCSIFDSTADDR => family != SocketFamily::Other,
         SIOCDIFADDR => family == SocketFamily::Inet6,
         _ => {
             matches!(
@@ -298,7 +300,7 @@ fn answer(
     r: &mut [u8; IFREQ_SIZE],
     nics: &[NicInfo],
 ) -> Result<(), Errno> {
-    use SocketFamily::{Inet, Inet6, Netlink};
+    use SocketFamily::{Inet, Inet6, Other};
     match (family, cmd) {
         (Inet, SIOCGIFADDR | SIOCGIFDSTADDR | SIOCGIFBRDADDR | SIOCGIFNETMASK) => {
             devinet_get(cmd, r, nics)
@@ -309,12 +311,12 @@ fn answer(
         // addrconf_set_dstaddr() serves SIT tunnels only.
         (Inet6, SIOCSIFDSTADDR) => Err(Errno::ENODEV),
         (
-            Inet6 | Netlink,
+            Inet6 | Other,
             SIOCGIFADDR | SIOCGIFDSTADDR | SIOCGIFBRDADDR | SIOCGIFNETMASK | SIOCSIFBRDADDR
             | SIOCSIFNETMASK | SIOCGIFPFLAGS | SIOCSIFPFLAGS,
         )
-        | (Inet | Netlink, SIOCDIFADDR)
-        | (Netlink, SIOCSIFADDR | SIOCSIFDSTADDR) => Err(Errno::ENOTTY),
+        | (Inet | Other, SIOCDIFADDR)
+        | (Other, SIOCSIFADDR | SIOCSIFDSTADDR) => Err(Errno::ENOTTY),
         (_, SIOCGIFNAME) => {
             // dev_ifname(): strcpy over the name, the rest left as it was.
             r[IFNAMSIZ - 1] = 0;
@@ -460,7 +462,7 @@ mod tests {
             ],
         ),
         (
-            SocketFamily::Netlink,
+            SocketFamily::Other,
             [
                 ".-------...---..o.-oP........oP..oPPP..o.I......PPPo...P........--oP..-PPPN.-......---..........................oP................--............PPPNNP..........--PP............PN..............................................................NNNNNNNNNNNNNNNN",
                 ".-------...---..o.-DP........DP..DPPP..D.D......PPPD...P........--DP..-PPPD.-......---..........................DP................--............PPPDDP..........--PP............PD..............................................................DDDDDDDDDDDDDDDD",
@@ -587,7 +589,7 @@ mod tests {
         }
         // The device reads are the same on the other families.
         assert_eq!(
-            run(SocketFamily::Netlink, SIOCGIFHWADDR, ifr(b"eth0")).unwrap(),
+            run(SocketFamily::Other, SIOCGIFHWADDR, ifr(b"eth0")).unwrap(),
             golden[7].2
         );
     }
@@ -753,11 +755,7 @@ mod tests {
             x
         };
         let nics = nics();
-        let families = [
-            SocketFamily::Inet,
-            SocketFamily::Inet6,
-            SocketFamily::Netlink,
-        ];
+        let families = [SocketFamily::Inet, SocketFamily::Inet6, SocketFamily::Other];
         for _ in 0..50_000 {
             let mut r = [0u8; IFREQ_SIZE];
             r.iter_mut().for_each(|b| *b = next() as u8);

@@ -20,7 +20,6 @@ pub mod ifreq;
 pub mod mem;
 pub mod netlink;
 pub mod sentry;
-mod stub;
 pub mod sys;
 mod syscalls;
 pub mod trace;

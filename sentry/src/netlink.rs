@@ -43,6 +43,11 @@
 //! - `RTM_GETROUTE` dump: the main and local tables Linux derives from the
 //!   addresses (connected subnets, local and broadcast entries, IPv6
 //!   `ff00::/8`), the default routes and the NIC's gateway routes.
+//! - `RTM_GETROUTE` for one destination (`ip route get`): the lookup Linux
+//!   does in its local then main table, with its source address selection
+//!   (RFC 6724 for IPv6), `RTA_SRC`, `RTA_OIF`, `RTA_UID` and
+//!   `RTM_F_FIB_MATCH`; `ENETUNREACH` without a route. Input-route
+//!   simulation (`RTA_IIF`) is `EOPNOTSUPP`.
 //! - Dumps of objects the sandbox has none of (neighbours, rules, netconf,
 //!   qdiscs and other traffic control, nsids, nexthops, neighbour tables,
 //!   stats) are empty: just `NLMSG_DONE`.
@@ -50,9 +55,10 @@
 //!   `RTM_NEWROUTE`, `RTM_SETLINK`, ...), gets `EOPNOTSUPP`: the guest is root in
 //!   its namespace, so Linux would not say `EPERM`; the configuration is simply
 //!   not changeable from inside, and `EOPNOTSUPP` is what rtnetlink answers for
-//!   what it does not implement (iproute2 then falls back to the ioctls, which
-//!   answer `EPERM`, see [`crate::ifreq`]). A request with an empty payload is
-//!   accepted and does nothing, as in Linux.
+//!   what it does not implement (`ip addr add` prints "Operation not
+//!   supported"; `ip link set` falls back to the ioctls, which answer `EPERM`,
+//!   see [`crate::ifreq`]). A request with an empty payload is accepted and
+//!   does nothing, as in Linux.
 
 use std::cmp::{Ordering, Reverse};
 use std::mem;
@@ -210,6 +216,8 @@ const IFAPROT_KERNEL_LL: u8 = 3;
 
 // --- routes (linux/rtnetlink.h) ---
 const RTA_DST: u16 = 1;
+const RTA_SRC: u16 = 2;
+const RTA_IIF: u16 = 3;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
 const RTA_PRIORITY: u16 = 6;
@@ -217,6 +225,7 @@ const RTA_PREFSRC: u16 = 7;
 const RTA_CACHEINFO: u16 = 12;
 const RTA_TABLE: u16 = 15;
 const RTA_PREF: u16 = 20;
+const RTA_UID: u16 = 25;
 /// `struct rta_cacheinfo`: eight u32.
 const RTA_CACHEINFO_LEN: usize = 32;
 const RT_TABLE_MAIN: u8 = 254;
@@ -231,7 +240,13 @@ const RTN_UNICAST: u8 = 1;
 const RTN_LOCAL: u8 = 2;
 const RTN_BROADCAST: u8 = 3;
 const RTN_MULTICAST: u8 = 5;
+const RTM_F_CLONED: u32 = 0x200;
 const RTM_F_PREFIX: u32 = 0x800;
+const RTM_F_FIB_MATCH: u32 = 0x2000;
+/// Route cache flags a `route get` answer carries in `rtm_flags`.
+const RTCF_BROADCAST: u32 = 0x1000_0000;
+const RTCF_MULTICAST: u32 = 0x2000_0000;
+const RTCF_LOCAL: u32 = 0x8000_0000;
 /// Metrics Linux gives IPv6 routes: connected and multicast, and user-added.
 const IP6_RT_PRIO_ADDRCONF: u32 = 256;
 const IP6_RT_PRIO_USER: u32 = 1024;
@@ -609,6 +624,7 @@ fn rtnetlink(req: &Request, nics: &[NicInfo], ctx: Ctx) -> Result<Answer, Errno>
         RTM_GETLINK => get_link(req.payload, nics, ctx).map(Answer::Reply),
         RTM_GETADDR if dump => Ok(Answer::Dump(dump_addrs(family, nics, ctx))),
         RTM_GETROUTE if dump => Ok(Answer::Dump(dump_routes(req.payload, nics, ctx))),
+        RTM_GETROUTE => get_route(req.payload, nics, ctx).map(Answer::Reply),
         ty if dump && EMPTY_DUMPS.contains(&ty) => Ok(Answer::Dump(
             DumpWriter::default().finish(ctx, Done::Appended),
         )),
@@ -1285,14 +1301,18 @@ fn fib6_walk_order(a: &Route, b: &Route) -> Ordering {
 
 /// `RTM_NEWROUTE` for one FIB entry (`fib_dump_info()` / `rt6_fill_node()`).
 fn route_msg(r: &Route, ctx: Ctx) -> Vec<u8> {
+    fib_entry_msg(r, r.table, NLM_F_MULTI, ctx)
+}
+
+/// A FIB entry as dumped, or as `RTM_F_FIB_MATCH` returns it (with the
+/// table the lookup reports, and no `NLM_F_MULTI`).
+fn fib_entry_msg(r: &Route, table: u8, flags: u16, ctx: Ctx) -> Vec<u8> {
     let family = if r.dst.is_ipv4() { AF_INET } else { AF_INET6 };
-    let mut m = MsgWriter::new(RTM_NEWROUTE, NLM_F_MULTI, ctx.seq, ctx.port_id);
+    let mut m = MsgWriter::new(RTM_NEWROUTE, flags, ctx.seq, ctx.port_id);
     // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-    m.raw(&[
-        family, r.dst_len, 0, 0, r.table, r.protocol, r.scope, r.kind,
-    ]);
+    m.raw(&[family, r.dst_len, 0, 0, table, r.protocol, r.scope, r.kind]);
     m.raw(&0u32.to_ne_bytes());
-    m.u32(RTA_TABLE, u32::from(r.table));
+    m.u32(RTA_TABLE, u32::from(table));
     if r.dst_len > 0 {
         m.ip(RTA_DST, r.dst);
     }
@@ -1314,6 +1334,356 @@ fn route_msg(r: &Route, ctx: Ctx) -> Vec<u8> {
         m.u8(RTA_PREF, 0); // ICMPV6_ROUTER_PREF_MEDIUM
     }
     m.finish()
+}
+
+// ---------------------------------------------------------------------------
+// Route lookups (`ip route get`).
+
+/// What `RTM_GETROUTE` without `NLM_F_DUMP` asks.
+struct RouteQuery {
+    dst: IpAddr,
+    src: Option<IpAddr>,
+    oif: Option<u32>,
+    uid: u32,
+    fib_match: bool,
+}
+
+/// `RTM_GETROUTE` for one destination (`inet_rtm_getroute()`,
+/// `inet6_rtm_getroute()`).
+fn get_route(payload: &[u8], nics: &[NicInfo], ctx: Ctx) -> Result<Vec<u8>, Errno> {
+    let family = payload.first().copied().unwrap_or(0);
+    if family != AF_INET && family != AF_INET6 {
+        return Err(Errno::EOPNOTSUPP); // no AF_UNSPEC handler
+    }
+    let (Some(rtm_flags), Some(attr_bytes)) = (read_u32(payload, 8), payload.get(12..)) else {
+        return Err(Errno::EINVAL); // shorter than struct rtmsg
+    };
+    let v4 = family == AF_INET;
+    let addr = |value: &[u8]| -> Result<IpAddr, Errno> {
+        if v4 {
+            read_bytes::<4>(value, 0)
+                .map(IpAddr::from)
+                .ok_or(Errno::ERANGE)
+        } else {
+            read_bytes::<16>(value, 0)
+                .map(IpAddr::from)
+                .ok_or(Errno::EINVAL)
+        }
+    };
+    let unspecified = if v4 {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    };
+    let mut q = RouteQuery {
+        dst: unspecified,
+        src: None,
+        oif: None,
+        uid: 0,
+        fib_match: rtm_flags & RTM_F_FIB_MATCH != 0,
+    };
+    for (ty, value) in attrs(attr_bytes) {
+        match ty {
+            RTA_DST => q.dst = addr(value)?,
+            RTA_SRC => q.src = Some(addr(value)?),
+            RTA_OIF => q.oif = Some(policy_u32(value)?).filter(|&o| o != 0),
+            RTA_UID => q.uid = policy_u32(value)?,
+            RTA_IIF if policy_u32(value)? != 0 => return Err(Errno::EOPNOTSUPP),
+            _ => {}
+        }
+    }
+    if let Some(oif) = q.oif {
+        iface_by_index(nics, i32::try_from(oif).unwrap_or(-1)).ok_or(Errno::ENODEV)?;
+    }
+    match (q.dst, q.src) {
+        (IpAddr::V4(dst), src) => {
+            let src = src.and_then(|s| match s {
+                IpAddr::V4(s) => Some(s),
+                IpAddr::V6(_) => None,
+            });
+            get_route_v4(&q, dst, src, nics, ctx)
+        }
+        (IpAddr::V6(dst), src) => {
+            let src = src.and_then(|s| match s {
+                IpAddr::V6(s) => Some(s),
+                IpAddr::V4(_) => None,
+            });
+            get_route_v6(&q, dst, src, nics, ctx)
+        }
+    }
+}
+
+/// The longest-prefix match in `table` (first of equals, lowest metric first
+/// for IPv6), optionally only through `oif`.
+fn longest_match(routes: &[Route], table: u8, dst: IpAddr, oif: Option<u32>) -> Option<&Route> {
+    let covers = |r: &Route| match (r.dst, dst) {
+        (IpAddr::V4(net), IpAddr::V4(d)) => v4_network(d, r.dst_len) == u32::from(net),
+        (IpAddr::V6(net), IpAddr::V6(d)) => v6_network(d, r.dst_len) == net,
+        _ => false,
+    };
+    routes
+        .iter()
+        .filter(|r| r.table == table && covers(r) && oif.is_none_or(|o| r.oif == o))
+        .min_by_key(|r| (Reverse(r.dst_len), r.metric))
+}
+
+/// `struct rta_cacheinfo` of a fresh cache entry: one reference from the
+/// lookup, one from the socket.
+fn rta_cacheinfo() -> [u8; RTA_CACHEINFO_LEN] {
+    let mut c = [0; RTA_CACHEINFO_LEN];
+    c[..4].copy_from_slice(&2u32.to_ne_bytes());
+    c
+}
+
+fn get_route_v4(
+    q: &RouteQuery,
+    dst: Ipv4Addr,
+    src: Option<Ipv4Addr>,
+    nics: &[NicInfo],
+    ctx: Ctx,
+) -> Result<Vec<u8>, Errno> {
+    let all_v4: Vec<(Iface, V4Addr)> = ifaces(nics)
+        .flat_map(|i| i.v4_addrs().into_iter().map(move |a| (i, a)))
+        .collect();
+    if let Some(s) = src {
+        // The source must be ours (ip_route_output_key_hash_rcu()).
+        if !all_v4.iter().any(|(_, a)| a.addr == s) {
+            return Err(Errno::ENETUNREACH);
+        }
+    }
+    let routes = v4_routes(nics);
+    let dst_ip = IpAddr::V4(dst);
+    let local = longest_match(&routes, RT_TABLE_LOCAL, dst_ip, None);
+    let route = local.or_else(|| longest_match(&routes, RT_TABLE_MAIN, dst_ip, q.oif));
+    if dst.is_unspecified() && !q.fib_match {
+        // 0.0.0.0 means this host: loopback, from 127.0.0.1.
+        let lo = Route {
+            table: RT_TABLE_MAIN,
+            dst: dst_ip,
+            dst_len: 32,
+            protocol: 0,
+            scope: RT_SCOPE_UNIVERSE,
+            kind: RTN_LOCAL,
+            prefsrc: Some(Ipv4Addr::LOCALHOST),
+            gateway: None,
+            oif: 1,
+            metric: 0,
+        };
+        return Ok(cached_v4(q, &lo, RTCF_LOCAL, src, ctx));
+    }
+    let route = route.ok_or(Errno::ENETUNREACH)?;
+    if q.fib_match {
+        // Without custom rules the kernel looks up one merged table: main.
+        return Ok(fib_entry_msg(route, RT_TABLE_MAIN, 0, ctx));
+    }
+    let mut r = *route;
+    r.table = RT_TABLE_MAIN;
+    r.protocol = 0;
+    r.scope = RT_SCOPE_UNIVERSE;
+    r.dst = dst_ip;
+    r.dst_len = 32;
+    let flags = match r.kind {
+        RTN_LOCAL => {
+            r.oif = 1; // delivered through lo
+            RTCF_LOCAL
+        }
+        RTN_BROADCAST => RTCF_BROADCAST | RTCF_LOCAL,
+        _ if dst == Ipv4Addr::BROADCAST => {
+            r.kind = RTN_BROADCAST;
+            r.gateway = None;
+            RTCF_BROADCAST | RTCF_LOCAL
+        }
+        _ if dst.is_multicast() => {
+            r.kind = RTN_MULTICAST;
+            r.gateway = None;
+            // Every multicast link has joined the all-hosts group.
+            RTCF_MULTICAST
+                | if dst == Ipv4Addr::new(224, 0, 0, 1) {
+                    RTCF_LOCAL
+                } else {
+                    0
+                }
+        }
+        _ => 0,
+    };
+    if r.prefsrc.is_none() {
+        r.prefsrc = select_v4_src(&all_v4, r.oif, r.gateway);
+    }
+    Ok(cached_v4(q, &r, flags, src, ctx))
+}
+
+/// `inet_select_addr()`: a primary address of the output link, one on the
+/// gateway's subnet first; else one of another link that is not host-scoped.
+fn select_v4_src(all: &[(Iface, V4Addr)], oif: u32, gateway: Option<IpAddr>) -> Option<Ipv4Addr> {
+    let on_link = |(i, a): &&(Iface, V4Addr)| i.index == oif && !a.secondary;
+    let in_subnet = |(_, a): &&(Iface, V4Addr)| match gateway {
+        Some(IpAddr::V4(gw)) => v4_network(gw, a.prefix_len) == u32::from(a.network()),
+        _ => false,
+    };
+    all.iter()
+        .filter(on_link)
+        .find(in_subnet)
+        .or_else(|| all.iter().find(on_link))
+        .or_else(|| all.iter().find(|(_, a)| !a.addr.is_loopback()))
+        .map(|(_, a)| a.addr)
+}
+
+/// The IPv4 answer: a route cache entry (`rt_fill_info()`).
+fn cached_v4(q: &RouteQuery, r: &Route, rtcf: u32, src: Option<Ipv4Addr>, ctx: Ctx) -> Vec<u8> {
+    let mut m = MsgWriter::new(RTM_NEWROUTE, 0, ctx.seq, ctx.port_id);
+    let src_len = if src.is_some() { 32 } else { 0 };
+    m.raw(&[
+        AF_INET,
+        32,
+        src_len,
+        0,
+        RT_TABLE_MAIN,
+        0,
+        RT_SCOPE_UNIVERSE,
+        r.kind,
+    ]);
+    m.raw(&(RTM_F_CLONED | rtcf).to_ne_bytes());
+    m.u32(RTA_TABLE, u32::from(RT_TABLE_MAIN));
+    m.ip(RTA_DST, q.dst);
+    if let Some(s) = src {
+        m.attr(RTA_SRC, &s.octets());
+    }
+    m.u32(RTA_OIF, r.oif);
+    if let (None, Some(p)) = (src, r.prefsrc) {
+        m.attr(RTA_PREFSRC, &p.octets());
+    }
+    if let Some(gw) = r.gateway {
+        m.ip(RTA_GATEWAY, gw);
+    }
+    m.u32(RTA_UID, q.uid);
+    m.attr(RTA_CACHEINFO, &rta_cacheinfo());
+    m.finish()
+}
+
+fn get_route_v6(
+    q: &RouteQuery,
+    dst: Ipv6Addr,
+    src: Option<Ipv6Addr>,
+    nics: &[NicInfo],
+    ctx: Ctx,
+) -> Result<Vec<u8>, Errno> {
+    let routes = v6_routes(nics);
+    let dst_ip = IpAddr::V6(dst);
+    let route = longest_match(&routes, RT_TABLE_LOCAL, dst_ip, None)
+        .or_else(|| longest_match(&routes, RT_TABLE_MAIN, dst_ip, q.oif))
+        .ok_or(Errno::ENETUNREACH)?;
+    if q.fib_match {
+        return Ok(fib_entry_msg(route, route.table, 0, ctx));
+    }
+    let oif = if route.kind == RTN_LOCAL {
+        1
+    } else {
+        route.oif
+    };
+    let prefsrc = select_v6_src(nics, route.oif, dst);
+    let mut m = MsgWriter::new(RTM_NEWROUTE, 0, ctx.seq, ctx.port_id);
+    m.raw(&[
+        AF_INET6,
+        128,
+        128,
+        0,
+        route.table,
+        route.protocol,
+        RT_SCOPE_UNIVERSE,
+        route.kind,
+    ]);
+    m.raw(&0u32.to_ne_bytes());
+    m.u32(RTA_TABLE, u32::from(route.table));
+    m.attr(RTA_DST, &dst.octets());
+    m.attr(RTA_SRC, &src.unwrap_or(Ipv6Addr::UNSPECIFIED).octets());
+    if let Some(p) = prefsrc {
+        m.attr(RTA_PREFSRC, &p.octets());
+    }
+    m.u32(RTA_PRIORITY, route.metric);
+    if let Some(gw) = route.gateway {
+        m.ip(RTA_GATEWAY, gw);
+    }
+    m.u32(RTA_OIF, oif);
+    m.attr(RTA_CACHEINFO, &rta_cacheinfo());
+    m.u8(RTA_PREF, 0);
+    Ok(m.finish())
+}
+
+/// The scope of an IPv6 destination, as RFC 6724 ranks them: a multicast
+/// address's own scope field, else that of the unicast address.
+fn v6_dst_scope(addr: &Ipv6Addr) -> u8 {
+    let seg0 = addr.segments()[0];
+    if seg0 >> 8 == 0xff {
+        (seg0 & 0xf) as u8
+    } else {
+        v6_src_scope(addr)
+    }
+}
+
+/// The policy table's label (Linux's default `ip addrlabel` table).
+fn v6_label(addr: &Ipv6Addr) -> u8 {
+    const TABLE: [(u128, u8, u8); 10] = [
+        (1, 128, 0),                // ::1/128
+        (0x2001_0010 << 96, 28, 7), // 2001:10::/28
+        (0x2001 << 112, 32, 6),     // 2001::/32
+        (0x0000_ffff << 32, 96, 4), // ::ffff:0:0/96
+        (0, 96, 3),                 // ::/96
+        (0x3ffe << 112, 16, 12),    // 3ffe::/16
+        (0x2002 << 112, 16, 2),     // 2002::/16
+        (0xfec0 << 112, 10, 11),    // fec0::/10
+        (0xfc00 << 112, 7, 5),      // fc00::/7
+        (0, 0, 1),                  // ::/0
+    ];
+    let bits = u128::from(*addr);
+    TABLE
+        .iter()
+        .filter(|(prefix, len, _)| bits & v6_mask(*len) == *prefix)
+        .max_by_key(|(_, len, _)| *len)
+        .map_or(1, |(_, _, label)| *label)
+}
+
+/// `ipv6_dev_get_saddr()`: the dst itself if it is ours; then RFC 6724's
+/// rules as Linux applies them: appropriate scope, the outgoing link, the
+/// same label, the longest matching prefix (up to the address's prefix).
+/// Link-scoped destinations only consider the outgoing link.
+fn select_v6_src(nics: &[NicInfo], oif: u32, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+    let dst_scope = v6_dst_scope(&dst);
+    let dst_label = v6_label(&dst);
+    let link_scoped = dst_scope <= 0x2;
+    let candidates = ifaces(nics)
+        .filter(|i| !link_scoped || i.index == oif)
+        .flat_map(|i| {
+            i.v6_addrs()
+                .into_iter()
+                .map(move |(a, len)| (i.index, a, len))
+        });
+    let score = |&(index, a, len): &(u32, Ipv6Addr, u8)| {
+        let scope = v6_src_scope(&a);
+        // Prefer the smallest scope that reaches dst, else the largest.
+        let scope_rank = if scope >= dst_scope {
+            (1, Reverse(scope), 0)
+        } else {
+            (0, Reverse(0), scope)
+        };
+        let common = (u128::from(a) ^ u128::from(dst))
+            .leading_zeros()
+            .min(u32::from(len));
+        (
+            a == dst,
+            scope_rank,
+            index == oif,
+            v6_label(&a) == dst_label,
+            common,
+        )
+    };
+    // The first of the best, as the kernel keeps a candidate until one beats it.
+    let mut best: Option<(u32, Ipv6Addr, u8)> = None;
+    for c in candidates {
+        if best.is_none_or(|b| score(&c) > score(&b)) {
+            best = Some(c);
+        }
+    }
+    best.map(|(_, a, _)| a)
 }
 
 #[cfg(test)]
@@ -2136,6 +2506,401 @@ pub(crate) mod tests {
             .map(|r| format!("{}/{}", r.dst, r.dst_len))
             .collect();
         assert_eq!(main, ["2001:db8:1::/48", "fd00::/64", "fe80::/64", "::/0"]);
+    }
+
+    /// `ip route get` answers of Linux 6.18 in the golden namespace: (dst,
+    /// src, rtm_flags, oif, rtmsg, attributes); `12:*` is the cache info,
+    /// whose use counters are the kernel's own.
+    const KERNEL_ROUTE_GETS: &[(&str, &str, u32, u32, &str, &str)] = &[
+        (
+            "8.8.8.8",
+            "",
+            0,
+            0,
+            "02200000fe00000100020000",
+            "15:fe000000 1:08080808 4:02000000 7:0a00020f 5:0a000202 25:00000000 12:*",
+        ),
+        (
+            "10.0.2.7",
+            "",
+            0,
+            0,
+            "02200000fe00000100020000",
+            "15:fe000000 1:0a000207 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "192.168.5.9",
+            "",
+            0,
+            0,
+            "02200000fe00000100020000",
+            "15:fe000000 1:c0a80509 4:02000000 7:0a00020f 5:0a000203 25:00000000 12:*",
+        ),
+        (
+            "10.0.2.15",
+            "",
+            0,
+            0,
+            "02200000fe00000200020080",
+            "15:fe000000 1:0a00020f 4:01000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "127.0.0.1",
+            "",
+            0,
+            0,
+            "02200000fe00000200020080",
+            "15:fe000000 1:7f000001 4:01000000 7:7f000001 25:00000000 12:*",
+        ),
+        (
+            "127.1.2.3",
+            "",
+            0,
+            0,
+            "02200000fe00000200020080",
+            "15:fe000000 1:7f010203 4:01000000 7:7f000001 25:00000000 12:*",
+        ),
+        (
+            "10.0.2.255",
+            "",
+            0,
+            0,
+            "02200000fe00000300020090",
+            "15:fe000000 1:0a0002ff 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "255.255.255.255",
+            "",
+            0,
+            0,
+            "02200000fe00000300020090",
+            "15:fe000000 1:ffffffff 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "0.0.0.0",
+            "",
+            0,
+            0,
+            "02200000fe00000200020080",
+            "15:fe000000 1:00000000 4:01000000 7:7f000001 25:00000000 12:*",
+        ),
+        (
+            "10.0.2.0",
+            "",
+            0,
+            0,
+            "02200000fe00000100020000",
+            "15:fe000000 1:0a000200 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "224.0.0.1",
+            "",
+            0,
+            0,
+            "02200000fe000005000200a0",
+            "15:fe000000 1:e0000001 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "239.1.2.3",
+            "",
+            0,
+            0,
+            "02200000fe00000500020020",
+            "15:fe000000 1:ef010203 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "8.8.8.8",
+            "10.0.2.15",
+            0,
+            0,
+            "02202000fe00000100020000",
+            "15:fe000000 1:08080808 2:0a00020f 4:02000000 5:0a000202 25:00000000 12:*",
+        ),
+        (
+            "8.8.8.8",
+            "",
+            0x1000,
+            0,
+            "02200000fe00000100020000",
+            "15:fe000000 1:08080808 4:02000000 7:0a00020f 5:0a000202 25:00000000 12:*",
+        ),
+        (
+            "10.0.2.7",
+            "",
+            0,
+            2,
+            "02200000fe00000100020000",
+            "15:fe000000 1:0a000207 4:02000000 7:0a00020f 25:00000000 12:*",
+        ),
+        (
+            "8.8.8.8",
+            "",
+            0x2000,
+            0,
+            "02000000fe03000100000000",
+            "15:fe000000 5:0a000202 4:02000000",
+        ),
+        (
+            "10.0.2.15",
+            "",
+            0x2000,
+            0,
+            "02200000fe02fe0200000000",
+            "15:fe000000 1:0a00020f 7:0a00020f 4:02000000",
+        ),
+        (
+            "2001:db8::1",
+            "",
+            0,
+            0,
+            "0a808000fe03000100000000",
+            "15:fe000000 1:20010db8000000000000000000000001 2:00000000000000000000000000000000 7:fd000000000000000000000000000015 6:00040000 5:fd000000000000000000000000000002 4:02000000 12:* 20:00",
+        ),
+        (
+            "2001:db8:1::5",
+            "",
+            0,
+            0,
+            "0a808000fe03000100000000",
+            "15:fe000000 1:20010db8000100000000000000000005 2:00000000000000000000000000000000 7:fd000000000000000000000000000015 6:00040000 5:fd000000000000000000000000000003 4:02000000 12:* 20:00",
+        ),
+        (
+            "fd00::7",
+            "",
+            0,
+            0,
+            "0a808000fe02000100000000",
+            "15:fe000000 1:fd000000000000000000000000000007 2:00000000000000000000000000000000 7:fd000000000000000000000000000015 6:00010000 4:02000000 12:* 20:00",
+        ),
+        (
+            "fe80::1",
+            "",
+            0,
+            0,
+            "0a808000fe02000100000000",
+            "15:fe000000 1:fe800000000000000000000000000001 2:00000000000000000000000000000000 7:fe800000000000000042acfffe110002 6:00010000 4:02000000 12:* 20:00",
+        ),
+        (
+            "fd00::15",
+            "",
+            0,
+            0,
+            "0a808000ff02000200000000",
+            "15:ff000000 1:fd000000000000000000000000000015 2:00000000000000000000000000000000 7:fd000000000000000000000000000015 6:00000000 4:01000000 12:* 20:00",
+        ),
+        (
+            "::1",
+            "",
+            0,
+            0,
+            "0a808000ff02000200000000",
+            "15:ff000000 1:00000000000000000000000000000001 2:00000000000000000000000000000000 7:00000000000000000000000000000001 6:00000000 4:01000000 12:* 20:00",
+        ),
+        (
+            "ff02::1",
+            "",
+            0,
+            0,
+            "0a808000ff02000500000000",
+            "15:ff000000 1:ff020000000000000000000000000001 2:00000000000000000000000000000000 7:fe800000000000000042acfffe110002 6:00010000 4:02000000 12:* 20:00",
+        ),
+        (
+            "fe80::42:acff:fe11:2",
+            "",
+            0,
+            0,
+            "0a808000ff02000200000000",
+            "15:ff000000 1:fe800000000000000042acfffe110002 2:00000000000000000000000000000000 7:fe800000000000000042acfffe110002 6:00000000 4:01000000 12:* 20:00",
+        ),
+        (
+            "2001:db8::1",
+            "fd00::15",
+            0,
+            0,
+            "0a808000fe03000100000000",
+            "15:fe000000 1:20010db8000000000000000000000001 2:fd000000000000000000000000000015 7:fd000000000000000000000000000015 6:00040000 5:fd000000000000000000000000000002 4:02000000 12:* 20:00",
+        ),
+        (
+            "2001:db8::1",
+            "fd00::99",
+            0,
+            0,
+            "0a808000fe03000100000000",
+            "15:fe000000 1:20010db8000000000000000000000001 2:fd000000000000000000000000000099 7:fd000000000000000000000000000015 6:00040000 5:fd000000000000000000000000000002 4:02000000 12:* 20:00",
+        ),
+        (
+            "2001:db8::1",
+            "",
+            0x2000,
+            0,
+            "0a000000fe03000100000000",
+            "15:fe000000 6:00040000 5:fd000000000000000000000000000002 4:02000000 12:0000000000000000000000000000000000000000000000000000000000000000 20:00",
+        ),
+        (
+            "fd00::15",
+            "",
+            0x2000,
+            0,
+            "0a800000ff02000200000000",
+            "15:ff000000 1:fd000000000000000000000000000015 6:00000000 4:02000000 12:0000000000000000000000000000000000000000000000000000000000000000 20:00",
+        ),
+    ];
+
+    fn route_get(nics: &[NicInfo], dst: &str, src: &str, flags: u32, oif: u32) -> Vec<Vec<u8>> {
+        let dst: IpAddr = dst.parse().unwrap();
+        let octets = |a: IpAddr| match a {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        let family = if dst.is_ipv4() { AF_INET } else { AF_INET6 };
+        let bits = if dst.is_ipv4() { 32 } else { 128 };
+        let src_len = if src.is_empty() { 0 } else { bits };
+        let mut p = vec![family, bits, src_len, 0, 0, 0, 0, 0];
+        p.extend_from_slice(&flags.to_ne_bytes());
+        p.extend(nla(RTA_DST, &octets(dst)));
+        if !src.is_empty() {
+            p.extend(nla(RTA_SRC, &octets(src.parse().unwrap())));
+        }
+        if oif != 0 {
+            p.extend(nla(RTA_OIF, &oif.to_ne_bytes()));
+        }
+        respond(&req(RTM_GETROUTE, NLM_F_REQUEST, &p), nics, PORT)
+    }
+
+    #[test]
+    fn route_get_matches_the_kernel() {
+        let nics = nics();
+        for &(dst, src, flags, oif, hdr, want) in KERNEL_ROUTE_GETS {
+            let got = route_get(&nics, dst, src, flags, oif);
+            assert_eq!(got.len(), 1, "{dst}");
+            let m = &split(&got[0])[0];
+            assert_eq!(
+                (m.ty, m.flags, m.seq, m.pid),
+                (RTM_NEWROUTE, 0, SEQ, PORT),
+                "{dst}"
+            );
+            assert_eq!(
+                m.payload[..12],
+                unhex(hdr),
+                "{dst} from {src:?} flags {flags:#x}"
+            );
+            let attrs: Vec<String> = attr_list(&m.payload[12..])
+                .iter()
+                .map(|(t, v)| match *t {
+                    RTA_CACHEINFO if v.len() == RTA_CACHEINFO_LEN && want.contains("12:*") => {
+                        "12:*".to_string()
+                    }
+                    t => format!(
+                        "{t}:{}",
+                        v.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                    ),
+                })
+                .collect();
+            assert_eq!(attrs.join(" "), want, "{dst} from {src:?} flags {flags:#x}");
+        }
+    }
+
+    #[test]
+    fn route_get_errors() {
+        let nics = nics();
+        let errno = |got: Vec<Vec<u8>>| -split(&got[0])[0].errno();
+        // The source must be ours; the output link must exist.
+        assert_eq!(
+            errno(route_get(&nics, "8.8.8.8", "10.9.9.9", 0, 0)),
+            Errno::ENETUNREACH as i32
+        );
+        assert_eq!(
+            errno(route_get(&nics, "10.0.2.7", "", 0, 5)),
+            Errno::ENODEV as i32
+        );
+        // No route.
+        let only_lo = [lo()];
+        assert_eq!(
+            errno(route_get(&only_lo, "8.8.8.8", "", 0, 0)),
+            Errno::ENETUNREACH as i32
+        );
+        assert_eq!(
+            errno(route_get(&only_lo, "2001:db8::1", "", 0, 0)),
+            Errno::ENETUNREACH as i32
+        );
+        assert_eq!(
+            split(&route_get(&only_lo, "127.0.0.1", "", 0, 0)[0])[0].ty,
+            RTM_NEWROUTE
+        );
+        // An oif without a route through it.
+        assert_eq!(
+            errno(route_get(&nics, "8.8.8.8", "", 0, 1)),
+            Errno::ENETUNREACH as i32
+        );
+        // Not for AF_UNSPEC; a short rtmsg; input routes.
+        let e = |payload: &[u8]| {
+            errno(respond(
+                &req(RTM_GETROUTE, NLM_F_REQUEST, payload),
+                &nics,
+                PORT,
+            ))
+        };
+        assert_eq!(e(&[0; 12]), Errno::EOPNOTSUPP as i32);
+        assert_eq!(e(&[AF_INET, 0, 0, 0]), Errno::EINVAL as i32);
+        let iif = [
+            vec![AF_INET, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            nla(RTA_IIF, &2u32.to_ne_bytes()),
+        ]
+        .concat();
+        assert_eq!(e(&iif), Errno::EOPNOTSUPP as i32);
+        let short_dst = [
+            vec![AF_INET6, 128, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            nla(RTA_DST, &[0xfd; 4]),
+        ]
+        .concat();
+        assert_eq!(e(&short_dst), Errno::EINVAL as i32);
+        // RTA_UID is echoed.
+        let uid = [
+            vec![AF_INET, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            nla(RTA_DST, &[8, 8, 8, 8]),
+            nla(RTA_UID, &1000u32.to_ne_bytes()),
+        ]
+        .concat();
+        let got = respond(
+            &req(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_ACK, &uid),
+            &nics,
+            PORT,
+        );
+        assert_eq!(got.len(), 2, "the answer, then the acknowledgement");
+        let attrs = attr_list(&split(&got[0])[0].payload[12..]);
+        assert!(attrs.contains(&(RTA_UID, 1000u32.to_ne_bytes().to_vec())));
+    }
+
+    #[test]
+    fn ipv6_source_selection_follows_rfc_6724() {
+        let mut eth = eth0();
+        eth.addrs = vec![
+            ifaddr("fe80::1", 64),
+            ifaddr("fd00::15", 64),
+            ifaddr("2001:db8:5::7", 64),
+            ifaddr("2001:db8:6::7", 48),
+        ];
+        let nics = [lo(), eth];
+        let src = |dst: &str| select_v6_src(&nics, 2, dst.parse().unwrap()).map(|a| a.to_string());
+        // Same label and the longest prefix, within the prefix length.
+        assert_eq!(src("2001:db8:6::1").as_deref(), Some("2001:db8:6::7"));
+        assert_eq!(src("2001:db8:5::1").as_deref(), Some("2001:db8:5::7"));
+        assert_eq!(src("2606:4700::1").as_deref(), Some("2001:db8:5::7"));
+        assert_eq!(src("fd00:1::1").as_deref(), Some("fd00::15"));
+        // Scope: link-local for link-scoped destinations.
+        assert_eq!(src("fe80::9").as_deref(), Some("fe80::1"));
+        assert_eq!(src("ff02::1").as_deref(), Some("fe80::1"));
+        assert_eq!(src("ff0e::1").as_deref(), Some("2001:db8:5::7"));
+        // Our own address.
+        assert_eq!(src("fd00::15").as_deref(), Some("fd00::15"));
+        // Only link-local: better than ::1 for a global destination.
+        let mut ll = eth0();
+        ll.addrs = vec![ifaddr("fe80::1", 64)];
+        let nics = [lo(), ll];
+        assert_eq!(
+            select_v6_src(&nics, 2, "2001:db8::1".parse().unwrap()),
+            Some("fe80::1".parse().unwrap())
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl Sentry {
             by_cookie: HashMap::new(),
             by_id: HashMap::new(),
             pidfds: HashMap::new(),
-            mem: Mem::default(),
+            mem: Mem,
             scratch: vec![0u8; SCRATCH],
             start,
             tracer,
@@ -575,33 +575,28 @@ impl Sentry {
         }
         if s.is_dgram() {
             // Blocked receivers are served first, straight from the stack.
-            if !s.parked.is_empty() {
+            if !s.parked.is_empty() || s.shut_rd {
                 return;
             }
             loop {
                 let s = &mut self.socks[key];
-                if !s.rx.is_empty() {
+                // A datagram waiting for room (it may be empty).
+                if let Some(from) = s.rx_from {
                     match send(
                         s.end.as_raw_fd(),
                         &s.rx,
                         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                     ) {
-                        Ok(_) => {
-                            if let Some(from) = s.rx_from.take() {
-                                s.delivered.push_back(Delivered {
-                                    len: s.rx.len(),
-                                    hash: payload_hash(&s.rx),
-                                    from,
-                                });
-                            }
-                            s.rx.clear();
-                        }
+                        Ok(_) => s.delivered.push_back(Delivered {
+                            len: s.rx.len(),
+                            hash: payload_hash(&s.rx),
+                            from,
+                        }),
                         Err(Errno::EAGAIN) => return,
-                        Err(_) => {
-                            s.rx.clear();
-                            s.rx_from = None;
-                        }
+                        Err(_) => {}
                     }
+                    s.rx.clear();
+                    s.rx_from = None;
                 }
                 match self
                     .stack
@@ -689,7 +684,14 @@ impl Sentry {
             }
         }
         self.retry_parked(key);
-        let s = &mut self.socks[key];
+        self.write_tokens(key);
+    }
+
+    /// Leaves one token byte in the listener's pair per stashed connection.
+    pub(crate) fn write_tokens(&mut self, key: GKey) {
+        let Some(s) = self.socks.get_mut(key) else {
+            return;
+        };
         while s.tokens < s.stash.len() {
             match send(
                 s.end.as_raw_fd(),

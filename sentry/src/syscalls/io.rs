@@ -42,6 +42,9 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     };
     let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
     if s.socks[key].kind == Kind::Tcp {
+        if !s.socks[key].connected {
+            return errno(libc::EPIPE);
+        }
         // Connected TCP ignores the address: the bytes go the native way.
         return match send(
             r.file.as_raw_fd(),
@@ -52,6 +55,12 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
             Err(Errno::EAGAIN) if !nonblock => Outcome::Park(key, s.socks[key].sndtimeo),
             Err(e) => errno(e as i32),
         };
+    }
+    if flags & libc::MSG_OOB != 0 && s.socks[key].kind != Kind::Netlink {
+        return errno(libc::EOPNOTSUPP);
+    }
+    if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
+        return errno(libc::EINVAL);
     }
     let to = match dgram_dest(s, n, key, n.args[4], n.args[5]) {
         Ok(a) => a,
@@ -80,14 +89,14 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     };
     let room = n.args[2] as usize;
     let copied = got.data.len().min(room);
-    if let Err(e) = s.wr(n, n.args[1], &got.data[..copied]) {
-        return errno(e);
-    }
-    if n.args[4] != 0 {
+    let mut result = s.wr(n, n.args[1], &got.data[..copied]);
+    if result.is_ok() && n.args[4] != 0 {
         let addr = source_bytes(s, key, got.from);
-        if let Err(e) = s.write_sockaddr(n, n.args[4], n.args[5], &addr) {
-            return errno(e);
-        }
+        result = s.write_sockaddr(n, n.args[4], n.args[5], &addr);
+    }
+    if let Err(e) = result {
+        // Linux has dequeued the datagram before the copy fails.
+        return fail_consumed(s, e, got.commit);
     }
     let ret = if flags & libc::MSG_TRUNC != 0 {
         got.len
@@ -159,13 +168,13 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
         Ok(x) => x,
         Err(o) => return o,
     };
-    if s.socks[key].kind == Kind::Tcp {
-        return Outcome::Reply(Reply::Continue);
-    }
     let flags = n.args[2] as i32;
     if flags & libc::MSG_ERRQUEUE != 0 {
         // Nothing is ever queued on the error queue.
         return errno(libc::EAGAIN);
+    }
+    if s.socks[key].kind == Kind::Tcp {
+        return Outcome::Reply(Reply::Continue);
     }
     let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
     let hdr = match read_msghdr(s, n, n.args[1]) {
@@ -181,7 +190,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     };
     match deliver(s, n, key, n.args[1], &hdr, &got, flags) {
         Ok(ret) => commit_reply(Reply::Value(ret as i64), got.commit),
-        Err(e) => errno(e),
+        Err(e) => fail_consumed(s, e, got.commit),
     }
 }
 
@@ -196,6 +205,11 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    if n.args[4] != 0
+        && let Err(e) = s.rd_array::<16>(n, n.args[4])
+    {
+        return errno(e);
+    }
     let file = r.file;
     let mut done = 0usize;
     for i in 0..vlen {
@@ -280,8 +294,25 @@ fn dgram_dest(
         return Err(libc::EINVAL);
     }
     let v6 = s.socks[key].v6;
+    let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+    if v6 && family == libc::AF_INET6 && bytes.len() < abi::SOCKADDR_IN6_MIN {
+        return Err(libc::EINVAL);
+    }
+    if !v6 && bytes.len() < abi::SOCKADDR_IN_LEN {
+        return Err(libc::EINVAL);
+    }
+    if !v6 && family == libc::AF_UNSPEC {
+        // Old programs: an IPv4 socket takes AF_UNSPEC as AF_INET.
+        let mut b = bytes.clone();
+        b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        return match abi::decode_addr(&b)? {
+            abi::GuestAddr::Inet(a) => Ok(Some(a)),
+            _ => Err(libc::EINVAL),
+        };
+    }
     match abi::decode_addr(&bytes)? {
-        abi::GuestAddr::Inet(a) if a.is_ipv4() || v6 => Ok(Some(a)),
+        abi::GuestAddr::Inet(a) if v6 => Ok(Some(abi::mapped(a))),
+        abi::GuestAddr::Inet(a) if a.is_ipv4() => Ok(Some(a)),
         abi::GuestAddr::Unspec => Ok(None),
         abi::GuestAddr::Other(_) if v6 => Err(libc::EINVAL),
         abi::GuestAddr::Inet(_) | abi::GuestAddr::Other(_) => Err(libc::EAFNOSUPPORT),
@@ -340,6 +371,14 @@ fn send_one(
     nonblock: bool,
 ) -> Result<Option<usize>, i32> {
     let hdr = read_msghdr(s, n, hdr_ptr)?;
+    if hdr.controllen > 0 {
+        // Linux copies the control messages in first (and refuses a bad
+        // pointer); none of them changes what the stack sends.
+        if hdr.controllen > (1 << 16) {
+            return Err(libc::ENOBUFS);
+        }
+        s.rd(n, hdr.control, hdr.controllen as usize)?;
+    }
     let iov = read_iovecs(s, n, &hdr)?;
     let mut data = Vec::new();
     for (base, len) in iov {
@@ -359,7 +398,11 @@ fn send_one(
 
 fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, i32> {
     let b = s.rd_array::<{ abi::MSGHDR_LEN }>(n, ptr)?;
-    Ok(MsgHdr::decode(&b))
+    let h = MsgHdr::decode(&b);
+    if (h.namelen as i32) < 0 {
+        return Err(libc::EINVAL);
+    }
+    Ok(h)
 }
 
 fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)>, i32> {
@@ -484,6 +527,14 @@ fn deliver(
     } else {
         off
     })
+}
+
+/// A receive whose copy-out failed: the datagram is gone, as on Linux.
+fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
+    if let Some(c) = commit {
+        apply_commit(s, &c);
+    }
+    errno(e)
 }
 
 fn commit_reply(reply: Reply, commit: Option<Commit>) -> Outcome {

@@ -117,7 +117,7 @@ impl Sentry {
         addr: &[u8],
     ) -> Result<(), i32> {
         if len_ptr == 0 {
-            return Ok(());
+            return Err(libc::EFAULT);
         }
         let room = i32::from_ne_bytes(self.rd_array::<4>(n, len_ptr)?);
         if room < 0 {

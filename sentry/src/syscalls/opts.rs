@@ -74,6 +74,9 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
     if let Some(v) = s.socks[key].extra.get(&(level, name)) {
         return Ok(v.clone());
     }
+    if !level_known(kind, v6, level) {
+        return Err(libc::EOPNOTSUPP);
+    }
     let b = |x: bool| int(i32::from(x));
     match (level, name) {
         (SOL_SOCKET, libc::SO_TYPE) => return Ok(int(ty)),
@@ -267,6 +270,11 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         }
         return value(0);
     }
+    // setsockopt answers ENOPROTOOPT for an unknown level too (getsockopt
+    // says EOPNOTSUPP), as Linux does.
+    if !level_known(kind, v6, level) {
+        return errno(libc::ENOPROTOOPT);
+    }
     if kind == Kind::Netlink {
         return match (level, name) {
             (SOL_NETLINK, 1..=12)
@@ -336,6 +344,20 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
             Err(e) => net(e),
         },
         Err(e) => errno(e),
+    }
+}
+
+/// Whether a socket of this kind has option level `level` at all (an
+/// unknown level is EOPNOTSUPP, an unknown name at a known level ENOPROTOOPT).
+fn level_known(kind: Kind, v6: bool, level: i32) -> bool {
+    match level {
+        SOL_SOCKET => true,
+        SOL_TCP => kind == Kind::Tcp,
+        libc::IPPROTO_UDP => kind == Kind::Udp,
+        SOL_IP => kind != Kind::Netlink,
+        SOL_IPV6 => v6 && kind != Kind::Netlink,
+        SOL_NETLINK => kind == Kind::Netlink,
+        _ => false,
     }
 }
 
@@ -419,15 +441,33 @@ fn store(s: &mut Sentry, key: GKey, level: i32, name: i32, val: &[u8]) -> Outcom
 }
 
 pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (_key, _r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    use crate::ifreq::{self, SocketFamily};
     let cmd = n.args[1] as u32;
     let arg = n.args[2];
+    let r = match s.resolve(n, n.args[0]) {
+        Ok(r) => r,
+        Err(e) => return errno(e),
+    };
+    let family = match r.key.map(|k| (s.socks[k].kind, s.socks[k].v6)) {
+        Some((Kind::Netlink, _)) => SocketFamily::Other,
+        Some((_, true)) => SocketFamily::Inet6,
+        Some((_, false)) => SocketFamily::Inet,
+        None => {
+            // glibc asks interface questions through any socket, AF_UNIX
+            // included: those get the sandbox's interfaces; the rest is
+            // the kernel's to answer.
+            if crate::sys::socket_cookie(r.file.as_fd()).is_err()
+                || !ifreq::is_ifreq_ioctl(SocketFamily::Other, cmd)
+            {
+                return Outcome::Reply(crate::sys::Reply::Continue);
+            }
+            SocketFamily::Other
+        }
+    };
+    let tcp = r.key.is_some_and(|k| s.socks[k].kind == Kind::Tcp);
     let nics: Vec<netstack::NicInfo> = s.stack.nics().cloned().collect();
     match cmd {
-        crate::stub::SIOCGIFCONF => {
+        ifreq::SIOCGIFCONF => {
             let b = match s.rd_array::<16>(n, arg) {
                 Ok(b) => b,
                 Err(e) => return errno(e),
@@ -435,13 +475,13 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
             let len = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             let buf = abi::u64_at(&b, 8);
             if buf == 0 {
-                let need = crate::stub::ifconf_len(&nics);
+                let need = ifreq::ifconf_len(&nics);
                 return match s.wr(n, arg, &(need as i32).to_ne_bytes()) {
                     Ok(()) => value(0),
                     Err(e) => errno(e),
                 };
             }
-            let (records, used) = crate::stub::ifconf(&nics, len.max(0) as usize);
+            let (records, used) = ifreq::ifconf(&nics, len.max(0) as usize);
             if let Err(e) = s.wr(n, buf, &records) {
                 return errno(e);
             }
@@ -450,17 +490,20 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
                 Err(e) => errno(e),
             }
         }
-        // SIOCATMARK: never at the urgent mark (no urgent data).
-        0x8905 => match s.wr(n, arg, &0i32.to_ne_bytes()) {
+        // SIOCATMARK: TCP only; never at the urgent mark (no urgent data).
+        0x8905 if tcp => match s.wr(n, arg, &0i32.to_ne_bytes()) {
             Ok(()) => value(0),
             Err(e) => errno(e),
         },
+        0x8905 => errno(libc::ENOTTY),
+        // SIOCGSTAMP, SIOCGSTAMPNS: no packet was time-stamped.
+        0x8906 | 0x8907 => errno(libc::ENOENT),
         _ => {
-            let mut req = match s.rd_array::<40>(n, arg) {
+            let mut req = match s.rd_array::<{ ifreq::IFREQ_SIZE }>(n, arg) {
                 Ok(b) => b,
                 Err(e) => return errno(e),
             };
-            match crate::stub::ifreq_ioctl(cmd, &mut req, &nics) {
+            match ifreq::ifreq_ioctl_on(family, cmd, &mut req, &nics) {
                 Ok(()) => match s.wr(n, arg, &req) {
                     Ok(()) => value(0),
                     Err(e) => errno(e),

@@ -141,30 +141,45 @@ fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) 
     }
 }
 
-/// Decodes an inet address for socket `key`, with the family rules of
-/// bind and connect.
+/// Decodes an inet address for socket `key`, with the family and length
+/// rules of bind and connect. `Ok(None)` is AF_UNSPEC for connect.
 fn inet_addr(
     s: &Sentry,
     key: GKey,
     bytes: &[u8],
     for_bind: bool,
 ) -> Result<Option<SocketAddr>, i32> {
-    let v6 = s.socks[key].v6;
-    if bytes.len()
-        < if v6 {
-            abi::SOCKADDR_IN6_MIN
-        } else {
-            abi::SOCKADDR_IN_LEN
-        }
-    {
+    let g = &s.socks[key];
+    let (v6, kind) = (g.v6, g.kind);
+    if bytes.len() < 2 {
+        return Err(libc::EINVAL);
+    }
+    let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+    if !for_bind && family == libc::AF_UNSPEC {
+        return Ok(None);
+    }
+    // An IPv6 datagram socket takes a plain sockaddr_in; TCP wants the
+    // IPv6 length whatever the family.
+    let min = if !v6 || (family == libc::AF_INET && kind != Kind::Tcp && !for_bind) {
+        abi::SOCKADDR_IN_LEN
+    } else {
+        abi::SOCKADDR_IN6_MIN
+    };
+    if bytes.len() < min {
         return Err(libc::EINVAL);
     }
     match abi::decode_addr(bytes)? {
+        GuestAddr::Inet(SocketAddr::V6(a))
+            if for_bind && a.scope_id() == 0 && (a.ip().segments()[0] & 0xffc0) == 0xfe80 =>
+        {
+            // A link-local address means nothing without its interface.
+            Err(libc::EINVAL)
+        }
         GuestAddr::Inet(a) if a.is_ipv4() != v6 => Ok(Some(a)),
-        // A v6 socket may connect to (or send to) an IPv4 address; the
-        // stack maps it or refuses it (IPV6_V6ONLY).
-        GuestAddr::Inet(a) if !for_bind && a.is_ipv4() => Ok(Some(a)),
-        GuestAddr::Unspec if for_bind && !v6 => {
+        // A v6 socket may connect to (or send to) an IPv4 address, as the
+        // IPv4-mapped address; the stack refuses it under IPV6_V6ONLY.
+        GuestAddr::Inet(a) if !for_bind && a.is_ipv4() => Ok(Some(abi::mapped(a))),
+        GuestAddr::Unspec if !v6 => {
             // Linux accepts AF_UNSPEC with INADDR_ANY for bind, for old programs.
             let any = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
             if any == 0 {
@@ -177,7 +192,6 @@ fn inet_addr(
                 Err(libc::EAFNOSUPPORT)
             }
         }
-        GuestAddr::Unspec if !for_bind => Ok(None),
         _ => Err(libc::EAFNOSUPPORT),
     }
 }
@@ -271,7 +285,10 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
         Err(e) => return errno(e),
     };
     let Some(addr) = addr else {
-        // AF_UNSPEC: dissolve the association.
+        // AF_UNSPEC: dissolve the association (nothing to do when there is none).
+        if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && s.socks[key].filler == 0 {
+            return value(0);
+        }
         return match s.stack.disconnect(id) {
             Ok(()) => value(0),
             Err(e) => net(e),
@@ -357,10 +374,13 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outc
     let Some(id) = g.id else {
         return errno(libc::EINVAL);
     };
-    if s.socks[key].stash.is_empty()
-        && let Ok(c) = s.stack.accept(id)
-    {
-        s.socks[key].stash.push_back(c);
+    if s.socks[key].stash.is_empty() {
+        match s.stack.accept(id) {
+            Ok(c) => s.socks[key].stash.push_back(c),
+            Err(NetError::WouldBlock) => {}
+            // A listener that was shut down, or is no longer listening.
+            Err(e) => return net(e),
+        }
     }
     let Some((child, peer)) = s.socks[key].stash.pop_front() else {
         let _ = retry;
@@ -405,24 +425,30 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outc
         }
     };
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
+    // One pending connection fewer: take its token before the guest runs
+    // again, so a poll right after accept does not see it.
+    let g = &mut s.socks[key];
+    let mut took_token = false;
+    if g.tokens > 0 {
+        let mut b = [0u8; 1];
+        if let Ok(1) = recv(r.file.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT) {
+            g.tokens -= 1;
+            took_token = true;
+        }
+    }
     match sys::notif_addfd_send(s.listener.as_fd(), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
             s.trace(n, &format!("fd {fd}"));
-            // One pending connection fewer: take its token.
-            let g = &mut s.socks[key];
-            if g.tokens > 0 {
-                let mut b = [0u8; 1];
-                if let Ok(1) = recv(r.file.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT) {
-                    g.tokens -= 1;
-                }
-            }
             s.pump_rx(child_key);
             Outcome::Done
         }
         Err(e) => {
-            // Put the connection back for the next accept.
+            // Put the connection (and its token) back for the next accept.
             s.forget(child_key);
             s.socks[key].stash.push_front((child, peer));
+            if took_token {
+                s.write_tokens(key);
+            }
             match e.raw_os_error() {
                 Some(libc::ENOENT) => Outcome::Done,
                 Some(code) => errno(code),
@@ -469,8 +495,17 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
     }
     match s.stack.shutdown(id, how) {
         Ok(()) => {
-            if matches!(how, NetShutdown::Read | NetShutdown::Both) && kind == Kind::Tcp {
-                s.pump_rx(key);
+            if matches!(how, NetShutdown::Read | NetShutdown::Both) {
+                if kind == Kind::Tcp {
+                    s.pump_rx(key);
+                } else {
+                    // Reads see end of file once the queued datagrams are taken.
+                    s.socks[key].shut_rd = true;
+                    let _ = nix::sys::socket::shutdown(
+                        s.socks[key].end.as_raw_fd(),
+                        nix::sys::socket::Shutdown::Write,
+                    );
+                }
             }
             value(0)
         }
