@@ -6,9 +6,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# Debian packages the tests need. Today only the Rust toolchain is needed;
-# add names here as tests start to use system tools.
-APT_PACKAGES=(iproute2)
+# Debian packages the build and the tests need: libseccomp for the guest
+# filter; ip/ss and curl for the end-to-end tests; a C compiler for their
+# guest programs.
+APT_PACKAGES=(iproute2 libseccomp-dev pkg-config curl gcc libc6-dev)
 
 ensure_apt_packages() {
     local missing=() pkg
