@@ -503,6 +503,10 @@ impl Sentry {
             return;
         };
         let dgram = s.is_dgram();
+        if !dgram && s.connected {
+            self.pump_stream_tx(key, id);
+            return;
+        }
         loop {
             let s = &mut self.socks[key];
             if !s.tx.is_empty() {
@@ -560,6 +564,67 @@ impl Sentry {
                 }
             }
         }
+    }
+
+    /// Moves a connection's bytes from the pair straight into the stack's
+    /// send buffer, until either runs dry.
+    fn pump_stream_tx(&mut self, key: GKey, id: SocketId) {
+        let s = &mut self.socks[key];
+        if !s.tx.is_empty() {
+            match self.stack.send(id, &s.tx) {
+                Ok(n) => {
+                    s.tx.drain(..n);
+                }
+                Err(NetError::WouldBlock) => {}
+                Err(_) => s.tx.clear(),
+            }
+            if !s.tx.is_empty() {
+                return;
+            }
+        }
+        loop {
+            let s = &mut self.socks[key];
+            if s.guest_eof {
+                return;
+            }
+            let fd = s.end.as_raw_fd();
+            let (mut eof, mut stop) = (false, false);
+            let r = self.stack.send_with(id, |room| {
+                if room.is_empty() {
+                    // No room: nothing is read (a zero-length read is not EOF).
+                    return 0;
+                }
+                match recv(fd, room, MsgFlags::MSG_DONTWAIT) {
+                    Ok(0) => {
+                        eof = true;
+                        0
+                    }
+                    Ok(n) => n,
+                    Err(_) => {
+                        stop = true;
+                        0
+                    }
+                }
+            });
+            match r {
+                Ok(_) if eof => break,
+                Ok(n) if n > 0 && !stop => {}
+                // The pair is empty (or the stack full): the next edge resumes.
+                Ok(_) | Err(NetError::WouldBlock) => return,
+                Err(_) => {
+                    // The connection cannot carry bytes any more: the
+                    // guest's are dropped, as a reset connection's are.
+                    match recv(fd, &mut self.scratch, MsgFlags::MSG_DONTWAIT) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+        }
+        let s = &mut self.socks[key];
+        s.guest_eof = true;
+        let _ = self.stack.shutdown(id, NetShutdown::Write);
     }
 
     /// Moves what the stack received into the pair, towards the guest.
@@ -633,24 +698,35 @@ impl Sentry {
             if s.stack_eof {
                 return;
             }
-            match self.stack.recv(id, &mut self.scratch, RecvFlags::default()) {
-                Ok(0) => {
+            // Straight from the stack's receive buffer into the pair.
+            let fd = s.end.as_raw_fd();
+            let (mut called, mut stop) = (false, false);
+            let r = self.stack.recv_with(id, |data| {
+                if data.is_empty() {
+                    return 0;
+                }
+                called = true;
+                match send(fd, data, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+                    Ok(n) => {
+                        stop = n < data.len();
+                        n
+                    }
+                    Err(_) => {
+                        stop = true;
+                        0
+                    }
+                }
+            });
+            match r {
+                Ok(0) if !called => {
                     let s = &mut self.socks[key];
                     s.stack_eof = true;
                     let _ = shutdown(s.end.as_raw_fd(), Shutdown::Write);
                     return;
                 }
-                Ok(n) => {
-                    let s = &mut self.socks[key];
-                    match send(
-                        s.end.as_raw_fd(),
-                        &self.scratch[..n],
-                        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-                    ) {
-                        Ok(w) if w == n => {}
-                        Ok(w) => s.rx.extend_from_slice(&self.scratch[w..n]),
-                        Err(Errno::EAGAIN) => s.rx.extend_from_slice(&self.scratch[..n]),
-                        Err(_) => return,
+                Ok(_) => {
+                    if stop {
+                        return;
                     }
                 }
                 Err(NetError::WouldBlock | NetError::NotConnected) => return,

@@ -167,8 +167,13 @@ pub(crate) struct FrameTx<'a> {
 impl phy::TxToken for FrameTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = self.link.buffer();
-        buf.clear();
-        buf.resize(len, 0);
+        // smoltcp writes every byte of the frame: a recycled buffer that is
+        // long enough is cut to size, not zeroed again.
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0);
+        }
         let r = f(&mut buf);
         self.link.send(self.now, buf);
         r

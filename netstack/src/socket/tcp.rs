@@ -426,6 +426,29 @@ impl Stack {
     }
 
     pub(crate) fn tcp_send(&mut self, id: SocketId, data: &[u8]) -> Result<usize> {
+        if data.is_empty() {
+            // Errors still show; a full buffer does not matter.
+            return match self.tcp_send_with(id, &mut |_| 0) {
+                Err(NetError::WouldBlock) => Ok(0),
+                r => r,
+            };
+        }
+        let mut off = 0;
+        self.tcp_send_with(id, &mut |room| {
+            let n = room.len().min(data.len() - off);
+            room[..n].copy_from_slice(&data[off..off + n]);
+            off += n;
+            n
+        })
+    }
+
+    /// Sends what `fill` writes into the send buffer's free room (called
+    /// at most twice, as the room may wrap around); the bytes written.
+    pub(crate) fn tcp_send_with(
+        &mut self,
+        id: SocketId,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize> {
         let sock = self.get_mut(id)?;
         if let Some(e) = sock.error.take() {
             return Err(e);
@@ -442,15 +465,29 @@ impl Stack {
             tcp::State::SynSent | tcp::State::SynReceived => return Err(NetError::WouldBlock),
             _ => return Err(NetError::BrokenPipe),
         }
-        if data.is_empty() {
+        let mut total = 0;
+        for _ in 0..2 {
+            let mut full = false;
+            let n = s
+                .send(|room| {
+                    let n = fill(room).min(room.len());
+                    full = n == room.len();
+                    (n, n)
+                })
+                .map_err(|_| NetError::BrokenPipe)?;
+            total += n;
+            if !full || n == 0 {
+                break;
+            }
+        }
+        if total == 0 {
+            if s.send_capacity() == s.send_queue() {
+                return Err(NetError::WouldBlock);
+            }
             return Ok(0);
         }
-        let n = s.send_slice(data).map_err(|_| NetError::BrokenPipe)?;
-        if n == 0 {
-            return Err(NetError::WouldBlock);
-        }
         self.mark_dirty(id);
-        Ok(n)
+        Ok(total)
     }
 
     pub(crate) fn tcp_recv(
@@ -459,6 +496,33 @@ impl Stack {
         buf: &mut [u8],
         flags: RecvFlags,
     ) -> Result<usize> {
+        if flags.peek {
+            return self.tcp_recv_inner(id, Take::Peek(buf));
+        }
+        let mut off = 0;
+        self.tcp_recv_inner(
+            id,
+            Take::With(&mut |data| {
+                let n = data.len().min(buf.len() - off);
+                buf[off..off + n].copy_from_slice(&data[..n]);
+                off += n;
+                n
+            }),
+        )
+    }
+
+    /// Receives by handing the queued bytes to `take` (called at most
+    /// twice, as the queue may wrap around), which returns how many it
+    /// consumed.
+    pub(crate) fn tcp_recv_with(
+        &mut self,
+        id: SocketId,
+        take: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Result<usize> {
+        self.tcp_recv_inner(id, Take::With(take))
+    }
+
+    fn tcp_recv_inner(&mut self, id: SocketId, take: Take<'_>) -> Result<usize> {
         let sock = self.get_mut(id)?;
         let shut_rd = sock.shut_rd;
         let Some(c) = conn(sock) else {
@@ -469,19 +533,29 @@ impl Stack {
         // Linux still hands out data after SHUT_RD (even data that arrives
         // later); only an empty queue reads as end of file.
         if s.can_recv() {
-            if buf.is_empty() {
-                return Ok(0);
-            }
-            let n = if flags.peek {
-                s.peek_slice(buf)
-            } else {
-                s.recv_slice(buf)
-            }
-            .unwrap_or(0);
-            if !flags.peek {
-                // Reading may open the window: let the stack tell the peer.
-                self.mark_dirty(id);
-            }
+            let n = match take {
+                Take::Peek(buf) => return Ok(s.peek_slice(buf).unwrap_or(0)),
+                Take::With(f) => {
+                    let mut total = 0;
+                    for _ in 0..2 {
+                        let mut all = false;
+                        let n = s
+                            .recv(|data| {
+                                let n = f(data).min(data.len());
+                                all = n == data.len() && n > 0;
+                                (n, n)
+                            })
+                            .unwrap_or(0);
+                        total += n;
+                        if !all {
+                            break;
+                        }
+                    }
+                    total
+                }
+            };
+            // Reading may open the window: let the stack tell the peer.
+            self.mark_dirty(id);
             return Ok(n);
         }
         let st = s.state();
@@ -945,4 +1019,12 @@ impl Stack {
             TcpState::Fresh => {}
         }
     }
+}
+
+/// How a receive takes the queued bytes.
+enum Take<'a> {
+    /// Copies without consuming (MSG_PEEK).
+    Peek(&'a mut [u8]),
+    /// Hands them to a consumer, which says how many it took.
+    With(&'a mut dyn FnMut(&[u8]) -> usize),
 }

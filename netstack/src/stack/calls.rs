@@ -70,6 +70,36 @@ impl Stack {
         }
     }
 
+    /// Sends on a TCP connection without an intermediate copy: `fill` is
+    /// handed the free room of the send buffer (at most twice, as the room
+    /// may wrap around) and returns how many bytes it wrote there.
+    /// `WouldBlock` when there is no room at all; other errors as [`Stack::send`].
+    pub fn send_with(
+        &mut self,
+        id: SocketId,
+        mut fill: impl FnMut(&mut [u8]) -> usize,
+    ) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_send_with(id, &mut fill),
+            _ => Err(NetError::NotSupported),
+        }
+    }
+
+    /// Receives from a TCP connection without an intermediate copy: `take`
+    /// is handed the queued bytes (at most twice, as the queue may wrap
+    /// around) and returns how many it consumed. `Ok(0)` without a call to
+    /// `take` is end of file; errors as [`Stack::recv`].
+    pub fn recv_with(
+        &mut self,
+        id: SocketId,
+        mut take: impl FnMut(&[u8]) -> usize,
+    ) -> Result<usize> {
+        match self.get(id)?.kind {
+            Kind::Tcp(_) => self.tcp_recv_with(id, &mut take),
+            _ => Err(NetError::NotSupported),
+        }
+    }
+
     /// Receives from a stream (or a datagram, without its source).
     /// `Ok(0)` on a stream is end of file.
     pub fn recv(&mut self, id: SocketId, buf: &mut [u8], flags: RecvFlags) -> Result<usize> {
