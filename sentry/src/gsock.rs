@@ -77,6 +77,10 @@ pub struct GSock {
     pub rx: Vec<u8>,
     /// Where `rx` came from (datagram sockets).
     pub rx_from: Option<SocketAddr>,
+    /// The Sentry's end may hold something to read: set by each readable
+    /// edge, cleared when a read finds it empty, so that a socket the stack
+    /// wakes does not cost a read that finds nothing.
+    pub readable: bool,
     /// The guest's side of the pair reached end of file.
     pub guest_eof: bool,
     /// The guest closed its last descriptor.
@@ -121,6 +125,7 @@ impl GSock {
             tx: Vec::new(),
             rx: Vec::new(),
             rx_from: None,
+            readable: false,
             guest_eof: false,
             guest_gone: false,
             shut_rd: false,

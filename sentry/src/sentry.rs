@@ -75,8 +75,14 @@ pub struct Resolved {
     pub key: Option<GKey>,
     /// A copy of the guest's descriptor, valid during this call.
     pub file: OwnedFd,
-    /// The descriptor's O_NONBLOCK.
-    pub nonblock: bool,
+}
+
+impl Resolved {
+    /// The descriptor's O_NONBLOCK (asked only by calls that may block).
+    pub fn nonblock(&self) -> bool {
+        nix::fcntl::fcntl(&self.file, nix::fcntl::FcntlArg::F_GETFL)
+            .is_ok_and(|f| f & libc::O_NONBLOCK != 0)
+    }
 }
 
 /// The Sentry of one sandbox.
@@ -329,12 +335,7 @@ impl Sentry {
             Ok(c) => self.by_cookie.get(&c).copied(),
             Err(_) => None,
         };
-        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFL).unwrap_or(0);
-        Ok(Resolved {
-            key,
-            file,
-            nonblock: flags & libc::O_NONBLOCK != 0,
-        })
+        Ok(Resolved { key, file })
     }
 
     fn guest_fd(&mut self, n: &Notif, fd: RawFd) -> Result<OwnedFd, i32> {
@@ -406,7 +407,7 @@ impl Sentry {
         let Some(s) = self.socks.remove(key) else {
             return;
         };
-        let _ = self.epoll.delete(&s.end);
+        // Closing the end (when `s` drops) takes it out of the epoll set.
         self.by_cookie.remove(&s.cookie);
         if let Some(id) = s.id {
             self.by_id.remove(&id);
@@ -428,6 +429,7 @@ impl Sentry {
             s.guest_gone = true;
         }
         if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            s.readable = true;
             self.pump_tx(key);
         }
         if ev.contains(EpollFlags::EPOLLOUT) {
@@ -489,6 +491,15 @@ impl Sentry {
         }
     }
 
+    /// Moves what the guest wrote before a trapped call that must come
+    /// after it: reads even when no edge has been seen yet.
+    pub(crate) fn flush_tx(&mut self, key: GKey) {
+        if let Some(s) = self.socks.get_mut(key) {
+            s.readable = true;
+        }
+        self.pump_tx(key);
+    }
+
     /// Moves bytes (or datagrams) the guest wrote into its end to the stack.
     pub(crate) fn pump_tx(&mut self, key: GKey) {
         let Some(s) = self.socks.get_mut(key) else {
@@ -529,7 +540,7 @@ impl Sentry {
                     Err(_) => s.tx.clear(),
                 }
             }
-            if s.guest_eof {
+            if s.guest_eof || !s.readable {
                 return;
             }
             let r = recv(s.end.as_raw_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT);
@@ -552,6 +563,7 @@ impl Sentry {
                     s.tx.extend_from_slice(&self.scratch[..n]);
                 }
                 Err(Errno::EAGAIN) => {
+                    s.readable = false;
                     if s.guest_gone {
                         s.guest_eof = true;
                     }
@@ -584,7 +596,7 @@ impl Sentry {
         }
         loop {
             let s = &mut self.socks[key];
-            if s.guest_eof {
+            if s.guest_eof || !s.readable {
                 return;
             }
             let fd = s.end.as_raw_fd();
@@ -606,6 +618,9 @@ impl Sentry {
                     }
                 }
             });
+            if stop {
+                self.socks[key].readable = false;
+            }
             match r {
                 Ok(_) if eof => break,
                 Ok(n) if n > 0 && !stop => {}
@@ -906,6 +921,9 @@ impl Sentry {
     fn pump_netlink(&mut self, key: GKey) {
         loop {
             let s = &mut self.socks[key];
+            if !s.readable {
+                return;
+            }
             match recv(s.end.as_raw_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) if s.guest_gone || peer_closed(&s.end) => {
                     s.guest_gone = true;
@@ -921,8 +939,10 @@ impl Sentry {
                 }
                 Err(Errno::EINTR) => {}
                 Err(_) => {
-                    if self.socks[key].guest_gone {
-                        self.socks[key].guest_eof = true;
+                    let s = &mut self.socks[key];
+                    s.readable = false;
+                    if s.guest_gone {
+                        s.guest_eof = true;
                     }
                     return;
                 }

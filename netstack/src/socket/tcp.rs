@@ -17,7 +17,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, Socket, SocketId};
 use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
-use crate::stack::{NicId, Stack, remove_from};
+use crate::stack::{NicId, Stack};
 
 pub(crate) enum TcpState {
     /// Created, maybe bound; neither listening nor connected.
@@ -1006,8 +1006,13 @@ impl Stack {
                 }
             }
             TcpState::Listening(_) => {
-                if let Some(b) = binding {
-                    remove_from(&mut self.tcp_listeners, b.port, id);
+                if let Some(b) = binding
+                    && let Some(v) = self.tcp_listeners.get_mut(&b.port)
+                {
+                    v.retain(|&x| x != id);
+                    if v.is_empty() {
+                        self.tcp_listeners.remove(&b.port);
+                    }
                 }
             }
             TcpState::TimeWait { key, .. } => {

@@ -166,8 +166,8 @@ pub struct Stack {
     /// Listening sockets by port.
     pub(crate) tcp_listeners: HashMap<u16, Vec<SocketId>>,
     /// Every socket holding a local port, by protocol and port.
-    pub(crate) tcp_ports: HashMap<u16, Vec<SocketId>>,
-    pub(crate) udp_ports: HashMap<u16, Vec<SocketId>>,
+    pub(crate) tcp_ports: HashMap<u16, PortSet>,
+    pub(crate) udp_ports: HashMap<u16, PortSet>,
     /// Ping sockets by (is IPv6, identifier).
     pub(crate) icmp_idents: HashMap<(bool, u16), SocketId>,
     frag_owners: HashMap<FragKey, (SocketId, Instant)>,
@@ -454,12 +454,47 @@ impl Stack {
     }
 }
 
-pub(crate) fn remove_from(table: &mut HashMap<u16, Vec<SocketId>>, port: u16, id: SocketId) {
+pub(crate) fn remove_from(table: &mut HashMap<u16, PortSet>, port: u16, id: SocketId) {
     if let Some(v) = table.get_mut(&port) {
-        v.retain(|&x| x != id);
+        v.remove(id);
         if v.is_empty() {
             table.remove(&port);
         }
+    }
+}
+
+/// The sockets holding one port. A listener's port is held by every
+/// connection it accepted, TIME_WAIT included (up to 65,536 of them), so
+/// removal is O(1): the last entry takes the removed one's place.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PortSet {
+    ids: Vec<SocketId>,
+    index: HashMap<SocketId, usize>,
+}
+
+impl PortSet {
+    pub(crate) fn push(&mut self, id: SocketId) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.index.entry(id) {
+            e.insert(self.ids.len());
+            self.ids.push(id);
+        }
+    }
+
+    pub(crate) fn remove(&mut self, id: SocketId) {
+        if let Some(i) = self.index.remove(&id) {
+            self.ids.swap_remove(i);
+            if let Some(&moved) = self.ids.get(i) {
+                self.index.insert(moved, i);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for PortSet {
+    type Target = [SocketId];
+
+    fn deref(&self) -> &[SocketId] {
+        &self.ids
     }
 }
 

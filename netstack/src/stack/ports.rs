@@ -72,7 +72,7 @@ impl Stack {
             };
             let found = (0..span)
                 .map(|i| lo + ((start + i) % span) as u16)
-                .find(|p| table.get(p).is_none_or(Vec::is_empty));
+                .find(|p| table.get(p).is_none_or(|v| v.is_empty()));
             match found {
                 Some(p) => sock.binding_for(addr, p),
                 None => return Err(NetError::AddrNotAvailable),

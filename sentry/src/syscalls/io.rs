@@ -40,7 +40,7 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
         Ok(d) => d,
         Err(e) => return errno(e),
     };
-    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     if s.socks[key].kind == Kind::Tcp {
         if !s.socks[key].connected {
             return errno(libc::EPIPE);
@@ -80,7 +80,7 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     }
     let flags = n.args[3] as i32;
     let peek = flags & libc::MSG_PEEK != 0;
-    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     let got = match take(s, key, r, peek) {
         Ok(Some(g)) => g,
         Ok(None) if nonblock => return errno(libc::EAGAIN),
@@ -115,7 +115,7 @@ pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
         return Outcome::Reply(Reply::Continue);
     }
     let flags = n.args[2] as i32;
-    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     match send_one(s, n, key, n.args[1], nonblock) {
         Ok(Some(len)) => value(len as i64),
         Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
@@ -133,7 +133,7 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     }
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
-    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     let mut sent = 0usize;
     for i in 0..vlen {
         let hdr = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
@@ -176,7 +176,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     if s.socks[key].kind == Kind::Tcp {
         return Outcome::Reply(Reply::Continue);
     }
-    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     let hdr = match read_msghdr(s, n, n.args[1]) {
         Ok(h) => h,
         Err(e) => return errno(e),
@@ -204,7 +204,7 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     }
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
-    let nonblock = r.nonblock || flags & libc::MSG_DONTWAIT != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     if n.args[4] != 0
         && let Err(e) = s.rd_array::<16>(n, n.args[4])
     {
@@ -223,7 +223,6 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
             Ok(f) => Resolved {
                 key: Some(key),
                 file: f,
-                nonblock,
             },
             Err(_) => break,
         };
@@ -349,7 +348,7 @@ fn dgram_send_inner(
         return Err(libc::EBADF);
     };
     // Datagrams the guest wrote natively go first.
-    s.pump_tx(key);
+    s.flush_tx(key);
     let r = match to {
         Some(a) => s.stack.send_to(id, data, a),
         None => s.stack.send(id, data),

@@ -92,11 +92,18 @@ fn make_pair(kind: Kind, guest_nonblock: bool) -> Result<(OwnedFd, OwnedFd, u64)
     } else {
         SockType::SeqPacket
     };
-    let (end, guest) =
-        socketpair(AddressFamily::Unix, ty, None, SockFlag::SOCK_CLOEXEC).map_err(|e| e as i32)?;
-    set_nonblock(&end, true)?;
-    if guest_nonblock {
-        set_nonblock(&guest, true)?;
+    // Both ends start non-blocking (the Sentry's must be); the guest's is
+    // made blocking when it asked for that, in one fcntl.
+    let (end, guest) = socketpair(
+        AddressFamily::Unix,
+        ty,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(|e| e as i32)?;
+    if !guest_nonblock {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
     }
     // Root may exceed wmem_max; fall back quietly when not root.
     for fd in [&end, &guest] {
@@ -107,15 +114,6 @@ fn make_pair(kind: Kind, guest_nonblock: bool) -> Result<(OwnedFd, OwnedFd, u64)
     let cookie =
         sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     Ok((end, guest, cookie))
-}
-
-fn set_nonblock(fd: &OwnedFd, on: bool) -> Result<(), i32> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| e as i32)?;
-    let mut flags = OFlag::from_bits_truncate(flags);
-    flags.set(OFlag::O_NONBLOCK, on);
-    fcntl(fd, FcntlArg::F_SETFL(flags)).map_err(|e| e as i32)?;
-    Ok(())
 }
 
 /// Registers the socket and installs the guest's end as the call's result.
@@ -296,7 +294,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
     };
     if kind != Kind::Tcp {
         // Datagrams still in the pair go to the old peer first.
-        s.pump_tx(key);
+        s.flush_tx(key);
         return match s.stack.connect(id, addr) {
             Ok(()) => value(0),
             Err(e) => net(e),
@@ -304,7 +302,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
     }
     if s.socks[key].filler > 0 {
         // A non-blocking attempt is still under way.
-        return if r.nonblock {
+        return if r.nonblock() {
             errno(libc::EALREADY)
         } else {
             Outcome::Park(key, s.socks[key].sndtimeo)
@@ -317,7 +315,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
         Err(NetError::InProgress) | Err(NetError::Already) => {
             // Over loopback the handshake may be done within this poll.
             s.poll_stack();
-            if r.nonblock {
+            if r.nonblock() {
                 let ready = s.stack.readiness(id).ok();
                 if ready.is_some_and(|r| r.error) {
                     // Failed already: SO_ERROR tells, the descriptor is writable.
@@ -352,7 +350,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
 fn connected(s: &mut Sentry, key: GKey) -> Outcome {
     s.socks[key].connected = true;
     s.pump_rx(key);
-    s.pump_tx(key);
+    s.flush_tx(key);
     value(0)
 }
 
@@ -384,7 +382,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outc
     }
     let Some((child, peer)) = s.socks[key].stash.pop_front() else {
         let _ = retry;
-        return if r.nonblock {
+        return if r.nonblock() {
             errno(libc::EAGAIN)
         } else {
             Outcome::Park(key, s.socks[key].rcvtimeo)
@@ -487,7 +485,7 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
         // end (its later writes fail with EPIPE); the stack's side is shut
         // when the Sentry reads the end of file.
         let _ = nix::sys::socket::shutdown(r.file.as_raw_fd(), nix::sys::socket::Shutdown::Write);
-        s.pump_tx(key);
+        s.flush_tx(key);
         if matches!(how, NetShutdown::Both) {
             let _ = s.stack.shutdown(id, NetShutdown::Read);
         }
