@@ -30,6 +30,49 @@ const SCRATCH: usize = 256 << 10;
 /// How often blocked calls are checked for callers that went away.
 const SWEEP: Duration = Duration::from_millis(500);
 
+/// Send buffer of each pair end: room for a fast stream without a trip
+/// through the Sentry for every few kilobytes.
+const PAIR_BUFFER: usize = 1 << 20;
+/// Pairs kept ready, per kind: making one costs several system calls, which
+/// are better spent while the guest runs than while it waits in socket().
+const POOL_STREAM: usize = 8;
+const POOL_SEQPACKET: usize = 2;
+
+/// Both ends of an AF_UNIX pair, made ahead of time.
+#[derive(Debug)]
+struct Pair {
+    end: OwnedFd,
+    guest: OwnedFd,
+    cookie: u64,
+}
+
+/// Makes a pair: stream (TCP) or seqpacket (datagrams), both ends
+/// non-blocking and close-on-exec, with large send buffers.
+fn new_pair(stream: bool) -> Result<Pair, i32> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
+    let ty = if stream {
+        SockType::Stream
+    } else {
+        SockType::SeqPacket
+    };
+    let (end, guest) = socketpair(
+        AddressFamily::Unix,
+        ty,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(|e| e as i32)?;
+    // Root may exceed wmem_max; fall back quietly when not root.
+    for fd in [&end, &guest] {
+        if setsockopt(fd, sockopt::SndBufForce, &PAIR_BUFFER).is_err() {
+            let _ = setsockopt(fd, sockopt::SndBuf, &PAIR_BUFFER);
+        }
+    }
+    let cookie =
+        sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    Ok(Pair { end, guest, cookie })
+}
+
 /// A blocked call, waiting on a socket.
 #[derive(Debug, Clone, Copy)]
 pub struct Parked {
@@ -108,6 +151,8 @@ pub struct Sentry {
     touched: Vec<GKey>,
     /// Sockets with blocked calls (may hold stale or repeated keys).
     parked_keys: Vec<GKey>,
+    /// Ready pairs: stream, seqpacket.
+    pool: (Vec<Pair>, Vec<Pair>),
 }
 
 impl Sentry {
@@ -170,6 +215,7 @@ impl Sentry {
             events: Vec::new(),
             touched: Vec::new(),
             parked_keys: Vec::new(),
+            pool: (Vec::new(), Vec::new()),
         })
     }
 
@@ -201,7 +247,52 @@ impl Sentry {
             }
             self.poll_stack();
             self.expire_parked();
+            self.refill_pairs();
         }
+    }
+
+    /// A pair for a new guest socket: (Sentry's end, guest's end, the guest
+    /// end's cookie). The guest's end is made blocking unless asked otherwise.
+    pub(crate) fn take_pair(
+        &mut self,
+        stream: bool,
+        guest_nonblock: bool,
+    ) -> Result<(OwnedFd, OwnedFd, u64), i32> {
+        let pool = if stream {
+            &mut self.pool.0
+        } else {
+            &mut self.pool.1
+        };
+        let p = match pool.pop() {
+            Some(p) => p,
+            None => new_pair(stream)?,
+        };
+        if !guest_nonblock {
+            use nix::fcntl::{FcntlArg, OFlag, fcntl};
+            fcntl(&p.guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
+        }
+        Ok((p.end, p.guest, p.cookie))
+    }
+
+    fn refill_pairs(&mut self) {
+        while self.pool.0.len() < POOL_STREAM {
+            match new_pair(true) {
+                Ok(p) => self.pool.0.push(p),
+                Err(_) => break,
+            }
+        }
+        while self.pool.1.len() < POOL_SEQPACKET {
+            match new_pair(false) {
+                Ok(p) => self.pool.1.push(p),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Runs the stack alone: its events wait for the next full round.
+    pub(crate) fn poll_stack_only(&mut self) {
+        let now = self.now();
+        self.stack.poll(now);
     }
 
     /// Handles the guest's closes that already happened: a `close` is
@@ -289,14 +380,18 @@ impl Sentry {
     fn finish(&mut self, n: Notif, outcome: Outcome, old_deadline: Option<StdInstant>) {
         match outcome {
             Outcome::Reply(reply) => {
-                self.trace(&n, &format!("{reply:?}"));
+                if self.tracer.is_some() {
+                    self.trace(&n, &format!("{reply:?}"));
+                }
                 if let Err(e) = sys::notif_send(self.listener.as_fd(), n.id, reply) {
                     // The caller left (a signal); nothing happened in the guest.
                     self.trace(&n, &format!("answer lost: {e}"));
                 }
             }
             Outcome::ReplyThen(reply, commit) => {
-                self.trace(&n, &format!("{reply:?}"));
+                if self.tracer.is_some() {
+                    self.trace(&n, &format!("{reply:?}"));
+                }
                 match sys::notif_send(self.listener.as_fd(), n.id, reply) {
                     Ok(()) => crate::syscalls::apply_commit(self, &commit),
                     Err(e) => self.trace(&n, &format!("answer lost, data kept: {e}")),

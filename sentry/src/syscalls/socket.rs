@@ -4,9 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use netstack::{Domain, NetError, Protocol, Shutdown as NetShutdown};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, recv, setsockopt, socketpair, sockopt,
-};
+use nix::sys::socket::{MsgFlags, recv};
 
 use super::{errno, net, ours, value};
 use crate::abi::{self, GuestAddr};
@@ -16,9 +14,6 @@ use crate::sys::{self, Notif};
 
 /// `SOCK_MAX`.
 const SOCK_MAX: i32 = 11;
-/// Send buffer of each pair end: room for a fast stream without a trip
-/// through the Sentry for every few kilobytes.
-const PAIR_BUFFER: usize = 1 << 20;
 
 pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
     let domain = n.args[0] as i32;
@@ -69,7 +64,7 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
     };
     let nonblock = flags & libc::SOCK_NONBLOCK != 0;
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
-    let pair = make_pair(kind, nonblock);
+    let pair = s.take_pair(kind == Kind::Tcp, nonblock);
     let (end, guest, cookie) = match pair {
         Ok(p) => p,
         Err(e) => {
@@ -82,38 +77,6 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
     let mut g = GSock::new(kind, v6, base, protocol, end, cookie);
     g.id = id;
     install(s, n, g, &guest, cloexec)
-}
-
-/// Makes the AF_UNIX pair behind a guest socket: (Sentry's end, guest's end,
-/// the guest end's cookie).
-fn make_pair(kind: Kind, guest_nonblock: bool) -> Result<(OwnedFd, OwnedFd, u64), i32> {
-    let ty = if kind == Kind::Tcp {
-        SockType::Stream
-    } else {
-        SockType::SeqPacket
-    };
-    // Both ends start non-blocking (the Sentry's must be); the guest's is
-    // made blocking when it asked for that, in one fcntl.
-    let (end, guest) = socketpair(
-        AddressFamily::Unix,
-        ty,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .map_err(|e| e as i32)?;
-    if !guest_nonblock {
-        use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
-    }
-    // Root may exceed wmem_max; fall back quietly when not root.
-    for fd in [&end, &guest] {
-        if setsockopt(fd, sockopt::SndBufForce, &PAIR_BUFFER).is_err() {
-            let _ = setsockopt(fd, sockopt::SndBuf, &PAIR_BUFFER);
-        }
-    }
-    let cookie =
-        sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-    Ok((end, guest, cookie))
 }
 
 /// Registers the socket and installs the guest's end as the call's result.
@@ -313,8 +276,10 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
     match result {
         Ok(()) => connected(s, key),
         Err(NetError::InProgress) | Err(NetError::Already) => {
-            // Over loopback the handshake may be done within this poll.
-            s.poll_stack();
+            // Over loopback the handshake may be done within this poll; the
+            // rest of what it caused (the listener's side) waits until the
+            // answer is out.
+            s.poll_stack_only();
             if r.nonblock() {
                 let ready = s.stack.readiness(id).ok();
                 if ready.is_some_and(|r| r.error) {
@@ -398,7 +363,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outc
             return errno(e);
         }
     }
-    let (end, guest, cookie) = match make_pair(Kind::Tcp, flags & libc::SOCK_NONBLOCK != 0) {
+    let (end, guest, cookie) = match s.take_pair(true, flags & libc::SOCK_NONBLOCK != 0) {
         Ok(p) => p,
         Err(e) => {
             s.socks[key].stash.push_front((child, peer));
