@@ -154,6 +154,49 @@ fn exit_status_is_the_guests() {
     assert_eq!(out.status.code(), Some(1), "`false`\n{out}");
 }
 
+/// The Sentry (the `smolvisor` process) serves under its own seccomp filter:
+/// it cannot open files or make network sockets even if guest input
+/// subverted it.
+#[test]
+fn the_sentry_runs_confined() {
+    if mode() == Mode::Native {
+        return;
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_smolvisor"))
+        .args([
+            "do",
+            "--network",
+            "none",
+            "--",
+            "sh",
+            "-c",
+            "cat >/dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning smolvisor");
+    // The Sentry confines itself once the guest runs; poll its status.
+    let status_path = format!("/proc/{}/status", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seccomp = String::new();
+    while std::time::Instant::now() < deadline {
+        let status = std::fs::read_to_string(&status_path).unwrap_or_default();
+        seccomp = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .unwrap_or_default()
+            .to_owned();
+        if seccomp.ends_with('2') {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(child.stdin.take());
+    let code = child.wait().expect("waiting for smolvisor").code();
+    assert_eq!(seccomp.split_whitespace().last(), Some("2"), "{seccomp:?}");
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn exit_status_of_a_signalled_guest_is_128_plus_signal() {
     for (sig, status) in [("TERM", 143), ("KILL", 137)] {

@@ -229,6 +229,103 @@ pub fn install() -> io::Result<RawFd> {
     f.get_notify_fd().map_err(other)
 }
 
+/// What the Sentry itself may do once it serves the guest: the calls its
+/// event loop, allocator, and error paths make, and nothing else. No file
+/// can be opened, no network socket made (pairs are AF_UNIX), no program
+/// run, no mount or namespace touched; anything else fails with EPERM. So a
+/// Sentry subverted by guest input still cannot reach the host's network
+/// or files.
+const SENTRY_ALLOWED: &[&str] = &[
+    // The event loop and the pairs.
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_ctl",
+    "recvfrom",
+    "recvmsg",
+    "sendto",
+    "sendmsg",
+    "getsockopt",
+    "setsockopt",
+    "shutdown",
+    "fcntl",
+    "close",
+    "poll",
+    "ppoll",
+    "read",
+    "write",
+    "writev",
+    // The guest: descriptors, memory, signals, its end.
+    "pidfd_open",
+    "pidfd_getfd",
+    "pidfd_send_signal",
+    "process_vm_readv",
+    "process_vm_writev",
+    "wait4",
+    "waitid",
+    // Memory, threads' primitives, time, exit.
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "madvise",
+    "mprotect",
+    "futex",
+    "getrandom",
+    "clock_gettime",
+    "clock_getres",
+    "gettimeofday",
+    "getpid",
+    "gettid",
+    "rt_sigprocmask",
+    "rt_sigaction",
+    "rt_sigreturn",
+    "sigaltstack",
+    "tgkill",
+    "sched_yield",
+    "exit",
+    "exit_group",
+];
+
+/// The seccomp user-notification ioctls (the Sentry's only ioctls).
+const NOTIF_IOCTLS: [u64; 5] = [
+    libc::SECCOMP_IOCTL_NOTIF_RECV,
+    libc::SECCOMP_IOCTL_NOTIF_SEND,
+    libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+    libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+    libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+];
+
+/// Confines the calling process (the Sentry) to [`SENTRY_ALLOWED`], the
+/// notification ioctls, and AF_UNIX `socketpair`.
+pub fn confine_sentry() -> io::Result<()> {
+    let mut f = ScmpFilterContext::new_filter(ScmpAction::Errno(libc::EPERM)).map_err(other)?;
+    f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
+    f.set_ctl_nnp(true).map_err(other)?;
+    for name in SENTRY_ALLOWED {
+        f.add_rule(ScmpAction::Allow, sys(name)?).map_err(other)?;
+    }
+    for cmd in NOTIF_IOCTLS {
+        f.add_rule_conditional(
+            ScmpAction::Allow,
+            sys("ioctl")?,
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                cmd,
+            )],
+        )
+        .map_err(other)?;
+    }
+    f.add_rule_conditional(
+        ScmpAction::Allow,
+        sys("socketpair")?,
+        &[eq(0, libc::AF_UNIX as u64)],
+    )
+    .map_err(other)?;
+    f.load().map_err(other)
+}
+
 fn sys(name: &str) -> io::Result<ScmpSyscall> {
     ScmpSyscall::from_name(name).map_err(other)
 }

@@ -109,6 +109,10 @@ impl From<Result<i64, i32>> for Outcome {
 pub struct SentryConfig {
     /// Where to record every trapped call (`--debug-log`).
     pub debug_log: Option<std::path::PathBuf>,
+    /// Whether `run` confines the Sentry with its own seccomp filter
+    /// ([`crate::filter::confine_sentry`]) before serving. On for
+    /// `smolvisor`; tests that embed a Sentry in a test process turn it off.
+    pub confine: bool,
 }
 
 /// A guest descriptor resolved to one of our sockets.
@@ -153,6 +157,7 @@ pub struct Sentry {
     parked_keys: Vec<GKey>,
     /// Ready pairs: stream, seqpacket.
     pool: (Vec<Pair>, Vec<Pair>),
+    confine: bool,
 }
 
 impl Sentry {
@@ -216,6 +221,7 @@ impl Sentry {
             touched: Vec::new(),
             parked_keys: Vec::new(),
             pool: (Vec::new(), Vec::new()),
+            confine: cfg.confine,
         })
     }
 
@@ -223,6 +229,10 @@ impl Sentry {
     /// status (its code, or 128+N for a signal N).
     pub fn run(mut self) -> io::Result<i32> {
         let mut events = vec![EpollEvent::empty(); 256];
+        self.refill_pairs();
+        if self.confine {
+            crate::filter::confine_sentry()?;
+        }
         loop {
             let timeout = self.timeout();
             let n = match self.epoll.wait(&mut events, timeout) {

@@ -34,6 +34,7 @@ pub fn run(args: DoArgs) -> Result<i32, Box<dyn std::error::Error>> {
     };
     let cfg = SentryConfig {
         debug_log: args.debug_log,
+        confine: true,
     };
     let pidfd = guest.pidfd.try_clone()?;
     let sentry = match Sentry::new(&cfg, guest.listener, guest.pid, guest.pidfd) {
