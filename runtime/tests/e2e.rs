@@ -249,6 +249,13 @@ fn refused_host_port(range: std::ops::Range<u16>) -> u16 {
         .expect("a free port")
 }
 
+/// A port freed by a (native) close is free for a bind trapped right after.
+#[test]
+fn a_closed_sockets_port_is_free_at_once() {
+    let out = Guest::python("port_reuse.py", &["2000"]).run();
+    out.assert_success().assert_line("rounds 2000 busy 0");
+}
+
 #[test]
 fn host_loopback_server_is_unreachable_from_the_guest() {
     let (tcp, udp, port) = host_server();

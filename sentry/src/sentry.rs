@@ -240,9 +240,13 @@ impl Sentry {
                 Err(Errno::EINTR) => 0,
                 Err(e) => return Err(e.into()),
             };
+            // The guest's closes and writes first: a call that traps right
+            // after a close must find that socket gone (its port free), and
+            // the edge that said so is not reported twice.
+            let (mut notified, mut ends) = (false, false);
             for ev in &events[..n] {
                 match ev.data() {
-                    TOKEN_LISTENER => self.on_notification(),
+                    TOKEN_LISTENER => notified = true,
                     TOKEN_INIT => {
                         if let Some(code) = self.reap_init()? {
                             return Ok(code);
@@ -252,8 +256,15 @@ impl Sentry {
                     token => {
                         let key = GKey::from(KeyData::from_ffi(token));
                         self.on_end_event(key, ev.events());
+                        ends = true;
                     }
                 }
+            }
+            if notified {
+                if ends {
+                    self.poll_stack();
+                }
+                self.on_notification();
             }
             self.poll_stack();
             self.expire_parked();
