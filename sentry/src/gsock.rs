@@ -81,6 +81,8 @@ pub struct GSock {
     /// edge, cleared when a read finds it empty, so that a socket the stack
     /// wakes does not cost a read that finds nothing.
     pub readable: bool,
+    /// The epoll registration includes EPOLLOUT (see `Sentry::arm_out`).
+    pub out_armed: bool,
     /// The guest's side of the pair reached end of file.
     pub guest_eof: bool,
     /// The guest closed its last descriptor.
@@ -126,6 +128,7 @@ impl GSock {
             rx: Vec::new(),
             rx_from: None,
             readable: false,
+            out_armed: false,
             guest_eof: false,
             guest_gone: false,
             shut_rd: false,

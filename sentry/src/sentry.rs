@@ -485,10 +485,7 @@ impl Sentry {
         let id = sock.id;
         let key = self.socks.insert(sock);
         let s = &self.socks[key];
-        let flags = EpollFlags::EPOLLIN
-            | EpollFlags::EPOLLOUT
-            | EpollFlags::EPOLLRDHUP
-            | EpollFlags::EPOLLET;
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
         if let Err(e) = self
             .epoll
             .add(&s.end, EpollEvent::new(flags, key.data().as_ffi()))
@@ -760,19 +757,44 @@ impl Sentry {
 
     /// Moves what the stack received into the pair, towards the guest.
     pub(crate) fn pump_rx(&mut self, key: GKey) {
+        let blocked = self.pump_rx_inner(key);
+        self.arm_out(key, blocked);
+    }
+
+    /// Asks for the pair end's writable edges only while something waits
+    /// for room: otherwise every read the guest makes would wake the Sentry.
+    fn arm_out(&mut self, key: GKey, on: bool) {
         let Some(s) = self.socks.get_mut(key) else {
             return;
         };
-        let Some(id) = s.id else {
+        if s.out_armed == on {
             return;
+        }
+        let mut flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        if on {
+            flags |= EpollFlags::EPOLLOUT;
+        }
+        let mut ev = EpollEvent::new(flags, key.data().as_ffi());
+        if self.epoll.modify(&s.end, &mut ev).is_ok() {
+            s.out_armed = on;
+        }
+    }
+
+    /// Moves what it can; true when it stopped for want of room in the pair.
+    fn pump_rx_inner(&mut self, key: GKey) -> bool {
+        let Some(s) = self.socks.get_mut(key) else {
+            return false;
+        };
+        let Some(id) = s.id else {
+            return false;
         };
         if s.listening || s.filler > 0 || s.guest_gone || (!s.is_dgram() && !s.connected) {
-            return;
+            return false;
         }
         if s.is_dgram() {
             // Blocked receivers are served first, straight from the stack.
             if !s.parked.is_empty() || s.shut_rd {
-                return;
+                return false;
             }
             loop {
                 let s = &mut self.socks[key];
@@ -788,7 +810,7 @@ impl Sentry {
                             hash: payload_hash(&s.rx),
                             from,
                         }),
-                        Err(Errno::EAGAIN) => return,
+                        Err(Errno::EAGAIN) => return true,
                         Err(_) => {}
                     }
                     s.rx.clear();
@@ -803,7 +825,7 @@ impl Sentry {
                         s.rx.extend_from_slice(&self.scratch[..d.copied]);
                         s.rx_from = Some(d.from);
                     }
-                    Err(_) => return,
+                    Err(_) => return false,
                 }
             }
         }
@@ -819,15 +841,15 @@ impl Sentry {
                         s.rx.drain(..n);
                         continue;
                     }
-                    Err(Errno::EAGAIN) => return,
+                    Err(Errno::EAGAIN) => return true,
                     Err(_) => {
                         s.rx.clear();
-                        return;
+                        return false;
                     }
                 }
             }
             if s.stack_eof {
-                return;
+                return false;
             }
             // Straight from the stack's receive buffer into the pair.
             let fd = s.end.as_raw_fd();
@@ -853,14 +875,14 @@ impl Sentry {
                     let s = &mut self.socks[key];
                     s.stack_eof = true;
                     let _ = shutdown(s.end.as_raw_fd(), Shutdown::Write);
-                    return;
+                    return false;
                 }
                 Ok(_) => {
                     if stop {
-                        return;
+                        return true;
                     }
                 }
-                Err(NetError::WouldBlock | NetError::NotConnected) => return,
+                Err(NetError::WouldBlock | NetError::NotConnected) => return false,
                 Err(e) => {
                     // Reset or timed out: the guest reads end of file, and
                     // writes fail with EPIPE; SO_ERROR tells the cause.
@@ -870,7 +892,7 @@ impl Sentry {
                         s.connect_error = Some(crate::errno::errno(e));
                     }
                     let _ = shutdown(s.end.as_raw_fd(), Shutdown::Both);
-                    return;
+                    return false;
                 }
             }
         }
