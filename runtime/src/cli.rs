@@ -48,6 +48,17 @@ pub enum Network {
     Sandbox,
 }
 
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Network::None => f.write_str("none"),
+            Network::Nat => f.write_str("nat"),
+            Network::Tap(name) => write!(f, "tap:{name}"),
+            Network::Sandbox => f.write_str("sandbox"),
+        }
+    }
+}
+
 impl FromStr for Network {
     type Err = String;
 
@@ -62,6 +73,23 @@ impl FromStr for Network {
                     "unknown network mode {s:?} (expected none, nat, tap:NAME or sandbox)"
                 )),
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_modes_parse_and_print_back() {
+        for text in ["none", "nat", "sandbox", "tap:tap0"] {
+            let mode: Network = text.parse().unwrap();
+            assert_eq!(mode.to_string(), text);
+        }
+        assert_eq!("tap:x".parse(), Ok(Network::Tap("x".into())));
+        for bad in ["", "tap:", "host", "NAT"] {
+            assert!(bad.parse::<Network>().is_err(), "{bad:?}");
         }
     }
 }

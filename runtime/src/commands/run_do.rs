@@ -14,7 +14,7 @@ pub fn run(args: DoArgs) -> Result<i32, Box<dyn std::error::Error>> {
     }
     if args.network != Network::None {
         return Err(format!(
-            "network mode {:?} is not available yet; use --network none",
+            "network mode {} is not available yet; use --network none",
             args.network
         )
         .into());
