@@ -33,9 +33,10 @@ const SWEEP: Duration = Duration::from_millis(500);
 /// Send buffer of each pair end: room for a fast stream without a trip
 /// through the Sentry for every few kilobytes.
 const PAIR_BUFFER: usize = 1 << 20;
-/// Pairs kept ready, per kind: making one costs several system calls, which
-/// are better spent while the guest runs than while it waits in socket().
-const POOL_STREAM: usize = 8;
+/// Pairs kept ready, per kind and guest-end mode: making one costs several
+/// system calls, which are better spent while the guest runs than while it
+/// waits in socket() or accept().
+const POOL_STREAM: usize = 4;
 const POOL_SEQPACKET: usize = 2;
 
 /// Both ends of an AF_UNIX pair, made ahead of time.
@@ -46,9 +47,21 @@ struct Pair {
     cookie: u64,
 }
 
-/// Makes a pair: stream (TCP) or seqpacket (datagrams), both ends
-/// non-blocking and close-on-exec, with large send buffers.
-fn new_pair(stream: bool) -> Result<Pair, i32> {
+/// Which pool holds pairs of this kind and guest-end mode.
+fn pool_slot(stream: bool, guest_nonblock: bool) -> usize {
+    usize::from(stream) * 2 + usize::from(guest_nonblock)
+}
+
+/// How many pairs of a kind are kept ready.
+fn pool_size(stream: bool) -> usize {
+    if stream { POOL_STREAM } else { POOL_SEQPACKET }
+}
+
+/// Makes a pair: stream (TCP) or seqpacket (datagrams), close-on-exec,
+/// with large send buffers; the Sentry's end non-blocking, the guest's as
+/// asked.
+fn new_pair(stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
     let ty = if stream {
         SockType::Stream
@@ -62,6 +75,9 @@ fn new_pair(stream: bool) -> Result<Pair, i32> {
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
     )
     .map_err(|e| e as i32)?;
+    if !guest_nonblock {
+        fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
+    }
     // Root may exceed wmem_max; fall back quietly when not root.
     for fd in [&end, &guest] {
         if setsockopt(fd, sockopt::SndBufForce, &PAIR_BUFFER).is_err() {
@@ -155,8 +171,8 @@ pub struct Sentry {
     touched: Vec<GKey>,
     /// Sockets with blocked calls (may hold stale or repeated keys).
     parked_keys: Vec<GKey>,
-    /// Ready pairs: stream, seqpacket.
-    pool: (Vec<Pair>, Vec<Pair>),
+    /// Ready pairs, by kind and the guest end's blocking mode (`pool_slot`).
+    pools: [Vec<Pair>; 4],
     confine: bool,
 }
 
@@ -220,7 +236,7 @@ impl Sentry {
             events: Vec::new(),
             touched: Vec::new(),
             parked_keys: Vec::new(),
-            pool: (Vec::new(), Vec::new()),
+            pools: Default::default(),
             confine: cfg.confine,
         })
     }
@@ -273,39 +289,30 @@ impl Sentry {
     }
 
     /// A pair for a new guest socket: (Sentry's end, guest's end, the guest
-    /// end's cookie). The guest's end is made blocking unless asked otherwise.
+    /// end's cookie), its guest end blocking unless asked otherwise.
     pub(crate) fn take_pair(
         &mut self,
         stream: bool,
         guest_nonblock: bool,
     ) -> Result<(OwnedFd, OwnedFd, u64), i32> {
-        let pool = if stream {
-            &mut self.pool.0
-        } else {
-            &mut self.pool.1
-        };
-        let p = match pool.pop() {
+        let slot = pool_slot(stream, guest_nonblock);
+        let p = match self.pools[slot].pop() {
             Some(p) => p,
-            None => new_pair(stream)?,
+            None => new_pair(stream, guest_nonblock)?,
         };
-        if !guest_nonblock {
-            use nix::fcntl::{FcntlArg, OFlag, fcntl};
-            fcntl(&p.guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
-        }
         Ok((p.end, p.guest, p.cookie))
     }
 
     fn refill_pairs(&mut self) {
-        while self.pool.0.len() < POOL_STREAM {
-            match new_pair(true) {
-                Ok(p) => self.pool.0.push(p),
-                Err(_) => break,
-            }
-        }
-        while self.pool.1.len() < POOL_SEQPACKET {
-            match new_pair(false) {
-                Ok(p) => self.pool.1.push(p),
-                Err(_) => break,
+        for stream in [true, false] {
+            for nonblock in [false, true] {
+                let (slot, want) = (pool_slot(stream, nonblock), pool_size(stream));
+                while self.pools[slot].len() < want {
+                    match new_pair(stream, nonblock) {
+                        Ok(p) => self.pools[slot].push(p),
+                        Err(_) => break,
+                    }
+                }
             }
         }
     }
