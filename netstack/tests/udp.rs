@@ -45,7 +45,8 @@ fn sendto_recvfrom_reports_source_addresses() {
         Datagram {
             copied: 4,
             len: 4,
-            from: sa(A4, 4000)
+            from: sa(A4, 4000),
+            to: Some(std::net::IpAddr::V4(B4))
         }
     );
     assert_eq!(&buf[..4], b"ping");
@@ -109,7 +110,8 @@ fn truncated_datagram_reports_full_length_and_discards_the_rest() {
         Datagram {
             copied: 10,
             len: 100,
-            from: sa(A4, 4000)
+            from: sa(A4, 4000),
+            to: Some(std::net::IpAddr::V4(B4))
         }
     );
     assert_eq!(small[..], big[..10]);
@@ -146,7 +148,8 @@ fn peek_leaves_the_datagram_queued() {
             Datagram {
                 copied: 5,
                 len: 14,
-                from: sa(A4, 4000)
+                from: sa(A4, 4000),
+                to: Some(std::net::IpAddr::V4(B4))
             }
         );
         assert_eq!(&buf, b"first");
@@ -200,7 +203,8 @@ fn zero_length_datagram_is_delivered() {
         Datagram {
             copied: 0,
             len: 0,
-            from: sa(A4, 4000)
+            from: sa(A4, 4000),
+            to: Some(std::net::IpAddr::V4(B4))
         }
     );
     net.run_until(Duration::from_secs(1), |n| {

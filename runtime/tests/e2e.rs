@@ -249,6 +249,23 @@ fn refused_host_port(range: std::ops::Range<u16>) -> u16 {
         .expect("a free port")
 }
 
+/// IP_PKTINFO and IPV6_PKTINFO control messages (and MSG_CTRUNC) match
+/// native Linux byte for byte.
+#[test]
+fn packet_info_control_messages_match_linux() {
+    let script = common::guest_file("pktinfo.py");
+    let native = Guest::new(&["python3", script.as_str()])
+        .mode(Mode::Native)
+        .run();
+    native.assert_success();
+    let guest = Guest::new(&["python3", script.as_str()]).run();
+    guest.assert_success();
+    assert_eq!(
+        guest.stdout, native.stdout,
+        "native:\n{native}\nsandbox:\n{guest}"
+    );
+}
+
 /// A port freed by a (native) close is free for a bind trapped right after.
 #[test]
 fn a_closed_sockets_port_is_free_at_once() {
@@ -490,7 +507,7 @@ const PROBE_SECTIONS: [&str; 13] = [
 /// the guest's AF_UNIX pair end without a trap, so the Sentry cannot answer
 /// them. A change in either answer fails the test, so a fix (or a new
 /// difference) is noticed.
-const KNOWN_DIFFERENCES: [(&str, &str); 5] = [
+const KNOWN_DIFFERENCES: [(&str, &str); 4] = [
     // A connected UDP socket's ICMP error waits in the stack; the guest's
     // plain recv reads the (empty) pair.
     ("recv udp after port unreachable", "-1 EAGAIN"),
@@ -499,8 +516,6 @@ const KNOWN_DIFFERENCES: [(&str, &str); 5] = [
     ("send unconnected udp (no address)", "1"),
     // No urgent data on the stream pair.
     ("recv tcp MSG_OOB", "-1 EINVAL"),
-    // recvmsg produces no IP_PKTINFO control message.
-    ("recvmsg IP_PKTINFO", "2 ifindex=-1 dst=none"),
     // FIONREAD on the seqpacket pair counts every queued byte, not the
     // first datagram.
     ("FIONREAD udp two datagrams", "0 | avail=30"),

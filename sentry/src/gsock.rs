@@ -36,6 +36,8 @@ pub struct Delivered {
     pub hash: u64,
     /// Sender.
     pub from: SocketAddr,
+    /// Where it was sent to (for `IP_PKTINFO`).
+    pub to: Option<std::net::IpAddr>,
 }
 
 /// One guest socket.
@@ -75,8 +77,8 @@ pub struct GSock {
     pub tx: Vec<u8>,
     /// Bytes (or one datagram) from the stack that the pair has not taken yet.
     pub rx: Vec<u8>,
-    /// Where `rx` came from (datagram sockets).
-    pub rx_from: Option<SocketAddr>,
+    /// Where `rx` came from and was sent to (datagram sockets).
+    pub rx_from: Option<(SocketAddr, Option<std::net::IpAddr>)>,
     /// The Sentry's end may hold something to read: set by each readable
     /// edge, cleared when a read finds it empty, so that a socket the stack
     /// wakes does not cost a read that finds nothing.

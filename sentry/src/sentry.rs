@@ -806,7 +806,7 @@ impl Sentry {
             loop {
                 let s = &mut self.socks[key];
                 // A datagram waiting for room (it may be empty).
-                if let Some(from) = s.rx_from {
+                if let Some((from, to)) = s.rx_from {
                     match send(
                         s.end.as_raw_fd(),
                         &s.rx,
@@ -816,6 +816,7 @@ impl Sentry {
                             len: s.rx.len(),
                             hash: payload_hash(&s.rx),
                             from,
+                            to,
                         }),
                         Err(Errno::EAGAIN) => return true,
                         Err(_) => {}
@@ -830,7 +831,7 @@ impl Sentry {
                     Ok(d) => {
                         let s = &mut self.socks[key];
                         s.rx.extend_from_slice(&self.scratch[..d.copied]);
-                        s.rx_from = Some(d.from);
+                        s.rx_from = Some((d.from, d.to));
                     }
                     Err(_) => return false,
                 }
@@ -1132,7 +1133,7 @@ impl Sentry {
         data: &[u8],
         full_len: usize,
         peek: bool,
-    ) -> Option<SocketAddr> {
+    ) -> Option<(SocketAddr, Option<std::net::IpAddr>)> {
         let s = self.socks.get_mut(key)?;
         let hash = if data.len() == full_len {
             Some(payload_hash(data))
@@ -1143,13 +1144,13 @@ impl Sentry {
             .delivered
             .iter()
             .position(|d| d.len == full_len && hash.is_none_or(|h| h == d.hash))?;
-        let from = s.delivered[pos].from;
+        let found = (s.delivered[pos].from, s.delivered[pos].to);
         if peek {
             s.delivered.drain(..pos);
         } else {
             s.delivered.drain(..=pos);
         }
-        Some(from)
+        Some(found)
     }
 }
 

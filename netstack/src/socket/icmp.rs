@@ -221,6 +221,7 @@ impl Stack {
             copied: n,
             len: payload.len(),
             from: super::sockaddr(domain, from, 0),
+            to: None,
         })
     }
 

@@ -85,6 +85,8 @@ pub struct Datagram {
     pub len: usize,
     /// The sender.
     pub from: SocketAddr,
+    /// The address the datagram was sent to (UDP; `IP_PKTINFO`'s `ipi_addr`).
+    pub to: Option<IpAddr>,
 }
 
 /// A socket option, with its value.

@@ -258,18 +258,19 @@ impl Stack {
         let u = udp(sock).ok_or(NetError::InvalidInput)?;
         let s = u.socket();
         let got = if flags.peek {
-            s.peek().map(|(p, m)| (p, m.endpoint))
+            s.peek().map(|(p, m)| (p, m.endpoint, m.local_address))
         } else {
-            s.recv().map(|(p, m)| (p, m.endpoint))
+            s.recv().map(|(p, m)| (p, m.endpoint, m.local_address))
         };
         match got {
-            Ok((payload, from)) => {
+            Ok((payload, from, to)) => {
                 let n = payload.len().min(buf.len());
                 buf[..n].copy_from_slice(&payload[..n]);
                 Ok(Datagram {
                     copied: n,
                     len: payload.len(),
                     from: super::sockaddr(domain, from.addr, from.port),
+                    to: to.map(std::net::IpAddr::from),
                 })
             }
             Err(_) => {
@@ -278,6 +279,7 @@ impl Stack {
                         copied: 0,
                         len: 0,
                         from: super::sockaddr(domain, IpAddress::Ipv4([0, 0, 0, 0].into()), 0),
+                        to: None,
                     });
                 }
                 Err(NetError::WouldBlock)

@@ -124,6 +124,7 @@ impl Stack {
                     copied,
                     len: copied,
                     from,
+                    to: None,
                 })
             }
             Kind::Udp(_) => self.udp_recv_from(id, buf, flags),

@@ -5,7 +5,7 @@
 //! address, which a stream pair would refuse. On datagram sockets the
 //! Sentry moves payloads and addresses itself.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use netstack::{NetError, RecvFlags};
@@ -26,6 +26,7 @@ struct Got {
     data: Vec<u8>,
     len: usize,
     from: Option<SocketAddr>,
+    to: Option<IpAddr>,
     commit: Option<Commit>,
 }
 
@@ -435,7 +436,7 @@ fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got
     ) {
         Ok(full) => {
             let data = s.scratch[..full.min(s.scratch.len())].to_vec();
-            let from = if kind == Kind::Netlink {
+            let found = if kind == Kind::Netlink {
                 None
             } else {
                 s.match_delivered(key, &data, full, true)
@@ -443,12 +444,13 @@ fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got
             let commit = (!peek).then_some(Commit::Pair {
                 key,
                 file,
-                matched: from.is_some(),
+                matched: found.is_some(),
             });
             return Ok(Some(Got {
                 data,
                 len: full,
-                from,
+                from: found.map(|f| f.0),
+                to: found.and_then(|f| f.1),
                 commit,
             }));
         }
@@ -466,6 +468,7 @@ fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got
             data: s.scratch[..d.copied].to_vec(),
             len: d.len,
             from: Some(d.from),
+            to: d.to,
             commit: (!peek).then_some(Commit::Stack { id }),
         })),
         Err(NetError::WouldBlock) => Ok(None),
@@ -516,16 +519,103 @@ fn deliver(
     } else {
         s.wr(n, hdr_ptr + abi::MSGHDR_NAMELEN_OFF, &0u32.to_ne_bytes())?;
     }
-    // No control messages are produced.
-    s.wr(n, hdr_ptr + abi::MSGHDR_CONTROLLEN_OFF, &0u64.to_ne_bytes())?;
-    let truncated = off < got.len;
-    let out_flags = if truncated { libc::MSG_TRUNC } else { 0 };
+    // Control messages: IP_PKTINFO / IPV6_PKTINFO when asked for.
+    let mut out_flags = 0;
+    let (cmsgs, all) = control_messages(s, key, got.to, hdr.controllen as usize);
+    if !all {
+        out_flags |= libc::MSG_CTRUNC;
+    }
+    if !cmsgs.is_empty() {
+        s.wr(n, hdr.control, &cmsgs)?;
+    }
+    s.wr(
+        n,
+        hdr_ptr + abi::MSGHDR_CONTROLLEN_OFF,
+        &(cmsgs.len() as u64).to_ne_bytes(),
+    )?;
+    if off < got.len {
+        out_flags |= libc::MSG_TRUNC;
+    }
     s.wr(n, hdr_ptr + abi::MSGHDR_FLAGS_OFF, &out_flags.to_ne_bytes())?;
     Ok(if flags & libc::MSG_TRUNC != 0 {
         got.len
     } else {
         off
     })
+}
+
+/// The control messages a datagram carries for this socket's options, as
+/// many as fit in `room` bytes; false when one did not fit (MSG_CTRUNC).
+fn control_messages(s: &Sentry, key: GKey, to: Option<IpAddr>, room: usize) -> (Vec<u8>, bool) {
+    let g = &s.socks[key];
+    let on = |level: i32, name: i32| {
+        g.extra
+            .get(&(level, name))
+            .is_some_and(|v| v.len() >= 4 && v[..4] != [0, 0, 0, 0])
+    };
+    let mut wanted: Vec<(i32, i32, Vec<u8>)> = Vec::new();
+    if let Some(to) = to {
+        let ifindex = ifindex_of(s, to);
+        let v4 = match to {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(a) => a.to_ipv4_mapped(),
+        };
+        // Linux puts the IPv6 message first on a dual-stack socket.
+        if g.v6 && on(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) {
+            // struct in6_pktinfo: addr, ifindex.
+            let a6 = match to {
+                IpAddr::V4(a) => a.to_ipv6_mapped(),
+                IpAddr::V6(a) => a,
+            };
+            let mut d = a6.octets().to_vec();
+            d.extend_from_slice(&ifindex.to_ne_bytes());
+            wanted.push((libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, d));
+        }
+        if let Some(a) = v4
+            && on(libc::IPPROTO_IP, libc::IP_PKTINFO)
+        {
+            // struct in_pktinfo: ifindex, spec_dst, addr.
+            let mut d = ifindex.to_ne_bytes().to_vec();
+            d.extend_from_slice(&a.octets());
+            d.extend_from_slice(&a.octets());
+            wanted.push((libc::IPPROTO_IP, libc::IP_PKTINFO, d));
+        }
+    }
+    let mut out = Vec::new();
+    for (level, ty, data) in wanted {
+        let len = CMSG_HDR + data.len();
+        let space = CMSG_HDR + data.len().next_multiple_of(8);
+        if out.len() + len > room {
+            return (out, false);
+        }
+        out.extend_from_slice(&(len as u64).to_ne_bytes());
+        out.extend_from_slice(&level.to_ne_bytes());
+        out.extend_from_slice(&ty.to_ne_bytes());
+        out.extend_from_slice(&data);
+        // Padding up to the next header, when there is room for it.
+        let pad = (space - len).min(room - out.len());
+        out.resize(out.len() + pad, 0);
+    }
+    (out, true)
+}
+
+/// `sizeof(struct cmsghdr)`.
+const CMSG_HDR: usize = 16;
+
+/// The interface a datagram for `to` arrived on: `lo` for loopback
+/// addresses (as all local traffic), otherwise the NIC holding the address.
+fn ifindex_of(s: &Sentry, to: IpAddr) -> i32 {
+    let to = match to {
+        IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
+        a => a,
+    };
+    if to.is_loopback() {
+        return 1;
+    }
+    s.stack
+        .nics()
+        .position(|nic| nic.addrs.iter().any(|a| a.addr == to))
+        .map_or(1, |i| i as i32 + 1)
 }
 
 /// A receive whose copy-out failed: the datagram is gone, as on Linux.
