@@ -27,6 +27,9 @@ const TOKEN_INIT: u64 = u64::MAX - 1;
 const TOKEN_SIGNAL: u64 = u64::MAX - 2;
 /// How much the Sentry moves between a pair and the stack per read.
 const SCRATCH: usize = 256 << 10;
+/// Threads whose pidfds are kept open (each costs the Sentry a descriptor,
+/// which guest sockets need more).
+const MAX_PIDFDS: usize = 256;
 /// How often blocked calls are checked for callers that went away.
 const SWEEP: Duration = Duration::from_millis(500);
 
@@ -45,6 +48,21 @@ struct Pair {
     end: OwnedFd,
     guest: OwnedFd,
     cookie: u64,
+}
+
+/// The Sentry holds one descriptor per guest socket: lift its limit as far
+/// as the system allows (the guest keeps its own, inherited before).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const WANT: u64 = 1 << 20;
+    if setrlimit(Resource::RLIMIT_NOFILE, WANT, WANT).is_ok() {
+        return;
+    }
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+    {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
 }
 
 /// Which pool holds pairs of this kind and guest-end mode.
@@ -212,6 +230,7 @@ impl Sentry {
         epoll.add(&signals, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL))?;
         // Best effort: older kernels lack it.
         let _ = sys::notif_sync_wakeup(listener.as_fd());
+        raise_fd_limit();
         let tracer = match &cfg.debug_log {
             Some(p) => Some(Tracer::create(p)?),
             None => None,
@@ -462,13 +481,22 @@ impl Sentry {
     }
 
     fn guest_fd(&mut self, n: &Notif, fd: RawFd) -> Result<OwnedFd, i32> {
+        // Out of descriptors in the Sentry: the guest hears EMFILE/ENFILE,
+        // as if its own call had run out.
+        let own_limit = |e: &io::Error| match e.raw_os_error() {
+            Some(code @ (libc::EMFILE | libc::ENFILE)) => Some(code),
+            _ => None,
+        };
         for attempt in 0..2 {
             if attempt == 1 || !self.pidfds.contains_key(&n.tid) {
-                let pidfd = sys::pidfd_open(n.tid as i32, true).map_err(|_| libc::EBADF)?;
+                let pidfd = match sys::pidfd_open(n.tid as i32, true) {
+                    Ok(p) => p,
+                    Err(e) => return Err(own_limit(&e).unwrap_or(libc::EBADF)),
+                };
                 if !sys::notif_id_valid(self.listener.as_fd(), n.id) {
                     return Err(libc::EBADF);
                 }
-                if self.pidfds.len() >= 4096 {
+                if self.pidfds.len() >= MAX_PIDFDS {
                     self.pidfds.clear();
                 }
                 self.pidfds.insert(n.tid, pidfd);
@@ -479,6 +507,9 @@ impl Sentry {
             match sys::pidfd_getfd(pidfd.as_fd(), fd) {
                 Ok(f) => return Ok(f),
                 Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(libc::EBADF),
+                Err(e) if own_limit(&e).is_some() => {
+                    return Err(own_limit(&e).unwrap_or(libc::EMFILE));
+                }
                 // ESRCH: a stale pidfd of a thread that exited; reopen once.
                 Err(_) => continue,
             }
