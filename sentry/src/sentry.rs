@@ -366,7 +366,13 @@ impl Sentry {
             return EpollTimeout::ZERO;
         }
         let now = StdInstant::now();
-        let mut at = self.next_sweep;
+        // The sweep for callers that went away matters only while calls are
+        // blocked; an idle Sentry sleeps until the stack or the guest wakes it.
+        let mut at = if self.parked_keys.is_empty() {
+            now + Duration::from_secs(3600)
+        } else {
+            self.next_sweep
+        };
         if let Some(t) = self.stack.poll_at() {
             let t = self.start + Duration::from_micros(t.total_micros().max(0) as u64);
             at = at.min(t);
@@ -1047,6 +1053,9 @@ impl Sentry {
     }
 
     fn expire_parked(&mut self) {
+        if self.parked_keys.is_empty() {
+            return;
+        }
         let now = StdInstant::now();
         let sweep = now >= self.next_sweep;
         if sweep {
