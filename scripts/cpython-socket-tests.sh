@@ -9,7 +9,7 @@
 # release build of smolvisor (built here unless SMOLVISOR is set).
 #
 # Usage: scripts/cpython-socket-tests.sh [-t SECONDS] [-o LOGDIR] [CLASS...]
-#   -t  per-class time limit (default 300); a class over it counts as TIMEOUT
+#   -t  per-class time limit (default 120); a class over it counts as TIMEOUT
 #   -o  where the per-class logs go (default: a new directory under /tmp)
 # The exit status is 0 when every class passes in the sandbox exactly as
 # natively (same run/failure/error/skip counts), 1 otherwise.
@@ -59,7 +59,7 @@ DEFAULT_CLASSES=(
     BufferIOTest
 )
 
-limit=300
+limit=120
 logdir=""
 while getopts "t:o:" opt; do
     case "$opt" in
