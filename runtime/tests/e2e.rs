@@ -507,7 +507,7 @@ const PROBE_SECTIONS: [&str; 13] = [
 /// the guest's AF_UNIX pair end without a trap, so the Sentry cannot answer
 /// them. A change in either answer fails the test, so a fix (or a new
 /// difference) is noticed.
-const KNOWN_DIFFERENCES: [(&str, &str); 4] = [
+const KNOWN_DIFFERENCES: [(&str, &str); 3] = [
     // A connected UDP socket's ICMP error waits in the stack; the guest's
     // plain recv reads the (empty) pair.
     ("recv udp after port unreachable", "-1 EAGAIN"),
@@ -516,9 +516,6 @@ const KNOWN_DIFFERENCES: [(&str, &str); 4] = [
     ("send unconnected udp (no address)", "1"),
     // No urgent data on the stream pair.
     ("recv tcp MSG_OOB", "-1 EINVAL"),
-    // FIONREAD on the seqpacket pair counts every queued byte, not the
-    // first datagram.
-    ("FIONREAD udp two datagrams", "0 | avail=30"),
 ];
 
 /// Runs every probe section natively and in the suite's mode (sandboxes in

@@ -124,6 +124,20 @@ pub fn build() -> io::Result<ScmpFilterContext> {
         )],
     )
     .map_err(other)?;
+    // FIONREAD (SIOCINQ) and TIOCOUTQ (SIOCOUTQ): on a guest socket the
+    // pair alone would answer wrongly (what the stack holds is not in it).
+    for cmd in [libc::FIONREAD, libc::TIOCOUTQ] {
+        f.add_rule_conditional(
+            notify,
+            sys("ioctl")?,
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                cmd,
+            )],
+        )
+        .map_err(other)?;
+    }
 
     // socket(2) by family.
     let socket = sys("socket")?;
@@ -287,8 +301,10 @@ const SENTRY_ALLOWED: &[&str] = &[
     "exit_group",
 ];
 
-/// The seccomp user-notification ioctls (the Sentry's only ioctls).
-const NOTIF_IOCTLS: [u64; 5] = [
+/// The Sentry's only ioctls: the seccomp user-notification commands, and
+/// FIONREAD (queue lengths for the guest's FIONREAD and SIOCOUTQ).
+const SENTRY_IOCTLS: [u64; 6] = [
+    libc::FIONREAD,
     libc::SECCOMP_IOCTL_NOTIF_RECV,
     libc::SECCOMP_IOCTL_NOTIF_SEND,
     libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
@@ -297,7 +313,7 @@ const NOTIF_IOCTLS: [u64; 5] = [
 ];
 
 /// Confines the calling process (the Sentry) to [`SENTRY_ALLOWED`], the
-/// notification ioctls, and AF_UNIX `socketpair`.
+/// ioctls in [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`.
 pub fn confine_sentry() -> io::Result<()> {
     let mut f = ScmpFilterContext::new_filter(ScmpAction::Errno(libc::EPERM)).map_err(other)?;
     f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
@@ -305,7 +321,7 @@ pub fn confine_sentry() -> io::Result<()> {
     for name in SENTRY_ALLOWED {
         f.add_rule(ScmpAction::Allow, sys(name)?).map_err(other)?;
     }
-    for cmd in NOTIF_IOCTLS {
+    for cmd in SENTRY_IOCTLS {
         f.add_rule_conditional(
             ScmpAction::Allow,
             sys("ioctl")?,

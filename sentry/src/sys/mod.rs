@@ -249,6 +249,18 @@ pub fn vm_write(tid: u32, addr: u64, data: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// Bytes queued for reading on a socket (`FIONREAD`/`SIOCINQ`).
+pub fn inq(fd: BorrowedFd<'_>) -> io::Result<i32> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut n) };
+    if rc == 0 {
+        Ok(n)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
     if rc < 0 {
         return Err(io::Error::last_os_error());

@@ -1,6 +1,6 @@
 //! getsockopt, setsockopt, and the socket ioctls.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use netstack::{SockOpt, SockOptName, SocketId};
 use nix::sys::socket::{setsockopt as host_setsockopt, sockopt};
@@ -448,6 +448,9 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
         Ok(r) => r,
         Err(e) => return errno(e),
     };
+    if r.key.is_none() && matches!(u64::from(cmd), libc::FIONREAD | libc::TIOCOUTQ) {
+        return Outcome::Reply(crate::sys::Reply::Continue);
+    }
     let family = match r.key.map(|k| (s.socks[k].kind, s.socks[k].v6)) {
         Some((Kind::Netlink, _)) => SocketFamily::Other,
         Some((_, true)) => SocketFamily::Inet6,
@@ -465,6 +468,22 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
         }
     };
     let tcp = r.key.is_some_and(|k| s.socks[k].kind == Kind::Tcp);
+    if let Some(key) = r.key
+        && matches!(u64::from(cmd), libc::FIONREAD | libc::TIOCOUTQ)
+    {
+        let v = if u64::from(cmd) == libc::FIONREAD {
+            queued_in(s, key, &r.file)
+        } else {
+            queued_out(s, key)
+        };
+        return match v {
+            Ok(v) => match s.wr(n, arg, &v.to_ne_bytes()) {
+                Ok(()) => value(0),
+                Err(e) => errno(e),
+            },
+            Err(e) => errno(e),
+        };
+    }
     let nics: Vec<netstack::NicInfo> = s.stack.nics().cloned().collect();
     match cmd {
         ifreq::SIOCGIFCONF => {
@@ -512,4 +531,51 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
             }
         }
     }
+}
+
+/// `FIONREAD`: a stream's bytes readable now (in the pair and still in the
+/// stack); a datagram socket's next datagram size, as Linux answers.
+fn queued_in(s: &mut Sentry, key: GKey, guest: &std::os::fd::OwnedFd) -> Result<i32, i32> {
+    let g = &s.socks[key];
+    if g.listening {
+        return Err(libc::EINVAL);
+    }
+    let (kind, id) = (g.kind, g.id);
+    if kind == Kind::Tcp {
+        let in_pair =
+            crate::sys::inq(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let in_stack = id.map_or(0, |id| s.stack.recv_queue(id).unwrap_or(0));
+        return Ok(in_pair.saturating_add(i32::try_from(in_stack).unwrap_or(i32::MAX)));
+    }
+    // The head of the pair is the oldest datagram.
+    let flags = nix::sys::socket::MsgFlags::MSG_PEEK
+        | nix::sys::socket::MsgFlags::MSG_TRUNC
+        | nix::sys::socket::MsgFlags::MSG_DONTWAIT;
+    let mut none = [0u8; 0];
+    if let Ok(len) = nix::sys::socket::recv(guest.as_raw_fd(), &mut none, flags)
+        && crate::sys::inq(guest.as_fd()).is_ok_and(|q| q > 0)
+    {
+        return Ok(i32::try_from(len).unwrap_or(i32::MAX));
+    }
+    Ok(id.map_or(0, |id| {
+        i32::try_from(s.stack.recv_queue(id).unwrap_or(0)).unwrap_or(i32::MAX)
+    }))
+}
+
+/// `TIOCOUTQ` (`SIOCOUTQ`): a stream's bytes not yet acknowledged, those
+/// the Sentry has not taken from the pair included.
+fn queued_out(s: &mut Sentry, key: GKey) -> Result<i32, i32> {
+    let g = &s.socks[key];
+    if g.listening {
+        return Err(libc::EINVAL);
+    }
+    if g.kind != Kind::Tcp {
+        return Ok(0);
+    }
+    let in_pair = crate::sys::inq(g.end.as_fd()).unwrap_or(0);
+    let pending = i32::try_from(g.tx.len()).unwrap_or(i32::MAX);
+    let in_stack = g.id.map_or(0, |id| s.stack.send_queue(id).unwrap_or(0));
+    Ok(in_pair
+        .saturating_add(pending)
+        .saturating_add(i32::try_from(in_stack).unwrap_or(i32::MAX)))
 }
