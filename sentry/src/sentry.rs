@@ -425,7 +425,7 @@ impl Sentry {
                 return;
             }
         };
-        let outcome = crate::syscalls::handle(self, &n, false);
+        let outcome = crate::syscalls::handle(self, &n);
         self.finish(n, outcome, None);
     }
 
@@ -1043,7 +1043,7 @@ impl Sentry {
         }
         let parked: Vec<Parked> = s.parked.drain(..).collect();
         for p in parked {
-            let outcome = crate::syscalls::handle(self, &p.notif, true);
+            let outcome = crate::syscalls::handle(self, &p.notif);
             self.finish(p.notif, outcome, p.deadline);
         }
         // Whatever was not taken by a blocked receiver goes into the pair.

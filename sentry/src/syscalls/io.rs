@@ -30,7 +30,7 @@ struct Got {
     commit: Option<Commit>,
 }
 
-pub(super) fn sendto(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -70,7 +70,7 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     dgram_send(s, key, &data, to, nonblock)
 }
 
-pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -107,7 +107,7 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     commit_reply(Reply::Value(ret as i64), got.commit)
 }
 
-pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+pub(super) fn sendmsg(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -124,7 +124,7 @@ pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     }
 }
 
-pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -164,7 +164,7 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     value(sent as i64)
 }
 
-pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -195,7 +195,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
     }
 }
 
-pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, _retry: bool) -> Outcome {
+pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,

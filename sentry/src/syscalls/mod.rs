@@ -41,8 +41,8 @@ pub enum Commit {
     Stack { id: SocketId },
 }
 
-/// Handles one notification; `retry` when it was parked before.
-pub fn handle(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
+/// Handles one notification (a parked one is handled again from scratch).
+pub fn handle(s: &mut Sentry, n: &Notif) -> Outcome {
     if n.arch != AUDIT_ARCH_X86_64 {
         return Outcome::Reply(Reply::Errno(libc::ENOSYS));
     }
@@ -50,21 +50,21 @@ pub fn handle(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
         libc::SYS_socket => socket::socket(s, n),
         libc::SYS_bind => socket::bind(s, n),
         libc::SYS_listen => socket::listen(s, n),
-        libc::SYS_connect => socket::connect(s, n, retry),
-        libc::SYS_accept => socket::accept(s, n, 0, retry),
-        libc::SYS_accept4 => socket::accept(s, n, n.args[3] as i32, retry),
+        libc::SYS_connect => socket::connect(s, n),
+        libc::SYS_accept => socket::accept(s, n, 0),
+        libc::SYS_accept4 => socket::accept(s, n, n.args[3] as i32),
         libc::SYS_shutdown => socket::shutdown(s, n),
         libc::SYS_getsockname => socket::name(s, n, false),
         libc::SYS_getpeername => socket::name(s, n, true),
         libc::SYS_getsockopt => opts::getsockopt(s, n),
         libc::SYS_setsockopt => opts::setsockopt(s, n),
         libc::SYS_ioctl => opts::ioctl(s, n),
-        libc::SYS_sendto => io::sendto(s, n, retry),
-        libc::SYS_recvfrom => io::recvfrom(s, n, retry),
-        libc::SYS_sendmsg => io::sendmsg(s, n, retry),
-        libc::SYS_recvmsg => io::recvmsg(s, n, retry),
-        libc::SYS_sendmmsg => io::sendmmsg(s, n, retry),
-        libc::SYS_recvmmsg => io::recvmmsg(s, n, retry),
+        libc::SYS_sendto => io::sendto(s, n),
+        libc::SYS_recvfrom => io::recvfrom(s, n),
+        libc::SYS_sendmsg => io::sendmsg(s, n),
+        libc::SYS_recvmsg => io::recvmsg(s, n),
+        libc::SYS_sendmmsg => io::sendmmsg(s, n),
+        libc::SYS_recvmmsg => io::recvmmsg(s, n),
         // The filter traps nothing else; answer as a kernel without the call would.
         _ => Outcome::Reply(Reply::Errno(libc::ENOSYS)),
     }

@@ -225,7 +225,7 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
     }
 }
 
-pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
+pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -271,7 +271,6 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, retry: bool) -> Outcome {
             Outcome::Park(key, s.socks[key].sndtimeo)
         };
     }
-    let _ = retry;
     let result = s.stack.connect(id, addr);
     match result {
         Ok(()) => connected(s, key),
@@ -319,7 +318,7 @@ fn connected(s: &mut Sentry, key: GKey) -> Outcome {
     value(0)
 }
 
-pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outcome {
+pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
     let (key, r) = match ours(s, n) {
         Ok(x) => x,
         Err(o) => return o,
@@ -346,7 +345,6 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, retry: bool) -> Outc
         }
     }
     let Some((child, peer)) = s.socks[key].stash.pop_front() else {
-        let _ = retry;
         return if r.nonblock() {
             errno(libc::EAGAIN)
         } else {
