@@ -31,16 +31,10 @@ struct Got {
 }
 
 pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, r) = step!(ours(s, n));
     let flags = n.args[3] as i32;
     let len = (n.args[2] as usize).min(abi_max(s, key));
-    let data = match s.rd(n, n.args[1], len) {
-        Ok(d) => d,
-        Err(e) => return errno(e),
-    };
+    let data = step!(s.rd(n, n.args[1], len).map_err(errno));
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     if s.socks[key].kind == Kind::Tcp {
         if !s.socks[key].connected {
@@ -63,18 +57,12 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
     if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
         return errno(libc::EINVAL);
     }
-    let to = match dgram_dest(s, n, key, n.args[4], n.args[5]) {
-        Ok(a) => a,
-        Err(e) => return errno(e),
-    };
+    let to = step!(dgram_dest(s, n, key, n.args[4], n.args[5]).map_err(errno));
     dgram_send(s, key, &data, to, nonblock)
 }
 
 pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, r) = step!(ours(s, n));
     if s.socks[key].kind == Kind::Tcp {
         // A stream pair reports no address, as TCP does.
         return Outcome::Reply(Reply::Continue);
@@ -108,13 +96,7 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn sendmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    if s.socks[key].kind == Kind::Tcp {
-        return Outcome::Reply(Reply::Continue);
-    }
+    let (key, r) = step!(datagram(s, n));
     let flags = n.args[2] as i32;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     match send_one(s, n, key, n.args[1], nonblock) {
@@ -125,13 +107,7 @@ pub(super) fn sendmsg(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    if s.socks[key].kind == Kind::Tcp {
-        return Outcome::Reply(Reply::Continue);
-    }
+    let (key, r) = step!(datagram(s, n));
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
@@ -165,10 +141,7 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, r) = step!(ours(s, n));
     let flags = n.args[2] as i32;
     if flags & libc::MSG_ERRQUEUE != 0 {
         // Nothing is ever queued on the error queue.
@@ -178,10 +151,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
         return Outcome::Reply(Reply::Continue);
     }
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    let hdr = match read_msghdr(s, n, n.args[1]) {
-        Ok(h) => h,
-        Err(e) => return errno(e),
-    };
+    let hdr = step!(read_msghdr(s, n, n.args[1]).map_err(errno));
     let peek = flags & libc::MSG_PEEK != 0;
     let got = match take(s, key, r, peek) {
         Ok(Some(g)) => g,
@@ -196,13 +166,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    if s.socks[key].kind == Kind::Tcp {
-        return Outcome::Reply(Reply::Continue);
-    }
+    let (key, r) = step!(datagram(s, n));
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
@@ -264,6 +228,16 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
         }
     }
     value(done as i64)
+}
+
+/// The call's socket when it is a datagram one; a TCP socket's call runs
+/// natively on its stream pair.
+fn datagram(s: &mut Sentry, n: &Notif) -> Result<(GKey, Resolved), Outcome> {
+    let (key, r) = ours(s, n)?;
+    if s.socks[key].kind == Kind::Tcp {
+        return Err(Outcome::Reply(Reply::Continue));
+    }
+    Ok((key, r))
 }
 
 /// The largest payload to gather for one send on this socket.

@@ -6,6 +6,16 @@
 //! as it would without us, and the guest can reach nothing through it that it
 //! could not reach anyway.
 
+/// Unwraps one step of a handler whose `Err` is already the answer.
+macro_rules! step {
+    ($e:expr) => {
+        match $e {
+            Ok(x) => x,
+            Err(outcome) => return outcome,
+        }
+    };
+}
+
 mod io;
 mod opts;
 mod socket;
@@ -80,6 +90,11 @@ fn ours(s: &mut Sentry, n: &Notif) -> Result<(GKey, Resolved), Outcome> {
         },
         Err(e) => Err(Outcome::Reply(Reply::Errno(e))),
     }
+}
+
+/// A call that returns 0, or the errno of the write that failed.
+fn done(r: Result<(), i32>) -> Outcome {
+    r.map(|()| 0).into()
 }
 
 fn errno(e: i32) -> Outcome {

@@ -6,7 +6,7 @@ use netstack::{SockOpt, SockOptName, SocketId};
 use nix::sys::socket::{setsockopt as host_setsockopt, sockopt};
 use nix::sys::time::TimeVal;
 
-use super::{errno, net, ours, value};
+use super::{done, errno, net, ours, value};
 use crate::abi;
 use crate::gsock::{GKey, Kind};
 use crate::sentry::{Outcome, Sentry};
@@ -27,10 +27,7 @@ const TCP_LISTEN: u8 = 10;
 const TCP_SYN_SENT: u8 = 2;
 
 pub(super) fn getsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, _r) = step!(ours(s, n));
     let level = n.args[1] as i32;
     let name = n.args[2] as i32;
     let (optval, optlen) = (n.args[3], n.args[4]);
@@ -41,18 +38,12 @@ pub(super) fn getsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
     if room < 0 {
         return errno(libc::EINVAL);
     }
-    let v = match get(s, key, level, name) {
-        Ok(v) => v,
-        Err(e) => return errno(e),
-    };
+    let v = step!(get(s, key, level, name).map_err(errno));
     let take = v.len().min(room as usize);
     if let Err(e) = s.wr(n, optval, &v[..take]) {
         return errno(e);
     }
-    match s.wr(n, optlen, &(take as u32).to_ne_bytes()) {
-        Ok(()) => value(0),
-        Err(e) => errno(e),
-    }
+    done(s.wr(n, optlen, &(take as u32).to_ne_bytes()))
 }
 
 fn int(v: i32) -> Vec<u8> {
@@ -214,10 +205,7 @@ fn tcp_info(s: &mut Sentry, key: GKey, id: SocketId) -> Vec<u8> {
 }
 
 pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, r) = step!(ours(s, n));
     let level = n.args[1] as i32;
     let name = n.args[2] as i32;
     let len = n.args[4] as i64 as i32;
@@ -225,10 +213,7 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         return errno(libc::EINVAL);
     }
     let len = (len as usize).min(256);
-    let val = match s.rd(n, n.args[3], len) {
-        Ok(v) => v,
-        Err(e) => return errno(e),
-    };
+    let val = step!(s.rd(n, n.args[3], len).map_err(errno));
     let ival = || -> Result<i32, i32> {
         if val.len() < 4 {
             Err(libc::EINVAL)
@@ -245,10 +230,7 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
             libc::SO_RCVTIMEO | libc::SO_RCVTIMEO_NEW | libc::SO_SNDTIMEO | libc::SO_SNDTIMEO_NEW
         )
     {
-        let t = match abi::decode_timeval(&val) {
-            Ok(t) => t,
-            Err(e) => return errno(e),
-        };
+        let t = step!(abi::decode_timeval(&val).map_err(errno));
         let tv = TimeVal::new(
             t.map_or(0, |d| d.as_secs() as i64),
             t.map_or(0, |d| i64::from(d.subsec_micros())),
@@ -444,10 +426,7 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
     use crate::ifreq::{self, SocketFamily};
     let cmd = n.args[1] as u32;
     let arg = n.args[2];
-    let r = match s.resolve(n, n.args[0]) {
-        Ok(r) => r,
-        Err(e) => return errno(e),
-    };
+    let r = step!(s.resolve(n, n.args[0]).map_err(errno));
     if r.key.is_none() && matches!(u64::from(cmd), libc::FIONREAD | libc::TIOCOUTQ) {
         return Outcome::Reply(crate::sys::Reply::Continue);
     }
@@ -477,43 +456,28 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
             queued_out(s, key)
         };
         return match v {
-            Ok(v) => match s.wr(n, arg, &v.to_ne_bytes()) {
-                Ok(()) => value(0),
-                Err(e) => errno(e),
-            },
+            Ok(v) => done(s.wr(n, arg, &v.to_ne_bytes())),
             Err(e) => errno(e),
         };
     }
     let nics: Vec<netstack::NicInfo> = s.stack.nics().cloned().collect();
     match cmd {
         ifreq::SIOCGIFCONF => {
-            let b = match s.rd_array::<16>(n, arg) {
-                Ok(b) => b,
-                Err(e) => return errno(e),
-            };
+            let b = step!(s.rd_array::<16>(n, arg).map_err(errno));
             let len = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
             let buf = abi::u64_at(&b, 8);
             if buf == 0 {
                 let need = ifreq::ifconf_len(&nics);
-                return match s.wr(n, arg, &(need as i32).to_ne_bytes()) {
-                    Ok(()) => value(0),
-                    Err(e) => errno(e),
-                };
+                return done(s.wr(n, arg, &(need as i32).to_ne_bytes()));
             }
             let (records, used) = ifreq::ifconf(&nics, len.max(0) as usize);
             if let Err(e) = s.wr(n, buf, &records) {
                 return errno(e);
             }
-            match s.wr(n, arg, &(used as i32).to_ne_bytes()) {
-                Ok(()) => value(0),
-                Err(e) => errno(e),
-            }
+            done(s.wr(n, arg, &(used as i32).to_ne_bytes()))
         }
         // SIOCATMARK: TCP only; never at the urgent mark (no urgent data).
-        0x8905 if tcp => match s.wr(n, arg, &0i32.to_ne_bytes()) {
-            Ok(()) => value(0),
-            Err(e) => errno(e),
-        },
+        0x8905 if tcp => done(s.wr(n, arg, &0i32.to_ne_bytes())),
         0x8905 => errno(libc::ENOTTY),
         // SIOCGSTAMP, SIOCGSTAMPNS: no packet was time-stamped.
         0x8906 | 0x8907 => errno(libc::ENOENT),
@@ -523,10 +487,7 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
                 Err(e) => return errno(e),
             };
             match ifreq::ifreq_ioctl_on(family, cmd, &mut req, &nics) {
-                Ok(()) => match s.wr(n, arg, &req) {
-                    Ok(()) => value(0),
-                    Err(e) => errno(e),
-                },
+                Ok(()) => done(s.wr(n, arg, &req)),
                 Err(e) => errno(e as i32),
             }
         }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use netstack::{Domain, NetError, Protocol, Shutdown as NetShutdown};
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::{errno, net, ours, value};
+use super::{done, errno, net, ours, value};
 use crate::abi::{self, GuestAddr};
 use crate::gsock::{GKey, GSock, Kind};
 use crate::sentry::{Outcome, Sentry};
@@ -158,14 +158,8 @@ fn inet_addr(
 }
 
 pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    let bytes = match s.read_sockaddr(n, n.args[1], n.args[2]) {
-        Ok(b) => b,
-        Err(e) => return errno(e),
-    };
+    let (key, _r) = step!(ours(s, n));
+    let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
     if s.socks[key].kind == Kind::Netlink {
         if bytes.len() < 12 {
             return errno(libc::EINVAL);
@@ -201,10 +195,7 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, _r) = step!(ours(s, n));
     let Some(id) = s.stack_id(key) else {
         return errno(libc::EOPNOTSUPP);
     };
@@ -226,14 +217,8 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
-    let bytes = match s.read_sockaddr(n, n.args[1], n.args[2]) {
-        Ok(b) => b,
-        Err(e) => return errno(e),
-    };
+    let (key, r) = step!(ours(s, n));
+    let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
     let kind = s.socks[key].kind;
     if kind == Kind::Netlink {
         return value(0);
@@ -241,10 +226,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
     let Some(id) = s.stack_id(key) else {
         return errno(libc::EBADF);
     };
-    let addr = match inet_addr(s, key, &bytes, false) {
-        Ok(a) => a,
-        Err(e) => return errno(e),
-    };
+    let addr = step!(inet_addr(s, key, &bytes, false).map_err(errno));
     let Some(addr) = addr else {
         // AF_UNSPEC: dissolve the association (nothing to do when there is none).
         if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && s.socks[key].filler == 0 {
@@ -319,10 +301,7 @@ fn connected(s: &mut Sentry, key: GKey) -> Outcome {
 }
 
 pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, r) = step!(ours(s, n));
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return errno(libc::EINVAL);
     }
@@ -420,10 +399,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
 }
 
 pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, r) = step!(ours(s, n));
     let how = match n.args[1] as i32 {
         libc::SHUT_RD => NetShutdown::Read,
         libc::SHUT_WR => NetShutdown::Write,
@@ -475,10 +451,7 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
 }
 
 pub(super) fn name(s: &mut Sentry, n: &Notif, peer: bool) -> Outcome {
-    let (key, _r) = match ours(s, n) {
-        Ok(x) => x,
-        Err(o) => return o,
-    };
+    let (key, _r) = step!(ours(s, n));
     let g = &s.socks[key];
     let bytes = if g.kind == Kind::Netlink {
         let port = if peer { 0 } else { s.netlink_port(key) };
@@ -498,10 +471,7 @@ pub(super) fn name(s: &mut Sentry, n: &Notif, peer: bool) -> Outcome {
             Err(e) => return net(e),
         }
     };
-    match s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
-        Ok(()) => value(0),
-        Err(e) => errno(e),
-    }
+    done(s.write_sockaddr(n, n.args[1], n.args[2], &bytes))
 }
 
 /// An unspecified address of the socket's family, for answers that need one.
