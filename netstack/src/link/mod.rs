@@ -15,6 +15,8 @@ pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
 pub use pair::{PairEnd, pair};
 
+use std::os::fd::RawFd;
+
 pub use smoltcp::phy::Medium;
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
 use smoltcp::time::Instant;
@@ -52,6 +54,14 @@ pub trait Link: Send {
     fn poll_at(&self) -> Option<Instant> {
         None
     }
+    /// For links backed by the host (AF_PACKET, TAP): the descriptor that
+    /// turns readable when frames arrive, for the event loop to wait on.
+    fn fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Sends what [`Link::send`] queued. The stack calls it at the end of
+    /// every [`Stack::poll`](crate::Stack::poll), so links may batch writes.
+    fn flush(&mut self, _now: Instant) {}
 }
 
 impl<L: Link + ?Sized> Link for Box<L> {
@@ -72,6 +82,12 @@ impl<L: Link + ?Sized> Link for Box<L> {
     }
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()
+    }
+    fn fd(&self) -> Option<RawFd> {
+        (**self).fd()
+    }
+    fn flush(&mut self, now: Instant) {
+        (**self).flush(now);
     }
 }
 

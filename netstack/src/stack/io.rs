@@ -53,6 +53,9 @@ impl Stack {
             }
         }
         self.expire_fragments();
+        for nic in &mut self.nics {
+            nic.link.flush(now);
+        }
     }
 
     /// When [`Stack::poll`] should run next, if nothing else happens first.

@@ -201,6 +201,12 @@ impl std::fmt::Debug for Stack {
 impl Stack {
     /// A stack with only the loopback NIC (`lo`: 127.0.0.1/8 and ::1/128).
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
+        Stack::with_loopback(cfg, now, Box::new(Loopback::new()))
+    }
+
+    /// Like [`Stack::new`], with `lo` carried by `link` (a sniffer around a
+    /// [`Loopback`], say).
+    pub fn with_loopback(cfg: StackConfig, now: Instant, link: Box<dyn Link>) -> Stack {
         let mut stack = Stack {
             rng: cfg.random_seed | 1,
             cfg,
@@ -240,7 +246,7 @@ impl Stack {
             gateway_v6: None,
         };
         stack
-            .add_nic(Box::new(Loopback::new()), lo)
+            .add_nic(link, lo)
             .expect("the loopback configuration is valid");
         stack
     }
@@ -332,6 +338,14 @@ impl Stack {
             solicited: HashMap::new(),
         });
         Ok(id)
+    }
+
+    /// The descriptors of the links backed by the host, by NIC: when one
+    /// turns readable, [`Stack::poll`] has frames to read.
+    pub fn link_fds(&self) -> Vec<(NicId, std::os::fd::RawFd)> {
+        let fds = self.nics.iter().enumerate();
+        fds.filter_map(|(id, n)| n.link.fd().map(|fd| (id, fd)))
+            .collect()
     }
 
     /// The NICs, in index order.
