@@ -45,7 +45,9 @@ pub use socket::{
     Datagram, Domain, MAX_BUFFER, MIN_BUFFER, Protocol, Readiness, RecvFlags, Shutdown, SockOpt,
     SockOptName, SocketId,
 };
-pub use stack::{GatewayRoute, IfAddr, LOOPBACK, NicConfig, NicId, NicInfo, Stack, StackConfig};
+pub use stack::{
+    GatewayRoute, IfAddr, Intercepted, LOOPBACK, NicConfig, NicId, NicInfo, Stack, StackConfig,
+};
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,8 @@ use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, Socket, SocketId};
 use crate::buffers::BufferPool;
 use crate::error::{NetError, Result};
-use crate::stack::{NicId, Stack};
+use crate::link::FrameDevice;
+use crate::stack::{Intercepted, NicId, Stack};
 
 pub(crate) enum TcpState {
     /// Created, maybe bound; neither listening nor connected.
@@ -770,16 +771,32 @@ impl Stack {
         let Some(l) = listener(lsock) else {
             return;
         };
-        let mut slot = std::mem::replace(&mut l.idle, fresh);
+        let slot = std::mem::replace(&mut l.idle, fresh);
+        if let Some(cid) = self.tcp_adopt(nic, domain, opts, slot, Some(lid))
+            && let Some(l) = self.sockets.get_mut(lid).and_then(listener)
+        {
+            l.half_open.push(cid);
+        }
+    }
+
+    /// Enters a socket that just answered a SYN as a connection of its own.
+    fn tcp_adopt(
+        &mut self,
+        nic: NicId,
+        domain: super::Domain,
+        opts: Options,
+        mut slot: Slot,
+        parent: Option<SocketId>,
+    ) -> Option<SocketId> {
         let s = slot.set.get_mut::<tcp::Socket<'static>>(slot.handle);
         let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else {
-            return;
+            return None;
         };
         let conn = Conn {
             slot,
             key: (local, remote),
             prev: tcp::State::SynReceived,
-            parent: Some(lid),
+            parent,
             established: false,
             rst_seen: false,
             connect_deadline: None,
@@ -796,10 +813,44 @@ impl Stack {
         self.sockets[cid].binding = Some(binding);
         self.tcp_ports.entry(local.port).or_default().push(cid);
         self.tcp_conns.insert((local, remote), cid);
-        if let Some(l) = self.sockets.get_mut(lid).and_then(listener) {
-            l.half_open.push(cid);
-        }
         self.mark_dirty(cid);
+        Some(cid)
+    }
+
+    /// Answers a held SYN (see [`Stack::set_transparent`]) as if a listener
+    /// on its destination had been there: the connection, in SYN_RECEIVED,
+    /// reports events like any other and needs no `accept`.
+    pub fn accept_intercepted(&mut self, syn: &Intercepted) -> Result<SocketId> {
+        let (local, remote) = (IpEndpoint::from(syn.local), IpEndpoint::from(syn.remote));
+        if self.tcp_conns.contains_key(&(local, remote)) {
+            return Err(NetError::AddrInUse);
+        }
+        let domain = match syn.local {
+            SocketAddr::V4(_) => super::Domain::Ipv4,
+            SocketAddr::V6(_) => super::Domain::Ipv6,
+        };
+        let opts = Options::new(self.cfg.tcp_recv_buffer, self.cfg.tcp_send_buffer);
+        let binding = Binding {
+            addr: Some(local.addr),
+            port: local.port,
+            v4: domain == super::Domain::Ipv4,
+            v6: domain == super::Domain::Ipv6,
+            shared: false,
+        };
+        let mut slot = listening_slot(&self.pool, &opts, &binding)?;
+        let n = self.nics.get_mut(syn.nic).ok_or(NetError::InvalidInput)?;
+        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(&syn.frame), self.now);
+        n.iface
+            .poll_ingress_single(self.now, &mut dev, &mut slot.set);
+        let st = slot
+            .set
+            .get_mut::<tcp::Socket<'static>>(slot.handle)
+            .state();
+        if st != tcp::State::SynReceived {
+            return Err(NetError::InvalidInput);
+        }
+        self.tcp_adopt(syn.nic, domain, opts, slot, None)
+            .ok_or(NetError::InvalidInput)
     }
 
     pub(crate) fn tcp_after_egress(&mut self, id: SocketId) {

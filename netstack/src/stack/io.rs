@@ -3,6 +3,7 @@
 //! and sends dirty sockets' output, IPv6 fragments included, to their NIC (`egress`).
 
 use std::cmp::Reverse;
+use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::PollResult;
 use smoltcp::socket::raw;
@@ -199,6 +200,15 @@ impl Stack {
                 rst,
             } => match self.tcp_target(dst, src, syn, ack, rst) {
                 Some(Some(id)) => Some(id),
+                Some(None) if self.nics[nic].transparent && syn && !ack && !rst => {
+                    self.intercepted.push(super::Intercepted {
+                        nic,
+                        local: SocketAddr::from((IpAddr::from(dst.addr), dst.port)),
+                        remote: SocketAddr::from((IpAddr::from(src.addr), src.port)),
+                        frame: frame.to_vec(),
+                    });
+                    return;
+                }
                 Some(None) => None,
                 // Dropped, as Linux drops a SYN to a full accept queue.
                 None => return,

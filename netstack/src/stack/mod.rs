@@ -146,6 +146,8 @@ pub(crate) struct Nic {
     pub neighbors: std::collections::HashSet<IpAddress>,
     /// When the stack last sent its own ARP request for an address.
     pub solicited: HashMap<IpAddress, Instant>,
+    /// SYNs that no listener owns are held for the caller (a NAT gateway).
+    pub transparent: bool,
 }
 
 impl Nic {
@@ -153,6 +155,20 @@ impl Nic {
     pub(crate) fn ip_mtu(&self) -> usize {
         self.caps.mtu.min(usize::from(u16::MAX))
     }
+}
+
+/// A connection attempt held by a transparent NIC: a SYN to an address and
+/// port that no listener owns. Answer it with [`Stack::accept_intercepted`]
+/// or [`Stack::refuse_intercepted`]; a retransmitted SYN is held again.
+#[derive(Debug, Clone)]
+pub struct Intercepted {
+    /// The NIC it came in on.
+    pub nic: NicId,
+    /// Where the peer wants to connect (the SYN's destination).
+    pub local: std::net::SocketAddr,
+    /// The peer.
+    pub remote: std::net::SocketAddr,
+    pub(crate) frame: Vec<u8>,
 }
 
 /// A user-space TCP/IP stack with Linux socket semantics.
@@ -184,6 +200,7 @@ pub struct Stack {
     pub(crate) pool: BufferPool,
     reassembler: Reassembler,
     pub(crate) rng: u64,
+    pub(crate) intercepted: Vec<Intercepted>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -228,6 +245,7 @@ impl Stack {
             time_wait_count: 0,
             pool: BufferPool::default(),
             reassembler: Reassembler::default(),
+            intercepted: Vec::new(),
         };
         let lo = NicConfig {
             name: "lo".into(),
@@ -336,8 +354,44 @@ impl Stack {
             frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
             neighbors: std::collections::HashSet::new(),
             solicited: HashMap::new(),
+            transparent: false,
         });
         Ok(id)
+    }
+
+    /// Makes `nic` a gateway's far side: it takes packets to any address
+    /// (smoltcp's `any_ip`, through a default route via its own first IPv4
+    /// address), and holds SYNs that no listener owns for
+    /// [`Stack::take_intercepted`] instead of answering RST.
+    pub fn set_transparent(&mut self, nic: NicId) -> Result<()> {
+        let n = self.nics.get_mut(nic).ok_or(NetError::InvalidInput)?;
+        let own = n.info.addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        });
+        let own = own.ok_or(NetError::AddrNotAvailable)?;
+        n.iface
+            .routes_mut()
+            .add_default_ipv4_route(own)
+            .map_err(|_| NetError::NoBufferSpace)?;
+        n.iface.set_any_ip(true);
+        n.transparent = true;
+        Ok(())
+    }
+
+    /// The SYNs held since the last call (see [`Stack::set_transparent`]).
+    pub fn take_intercepted(&mut self, out: &mut Vec<Intercepted>) {
+        out.append(&mut self.intercepted);
+    }
+
+    /// Answers a held SYN with RST, as a closed port does.
+    pub fn refuse_intercepted(&mut self, syn: &Intercepted) {
+        let Some(n) = self.nics.get_mut(syn.nic) else {
+            return;
+        };
+        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(&syn.frame), self.now);
+        n.iface
+            .poll_ingress_single(self.now, &mut dev, &mut self.empty);
     }
 
     /// The descriptors of the links backed by the host, by NIC: when one
