@@ -34,6 +34,7 @@ mod demux;
 mod error;
 mod frag6;
 pub mod link;
+pub mod nat;
 mod socket;
 mod stack;
 pub mod testbed;

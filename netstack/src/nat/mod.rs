@@ -1,0 +1,628 @@
+//! The user-mode NAT gateway: the far end of the sandbox's `eth0` in `nat`
+//! mode, like slirp or pasta, inside the Sentry.
+//!
+//! The guest's stack and the gateway are joined by an in-memory Ethernet
+//! cable ([`pair`]). On the gateway's side:
+//! - **TCP** goes to a second [`Stack`] whose NIC is transparent: a SYN to
+//!   any address is held while a host socket connects to where it was going;
+//!   then the SYN is accepted (or refused with RST, as the host's connect
+//!   was), and the two are spliced by `tcp`.
+//! - **UDP** and **ICMP echo** are taken off the cable before that stack
+//!   sees them and relayed through host sockets (`udp`, `icmp`); the answers
+//!   are written back as frames.
+//! - **Published ports** (`-p`) are host listeners whose connections the
+//!   gateway stack opens towards the guest.
+//!
+//! Address plan (slirp's): the guest is 10.0.2.15/24, the gateway 10.0.2.2,
+//! the DNS forwarder 10.0.2.3. The host's loopback stays out of reach unless
+//! [`NatConfig::host_loopback`] maps the gateway's address onto it.
+//!
+//! Every host descriptor sits in the gateway's own epoll set, which the
+//! Sentry waits on as one descriptor ([`Nat::fd`]).
+
+mod icmp;
+mod tcp;
+mod udp;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use slotmap::{KeyData, SlotMap, new_key_type};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
+    Ipv4Repr,
+};
+
+use crate::link::{Link, LinkCaps, PairEnd, pair};
+use crate::{IfAddr, Intercepted, NicConfig, SocketId, Stack, StackConfig};
+
+/// The NIC MTU of the cable, as pasta uses: large segments cost fewer trips.
+pub const NAT_MTU: usize = 65520;
+
+/// How long a UDP flow or a ping identifier lives without traffic.
+const FLOW_IDLE: Duration = Duration::from_secs(180);
+
+/// A port published from the host into the guest (`-p`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    /// UDP rather than TCP.
+    pub udp: bool,
+    /// Where the host listens.
+    pub host: SocketAddr,
+    /// The guest's port it reaches.
+    pub guest_port: u16,
+}
+
+impl FromStr for Publish {
+    type Err = String;
+
+    /// `[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp]`, as `docker run -p` takes it;
+    /// an IPv6 host address goes in brackets. Without one, every address.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad port mapping {s:?} (expected [HOSTIP:]HOSTPORT:GUESTPORT[/udp])");
+        let (spec, udp) = match s.rsplit_once('/') {
+            Some((spec, "udp")) => (spec, true),
+            Some((spec, "tcp")) => (spec, false),
+            Some(_) => return Err(bad()),
+            None => (s, false),
+        };
+        let (host, guest) = spec.rsplit_once(':').ok_or_else(bad)?;
+        let guest_port: u16 = guest.parse().map_err(|_| bad())?;
+        let host = match host.rsplit_once(':') {
+            Some((ip, port)) => {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+                SocketAddr::new(ip, port.parse().map_err(|_| bad())?)
+            }
+            None => SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                host.parse().map_err(|_| bad())?,
+            ),
+        };
+        if host.port() == 0 || guest_port == 0 {
+            return Err(bad());
+        }
+        Ok(Publish {
+            udp,
+            host,
+            guest_port,
+        })
+    }
+}
+
+/// How the gateway is set up.
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    /// The guest's address.
+    pub guest: Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// The gateway's address (the guest's default route).
+    pub gateway: Ipv4Addr,
+    /// The DNS forwarder's address (the guest's `nameserver`).
+    pub dns: Ipv4Addr,
+    /// The guest NIC's MAC address.
+    pub guest_mac: [u8; 6],
+    /// The gateway's MAC address.
+    pub gateway_mac: [u8; 6],
+    /// Where DNS queries to [`NatConfig::dns`] go (the host's resolver).
+    pub dns_upstream: Option<SocketAddr>,
+    /// Maps the gateway's address to the host's 127.0.0.1.
+    pub host_loopback: bool,
+    /// Ports published into the guest.
+    pub publish: Vec<Publish>,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        NatConfig {
+            guest: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            dns: Ipv4Addr::new(10, 0, 2, 3),
+            guest_mac: [0x02, 0x00, 0x0a, 0x00, 0x02, 0x0f],
+            gateway_mac: [0x02, 0x00, 0x0a, 0x00, 0x02, 0x02],
+            dns_upstream: None,
+            host_loopback: false,
+            publish: Vec::new(),
+        }
+    }
+}
+
+impl NatConfig {
+    /// The guest's NIC: `eth0` with its address and default route.
+    pub fn guest_nic(&self) -> NicConfig {
+        NicConfig {
+            name: "eth0".into(),
+            mac: self.guest_mac,
+            addrs: vec![IfAddr {
+                addr: IpAddr::V4(self.guest),
+                prefix_len: self.prefix_len,
+            }],
+            gateway_v4: Some(self.gateway),
+            gateway_v6: None,
+        }
+    }
+
+    /// Where a guest's packet to `dst` really goes, or `None` when nothing
+    /// outside answers for it (the subnet, loopback, broadcast, and the
+    /// gateway itself unless the host's loopback is allowed).
+    fn outbound(&self, dst: SocketAddrV4) -> Option<SocketAddr> {
+        let ip = *dst.ip();
+        if ip == self.dns && dst.port() == 53 {
+            return self.dns_upstream;
+        }
+        if ip == self.gateway {
+            return self
+                .host_loopback
+                .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())));
+        }
+        let subnet = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        let on_subnet = u32::from(ip) & subnet == u32::from(self.guest) & subnet;
+        if on_subnet
+            || ip.is_loopback()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || ip.is_unspecified()
+        {
+            return None;
+        }
+        Some(SocketAddr::V4(dst))
+    }
+
+    /// How a host address that answers appears to the guest.
+    fn inbound(&self, from: SocketAddr) -> Option<SocketAddrV4> {
+        if Some(from) == self.dns_upstream {
+            return Some(SocketAddrV4::new(self.dns, 53));
+        }
+        let ip = match from.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => v6.to_ipv4_mapped()?,
+        };
+        if ip.is_loopback() {
+            return Some(SocketAddrV4::new(self.gateway, from.port()));
+        }
+        Some(SocketAddrV4::new(ip, from.port()))
+    }
+}
+
+new_key_type! {
+    /// A flow's key; also its epoll token.
+    struct FlowKey;
+}
+
+/// One relayed conversation and its host socket.
+#[derive(Debug)]
+enum Flow {
+    /// A published TCP port's host listener.
+    Listener(std::net::TcpListener, u16),
+    Tcp(tcp::TcpFlow),
+    Udp(udp::UdpFlow),
+    Ping(icmp::PingFlow),
+}
+
+/// Frames taken off the cable for the relays, and frames they answer with.
+#[derive(Debug, Default)]
+struct Side {
+    diverted: Vec<Vec<u8>>,
+    inject: Vec<Vec<u8>>,
+}
+
+fn lock(side: &Mutex<Side>) -> std::sync::MutexGuard<'_, Side> {
+    side.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The gateway stack's link: its end of the cable, minus what the relays take.
+#[derive(Debug)]
+struct GatewayLink {
+    cable: PairEnd,
+    side: Arc<Mutex<Side>>,
+    /// Echo requests to these are the gateway stack's to answer.
+    own: [Ipv4Addr; 2],
+}
+
+impl GatewayLink {
+    /// UDP, and echo requests to addresses other than the gateway's own.
+    fn relayed(&self, frame: &[u8]) -> bool {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return false;
+        };
+        if eth.ethertype() != EthernetProtocol::Ipv4 {
+            return false;
+        }
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+            return false;
+        };
+        match ip.next_header() {
+            IpProtocol::Udp => true,
+            IpProtocol::Icmp => {
+                ip.payload().first() == Some(&8) && !self.own.contains(&ip.dst_addr())
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Link for GatewayLink {
+    fn caps(&self) -> LinkCaps {
+        self.cable.caps()
+    }
+
+    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
+        loop {
+            let frame = self.cable.recv(now)?;
+            if !self.relayed(&frame) {
+                return Some(frame);
+            }
+            lock(&self.side).diverted.push(frame);
+        }
+    }
+
+    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+        self.cable.send(now, frame);
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.cable.buffer()
+    }
+
+    fn recycle(&mut self, frame: Vec<u8>) {
+        self.cable.recycle(frame);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        self.cable.poll_at()
+    }
+
+    fn flush(&mut self, now: Instant) {
+        let frames = std::mem::take(&mut lock(&self.side).inject);
+        for f in frames {
+            self.cable.send(now, f);
+        }
+    }
+}
+
+/// The gateway: its stack, its host sockets, and their flows.
+#[derive(Debug)]
+pub struct Nat {
+    cfg: NatConfig,
+    gw: Stack,
+    side: Arc<Mutex<Side>>,
+    epoll: Epoll,
+    flows: SlotMap<FlowKey, Flow>,
+    /// TCP flows by their gateway socket.
+    by_socket: HashMap<SocketId, FlowKey>,
+    /// Outbound connections waiting for their host connect, by (dst, src).
+    pending: HashMap<(SocketAddr, SocketAddr), FlowKey>,
+    /// UDP flows by the guest's address (and published ones by guest port).
+    udp_by_guest: HashMap<SocketAddrV4, FlowKey>,
+    udp_published: HashMap<u16, FlowKey>,
+    /// Ping flows by the guest's identifier.
+    pings: HashMap<u16, FlowKey>,
+    events: Vec<SocketId>,
+    held: Vec<Intercepted>,
+    buf: Vec<u8>,
+    next_sweep: Instant,
+}
+
+/// Frames queued towards the guest are picked up by the guest's next poll.
+const GATEWAY_NIC: usize = 1;
+
+impl Nat {
+    /// A gateway set up by `cfg` (published ports are bound now, so a busy
+    /// port is an error here), and the guest's end of its cable with the
+    /// guest NIC's configuration.
+    pub fn new(cfg: NatConfig, now: Instant) -> io::Result<(Nat, PairEnd, NicConfig)> {
+        let (guest_end, gw_end) = pair(NAT_MTU, Duration::ZERO, true);
+        let side = Arc::new(Mutex::new(Side::default()));
+        let link = GatewayLink {
+            cable: gw_end,
+            side: Arc::clone(&side),
+            own: [cfg.gateway, cfg.dns],
+        };
+        let stack_cfg = StackConfig {
+            tcp_recv_buffer: 1 << 20,
+            tcp_send_buffer: 1 << 20,
+            ..StackConfig::default()
+        };
+        let mut gw = Stack::new(stack_cfg, now);
+        let nic = NicConfig {
+            name: "gw".into(),
+            mac: cfg.gateway_mac,
+            addrs: [cfg.gateway, cfg.dns]
+                .map(|a| IfAddr {
+                    addr: IpAddr::V4(a),
+                    prefix_len: cfg.prefix_len,
+                })
+                .to_vec(),
+            gateway_v4: None,
+            gateway_v6: None,
+        };
+        let setup = |e: crate::NetError| io::Error::other(format!("the gateway's NIC: {e}"));
+        let id = gw.add_nic(Box::new(link), nic).map_err(setup)?;
+        debug_assert_eq!(id, GATEWAY_NIC);
+        gw.set_transparent(id).map_err(setup)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let guest_nic = cfg.guest_nic();
+        let mut nat = Nat {
+            cfg,
+            gw,
+            side,
+            epoll,
+            flows: SlotMap::with_key(),
+            by_socket: HashMap::new(),
+            pending: HashMap::new(),
+            udp_by_guest: HashMap::new(),
+            udp_published: HashMap::new(),
+            pings: HashMap::new(),
+            events: Vec::new(),
+            held: Vec::new(),
+            buf: vec![0; 1 << 16],
+            next_sweep: now + FLOW_IDLE,
+        };
+        for p in nat.cfg.publish.clone() {
+            nat.publish(&p)
+                .map_err(|e| io::Error::new(e.kind(), format!("publishing {}: {e}", p.host)))?;
+        }
+        Ok((nat, guest_end, guest_nic))
+    }
+
+    /// The descriptor the Sentry waits on: readable when a host socket is.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+
+    /// When [`Nat::poll`] must run next if no descriptor wakes it.
+    pub fn poll_at(&self) -> Option<Instant> {
+        let at = self.gw.poll_at();
+        Some(at.map_or(self.next_sweep, |a| a.min(self.next_sweep)))
+    }
+
+    /// Does the gateway's work due at `now`: host sockets, frames from the
+    /// guest, and the gateway stack's output (which the guest's next poll reads).
+    pub fn poll(&mut self, now: Instant) {
+        self.host_events(now);
+        for _ in 0..16 {
+            self.gw.poll(now);
+            let mut work = self.relay_diverted(now);
+            self.gw.take_intercepted(&mut self.held);
+            for syn in std::mem::take(&mut self.held) {
+                work = true;
+                self.on_syn(syn);
+            }
+            self.gw.drain_events(&mut self.events);
+            for id in std::mem::take(&mut self.events) {
+                work = true;
+                if let Some(&key) = self.by_socket.get(&id) {
+                    self.service_tcp(key);
+                }
+            }
+            if !work {
+                break;
+            }
+        }
+        if now >= self.next_sweep {
+            self.sweep(now);
+            self.next_sweep = now + Duration::from_secs(10);
+        }
+    }
+
+    fn host_events(&mut self, now: Instant) {
+        let mut events = [EpollEvent::empty(); 64];
+        for _ in 0..16 {
+            let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => n,
+                Err(_) => return,
+            };
+            for ev in &events[..n] {
+                let key = FlowKey::from(KeyData::from_ffi(ev.data()));
+                self.on_host_event(key, ev.events(), now);
+            }
+            if n < events.len() {
+                return;
+            }
+        }
+    }
+
+    fn on_host_event(&mut self, key: FlowKey, ev: EpollFlags, now: Instant) {
+        match self.flows.get(key) {
+            Some(Flow::Listener(..)) => self.accept_published(key),
+            Some(Flow::Tcp(_)) => self.on_tcp_event(key, ev),
+            Some(Flow::Udp(_)) => self.udp_from_host(key, now),
+            Some(Flow::Ping(_)) => self.ping_from_host(key, now),
+            None => {}
+        }
+    }
+
+    fn relay_diverted(&mut self, now: Instant) -> bool {
+        let frames = std::mem::take(&mut lock(&self.side).diverted);
+        let work = !frames.is_empty();
+        for f in &frames {
+            let Some((src, dst, proto, payload)) = self.guest_packet(f) else {
+                continue;
+            };
+            match proto {
+                IpProtocol::Udp => self.udp_from_guest(src, dst, payload, now),
+                IpProtocol::Icmp => self.ping_from_guest(dst, payload, now),
+                _ => {}
+            }
+        }
+        work
+    }
+
+    /// The IPv4 header of a frame from the guest, checked: its source must be
+    /// the guest, and fragments are not relayed.
+    fn guest_packet<'a>(
+        &self,
+        frame: &'a [u8],
+    ) -> Option<(Ipv4Addr, Ipv4Addr, IpProtocol, &'a [u8])> {
+        let eth = EthernetFrame::<&[u8]>::header_len();
+        let ip = Ipv4Packet::new_checked(frame.get(eth..)?).ok()?;
+        if ip.src_addr() != self.cfg.guest || ip.more_frags() || ip.frag_offset() != 0 {
+            return None;
+        }
+        let start = eth + usize::from(ip.header_len());
+        let end = eth + usize::from(ip.total_len());
+        Some((
+            ip.src_addr(),
+            ip.dst_addr(),
+            ip.next_header(),
+            frame.get(start..end)?,
+        ))
+    }
+
+    /// Queues an IPv4 packet from `src` to the guest; `body` writes the
+    /// upper-layer part (of `len` bytes) and its checksum.
+    fn inject(
+        &mut self,
+        src: Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        body: impl FnOnce(&mut [u8]),
+    ) {
+        if len + 20 > NAT_MTU {
+            return;
+        }
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(self.cfg.gateway_mac),
+            dst_addr: EthernetAddress(self.cfg.guest_mac),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: self.cfg.guest,
+            next_header: proto,
+            payload_len: len,
+            hop_limit: 64,
+        };
+        let mut frame = vec![0u8; eth.buffer_len() + ip.buffer_len() + len];
+        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut f);
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &ChecksumCapabilities::default());
+        body(p.payload_mut());
+        lock(&self.side).inject.push(frame);
+    }
+
+    fn publish(&mut self, p: &Publish) -> io::Result<()> {
+        if p.udp {
+            self.publish_udp(p.host, p.guest_port)
+        } else {
+            self.publish_tcp(p.host, p.guest_port)
+        }
+    }
+
+    /// Registers a host descriptor for `key`, edge-triggered.
+    fn watch(&self, fd: impl AsFd, key: FlowKey) -> io::Result<()> {
+        let flags = EpollFlags::EPOLLIN
+            | EpollFlags::EPOLLOUT
+            | EpollFlags::EPOLLRDHUP
+            | EpollFlags::EPOLLET;
+        self.epoll
+            .add(fd, EpollEvent::new(flags, key.0.as_ffi()))
+            .map_err(io::Error::from)
+    }
+
+    /// Drops idle UDP flows and ping identifiers.
+    fn sweep(&mut self, now: Instant) {
+        let idle: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| match f {
+                Flow::Udp(u) => !u.published && now >= u.last + FLOW_IDLE,
+                Flow::Ping(p) => now >= p.last + FLOW_IDLE,
+                _ => false,
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            match self.flows.remove(key) {
+                Some(Flow::Udp(u)) => {
+                    self.udp_by_guest.remove(&u.guest);
+                }
+                Some(Flow::Ping(p)) => {
+                    self.pings.remove(&p.guest_ident);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// How many flows are open (TCP, UDP, ping), for tests and statistics.
+    pub fn flow_count(&self) -> usize {
+        self.flows
+            .values()
+            .filter(|f| !matches!(f, Flow::Listener(..)))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_mappings_parse_like_docker() {
+        let p: Publish = "8080:80".parse().unwrap();
+        assert_eq!(p.host, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!((p.guest_port, p.udp), (80, false));
+        let p: Publish = "127.0.0.1:5353:53/udp".parse().unwrap();
+        assert_eq!(p.host, "127.0.0.1:5353".parse().unwrap());
+        assert_eq!((p.guest_port, p.udp), (53, true));
+        let p: Publish = "[::1]:8443:443/tcp".parse().unwrap();
+        assert_eq!(p.host, "[::1]:8443".parse().unwrap());
+        for bad in [
+            "",
+            "80",
+            "x:80",
+            "8080:80/sctp",
+            "0:80",
+            "8080:0",
+            "1.2.3.4:99999:80",
+        ] {
+            assert!(bad.parse::<Publish>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_gateway_maps_addresses_as_documented() {
+        let mut cfg = NatConfig {
+            dns_upstream: Some("192.0.2.53:53".parse().unwrap()),
+            ..NatConfig::default()
+        };
+        let to = |s: &str| cfg.outbound(s.parse().unwrap());
+        assert_eq!(to("10.0.2.3:53"), Some("192.0.2.53:53".parse().unwrap()));
+        assert_eq!(to("10.0.2.3:80"), None);
+        assert_eq!(to("10.0.2.2:8000"), None, "the host's loopback is closed");
+        assert_eq!(to("10.0.2.99:80"), None);
+        assert_eq!(to("127.0.0.1:80"), None);
+        assert_eq!(to("224.0.0.1:80"), None);
+        assert_eq!(
+            to("198.51.100.7:443"),
+            Some("198.51.100.7:443".parse().unwrap())
+        );
+        cfg.host_loopback = true;
+        let to = |s: &str| cfg.outbound(s.parse().unwrap());
+        assert_eq!(to("10.0.2.2:8000"), Some("127.0.0.1:8000".parse().unwrap()));
+        let back = |s: &str| cfg.inbound(s.parse().unwrap());
+        assert_eq!(back("192.0.2.53:53"), Some("10.0.2.3:53".parse().unwrap()));
+        assert_eq!(
+            back("127.0.0.1:8000"),
+            Some("10.0.2.2:8000".parse().unwrap())
+        );
+        assert_eq!(
+            back("198.51.100.7:443"),
+            Some("198.51.100.7:443".parse().unwrap())
+        );
+        assert_eq!(back("[2001:db8::1]:443"), None);
+    }
+}
