@@ -419,9 +419,8 @@ impl Nat {
     fn host_events(&mut self, now: Instant) {
         let mut events = [EpollEvent::empty(); 64];
         for _ in 0..16 {
-            let n = match self.epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(n) => n,
-                Err(_) => return,
+            let Ok(n) = self.epoll.wait(&mut events, EpollTimeout::ZERO) else {
+                return;
             };
             for ev in &events[..n] {
                 let key = FlowKey::from(KeyData::from_ffi(ev.data()));
