@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Parser, Subcommand};
+use netstack::nat::Publish;
 
 /// A network-centric container sandbox: every socket of the guest is served
 /// by a user-space TCP/IP stack.
@@ -24,9 +25,24 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct DoArgs {
-    /// Network mode: none (loopback only). Coming: nat, tap:NAME, sandbox.
-    #[arg(long, default_value = "none", value_name = "MODE")]
+    /// Network mode: nat (a user-mode gateway in the Sentry: the guest's
+    /// eth0 is 10.0.2.15/24, the gateway 10.0.2.2, DNS 10.0.2.3), none
+    /// (loopback only), tap:NAME (an existing TAP device), or sandbox (take
+    /// over the interfaces of --netns).
+    #[arg(long, default_value = "nat", value_name = "MODE")]
     pub network: Network,
+    /// With --network sandbox: the network namespace whose interfaces the
+    /// sandbox takes over (their addresses move into the sandbox until it ends).
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<PathBuf>,
+    /// With nat: forward a host port into the guest, as
+    /// [HOSTIP:]HOSTPORT:GUESTPORT[/udp] (repeatable; every address by default).
+    #[arg(short = 'p', long = "publish", value_name = "MAPPING")]
+    pub publish: Vec<Publish>,
+    /// With nat: the gateway's address (10.0.2.2) reaches the host's
+    /// 127.0.0.1, which is otherwise out of the guest's reach.
+    #[arg(long)]
+    pub allow_host_loopback: bool,
     /// Record every trapped system call, its arguments and its answer.
     #[arg(long, value_name = "FILE")]
     pub debug_log: Option<PathBuf>,
@@ -77,6 +93,21 @@ impl FromStr for Network {
     }
 }
 
+impl DoArgs {
+    /// Flags that only mean something in another network mode are errors.
+    pub fn check(&self) -> Result<(), String> {
+        let nat = self.network == Network::Nat;
+        if !nat && (!self.publish.is_empty() || self.allow_host_loopback) {
+            return Err("--publish and --allow-host-loopback need --network nat".into());
+        }
+        match (&self.network, &self.netns) {
+            (Network::Sandbox, None) => Err("--network sandbox needs --netns PATH".into()),
+            (Network::Sandbox, Some(_)) | (_, None) => Ok(()),
+            (_, Some(_)) => Err("--netns needs --network sandbox".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +122,44 @@ mod tests {
         for bad in ["", "tap:", "host", "NAT"] {
             assert!(bad.parse::<Network>().is_err(), "{bad:?}");
         }
+    }
+
+    fn args(line: &[&str]) -> Result<DoArgs, String> {
+        let cli = Cli::try_parse_from(line).map_err(|e| e.to_string())?;
+        let Command::Do(a) = cli.command;
+        a.check()?;
+        Ok(a)
+    }
+
+    #[test]
+    fn nat_is_the_default_and_mode_flags_must_match_the_mode() {
+        let a = args(&["smolvisor", "do", "true"]).unwrap();
+        assert_eq!(a.network, Network::Nat);
+        let a = args(&[
+            "smolvisor",
+            "do",
+            "-p",
+            "8080:80",
+            "-p",
+            "53:53/udp",
+            "true",
+        ])
+        .unwrap();
+        assert_eq!(a.publish.len(), 2);
+        assert!(a.publish[1].udp);
+        assert!(args(&["smolvisor", "do", "--network", "none", "-p", "1:1", "true"]).is_err());
+        assert!(args(&["smolvisor", "do", "--network", "sandbox", "true"]).is_err());
+        assert!(args(&["smolvisor", "do", "--netns", "/run/netns/x", "true"]).is_err());
+        assert!(args(&["smolvisor", "do", "-p", "80", "true"]).is_err());
+        let a = args(&[
+            "smolvisor",
+            "do",
+            "--network",
+            "sandbox",
+            "--netns",
+            "/x",
+            "true",
+        ]);
+        assert_eq!(a.unwrap().netns, Some(PathBuf::from("/x")));
     }
 }

@@ -263,6 +263,16 @@ const SENTRY_ALLOWED: &[&str] = &[
     "setsockopt",
     "shutdown",
     "fcntl",
+    // Links' batched frames (AF_PACKET) and the pcap capture's files,
+    // opened before confinement (a ring of them is reused in place).
+    "recvmmsg",
+    "sendmmsg",
+    "readv",
+    "lseek",
+    "ftruncate",
+    "pwrite64",
+    "fsync",
+    "fdatasync",
     "close",
     "poll",
     "ppoll",
@@ -301,10 +311,12 @@ const SENTRY_ALLOWED: &[&str] = &[
     "exit_group",
 ];
 
-/// The Sentry's only ioctls: the seccomp user-notification commands, and
-/// FIONREAD (queue lengths for the guest's FIONREAD and SIOCOUTQ).
-const SENTRY_IOCTLS: [u64; 6] = [
+/// The Sentry's only ioctls: the seccomp user-notification commands,
+/// FIONREAD (queue lengths for the guest's FIONREAD and SIOCOUTQ), and
+/// FIONBIO (the standard library's `set_nonblocking`).
+const SENTRY_IOCTLS: [u64; 7] = [
     libc::FIONREAD,
+    libc::FIONBIO,
     libc::SECCOMP_IOCTL_NOTIF_RECV,
     libc::SECCOMP_IOCTL_NOTIF_SEND,
     libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
@@ -312,9 +324,15 @@ const SENTRY_IOCTLS: [u64; 6] = [
     libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
 ];
 
+/// The calls a NAT gateway adds: it makes host sockets (TCP, UDP, ICMP;
+/// IPv4 and IPv6 only), connects them, and accepts on published ports.
+const SENTRY_NAT: &[&str] = &["connect", "bind", "accept4", "getsockname", "getpeername"];
+
 /// Confines the calling process (the Sentry) to [`SENTRY_ALLOWED`], the
-/// ioctls in [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`.
-pub fn confine_sentry() -> io::Result<()> {
+/// ioctls in [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`; with
+/// `host_sockets` (the NAT gateway), also [`SENTRY_NAT`] and `socket` for
+/// AF_INET and AF_INET6.
+pub fn confine_sentry(host_sockets: bool) -> io::Result<()> {
     let mut f = ScmpFilterContext::new_filter(ScmpAction::Errno(libc::EPERM)).map_err(other)?;
     f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
     f.set_ctl_nnp(true).map_err(other)?;
@@ -339,6 +357,15 @@ pub fn confine_sentry() -> io::Result<()> {
         &[eq(0, libc::AF_UNIX as u64)],
     )
     .map_err(other)?;
+    if host_sockets {
+        for name in SENTRY_NAT {
+            f.add_rule(ScmpAction::Allow, sys(name)?).map_err(other)?;
+        }
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            f.add_rule_conditional(ScmpAction::Allow, sys("socket")?, &[eq(0, family as u64)])
+                .map_err(other)?;
+        }
+    }
     f.load().map_err(other)
 }
 

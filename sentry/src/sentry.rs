@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant as StdInstant};
 
-use netstack::{NetError, RecvFlags, Shutdown as NetShutdown, SocketId, Stack, StackConfig};
+use netstack::nat::Nat;
+use netstack::{
+    GatewayRoute, Link, NetError, NicConfig, RecvFlags, Shutdown as NetShutdown, SocketId, Stack,
+    StackConfig,
+};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::signal::{SigSet, Signal};
@@ -25,6 +29,12 @@ use crate::trace::Tracer;
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_INIT: u64 = u64::MAX - 1;
 const TOKEN_SIGNAL: u64 = u64::MAX - 2;
+/// A link backed by the host (AF_PACKET, TAP) has frames.
+const TOKEN_LINK: u64 = u64::MAX - 3;
+/// A host socket of the NAT gateway is ready.
+const TOKEN_NAT: u64 = u64::MAX - 4;
+/// Tokens below this are pair ends (`GKey`s).
+const TOKEN_RESERVED: u64 = u64::MAX - 15;
 /// How much the Sentry moves between a pair and the stack per read.
 const SCRATCH: usize = 256 << 10;
 /// Threads whose pidfds are kept open (each costs the Sentry a descriptor,
@@ -149,6 +159,45 @@ pub struct SentryConfig {
     pub confine: bool,
 }
 
+/// A NIC of the sandbox besides `lo`.
+pub struct SentryNic {
+    /// Where its frames go.
+    pub link: Box<dyn Link>,
+    /// Its name, MAC and addresses.
+    pub config: NicConfig,
+    /// Routes through gateways on it, besides the default route.
+    pub routes: Vec<GatewayRoute>,
+}
+
+impl std::fmt::Debug for SentryNic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentryNic")
+            .field("config", &self.config)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sandbox's network, set up before the Sentry starts: `--network`.
+#[derive(Default)]
+pub struct SentryNetwork {
+    /// `lo`'s link when it is wrapped (a pcap sniffer); a plain loopback otherwise.
+    pub loopback: Option<Box<dyn Link>>,
+    /// The other NICs.
+    pub nics: Vec<SentryNic>,
+    /// The NAT gateway behind one of them, in `nat` mode.
+    pub nat: Option<Nat>,
+}
+
+impl std::fmt::Debug for SentryNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentryNetwork")
+            .field("nics", &self.nics)
+            .field("nat", &self.nat.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A guest descriptor resolved to one of our sockets.
 #[derive(Debug)]
 pub struct Resolved {
@@ -192,6 +241,7 @@ pub struct Sentry {
     /// Ready pairs, by kind and the guest end's blocking mode (`pool_slot`).
     pools: [Vec<Pair>; 4],
     confine: bool,
+    nat: Option<Nat>,
 }
 
 impl Sentry {
@@ -201,13 +251,34 @@ impl Sentry {
     /// guest directly.
     pub fn new(
         cfg: &SentryConfig,
+        net: SentryNetwork,
         listener: OwnedFd,
         init: Pid,
         init_pidfd: OwnedFd,
     ) -> io::Result<Sentry> {
         let start = StdInstant::now();
-        let stack = Stack::new(StackConfig::default(), netstack::Instant::from_micros(0));
+        let zero = netstack::Instant::from_micros(0);
+        let mut stack = match net.loopback {
+            Some(lo) => Stack::with_loopback(StackConfig::default(), zero, lo),
+            None => Stack::new(StackConfig::default(), zero),
+        };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        for nic in net.nics {
+            let name = nic.config.name.clone();
+            let bad = |e: NetError| io::Error::other(format!("setting up {name}: {e}"));
+            let id = stack.add_nic(nic.link, nic.config).map_err(bad)?;
+            for r in nic.routes {
+                stack.add_route(id, r).map_err(bad)?;
+            }
+        }
+        // The stack owns these links, and their descriptors, for as long as
+        // the Sentry (and so its epoll set) lives.
+        for (_, fd) in stack.link_fds() {
+            epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK))?;
+        }
+        if let Some(nat) = &net.nat {
+            epoll.add(nat.fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NAT))?;
+        }
         epoll.add(
             &listener,
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
@@ -257,6 +328,7 @@ impl Sentry {
             parked_keys: Vec::new(),
             pools: Default::default(),
             confine: cfg.confine,
+            nat: net.nat,
         })
     }
 
@@ -266,7 +338,7 @@ impl Sentry {
         let mut events = vec![EpollEvent::empty(); 256];
         self.refill_pairs();
         if self.confine {
-            crate::filter::confine_sentry()?;
+            crate::filter::confine_sentry(self.nat.is_some())?;
         }
         loop {
             let timeout = self.timeout();
@@ -288,6 +360,8 @@ impl Sentry {
                         }
                     }
                     TOKEN_SIGNAL => self.on_signal(),
+                    // The stack reads its links and the gateway on every round.
+                    TOKEN_LINK | TOKEN_NAT => {}
                     token => {
                         let key = GKey::from(KeyData::from_ffi(token));
                         self.on_end_event(key, ev.events());
@@ -353,7 +427,7 @@ impl Sentry {
         };
         for ev in &events[..n] {
             let token = ev.data();
-            if token < TOKEN_SIGNAL {
+            if token < TOKEN_RESERVED {
                 let key = GKey::from(KeyData::from_ffi(token));
                 self.on_end_event(key, ev.events());
             }
@@ -373,7 +447,8 @@ impl Sentry {
         } else {
             self.next_sweep
         };
-        if let Some(t) = self.stack.poll_at() {
+        let nat_at = self.nat.as_ref().and_then(Nat::poll_at);
+        for t in self.stack.poll_at().into_iter().chain(nat_at) {
             let t = self.start + Duration::from_micros(t.total_micros().max(0) as u64);
             at = at.min(t);
         }
@@ -602,6 +677,11 @@ impl Sentry {
         for _ in 0..8 {
             let now = self.now();
             self.stack.poll(now);
+            if let Some(nat) = &mut self.nat {
+                // The gateway's answers reach the guest's NIC in the same round.
+                nat.poll(now);
+                self.stack.poll(now);
+            }
             self.stack.drain_events(&mut self.events);
             for id in self.events.drain(..) {
                 if let Some(&key) = self.by_id.get(&id) {

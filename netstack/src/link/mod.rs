@@ -15,7 +15,7 @@ pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
 pub use pair::{PairEnd, pair};
 
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 
 pub use smoltcp::phy::Medium;
 use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
@@ -56,7 +56,7 @@ pub trait Link: Send {
     }
     /// For links backed by the host (AF_PACKET, TAP): the descriptor that
     /// turns readable when frames arrive, for the event loop to wait on.
-    fn fd(&self) -> Option<RawFd> {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
     /// Sends what [`Link::send`] queued. The stack calls it at the end of
@@ -83,7 +83,7 @@ impl<L: Link + ?Sized> Link for Box<L> {
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()
     }
-    fn fd(&self) -> Option<RawFd> {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
         (**self).fd()
     }
     fn flush(&mut self, now: Instant) {

@@ -396,7 +396,7 @@ impl Stack {
 
     /// The descriptors of the links backed by the host, by NIC: when one
     /// turns readable, [`Stack::poll`] has frames to read.
-    pub fn link_fds(&self) -> Vec<(NicId, std::os::fd::RawFd)> {
+    pub fn link_fds(&self) -> Vec<(NicId, std::os::fd::BorrowedFd<'_>)> {
         let fds = self.nics.iter().enumerate();
         fds.filter_map(|(id, n)| n.link.fd().map(|fd| (id, fd)))
             .collect()

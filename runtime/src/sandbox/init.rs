@@ -43,6 +43,8 @@ pub(super) struct Command {
     pub argv: Vec<CString>,
     /// Working directory inside the sandbox.
     pub cwd: PathBuf,
+    /// Files placed over the host's (see `GuestSpec::files`).
+    pub files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// Signals that the init leaves alone: the terminal sends them to the whole
@@ -124,7 +126,7 @@ fn prepare(channel: &OwnedFd, command: &Command) -> Result<(), String> {
             | CloneFlags::CLONE_NEWNET,
     )
     .map_err(|e| format!("creating the sandbox's namespaces: {}", e.desc()))?;
-    rootfs::build(&command.cwd, &mut |warning| {
+    rootfs::build(&command.cwd, &command.files, &mut |warning| {
         report(channel, &Report::Warning(warning));
     })
 }

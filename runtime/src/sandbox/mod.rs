@@ -55,6 +55,10 @@ pub struct GuestSpec {
     /// The working directory inside the sandbox (the host's path; the guest
     /// sees the host's tree).
     pub cwd: PathBuf,
+    /// Files the guest sees instead of the host's (absolute path, contents),
+    /// such as `/etc/resolv.conf` naming the NAT's DNS forwarder. Each is a
+    /// writable file in the sandbox's memory.
+    pub files: Vec<(PathBuf, Vec<u8>)>,
 }
 
 /// A started guest: its command has been executed under the filter.
@@ -183,6 +187,7 @@ fn prepare_command(spec: &GuestSpec) -> Result<init::Command, SandboxError> {
     Ok(init::Command {
         argv,
         cwd: spec.cwd.clone(),
+        files: spec.files.clone(),
     })
 }
 

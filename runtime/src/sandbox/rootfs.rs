@@ -45,7 +45,11 @@ const READ_ONLY_PROC_PATHS: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigge
 const NONE: Option<&str> = None;
 
 /// Builds the guest's root and enters it, then changes to `cwd`.
-pub(super) fn build(cwd: &Path, warn: &mut dyn FnMut(String)) -> Result<(), SetupFailure> {
+pub(super) fn build(
+    cwd: &Path,
+    files: &[(PathBuf, Vec<u8>)],
+    warn: &mut dyn FnMut(String),
+) -> Result<(), SetupFailure> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(failed("making the mount tree private"))?;
     let table = fs::read_to_string("/proc/self/mountinfo")
@@ -64,6 +68,7 @@ pub(super) fn build(cwd: &Path, warn: &mut dyn FnMut(String)) -> Result<(), Setu
     mount_proc(&new_root)?;
     mount_sys(&new_root)?;
     mount_dev(&new_root, &devices)?;
+    place_files(&scratch, &new_root, files)?;
     drop(lowers);
     drop(devices);
 
@@ -241,6 +246,32 @@ fn copy_on_write(
             Ok(())
         }
     }
+}
+
+/// Writes each file on the scratch tmpfs and binds it over its place in the
+/// new tree, so it shows whether the host's file there is a plain one, a
+/// mount of its own (as `ip netns exec` binds resolv.conf), or missing.
+fn place_files(
+    scratch: &Path,
+    new_root: &Path,
+    files: &[(PathBuf, Vec<u8>)],
+) -> Result<(), SetupFailure> {
+    for (index, (path, contents)) in files.iter().enumerate() {
+        let source = scratch.join(format!("file-{index}"));
+        fs::write(&source, contents).map_err(|e| format!("writing {}: {e}", source.display()))?;
+        let target = under(new_root, path);
+        // A symbolic link (to systemd-resolved's file, say) would be followed
+        // from the host's root: replace it in the upper layer.
+        if fs::symlink_metadata(&target).is_ok_and(|m| m.is_symlink()) {
+            fs::remove_file(&target)
+                .map_err(|e| format!("replacing the link {}: {e}", path.display()))?;
+        }
+        ensure_mount_point(&target, false)
+            .map_err(|e| format!("making a place for {}: {e}", path.display()))?;
+        mount(Some(&source), &target, NONE, MsFlags::MS_BIND, NONE)
+            .map_err(failed(format!("placing {}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Makes sure the mount point exists in the new tree. Creating one writes to

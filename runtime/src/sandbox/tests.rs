@@ -29,6 +29,7 @@ fn spec(cwd: &Path, argv: &[&str]) -> GuestSpec {
     GuestSpec {
         argv: argv.iter().map(OsString::from).collect(),
         cwd: cwd.to_owned(),
+        files: Vec::new(),
     }
 }
 
