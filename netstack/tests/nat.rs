@@ -240,3 +240,39 @@ fn published_ports_reach_the_guest() {
     assert_eq!(&q[..n], b"answer");
     assert_eq!(from.port(), uport);
 }
+
+#[test]
+fn a_host_sender_outrunning_the_guest_loses_nothing() {
+    // The host writes far more than the gateway's buffers hold while the
+    // guest reads nothing; the flow must wait, not end.
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let data = tagged_bytes(9, 8 << 20);
+    let expect = data.clone();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.write_all(&data).unwrap();
+    });
+    let mut sb = Sandbox::new(NatConfig {
+        host_loopback: true,
+        ..NatConfig::default()
+    });
+    let c = sb.connect(gateway(port)).unwrap();
+    let stall = StdInstant::now() + StdDuration::from_millis(300);
+    while StdInstant::now() < stall {
+        sb.turn();
+    }
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    sb.until("all bytes and end of file", |s| {
+        loop {
+            match s.guest.recv(c, &mut buf, RecvFlags::default()) {
+                Ok(0) => return Some(()),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => return None,
+            }
+        }
+    });
+    assert_eq!(got.len(), expect.len());
+    assert!(got == expect, "bytes differ");
+}

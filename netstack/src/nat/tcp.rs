@@ -214,20 +214,27 @@ impl Nat {
         while t.host_readable && !t.host_eof {
             let (mut eof, mut err, mut again) = (false, false, false);
             let host = &mut t.host;
-            let r = self.gw.send_with(sock, |room| match host.read(room) {
-                Ok(0) => {
-                    eof = true;
-                    0
+            let r = self.gw.send_with(sock, |room| {
+                // A full buffer offers no room; a read of nothing would
+                // return 0 and look like end of file.
+                if room.is_empty() {
+                    return 0;
                 }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    again = true;
-                    0
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                Err(_) => {
-                    err = true;
-                    0
+                match host.read(room) {
+                    Ok(0) => {
+                        eof = true;
+                        0
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        again = true;
+                        0
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(_) => {
+                        err = true;
+                        0
+                    }
                 }
             });
             match r {
