@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Throughput of the sandbox's NICs against native Linux and the usual
+# user-mode networks, all in one run over one veth between two network
+# namespaces made here: A (where the sandbox or the client runs) and B (the
+# peer, running `iperf3 -s`). Every row is iperf3 from A's side to B, both
+# directions (up: client sends; down: -R), median of N runs, the rows
+# interleaved per repetition so that machine noise hits them alike.
+#
+# Rows (select with --only, comma-separated):
+#   native    iperf3 -c in A, natively (the reference for every ratio)
+#   nat       smolvisor do (nat, the default) -- iperf3 -c
+#   pasta     pasta --config-net -- iperf3 -c   (Debian package passt)
+#   slirp     iperf3 -c in a namespace behind slirp4netns --mtu 65520
+#   pcap      smolvisor do --pcap-log FILE -- iperf3 -c  (nat with capture)
+#   sandbox   smolvisor do --network sandbox --netns A -- iperf3 -c
+#             (the sandbox takes over A's veth; A's address moves into it)
+#
+# Options:
+#   --reps N           repetitions per row (default 3)
+#   --time S           seconds per iperf3 run (default 5)
+#   --only LIST        rows to run (native always runs)
+#   --smolvisor PATH   binary (default target/release/smolvisor)
+#   --no-build         skip `cargo build --release -p smolvisor`
+#
+# Needs root. Installs iperf3, passt, slirp4netns and iproute2 when missing.
+# Writes the table to target/bench-nics.md as well as stdout.
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
+REPS=3
+SECS=5
+BUILD=1
+SV="$REPO/target/release/smolvisor"
+ROWS=(nat pasta slirp pcap sandbox)
+
+usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) shift; REPS=$1 ;;
+        --time) shift; SECS=$1 ;;
+        --only) shift; IFS=, read -r -a ROWS <<<"$1" ;;
+        --smolvisor) shift; SV=$1 ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "bench-nics: unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ "$(id -u)" = 0 ] || { echo "bench-nics: needs root" >&2; exit 2; }
+
+# shellcheck source=scripts/test.sh
+source "$REPO/scripts/test.sh"
+set +e
+APT_PACKAGES=(iperf3 passt slirp4netns iproute2 python3)
+ensure_apt_packages
+if [ "$BUILD" = 1 ]; then
+    cargo build --release -q -p smolvisor || exit 1
+fi
+
+T=$(mktemp -d /tmp/bench-nics.XXXXXX)
+A=bnA$$
+B=bnB$$
+cleanup() {
+    [ -f "$T/iperf3.pid" ] && kill "$(cat "$T/iperf3.pid")" 2>/dev/null
+    ip netns del "$A" 2>/dev/null
+    ip netns del "$B" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+ip netns add "$A" && ip netns add "$B" || exit 1
+ip link add "va$$" type veth peer name "vb$$"
+ip link set "va$$" netns "$A"
+ip link set "vb$$" netns "$B"
+ip -n "$A" addr add 10.203.0.1/24 dev "va$$"
+ip -n "$B" addr add 10.203.0.2/24 dev "vb$$"
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set "va$$" up
+ip -n "$B" link set "vb$$" up
+# pasta looks for the interface of the default route.
+ip -n "$A" route add default via 10.203.0.2
+ip netns exec "$B" iperf3 -s -D -B 10.203.0.2 -I "$T/iperf3.pid" || exit 1
+PEER=10.203.0.2
+for _ in $(seq 50); do ip netns exec "$A" bash -c "echo >/dev/tcp/$PEER/5201" 2>/dev/null && break; sleep 0.1; done
+
+# Runs `iperf3 -c` (args: row, direction flag) the way the row says; prints Gbit/s.
+iperf_row() {
+    local row=$1 dir=$2 json="$T/$1$2.json"
+    local client=(iperf3 -c "$PEER" -t "$SECS" -J $dir)
+    case "$row" in
+        native) ip netns exec "$A" "${client[@]}" ;;
+        nat) ip netns exec "$A" "$SV" do -- "${client[@]}" ;;
+        pcap) ip netns exec "$A" "$SV" do --pcap-log "$T/cap.pcapng" -- "${client[@]}" ;;
+        pasta) ip netns exec "$A" pasta --runas 0:0 --config-net --no-map-gw -q -- "${client[@]}" ;;
+        slirp) ip netns exec "$A" unshare -n bash -c '
+                   while [ ! -e '"$T"'/slirp.ready ]; do sleep 0.05; done; exec "$@"' sh "${client[@]}" &
+               local inner=$!
+               sleep 0.2
+               ip netns exec "$A" slirp4netns --configure --mtu=65520 --disable-host-loopback \
+                   "$inner" tap0 >"$T/slirp.log" 2>&1 &
+               local sl=$!
+               sleep 0.5; touch "$T/slirp.ready"
+               wait "$inner"; kill "$sl" 2>/dev/null; wait "$sl" 2>/dev/null; rm -f "$T/slirp.ready" ;;
+        sandbox) "$SV" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
+    esac >"$json" 2>"$T/$row$dir.err"
+    python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("%.2f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' "$json" 2>/dev/null || echo FAILED
+}
+
+median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "FAILED"; else print v[int((NR+1)/2)]}'; }
+
+declare -A RES
+for rep in $(seq "$REPS"); do
+    for row in native "${ROWS[@]}"; do
+        for dir in "" "-R"; do
+            r=$(iperf_row "$row" "$dir")
+            echo "rep $rep: $row ${dir:-up} $r Gbit/s" >&2
+            [ "$r" != FAILED ] && RES[$row$dir]+="$r"$'\n'
+        done
+    done
+done
+
+md="| path (iperf3 over a veth, ${SECS} s, median of $REPS) | up Gbit/s | ×native | down (-R) Gbit/s | ×native |"$'\n'
+md+="|---|---:|---:|---:|---:|"$'\n'
+nu=$(printf %s "${RES[native]:-}" | median)
+nd=$(printf %s "${RES[native-R]:-}" | median)
+for row in native "${ROWS[@]}"; do
+    u=$(printf %s "${RES[$row]:-}" | median)
+    d=$(printf %s "${RES[$row-R]:-}" | median)
+    ratio() { [ "$1" = FAILED ] || [ "$2" = FAILED ] && echo - || python3 -c "print('%.2f' % ($1 / $2))"; }
+    md+="| $row | $u | $(ratio "$u" "$nu") | $d | $(ratio "$d" "$nd") |"$'\n'
+done
+mkdir -p "$REPO/target"
+printf '%s' "$md" | tee "$REPO/target/bench-nics.md"
