@@ -32,6 +32,9 @@ impl Nat {
         if let Some(&k) = self.pings.get(&ident) {
             return Some(k);
         }
+        if !self.room() {
+            return None;
+        }
         let (fd, raw) = match icmp_socket(SockType::Datagram) {
             Some(fd) => (fd, false),
             None => (icmp_socket(SockType::Raw)?, true),

@@ -46,6 +46,11 @@ use crate::{IfAddr, Intercepted, NicConfig, SocketId, Stack, StackConfig};
 /// The NIC MTU of the cable, as pasta uses: large segments cost fewer trips.
 pub const NAT_MTU: usize = 65520;
 
+/// Most flows at once (each holds a host descriptor): beyond it, new TCP
+/// connections are refused and new UDP or ping flows dropped, so a guest
+/// cannot exhaust the Sentry's descriptors or the host's memory.
+const MAX_FLOWS: usize = 32768;
+
 /// How long a UDP flow or a ping identifier lives without traffic.
 const FLOW_IDLE: Duration = Duration::from_secs(180);
 
@@ -554,6 +559,11 @@ impl Nat {
                 _ => {}
             }
         }
+    }
+
+    /// Whether another flow may open.
+    fn room(&self) -> bool {
+        self.flows.len() < MAX_FLOWS
     }
 
     /// How many flows are open (TCP, UDP, ping), for tests and statistics.

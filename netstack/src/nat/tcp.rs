@@ -106,6 +106,9 @@ impl Nat {
             let Ok((host, _)) = l.accept() else {
                 return;
             };
+            if !self.room() {
+                continue;
+            }
             if host.set_nonblocking(true).is_err() {
                 continue;
             }
@@ -143,6 +146,7 @@ impl Nat {
             SocketAddr::V4(dst) => self.cfg.outbound(dst),
             SocketAddr::V6(_) => None,
         };
+        let to = to.filter(|_| self.room());
         let Some(host) = to.and_then(|to| connect_host(to).ok()) else {
             self.gw.refuse_intercepted(&syn);
             return;

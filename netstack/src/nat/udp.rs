@@ -57,6 +57,9 @@ impl Nat {
         if let Some(&k) = self.udp_by_guest.get(&from) {
             return Some(k);
         }
+        if !self.room() {
+            return None;
+        }
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
         sock.set_nonblocking(true).ok()?;
         let key = self.flows.insert(Flow::Udp(UdpFlow {
