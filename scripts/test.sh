@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the build and the tests need: libseccomp for the guest
-# filter; ip/ss and curl for the end-to-end tests; a C compiler for their
-# guest programs.
-APT_PACKAGES=(iproute2 libseccomp-dev pkg-config curl gcc libc6-dev)
+# filter; ip/ss, curl and ping (the nat tests) for the end-to-end tests; a C
+# compiler for their guest programs.
+APT_PACKAGES=(iproute2 libseccomp-dev pkg-config curl gcc libc6-dev iputils-ping)
 
 ensure_apt_packages() {
     local missing=() pkg

@@ -9,6 +9,10 @@
 //!
 //! Set `SMOLVISOR_E2E_DEBUG_LOG=1` to pass `--debug-log` to every sandbox and
 //! print the log's tail when a run fails.
+//!
+//! [`Guest::netns`] runs the command (or `smolvisor` itself) inside a named
+//! network namespace that the test made (`ip netns exec`), and
+//! [`Guest::do_args`] replaces `--network none`: the nat tests use both.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -125,6 +129,8 @@ pub struct Guest {
     deadline: Duration,
     cwd: Option<PathBuf>,
     env: Vec<(String, String)>,
+    netns: Option<String>,
+    do_args: Vec<String>,
 }
 
 impl Guest {
@@ -136,6 +142,8 @@ impl Guest {
             deadline: DEADLINE,
             cwd: None,
             env: Vec::new(),
+            netns: None,
+            do_args: vec!["--network".to_owned(), "none".to_owned()],
         }
     }
 
@@ -172,12 +180,35 @@ impl Guest {
         self
     }
 
+    /// Runs inside the named network namespace (`ip netns exec NS`): in
+    /// sandbox mode `smolvisor` itself starts there; natively the command
+    /// runs there as is, without a fresh namespace of its own.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_owned());
+        self
+    }
+
+    /// The options of `smolvisor do` (in place of `--network none`).
+    pub fn do_args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.do_args = args.iter().map(|s| s.as_ref().to_owned()).collect();
+        self
+    }
+
     fn label(&self) -> String {
-        let prefix = match self.mode {
-            Mode::Sandbox => "smolvisor do --network none --",
-            Mode::Native => "unshare --net (lo up) --",
-        };
-        format!("{prefix} {}", shell_words(&self.argv))
+        let mut words = Vec::new();
+        if let Some(ns) = &self.netns {
+            words.extend(["ip", "netns", "exec", ns].map(String::from));
+        }
+        match (self.mode, &self.netns) {
+            (Mode::Sandbox, _) => {
+                words.extend(["smolvisor", "do"].map(String::from));
+                words.extend(self.do_args.iter().cloned());
+                words.push("--".to_owned());
+            }
+            (Mode::Native, None) => words.push("unshare --net (lo up) --".to_owned()),
+            (Mode::Native, Some(_)) => {}
+        }
+        format!("{} {}", words.join(" "), shell_words(&self.argv))
     }
 
     /// Starts the guest with stdin piped (closing it is the guest's cue to
@@ -187,17 +218,29 @@ impl Guest {
         let stdout_path = scratch.path().join("stdout");
         let stderr_path = scratch.path().join("stderr");
         let debug_log = scratch.path().join("debug.log");
-        let mut cmd = match self.mode {
-            Mode::Sandbox => {
-                let mut cmd = Command::new(SMOLVISOR);
-                cmd.args(["do", "--network", "none"]);
+        let mut cmd = match (self.mode, &self.netns) {
+            (Mode::Sandbox, netns) => {
+                let mut cmd = match netns {
+                    Some(ns) => {
+                        let mut cmd = Command::new("ip");
+                        cmd.args(["netns", "exec", ns, SMOLVISOR]);
+                        cmd
+                    }
+                    None => Command::new(SMOLVISOR),
+                };
+                cmd.arg("do").args(&self.do_args);
                 if std::env::var_os("SMOLVISOR_E2E_DEBUG_LOG").is_some() {
                     cmd.arg("--debug-log").arg(&debug_log);
                 }
                 cmd.arg("--").args(&self.argv);
                 cmd
             }
-            Mode::Native => {
+            (Mode::Native, Some(ns)) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).args(&self.argv);
+                cmd
+            }
+            (Mode::Native, None) => {
                 let mut cmd = Command::new("unshare");
                 cmd.args([
                     "--net",
@@ -233,6 +276,7 @@ impl Guest {
             stdout_path,
             stderr_path,
             debug_log,
+            finished: false,
             _scratch: scratch,
         }
     }
@@ -257,13 +301,31 @@ pub struct Running {
     stdout_path: PathBuf,
     stderr_path: PathBuf,
     debug_log: PathBuf,
+    /// Reaped: its process group id may belong to someone else now.
+    finished: bool,
     _scratch: ScratchDir,
+}
+
+/// A guest dropped without being waited for (a background server, or a test
+/// that panicked) is killed with its process group.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = killpg(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl Running {
     /// The guest's stdout so far.
     pub fn stdout_so_far(&self) -> String {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// The guest's stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
     /// Waits until the guest's stdout has a line starting with `prefix` and
@@ -315,6 +377,7 @@ impl Running {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
         let status = self.child.wait().expect("wait");
+        self.finished = true;
         // Whatever the guest left behind in our process group (a native
         // background server, say) goes too.
         let _ = killpg(pgid, Signal::SIGKILL);
