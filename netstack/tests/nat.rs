@@ -276,3 +276,21 @@ fn a_host_sender_outrunning_the_guest_loses_nothing() {
     assert_eq!(got.len(), expect.len());
     assert!(got == expect, "bytes differ");
 }
+
+#[test]
+fn an_icmp_error_for_a_relayed_datagram_reaches_the_guest() {
+    let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut sb = Sandbox::new(NatConfig {
+        host_loopback: true,
+        ..NatConfig::default()
+    });
+    let u = sb.guest.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+    sb.guest.connect(u, gateway(port)).unwrap();
+    sb.guest.send(u, b"anyone?").unwrap();
+    let err = sb.until("the port unreachable error", |s| {
+        s.guest.take_error(u).ok().flatten()
+    });
+    assert_eq!(err, NetError::ConnectionRefused);
+}

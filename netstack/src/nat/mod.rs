@@ -441,7 +441,12 @@ impl Nat {
         match self.flows.get(key) {
             Some(Flow::Listener(..)) => self.accept_published(key),
             Some(Flow::Tcp(_)) => self.on_tcp_event(key, ev),
-            Some(Flow::Udp(_)) => self.udp_from_host(key, now),
+            Some(Flow::Udp(_)) => {
+                if ev.contains(EpollFlags::EPOLLERR) {
+                    self.udp_errors(key);
+                }
+                self.udp_from_host(key, now);
+            }
             Some(Flow::Ping(_)) => self.ping_from_host(key, now),
             None => {}
         }

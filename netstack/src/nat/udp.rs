@@ -13,7 +13,13 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpProtocol, UdpPacket, UdpRepr};
+use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, setsockopt, sockopt};
+use smoltcp::wire::{
+    Icmpv4Packet, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+};
 
 use super::{Flow, FlowKey, Nat};
 
@@ -62,6 +68,9 @@ impl Nat {
         }
         let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
         sock.set_nonblocking(true).ok()?;
+        // ICMP errors about what the guest sent come back to it (a
+        // connected UDP socket then fails with ECONNREFUSED, as on Linux).
+        let _ = setsockopt(&sock, sockopt::Ipv4RecvErr, &true);
         let key = self.flows.insert(Flow::Udp(UdpFlow {
             sock,
             guest: from,
@@ -104,6 +113,85 @@ impl Nat {
         u.last = now;
         // A full host buffer drops the datagram, as a full NIC queue would.
         let _ = u.sock.send_to(udp.payload(), real);
+    }
+
+    /// ICMP errors the host socket heard about datagrams it sent, passed to
+    /// the guest as the ICMP message its own datagram would have caused.
+    pub(super) fn udp_errors(&mut self, key: FlowKey) {
+        let mut payload = [0u8; 8];
+        let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
+        loop {
+            let Some(Flow::Udp(u)) = self.flows.get(key) else {
+                return;
+            };
+            let guest = u.guest;
+            let mut iov = [IoSliceMut::new(&mut payload)];
+            let Ok(msg) = recvmsg::<SockaddrIn>(
+                u.sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+            ) else {
+                return;
+            };
+            let Some(dst) = msg.address.map(SocketAddrV4::from) else {
+                continue;
+            };
+            let err = msg
+                .cmsgs()
+                .ok()
+                .into_iter()
+                .flatten()
+                .find_map(|c| match c {
+                    ControlMessageOwned::Ipv4RecvErr(e, offender) => Some((e, offender)),
+                    _ => None,
+                });
+            let Some((e, offender)) = err else {
+                continue;
+            };
+            if e.ee_origin != libc::SO_EE_ORIGIN_ICMP {
+                continue;
+            }
+            let sent = msg.bytes.min(8);
+            let Some(visible) = self.cfg.inbound(SocketAddr::V4(dst)) else {
+                continue;
+            };
+            // The router or host that answered, as the guest sees it.
+            let from = offender.map_or(*visible.ip(), |o| {
+                let ip = Ipv4Addr::from(u32::from_be(o.sin_addr.s_addr));
+                self.cfg
+                    .inbound(SocketAddr::from((ip, 0)))
+                    .map_or(*visible.ip(), |v| *v.ip())
+            });
+            // The guest's datagram as it left: IPv4 header, UDP header, and
+            // the first 8 bytes of its payload (RFC 792).
+            let mut quoted = [0u8; 20 + 8 + 8];
+            let ip = Ipv4Repr {
+                src_addr: *guest.ip(),
+                dst_addr: *visible.ip(),
+                next_header: IpProtocol::Udp,
+                payload_len: 8 + sent,
+                hop_limit: 64,
+            };
+            ip.emit(
+                &mut Ipv4Packet::new_unchecked(&mut quoted[..20]),
+                &ChecksumCapabilities::default(),
+            );
+            let udp = &mut quoted[20..28];
+            udp[0..2].copy_from_slice(&guest.port().to_be_bytes());
+            udp[2..4].copy_from_slice(&visible.port().to_be_bytes());
+            udp[4..6].copy_from_slice(&((8 + sent) as u16).to_be_bytes());
+            quoted[28..28 + sent].copy_from_slice(&payload[..sent]);
+            let quoted = &quoted[..28 + sent];
+            let (ty, code) = (e.ee_type, e.ee_code);
+            self.inject(from, IpProtocol::Icmp, 8 + quoted.len(), |out| {
+                out[0] = ty;
+                out[1] = code;
+                out[2..8].fill(0);
+                out[8..].copy_from_slice(quoted);
+                Icmpv4Packet::new_unchecked(out).fill_checksum();
+            });
+        }
     }
 
     /// Datagrams for the guest, read from a flow's host socket.
