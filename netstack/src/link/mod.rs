@@ -8,13 +8,14 @@
 //! `Device` built around the link for the duration of one call.
 //!
 //! Links: [`Loopback`] (`lo`), [`pair`] (an in-memory cable), [`Impaired`]
-//! (loss, duplication, reordering for tests), and [`Sniffer`] (pcapng
-//! capture of any link into a [`Capture`]).
+//! (loss, duplication, reordering for tests), [`TapLink`] (an existing TAP
+//! device), and [`Sniffer`] (pcapng capture of any link into a [`Capture`]).
 
 mod impair;
 mod loopback;
 mod pair;
 mod sniffer;
+mod tap;
 
 pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
@@ -23,6 +24,7 @@ pub use sniffer::{
     Capture, CaptureClock, CaptureConfig, CaptureError, CaptureFile, CaptureInterface,
     CaptureSummary, Direction, InterfaceCounts, Ring, Sniffer,
 };
+pub use tap::{TapError, TapLink, TapStats};
 
 use std::os::fd::RawFd;
 
