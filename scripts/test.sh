@@ -8,8 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the build and the tests need: libseccomp for the guest
 # filter; ip/ss and curl for the end-to-end tests; a C compiler for their
-# guest programs; tshark to read back the netstack's pcapng captures.
-APT_PACKAGES=(iproute2 libseccomp-dev pkg-config curl gcc libc6-dev tshark)
+# guest programs; tshark to read back the netstack's pcapng captures; ping
+# for the kernel's side of the TAP link's test.
+APT_PACKAGES=(iproute2 iputils-ping libseccomp-dev pkg-config curl gcc libc6-dev tshark)
 
 ensure_apt_packages() {
     local missing=() pkg
