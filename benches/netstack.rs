@@ -13,6 +13,9 @@
 //! - `connections/connect_accept_close`: connection setup and teardown rate.
 //! - `idle/0`, `idle/10000`: one flow's throughput with that many idle
 //!   established connections open; the ratio of the two is the target (≥ 0.8).
+//! - `capture/mtu_1500`: `bulk/mtu_1500` with host a's NICs wrapped in
+//!   sniffers writing pcapng to a ring of two 64 MiB files in the temporary
+//!   directory; the ratio to `bulk/mtu_1500` is the cost of `--pcap-log`.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -22,6 +25,7 @@ use std::sync::mpsc;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use netstack::link::{Capture, CaptureConfig, Loopback, Ring, pair};
 use netstack::{
     Domain, Instant, NetError, Protocol, RecvFlags, SockOpt, SocketId, Stack, StackConfig, testbed,
 };
@@ -40,6 +44,29 @@ impl Hosts {
         Hosts {
             a,
             b,
+            start: StdInstant::now(),
+        }
+    }
+
+    /// Like [`Hosts::new`], with host a's `lo` and `eth0` recorded into `cap`.
+    fn captured(mtu: usize, cap: &Capture) -> Hosts {
+        let now = Instant::from_micros(0);
+        let (ea, eb) = pair(mtu, netstack::Duration::ZERO, false);
+        let cfg = StackConfig::default();
+        let lo = cap.wrap(Loopback::new(), "lo").sent_only();
+        let mut a = Stack::with_loopback(
+            StackConfig {
+                random_seed: cfg.random_seed ^ 1,
+                ..cfg.clone()
+            },
+            now,
+            Box::new(lo),
+        );
+        a.add_nic(Box::new(cap.wrap(ea, "eth0")), testbed::host_nic(1))
+            .unwrap();
+        Hosts {
+            a,
+            b: testbed::host(2, Box::new(eb), &cfg, now),
             start: StdInstant::now(),
         }
     }
@@ -164,6 +191,40 @@ fn bulk(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// `bulk/mtu_1500` with a pcapng capture of host a on disk.
+fn capture(c: &mut Criterion) {
+    let mut g = c.benchmark_group("capture");
+    g.throughput(Throughput::Bytes(BULK as u64));
+    g.sample_size(10);
+    let path = std::env::temp_dir().join(format!("smolvisor-bench-{}.pcapng", std::process::id()));
+    let cfg = CaptureConfig {
+        ring: Some(Ring {
+            max_size: 64 << 20,
+            max_files: 2,
+        }),
+        ..CaptureConfig::default()
+    };
+    let cap = Capture::create(&path, cfg).unwrap();
+    g.bench_function("mtu_1500", |bench| {
+        let mut h = Hosts::captured(1500, &cap);
+        let l = h.listen(5005);
+        let (cl, sv) = h.connect(l, 5005);
+        bench.iter_custom(|iters| {
+            let t = StdInstant::now();
+            for _ in 0..iters {
+                transfer(&mut h, cl, sv, BULK);
+            }
+            t.elapsed()
+        });
+    });
+    g.finish();
+    let sum = cap.finish();
+    assert_eq!(sum.dropped(), 0, "{sum:?}");
+    for f in sum.files {
+        let _ = std::fs::remove_file(f.path.unwrap());
+    }
 }
 
 fn connections(c: &mut Criterion) {
@@ -323,5 +384,5 @@ fn native(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, native, bulk, loopback, connections, idle);
+criterion_group!(benches, native, bulk, capture, loopback, connections, idle);
 criterion_main!(benches);

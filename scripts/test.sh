@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the build and the tests need: libseccomp for the guest
-# filter; ip/ss, curl and ping (the nat tests) for the end-to-end tests; a C
-# compiler for their guest programs.
-APT_PACKAGES=(iproute2 libseccomp-dev pkg-config curl gcc libc6-dev iputils-ping)
+# filter; ip/ss, curl and ping for the end-to-end tests (ping also for the
+# kernel's side of the TAP test); a C compiler for their guest programs;
+# tshark to read back pcapng captures.
+APT_PACKAGES=(iproute2 iputils-ping libseccomp-dev pkg-config curl gcc libc6-dev tshark)
 
 ensure_apt_packages() {
     local missing=() pkg

@@ -6,14 +6,25 @@
 //! frame at a time, looks at its headers to find the owning socket, and only
 //! then hands it to smoltcp through `FrameDevice`, a one-frame smoltcp
 //! `Device` built around the link for the duration of one call.
+//!
+//! Links: [`Loopback`] (`lo`), [`pair`] (an in-memory cable), [`Impaired`]
+//! (loss, duplication, reordering for tests), [`TapLink`] (an existing TAP
+//! device), and [`Sniffer`] (pcapng capture of any link into a [`Capture`]).
 
 mod impair;
 mod loopback;
 mod pair;
+mod sniffer;
+mod tap;
 
 pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
 pub use pair::{PairEnd, pair};
+pub use sniffer::{
+    Capture, CaptureClock, CaptureConfig, CaptureError, CaptureFile, CaptureInterface,
+    CaptureSummary, Direction, InterfaceCounts, Ring, Sniffer,
+};
+pub use tap::{TapError, TapLink, TapStats};
 
 use std::os::fd::BorrowedFd;
 

@@ -1,0 +1,820 @@
+//! pcapng capture of every frame a stack sends and receives, on every NIC.
+//!
+//! A [`Capture`] owns the output: one file (or an already-open descriptor
+//! such as stdout), or a ring of files opened up front. Each NIC registers
+//! an interface with it, and a [`Sniffer`] wraps the NIC's link: every frame
+//! the link yields or is given is encoded as an Enhanced Packet Block (with
+//! its direction) into an in-memory buffer, which goes to the file in large
+//! writes. The Sentry runs under a seccomp filter that forbids `open`, so
+//! rotation never opens anything: it truncates and rewinds a file opened at
+//! construction. Writes block rather than drop frames; a failed write stops
+//! the capture, and every frame not written is counted and reported by
+//! [`Capture::finish`] and in the Interface Statistics Blocks.
+
+use std::borrow::Cow;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration as StdDuration, SystemTime};
+
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::interface_statistics::{
+    InterfaceStatisticsBlock, InterfaceStatisticsOption,
+};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+use pcap_file::pcapng::{Block, PcapNgWriter};
+use pcap_file::{DataLink, Endianness};
+use smoltcp::time::{Duration, Instant};
+
+use super::{Link, LinkCaps, Medium};
+
+/// Encoded bytes held in memory before they are written out in one go.
+const BUFFER_BYTES: usize = 1 << 20;
+/// At the end of a stack poll, write out once this much is buffered...
+const FLUSH_BYTES: usize = 64 << 10;
+/// ...or once the oldest buffered frame is this old, so a live reader
+/// (`--pcap-log - | wireshark -k -i -`) is never far behind.
+const FLUSH_DELAY: Duration = Duration::from_millis(100);
+/// pcapng `if_tsresol`: timestamps in units of 10^-9 s. pcap-file 2.0 always
+/// writes an EPB's timestamp as nanoseconds, so this must be 9.
+const TSRESOL_NANOS: u8 = 9;
+/// Size of one Interface Statistics Block as `finish` writes it: block
+/// framing 12, interface and timestamp 12, two 64-bit options 24, end 4.
+const ISB_BYTES: u64 = 52;
+/// pcapng `epb_flags` direction bits.
+const EPB_INBOUND: u32 = 0b01;
+const EPB_OUTBOUND: u32 = 0b10;
+
+/// Where capture timestamps come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CaptureClock {
+    /// The real time of day, in nanoseconds.
+    #[default]
+    Wall,
+    /// `epoch` (since 1970) plus the stack's `now`: with a simulated clock,
+    /// the same run gives a byte-identical file.
+    Stack {
+        /// Time of day that the stack's instant zero stands for.
+        epoch: StdDuration,
+    },
+}
+
+/// A ring of capture files, as `dumpcap -b filesize -b files` or `tcpdump -C -W`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ring {
+    /// A file is closed before it would grow beyond this many bytes (unless
+    /// one frame alone does not fit: each file holds at least one frame).
+    pub max_size: u64,
+    /// Number of files: `FILE`, `FILE.1`, … `FILE.<max_files - 1>`, reused
+    /// in turn, so the oldest is overwritten.
+    pub max_files: usize,
+}
+
+/// How to capture.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaptureConfig {
+    /// Bytes kept of each frame (the original length is recorded too);
+    /// 0 keeps whole frames.
+    pub snaplen: u32,
+    /// Rotate through several files instead of growing one.
+    pub ring: Option<Ring>,
+    /// Timestamps.
+    pub clock: CaptureClock,
+}
+
+/// Why a capture cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A capture file could not be created.
+    #[error("cannot create capture file {path}: {source}")]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Rotation names its files after a path, so it needs one.
+    #[error("a ring of capture files needs a file name, not an open descriptor")]
+    RingNeedsPath,
+    /// A ring needs at least one file and room for something in each.
+    #[error("invalid capture ring: {max_files} files of at most {max_size} bytes")]
+    InvalidRing {
+        /// Requested size bound.
+        max_size: u64,
+        /// Requested number of files.
+        max_files: usize,
+    },
+}
+
+/// Frame counts of one interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceCounts {
+    /// Interface name.
+    pub name: String,
+    /// Frames the sniffer saw.
+    pub seen: u64,
+    /// Frames written to the output (in a ring, maybe overwritten since).
+    pub written: u64,
+    /// Frames not written because writing had failed.
+    pub dropped: u64,
+}
+
+/// One output file and the frames it holds now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureFile {
+    /// Its name (`None` for a descriptor given by the caller).
+    pub path: Option<PathBuf>,
+    /// Frames it holds.
+    pub frames: u64,
+}
+
+/// What a capture did, for the summary a user sees at exit.
+#[derive(Debug, Clone)]
+pub struct CaptureSummary {
+    /// Per interface, in the order they were added.
+    pub interfaces: Vec<InterfaceCounts>,
+    /// The files in use, oldest first.
+    pub files: Vec<CaptureFile>,
+    /// The write error that stopped the capture, if one did.
+    pub error: Option<Arc<io::Error>>,
+}
+
+impl CaptureSummary {
+    /// Frames not written, over all interfaces.
+    pub fn dropped(&self) -> u64 {
+        self.interfaces.iter().map(|i| i.dropped).sum()
+    }
+}
+
+/// Index of an interface in a capture (its pcapng interface id).
+pub type CaptureInterface = u32;
+
+/// Which way a frame went, seen from the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Received from the link.
+    Inbound,
+    /// Sent to the link.
+    Outbound,
+}
+
+/// A pcapng capture shared by the NICs of a stack: cloning is cheap, and
+/// every clone writes to the same output.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    inner: Arc<Mutex<Writer>>,
+}
+
+struct Interface {
+    name: String,
+    linktype: DataLink,
+    seen: u64,
+    written: u64,
+    dropped: u64,
+}
+
+struct Output {
+    file: File,
+    path: Option<PathBuf>,
+    /// Frames in the file now.
+    frames: u64,
+    /// Whether it received a header since the capture began.
+    used: bool,
+}
+
+struct Writer {
+    cfg: CaptureConfig,
+    section: SectionHeaderBlock<'static>,
+    files: Vec<Output>,
+    current: usize,
+    /// The encoder; its `Vec` holds bytes not yet written to `files[current]`.
+    enc: PcapNgWriter<Vec<u8>>,
+    /// For each buffered frame: where its block ends in the buffer, and its interface.
+    pending: Vec<(usize, CaptureInterface)>,
+    /// When the oldest buffered frame was recorded.
+    oldest: Option<Instant>,
+    /// Bytes of the current file, buffered ones included.
+    file_bytes: u64,
+    /// Frames in the current file, buffered ones included.
+    file_frames: u64,
+    interfaces: Vec<Interface>,
+    /// Reused for each frame's options, so recording allocates nothing.
+    opts: Vec<EnhancedPacketOption<'static>>,
+    error: Option<Arc<io::Error>>,
+    finished: bool,
+    /// The stack time of the last frame, for the statistics' timestamp.
+    last_now: Instant,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer")
+            .field("files", &self.files.len())
+            .field("current", &self.current)
+            .field("interfaces", &self.interfaces.len())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Capture {
+    /// Creates (truncating) `path`, and with a ring also `path.1` …
+    /// `path.<max_files - 1>`: every file is opened here, so that the capture
+    /// works on after the process loses the right to open files.
+    pub fn create(path: &Path, cfg: CaptureConfig) -> Result<Capture, CaptureError> {
+        let count = match cfg.ring {
+            Some(r) if r.max_files == 0 || r.max_size == 0 => {
+                return Err(CaptureError::InvalidRing {
+                    max_size: r.max_size,
+                    max_files: r.max_files,
+                });
+            }
+            Some(r) => r.max_files,
+            None => 1,
+        };
+        let mut files = Vec::with_capacity(count);
+        for i in 0..count {
+            let path = ring_path(path, i);
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|source| CaptureError::Create {
+                    path: path.clone(),
+                    source,
+                })?;
+            files.push(Output {
+                file,
+                path: Some(path),
+                frames: 0,
+                used: false,
+            });
+        }
+        Ok(Capture::with_files(files, cfg))
+    }
+
+    /// Writes to `file`, an open descriptor (stdout, a pipe) from its current
+    /// position. No rotation: there is no name to rotate to.
+    pub fn from_file(file: File, cfg: CaptureConfig) -> Result<Capture, CaptureError> {
+        if cfg.ring.is_some() {
+            return Err(CaptureError::RingNeedsPath);
+        }
+        let out = Output {
+            file,
+            path: None,
+            frames: 0,
+            used: false,
+        };
+        Ok(Capture::with_files(vec![out], cfg))
+    }
+
+    fn with_files(mut files: Vec<Output>, cfg: CaptureConfig) -> Capture {
+        let section = SectionHeaderBlock {
+            // Fixed, so that golden files do not depend on the host.
+            endianness: Endianness::Little,
+            options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
+                "smolvisor",
+            ))],
+            ..SectionHeaderBlock::default()
+        };
+        let enc = PcapNgWriter::with_section_header(
+            Vec::with_capacity(BUFFER_BYTES + (64 << 10)),
+            section.clone(),
+        )
+        .expect("encoding into memory cannot fail");
+        files[0].used = true;
+        let file_bytes = enc.get_ref().len() as u64;
+        Capture {
+            inner: Arc::new(Mutex::new(Writer {
+                cfg,
+                section,
+                files,
+                current: 0,
+                enc,
+                pending: Vec::new(),
+                oldest: None,
+                file_bytes,
+                file_frames: 0,
+                interfaces: Vec::new(),
+                opts: Vec::with_capacity(1),
+                error: None,
+                finished: false,
+                last_now: Instant::ZERO,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // A panic mid-record leaves at worst one frame half-encoded in memory.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Declares an interface (an Interface Description Block). Add every NIC
+    /// before its first frame; [`Capture::wrap`] does it for you.
+    pub fn add_interface(&self, name: &str, medium: Medium) -> CaptureInterface {
+        let mut w = self.lock();
+        let linktype = match medium {
+            Medium::Ethernet => DataLink::ETHERNET,
+            // LINKTYPE_RAW: a bare IPv4 or IPv6 packet, told apart by its version.
+            Medium::Ip => DataLink::RAW,
+        };
+        let id = w.interfaces.len() as CaptureInterface;
+        w.interfaces.push(Interface {
+            name: name.to_owned(),
+            linktype,
+            seen: 0,
+            written: 0,
+            dropped: 0,
+        });
+        let idb = w.idb(id as usize);
+        let before = w.enc.get_ref().len();
+        w.encode(&idb);
+        w.file_bytes += (w.enc.get_ref().len() - before) as u64;
+        id
+    }
+
+    /// Wraps `link` in a sniffer that records both directions, as interface `name`.
+    pub fn wrap<L: Link>(&self, link: L, name: &str) -> Sniffer<L> {
+        let iface = self.add_interface(name, link.caps().medium);
+        Sniffer {
+            inner: link,
+            capture: self.clone(),
+            iface,
+            record_inbound: true,
+        }
+    }
+
+    /// Records one frame now. Sniffers call this; it is public for links
+    /// that are not wrapped (a frame injected by a fuzzer, say).
+    pub fn record(&self, iface: CaptureInterface, dir: Direction, now: Instant, frame: &[u8]) {
+        self.lock().record(iface, dir, now, frame);
+    }
+
+    /// Writes out what is buffered now (the next poll would do it soon anyway).
+    pub fn flush(&self) {
+        self.lock().write_out();
+    }
+
+    /// Writes what is buffered, an Interface Statistics Block per interface,
+    /// and a header into ring files never reached; returns the counts. Frames
+    /// recorded afterwards are only counted, as dropped.
+    pub fn finish(&self) -> CaptureSummary {
+        let mut w = self.lock();
+        if !w.finished {
+            w.finish();
+        }
+        w.summary()
+    }
+
+    /// The counts so far (frames still buffered are neither written nor dropped yet).
+    pub fn summary(&self) -> CaptureSummary {
+        self.lock().summary()
+    }
+
+    fn flush_due(&self, now: Instant) {
+        let mut w = self.lock();
+        let old = w.oldest.is_some_and(|t| now >= t + FLUSH_DELAY);
+        if old || w.enc.get_ref().len() >= FLUSH_BYTES {
+            w.write_out();
+        }
+    }
+
+    fn flush_at(&self) -> Option<Instant> {
+        self.lock().oldest.map(|t| t + FLUSH_DELAY)
+    }
+}
+
+fn ring_path(path: &Path, i: usize) -> PathBuf {
+    if i == 0 {
+        return path.to_owned();
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{i}"));
+    PathBuf::from(name)
+}
+
+impl Writer {
+    fn idb(&self, i: usize) -> Block<'static> {
+        let iface = &self.interfaces[i];
+        Block::InterfaceDescription(InterfaceDescriptionBlock {
+            linktype: iface.linktype,
+            snaplen: self.cfg.snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Owned(iface.name.clone())),
+                InterfaceDescriptionOption::IfTsResol(TSRESOL_NANOS),
+            ],
+        })
+    }
+
+    /// Encodes into the buffer. Only interface ids unknown to the encoder
+    /// can fail, and ours all come from `add_interface`.
+    fn encode(&mut self, block: &Block<'_>) -> bool {
+        self.enc.write_block(block).is_ok()
+    }
+
+    fn timestamp(&self, now: Instant) -> StdDuration {
+        match self.cfg.clock {
+            CaptureClock::Wall => SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default(),
+            CaptureClock::Stack { epoch } => {
+                epoch + StdDuration::from_micros(u64::try_from(now.total_micros()).unwrap_or(0))
+            }
+        }
+    }
+
+    fn record(&mut self, iface: CaptureInterface, dir: Direction, now: Instant, frame: &[u8]) {
+        let Some(i) = self.interfaces.get_mut(iface as usize) else {
+            return;
+        };
+        i.seen += 1;
+        if self.error.is_some() || self.finished {
+            i.dropped += 1;
+            return;
+        }
+        self.last_now = now;
+        let snap = match self.cfg.snaplen {
+            0 => frame.len(),
+            n => frame.len().min(n as usize),
+        };
+        let flags = match dir {
+            Direction::Inbound => EPB_INBOUND,
+            Direction::Outbound => EPB_OUTBOUND,
+        };
+        let mut opts = std::mem::take(&mut self.opts);
+        opts.push(EnhancedPacketOption::Flags(flags));
+        let mut block = Block::EnhancedPacket(EnhancedPacketBlock {
+            interface_id: iface,
+            timestamp: self.timestamp(now),
+            original_len: u32::try_from(frame.len()).unwrap_or(u32::MAX),
+            data: Cow::Borrowed(&frame[..snap]),
+            options: opts,
+        });
+        let start = self.enc.get_ref().len();
+        let mut ok = self.encode(&block);
+        let mut size = (self.enc.get_ref().len() - start) as u64;
+        if let Some(ring) = self.cfg.ring
+            && ok
+            && self.file_frames > 0
+            && self.file_bytes + size + self.trailer_bytes() > ring.max_size
+        {
+            self.enc.get_mut().truncate(start);
+            self.rotate();
+            if self.error.is_none() {
+                let start = self.enc.get_ref().len();
+                ok = self.encode(&block);
+                size = (self.enc.get_ref().len() - start) as u64;
+            }
+        }
+        // Take the options vector back, emptied, for the next frame. Its
+        // element type is tied to the frame's lifetime, so it is rebuilt
+        // in place: collecting an emptied `into_iter` keeps the allocation.
+        if let Block::EnhancedPacket(epb) = &mut block {
+            let mut opts = std::mem::take(&mut epb.options);
+            opts.clear();
+            self.opts = opts
+                .into_iter()
+                .map(EnhancedPacketOption::into_owned)
+                .collect();
+        }
+        let i = &mut self.interfaces[iface as usize];
+        if !ok || self.error.is_some() {
+            i.dropped += 1;
+            return;
+        }
+        self.pending.push((self.enc.get_ref().len(), iface));
+        self.oldest.get_or_insert(now);
+        self.file_bytes += size;
+        self.file_frames += 1;
+        if self.enc.get_ref().len() >= BUFFER_BYTES {
+            self.write_out();
+        }
+    }
+
+    /// Room kept at the end of a ring file for the statistics that `finish` writes.
+    fn trailer_bytes(&self) -> u64 {
+        ISB_BYTES * self.interfaces.len() as u64
+    }
+
+    /// Writes the buffer to the current file, blocking until it is taken,
+    /// and settles the buffered frames as written or (after a failure) dropped.
+    fn write_out(&mut self) {
+        let buf = self.enc.get_ref();
+        let out = &mut self.files[self.current];
+        let mut done = 0;
+        if self.error.is_none() {
+            while done < buf.len() {
+                match out.file.write(&buf[done..]) {
+                    Ok(0) => {
+                        self.error = Some(Arc::new(io::ErrorKind::WriteZero.into()));
+                        break;
+                    }
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // A non-blocking descriptor (stdout may be one): wait, never drop.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = wait_writable(&out.file) {
+                            self.error = Some(Arc::new(e));
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        self.error = Some(Arc::new(e));
+                        break;
+                    }
+                }
+            }
+        }
+        for &(end, iface) in &self.pending {
+            let i = &mut self.interfaces[iface as usize];
+            if end <= done {
+                i.written += 1;
+                out.frames += 1;
+            } else {
+                i.dropped += 1;
+            }
+        }
+        self.pending.clear();
+        self.oldest = None;
+        self.enc.get_mut().clear();
+    }
+
+    /// Closes the current ring file and starts the next: truncated, rewound,
+    /// and given the section header and every interface again.
+    fn rotate(&mut self) {
+        self.write_out();
+        if self.error.is_some() {
+            return;
+        }
+        self.current = (self.current + 1) % self.files.len();
+        let out = &mut self.files[self.current];
+        out.frames = 0;
+        out.used = true;
+        if let Err(e) = out.file.set_len(0).and_then(|()| out.file.rewind()) {
+            self.error = Some(Arc::new(e));
+            return;
+        }
+        self.file_bytes = self.write_header() as u64;
+        self.file_frames = 0;
+    }
+
+    /// Encodes the section header and the interfaces; returns their size.
+    fn write_header(&mut self) -> usize {
+        let start = self.enc.get_ref().len();
+        let shb = Block::SectionHeader(self.section.clone());
+        self.encode(&shb);
+        for i in 0..self.interfaces.len() {
+            let idb = self.idb(i);
+            self.encode(&idb);
+        }
+        self.enc.get_ref().len() - start
+    }
+
+    fn finish(&mut self) {
+        self.write_out();
+        self.finished = true;
+        if self.error.is_some() {
+            return;
+        }
+        let ts = self.timestamp(self.last_now).as_nanos();
+        let ts = u64::try_from(ts).unwrap_or(u64::MAX);
+        // pcapng stores a timestamp as two 32-bit words, high word first;
+        // pcap-file 2.0 writes the ISB's as one little-endian u64 (low word
+        // first), so the words are swapped here to come out right.
+        let ts = ts.rotate_left(32);
+        for (id, i) in self.interfaces.iter().enumerate() {
+            let isb = Block::InterfaceStatistics(InterfaceStatisticsBlock {
+                interface_id: id as u32,
+                timestamp: ts,
+                options: vec![
+                    InterfaceStatisticsOption::IsbIfRecv(i.seen),
+                    InterfaceStatisticsOption::IsbIfDrop(i.dropped),
+                ],
+            });
+            // Cannot fail: the id is one of ours.
+            let _ = self.enc.write_block(&isb);
+        }
+        self.write_out();
+        // Ring files never reached get a valid, empty capture rather than
+        // zero bytes, so that every file of the ring opens.
+        let current = self.current;
+        for f in 0..self.files.len() {
+            if self.files[f].used || self.error.is_some() {
+                continue;
+            }
+            self.current = f;
+            self.files[f].used = true;
+            self.write_header();
+            self.write_out();
+        }
+        self.current = current;
+    }
+
+    fn summary(&self) -> CaptureSummary {
+        let interfaces = self.interfaces.iter().map(|i| InterfaceCounts {
+            name: i.name.clone(),
+            seen: i.seen,
+            written: i.written,
+            dropped: i.dropped,
+        });
+        // Oldest first: the ring continues after the current file.
+        let n = self.files.len();
+        let files = (1..=n)
+            .map(|k| &self.files[(self.current + k) % n])
+            .filter(|f| f.used)
+            .map(|f| CaptureFile {
+                path: f.path.clone(),
+                frames: f.frames,
+            });
+        CaptureSummary {
+            interfaces: interfaces.collect(),
+            files: files.collect(),
+            error: self.error.clone(),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Never finished (an early exit): at least keep the frames.
+        if !self.finished {
+            self.write_out();
+        }
+    }
+}
+
+fn wait_writable(file: &File) -> io::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
+    loop {
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A link that records every frame through it into a [`Capture`], and
+/// otherwise is the link it wraps.
+#[derive(Debug)]
+pub struct Sniffer<L> {
+    inner: L,
+    capture: Capture,
+    iface: CaptureInterface,
+    record_inbound: bool,
+}
+
+impl<L> Sniffer<L> {
+    /// Records sent frames only. For `lo`, where every frame sent comes back
+    /// as received: each packet then appears once, as on Linux's `lo`.
+    pub fn sent_only(mut self) -> Self {
+        self.record_inbound = false;
+        self
+    }
+
+    /// The interface this sniffer records as.
+    pub fn interface(&self) -> CaptureInterface {
+        self.iface
+    }
+
+    /// The wrapped link.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// The wrapped link, mutably.
+    pub fn get_mut(&mut self) -> &mut L {
+        &mut self.inner
+    }
+}
+
+impl<L: Link> Link for Sniffer<L> {
+    fn caps(&self) -> LinkCaps {
+        self.inner.caps()
+    }
+
+    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let frame = self.inner.recv(now)?;
+        if self.record_inbound {
+            self.capture
+                .record(self.iface, Direction::Inbound, now, &frame);
+        }
+        Some(frame)
+    }
+
+    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+        self.capture
+            .record(self.iface, Direction::Outbound, now, &frame);
+        self.inner.send(now, frame);
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.inner.buffer()
+    }
+
+    fn recycle(&mut self, frame: Vec<u8>) {
+        self.inner.recycle(frame);
+    }
+
+    fn poll_at(&self) -> Option<Instant> {
+        match (self.inner.poll_at(), self.capture.flush_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.fd()
+    }
+
+    fn flush(&mut self, now: Instant) {
+        self.inner.flush(now);
+        self.capture.flush_due(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture_into_null(cfg: CaptureConfig) -> Capture {
+        let null = File::options().write(true).open("/dev/null").unwrap();
+        Capture::from_file(null, cfg).unwrap()
+    }
+
+    /// The ring keeps room for the statistics: the size it assumes must be
+    /// what the encoder writes.
+    #[test]
+    fn statistics_block_size_is_what_the_ring_reserves() {
+        let cap = capture_into_null(CaptureConfig::default());
+        cap.add_interface("eth0", Medium::Ethernet);
+        let mut w = cap.lock();
+        let isb = Block::InterfaceStatistics(InterfaceStatisticsBlock {
+            interface_id: 0,
+            timestamp: 0,
+            options: vec![
+                InterfaceStatisticsOption::IsbIfRecv(1),
+                InterfaceStatisticsOption::IsbIfDrop(2),
+            ],
+        });
+        let before = w.enc.get_ref().len();
+        assert!(w.encode(&isb));
+        assert_eq!((w.enc.get_ref().len() - before) as u64, ISB_BYTES);
+    }
+
+    #[test]
+    fn ring_names_count_up_from_the_given_path() {
+        let p = Path::new("/tmp/x.pcapng");
+        assert_eq!(ring_path(p, 0), p);
+        assert_eq!(ring_path(p, 1), Path::new("/tmp/x.pcapng.1"));
+        assert_eq!(ring_path(p, 12), Path::new("/tmp/x.pcapng.12"));
+    }
+
+    #[test]
+    fn a_ring_needs_a_path_and_room() {
+        let ring = Some(Ring {
+            max_size: 1 << 20,
+            max_files: 2,
+        });
+        let null = File::options().write(true).open("/dev/null").unwrap();
+        let cfg = CaptureConfig {
+            ring,
+            ..CaptureConfig::default()
+        };
+        assert!(matches!(
+            Capture::from_file(null, cfg),
+            Err(CaptureError::RingNeedsPath)
+        ));
+        let cfg = CaptureConfig {
+            ring: Some(Ring {
+                max_size: 1 << 20,
+                max_files: 0,
+            }),
+            ..CaptureConfig::default()
+        };
+        assert!(matches!(
+            Capture::create(Path::new("/nonexistent/x"), cfg),
+            Err(CaptureError::InvalidRing { .. })
+        ));
+    }
+
+    #[test]
+    fn frames_after_finish_are_counted_dropped() {
+        let cap = capture_into_null(CaptureConfig::default());
+        let lo = cap.add_interface("lo", Medium::Ip);
+        cap.record(lo, Direction::Outbound, Instant::ZERO, &[0x45; 40]);
+        let sum = cap.finish();
+        assert_eq!((sum.interfaces[0].seen, sum.interfaces[0].written), (1, 1));
+        cap.record(lo, Direction::Outbound, Instant::ZERO, &[0x45; 40]);
+        let sum = cap.finish();
+        let lo = &sum.interfaces[0];
+        assert_eq!((lo.seen, lo.written, lo.dropped), (2, 1, 1));
+    }
+}
