@@ -1,6 +1,7 @@
 //! The command line.
 
 use std::ffi::OsString;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -43,6 +44,27 @@ pub struct DoArgs {
     /// 127.0.0.1, which is otherwise out of the guest's reach.
     #[arg(long)]
     pub allow_host_loopback: bool,
+    /// With tap:NAME: the NIC's address, as ADDR/PREFIX (repeatable).
+    #[arg(long = "address", value_name = "ADDR/PREFIX")]
+    pub addresses: Vec<IfAddrArg>,
+    /// With tap:NAME: the default gateway (IPv4 or IPv6; repeatable, one per family).
+    #[arg(long = "gateway", value_name = "ADDR")]
+    pub gateways: Vec<IpAddr>,
+    /// Capture every frame of every NIC, loopback included, both
+    /// directions, as pcapng to FILE (`-` for standard output; the guest's
+    /// standard output then goes to standard error).
+    #[arg(long, value_name = "FILE")]
+    pub pcap_log: Option<PathBuf>,
+    /// Bytes kept of each captured frame (0: whole frames).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub pcap_snaplen: u32,
+    /// Rotate the capture when a file would grow past BYTES: a ring of
+    /// --pcap-max-files files, FILE, FILE.1, ..., reused in turn.
+    #[arg(long, value_name = "BYTES")]
+    pub pcap_max_size: Option<u64>,
+    /// Files in the capture's ring (with --pcap-max-size).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub pcap_max_files: usize,
     /// Record every trapped system call, its arguments and its answer.
     #[arg(long, value_name = "FILE")]
     pub debug_log: Option<PathBuf>,
@@ -93,9 +115,38 @@ impl FromStr for Network {
     }
 }
 
+/// An interface address, `ADDR/PREFIX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfAddrArg(pub netstack::IfAddr);
+
+impl FromStr for IfAddrArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("bad address {s:?} (expected ADDR/PREFIX, e.g. 192.168.7.2/24)");
+        let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let prefix_len: u8 = len.parse().map_err(|_| bad())?;
+        if prefix_len > if addr.is_ipv4() { 32 } else { 128 } {
+            return Err(bad());
+        }
+        Ok(IfAddrArg(netstack::IfAddr { addr, prefix_len }))
+    }
+}
+
 impl DoArgs {
     /// Flags that only mean something in another network mode are errors.
     pub fn check(&self) -> Result<(), String> {
+        if self.pcap_max_size.is_some() && self.pcap_log.is_none() {
+            return Err("--pcap-max-size needs --pcap-log FILE".into());
+        }
+        let tap = matches!(self.network, Network::Tap(_));
+        if !tap && (!self.addresses.is_empty() || !self.gateways.is_empty()) {
+            return Err("--address and --gateway need --network tap:NAME".into());
+        }
+        if tap && self.addresses.is_empty() {
+            return Err("--network tap:NAME needs --address ADDR/PREFIX".into());
+        }
         let nat = self.network == Network::Nat;
         if !nat && (!self.publish.is_empty() || self.allow_host_loopback) {
             return Err("--publish and --allow-host-loopback need --network nat".into());
