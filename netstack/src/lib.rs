@@ -54,6 +54,14 @@ pub use stack::{
 mod tests {
     /// The Sentry may move its stack to another thread (its event loop).
     #[test]
+    fn unpredictable_seeds_differ() {
+        let a = super::StackConfig::unpredictable().random_seed;
+        let b = super::StackConfig::unpredictable().random_seed;
+        assert_ne!(a, b);
+        assert_ne!(a, super::StackConfig::default().random_seed);
+    }
+
+    #[test]
     fn stack_is_send() {
         fn send<T: Send>() {}
         send::<super::Stack>();

@@ -258,9 +258,10 @@ impl Sentry {
     ) -> io::Result<Sentry> {
         let start = StdInstant::now();
         let zero = netstack::Instant::from_micros(0);
+        let stack_cfg = StackConfig::unpredictable();
         let mut stack = match net.loopback {
-            Some(lo) => Stack::with_loopback(StackConfig::default(), zero, lo),
-            None => Stack::new(StackConfig::default(), zero),
+            Some(lo) => Stack::with_loopback(stack_cfg, zero, lo),
+            None => Stack::new(stack_cfg, zero),
         };
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         for nic in net.nics {

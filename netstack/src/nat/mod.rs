@@ -337,7 +337,7 @@ impl Nat {
         let stack_cfg = StackConfig {
             tcp_recv_buffer: 1 << 20,
             tcp_send_buffer: 1 << 20,
-            ..StackConfig::default()
+            ..StackConfig::unpredictable()
         };
         let mut gw = Stack::new(stack_cfg, now);
         let nic = NicConfig {

@@ -67,6 +67,20 @@ pub struct StackConfig {
     pub connect_timeout: Duration,
 }
 
+impl StackConfig {
+    /// The defaults with a seed that differs on every call, for stacks that
+    /// talk to the world: initial sequence numbers and ports must not be
+    /// guessable from one run to the next. (The fixed default keeps tests
+    /// and benches reproducible.)
+    pub fn unpredictable() -> StackConfig {
+        use std::hash::BuildHasher;
+        StackConfig {
+            random_seed: std::hash::RandomState::new().hash_one(std::time::SystemTime::now()),
+            ..StackConfig::default()
+        }
+    }
+}
+
 impl Default for StackConfig {
     fn default() -> Self {
         StackConfig {
