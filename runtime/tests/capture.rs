@@ -340,7 +340,7 @@ fn capture_holds_the_exact_exchange_on_lo_and_eth0() {
 }
 
 fn decode_hex(hex: &str) -> Vec<u8> {
-    assert!(hex.len() % 2 == 0, "odd hex line {hex:?}");
+    assert!(hex.len().is_multiple_of(2), "odd hex line {hex:?}");
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
