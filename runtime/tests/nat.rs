@@ -1,9 +1,9 @@
 //! End-to-end tests of `smolvisor do --network nat`, the user-mode gateway.
 //!
-//! Each test builds its own small world and tears it down, even when it
-//! panics: two network namespaces joined by a veth pair, A (10.201.N.1,
-//! where `smolvisor` runs, so A is the sandbox's "host") and B (10.201.N.2,
-//! "outside", where the peers live). Nothing touches the host's own
+//! Each test builds its own small world ([`common::netns::Topology`]) and
+//! tears it down, even when it panics: two network namespaces joined by a
+//! veth pair, A (10.201.N.1, where `smolvisor` runs, so A is the sandbox's
+//! "host") and B (10.201.N.2, "outside", where the peers live). Nothing touches the host's own
 //! interfaces or any real outside address.
 //!
 //! The peers and clients are Python programs under `tests/guest/`
@@ -15,181 +15,15 @@
 
 mod common;
 
-use std::fs;
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Guest, Mode, Outcome, Running, ScratchDir};
+use common::netns::{Topology, http_server, text_file, transfer};
+use common::{Guest, Outcome, ScratchDir};
 
 /// How long a client of a published port keeps retrying.
 const READY: Duration = Duration::from_secs(10);
-
-/// Runs `ip ARGS`, panicking with its stderr if it fails.
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Namespaces A and B and the veth between them; removed on drop.
-struct Topology {
-    /// Where `smolvisor` runs.
-    a: String,
-    /// The peer ("outside").
-    b: String,
-    /// The third byte of 10.201.N.0/24.
-    n: u8,
-}
-
-impl Topology {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id() as usize;
-        // The namespaces are private, so any N works; a varied one keeps
-        // concurrent test processes' logs and captures apart.
-        let n = u8::try_from((pid * 7 + k) % 200 + 20).expect("N < 256");
-        let net = Topology {
-            a: format!("smv-nat-{pid}-{k}-a"),
-            b: format!("smv-nat-{pid}-{k}-b"),
-            n,
-        };
-        // From here on, Drop removes whatever was made.
-        ip(&["netns", "add", &net.a]);
-        ip(&["netns", "add", &net.b]);
-        // Made inside A and moved to B: nothing appears on the host.
-        ip(&[
-            "-n", &net.a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns",
-            &net.b,
-        ]);
-        for (ns, addr) in [(&net.a, net.a_ip()), (&net.b, net.b_ip())] {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "veth0",
-            ]);
-            ip(&["-n", ns, "link", "set", "veth0", "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        net
-    }
-
-    /// A's address on the veth.
-    fn a_ip(&self) -> String {
-        format!("10.201.{}.1", self.n)
-    }
-
-    /// B's address on the veth.
-    fn b_ip(&self) -> String {
-        format!("10.201.{}.2", self.n)
-    }
-
-    /// An address on the veth's subnet that nothing answers for.
-    fn silent_ip(&self) -> String {
-        format!("10.201.{}.77", self.n)
-    }
-
-    /// `ip netns exec A` bind-mounts this over /etc/resolv.conf.
-    fn etc_dir(&self) -> PathBuf {
-        PathBuf::from("/etc/netns").join(&self.a)
-    }
-
-    /// Makes `nameserver IP` A's resolver (and so the DNS forwarder's upstream).
-    fn set_resolver(&self, ip: &str) {
-        fs::create_dir_all(self.etc_dir()).expect("create /etc/netns/A");
-        fs::write(
-            self.etc_dir().join("resolv.conf"),
-            format!("nameserver {ip}\n"),
-        )
-        .expect("write /etc/netns/A/resolv.conf");
-    }
-
-    /// `guest` under `ip netns exec A smolvisor do --network nat EXTRA... --`.
-    fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
-        let mut args = vec!["--network", "nat"];
-        args.extend_from_slice(extra);
-        guest.mode(Mode::Sandbox).netns(&self.a).do_args(&args)
-    }
-
-    /// `cmd` run natively in A ("the host").
-    fn in_a(&self, cmd: Guest) -> Guest {
-        cmd.mode(Mode::Native).netns(&self.a)
-    }
-
-    /// `cmd` run natively in B (the peer).
-    fn in_b(&self, cmd: Guest) -> Guest {
-        cmd.mode(Mode::Native).netns(&self.b)
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            // Only this test's processes live here: a server left behind
-            // by a panic would keep the namespace alive.
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = fs::remove_dir_all(self.etc_dir());
-    }
-}
-
-/// A text file of about `len` bytes (text, so stdout compares as a string).
-fn text_file(dir: &ScratchDir, name: &str, len: usize) -> String {
-    let mut body = String::new();
-    let mut i = 0;
-    while body.len() < len {
-        body.push_str(&format!("line {i:06} of {name}: the quick brown fox\n"));
-        i += 1;
-    }
-    fs::write(dir.path().join(name), &body).expect("write served file");
-    body
-}
-
-/// `python3 -m http.server` serving `dir` on ADDR:PORT, listening once it returns.
-fn http_server(
-    ns_cmd: impl Fn(Guest) -> Guest,
-    addr: &str,
-    port: u16,
-    dir: &ScratchDir,
-) -> Running {
-    let port = port.to_string();
-    let mut server = ns_cmd(Guest::new(&[
-        "python3",
-        "-u",
-        "-m",
-        "http.server",
-        "--bind",
-        addr,
-        &port,
-    ]))
-    .cwd(dir.path())
-    .deadline(Duration::from_secs(60))
-    .spawn();
-    // Printed after bind and listen.
-    server.wait_for_line("Serving HTTP");
-    server
-}
 
 /// `curl URL` with a short timeout, as a native command.
 fn curl(url: &str) -> Guest {
@@ -209,15 +43,6 @@ fn retry(what: &str, mut attempt: impl FnMut() -> Outcome) -> Outcome {
         }
         thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The nat_peer.py line `sent|received N SHA` split into (N, SHA).
-fn transfer(line: &str) -> (&str, &str) {
-    let mut words = line.split_whitespace().skip(1);
-    (
-        words.next().expect("a byte count"),
-        words.next().expect("a digest"),
-    )
 }
 
 #[test]

@@ -12,9 +12,12 @@
 //!
 //! [`Guest::netns`] runs the command (or `smolvisor` itself) inside a named
 //! network namespace that the test made (`ip netns exec`), and
-//! [`Guest::do_args`] replaces `--network none`: the nat tests use both.
+//! [`Guest::do_args`] replaces `--network none`: the nat tests use both,
+//! with the namespaces of [`netns`].
 
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod netns;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -394,6 +397,7 @@ impl Running {
             timed_out: !exited,
             elapsed: self.started.elapsed(),
             stdout: fs::read_to_string(&self.stdout_path).unwrap_or_default(),
+            stdout_bytes: fs::read(&self.stdout_path).unwrap_or_default(),
             stderr: fs::read_to_string(&self.stderr_path).unwrap_or_default(),
             debug_tail,
         }
@@ -408,7 +412,9 @@ pub struct Outcome {
     pub status: ExitStatus,
     pub timed_out: bool,
     pub elapsed: Duration,
+    /// Empty when stdout is not UTF-8 (binary output: see `stdout_bytes`).
     pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
     pub stderr: String,
     pub debug_tail: String,
 }

@@ -1,0 +1,543 @@
+//! End-to-end tests of `smolvisor do --pcap-log`: what the capture holds,
+//! read back with tshark, compared with what the guest and its peer said.
+//!
+//! The guest runs under `--network nat` in namespace A of a
+//! [`common::netns::Topology`]; its peers run in B. The conversations are
+//! `capture_peer.py` (a fixed byte pattern and a fixed reply) and
+//! `nat_peer.py` (random bulk with SHA-256 on both ends).
+//!
+//! Needs root, `ip`, `tshark` and `python3`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::netns::{Topology, transfer};
+use common::{Guest, Mode, Outcome, Running, ScratchDir};
+
+/// The guest's address on eth0 in nat mode.
+const GUEST_IP: &str = "10.0.2.15";
+/// The peer's port.
+const PORT: &str = "9000";
+
+/// The pattern capture_peer.py sends: byte i is (i * 31 + i / 1024) mod 256.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 31 + i / 1024) % 256) as u8)
+        .collect()
+}
+
+/// capture_peer.py's reply to `len` bytes.
+fn reply(len: usize) -> Vec<u8> {
+    format!("thanks for {len} bytes of the pattern\n").into_bytes()
+}
+
+/// Runs tshark with `args`, `input` on its stdin; panics unless it exits 0.
+fn tshark_with_input(args: &[&str], input: &[u8]) -> String {
+    let mut child = Command::new("tshark")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tshark");
+    let mut stdin = child.stdin.take().expect("tshark stdin");
+    let input = input.to_vec();
+    // Written from a thread: tshark's stdout fills while it reads.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for tshark");
+    writer.join().expect("stdin writer");
+    assert!(
+        out.status.success(),
+        "tshark {} failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("tshark prints UTF-8")
+}
+
+/// Runs tshark with `args` (which name the file); panics unless it exits 0.
+fn tshark(args: &[&str]) -> String {
+    tshark_with_input(args, &[])
+}
+
+/// One row of tab-separated fields per frame of `file` that matches
+/// `filter` (`-` reads stdin: use [`tshark_with_input`] then).
+fn fields(file: &Path, filter: &str, names: &[&str]) -> Vec<Vec<String>> {
+    let file = file.to_str().expect("UTF-8 path");
+    let mut args = vec![
+        "-r",
+        file,
+        "-o",
+        "tcp.relative_sequence_numbers:TRUE",
+        "-T",
+        "fields",
+        // An ICMP error quotes a second IP header: keep the outer one.
+        "-E",
+        "occurrence=f",
+    ];
+    if !filter.is_empty() {
+        args.extend(["-Y", filter]);
+    }
+    for name in names {
+        args.extend(["-e", name]);
+    }
+    parse_rows(&tshark(&args))
+}
+
+fn parse_rows(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+/// Frames per interface name, as tshark reads them.
+fn frames_per_interface(rows: &[Vec<String>]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for row in rows {
+        *counts.entry(row[0].clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// What smolvisor said at exit: `smolvisor: captured N frames (lo X, eth0
+/// Y) to FILE`, as (N, {lo: X, eth0: Y}).
+fn reported(out: &Outcome) -> (u64, BTreeMap<String, u64>) {
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("smolvisor: captured "))
+        .unwrap_or_else(|| panic!("no capture summary on stderr\n{out}"));
+    let rest = &line["smolvisor: captured ".len()..];
+    let (total, rest) = rest.split_once(" frames (").unwrap_or_else(|| bad(line));
+    let (per_nic, _) = rest.split_once(')').unwrap_or_else(|| bad(line));
+    let per_nic = per_nic
+        .split(", ")
+        .map(|part| {
+            let (name, n) = part.rsplit_once(' ').unwrap_or_else(|| bad(line));
+            (name.to_owned(), n.parse().unwrap_or_else(|_| bad(line)))
+        })
+        .collect();
+    (total.parse().unwrap_or_else(|_| bad(line)), per_nic)
+}
+
+fn bad<T>(line: &str) -> T {
+    panic!("unexpected capture summary {line:?}")
+}
+
+/// Panics if smolvisor reported frames it could not write.
+fn assert_nothing_dropped(out: &Outcome) {
+    assert!(
+        !out.stderr.contains("could not be written"),
+        "frames were dropped from the capture\n{out}"
+    );
+}
+
+/// Panics unless tshark finds in `rows` (interface name first) exactly the
+/// frames smolvisor reported, in total and per interface.
+fn assert_counts_match(out: &Outcome, rows: &[Vec<String>]) {
+    let (total, per_nic) = reported(out);
+    let seen = frames_per_interface(rows);
+    // An interface without frames has no row in tshark's output.
+    let per_nic: BTreeMap<String, u64> = per_nic.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(
+        (rows.len() as u64, &seen),
+        (total, &per_nic),
+        "tshark's frames per interface (left) differ from smolvisor's report (right)\n{out}"
+    );
+}
+
+/// Panics unless the data segments the guest sent to the peer's `PORT`
+/// cover relative sequence numbers 1..=len without a hole.
+///
+/// This is exact where byte totals are not: tshark's `conv,tcp` counts
+/// frame bytes (headers included, rounded), and a sum of `tcp.len` counts a
+/// retransmitted segment twice. Merging the ranges [seq, seq + len) of all
+/// data segments, a frame missing from the file leaves a hole, a repeated
+/// one only overlaps; the SYN (relative seq 0) must be there for the
+/// numbers to be relative to it, and the FIN (its flag numbered after the
+/// segment's data, if it carries any) at 1 + len closes the stream.
+fn assert_guest_stream_complete(file: &Path, len: u64) {
+    let filter = format!("ip.src == {GUEST_IP} && tcp.dstport == {PORT}");
+    let rows = fields(
+        file,
+        &filter,
+        &["tcp.stream", "tcp.seq", "tcp.len", "tcp.flags"],
+    );
+    let streams: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert!(
+        !rows.is_empty() && streams.iter().all(|s| *s == streams[0]),
+        "expected one connection to port {PORT} in {}: streams {streams:?}",
+        file.display()
+    );
+    let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("bad number {s:?}")) };
+    let flags = |s: &str| -> u64 {
+        u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("tcp.flags in hex")
+    };
+    let syn = rows
+        .iter()
+        .any(|r| flags(&r[3]) & 0x02 != 0 && num(&r[1]) == 0);
+    let fin = rows
+        .iter()
+        .any(|r| flags(&r[3]) & 0x01 != 0 && num(&r[1]) + num(&r[2]) == 1 + len);
+    assert!(syn, "the guest's SYN is not in {}", file.display());
+    assert!(fin, "no FIN numbered {} in {}", 1 + len, file.display());
+    let mut ranges: Vec<(u64, u64)> = rows
+        .iter()
+        .map(|r| (num(&r[1]), num(&r[1]) + num(&r[2])))
+        .filter(|(start, end)| end > start)
+        .collect();
+    ranges.sort_unstable();
+    let mut covered = 1; // the first byte after the SYN
+    for (start, end) in ranges {
+        assert!(
+            start <= covered,
+            "the capture lacks the guest's bytes {covered}..{start} (relative seq)"
+        );
+        covered = covered.max(end);
+    }
+    assert_eq!(
+        covered,
+        1 + len,
+        "the guest's data segments end at relative seq {covered}, expected {}",
+        1 + len
+    );
+}
+
+/// capture_peer.py's server in B, listening.
+fn pattern_server(net: &Topology) -> Running {
+    let mut server = net
+        .in_b(Guest::python(
+            "capture_peer.py",
+            &["server", &net.b_ip(), PORT],
+        ))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    server.wait_for_line("ready");
+    server
+}
+
+/// capture_peer.py's client in the sandbox, sending `len` bytes; checks
+/// that both ends agree on what went through.
+fn pattern_exchange(net: &Topology, do_args: &[&str], len: usize) -> Outcome {
+    let server = pattern_server(net);
+    let len_arg = len.to_string();
+    let out = net
+        .sandbox(
+            do_args,
+            Guest::python("capture_peer.py", &["client", &net.b_ip(), PORT, &len_arg]),
+        )
+        .run();
+    let server = server.wait();
+    server.assert_success();
+    // With --pcap-log - the guest's stdout is on stderr.
+    let said = format!("{}{}", out.stdout, out.stderr);
+    let sent = said.lines().find(|l| l.starts_with("sent "));
+    let received = server.stdout.lines().find(|l| l.starts_with("received "));
+    assert!(
+        matches!((sent, received), (Some(s), Some(r)) if transfer(s) == transfer(r)),
+        "the ends disagree: sent {sent:?}, received {received:?}\n{out}\n{server}"
+    );
+    out.assert_success();
+    assert!(
+        said.lines().any(|l| l == "lo echoed") && said.lines().any(|l| l == "reply ok"),
+        "the guest's exchange did not complete\n{out}"
+    );
+    out
+}
+
+#[test]
+fn capture_holds_the_exact_exchange_on_lo_and_eth0() {
+    let net = Topology::new();
+    let dir = ScratchDir::new("capture");
+    let file = dir.path().join("guest.pcapng");
+    let len = 200_000;
+    let out = pattern_exchange(&net, &["--pcap-log", file.to_str().unwrap()], len);
+    assert_nothing_dropped(&out);
+
+    let rows = fields(
+        &file,
+        "",
+        &[
+            "frame.interface_name",
+            "frame.protocols",
+            "frame.packet_flags_direction",
+            "ip.src",
+            "ip.dst",
+        ],
+    );
+    assert_counts_match(&out, &rows);
+    let on = |name: &'static str| rows.iter().filter(move |r| r[0] == name);
+    // eth0 is Ethernet, lo is raw IP (no link header at all).
+    assert!(on("lo").count() > 0, "no frame on lo");
+    assert!(on("eth0").count() > 0, "no frame on eth0");
+    for row in on("lo") {
+        assert!(
+            row[1].starts_with("raw:ip:"),
+            "lo frame is not raw IP: {row:?}"
+        );
+    }
+    for row in on("eth0") {
+        assert!(
+            row[1].starts_with("eth:"),
+            "eth0 frame is not Ethernet: {row:?}"
+        );
+    }
+    // Both directions, each marked as seen from the guest: outbound 2, inbound 1.
+    let from_guest: Vec<_> = on("eth0").filter(|r| r[3] == GUEST_IP).collect();
+    let to_guest: Vec<_> = on("eth0").filter(|r| r[4] == GUEST_IP).collect();
+    assert!(
+        !from_guest.is_empty() && !to_guest.is_empty(),
+        "one direction is missing"
+    );
+    assert!(
+        from_guest.iter().all(|r| r[2] == "0x00000002")
+            && to_guest.iter().all(|r| r[2] == "0x00000001"),
+        "direction flags: from the guest {from_guest:?}, to the guest {to_guest:?}"
+    );
+
+    // tshark's reassembly of the one TCP stream: the client's segments as
+    // hex lines, the server's indented by a tab.
+    let follow = tshark(&["-r", file.to_str().unwrap(), "-q", "-z", "follow,tcp,raw,0"]);
+    assert!(
+        follow.contains(&format!("Node 0: {GUEST_IP}:"))
+            && follow.contains(&format!("Node 1: {}:{PORT}", net.b_ip())),
+        "stream 0 is not the guest's connection:\n{follow}"
+    );
+    let (mut client, mut server) = (Vec::new(), Vec::new());
+    let body = follow
+        .split_once("Node 1: ")
+        .expect("follow header")
+        .1
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("====="));
+    for line in body {
+        let (to, hex) = match line.strip_prefix('\t') {
+            Some(hex) => (&mut server, hex),
+            None => (&mut client, line),
+        };
+        to.extend(decode_hex(hex));
+    }
+    assert!(
+        client == pattern(len),
+        "the reassembled client stream differs from the pattern ({} bytes, expected {len})",
+        client.len()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&server),
+        String::from_utf8_lossy(&reply(len)),
+        "the reassembled reply"
+    );
+}
+
+fn decode_hex(hex: &str) -> Vec<u8> {
+    assert!(hex.len().is_multiple_of(2), "odd hex line {hex:?}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn capture_to_stdout_is_pcapng_and_the_guests_stdout_goes_to_stderr() {
+    let net = Topology::new();
+    let out = pattern_exchange(&net, &["--pcap-log", "-"], 5_000);
+    assert_nothing_dropped(&out);
+    let capture = &out.stdout_bytes;
+    // A pcapng file starts with a Section Header Block.
+    assert!(
+        capture.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]),
+        "stdout does not start with a pcapng section header: {:02x?}",
+        &capture[..capture.len().min(16)]
+    );
+    let text = tshark_with_input(
+        &["-r", "-", "-T", "fields", "-e", "frame.interface_name"],
+        capture,
+    );
+    assert_counts_match(&out, &parse_rows(&text));
+    // The guest's lines went to stderr and nowhere into the capture.
+    for line in ["lo echoed", "reply ok", "sent 5000 "] {
+        assert!(
+            !capture.windows(line.len()).any(|w| w == line.as_bytes()),
+            "the guest's output {line:?} is in the capture"
+        );
+    }
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with("sent 5000 ")),
+        "the guest's stdout is not on stderr\n{out}"
+    );
+}
+
+/// 64 MiB: about a thousand 64 KiB segments through the sniffer's buffer.
+const BULK: u64 = 64 << 20;
+
+#[test]
+fn capture_of_a_64_mib_transfer_keeps_every_frame() {
+    let net = Topology::new();
+    let dir = ScratchDir::new("capture");
+    let file = dir.path().join("bulk.pcapng");
+    let b_ip = net.b_ip();
+    let mut sink = net
+        .in_b(Guest::python("nat_peer.py", &["tcp-sink", &b_ip, PORT]))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    sink.wait_for_line("ready");
+    let bulk = BULK.to_string();
+    let sent = net
+        .sandbox(
+            &["--pcap-log", file.to_str().unwrap()],
+            Guest::python("nat_peer.py", &["tcp-send", &b_ip, PORT, &bulk]),
+        )
+        .deadline(Duration::from_secs(60))
+        .run();
+    let sink = sink.wait();
+    sent.assert_success();
+    sink.assert_success();
+    let (s, r) = (sent.line_starting("sent "), sink.line_starting("received "));
+    assert!(
+        transfer(s) == transfer(r) && transfer(s).0 == bulk,
+        "sent {s:?}, received {r:?}"
+    );
+    assert_nothing_dropped(&sent);
+    let rows = fields(&file, "", &["frame.interface_name"]);
+    assert_counts_match(&sent, &rows);
+    assert_guest_stream_complete(&file, BULK);
+}
+
+#[test]
+fn snaplen_truncates_frames_but_keeps_their_length() {
+    let net = Topology::new();
+    let dir = ScratchDir::new("capture");
+    let file = dir.path().join("short.pcapng");
+    let len = 200_000;
+    let out = pattern_exchange(
+        &net,
+        &["--pcap-log", file.to_str().unwrap(), "--pcap-snaplen", "96"],
+        len,
+    );
+    assert_nothing_dropped(&out);
+    let rows = fields(
+        &file,
+        "",
+        &[
+            "frame.interface_name",
+            "frame.cap_len",
+            "frame.len",
+            "ip.len",
+        ],
+    );
+    assert_counts_match(&out, &rows);
+    let num = |s: &str| -> u64 { s.parse().unwrap_or(0) };
+    let mut longer = 0;
+    for row in &rows {
+        let (cap, orig) = (num(&row[1]), num(&row[2]));
+        assert_eq!(cap, orig.min(96), "captured length of {row:?}");
+        longer += usize::from(orig > 96);
+        // The original size is the IP packet's own, plus Ethernet's 14 on eth0.
+        if !row[3].is_empty() {
+            let link = if row[0] == "eth0" { 14 } else { 0 };
+            assert_eq!(
+                orig,
+                num(&row[3]) + link,
+                "frame.len against ip.len: {row:?}"
+            );
+        }
+    }
+    assert!(longer > 0, "no frame was longer than the snaplen");
+    // The headers that survived still describe every byte sent.
+    assert_guest_stream_complete(&file, len as u64);
+}
+
+#[test]
+fn ring_of_capture_files_wraps_within_its_bounds() {
+    let net = Topology::new();
+    let dir = ScratchDir::new("capture");
+    let file = dir.path().join("ring.pcapng");
+    let b_ip = net.b_ip();
+    let mut sink = net
+        .in_b(Guest::python("nat_peer.py", &["tcp-sink", &b_ip, PORT]))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    sink.wait_for_line("ready");
+    // 4 MiB: several times the ring's 600 kB.
+    let out = net
+        .sandbox(
+            &[
+                "--pcap-log",
+                file.to_str().unwrap(),
+                "--pcap-max-size",
+                "200000",
+                "--pcap-max-files",
+                "3",
+            ],
+            Guest::python("nat_peer.py", &["tcp-send", &b_ip, PORT, "4194304"]),
+        )
+        .run();
+    let sink = sink.wait();
+    out.assert_success();
+    sink.assert_success();
+    assert_eq!(
+        transfer(out.line_starting("sent ")),
+        transfer(sink.line_starting("received "))
+    );
+    assert_nothing_dropped(&out);
+
+    let mut names: Vec<String> = fs::read_dir(dir.path())
+        .expect("read the capture dir")
+        .map(|e| e.expect("dir entry").file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["ring.pcapng", "ring.pcapng.1", "ring.pcapng.2"],
+        "the files in the capture's directory"
+    );
+    let mut in_files = 0;
+    for name in &names {
+        let path = dir.path().join(name);
+        let size = fs::metadata(&path).expect("stat").len();
+        assert!(size <= 200_000, "{name} has {size} bytes");
+        let rows = fields(&path, "", &["frame.interface_name"]);
+        assert!(!rows.is_empty(), "{name} holds no frame");
+        in_files += rows.len() as u64;
+    }
+    // The ring wrapped: the oldest frames were overwritten.
+    let (total, _) = reported(&out);
+    assert!(
+        in_files < total,
+        "the files hold {in_files} frames of {total}: the ring did not wrap"
+    );
+}
+
+#[test]
+fn an_uncreatable_capture_file_stops_before_the_guest_runs() {
+    let dir = ScratchDir::new("capture");
+    let file = dir.path().join("missing").join("x.pcapng");
+    let out = Guest::sh("echo the-guest-ran")
+        .mode(Mode::Sandbox)
+        .do_args(&["--network", "none", "--pcap-log", file.to_str().unwrap()])
+        .run();
+    assert!(
+        !out.timed_out && out.status.code().is_some_and(|c| c != 0),
+        "smolvisor should fail\n{out}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("cannot create capture file {}", file.display())),
+        "no clear message naming the file\n{out}"
+    );
+    assert!(
+        !out.stdout.contains("the-guest-ran") && !out.stderr.contains("the-guest-ran"),
+        "the guest ran\n{out}"
+    );
+    assert!(!file.exists(), "the capture file was created");
+}

@@ -1,0 +1,280 @@
+//! Small private worlds of network namespaces for the tests that need a
+//! peer or a device: each is made by its constructor and removed by `Drop`,
+//! also when the test panics, together with every process still in it.
+//! Nothing here touches the host's own interfaces or any outside address.
+//!
+//! - [`Topology`]: namespaces A (where `smolvisor` runs: the sandbox's
+//!   "host") and B ("outside", where the peers live), joined by a veth pair
+//!   on 10.201.N.0/24. Used by the nat and capture tests.
+//! - [`TapNet`]: one namespace holding a TAP device on 10.211.N.0/24 and an
+//!   address 10.212.N.1 beyond it, for `--network tap:NAME`.
+//!
+//! Also the servers the tests run in them ([`http_server`]) and what they
+//! print ([`transfer`]).
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::{Guest, Mode, Running, ScratchDir};
+
+/// Runs `ip ARGS`, panicking with its stderr if it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A unique name prefix and a subnet byte N for one world. The namespaces
+/// are private, so any N works; a varied one keeps concurrent test
+/// processes' logs and captures apart.
+fn next_world() -> (String, u8) {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() as usize;
+    let n = u8::try_from((pid * 7 + k) % 200 + 20).expect("N < 256");
+    (format!("{pid}-{k}"), n)
+}
+
+/// Kills every process in the namespace `ns` (only a test's own processes
+/// live there: a server left behind by a panic would keep it alive), then
+/// deletes it.
+fn remove_namespace(ns: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", ns]).status();
+}
+
+/// Namespaces A and B and the veth between them; removed on drop.
+pub struct Topology {
+    /// Where `smolvisor` runs.
+    pub a: String,
+    /// The peer ("outside").
+    pub b: String,
+    /// The third byte of 10.201.N.0/24.
+    pub n: u8,
+}
+
+impl Topology {
+    pub fn new() -> Self {
+        let (id, n) = next_world();
+        let net = Topology {
+            a: format!("smv-nat-{id}-a"),
+            b: format!("smv-nat-{id}-b"),
+            n,
+        };
+        // From here on, Drop removes whatever was made.
+        ip(&["netns", "add", &net.a]);
+        ip(&["netns", "add", &net.b]);
+        // Made inside A and moved to B: nothing appears on the host.
+        ip(&[
+            "-n", &net.a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns",
+            &net.b,
+        ]);
+        for (ns, addr) in [(&net.a, net.a_ip()), (&net.b, net.b_ip())] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "veth0",
+            ]);
+            ip(&["-n", ns, "link", "set", "veth0", "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// A's address on the veth.
+    pub fn a_ip(&self) -> String {
+        format!("10.201.{}.1", self.n)
+    }
+
+    /// B's address on the veth.
+    pub fn b_ip(&self) -> String {
+        format!("10.201.{}.2", self.n)
+    }
+
+    /// An address on the veth's subnet that nothing answers for.
+    pub fn silent_ip(&self) -> String {
+        format!("10.201.{}.77", self.n)
+    }
+
+    /// `ip netns exec A` bind-mounts this over /etc/resolv.conf.
+    pub fn etc_dir(&self) -> PathBuf {
+        PathBuf::from("/etc/netns").join(&self.a)
+    }
+
+    /// Makes `nameserver IP` A's resolver (and so the DNS forwarder's upstream).
+    pub fn set_resolver(&self, ip: &str) {
+        fs::create_dir_all(self.etc_dir()).expect("create /etc/netns/A");
+        fs::write(
+            self.etc_dir().join("resolv.conf"),
+            format!("nameserver {ip}\n"),
+        )
+        .expect("write /etc/netns/A/resolv.conf");
+    }
+
+    /// `guest` under `ip netns exec A smolvisor do --network nat EXTRA... --`.
+    pub fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
+        let mut args = vec!["--network", "nat"];
+        args.extend_from_slice(extra);
+        guest.mode(Mode::Sandbox).netns(&self.a).do_args(&args)
+    }
+
+    /// `cmd` run natively in A ("the host").
+    pub fn in_a(&self, cmd: Guest) -> Guest {
+        cmd.mode(Mode::Native).netns(&self.a)
+    }
+
+    /// `cmd` run natively in B (the peer).
+    pub fn in_b(&self, cmd: Guest) -> Guest {
+        cmd.mode(Mode::Native).netns(&self.b)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            remove_namespace(ns);
+        }
+        let _ = fs::remove_dir_all(self.etc_dir());
+    }
+}
+
+/// A namespace with a TAP device `tap0` (10.211.N.1/24, up) for the guest's
+/// NIC to ride, and 10.212.N.1 on its `lo`: beyond the TAP's subnet, so the
+/// guest reaches it only through a gateway. Removed on drop.
+pub struct TapNet {
+    /// Where `smolvisor` and the peers run.
+    pub ns: String,
+    /// The TAP device's name.
+    pub tap: String,
+    /// The third byte of 10.211.N.0/24 and 10.212.N.1.
+    pub n: u8,
+}
+
+impl TapNet {
+    pub fn new() -> Self {
+        let (id, n) = next_world();
+        let net = TapNet {
+            ns: format!("smv-tap-{id}"),
+            tap: "tap0".to_owned(),
+            n,
+        };
+        // From here on, Drop removes whatever was made.
+        ip(&["netns", "add", &net.ns]);
+        ip(&["-n", &net.ns, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n", &net.ns, "tuntap", "add", "dev", &net.tap, "mode", "tap",
+        ]);
+        let host = format!("{}/24", net.host_ip());
+        ip(&["-n", &net.ns, "addr", "add", &host, "dev", &net.tap]);
+        ip(&["-n", &net.ns, "link", "set", &net.tap, "up"]);
+        let far = format!("{}/32", net.far_ip());
+        ip(&["-n", &net.ns, "addr", "add", &far, "dev", "lo"]);
+        net
+    }
+
+    /// The namespace's address on the TAP.
+    pub fn host_ip(&self) -> String {
+        format!("10.211.{}.1", self.n)
+    }
+
+    /// The guest's address on the TAP's subnet.
+    pub fn guest_ip(&self) -> String {
+        format!("10.211.{}.2", self.n)
+    }
+
+    /// An address of the namespace outside the TAP's subnet.
+    pub fn far_ip(&self) -> String {
+        format!("10.212.{}.1", self.n)
+    }
+
+    /// `guest` under `ip netns exec NS smolvisor do --network tap:tap0
+    /// --address GUEST/24 EXTRA... --`.
+    pub fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
+        let network = format!("tap:{}", self.tap);
+        let address = format!("{}/24", self.guest_ip());
+        let mut args = vec!["--network", &network, "--address", &address];
+        args.extend_from_slice(extra);
+        guest.mode(Mode::Sandbox).netns(&self.ns).do_args(&args)
+    }
+
+    /// `cmd` run natively in the namespace.
+    pub fn native(&self, cmd: Guest) -> Guest {
+        cmd.mode(Mode::Native).netns(&self.ns)
+    }
+}
+
+impl Drop for TapNet {
+    fn drop(&mut self) {
+        // A persistent TAP is not tied to a process: delete it explicitly.
+        let _ = Command::new("ip")
+            .args(["-n", &self.ns, "link", "del", &self.tap])
+            .status();
+        remove_namespace(&self.ns);
+    }
+}
+
+/// A text file of about `len` bytes (text, so stdout compares as a string).
+pub fn text_file(dir: &ScratchDir, name: &str, len: usize) -> String {
+    let mut body = String::new();
+    let mut i = 0;
+    while body.len() < len {
+        body.push_str(&format!("line {i:06} of {name}: the quick brown fox\n"));
+        i += 1;
+    }
+    fs::write(dir.path().join(name), &body).expect("write served file");
+    body
+}
+
+/// `python3 -m http.server` serving `dir` on ADDR:PORT, listening once it returns.
+pub fn http_server(
+    ns_cmd: impl Fn(Guest) -> Guest,
+    addr: &str,
+    port: u16,
+    dir: &ScratchDir,
+) -> Running {
+    let port = port.to_string();
+    let mut server = ns_cmd(Guest::new(&[
+        "python3",
+        "-u",
+        "-m",
+        "http.server",
+        "--bind",
+        addr,
+        &port,
+    ]))
+    .cwd(dir.path())
+    .deadline(Duration::from_secs(60))
+    .spawn();
+    // Printed after bind and listen.
+    server.wait_for_line("Serving HTTP");
+    server
+}
+
+/// The nat_peer.py line `sent|received N SHA` split into (N, SHA).
+pub fn transfer(line: &str) -> (&str, &str) {
+    let mut words = line.split_whitespace().skip(1);
+    (
+        words.next().expect("a byte count"),
+        words.next().expect("a digest"),
+    )
+}
