@@ -9,10 +9,12 @@
 
 mod impair;
 mod loopback;
+mod packet;
 mod pair;
 
 pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
+pub use packet::{PacketLink, PacketStats};
 pub use pair::{PairEnd, pair};
 
 use std::os::fd::RawFd;
