@@ -190,9 +190,19 @@ fn stack_on(link: PacketLink) -> Stack {
 
 #[test]
 fn stack_over_packet_link_exchanges_4_mib_with_the_kernel_both_ways() {
-    const LEN: usize = 4 << 20;
     let (a, b) = setup("pkt2");
-    let mut stack = stack_on(open_link(&a));
+    exchange_4_mib(stack_on(open_link(&a)), &b);
+}
+
+#[test]
+fn without_segmentation_offload_the_stack_still_exchanges_4_mib() {
+    let (a, b) = setup("pkt3");
+    exchange_4_mib(stack_on(open_link(&a).without_segmentation()), &b);
+}
+
+/// Echoes 4 MiB through a server in `b`, then takes 4 MiB from a client in `b`.
+fn exchange_4_mib(mut stack: Stack, b: &Netns) {
+    const LEN: usize = 4 << 20;
 
     // The stack connects to an echo server in `b`.
     let listener = b.run(|| TcpListener::bind((B, 5000)).unwrap()).unwrap();

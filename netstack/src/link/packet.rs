@@ -7,8 +7,13 @@
 //! Every frame carries a virtio-net header (`PACKET_VNET_HDR`): on the way
 //! in it says whether the checksum is still partial, as it is for frames a
 //! local kernel sent through a veth, and the link completes it, because
-//! smoltcp verifies checksums on this link. A full socket drops and counts,
-//! like a NIC queue overflow; the stack never blocks on the host.
+//! smoltcp verifies checksums on this link. On the way out the link offers
+//! TSO ([`Link::segmentation`]): smoltcp hands over TCP/IPv4 segments of up
+//! to 64 KiB and the kernel cuts them (veth takes no segments from a packet
+//! socket whole), and TCP checksums are left for the receiver to complete,
+//! which over a veth nobody then computes. Large frames also come in whole:
+//! veth passes the peer's TSO segments through uncut. A full socket drops
+//! and counts, like a NIC queue overflow; the stack never blocks on the host.
 
 mod sys;
 
@@ -18,10 +23,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use smoltcp::time::Instant;
 
 use super::{Link, LinkCaps, Medium};
-use sys::{F_NEEDS_CSUM, MAX_BATCH, VNET_HDR_LEN, VnetHdr};
+use sys::{F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_BATCH, VNET_HDR_LEN, VnetHdr};
 
 /// Socket buffer, each way: room for a few batches of the largest frames.
 const SOCKET_BUFFER: usize = 8 << 20;
+/// The largest TCP frame given to the kernel to cut into segments: an IPv4
+/// packet of 64 KiB behind its Ethernet header.
+const SEGMENTED_FRAME: usize = 14 + 65535;
 /// Room for the largest frame the kernel hands over: a GSO super-frame of
 /// up to 64 KiB (veth passes the peer's TSO segments through unsplit), plus
 /// its Ethernet and VLAN headers.
@@ -59,6 +67,8 @@ pub struct PacketLink {
     scratch: Vec<Vec<u8>>,
     /// Scratch for a batch's results, kept to avoid an allocation per call.
     batch: Vec<sys::Received>,
+    /// Whether large TCP segments go to the kernel whole (see [`Link::segmentation`]).
+    segmentation: bool,
     stats: PacketStats,
 }
 
@@ -77,8 +87,17 @@ impl PacketLink {
             free: Vec::new(),
             scratch: Vec::with_capacity(MAX_BATCH),
             batch: Vec::with_capacity(MAX_BATCH),
+            segmentation: true,
             stats: PacketStats::default(),
         })
+    }
+
+    /// The same link, sending only segments that fit the MTU and with every
+    /// checksum computed by the stack (no segmentation or checksum offload
+    /// on the way out). Must be chosen before the link joins a stack.
+    pub fn without_segmentation(mut self) -> PacketLink {
+        self.segmentation = false;
+        self
     }
 
     /// The link's counters so far.
@@ -176,18 +195,19 @@ impl Link for PacketLink {
         self.rx.pop()
     }
 
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        let hdr = VnetHdr::default();
-        self.tx.push((hdr.bytes(), frame));
-        if self.tx.len() >= MAX_BATCH {
-            self.flush(now);
-        }
+    fn send(&mut self, now: Instant, mut frame: Vec<u8>) {
+        let hdr = if self.segmentation {
+            offload_header(&mut frame, None)
+        } else {
+            VnetHdr::default()
+        };
+        self.queue(now, hdr, frame);
     }
 
     fn buffer(&mut self) -> Vec<u8> {
-        let mut b = self.take_buffer();
-        b.clear();
-        b
+        // Not cleared: a buffer that is long enough is cut to size by the
+        // caller instead of being zeroed again.
+        self.take_buffer()
     }
 
     fn recycle(&mut self, frame: Vec<u8>) {
@@ -204,6 +224,104 @@ impl Link for PacketLink {
         if !self.tx.is_empty() {
             self.send_queued();
         }
+    }
+
+    fn segmentation(&self) -> Option<usize> {
+        self.segmentation.then_some(SEGMENTED_FRAME)
+    }
+
+    fn send_segmented(&mut self, now: Instant, mut frame: Vec<u8>, mss: u16) {
+        let hdr = offload_header(&mut frame, Some(mss));
+        self.queue(now, hdr, frame);
+    }
+}
+
+impl PacketLink {
+    fn queue(&mut self, now: Instant, hdr: VnetHdr, frame: Vec<u8>) {
+        self.tx.push((hdr.bytes(), frame));
+        if self.tx.len() >= MAX_BATCH {
+            self.flush(now);
+        }
+    }
+}
+
+/// The virtio-net header for an outgoing frame of a link with offloads: a
+/// TCP segment gets its pseudo-header sum in the checksum field and
+/// `NEEDS_CSUM` (the kernel, or the veth's peer, finishes it), and with
+/// `mss` it is cut into segments of that many payload bytes. Other frames
+/// go as they are.
+fn offload_header(frame: &mut [u8], mss: Option<u16>) -> VnetHdr {
+    let Some(tcp) = TcpLayout::of(frame) else {
+        return VnetHdr::default();
+    };
+    let at = tcp.start + 16;
+    frame[at..at + 2].copy_from_slice(&tcp.pseudo_sum.to_be_bytes());
+    let gso_type = match (mss, tcp.v6) {
+        (None, _) => GSO_NONE,
+        (Some(_), false) => GSO_TCPV4,
+        (Some(_), true) => GSO_TCPV6,
+    };
+    VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: (tcp.start + tcp.header_len) as u16,
+        gso_size: mss.unwrap_or(0),
+        csum_start: tcp.start as u16,
+        csum_offset: 16,
+    }
+}
+
+/// Where the TCP header of an Ethernet frame starts, and the sum of its
+/// pseudo-header. None for anything but a whole TCP segment over IPv4 or
+/// IPv6 (without extension headers, as smoltcp sends them).
+#[derive(Debug, PartialEq, Eq)]
+struct TcpLayout {
+    start: usize,
+    header_len: usize,
+    v6: bool,
+    pseudo_sum: u16,
+}
+
+impl TcpLayout {
+    fn of(frame: &[u8]) -> Option<TcpLayout> {
+        let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        let ip = frame.get(14..)?;
+        let (start, v6, pseudo_sum) = match ethertype {
+            0x0800 => {
+                let ihl = usize::from(ip.first()? & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+                if *ip.get(9)? != 6 || ihl < 20 || total > ip.len() || total < ihl + 20 {
+                    return None;
+                }
+                let mut p = [0u8; 12];
+                p[..8].copy_from_slice(ip.get(12..20)?);
+                p[9] = 6;
+                p[10..].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
+                (14 + ihl, false, ones_complement_sum(&p))
+            }
+            0x86dd => {
+                let payload = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+                if *ip.get(6)? != 6 || 40 + payload > ip.len() || payload < 20 {
+                    return None;
+                }
+                let mut p = [0u8; 40];
+                p[..32].copy_from_slice(ip.get(8..40)?);
+                p[32..36].copy_from_slice(&(payload as u32).to_be_bytes());
+                p[39] = 6;
+                (54, true, ones_complement_sum(&p))
+            }
+            _ => return None,
+        };
+        let header_len = usize::from(frame.get(start + 12)? >> 4) * 4;
+        if header_len < 20 || start + header_len > frame.len() {
+            return None;
+        }
+        Some(TcpLayout {
+            start,
+            header_len,
+            v6,
+            pseudo_sum,
+        })
     }
 }
 
@@ -345,5 +463,90 @@ mod tests {
             ..hdr
         };
         assert!(!finish_checksum(&mut frame, &bad, &mut stats));
+    }
+
+    /// A TCP frame sent with offloads carries its pseudo-header sum and a
+    /// header that lets the receiver complete the checksum, over IPv4 and
+    /// IPv6; with an MSS it asks for segmentation.
+    #[test]
+    fn outgoing_tcp_checksum_is_left_for_the_kernel_to_complete() {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{
+            IpAddress, IpProtocol, IpRepr, Ipv4Address, Ipv6Address, TcpControl, TcpPacket,
+            TcpRepr, TcpSeqNumber,
+        };
+        let payload = vec![0xabu8; 3001];
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: 5201,
+            control: TcpControl::Psh,
+            seq_number: TcpSeqNumber(7),
+            ack_number: Some(TcpSeqNumber(9)),
+            window_len: 1000,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &payload,
+        };
+        let pairs: [(IpAddress, IpAddress); 2] = [
+            (
+                Ipv4Address::new(10, 0, 0, 1).into(),
+                Ipv4Address::new(10, 0, 0, 2).into(),
+            ),
+            (
+                Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into(),
+                Ipv6Address::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).into(),
+            ),
+        ];
+        for (src, dst) in pairs {
+            let ip = IpRepr::new(src, dst, IpProtocol::Tcp, tcp.buffer_len(), 64);
+            let mut frame = vec![0u8; 14 + ip.buffer_len()];
+            let ethertype: u16 = if src.version() == smoltcp::wire::IpVersion::Ipv4 {
+                0x0800
+            } else {
+                0x86dd
+            };
+            frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+            ip.emit(&mut frame[14..], &ChecksumCapabilities::default());
+            let l4 = 14 + ip.header_len();
+            // As smoltcp leaves it with TCP checksum offload: zero.
+            let mut none = ChecksumCapabilities::default();
+            none.tcp = smoltcp::phy::Checksum::Rx;
+            tcp.emit(
+                &mut TcpPacket::new_unchecked(&mut frame[l4..]),
+                &src,
+                &dst,
+                &none,
+            );
+            let hdr = offload_header(&mut frame, Some(1448));
+            assert_eq!(hdr.flags, F_NEEDS_CSUM);
+            assert_eq!(usize::from(hdr.csum_start), l4);
+            assert_eq!(hdr.csum_offset, 16);
+            assert_eq!(usize::from(hdr.hdr_len), l4 + 20);
+            assert_eq!(hdr.gso_size, 1448);
+            let v6 = ethertype == 0x86dd;
+            assert_eq!(hdr.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+            assert!(
+                !TcpPacket::new_checked(&frame[l4..])
+                    .unwrap()
+                    .verify_checksum(&src, &dst)
+            );
+            // What the receiving kernel does with such a frame.
+            let mut stats = PacketStats::default();
+            assert!(finish_checksum(&mut frame, &hdr, &mut stats));
+            assert!(
+                TcpPacket::new_checked(&frame[l4..])
+                    .unwrap()
+                    .verify_checksum(&src, &dst)
+            );
+            // Without an MSS: no segmentation asked.
+            assert_eq!(offload_header(&mut frame, None).gso_type, GSO_NONE);
+        }
+        // Anything else goes untouched.
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(offload_header(&mut arp, None), VnetHdr::default());
     }
 }

@@ -20,6 +20,12 @@ pub(super) const MAX_BATCH: usize = 64;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset`
 /// holds only the pseudo-header sum; the rest is still to be added.
 pub(super) const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_NONE`: the frame goes as it is.
+pub(super) const GSO_NONE: u8 = 0;
+/// `VIRTIO_NET_HDR_GSO_TCPV4`: cut into TCP/IPv4 segments of `gso_size`.
+pub(super) const GSO_TCPV4: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV6`.
+pub(super) const GSO_TCPV6: u8 = 4;
 
 /// A legacy `struct virtio_net_hdr`. Packet sockets use the host's byte
 /// order for it (`vio_le()` is true on little-endian hosts, the only ones
