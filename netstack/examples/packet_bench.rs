@@ -10,11 +10,12 @@
 //! is B → A; B's sink counts the bytes from the first to the last. With
 //! `--iperf3`, iperf3's native numbers are printed too, for reference;
 //! `--no-tso` sends only MTU-sized segments with checksums computed by the
-//! stack; `--ours-only` skips the native runs; `--up` or `--down` runs one
+//! stack; `--no-trust` has smoltcp verify every received checksum;
+//! `--ours-only` skips the native runs; `--up` or `--down` runs one
 //! direction only.
 //!
 //! Run with `cargo run --release -p netstack --example packet_bench --
-//! [--secs N] [--iperf3] [--ours-only] [--no-tso] [--up|--down]` as root.
+//! [--secs N] [--iperf3] [--ours-only] [--no-tso] [--no-trust] [--up|--down]` as root.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown as NetShutdown, SocketAddr, TcpListener, TcpStream};
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     let mut iperf3 = false;
     let mut ours_only = false;
     let mut tso = true;
+    let mut trust = true;
     let mut dirs = (true, true);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,12 +52,19 @@ fn main() -> ExitCode {
             "--iperf3" => iperf3 = true,
             "--ours-only" => ours_only = true,
             "--no-tso" => tso = false,
+            "--no-trust" => trust = false,
             "--up" => dirs = (true, false),
             "--down" => dirs = (false, true),
             _ => return usage(),
         }
     }
-    match run(Duration::from_secs(secs), iperf3, ours_only, tso, dirs) {
+    match run(
+        Duration::from_secs(secs),
+        iperf3,
+        ours_only,
+        (tso, trust),
+        dirs,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("packet_bench: {e}");
@@ -65,7 +74,9 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> ExitCode {
-    eprintln!("usage: packet_bench [--secs N] [--iperf3] [--ours-only] [--no-tso] [--up|--down]");
+    eprintln!(
+        "usage: packet_bench [--secs N] [--iperf3] [--ours-only] [--no-tso] [--no-trust] [--up|--down]"
+    );
     ExitCode::from(2)
 }
 
@@ -77,7 +88,7 @@ fn run(
     secs: Duration,
     iperf3: bool,
     ours_only: bool,
-    tso: bool,
+    (tso, trust): (bool, bool),
     (up, down): (bool, bool),
 ) -> Result<(), BoxError> {
     let a = Netns::new("pbench-a")?;
@@ -111,6 +122,9 @@ fn run(
     let mut link = a.run(|| PacketLink::open(index, 1500))??;
     if !tso {
         link = link.without_segmentation();
+    }
+    if !trust {
+        link = link.without_checksum_trust();
     }
     let mut stack = Stack::new(StackConfig::default(), wall_clock());
     stack.add_nic(

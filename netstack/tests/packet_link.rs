@@ -44,8 +44,12 @@ fn setup(tag: &str) -> (Netns, Netns) {
 }
 
 fn open_link(a: &Netns) -> PacketLink {
-    let index = a.ifindex("va").unwrap();
-    a.run(|| PacketLink::open(index, 1500).unwrap()).unwrap()
+    open_on(a, "va")
+}
+
+fn open_on(ns: &Netns, ifname: &str) -> PacketLink {
+    let index = ns.ifindex(ifname).unwrap();
+    ns.run(|| PacketLink::open(index, 1500).unwrap()).unwrap()
 }
 
 fn mac_of(ns: &Netns, ifname: &str) -> [u8; 6] {
@@ -88,7 +92,7 @@ fn udp_to(frame: &[u8], port: u16) -> bool {
 #[test]
 fn veth_frames_cross_both_ways_and_partial_checksums_are_completed() {
     let (a, b) = setup("pkt1");
-    let mut link = open_link(&a);
+    let mut link = open_link(&a).without_checksum_trust();
     assert_eq!(link.caps().mtu, 1500);
 
     // In: the kernel of `b` sends a datagram; veth offloads leave its UDP
@@ -195,9 +199,83 @@ fn stack_over_packet_link_exchanges_4_mib_with_the_kernel_both_ways() {
 }
 
 #[test]
-fn without_segmentation_offload_the_stack_still_exchanges_4_mib() {
+fn without_offloads_the_stack_still_exchanges_4_mib() {
     let (a, b) = setup("pkt3");
-    exchange_4_mib(stack_on(open_link(&a).without_segmentation()), &b);
+    let link = open_link(&a)
+        .without_segmentation()
+        .without_checksum_trust();
+    exchange_4_mib(stack_on(link), &b);
+}
+
+/// A UDP frame from `B` to `A` whose checksum is right, or off by one.
+fn udp_frame(mac_b: [u8; 6], port: u16, data: &[u8], corrupt: bool) -> Vec<u8> {
+    let udp = UdpRepr {
+        src_port: 4444,
+        dst_port: port,
+    };
+    let ip = Ipv4Repr {
+        src_addr: B,
+        dst_addr: A,
+        next_header: IpProtocol::Udp,
+        payload_len: 8 + data.len(),
+        hop_limit: 64,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac_b),
+        dst_addr: EthernetAddress(MAC_A),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut out = vec![0u8; 14 + 20 + 8 + data.len()];
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let mut f = EthernetFrame::new_unchecked(&mut out[..]);
+    eth.emit(&mut f);
+    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+    ip.emit(&mut p, &caps);
+    let mut u = UdpPacket::new_unchecked(p.payload_mut());
+    udp.emit(
+        &mut u,
+        &B.into(),
+        &A.into(),
+        data.len(),
+        |b| b.copy_from_slice(data),
+        &caps,
+    );
+    if corrupt {
+        let c = u.checksum();
+        u.set_checksum(c.wrapping_add(1));
+    }
+    out
+}
+
+#[test]
+fn trusted_checksums_pass_kernel_frames_and_verify_the_others() {
+    let (a, b) = setup("pkt4");
+    let mut link = open_link(&a);
+    assert!(link.checks_checksums());
+
+    // The kernel's own frame comes with its checksum partial, trusted as is.
+    b.run(|| {
+        let s = UdpSocket::bind((B, 0)).unwrap();
+        s.send_to(b"from the kernel", (A, 9001)).unwrap();
+    })
+    .unwrap();
+    let frame = recv_until(&mut link, |f| udp_to(f, 9001));
+    link.recycle(frame);
+    assert_eq!(link.stats().rx_csum_completed, 0);
+    assert_eq!(link.stats().rx_csum_verified, 0);
+
+    // Frames sent raw from `b` carry a final checksum: checked here, and a
+    // wrong one is dropped.
+    let mut raw_b = open_on(&b, "vb").without_segmentation();
+    let mac_b = mac_of(&b, "vb");
+    let dropped = link.stats().rx_dropped;
+    raw_b.send(wall_clock(), udp_frame(mac_b, 9002, b"corrupted", true));
+    raw_b.send(wall_clock(), udp_frame(mac_b, 9003, b"intact", false));
+    raw_b.flush(wall_clock());
+    let frame = recv_until(&mut link, |f| udp_to(f, 9002) || udp_to(f, 9003));
+    assert!(udp_to(&frame, 9003), "the corrupted datagram came through");
+    assert_eq!(link.stats().rx_dropped, dropped + 1);
+    assert!(link.stats().rx_csum_verified >= 1);
 }
 
 /// Echoes 4 MiB through a server in `b`, then takes 4 MiB from a client in `b`.

@@ -73,6 +73,13 @@ pub trait Link: Send {
     fn segmentation(&self) -> Option<usize> {
         None
     }
+    /// Whether the link vouches for the TCP and UDP checksums of the frames
+    /// it hands over (it verified them, or knows them good: frames the
+    /// local kernel made) and drops bad ones itself, so that smoltcp skips
+    /// its own pass over every byte.
+    fn checks_checksums(&self) -> bool {
+        false
+    }
     /// Sends one TCP segment larger than the MTU, to be cut into segments of
     /// `mss` payload bytes each. Called only on links whose
     /// [`Link::segmentation`] is `Some`.
@@ -109,6 +116,9 @@ impl<L: Link + ?Sized> Link for Box<L> {
     fn segmentation(&self) -> Option<usize> {
         (**self).segmentation()
     }
+    fn checks_checksums(&self) -> bool {
+        (**self).checks_checksums()
+    }
     fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, mss: u16) {
         (**self).send_segmented(now, frame, mss);
     }
@@ -130,11 +140,16 @@ impl<'a> FrameDevice<'a> {
         frame: Option<&'a [u8]>,
         now: Instant,
     ) -> Self {
-        let segmentation = link.segmentation();
+        let mut dc = device_caps(caps, link.segmentation());
+        if link.checks_checksums() {
+            for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
+                *c = if c.tx() { Checksum::Tx } else { Checksum::None };
+            }
+        }
         FrameDevice {
             link,
             frame,
-            caps: device_caps(caps, segmentation),
+            caps: dc,
             now,
         }
     }

@@ -23,7 +23,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use smoltcp::time::Instant;
 
 use super::{Link, LinkCaps, Medium};
-use sys::{F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_BATCH, VNET_HDR_LEN, VnetHdr};
+use sys::{
+    F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, MAX_BATCH, VNET_HDR_LEN, VnetHdr,
+};
 
 /// Socket buffer, each way: room for a few batches of the largest frames.
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -42,10 +44,13 @@ const POOL_LIMIT: usize = 4 * MAX_BATCH;
 pub struct PacketStats {
     /// Frames received and handed to the stack.
     pub rx_frames: u64,
-    /// Frames whose partial checksum the link completed.
+    /// Frames whose partial checksum the link completed (without checksum trust).
     pub rx_csum_completed: u64,
-    /// Frames dropped on the way in (larger than a buffer, or a checksum
-    /// request pointing outside the frame).
+    /// Frames from elsewhere than the local kernel whose checksum the link
+    /// verified itself (with checksum trust).
+    pub rx_csum_verified: u64,
+    /// Frames dropped on the way in (larger than a buffer, a bad checksum,
+    /// or a checksum request pointing outside the frame).
     pub rx_dropped: u64,
     /// Frames the kernel took.
     pub tx_frames: u64,
@@ -69,6 +74,9 @@ pub struct PacketLink {
     batch: Vec<sys::Received>,
     /// Whether large TCP segments go to the kernel whole (see [`Link::segmentation`]).
     segmentation: bool,
+    /// Whether received TCP and UDP checksums are vouched for here (see
+    /// [`Link::checks_checksums`]) rather than completed for smoltcp to verify.
+    trust_checksums: bool,
     stats: PacketStats,
 }
 
@@ -88,6 +96,7 @@ impl PacketLink {
             scratch: Vec::with_capacity(MAX_BATCH),
             batch: Vec::with_capacity(MAX_BATCH),
             segmentation: true,
+            trust_checksums: true,
             stats: PacketStats::default(),
         })
     }
@@ -97,6 +106,15 @@ impl PacketLink {
     /// on the way out). Must be chosen before the link joins a stack.
     pub fn without_segmentation(mut self) -> PacketLink {
         self.segmentation = false;
+        self
+    }
+
+    /// The same link, completing the partial checksums of received frames
+    /// for smoltcp to verify every checksum, instead of vouching for the
+    /// frames of the local kernel and verifying only the others itself.
+    /// Must be chosen before the link joins a stack.
+    pub fn without_checksum_trust(mut self) -> PacketLink {
+        self.trust_checksums = false;
         self
     }
 
@@ -124,7 +142,12 @@ impl PacketLink {
             let got = self.batch.len();
             // Kept in reverse, so that `pop` yields them in arrival order.
             for (mut frame, meta) in bufs.drain(..got).zip(&self.batch).rev() {
-                if meta.truncated || !finish_checksum(&mut frame, &meta.hdr, &mut self.stats) {
+                let good = if self.trust_checksums {
+                    checksum_trusted(&frame, &meta.hdr, &mut self.stats)
+                } else {
+                    finish_checksum(&mut frame, &meta.hdr, &mut self.stats)
+                };
+                if meta.truncated || !good {
                     self.stats.rx_dropped += 1;
                     self.free.push(frame);
                 } else {
@@ -230,6 +253,10 @@ impl Link for PacketLink {
         self.segmentation.then_some(SEGMENTED_FRAME)
     }
 
+    fn checks_checksums(&self) -> bool {
+        self.trust_checksums
+    }
+
     fn send_segmented(&mut self, now: Instant, mut frame: Vec<u8>, mss: u16) {
         let hdr = offload_header(&mut frame, Some(mss));
         self.queue(now, hdr, frame);
@@ -251,7 +278,7 @@ impl PacketLink {
 /// `mss` it is cut into segments of that many payload bytes. Other frames
 /// go as they are.
 fn offload_header(frame: &mut [u8], mss: Option<u16>) -> VnetHdr {
-    let Some(tcp) = TcpLayout::of(frame) else {
+    let Some(tcp) = L4Layout::of(frame).filter(|l| l.tcp) else {
         return VnetHdr::default();
     };
     let at = tcp.start + 16;
@@ -271,57 +298,111 @@ fn offload_header(frame: &mut [u8], mss: Option<u16>) -> VnetHdr {
     }
 }
 
-/// Where the TCP header of an Ethernet frame starts, and the sum of its
-/// pseudo-header. None for anything but a whole TCP segment over IPv4 or
-/// IPv6 (without extension headers, as smoltcp sends them).
+/// Where the TCP or UDP header of an Ethernet frame starts, and the sum
+/// of its pseudo-header. None for anything else: other protocols, IP
+/// fragments, IPv6 extension headers (smoltcp sends none with TCP or UDP).
 #[derive(Debug, PartialEq, Eq)]
-struct TcpLayout {
+struct L4Layout {
     start: usize,
+    /// TCP's header with options, or UDP's 8 bytes.
     header_len: usize,
+    /// Bytes from `start` to the end of the IP packet.
+    len: usize,
+    tcp: bool,
     v6: bool,
     pseudo_sum: u16,
 }
 
-impl TcpLayout {
-    fn of(frame: &[u8]) -> Option<TcpLayout> {
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+
+impl L4Layout {
+    fn of(frame: &[u8]) -> Option<L4Layout> {
         let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
         let ip = frame.get(14..)?;
-        let (start, v6, pseudo_sum) = match ethertype {
+        let (start, len, proto, v6, pseudo_sum) = match ethertype {
             0x0800 => {
                 let ihl = usize::from(ip.first()? & 0x0f) * 4;
                 let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
-                if *ip.get(9)? != 6 || ihl < 20 || total > ip.len() || total < ihl + 20 {
+                let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff != 0;
+                let proto = *ip.get(9)?;
+                if ihl < 20 || total > ip.len() || total < ihl || fragment {
                     return None;
                 }
                 let mut p = [0u8; 12];
                 p[..8].copy_from_slice(ip.get(12..20)?);
-                p[9] = 6;
+                p[9] = proto;
                 p[10..].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
-                (14 + ihl, false, ones_complement_sum(&p))
+                (14 + ihl, total - ihl, proto, false, ones_complement_sum(&p))
             }
             0x86dd => {
                 let payload = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
-                if *ip.get(6)? != 6 || 40 + payload > ip.len() || payload < 20 {
+                let proto = *ip.get(6)?;
+                if 40 + payload > ip.len() {
                     return None;
                 }
                 let mut p = [0u8; 40];
                 p[..32].copy_from_slice(ip.get(8..40)?);
                 p[32..36].copy_from_slice(&(payload as u32).to_be_bytes());
-                p[39] = 6;
-                (54, true, ones_complement_sum(&p))
+                p[39] = proto;
+                (54, payload, proto, true, ones_complement_sum(&p))
             }
             _ => return None,
         };
-        let header_len = usize::from(frame.get(start + 12)? >> 4) * 4;
-        if header_len < 20 || start + header_len > frame.len() {
+        let header_len = match proto {
+            TCP => usize::from(frame.get(start + 12)? >> 4) * 4,
+            UDP => 8,
+            _ => return None,
+        };
+        if header_len < 8 || header_len > len {
             return None;
         }
-        Some(TcpLayout {
+        Some(L4Layout {
             start,
             header_len,
+            len,
+            tcp: proto == TCP,
             v6,
             pseudo_sum,
         })
+    }
+
+    /// Where the checksum field is, from `start`.
+    fn checksum_offset(&self) -> usize {
+        if self.tcp { 16 } else { 6 }
+    }
+
+    /// Whether the checksum of the segment or datagram is right (an IPv4
+    /// UDP datagram without one counts as right).
+    fn checksum_ok(&self, frame: &[u8]) -> bool {
+        let at = self.start + self.checksum_offset();
+        if !self.tcp && !self.v6 && frame[at..at + 2] == [0, 0] {
+            return true;
+        }
+        let body = ones_complement_sum(&frame[self.start..self.start + self.len]);
+        let sum = u32::from(body) + u32::from(self.pseudo_sum);
+        (sum & 0xffff) + (sum >> 16) == 0xffff
+    }
+}
+
+/// Whether a received frame's TCP or UDP checksum can be trusted: the
+/// kernel says so for frames it made itself (partial checksum; a local
+/// sender never corrupts them) or already verified (`DATA_VALID`); others
+/// are verified here. Frames of other protocols pass (smoltcp checks
+/// theirs), and so do IP fragments, which cannot be verified before
+/// reassembly: on this link, a fragmented datagram's checksum is not
+/// verified.
+fn checksum_trusted(frame: &[u8], hdr: &VnetHdr, stats: &mut PacketStats) -> bool {
+    if hdr.flags & (F_NEEDS_CSUM | F_DATA_VALID) != 0 {
+        return true;
+    }
+    match L4Layout::of(frame) {
+        Some(l4) => {
+            let ok = l4.checksum_ok(frame);
+            stats.rx_csum_verified += u64::from(ok);
+            ok
+        }
+        None => true,
     }
 }
 
@@ -456,6 +537,18 @@ mod tests {
         let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
         let udp = UdpPacket::new_checked(ip.payload()).unwrap();
         assert!(udp.verify_checksum(&src.into(), &dst.into()));
+        // The link's own check agrees, and notices a flipped bit.
+        let l4 = L4Layout::of(&frame).unwrap();
+        assert!(!l4.tcp && l4.start == 34 && l4.len == udp_len);
+        assert!(l4.checksum_ok(&frame));
+        frame[50] ^= 0x10;
+        assert!(!l4.checksum_ok(&frame));
+        frame[50] ^= 0x10;
+        // A zero checksum means none, for UDP over IPv4.
+        let mut none = frame.clone();
+        none[40..42].copy_from_slice(&[0, 0]);
+        none[50] ^= 0x10;
+        assert!(l4.checksum_ok(&none));
 
         // A header pointing past the frame is refused, not obeyed.
         let bad = VnetHdr {

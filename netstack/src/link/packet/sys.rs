@@ -20,6 +20,8 @@ pub(super) const MAX_BATCH: usize = 64;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset`
 /// holds only the pseudo-header sum; the rest is still to be added.
 pub(super) const F_NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_F_DATA_VALID`: the kernel (or the NIC) verified the checksum.
+pub(super) const F_DATA_VALID: u8 = 2;
 /// `VIRTIO_NET_HDR_GSO_NONE`: the frame goes as it is.
 pub(super) const GSO_NONE: u8 = 0;
 /// `VIRTIO_NET_HDR_GSO_TCPV4`: cut into TCP/IPv4 segments of `gso_size`.
