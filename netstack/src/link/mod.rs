@@ -73,11 +73,13 @@ pub trait Link: Send {
     fn segmentation(&self) -> Option<usize> {
         None
     }
-    /// Whether the link vouches for the TCP and UDP checksums of the frames
-    /// it hands over (it verified them, or knows them good: frames the
-    /// local kernel made) and drops bad ones itself, so that smoltcp skips
-    /// its own pass over every byte.
-    fn checks_checksums(&self) -> bool {
+    /// Asks the link to vouch, from now on, for the TCP and UDP checksums
+    /// of the frames it hands over (it verifies them, or knows them good:
+    /// frames the local kernel made) and to drop bad ones itself, so that
+    /// smoltcp skips its own pass over every byte. True if it will. The
+    /// stack asks when the link joins it; a wrapper that does not pass the
+    /// question on leaves the inner link making every frame verifiable.
+    fn vouch_for_checksums(&mut self) -> bool {
         false
     }
     /// Sends one TCP segment larger than the MTU, to be cut into segments of
@@ -116,8 +118,8 @@ impl<L: Link + ?Sized> Link for Box<L> {
     fn segmentation(&self) -> Option<usize> {
         (**self).segmentation()
     }
-    fn checks_checksums(&self) -> bool {
-        (**self).checks_checksums()
+    fn vouch_for_checksums(&mut self) -> bool {
+        (**self).vouch_for_checksums()
     }
     fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, mss: u16) {
         (**self).send_segmented(now, frame, mss);
@@ -141,7 +143,7 @@ impl<'a> FrameDevice<'a> {
         now: Instant,
     ) -> Self {
         let mut dc = device_caps(caps, link.segmentation());
-        if link.checks_checksums() {
+        if link.vouch_for_checksums() {
             for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
                 *c = if c.tx() { Checksum::Tx } else { Checksum::None };
             }

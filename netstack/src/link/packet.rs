@@ -74,9 +74,12 @@ pub struct PacketLink {
     batch: Vec<sys::Received>,
     /// Whether large TCP segments go to the kernel whole (see [`Link::segmentation`]).
     segmentation: bool,
-    /// Whether received TCP and UDP checksums are vouched for here (see
-    /// [`Link::checks_checksums`]) rather than completed for smoltcp to verify.
-    trust_checksums: bool,
+    /// Whether the link may vouch for received TCP and UDP checksums (see
+    /// [`Link::vouch_for_checksums`]) ...
+    may_vouch: bool,
+    /// ... and was asked to: until then, partial checksums are completed
+    /// for smoltcp to verify.
+    vouching: bool,
     stats: PacketStats,
 }
 
@@ -96,7 +99,8 @@ impl PacketLink {
             scratch: Vec::with_capacity(MAX_BATCH),
             batch: Vec::with_capacity(MAX_BATCH),
             segmentation: true,
-            trust_checksums: true,
+            may_vouch: true,
+            vouching: false,
             stats: PacketStats::default(),
         })
     }
@@ -114,7 +118,8 @@ impl PacketLink {
     /// frames of the local kernel and verifying only the others itself.
     /// Must be chosen before the link joins a stack.
     pub fn without_checksum_trust(mut self) -> PacketLink {
-        self.trust_checksums = false;
+        self.may_vouch = false;
+        self.vouching = false;
         self
     }
 
@@ -142,7 +147,7 @@ impl PacketLink {
             let got = self.batch.len();
             // Kept in reverse, so that `pop` yields them in arrival order.
             for (mut frame, meta) in bufs.drain(..got).zip(&self.batch).rev() {
-                let good = if self.trust_checksums {
+                let good = if self.vouching {
                     checksum_trusted(&frame, &meta.hdr, &mut self.stats)
                 } else {
                     finish_checksum(&mut frame, &meta.hdr, &mut self.stats)
@@ -192,10 +197,17 @@ impl PacketLink {
                 }
             }
         }
-        for (_, frame) in self.tx.drain(..) {
-            if self.free.len() < POOL_LIMIT {
-                self.free.push(frame);
-            }
+        let mut tx = std::mem::take(&mut self.tx);
+        for (_, frame) in tx.drain(..) {
+            self.keep(frame);
+        }
+        self.tx = tx;
+    }
+
+    /// Pools a buffer for reuse, if there is room and it can take any frame.
+    fn keep(&mut self, buf: Vec<u8>) {
+        if self.free.len() < POOL_LIMIT && buf.capacity() >= FRAME_CAPACITY {
+            self.free.push(buf);
         }
     }
 }
@@ -234,9 +246,7 @@ impl Link for PacketLink {
     }
 
     fn recycle(&mut self, frame: Vec<u8>) {
-        if self.free.len() < POOL_LIMIT {
-            self.free.push(frame);
-        }
+        self.keep(frame);
     }
 
     fn fd(&self) -> Option<RawFd> {
@@ -253,8 +263,9 @@ impl Link for PacketLink {
         self.segmentation.then_some(SEGMENTED_FRAME)
     }
 
-    fn checks_checksums(&self) -> bool {
-        self.trust_checksums
+    fn vouch_for_checksums(&mut self) -> bool {
+        self.vouching = self.may_vouch;
+        self.vouching
     }
 
     fn send_segmented(&mut self, now: Instant, mut frame: Vec<u8>, mss: u16) {
