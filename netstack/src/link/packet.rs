@@ -6,8 +6,11 @@
 //! leave with `sendmmsg` on [`Link::flush`] (or when a batch is full).
 //! Every frame carries a virtio-net header (`PACKET_VNET_HDR`): on the way
 //! in it says whether the checksum is still partial, as it is for frames a
-//! local kernel sent through a veth, and the link completes it, because
-//! smoltcp verifies checksums on this link. On the way out the link offers
+//! local kernel sent through a veth, or already verified. Such frames are
+//! vouched for ([`Link::vouch_for_checksums`]) and the link verifies only
+//! the others, so smoltcp reads no byte twice; behind a wrapper that does
+//! not pass that question on, partial checksums are completed instead, for
+//! smoltcp to verify. On the way out the link offers
 //! TSO ([`Link::segmentation`]): smoltcp hands over TCP/IPv4 segments of up
 //! to 64 KiB and the kernel cuts them (veth takes no segments from a packet
 //! socket whole), and TCP checksums are left for the receiver to complete,
