@@ -1,6 +1,9 @@
 //! Two hosts on one in-memory cable: the set-up the demo, the benches and
 //! the tests share. Host `n` has MAC 02:00:00:00:00:n, 10.0.0.n/24 and
-//! fd00::n/64.
+//! fd00::n/64. [`netns`] does the same with real namespaces and veths, for
+//! the links backed by the host.
+
+pub mod netns;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

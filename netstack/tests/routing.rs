@@ -229,3 +229,66 @@ fn nic_chosen_by_subnet_then_default_gateway() {
         Err(NetError::NetworkUnreachable)
     );
 }
+
+#[test]
+fn onlink_route_wider_than_the_address_reaches_its_neighbours() {
+    // a holds 10.5.0.1/32 and "10.5.0.0/24 dev eth0"; b holds 10.5.0.2/24.
+    let (la, lb) = pair(1500, Duration::from_micros(10), false);
+    let mut a = stack(1);
+    let mut cfg = nic("eth0", 1, Ipv4Addr::new(10, 5, 0, 1), None);
+    cfg.addrs[0].prefix_len = 32;
+    let eth0 = a.add_nic(Box::new(la), cfg).unwrap();
+    let mut b = stack(2);
+    b.add_nic(
+        Box::new(lb),
+        nic("eth0", 2, Ipv4Addr::new(10, 5, 0, 2), None),
+    )
+    .unwrap();
+    let peer: SocketAddr = "10.5.0.2:80".parse().unwrap();
+    let t = a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+    assert_eq!(a.connect(t, peer), Err(NetError::NetworkUnreachable));
+
+    let subnet = IfAddr {
+        addr: IpAddr::V4(Ipv4Addr::new(10, 5, 0, 0)),
+        prefix_len: 24,
+    };
+    a.add_onlink_route(eth0, subnet).unwrap();
+    assert_eq!(a.nics().nth(1).unwrap().onlink, [subnet]);
+    // A prefix holding none of the NIC's addresses cannot be learnt from.
+    let elsewhere = IfAddr {
+        addr: IpAddr::V4(Ipv4Addr::new(169, 254, 1, 1)),
+        prefix_len: 32,
+    };
+    assert_eq!(
+        a.add_onlink_route(eth0, elsewhere),
+        Err(NetError::NotSupported)
+    );
+
+    let l = b.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+    b.bind(l, peer).unwrap();
+    b.listen(l, 4).unwrap();
+    let t = a.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
+    assert_eq!(a.connect(t, peer), Err(NetError::InProgress));
+    assert_eq!(
+        a.local_addr(t).unwrap().ip(),
+        IpAddr::V4(Ipv4Addr::new(10, 5, 0, 1))
+    );
+    let mut now = Instant::from_secs(1);
+    for _ in 0..300 {
+        now += Duration::from_millis(1);
+        a.poll(now);
+        b.poll(now);
+    }
+    assert_eq!(a.connect(t, peer), Ok(()));
+    let (c, from) = b.accept(l).unwrap();
+    assert_eq!(from.ip(), IpAddr::V4(Ipv4Addr::new(10, 5, 0, 1)));
+    assert_eq!(a.send(t, b"on-link").unwrap(), 7);
+    for _ in 0..50 {
+        now += Duration::from_millis(1);
+        a.poll(now);
+        b.poll(now);
+    }
+    let mut buf = [0u8; 16];
+    assert_eq!(b.recv(c, &mut buf, RecvFlags::default()).unwrap(), 7);
+    assert_eq!(&buf[..7], b"on-link");
+}

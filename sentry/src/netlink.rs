@@ -1714,6 +1714,7 @@ pub(crate) mod tests {
             gateway_v4: None,
             gateway_v6: None,
             routes: vec![],
+            onlink: vec![],
         }
     }
 
@@ -1741,6 +1742,7 @@ pub(crate) mod tests {
                     gateway: "fd00::3".parse().unwrap(),
                 },
             ],
+            onlink: vec![],
         }
     }
 

@@ -109,4 +109,12 @@ impl<L: Link> Link for Impaired<L> {
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()
     }
+
+    fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.fd()
+    }
+
+    fn flush(&mut self, now: Instant) {
+        self.inner.flush(now);
+    }
 }

@@ -13,12 +13,14 @@
 
 mod impair;
 mod loopback;
+mod packet;
 mod pair;
 mod sniffer;
 mod tap;
 
 pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
+pub use packet::{PacketLink, PacketStats};
 pub use pair::{PairEnd, pair};
 pub use sniffer::{
     Capture, CaptureClock, CaptureConfig, CaptureError, CaptureFile, CaptureInterface,
@@ -29,7 +31,7 @@ pub use tap::{TapError, TapLink, TapStats};
 use std::os::fd::BorrowedFd;
 
 pub use smoltcp::phy::Medium;
-use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, PacketMeta};
 use smoltcp::time::Instant;
 
 /// What a link can carry.
@@ -73,6 +75,30 @@ pub trait Link: Send {
     /// Sends what [`Link::send`] queued. The stack calls it at the end of
     /// every [`Stack::poll`](crate::Stack::poll), so links may batch writes.
     fn flush(&mut self, _now: Instant) {}
+    /// For links that cut large TCP segments to size themselves, as a NIC
+    /// with TSO does (IPv4 only: smoltcp drops larger IPv6 packets): the
+    /// largest frame, Ethernet header included, the link takes. One large
+    /// segment then costs the stack one pass instead of dozens. Such a link
+    /// also completes the TCP checksum of every frame it sends: smoltcp
+    /// leaves the field unset (it requires checksum offload with TSO).
+    fn segmentation(&self) -> Option<usize> {
+        None
+    }
+    /// Asks the link to vouch, from now on, for the TCP and UDP checksums
+    /// of the frames it hands over (it verifies them, or knows them good:
+    /// frames the local kernel made) and to drop bad ones itself, so that
+    /// smoltcp skips its own pass over every byte. True if it will. The
+    /// stack asks when the link joins it; a wrapper that does not pass the
+    /// question on leaves the inner link making every frame verifiable.
+    fn vouch_for_checksums(&mut self) -> bool {
+        false
+    }
+    /// Sends one TCP segment larger than the MTU, to be cut into segments of
+    /// `mss` payload bytes each. Called only on links whose
+    /// [`Link::segmentation`] is `Some`.
+    fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, _mss: u16) {
+        self.send(now, frame);
+    }
 }
 
 impl<L: Link + ?Sized> Link for Box<L> {
@@ -100,6 +126,15 @@ impl<L: Link + ?Sized> Link for Box<L> {
     fn flush(&mut self, now: Instant) {
         (**self).flush(now);
     }
+    fn segmentation(&self) -> Option<usize> {
+        (**self).segmentation()
+    }
+    fn vouch_for_checksums(&mut self) -> bool {
+        (**self).vouch_for_checksums()
+    }
+    fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, mss: u16) {
+        (**self).send_segmented(now, frame, mss);
+    }
 }
 
 /// smoltcp's view of a link for one call: at most one received frame (already
@@ -118,16 +153,23 @@ impl<'a> FrameDevice<'a> {
         frame: Option<&'a [u8]>,
         now: Instant,
     ) -> Self {
+        let mut dc = device_caps(caps, link.segmentation());
+        if link.vouch_for_checksums() {
+            for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
+                *c = if c.tx() { Checksum::Tx } else { Checksum::None };
+            }
+        }
         FrameDevice {
             link,
             frame,
-            caps: device_caps(caps),
+            caps: dc,
             now,
         }
     }
 }
 
-pub(crate) fn device_caps(caps: &LinkCaps) -> DeviceCapabilities {
+/// smoltcp's capabilities for a link; `segmentation` as [`Link::segmentation`] says.
+pub(crate) fn device_caps(caps: &LinkCaps, segmentation: Option<usize>) -> DeviceCapabilities {
     let mut dc = DeviceCapabilities::default();
     dc.medium = caps.medium;
     // An IP packet's length field is 16 bits wide: Linux's `lo` says 65536,
@@ -139,6 +181,12 @@ pub(crate) fn device_caps(caps: &LinkCaps) -> DeviceCapabilities {
     };
     if caps.checksum_offload {
         dc.checksum = ChecksumCapabilities::ignored();
+    }
+    if let Some(max) = segmentation.and_then(std::num::NonZeroUsize::new) {
+        dc.segmentation.tcpv4 = Some(max);
+        if dc.checksum.tcp.rx() {
+            dc.checksum.tcp = Checksum::Rx;
+        }
     }
     dc
 }
@@ -160,6 +208,7 @@ impl phy::Device for FrameDevice<'_> {
             FrameTx {
                 link: &mut *self.link,
                 now: self.now,
+                mss: None,
             },
         ))
     }
@@ -168,6 +217,7 @@ impl phy::Device for FrameDevice<'_> {
         Some(FrameTx {
             link: &mut *self.link,
             now: self.now,
+            mss: None,
         })
     }
 
@@ -189,6 +239,8 @@ impl phy::RxToken for FrameRx<'_> {
 pub(crate) struct FrameTx<'a> {
     link: &'a mut dyn Link,
     now: Instant,
+    /// The segment size smoltcp asked for, when the frame is to be cut.
+    mss: Option<u16>,
 }
 
 impl phy::TxToken for FrameTx<'_> {
@@ -202,7 +254,16 @@ impl phy::TxToken for FrameTx<'_> {
             buf.resize(len, 0);
         }
         let r = f(&mut buf);
-        self.link.send(self.now, buf);
+        match self.mss {
+            Some(mss) => self.link.send_segmented(self.now, buf, mss),
+            None => self.link.send(self.now, buf),
+        }
         r
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.mss = meta
+            .segmentation_offload_size
+            .map(std::num::NonZeroU16::get);
     }
 }

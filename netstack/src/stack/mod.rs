@@ -137,6 +137,9 @@ pub struct NicInfo {
     pub gateway_v6: Option<Ipv6Addr>,
     /// Routes through a gateway on this NIC, besides the default ones.
     pub routes: Vec<GatewayRoute>,
+    /// Routes with no gateway (`ip route add DST/LEN dev NIC`) wider than
+    /// the subnets of the NIC's addresses: see [`Stack::add_onlink_route`].
+    pub onlink: Vec<IfAddr>,
 }
 
 /// A route to a network through a gateway (`ip route add DST/LEN via GW`).
@@ -351,6 +354,7 @@ impl Stack {
             gateway_v4: cfg.gateway_v4,
             gateway_v6: cfg.gateway_v6,
             routes: Vec::new(),
+            onlink: Vec::new(),
         };
         let (rx, rx_lease) = self.pool.lend(4096)?;
         let (tx, tx_lease) = self.pool.lend(512 << 10)?;

@@ -51,6 +51,15 @@ impl Stack {
                     best = Some((a.prefix_len, i, cidr.address()));
                 }
             }
+            for r in &nic.info.onlink {
+                let cidr = IpCidr::new(IpAddress::from(r.addr), r.prefix_len);
+                if cidr.contains_addr(&dst)
+                    && best.is_none_or(|(p, _, _)| r.prefix_len > p)
+                    && let Some(src) = self.source_address(i, dst)
+                {
+                    best = Some((r.prefix_len, i, src));
+                }
+            }
         }
         if let Some((_, nic, src)) = best {
             return Ok((nic, src));
@@ -123,6 +132,48 @@ impl Stack {
         Ok(())
     }
 
+    /// Adds a route with no gateway to `dst` on `nic` (`ip route add DST/LEN
+    /// dev NIC`): its addresses are neighbours, reached directly. smoltcp
+    /// takes ARP answers only from inside the subnets of its own addresses,
+    /// so the prefix must hold one of the NIC's addresses (an address /32
+    /// with a route to its /24, say), whose subnet it then widens; a prefix
+    /// that holds none, such as a lone gateway outside every subnet, is
+    /// [`NetError::NotSupported`]. A prefix already inside a subnet of the
+    /// NIC needs nothing and is accepted as it is.
+    pub fn add_onlink_route(&mut self, nic: NicId, dst: IfAddr) -> Result<()> {
+        let max = if dst.addr.is_ipv4() { 32 } else { 128 };
+        if dst.prefix_len > max || nic == LOOPBACK {
+            return Err(NetError::InvalidInput);
+        }
+        let n = self.nics.get_mut(nic).ok_or(NetError::InvalidInput)?;
+        let wide = IpCidr::new(IpAddress::from(dst.addr), dst.prefix_len);
+        let covered = n.info.addrs.iter().any(|a| {
+            a.addr.is_ipv4() == dst.addr.is_ipv4()
+                && a.prefix_len <= dst.prefix_len
+                && IpCidr::new(IpAddress::from(a.addr), a.prefix_len)
+                    .contains_addr(&IpAddress::from(dst.addr))
+        });
+        if !covered {
+            let inside = n
+                .info
+                .addrs
+                .iter()
+                .find(|a| wide.contains_addr(&IpAddress::from(a.addr)))
+                .ok_or(NetError::NotSupported)?;
+            let cidr = IpCidr::new(IpAddress::from(inside.addr), dst.prefix_len);
+            let mut full = false;
+            // smoltcp forgets its neighbours on any address change; this is set-up time.
+            n.iface.update_ip_addrs(|addrs| {
+                full = addrs.push(cidr).is_err();
+            });
+            if full {
+                return Err(NetError::NoBufferSpace);
+            }
+        }
+        n.info.onlink.push(dst);
+        Ok(())
+    }
+
     /// The neighbour that must answer for a packet to `dst` to leave `nic`:
     /// `dst` itself when on-link, else the gateway. None without a link layer.
     pub(crate) fn next_hop(&self, nic: NicId, dst: IpAddress) -> Option<IpAddress> {
@@ -134,6 +185,7 @@ impl Stack {
             .info
             .addrs
             .iter()
+            .chain(&n.info.onlink)
             .any(|a| IpCidr::new(IpAddress::from(a.addr), a.prefix_len).contains_addr(&dst));
         if on_link {
             return Some(dst);
