@@ -110,7 +110,7 @@ impl<L: Link> Link for Impaired<L> {
         self.inner.poll_at()
     }
 
-    fn fd(&self) -> Option<std::os::fd::RawFd> {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.inner.fd()
     }
 

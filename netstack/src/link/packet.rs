@@ -21,7 +21,7 @@
 mod sys;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use smoltcp::time::Instant;
 
@@ -252,8 +252,8 @@ impl Link for PacketLink {
         self.keep(frame);
     }
 
-    fn fd(&self) -> Option<RawFd> {
-        Some(self.fd.as_raw_fd())
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
     }
 
     fn flush(&mut self, _now: Instant) {

@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -143,7 +143,15 @@ pub fn drive(
     mut step: impl FnMut(&mut Stack) -> Step,
 ) -> bool {
     let end = std::time::Instant::now() + timeout;
-    let fds = stack.link_fds();
+    // Copies of the links' descriptors, to wait on while the stack is polled.
+    let fds: Vec<OwnedFd> = stack
+        .link_fds()
+        .into_iter()
+        .map(|(_, fd)| {
+            fd.try_clone_to_owned()
+                .expect("a link's descriptor can be duplicated")
+        })
+        .collect();
     loop {
         stack.poll(wall_clock());
         let busy = match step(stack) {
@@ -168,12 +176,7 @@ pub fn drive(
         }
         let mut pfds: Vec<PollFd<'_>> = fds
             .iter()
-            .map(|&(_, fd)| {
-                // SAFETY: the descriptor is a link's, which the stack keeps
-                // open for the whole of this call.
-                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-                PollFd::new(fd, PollFlags::POLLIN)
-            })
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
             .collect();
         let _ = poll(&mut pfds, PollTimeout::from(wait_ms as u16));
     }
