@@ -47,7 +47,8 @@ pub use socket::{
     SockOptName, SocketId,
 };
 pub use stack::{
-    GatewayRoute, IfAddr, Intercepted, LOOPBACK, NicConfig, NicId, NicInfo, Stack, StackConfig,
+    GatewayRoute, IfAddr, Intercepted, LOOPBACK, NicConfig, NicId, NicInfo, NicSetup, Stack,
+    StackConfig,
 };
 
 #[cfg(test)]

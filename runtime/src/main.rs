@@ -3,7 +3,6 @@
 mod cli;
 mod commands;
 // The `sandbox` mode's set-up, not yet wired to `do --network sandbox`.
-#[allow(dead_code)]
 mod network;
 mod sandbox;
 

@@ -24,4 +24,4 @@ pub mod sys;
 mod syscalls;
 pub mod trace;
 
-pub use sentry::{Sentry, SentryConfig, SentryNetwork, SentryNic};
+pub use sentry::{Sentry, SentryConfig, SentryNetwork};

@@ -1180,6 +1180,20 @@ fn v4_routes(nics: &[NicInfo]) -> Vec<Route> {
                 Route::push_unique(&mut main, via(dst, r.dst.prefix_len.min(32), gw));
             }
         }
+        // `ip route add DST dev NIC`: no gateway, link scope.
+        for o in &iface.nic.onlink {
+            if let IpAddr::V4(dst) = o.addr {
+                let dst_len = o.prefix_len.min(32);
+                Route::push_unique(
+                    &mut main,
+                    Route {
+                        scope: RT_SCOPE_LINK,
+                        gateway: None,
+                        ..via(dst, dst_len, Ipv4Addr::UNSPECIFIED)
+                    },
+                );
+            }
+        }
     }
     let key = |r: &Route| {
         let dst = match r.dst {

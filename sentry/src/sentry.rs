@@ -9,8 +9,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use netstack::nat::Nat;
 use netstack::{
-    GatewayRoute, Link, NetError, NicConfig, RecvFlags, Shutdown as NetShutdown, SocketId, Stack,
-    StackConfig,
+    Link, NetError, NicSetup, RecvFlags, Shutdown as NetShutdown, SocketId, Stack, StackConfig,
 };
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -159,32 +158,13 @@ pub struct SentryConfig {
     pub confine: bool,
 }
 
-/// A NIC of the sandbox besides `lo`.
-pub struct SentryNic {
-    /// Where its frames go.
-    pub link: Box<dyn Link>,
-    /// Its name, MAC and addresses.
-    pub config: NicConfig,
-    /// Routes through gateways on it, besides the default route.
-    pub routes: Vec<GatewayRoute>,
-}
-
-impl std::fmt::Debug for SentryNic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SentryNic")
-            .field("config", &self.config)
-            .field("routes", &self.routes)
-            .finish_non_exhaustive()
-    }
-}
-
 /// The sandbox's network, set up before the Sentry starts: `--network`.
 #[derive(Default)]
 pub struct SentryNetwork {
     /// `lo`'s link when it is wrapped (a pcap sniffer); a plain loopback otherwise.
     pub loopback: Option<Box<dyn Link>>,
     /// The other NICs.
-    pub nics: Vec<SentryNic>,
+    pub nics: Vec<NicSetup>,
     /// The NAT gateway behind one of them, in `nat` mode.
     pub nat: Option<Nat>,
 }
@@ -267,9 +247,9 @@ impl Sentry {
         for nic in net.nics {
             let name = nic.config.name.clone();
             let bad = |e: NetError| io::Error::other(format!("setting up {name}: {e}"));
-            let id = stack.add_nic(nic.link, nic.config).map_err(bad)?;
-            for r in nic.routes {
-                stack.add_route(id, r).map_err(bad)?;
+            let (_, skipped) = stack.add_nic_setup(nic).map_err(bad)?;
+            for why in skipped {
+                tracing::warn!("{why}");
             }
         }
         // The stack owns these links, and their descriptors, for as long as

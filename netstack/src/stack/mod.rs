@@ -120,6 +120,28 @@ pub struct NicConfig {
     pub gateway_v6: Option<Ipv6Addr>,
 }
 
+/// A NIC with its routes, ready to join a stack ([`Stack::add_nic_setup`]).
+pub struct NicSetup {
+    /// Where its frames go.
+    pub link: Box<dyn Link>,
+    /// Its name, MAC, addresses and default gateways.
+    pub config: NicConfig,
+    /// Routes through gateways on it, besides the default ones.
+    pub routes: Vec<GatewayRoute>,
+    /// Routes without a gateway (`ip route add DST dev NIC`) wider than its subnets.
+    pub onlink: Vec<IfAddr>,
+}
+
+impl std::fmt::Debug for NicSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NicSetup")
+            .field("config", &self.config)
+            .field("routes", &self.routes)
+            .field("onlink", &self.onlink)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A read-only view of one NIC, for interface listings.
 #[derive(Debug, Clone)]
 pub struct NicInfo {
@@ -284,6 +306,32 @@ impl Stack {
             .add_nic(link, lo)
             .expect("the loopback configuration is valid");
         stack
+    }
+
+    /// Adds a NIC and then its routes. A route the stack cannot follow (an
+    /// on-link prefix that holds none of the NIC's addresses, say) is
+    /// skipped, and said why in the list returned beside the NIC.
+    pub fn add_nic_setup(&mut self, setup: NicSetup) -> Result<(NicId, Vec<String>)> {
+        let name = setup.config.name.clone();
+        let nic = self.add_nic(setup.link, setup.config)?;
+        let mut skipped = Vec::new();
+        for dst in setup.onlink {
+            if let Err(e) = self.add_onlink_route(nic, dst) {
+                let (a, len) = (dst.addr, dst.prefix_len);
+                skipped.push(format!(
+                    "{name}: route {a}/{len} (no gateway) not followed: {e}"
+                ));
+            }
+        }
+        for r in setup.routes {
+            if let Err(e) = self.add_route(nic, r) {
+                let (a, len, gw) = (r.dst.addr, r.dst.prefix_len, r.gateway);
+                skipped.push(format!(
+                    "{name}: route {a}/{len} via {gw} not followed: {e}"
+                ));
+            }
+        }
+        Ok((nic, skipped))
     }
 
     /// Adds a NIC over `link`. Its addresses are also reachable through

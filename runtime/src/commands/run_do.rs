@@ -2,16 +2,14 @@
 //! behind a copy-on-write layer.
 
 use std::fs::File;
-use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use netstack::link::{Capture, CaptureConfig, CaptureSummary, Loopback, Ring, TapLink};
-use netstack::nat::{Nat, NatConfig};
-use netstack::{Link, NicConfig};
-use sentry::{Sentry, SentryConfig, SentryNetwork, SentryNic};
+use netstack::link::{Capture, CaptureConfig, CaptureSummary, Ring};
+use sentry::{Sentry, SentryConfig};
 
-use crate::cli::{DoArgs, Network};
+use crate::cli::DoArgs;
+use crate::network;
 use crate::sandbox::{self, GuestSpec};
 
 type Error = Box<dyn std::error::Error>;
@@ -22,12 +20,11 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
     }
     args.check()?;
     let capture = open_capture(&args)?;
-    let mut files = Vec::new();
-    let net = network(&args, capture.as_ref(), &mut files)?;
+    let net = network::build(&args, capture.as_ref())?;
     let spec = GuestSpec {
         argv: args.command,
         cwd: std::env::current_dir()?,
-        files,
+        files: net.guest_files,
     };
     let guest = match sandbox::spawn(&spec) {
         Ok(g) => g,
@@ -42,7 +39,7 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
         confine: true,
     };
     let pidfd = guest.pidfd.try_clone()?;
-    let sentry = match Sentry::new(&cfg, net, guest.listener, guest.pid, guest.pidfd) {
+    let sentry = match Sentry::new(&cfg, net.sentry, guest.listener, guest.pid, guest.pidfd) {
         Ok(s) => s,
         Err(e) => {
             // Never leave a guest running without its Sentry.
@@ -54,6 +51,9 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
     let code = sentry.run()?;
     if let (Some(c), Some(to)) = (capture, &args.pcap_log) {
         report_capture(&c.finish(), to);
+    }
+    if let Some(r) = net.restore {
+        r.finish()?;
     }
     Ok(code)
 }
@@ -106,95 +106,4 @@ fn report_capture(summary: &CaptureSummary, to: &Path) {
             .map_or_else(String::new, |e| format!(": {e}"));
         eprintln!("smolvisor: {dropped} frames could not be written to the capture{why}");
     }
-}
-
-/// The NICs for `--network`, set up before the guest starts, so that a
-/// busy published port or a missing device fails before anything runs.
-/// Files the guest needs (its resolver) go into `files`.
-fn network(
-    args: &DoArgs,
-    capture: Option<&Capture>,
-    files: &mut Vec<(PathBuf, Vec<u8>)>,
-) -> Result<SentryNetwork, Error> {
-    let sniff = |link: Box<dyn Link>, name: &str| -> Box<dyn Link> {
-        match capture {
-            Some(c) => Box::new(c.wrap(link, name)),
-            None => link,
-        }
-    };
-    let mut net = SentryNetwork {
-        // Loopback hands each frame straight back: one copy per packet.
-        loopback: capture.map(|c| Box::new(c.wrap(Loopback::new(), "lo").sent_only()) as _),
-        ..SentryNetwork::default()
-    };
-    match &args.network {
-        Network::None => {}
-        Network::Nat => {
-            let cfg = NatConfig {
-                dns_upstream: host_resolver(),
-                host_loopback: args.allow_host_loopback,
-                publish: args.publish.clone(),
-                ..NatConfig::default()
-            };
-            let dns = cfg.dns;
-            let (nat, link, config) = Nat::new(cfg, netstack::Instant::from_micros(0))?;
-            net.nics.push(SentryNic {
-                link: sniff(Box::new(link), &config.name),
-                config,
-                routes: Vec::new(),
-            });
-            net.nat = Some(nat);
-            files.push((
-                PathBuf::from("/etc/resolv.conf"),
-                format!("nameserver {dns}\n").into_bytes(),
-            ));
-        }
-        Network::Tap(name) => {
-            let link = TapLink::open(name)?;
-            let config = NicConfig {
-                name: "eth0".into(),
-                mac: guest_mac(link.device_mac()),
-                addrs: args.addresses.iter().map(|a| a.0).collect(),
-                gateway_v4: args.gateways.iter().find_map(|g| match g {
-                    IpAddr::V4(v4) => Some(*v4),
-                    IpAddr::V6(_) => None,
-                }),
-                gateway_v6: args.gateways.iter().find_map(|g| match g {
-                    IpAddr::V6(v6) => Some(*v6),
-                    IpAddr::V4(_) => None,
-                }),
-            };
-            net.nics.push(SentryNic {
-                link: sniff(Box::new(link), "eth0"),
-                config,
-                routes: Vec::new(),
-            });
-        }
-        Network::Sandbox => return Err("network mode sandbox is not available yet".into()),
-    }
-    Ok(net)
-}
-
-/// The guest's MAC on a TAP: the device's own (the host's side of the
-/// wire) with its last byte changed, locally administered and unicast.
-fn guest_mac(device: [u8; 6]) -> [u8; 6] {
-    let mut mac = device;
-    mac[0] = (mac[0] | 0x02) & !0x01;
-    mac[5] ^= 0x01;
-    mac
-}
-
-/// The host's first IPv4 resolver (`nameserver` in /etc/resolv.conf), which
-/// the NAT's DNS forwarder passes queries to. The Sentry lives in the host's
-/// network namespace, so a resolver on the host's loopback works too.
-fn host_resolver() -> Option<SocketAddr> {
-    let conf = std::fs::read_to_string("/etc/resolv.conf").ok()?;
-    conf.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        (words.next() == Some("nameserver"))
-            .then(|| words.next()?.parse::<IpAddr>().ok())
-            .flatten()
-            .filter(IpAddr::is_ipv4)
-            .map(|ip| SocketAddr::new(ip, 53))
-    })
 }

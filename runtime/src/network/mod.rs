@@ -1,4 +1,195 @@
-//! Network set-up for the modes that use the host: `sandbox` takes over the
-//! interfaces of a namespace ([`takeover`]).
+//! The sandbox's network for `--network`: the NICs, and where their frames
+//! go (a NAT gateway, a TAP device, or the interfaces of a namespace taken
+//! over for the sandbox, [`takeover`]), all set up before the guest starts
+//! and handed to the Sentry.
 
 pub mod takeover;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use netstack::link::{Capture, Loopback, TapLink};
+use netstack::nat::{Nat, NatConfig};
+use netstack::{Link, NicConfig, NicSetup};
+use sentry::SentryNetwork;
+
+use crate::cli::{DoArgs, Network};
+
+type Error = Box<dyn std::error::Error>;
+
+/// What `--network` set up.
+#[derive(Debug)]
+pub struct Networking {
+    /// The NICs and the gateway, for the Sentry.
+    pub sentry: SentryNetwork,
+    /// Files the guest sees instead of the host's (the NAT's resolver).
+    pub guest_files: Vec<(PathBuf, Vec<u8>)>,
+    /// In sandbox mode, the process that gives the namespace its addresses back.
+    pub restore: Option<Restorer>,
+}
+
+/// Gives a namespace taken over by `sandbox` mode its addresses and routes
+/// back when smolvisor ends, however it ends. It is a child forked before
+/// the Sentry confines itself (after which it may not enter a namespace):
+/// it waits for the end of a pipe whose writing end only its parent holds,
+/// so a parent killed outright is noticed too.
+#[derive(Debug)]
+pub struct Restorer {
+    pid: nix::unistd::Pid,
+    pipe: std::os::fd::OwnedFd,
+}
+
+impl Restorer {
+    fn spawn(restore: takeover::Restore) -> Result<Restorer, Error> {
+        use std::os::fd::AsFd;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        match crate::sandbox::sys::fork()? {
+            nix::unistd::ForkResult::Parent { child } => {
+                // The child's copy does the work; this one must not, on drop.
+                restore.disarm();
+                Ok(Restorer {
+                    pid: child,
+                    pipe: write,
+                })
+            }
+            nix::unistd::ForkResult::Child => {
+                drop(write);
+                // Only the pipe and standard error are kept: the links'
+                // sockets, the capture and the rest belong to the parent.
+                let _ = crate::sandbox::sys::close_descriptors_except(read.as_fd());
+                let mut byte = [0u8; 1];
+                while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&read, &mut byte) {}
+                let status = match restore.restore() {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("smolvisor: putting the namespace's addresses back: {e}");
+                        1
+                    }
+                };
+                crate::sandbox::sys::exit_now(status)
+            }
+        }
+    }
+
+    /// Lets the child restore now, and waits until it has.
+    pub fn finish(self) -> Result<(), Error> {
+        drop(self.pipe);
+        match nix::sys::wait::waitpid(self.pid, None)? {
+            nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
+            other => Err(format!("restoring the namespace failed ({other:?})").into()),
+        }
+    }
+}
+
+/// The NICs for `--network`, set up before the guest starts, so that a
+/// busy published port or a missing device fails before anything runs.
+pub fn build(args: &DoArgs, capture: Option<&Capture>) -> Result<Networking, Error> {
+    let sniff = |link: Box<dyn Link>, name: &str| -> Box<dyn Link> {
+        match capture {
+            Some(c) => Box::new(c.wrap(link, name)),
+            None => link,
+        }
+    };
+    let mut out = Networking {
+        sentry: SentryNetwork {
+            // Loopback hands each frame straight back: one copy per packet.
+            loopback: capture.map(|c| Box::new(c.wrap(Loopback::new(), "lo").sent_only()) as _),
+            ..SentryNetwork::default()
+        },
+        guest_files: Vec::new(),
+        restore: None,
+    };
+    let net = &mut out.sentry;
+    match &args.network {
+        Network::None => {}
+        Network::Nat => {
+            let cfg = NatConfig {
+                dns_upstream: host_resolver(),
+                host_loopback: args.allow_host_loopback,
+                publish: args.publish.clone(),
+                ..NatConfig::default()
+            };
+            let dns = cfg.dns;
+            let (nat, link, config) = Nat::new(cfg, netstack::Instant::from_micros(0))?;
+            net.nics.push(NicSetup {
+                link: sniff(Box::new(link), &config.name),
+                config,
+                routes: Vec::new(),
+                onlink: Vec::new(),
+            });
+            net.nat = Some(nat);
+            out.guest_files.push((
+                PathBuf::from("/etc/resolv.conf"),
+                format!("nameserver {dns}\n").into_bytes(),
+            ));
+        }
+        Network::Tap(name) => {
+            let link = TapLink::open(name)?;
+            let config = NicConfig {
+                name: "eth0".into(),
+                mac: guest_mac(link.device_mac()),
+                addrs: args.addresses.iter().map(|a| a.0).collect(),
+                gateway_v4: args.gateways.iter().find_map(|g| match g {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                }),
+                gateway_v6: args.gateways.iter().find_map(|g| match g {
+                    IpAddr::V6(v6) => Some(*v6),
+                    IpAddr::V4(_) => None,
+                }),
+            };
+            net.nics.push(NicSetup {
+                link: sniff(Box::new(link), "eth0"),
+                config,
+                routes: Vec::new(),
+                onlink: Vec::new(),
+            });
+        }
+        Network::Sandbox => {
+            let path = args
+                .netns
+                .as_deref()
+                .ok_or("--network sandbox needs --netns PATH")?;
+            let taken = takeover::take_over(path)?;
+            if taken.nics.is_empty() {
+                eprintln!(
+                    "smolvisor: warning: no interface is up in {}; the sandbox has only lo",
+                    path.display()
+                );
+            }
+            for nic in taken.nics {
+                for why in &nic.ignored {
+                    eprintln!("smolvisor: warning: {why}");
+                }
+                let name = nic.config.name.clone();
+                net.nics.push(nic.into_setup(|link| sniff(link, &name)));
+            }
+            out.restore = Some(Restorer::spawn(taken.restore)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The guest's MAC on a TAP: the device's own (the host's side of the
+/// wire) with its last byte changed, locally administered and unicast.
+fn guest_mac(device: [u8; 6]) -> [u8; 6] {
+    let mut mac = device;
+    mac[0] = (mac[0] | 0x02) & !0x01;
+    mac[5] ^= 0x01;
+    mac
+}
+
+/// The host's first IPv4 resolver (`nameserver` in /etc/resolv.conf), which
+/// the NAT's DNS forwarder passes queries to. The Sentry lives in the host's
+/// network namespace, so a resolver on the host's loopback works too.
+fn host_resolver() -> Option<SocketAddr> {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    conf.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("nameserver"))
+            .then(|| words.next()?.parse::<IpAddr>().ok())
+            .flatten()
+            .filter(IpAddr::is_ipv4)
+            .map(|ip| SocketAddr::new(ip, 53))
+    })
+}

@@ -29,7 +29,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 use netstack::link::PacketLink;
-use netstack::{GatewayRoute, IfAddr, NetError, NicConfig, NicId, Stack};
+use netstack::{GatewayRoute, IfAddr, Link, NicConfig, NicSetup};
 use nix::sched::{CloneFlags, setns};
 
 /// Why the interfaces of a namespace could not be taken over.
@@ -71,8 +71,6 @@ pub struct TakenNic {
     pub link: PacketLink,
     /// Name, MAC, addresses and default gateways, as the host had them.
     pub config: NicConfig,
-    /// The interface's MTU.
-    pub mtu: usize,
     /// Routes through a gateway, besides the default ones.
     pub routes: Vec<GatewayRoute>,
     /// Routes with no gateway to prefixes beyond the addresses' subnets.
@@ -84,32 +82,14 @@ pub struct TakenNic {
 }
 
 impl TakenNic {
-    /// Adds the NIC and its routes to `stack`. A route the stack refuses
-    /// (an on-link prefix outside every subnet of the NIC, a gateway that is
-    /// not on-link) is logged and skipped: the rest of the network works.
-    pub fn add_to(self, stack: &mut Stack) -> Result<NicId, NetError> {
-        let name = self.config.name.clone();
-        let nic = stack.add_nic(Box::new(self.link), self.config)?;
-        for dst in self.onlink {
-            if let Err(e) = stack.add_onlink_route(nic, dst) {
-                tracing::warn!(
-                    "{name}: route {}/{} (no gateway) not followed: {e}",
-                    dst.addr,
-                    dst.prefix_len
-                );
-            }
+    /// The NIC as a stack takes it, its link wrapped by `wrap` (a sniffer).
+    pub fn into_setup(self, wrap: impl FnOnce(Box<dyn Link>) -> Box<dyn Link>) -> NicSetup {
+        NicSetup {
+            link: wrap(Box::new(self.link)),
+            config: self.config,
+            routes: self.routes,
+            onlink: self.onlink,
         }
-        for r in self.routes {
-            if let Err(e) = stack.add_route(nic, r) {
-                tracing::warn!(
-                    "{name}: route {}/{} via {} not followed: {e}",
-                    r.dst.addr,
-                    r.dst.prefix_len,
-                    r.gateway
-                );
-            }
-        }
-        Ok(nic)
     }
 }
 
@@ -136,6 +116,14 @@ impl Restore {
         );
         in_netns(&self.netns, move || restore_items(&addrs, &routes))
             .map_err(|e| io::Error::other(e.to_string()))?
+    }
+}
+
+impl Restore {
+    /// Forgets the work without doing it: another process (a copy made by
+    /// `fork`) does it instead.
+    pub fn disarm(mut self) {
+        self.done = true;
     }
 }
 
@@ -257,7 +245,6 @@ fn take_over_here() -> Result<Taken, TakeoverError> {
             let nic = TakenNic {
                 link,
                 config: d.config,
-                mtu: d.mtu,
                 routes: d.routes,
                 onlink: d.onlink,
                 ignored: d.ignored,

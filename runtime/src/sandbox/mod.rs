@@ -19,7 +19,7 @@ mod handoff;
 mod init;
 mod mountinfo;
 mod rootfs;
-mod sys;
+pub(crate) mod sys;
 #[cfg(test)]
 mod tests;
 

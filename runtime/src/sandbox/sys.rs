@@ -12,7 +12,7 @@ use nix::unistd::{ForkResult, Pid};
 ///
 /// Callers must keep the child on a short, known path that ends in `_exit` or
 /// `execve` and never returns into the caller's code (see `init::run`).
-pub(super) fn fork() -> nix::Result<ForkResult> {
+pub(crate) fn fork() -> nix::Result<ForkResult> {
     // SAFETY: the child of a multi-threaded parent may only rely on what fork
     // preserves. The children here run the sandbox's own start-up code only:
     // glibc keeps malloc usable after fork, they take no lock another thread
@@ -25,7 +25,7 @@ pub(super) fn fork() -> nix::Result<ForkResult> {
 /// Closes every descriptor above stderr except `keep`, so that the guest
 /// inherits nothing but its stdio from the runtime (other sandboxes' sockets,
 /// the Sentry's own descriptors, fds a caller leaked without `O_CLOEXEC`).
-pub(super) fn close_descriptors_except(keep: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn close_descriptors_except(keep: BorrowedFd<'_>) -> io::Result<()> {
     let keep = keep.as_raw_fd();
     let mut ranges = Vec::with_capacity(2);
     if keep > 2 {
@@ -158,7 +158,7 @@ pub(super) fn reap_any() -> nix::Result<Option<(Pid, Ended)>> {
 
 /// `_exit(2)`: leaves a forked child at once, without running the runtime's
 /// exit handlers or flushing buffers that belong to the parent.
-pub(super) fn exit_now(status: i32) -> ! {
+pub(crate) fn exit_now(status: i32) -> ! {
     // SAFETY: _exit never returns and touches no memory of ours.
     unsafe { libc::_exit(status) }
 }

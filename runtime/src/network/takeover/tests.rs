@@ -69,7 +69,7 @@ fn take_over_copies_the_interface_clears_the_host_and_restores_it() {
     let nic = &taken.nics[0];
     assert_eq!(nic.config.name, "va");
     assert_eq!(nic.config.mac, [2, 0, 0, 0xaa, 0, 1]);
-    assert_eq!(nic.mtu, 1400);
+    assert_eq!(netstack::Link::caps(&nic.link).mtu, 1400);
     assert_eq!(
         sorted(nic.config.addrs.clone()),
         ["10.60.0.1/24", "10.60.0.5/24", "fd60::1/64"]
@@ -200,7 +200,7 @@ fn stack_on_the_taken_interface_talks_with_the_peer_both_ways() {
     let taken = take_over(&a.path()).unwrap();
     let mut stack = Stack::new(StackConfig::default(), wall_clock());
     for nic in taken.nics {
-        nic.add_to(&mut stack).unwrap();
+        stack.add_nic_setup(nic.into_setup(|link| link)).unwrap();
     }
 
     // Out: 4 MiB to an echo server in `b`, and back.
@@ -294,7 +294,7 @@ fn two_interfaces_one_through_a_gateway_one_by_an_onlink_route() {
     assert_eq!(taken.nics[1].onlink, [ifaddr("10.62.2.0/24")]);
     let mut stack = Stack::new(StackConfig::default(), wall_clock());
     for nic in taken.nics {
-        nic.add_to(&mut stack).unwrap();
+        stack.add_nic_setup(nic.into_setup(|link| link)).unwrap();
     }
 
     let far: SocketAddr = "10.70.0.9:5001".parse().unwrap();
