@@ -336,6 +336,9 @@ pub fn confine_sentry(host_sockets: bool) -> io::Result<()> {
     let mut f = ScmpFilterContext::new_filter(ScmpAction::Errno(libc::EPERM)).map_err(other)?;
     f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
     f.set_ctl_nnp(true).map_err(other)?;
+    // Every thread, not only the caller: links may write from threads of
+    // their own, started before (the AF_PACKET link's sender).
+    f.set_ctl_tsync(true).map_err(other)?;
     for name in SENTRY_ALLOWED {
         f.add_rule(ScmpAction::Allow, sys(name)?).map_err(other)?;
     }

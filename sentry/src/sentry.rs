@@ -238,7 +238,10 @@ impl Sentry {
     ) -> io::Result<Sentry> {
         let start = StdInstant::now();
         let zero = netstack::Instant::from_micros(0);
-        let stack_cfg = StackConfig::unpredictable();
+        let stack_cfg = StackConfig {
+            tcp_recv_buffer: 1 << 20,
+            ..StackConfig::unpredictable()
+        };
         let mut stack = match net.loopback {
             Some(lo) => Stack::with_loopback(stack_cfg, zero, lo),
             None => Stack::new(stack_cfg, zero),

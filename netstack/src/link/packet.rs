@@ -61,6 +61,17 @@ pub struct PacketStats {
     pub tx_dropped: u64,
 }
 
+impl PacketStats {
+    fn add(&mut self, other: &PacketStats) {
+        self.rx_frames += other.rx_frames;
+        self.rx_csum_completed += other.rx_csum_completed;
+        self.rx_csum_verified += other.rx_csum_verified;
+        self.rx_dropped += other.rx_dropped;
+        self.tx_frames += other.tx_frames;
+        self.tx_dropped += other.tx_dropped;
+    }
+}
+
 /// A [`Link`] over an AF_PACKET socket bound to one host interface.
 #[derive(Debug)]
 pub struct PacketLink {
@@ -84,7 +95,29 @@ pub struct PacketLink {
     /// for smoltcp to verify.
     vouching: bool,
     stats: PacketStats,
+    /// The thread that writes the batches, when there is one.
+    sender: Option<SenderThread>,
 }
+
+/// A batch of frames behind their headers, as `sendmmsg` takes them.
+type Batch = Vec<([u8; VNET_HDR_LEN], Vec<u8>)>;
+
+/// A thread of the link's own that writes its batches. Over a veth, the
+/// `sendmmsg` that hands a frame to the kernel also runs the receiving
+/// side's whole input path (segmentation of offloaded segments, the peer's
+/// TCP), in the caller's time: on a thread of its own that work runs on
+/// another core while the stack goes on.
+#[derive(Debug)]
+struct SenderThread {
+    /// Batches to write; bounded, so a slow wire holds the stack back
+    /// instead of queueing without end.
+    batches: std::sync::mpsc::SyncSender<Batch>,
+    /// Written batches come back with their counts, for their buffers.
+    done: std::sync::mpsc::Receiver<(Batch, PacketStats)>,
+}
+
+/// Batches the stack may queue ahead of the sender thread.
+const SENDER_QUEUE: usize = 4;
 
 impl PacketLink {
     /// Opens a socket on the interface `ifindex` of the calling thread's
@@ -105,7 +138,30 @@ impl PacketLink {
             may_vouch: true,
             vouching: false,
             stats: PacketStats::default(),
+            sender: None,
         })
+    }
+
+    /// The same link, writing from a thread of its own (see `SenderThread`).
+    /// The thread only ever writes to this link's socket. A process that
+    /// confines itself with seccomp later must do so for all its threads.
+    pub fn with_sender_thread(mut self) -> io::Result<PacketLink> {
+        let fd = self.fd.try_clone()?;
+        let (batches, todo) = std::sync::mpsc::sync_channel::<Batch>(SENDER_QUEUE);
+        let (back, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("packet-tx".into())
+            .spawn(move || {
+                for batch in todo {
+                    let mut stats = PacketStats::default();
+                    write_batch(fd.as_fd(), &batch, &mut stats);
+                    if back.send((batch, stats)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        self.sender = Some(SenderThread { batches, done });
+        Ok(self)
     }
 
     /// The same link, sending only segments that fit the MTU and with every
@@ -171,40 +227,35 @@ impl PacketLink {
 
     /// Writes the queued frames; what the kernel refuses is dropped.
     fn send_queued(&mut self) {
-        let mut done = 0;
-        while done < self.tx.len() {
-            match sys::send_batch(self.fd.as_fd(), &self.tx[done..]) {
-                Ok(0) => {
-                    self.stats.tx_dropped += (self.tx.len() - done) as u64;
-                    break;
-                }
-                Ok(n) => {
-                    self.stats.tx_frames += n as u64;
-                    done += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
-                    // The queue is full: drop the rest, as a NIC does;
-                    // TCP retransmits.
-                    self.stats.tx_dropped += (self.tx.len() - done) as u64;
-                    break;
-                }
-                Err(_) => {
-                    // This frame is refused (too long, interface down): drop
-                    // it and try the others.
-                    self.stats.tx_dropped += 1;
-                    done += 1;
-                }
+        let Some(sender) = &self.sender else {
+            write_batch(self.fd.as_fd(), &self.tx, &mut self.stats);
+            let mut tx = std::mem::take(&mut self.tx);
+            self.recycle_batch(&mut tx);
+            self.tx = tx;
+            return;
+        };
+        let spare = match sender.done.try_recv() {
+            Ok((mut b, stats)) => {
+                self.stats.add(&stats);
+                self.recycle_batch(&mut b);
+                b
             }
+            Err(_) => Vec::with_capacity(MAX_BATCH),
+        };
+        let batch = std::mem::replace(&mut self.tx, spare);
+        if let Some(sender) = &self.sender
+            && sender.batches.send(batch).is_err()
+        {
+            // The thread ends only with the process: nothing is lost here.
+            self.sender = None;
         }
-        let mut tx = std::mem::take(&mut self.tx);
-        for (_, frame) in tx.drain(..) {
+    }
+
+    /// Returns a written batch's buffers to the pool.
+    fn recycle_batch(&mut self, batch: &mut Batch) {
+        for (_, frame) in batch.drain(..) {
             self.keep(frame);
         }
-        self.tx = tx;
     }
 
     /// Pools a buffer for reuse, if there is room and it can take any frame.
@@ -282,6 +333,39 @@ impl PacketLink {
         self.tx.push((hdr.bytes(), frame));
         if self.tx.len() >= MAX_BATCH {
             self.flush(now);
+        }
+    }
+}
+
+/// Writes a batch, counting what went and what was dropped.
+fn write_batch(fd: BorrowedFd<'_>, tx: &Batch, stats: &mut PacketStats) {
+    let mut done = 0;
+    while done < tx.len() {
+        match sys::send_batch(fd, &tx[done..]) {
+            Ok(0) => {
+                stats.tx_dropped += (tx.len() - done) as u64;
+                break;
+            }
+            Ok(n) => {
+                stats.tx_frames += n as u64;
+                done += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.raw_os_error() == Some(libc::ENOBUFS) =>
+            {
+                // The queue is full: drop the rest, as a NIC does;
+                // TCP retransmits.
+                stats.tx_dropped += (tx.len() - done) as u64;
+                break;
+            }
+            Err(_) => {
+                // This frame is refused (too long, interface down): drop
+                // it and try the others.
+                stats.tx_dropped += 1;
+                done += 1;
+            }
         }
     }
 }

@@ -238,10 +238,12 @@ fn take_over_here() -> Result<Taken, TakeoverError> {
                 .cloned()
                 .collect();
             let d = describe(&link, &addrs, &routes);
-            let link = PacketLink::open(index, d.mtu).map_err(|source| TakeoverError::Link {
-                name: name.clone(),
-                source,
-            })?;
+            let link = PacketLink::open(index, d.mtu)
+                .and_then(PacketLink::with_sender_thread)
+                .map_err(|source| TakeoverError::Link {
+                    name: name.clone(),
+                    source,
+                })?;
             let nic = TakenNic {
                 link,
                 config: d.config,
