@@ -13,11 +13,12 @@
 //! [`Guest::netns`] runs the command (or `smolvisor` itself) inside a named
 //! network namespace that the test made (`ip netns exec`), and
 //! [`Guest::do_args`] replaces `--network none`: the nat tests use both,
-//! with the namespaces of [`netns`].
+//! with the namespaces of [`netns`]. [`pcap`] reads captures back.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod netns;
+pub mod pcap;
 
 use std::collections::HashMap;
 use std::fmt;
