@@ -322,6 +322,12 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// The process id of what was started: `smolvisor` itself (`ip netns
+    /// exec` execs it), or the native command.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The guest's stdout so far.
     pub fn stdout_so_far(&self) -> String {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()
