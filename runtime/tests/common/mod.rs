@@ -13,11 +13,12 @@
 //! [`Guest::netns`] runs the command (or `smolvisor` itself) inside a named
 //! network namespace that the test made (`ip netns exec`), and
 //! [`Guest::do_args`] replaces `--network none`: the nat tests use both,
-//! with the namespaces of [`netns`].
+//! with the namespaces of [`netns`]. [`pcap`] reads captures back.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod netns;
+pub mod pcap;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -321,6 +322,12 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// The process id of what was started: `smolvisor` itself (`ip netns
+    /// exec` execs it), or the native command.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The guest's stdout so far.
     pub fn stdout_so_far(&self) -> String {
         fs::read_to_string(&self.stdout_path).unwrap_or_default()

@@ -6,6 +6,9 @@
 //! - [`Topology`]: namespaces A (where `smolvisor` runs: the sandbox's
 //!   "host") and B ("outside", where the peers live), joined by a veth pair
 //!   on 10.201.N.0/24. Used by the nat and capture tests.
+//! - [`TwoPeers`]: namespace A joined to B and to C by a veth each, with a
+//!   default route, an on-link route and a gateway route: the several
+//!   interfaces of `--network sandbox`.
 //! - [`TapNet`]: one namespace holding a TAP device on 10.211.N.0/24 and an
 //!   address 10.212.N.1 beyond it, for `--network tap:NAME`.
 //!
@@ -29,6 +32,18 @@ pub fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs `ip ARGS` and returns its stdout, panicking with its stderr if it fails.
+pub fn ip_out(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("ip prints UTF-8")
 }
 
 /// A unique name prefix and a subnet byte N for one world. The namespaces
@@ -155,6 +170,138 @@ impl Drop for Topology {
             remove_namespace(ns);
         }
         let _ = fs::remove_dir_all(self.etc_dir());
+    }
+}
+
+/// Namespace A (where `smolvisor` runs) with two veths, each a subnet of
+/// its own, and the routes of a host with several interfaces:
+///
+/// - `vethb` to B: A 10.201.N.1/24, B 10.201.N.2/24; A's default route
+///   goes via B, which also holds 10.234.N.1 on its `lo` (reached only
+///   through that default route).
+/// - `vethc` to C: A 10.231.N.1/24, C 10.231.N.2/24; A has the on-link
+///   route `10.231.0.0/16 dev vethc` (wider than its subnet, holding its
+///   address) to reach 10.231.N+1.1 on C's `lo`, and the gateway route
+///   `10.233.N.0/24 via 10.231.N.2` to reach 10.233.N.1 on C's `lo`.
+///
+/// The peers' ends are named `veth0`. Removed on drop.
+pub struct TwoPeers {
+    pub a: String,
+    pub b: String,
+    pub c: String,
+    /// The third byte of the subnets (N < 255, so N+1 is one too).
+    pub n: u8,
+}
+
+impl TwoPeers {
+    pub fn new() -> Self {
+        let (id, n) = next_world();
+        let net = TwoPeers {
+            a: format!("smv-two-{id}-a"),
+            b: format!("smv-two-{id}-b"),
+            c: format!("smv-two-{id}-c"),
+            n,
+        };
+        // From here on, Drop removes whatever was made.
+        for ns in [&net.a, &net.b, &net.c] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        for (dev, peer, a_ip, peer_ip) in [
+            ("vethb", &net.b, net.a_ip_b(), net.b_ip()),
+            ("vethc", &net.c, net.a_ip_c(), net.c_ip()),
+        ] {
+            ip(&[
+                "-n", &net.a, "link", "add", dev, "type", "veth", "peer", "name", "veth0", "netns",
+                peer,
+            ]);
+            let a_addr = format!("{a_ip}/24");
+            ip(&["-n", &net.a, "addr", "add", &a_addr, "dev", dev]);
+            ip(&["-n", &net.a, "link", "set", dev, "up"]);
+            let peer_addr = format!("{peer_ip}/24");
+            ip(&["-n", peer, "addr", "add", &peer_addr, "dev", "veth0"]);
+            ip(&["-n", peer, "link", "set", "veth0", "up"]);
+        }
+        let b_far = format!("{}/32", net.b_far_ip());
+        ip(&["-n", &net.b, "addr", "add", &b_far, "dev", "lo"]);
+        for far in [net.c_onlink_ip(), net.c_gateway_ip()] {
+            ip(&[
+                "-n",
+                &net.c,
+                "addr",
+                "add",
+                &format!("{far}/32"),
+                "dev",
+                "lo",
+            ]);
+        }
+        ip(&["-n", &net.a, "route", "add", "default", "via", &net.b_ip()]);
+        ip(&[
+            "-n",
+            &net.a,
+            "route",
+            "add",
+            "10.231.0.0/16",
+            "dev",
+            "vethc",
+        ]);
+        let beyond = format!("10.233.{}.0/24", net.n);
+        ip(&["-n", &net.a, "route", "add", &beyond, "via", &net.c_ip()]);
+        net
+    }
+
+    /// A's address on `vethb`.
+    pub fn a_ip_b(&self) -> String {
+        format!("10.201.{}.1", self.n)
+    }
+
+    /// A's address on `vethc`.
+    pub fn a_ip_c(&self) -> String {
+        format!("10.231.{}.1", self.n)
+    }
+
+    /// B's address on the veth, A's default gateway.
+    pub fn b_ip(&self) -> String {
+        format!("10.201.{}.2", self.n)
+    }
+
+    /// B's address on `lo`, beyond every subnet of A: reached by the default route.
+    pub fn b_far_ip(&self) -> String {
+        format!("10.234.{}.1", self.n)
+    }
+
+    /// C's address on the veth, A's gateway to 10.233.N.0/24.
+    pub fn c_ip(&self) -> String {
+        format!("10.231.{}.2", self.n)
+    }
+
+    /// C's address on `lo` inside 10.231.0.0/16 but outside A's /24:
+    /// reached by the on-link route.
+    pub fn c_onlink_ip(&self) -> String {
+        format!("10.231.{}.1", self.n + 1)
+    }
+
+    /// C's address on `lo` reached by the gateway route.
+    pub fn c_gateway_ip(&self) -> String {
+        format!("10.233.{}.1", self.n)
+    }
+
+    /// `cmd` run natively in B.
+    pub fn in_b(&self, cmd: Guest) -> Guest {
+        cmd.mode(Mode::Native).netns(&self.b)
+    }
+
+    /// `cmd` run natively in C.
+    pub fn in_c(&self, cmd: Guest) -> Guest {
+        cmd.mode(Mode::Native).netns(&self.c)
+    }
+}
+
+impl Drop for TwoPeers {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b, &self.c] {
+            remove_namespace(ns);
+        }
     }
 }
 
