@@ -534,37 +534,49 @@ fn capture_under_load_matches_the_peers_counters() {
     // Received: B's kernel hands the veth whole segments (veth passes its
     // TSO super-frames through uncut), and each is one captured frame.
     let received = veth.clone().filter(|r| r[1] == "0x00000001").count() as u64;
-    // Sent: a TCP frame larger than the MTU would have gone with a GSO
-    // request, for the kernel to cut into segments of the MSS the stack
-    // used, the payload of a full-size frame: MTU minus the IP and TCP
-    // headers (B offers the MSS of the same MTU). The capture's wrapper
-    // does not offer segmentation to the stack today, so there are none.
-    let (mut wire_frames, mut wire_bytes, mut super_frames) = (0, 0, 0);
+    // Sent: the stack hands TCP segments larger than the MTU to the kernel
+    // whole, with a GSO request (segmentation offload), and the capture
+    // holds them whole, as a capture on Linux does. The kernel may cut one
+    // into segments of at most MTU - headers payload bytes, or let it cross
+    // the veth uncut (B then counts it once): how many packets B saw is not
+    // known in advance, but every one carries the super-frame's own headers.
+    // So with k = B's packets beyond the frames that fit the MTU, the bytes
+    // must add up exactly: small frames + super-frames' payload + k headers.
+    let (mut small_frames, mut small_bytes) = (0, 0);
+    let (mut super_frames, mut super_payload, mut most_cuts) = (0, 0, 0);
+    let mut header = None;
     for row in veth.filter(|r| r[1] == "0x00000002") {
         let len = num(&row[2]);
         if len <= ETHERNET_HEADER + MTU {
-            wire_frames += 1;
-            wire_bytes += len;
+            small_frames += 1;
+            small_bytes += len;
             continue;
         }
         let headers = num(&row[3]) + num(&row[4]);
+        let h = *header.get_or_insert(headers);
+        assert_eq!(h, headers, "every super-frame has the same headers");
         let payload = num(&row[5]);
-        let segments = payload.div_ceil(MTU - headers);
-        wire_frames += segments;
-        wire_bytes += payload + segments * (ETHERNET_HEADER + headers);
         super_frames += 1;
+        super_payload += payload;
+        most_cuts += payload.div_ceil(MTU - headers);
     }
     let peer = (
         after.rx_packets - before.rx_packets,
         after.rx_bytes - before.rx_bytes,
         after.tx_packets - before.tx_packets,
     );
+    let k = peer.0 - small_frames;
+    let per_packet = ETHERNET_HEADER + header.unwrap_or(0);
+    assert!(
+        (super_frames..=most_cuts).contains(&k),
+        "B saw {k} packets for {super_frames} super-frames (at most {most_cuts} cut)"
+    );
     assert_eq!(
-        (wire_frames, wire_bytes, received),
-        peer,
-        "the capture's frames sent (as segments on the wire), their bytes, and the frames \
-         received (left) against B's rx_packets, rx_bytes and tx_packets (right); \
-         {super_frames} frames were cut"
+        (small_bytes + super_payload + k * per_packet, received),
+        (peer.1, peer.2),
+        "bytes sent (frames that fit, super-frames' payload, and one set of headers \
+         per packet B counted) and frames received (left) against B's rx_bytes and \
+         tx_packets (right)"
     );
     assert_guest_stream_complete(&file, &net.a_ip(), "9000", BULK);
 }

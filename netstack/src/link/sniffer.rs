@@ -734,6 +734,23 @@ impl<L: Link> Link for Sniffer<L> {
         self.inner.fd()
     }
 
+    // Offloads pass through, so capturing changes nothing on the wire: a
+    // large segment is recorded whole, as a capture on Linux shows a GSO
+    // frame before the NIC cuts it.
+    fn segmentation(&self) -> Option<usize> {
+        self.inner.segmentation()
+    }
+
+    fn vouch_for_checksums(&mut self) -> bool {
+        self.inner.vouch_for_checksums()
+    }
+
+    fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, mss: u16) {
+        self.capture
+            .record(self.iface, Direction::Outbound, now, &frame);
+        self.inner.send_segmented(now, frame, mss);
+    }
+
     fn flush(&mut self, now: Instant) {
         self.inner.flush(now);
         self.capture.flush_due(now);

@@ -54,6 +54,19 @@ impl Restorer {
             }
             nix::unistd::ForkResult::Child => {
                 drop(write);
+                // The pipe's end is the only cue: a terminal's Ctrl-C or a
+                // service manager's SIGTERM to the whole group must not
+                // stop the restore.
+                let _ = nix::unistd::setsid();
+                for signal in [
+                    nix::sys::signal::Signal::SIGINT,
+                    nix::sys::signal::Signal::SIGQUIT,
+                    nix::sys::signal::Signal::SIGHUP,
+                    nix::sys::signal::Signal::SIGTERM,
+                    nix::sys::signal::Signal::SIGPIPE,
+                ] {
+                    let _ = crate::sandbox::sys::ignore_signal(signal);
+                }
                 // Only the pipe and standard error are kept: the links'
                 // sockets, the capture and the rest belong to the parent.
                 let _ = crate::sandbox::sys::close_descriptors_except(read.as_fd());

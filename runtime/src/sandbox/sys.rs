@@ -101,7 +101,7 @@ pub(super) fn reset_signal_dispositions() {
 }
 
 /// Ignores `signal` in this process.
-pub(super) fn ignore_signal(signal: Signal) -> nix::Result<()> {
+pub(crate) fn ignore_signal(signal: Signal) -> nix::Result<()> {
     let action = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     // SAFETY: SIG_IGN installs no handler, so no code of ours runs in signal
     // context.
