@@ -27,6 +27,12 @@ fn icmp_socket(ty: SockType) -> Option<OwnedFd> {
     socket(AddressFamily::Inet, ty, flags, SockProtocol::Icmp).ok()
 }
 
+impl PingFlow {
+    pub(super) fn host_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
+    }
+}
+
 impl Nat {
     fn ping_flow(&mut self, ident: u16, now: Instant) -> Option<FlowKey> {
         if let Some(&k) = self.pings.get(&ident) {
@@ -39,18 +45,14 @@ impl Nat {
             Some(fd) => (fd, false),
             None => (icmp_socket(SockType::Raw)?, true),
         };
-        let key = self.flows.insert(Flow::Ping(PingFlow {
-            sock: UdpSocket::from(fd),
-            raw,
-            guest_ident: ident,
-            last: now,
-        }));
-        if let Some(Flow::Ping(p)) = self.flows.get(key)
-            && self.watch(&p.sock, key).is_err()
-        {
-            self.flows.remove(key);
-            return None;
-        }
+        let key = self
+            .add_flow(Flow::Ping(PingFlow {
+                sock: UdpSocket::from(fd),
+                raw,
+                guest_ident: ident,
+                last: now,
+            }))
+            .ok()?;
         self.pings.insert(ident, key);
         Some(key)
     }

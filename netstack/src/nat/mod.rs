@@ -215,6 +215,18 @@ enum Flow {
     Ping(icmp::PingFlow),
 }
 
+impl Flow {
+    /// The host socket the flow waits on.
+    fn host_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Flow::Listener(l, _) => l.as_fd(),
+            Flow::Tcp(t) => t.host_fd(),
+            Flow::Udp(u) => u.host_fd(),
+            Flow::Ping(p) => p.host_fd(),
+        }
+    }
+}
+
 /// Frames taken off the cable for the relays, and frames they answer with.
 #[derive(Debug, Default)]
 struct Side {
@@ -530,15 +542,20 @@ impl Nat {
         }
     }
 
-    /// Registers a host descriptor for `key`, edge-triggered.
-    fn watch(&self, fd: impl AsFd, key: FlowKey) -> io::Result<()> {
+    /// Enters a flow and watches its host socket, edge-triggered. A flow
+    /// that cannot be watched would never be served: it is taken out again
+    /// and handed back with the reason.
+    fn add_flow(&mut self, flow: Flow) -> Result<FlowKey, (Flow, io::Error)> {
+        let key = self.flows.insert(flow);
         let flags = EpollFlags::EPOLLIN
             | EpollFlags::EPOLLOUT
             | EpollFlags::EPOLLRDHUP
             | EpollFlags::EPOLLET;
-        self.epoll
-            .add(fd, EpollEvent::new(flags, key.0.as_ffi()))
-            .map_err(io::Error::from)
+        let event = EpollEvent::new(flags, key.0.as_ffi());
+        match self.epoll.add(self.flows[key].host_fd(), event) {
+            Ok(()) => Ok(key),
+            Err(e) => Err((self.flows.remove(key).expect("just entered"), e.into())),
+        }
     }
 
     /// Drops idle UDP flows and ping identifiers.

@@ -40,6 +40,10 @@ pub(super) struct TcpFlow {
 }
 
 impl TcpFlow {
+    pub(super) fn host_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.host)
+    }
+
     fn new(host: TcpStream, sock: Option<SocketId>, syn: Option<Intercepted>) -> Self {
         TcpFlow {
             host,
@@ -89,11 +93,9 @@ impl Nat {
     pub(super) fn publish_tcp(&mut self, host: SocketAddr, guest_port: u16) -> io::Result<()> {
         let l = TcpListener::bind(host)?;
         l.set_nonblocking(true)?;
-        let key = self.flows.insert(Flow::Listener(l, guest_port));
-        if let Some(Flow::Listener(l, _)) = self.flows.get(key) {
-            self.watch(l, key)?;
-        }
-        Ok(())
+        self.add_flow(Flow::Listener(l, guest_port))
+            .map(drop)
+            .map_err(|(_, e)| e)
     }
 
     /// Connections to a published port: each one is opened towards the guest.
@@ -124,14 +126,13 @@ impl Nat {
                     continue;
                 }
             }
-            let flow = self
-                .flows
-                .insert(Flow::Tcp(TcpFlow::new(host, Some(sock), None)));
-            self.by_socket.insert(sock, flow);
-            if let Some(Flow::Tcp(t)) = self.flows.get(flow)
-                && self.watch(&t.host, flow).is_err()
-            {
-                self.abort_tcp(flow);
+            match self.add_flow(Flow::Tcp(TcpFlow::new(host, Some(sock), None))) {
+                Ok(flow) => {
+                    self.by_socket.insert(sock, flow);
+                }
+                Err(_) => {
+                    let _ = self.gw.close(sock);
+                }
             }
         }
     }
@@ -152,14 +153,14 @@ impl Nat {
             return;
         };
         let tuple = (syn.local, syn.remote);
-        let key = self
-            .flows
-            .insert(Flow::Tcp(TcpFlow::new(host, None, Some(syn))));
-        self.pending.insert(tuple, key);
-        if let Some(Flow::Tcp(t)) = self.flows.get(key)
-            && self.watch(&t.host, key).is_err()
-        {
-            self.abort_tcp(key);
+        match self.add_flow(Flow::Tcp(TcpFlow::new(host, None, Some(syn)))) {
+            Ok(key) => {
+                self.pending.insert(tuple, key);
+            }
+            Err((Flow::Tcp(TcpFlow { syn: Some(syn), .. }), _)) => {
+                self.gw.refuse_intercepted(&syn);
+            }
+            Err(_) => {}
         }
     }
 

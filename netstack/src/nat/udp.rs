@@ -37,6 +37,12 @@ pub(super) struct UdpFlow {
     peers: HashMap<SocketAddrV4, SocketAddr>,
 }
 
+impl UdpFlow {
+    pub(super) fn host_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
+    }
+}
+
 impl Nat {
     pub(super) fn publish_udp(&mut self, host: SocketAddr, guest_port: u16) -> io::Result<()> {
         let sock = UdpSocket::bind(host)?;
@@ -48,11 +54,8 @@ impl Nat {
             published: true,
             peers: HashMap::new(),
         };
-        let key = self.flows.insert(Flow::Udp(flow));
+        let key = self.add_flow(Flow::Udp(flow)).map_err(|(_, e)| e)?;
         self.udp_published.insert(guest_port, key);
-        if let Some(Flow::Udp(u)) = self.flows.get(key) {
-            self.watch(&u.sock, key)?;
-        }
         Ok(())
     }
 
@@ -71,19 +74,15 @@ impl Nat {
         // ICMP errors about what the guest sent come back to it (a
         // connected UDP socket then fails with ECONNREFUSED, as on Linux).
         let _ = setsockopt(&sock, sockopt::Ipv4RecvErr, &true);
-        let key = self.flows.insert(Flow::Udp(UdpFlow {
-            sock,
-            guest: from,
-            last: now,
-            published: false,
-            peers: HashMap::new(),
-        }));
-        if let Some(Flow::Udp(u)) = self.flows.get(key)
-            && self.watch(&u.sock, key).is_err()
-        {
-            self.flows.remove(key);
-            return None;
-        }
+        let key = self
+            .add_flow(Flow::Udp(UdpFlow {
+                sock,
+                guest: from,
+                last: now,
+                published: false,
+                peers: HashMap::new(),
+            }))
+            .ok()?;
         self.udp_by_guest.insert(from, key);
         Some(key)
     }
