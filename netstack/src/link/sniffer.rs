@@ -109,6 +109,9 @@ pub enum CaptureError {
         /// Requested number of files.
         max_files: usize,
     },
+    /// The thread that writes the capture could not start.
+    #[error("cannot start the capture's writing thread: {0}")]
+    Thread(io::Error),
 }
 
 /// Frame counts of one interface.
@@ -179,7 +182,6 @@ struct Interface {
 }
 
 struct Output {
-    file: File,
     path: Option<PathBuf>,
     /// Frames in the file now.
     frames: u64,
@@ -209,6 +211,116 @@ struct Writer {
     finished: bool,
     /// The stack time of the last frame, for the statistics' timestamp.
     last_now: Instant,
+    /// The thread that does the writing, and what it was given, oldest first:
+    /// the file each buffer went to and the frames in it.
+    disk: Disk,
+    /// One entry per job given: a write's file and frames, or `None` for a reset.
+    inflight: std::collections::VecDeque<Option<(usize, Frames)>>,
+    /// Buffers back from the thread, and emptied frame lists, for reuse:
+    /// recording allocates nothing.
+    spare: Vec<Vec<u8>>,
+    spare_frames: Vec<Frames>,
+}
+
+/// The frames of a buffer: where each one's block ends, and its interface.
+type Frames = Vec<(usize, CaptureInterface)>;
+
+/// What the writing thread is asked to do, in order.
+enum Job {
+    /// Append the bytes to file `n`.
+    Write(usize, Vec<u8>),
+    /// Empty file `n` and start over at its beginning (rotation).
+    Reset(usize),
+}
+
+/// What became of a job: the buffer back, how many of its bytes reached
+/// the file, and the error that stopped the capture, if one did.
+struct JobDone {
+    buf: Vec<u8>,
+    written: usize,
+    error: Option<Arc<io::Error>>,
+}
+
+/// The capture's writing thread. Writing to the file (a copy into the page
+/// cache, or into a pipe) costs as much as the rest of capture together:
+/// on a thread of its own it runs beside the stack. Jobs are taken in
+/// order and the queue is bounded, so a slow disk or reader holds the
+/// stack back rather than losing frames.
+struct Disk {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    /// Bounded too (no allocation per answer); whoever waits on a full
+    /// job queue takes answers meanwhile, so neither side waits forever.
+    done: std::sync::mpsc::Receiver<JobDone>,
+}
+
+/// Buffers queued ahead of the writing thread.
+const DISK_QUEUE: usize = 8;
+
+impl Disk {
+    fn spawn(mut files: Vec<File>) -> io::Result<Disk> {
+        let (jobs, todo) = std::sync::mpsc::sync_channel::<Job>(DISK_QUEUE);
+        let (back, done) = std::sync::mpsc::sync_channel(2 * DISK_QUEUE);
+        std::thread::Builder::new()
+            .name("pcap-writer".into())
+            .spawn(move || {
+                let mut error: Option<Arc<io::Error>> = None;
+                for job in todo {
+                    let (buf, written) = match job {
+                        Job::Write(n, buf) if error.is_none() => {
+                            let written = write_all(&mut files[n], &buf, &mut error);
+                            (buf, written)
+                        }
+                        Job::Write(_, buf) => (buf, 0),
+                        Job::Reset(n) => {
+                            let f = &mut files[n];
+                            if let Err(e) = f.set_len(0).and_then(|()| f.rewind()) {
+                                error.get_or_insert(Arc::new(e));
+                            }
+                            (Vec::new(), 0)
+                        }
+                    };
+                    let err = error.clone();
+                    if back
+                        .send(JobDone {
+                            buf,
+                            written,
+                            error: err,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Disk { jobs, done })
+    }
+}
+
+/// Writes `buf` to `file`, waiting when a non-blocking one is full (stdout
+/// may be one), never dropping; returns the bytes written before an error.
+fn write_all(file: &mut File, buf: &[u8], error: &mut Option<Arc<io::Error>>) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.write(&buf[done..]) {
+            Ok(0) => {
+                *error = Some(Arc::new(io::ErrorKind::WriteZero.into()));
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = wait_writable(file) {
+                    *error = Some(Arc::new(e));
+                    break;
+                }
+            }
+            Err(e) => {
+                *error = Some(Arc::new(e));
+                break;
+            }
+        }
+    }
+    done
 }
 
 impl std::fmt::Debug for Writer {
@@ -238,6 +350,7 @@ impl Capture {
             None => 1,
         };
         let mut files = Vec::with_capacity(count);
+        let mut raw = Vec::with_capacity(count);
         for i in 0..count {
             let path = ring_path(path, i);
             let file = OpenOptions::new()
@@ -249,14 +362,14 @@ impl Capture {
                     path: path.clone(),
                     source,
                 })?;
+            raw.push(file);
             files.push(Output {
-                file,
                 path: Some(path),
                 frames: 0,
                 used: false,
             });
         }
-        Ok(Capture::with_files(files, cfg))
+        Capture::with_files(files, raw, cfg)
     }
 
     /// Writes to `file`, an open descriptor (stdout, a pipe) from its current
@@ -266,15 +379,19 @@ impl Capture {
             return Err(CaptureError::RingNeedsPath);
         }
         let out = Output {
-            file,
             path: None,
             frames: 0,
             used: false,
         };
-        Ok(Capture::with_files(vec![out], cfg))
+        Capture::with_files(vec![out], vec![file], cfg)
     }
 
-    fn with_files(mut files: Vec<Output>, cfg: CaptureConfig) -> Capture {
+    fn with_files(
+        mut files: Vec<Output>,
+        raw: Vec<File>,
+        cfg: CaptureConfig,
+    ) -> Result<Capture, CaptureError> {
+        let disk = Disk::spawn(raw).map_err(CaptureError::Thread)?;
         let section = SectionHeaderBlock {
             // Fixed, so that golden files do not depend on the host.
             endianness: Endianness::Little,
@@ -290,7 +407,7 @@ impl Capture {
         .expect("encoding into memory cannot fail");
         files[0].used = true;
         let file_bytes = enc.get_ref().len() as u64;
-        Capture {
+        Ok(Capture {
             inner: Arc::new(Mutex::new(Writer {
                 cfg,
                 section,
@@ -306,8 +423,17 @@ impl Capture {
                 error: None,
                 finished: false,
                 last_now: Instant::ZERO,
+                disk,
+                inflight: std::collections::VecDeque::with_capacity(4 * DISK_QUEUE),
+                // As many buffers as can be out at once (the queue, the one
+                // being written, one answered): made now, they are touched
+                // only when used, and recording never allocates.
+                spare: (0..DISK_QUEUE + 2)
+                    .map(|_| Vec::with_capacity(BUFFER_BYTES + (64 << 10)))
+                    .collect(),
+                spare_frames: Vec::new(),
             })),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Writer> {
@@ -356,9 +482,12 @@ impl Capture {
         self.lock().record(iface, dir, now, frame);
     }
 
-    /// Writes out what is buffered now (the next poll would do it soon anyway).
+    /// Writes out what is buffered now (the next poll would do it soon
+    /// anyway), and waits until it is in the file.
     pub fn flush(&self) {
-        self.lock().write_out();
+        let mut w = self.lock();
+        w.write_out();
+        w.settle(true);
     }
 
     /// Writes what is buffered, an Interface Statistics Block per interface,
@@ -374,7 +503,9 @@ impl Capture {
 
     /// The counts so far (frames still buffered are neither written nor dropped yet).
     pub fn summary(&self) -> CaptureSummary {
-        self.lock().summary()
+        let mut w = self.lock();
+        w.settle(false);
+        w.summary()
     }
 
     fn flush_due(&self, now: Instant) {
@@ -502,53 +633,105 @@ impl Writer {
         ISB_BYTES * self.interfaces.len() as u64
     }
 
-    /// Writes the buffer to the current file, blocking until it is taken,
-    /// and settles the buffered frames as written or (after a failure) dropped.
+    /// Hands the buffer to the writing thread (waiting while its queue is
+    /// full); the frames in it are settled when the thread says how it went.
     fn write_out(&mut self) {
-        let buf = self.enc.get_ref();
-        let out = &mut self.files[self.current];
-        let mut done = 0;
-        if self.error.is_none() {
-            while done < buf.len() {
-                match out.file.write(&buf[done..]) {
-                    Ok(0) => {
-                        self.error = Some(Arc::new(io::ErrorKind::WriteZero.into()));
-                        break;
-                    }
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // A non-blocking descriptor (stdout may be one): wait, never drop.
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = wait_writable(&out.file) {
-                            self.error = Some(Arc::new(e));
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        self.error = Some(Arc::new(e));
-                        break;
+        if self.enc.get_ref().is_empty() {
+            self.settle(false);
+            return;
+        }
+        let spare = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUFFER_BYTES + (64 << 10)));
+        let buf = std::mem::replace(self.enc.get_mut(), spare);
+        let frames = self.spare_frames.pop().unwrap_or_default();
+        let pending = std::mem::replace(&mut self.pending, frames);
+        self.oldest = None;
+        self.give(Some((self.current, pending)), Job::Write(self.current, buf));
+        self.settle(false);
+    }
+
+    fn give(&mut self, entry: Option<(usize, Frames)>, mut job: Job) {
+        self.inflight.push_back(entry);
+        loop {
+            match self.disk.jobs.try_send(job) {
+                // Taken; or the thread is gone (it ends only when the capture
+                // is dropped) and `settle_next` counts its jobs as dropped.
+                Ok(()) | Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+                // The queue is full: wait for the thread to finish a job.
+                Err(std::sync::mpsc::TrySendError::Full(j)) => {
+                    job = j;
+                    if !self.settle_next(true) {
+                        return;
                     }
                 }
             }
         }
-        for &(end, iface) in &self.pending {
-            let i = &mut self.interfaces[iface as usize];
-            if end <= done {
-                i.written += 1;
-                out.frames += 1;
-            } else {
-                i.dropped += 1;
-            }
+    }
+
+    /// Takes the thread's answers, all of them with `wait`, and settles
+    /// each written buffer's frames as written or (after a failure) dropped.
+    fn settle(&mut self, wait: bool) {
+        while self.settle_next(wait) {}
+    }
+
+    /// Settles the oldest job given if the thread has answered (or, with
+    /// `wait`, once it has); false when there was nothing to settle.
+    fn settle_next(&mut self, wait: bool) -> bool {
+        if self.inflight.is_empty() {
+            return false;
         }
-        self.pending.clear();
-        self.oldest = None;
-        self.enc.get_mut().clear();
+        let answer = if wait {
+            self.disk.done.recv().ok()
+        } else {
+            match self.disk.done.try_recv() {
+                Ok(d) => Some(d),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        let Some(d) = answer else {
+            let gone = io::Error::other("the capture's writing thread ended");
+            self.error.get_or_insert(Arc::new(gone));
+            for (_, frames) in self.inflight.drain(..).flatten() {
+                for (_, iface) in frames {
+                    self.interfaces[iface as usize].dropped += 1;
+                }
+            }
+            return false;
+        };
+        if let Some(e) = d.error {
+            self.error.get_or_insert(e);
+        }
+        if let Some((file, mut frames)) = self.inflight.pop_front().flatten() {
+            for &(end, iface) in &frames {
+                let i = &mut self.interfaces[iface as usize];
+                if end <= d.written {
+                    i.written += 1;
+                    self.files[file].frames += 1;
+                } else {
+                    i.dropped += 1;
+                }
+            }
+            frames.clear();
+            self.spare_frames.push(frames);
+        }
+        let mut buf = d.buf;
+        if buf.capacity() > 0 && self.spare.len() < DISK_QUEUE + 2 {
+            buf.clear();
+            self.spare.push(buf);
+        }
+        true
     }
 
     /// Closes the current ring file and starts the next: truncated, rewound,
     /// and given the section header and every interface again.
     fn rotate(&mut self) {
         self.write_out();
+        // Settled first: the next file's counts start from zero, and with a
+        // ring of one it is the same file.
+        self.settle(true);
         if self.error.is_some() {
             return;
         }
@@ -556,10 +739,7 @@ impl Writer {
         let out = &mut self.files[self.current];
         out.frames = 0;
         out.used = true;
-        if let Err(e) = out.file.set_len(0).and_then(|()| out.file.rewind()) {
-            self.error = Some(Arc::new(e));
-            return;
-        }
+        self.give(None, Job::Reset(self.current));
         self.file_bytes = self.write_header() as u64;
         self.file_frames = 0;
     }
@@ -578,6 +758,7 @@ impl Writer {
 
     fn finish(&mut self) {
         self.write_out();
+        self.settle(true);
         self.finished = true;
         if self.error.is_some() {
             return;
@@ -614,6 +795,7 @@ impl Writer {
             self.write_out();
         }
         self.current = current;
+        self.settle(true);
     }
 
     fn summary(&self) -> CaptureSummary {
@@ -645,6 +827,7 @@ impl Drop for Writer {
         // Never finished (an early exit): at least keep the frames.
         if !self.finished {
             self.write_out();
+            self.settle(true);
         }
     }
 }
