@@ -3,15 +3,13 @@
 //! frames are completed, and a stack over the link moves TCP data with the
 //! kernel's TCP in the peer namespace, both ways. Needs root.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration as StdDuration;
 
 use netstack::link::{Impaired, Impairments, Link, PacketLink};
-use netstack::testbed::netns::{Netns, Step, drive, veth, wall_clock};
-use netstack::{
-    Domain, IfAddr, NetError, NicConfig, Protocol, RecvFlags, Shutdown, Stack, StackConfig,
-};
+use netstack::testbed::netns::{Netns, Step, drive, echo_server, echo_through, veth, wall_clock};
+use netstack::{Domain, IfAddr, NetError, NicConfig, Protocol, RecvFlags, Stack, StackConfig};
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
     Ipv4Repr, UdpPacket, UdpRepr,
@@ -124,37 +122,8 @@ fn veth_frames_cross_both_ways_and_partial_checksums_are_completed() {
         })
         .unwrap();
     let data = b"from the packet link";
-    let udp = UdpRepr {
-        src_port: 4444,
-        dst_port: 7777,
-    };
-    let ip = Ipv4Repr {
-        src_addr: A,
-        dst_addr: B,
-        next_header: IpProtocol::Udp,
-        payload_len: 8 + data.len(),
-        hop_limit: 64,
-    };
-    let eth = EthernetRepr {
-        src_addr: EthernetAddress(MAC_A),
-        dst_addr: EthernetAddress(mac_b),
-        ethertype: EthernetProtocol::Ipv4,
-    };
     let mut out = link.buffer();
-    out.resize(14 + 20 + 8 + data.len(), 0);
-    let caps = smoltcp::phy::ChecksumCapabilities::default();
-    let mut f = EthernetFrame::new_unchecked(&mut out[..]);
-    eth.emit(&mut f);
-    let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
-    ip.emit(&mut p, &caps);
-    udp.emit(
-        &mut UdpPacket::new_unchecked(p.payload_mut()),
-        &A.into(),
-        &B.into(),
-        data.len(),
-        |b| b.copy_from_slice(data),
-        &caps,
-    );
+    emit_udp(&mut out, (MAC_A, A, 4444), (mac_b, B, 7777), data);
     link.send(wall_clock(), out);
     link.flush(wall_clock());
     let mut got = [0u8; 64];
@@ -216,40 +185,52 @@ fn behind_a_wrapper_that_hides_the_offloads_the_stack_still_exchanges_4_mib() {
     exchange_4_mib(stack_on(link), &b);
 }
 
-/// A UDP frame from `B` to `A` whose checksum is right, or off by one.
-fn udp_frame(mac_b: [u8; 6], port: u16, data: &[u8], corrupt: bool) -> Vec<u8> {
+/// Fills `out` with an Ethernet frame holding a UDP datagram of `data`
+/// from `src` to `dst` (MAC, address, port), checksums complete.
+fn emit_udp(
+    out: &mut Vec<u8>,
+    src: ([u8; 6], Ipv4Addr, u16),
+    dst: ([u8; 6], Ipv4Addr, u16),
+    data: &[u8],
+) {
     let udp = UdpRepr {
-        src_port: 4444,
-        dst_port: port,
+        src_port: src.2,
+        dst_port: dst.2,
     };
     let ip = Ipv4Repr {
-        src_addr: B,
-        dst_addr: A,
+        src_addr: src.1,
+        dst_addr: dst.1,
         next_header: IpProtocol::Udp,
         payload_len: 8 + data.len(),
         hop_limit: 64,
     };
     let eth = EthernetRepr {
-        src_addr: EthernetAddress(mac_b),
-        dst_addr: EthernetAddress(MAC_A),
+        src_addr: EthernetAddress(src.0),
+        dst_addr: EthernetAddress(dst.0),
         ethertype: EthernetProtocol::Ipv4,
     };
-    let mut out = vec![0u8; 14 + 20 + 8 + data.len()];
+    out.resize(14 + 20 + 8 + data.len(), 0);
     let caps = smoltcp::phy::ChecksumCapabilities::default();
     let mut f = EthernetFrame::new_unchecked(&mut out[..]);
     eth.emit(&mut f);
     let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
     ip.emit(&mut p, &caps);
-    let mut u = UdpPacket::new_unchecked(p.payload_mut());
     udp.emit(
-        &mut u,
-        &B.into(),
-        &A.into(),
+        &mut UdpPacket::new_unchecked(p.payload_mut()),
+        &src.1.into(),
+        &dst.1.into(),
         data.len(),
         |b| b.copy_from_slice(data),
         &caps,
     );
+}
+
+/// A UDP frame from `B` to `A` whose checksum is right, or off by one.
+fn udp_frame(mac_b: [u8; 6], port: u16, data: &[u8], corrupt: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    emit_udp(&mut out, (mac_b, B, 4444), (MAC_A, A, port), data);
     if corrupt {
+        let mut u = UdpPacket::new_unchecked(&mut out[14 + 20..]);
         let c = u.checksum();
         u.set_checksum(c.wrapping_add(1));
     }
@@ -293,58 +274,16 @@ fn exchange_4_mib(mut stack: Stack, b: &Netns) {
     const LEN: usize = 4 << 20;
 
     // The stack connects to an echo server in `b`.
-    let listener = b.run(|| TcpListener::bind((B, 5000)).unwrap()).unwrap();
-    let echo = std::thread::spawn(move || {
-        let (mut c, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = c.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            c.write_all(&buf[..n]).unwrap();
-        }
-    });
+    let echo = echo_server(b, SocketAddr::from((B, 5000))).unwrap();
     let sent = pattern(LEN, 0x5a);
     let s = stack.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
     match stack.connect(s, SocketAddr::from((B, 5000))) {
         Err(NetError::InProgress) | Ok(()) => {}
         Err(e) => panic!("connect: {e:?}"),
     }
-    let (mut off, mut back) = (0, Vec::with_capacity(LEN));
-    let mut buf = vec![0u8; 256 << 10];
-    let mut shut = false;
-    let done = drive(&mut stack, StdDuration::from_secs(60), |st| {
-        let mut busy = false;
-        if off < LEN {
-            match st.send(s, &sent[off..]) {
-                Ok(n) => {
-                    off += n;
-                    busy |= n > 0;
-                }
-                Err(NetError::WouldBlock | NetError::NotConnected) => {}
-                Err(e) => panic!("send: {e:?}"),
-            }
-        } else if !shut {
-            st.shutdown(s, Shutdown::Write).unwrap();
-            shut = true;
-        }
-        loop {
-            match st.recv(s, &mut buf, RecvFlags::default()) {
-                Ok(0) => return Step::Done,
-                Ok(n) => {
-                    back.extend_from_slice(&buf[..n]);
-                    busy = true;
-                }
-                Err(NetError::WouldBlock | NetError::NotConnected) => break,
-                Err(e) => panic!("recv: {e:?}"),
-            }
-        }
-        if busy { Step::Busy } else { Step::Idle }
-    });
-    assert!(done, "echo incomplete: sent {off}, got back {}", back.len());
+    let back = echo_through(&mut stack, s, &sent);
     assert!(back == sent, "echoed bytes differ");
-    echo.join().unwrap();
+    echo.join().unwrap().unwrap();
 
     // `b` connects to a listener on the stack and sends; the kernel's TSO
     // segments arrive whole, with partial checksums.
@@ -361,6 +300,7 @@ fn exchange_4_mib(mut stack: Stack, b: &Netns) {
         .unwrap();
     let mut conn = None;
     let mut got = Vec::with_capacity(LEN);
+    let mut buf = vec![0u8; 256 << 10];
     let done = drive(&mut stack, StdDuration::from_secs(60), |st| {
         let c = match conn {
             Some(c) => c,

@@ -3,12 +3,12 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use common::{Net, Sim, domain_of, sa, tagged_bytes};
 use netstack::{
-    Duration, Instant, Intercepted, NetError, NicConfig, Protocol, RecvFlags, Stack, StackConfig,
-    testbed,
+    Duration, Instant, Intercepted, NetError, NicConfig, Protocol, RecvFlags, SocketId, Stack,
+    StackConfig, testbed,
 };
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -35,15 +35,20 @@ fn syns(st: &mut Stack) -> Vec<Intercepted> {
     v
 }
 
+/// `a` connects to `to`; its socket and the SYNs `b` holds 5 ms later.
+fn connect_held(net: &mut Net, to: SocketAddr) -> (SocketId, Vec<Intercepted>) {
+    let c = net.a.socket(domain_of(to), Protocol::Tcp).unwrap();
+    assert_eq!(net.a.connect(c, to), Err(NetError::InProgress));
+    net.run_for(Duration::from_millis(5));
+    (c, syns(&mut net.b))
+}
+
 #[test]
 fn a_syn_to_any_address_is_held_then_accepted() {
     let mut net = gateway_net();
     // Off-subnet: a sends it to its gateway b, which takes it as its own.
     let far = sa(Ipv4Addr::new(192, 0, 2, 80), 80);
-    let c = net.a.socket(domain_of(far), Protocol::Tcp).unwrap();
-    assert_eq!(net.a.connect(c, far), Err(NetError::InProgress));
-    net.run_for(Duration::from_millis(5));
-    let held = syns(&mut net.b);
+    let (c, held) = connect_held(&mut net, far);
     assert_eq!(held.len(), 1, "one SYN held");
     assert_eq!(held[0].local, far);
     assert_eq!(held[0].remote.ip(), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
@@ -78,10 +83,7 @@ fn a_syn_to_any_address_is_held_then_accepted() {
 fn a_refused_syn_is_answered_with_rst() {
     let mut net = gateway_net();
     let far = sa(Ipv4Addr::new(192, 0, 2, 9), 9);
-    let c = net.a.socket(domain_of(far), Protocol::Tcp).unwrap();
-    assert_eq!(net.a.connect(c, far), Err(NetError::InProgress));
-    net.run_for(Duration::from_millis(5));
-    let held = syns(&mut net.b);
+    let (c, held) = connect_held(&mut net, far);
     assert_eq!(held.len(), 1);
     net.b.refuse_intercepted(&held[0]);
     net.run_for(Duration::from_millis(5));
@@ -101,10 +103,7 @@ fn a_listener_still_gets_its_own_port() {
 fn the_gateways_own_address_is_intercepted_too() {
     let mut net = gateway_net();
     let to = sa(GATEWAY, 8000);
-    let c = net.a.socket(domain_of(to), Protocol::Tcp).unwrap();
-    assert_eq!(net.a.connect(c, to), Err(NetError::InProgress));
-    net.run_for(Duration::from_millis(5));
-    let held = syns(&mut net.b);
+    let (_c, held) = connect_held(&mut net, to);
     assert_eq!(held.len(), 1);
     assert_eq!(held[0].local, to);
 }

@@ -13,7 +13,7 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use common::netns::{Topology, transfer};
+use common::netns::{Topology, World, assert_same_stream, bulk_to_peer, tcp_sink, transfer};
 use common::pcap::{
     assert_counts_match, assert_guest_stream_complete, assert_nothing_dropped, fields, parse_rows,
     reported, tshark, tshark_with_input,
@@ -210,28 +210,8 @@ fn capture_of_a_64_mib_transfer_keeps_every_frame() {
     let net = Topology::new();
     let dir = ScratchDir::new("capture");
     let file = dir.path().join("bulk.pcapng");
-    let b_ip = net.b_ip();
-    let mut sink = net
-        .in_b(Guest::python("nat_peer.py", &["tcp-sink", &b_ip, PORT]))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    sink.wait_for_line("ready");
-    let bulk = BULK.to_string();
-    let sent = net
-        .sandbox(
-            &["--pcap-log", file.to_str().unwrap()],
-            Guest::python("nat_peer.py", &["tcp-send", &b_ip, PORT, &bulk]),
-        )
-        .deadline(Duration::from_secs(60))
-        .run();
-    let sink = sink.wait();
-    sent.assert_success();
-    sink.assert_success();
-    let (s, r) = (sent.line_starting("sent "), sink.line_starting("received "));
-    assert!(
-        transfer(s) == transfer(r) && transfer(s).0 == bulk,
-        "sent {s:?}, received {r:?}"
-    );
+    let (sent, sink) = bulk_to_peer(&net, &["--pcap-log", file.to_str().unwrap()], PORT, BULK);
+    assert_same_stream("guest to peer", &sent, &sink, BULK);
     assert_nothing_dropped(&sent);
     let rows = fields(&file, "", &["frame.interface_name"]);
     assert_counts_match(&sent, &rows);
@@ -288,11 +268,7 @@ fn ring_of_capture_files_wraps_within_its_bounds() {
     let dir = ScratchDir::new("capture");
     let file = dir.path().join("ring.pcapng");
     let b_ip = net.b_ip();
-    let mut sink = net
-        .in_b(Guest::python("nat_peer.py", &["tcp-sink", &b_ip, PORT]))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    sink.wait_for_line("ready");
+    let sink = tcp_sink(&net, PORT);
     // 4 MiB: several times the ring's 600 kB.
     let out = net
         .sandbox(

@@ -19,7 +19,10 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::netns::{Topology, http_server, text_file, transfer};
+use common::netns::{
+    Topology, World, assert_fetched, assert_same_stream, bulk_from_peer, bulk_to_peer, fetch,
+    http_server, serve_from_peer, text_file,
+};
 use common::{Guest, Outcome, ScratchDir};
 
 /// How long a client of a published port keeps retrying.
@@ -48,22 +51,11 @@ fn retry(what: &str, mut attempt: impl FnMut() -> Outcome) -> Outcome {
 #[test]
 fn curl_from_the_guest_fetches_a_file_from_the_peer() {
     let net = Topology::new();
-    let dir = ScratchDir::new("www");
-    let body = text_file(&dir, "peer.txt", 200_000);
-    let server = http_server(|g| net.in_b(g), &net.b_ip(), 8080, &dir);
-    let url = format!("http://{}:8080/peer.txt", net.b_ip());
-    let out = net
-        .sandbox(&[], Guest::new(&["curl", "-sS", "--max-time", "10", &url]))
-        .run();
-    out.assert_success();
-    assert!(
-        out.stdout == body,
-        "the body differs ({} bytes, expected {})\n{out}",
-        out.stdout.len(),
-        body.len()
-    );
+    let file = serve_from_peer(&net, "peer.txt", 200_000);
+    let out = net.sandbox(&[], fetch(&file.url)).run();
+    assert_fetched(&out, &file.body);
     // The request left through A's address, as the gateway's host socket.
-    let log = server.stderr_so_far();
+    let log = file.server.stderr_so_far();
     assert!(
         log.contains(&format!("{} - - ", net.a_ip())) && log.contains("GET /peer.txt"),
         "the server's log does not show A's request:\n{log}"
@@ -85,12 +77,7 @@ fn host_loopback_is_refused_by_default_and_reached_with_the_flag() {
     );
 
     let url = "http://10.0.2.2:8081/host.txt";
-    let allowed = net
-        .sandbox(
-            &["--allow-host-loopback"],
-            Guest::new(&["curl", "-sS", "--max-time", "10", url]),
-        )
-        .run();
+    let allowed = net.sandbox(&["--allow-host-loopback"], fetch(url)).run();
     allowed.assert_success();
     assert!(allowed.stdout == body, "the body differs\n{allowed}");
     let log = server.stderr_so_far();
@@ -324,67 +311,21 @@ fn ping_reaches_the_peer_and_silence_gets_no_reply() {
 }
 
 /// 32 MiB: large against every buffer on the way (the gateway's are 1 MiB).
-const BULK: &str = "33554432";
-
-/// Panics unless both ends report the same byte count (`BULK`) and digest.
-fn assert_same_stream(what: &str, sender: &Outcome, receiver: &Outcome) {
-    let sent = sender.stdout.lines().find(|l| l.starts_with("sent "));
-    let received = receiver.stdout.lines().find(|l| l.starts_with("received "));
-    let ok = match (sent, received) {
-        (Some(s), Some(r)) => transfer(s) == transfer(r) && transfer(s).0 == BULK,
-        _ => false,
-    };
-    assert!(
-        ok,
-        "{what}: sent {sent:?}, received {received:?} (expected {BULK} bytes)\n\
-         sender:\n{sender}\nreceiver:\n{receiver}"
-    );
-    sender.assert_success();
-    receiver.assert_success();
-}
+const BULK: u64 = 32 << 20;
 
 #[test]
 fn tcp_bulk_from_the_guest_reaches_the_peer_intact() {
     let net = Topology::new();
-    let b_ip = net.b_ip();
-    let mut sink = net
-        .in_b(Guest::python("nat_peer.py", &["tcp-sink", &b_ip, "9000"]))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    sink.wait_for_line("ready");
-    let sent = net
-        .sandbox(
-            &[],
-            Guest::python("nat_peer.py", &["tcp-send", &b_ip, "9000", BULK]),
-        )
-        .deadline(Duration::from_secs(60))
-        .run();
-    let sink = sink.wait();
-    assert_same_stream("guest to peer", &sent, &sink);
+    let (sent, sink) = bulk_to_peer(&net, &[], "9000", BULK);
+    assert_same_stream("guest to peer", &sent, &sink, BULK);
     sink.assert_line(&format!("accepted from {}", net.a_ip()));
 }
 
 #[test]
 fn tcp_bulk_from_the_peer_reaches_the_guest_intact() {
     let net = Topology::new();
-    let b_ip = net.b_ip();
-    let mut source = net
-        .in_b(Guest::python(
-            "nat_peer.py",
-            &["tcp-source", &b_ip, "9001", BULK],
-        ))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    source.wait_for_line("ready");
-    let received = net
-        .sandbox(
-            &[],
-            Guest::python("nat_peer.py", &["tcp-recv", &b_ip, "9001"]),
-        )
-        .deadline(Duration::from_secs(60))
-        .run();
-    let source = source.wait();
-    assert_same_stream("peer to guest", &source, &received);
+    let (source, received) = bulk_from_peer(&net, "9001", BULK);
+    assert_same_stream("peer to guest", &source, &received, BULK);
 }
 
 /// Bulk the other way in: the peer connects to a published port and sends.
@@ -402,12 +343,12 @@ fn tcp_bulk_into_a_published_port_reaches_the_guest_intact() {
     let sent = net
         .in_b(Guest::python(
             "nat_peer.py",
-            &["tcp-send", &net.a_ip(), "19000", BULK],
+            &["tcp-send", &net.a_ip(), "19000", &BULK.to_string()],
         ))
         .deadline(Duration::from_secs(60))
         .run();
     let sink = sink.wait();
-    assert_same_stream("peer to the guest's published port", &sent, &sink);
+    assert_same_stream("peer to the guest's published port", &sent, &sink, BULK);
     sink.assert_line("accepted from 10.0.2.2");
 }
 

@@ -19,20 +19,14 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::netns::{Topology, TwoPeers, http_server, ip, ip_out, text_file, transfer};
+use common::netns::{
+    TakeOver, Topology, TwoPeers, assert_fetched, assert_same_stream, fetch, http_server, ip,
+    ip_out, sandboxed, serve_from_peer, tcp_sink, text_file,
+};
 use common::pcap::{
     assert_counts_match, assert_guest_stream_complete, assert_nothing_dropped, fields,
 };
-use common::{Guest, Mode, Outcome, ScratchDir};
-
-/// `guest` under `ip netns exec NS smolvisor do --network sandbox --netns
-/// /run/netns/NS EXTRA... --`.
-fn sandboxed(ns: &str, extra: &[&str], guest: Guest) -> Guest {
-    let path = format!("/run/netns/{ns}");
-    let mut args = vec!["--network", "sandbox", "--netns", &path];
-    args.extend_from_slice(extra);
-    guest.mode(Mode::Sandbox).netns(ns).do_args(&args)
-}
+use common::{Guest, Outcome, ScratchDir};
 
 /// A namespace's addresses and routes (every table, both families) as `ip`
 /// lists them.
@@ -137,24 +131,10 @@ fn assert_restored_within(ns: &str, state: &NetState, within: Duration) {
 #[test]
 fn curl_in_the_sandbox_fetches_a_file_from_the_peer_with_the_namespaces_address() {
     let net = Topology::new();
-    let dir = ScratchDir::new("www");
-    let body = text_file(&dir, "file.txt", 300_000);
-    let server = http_server(|g| net.in_b(g), &net.b_ip(), 8080, &dir);
-    let url = format!("http://{}:8080/file.txt", net.b_ip());
-    let out = sandboxed(
-        &net.a,
-        &[],
-        Guest::new(&["curl", "-sS", "--max-time", "10", &url]),
-    )
-    .run();
-    out.assert_success();
-    assert!(
-        out.stdout == body,
-        "the body differs ({} bytes, expected {})\n{out}",
-        out.stdout.len(),
-        body.len()
-    );
-    let log = server.stderr_so_far();
+    let file = serve_from_peer(&TakeOver(&net), "file.txt", 300_000);
+    let out = sandboxed(&net.a, &[], fetch(&file.url)).run();
+    assert_fetched(&out, &file.body);
+    let log = file.server.stderr_so_far();
     assert!(
         log.lines()
             .any(|l| l.starts_with(&format!("{} - - ", net.a_ip())) && l.contains("GET /file.txt")),
@@ -170,16 +150,8 @@ fn a_server_in_the_guest_answers_the_peer_on_the_namespaces_address() {
     let body = text_file(&dir, "guest.txt", 100_000);
     let server = http_server(|g| sandboxed(&net.a, &[], g), "0.0.0.0", 8080, &dir);
     let url = format!("http://{}:8080/guest.txt", net.a_ip());
-    let out = net
-        .in_b(Guest::new(&["curl", "-sS", "--max-time", "10", &url]))
-        .run();
-    out.assert_success();
-    assert!(
-        out.stdout == body,
-        "the body differs ({} bytes, expected {})\n{out}",
-        out.stdout.len(),
-        body.len()
-    );
+    let out = net.in_b(fetch(&url)).run();
+    assert_fetched(&out, &body);
     let log = server.stderr_so_far();
     assert!(
         log.lines()
@@ -489,30 +461,19 @@ fn capture_under_load_matches_the_peers_counters() {
     }
     let dir = ScratchDir::new("capture");
     let file = dir.path().join("bulk.pcapng");
-    let b_ip = net.b_ip();
-    let mut sink = net
-        .in_b(Guest::python("nat_peer.py", &["tcp-sink", &b_ip, "9000"]))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    sink.wait_for_line("ready");
+    let sink = tcp_sink(&TakeOver(&net), "9000");
     let before = LinkCounters::of(&net.b, "veth0");
     let bulk = BULK.to_string();
     let sent = sandboxed(
         &net.a,
         &["--pcap-log", file.to_str().expect("UTF-8 path")],
-        Guest::python("nat_peer.py", &["tcp-send", &b_ip, "9000", &bulk]),
+        Guest::python("nat_peer.py", &["tcp-send", &net.b_ip(), "9000", &bulk]),
     )
     .deadline(Duration::from_secs(60))
     .run();
     let sink = sink.wait();
     let after = LinkCounters::of(&net.b, "veth0");
-    sent.assert_success();
-    sink.assert_success();
-    let (s, r) = (sent.line_starting("sent "), sink.line_starting("received "));
-    assert!(
-        transfer(s) == transfer(r) && transfer(s).0 == bulk,
-        "sent {s:?}, received {r:?}"
-    );
+    assert_same_stream("guest to peer", &sent, &sink, BULK);
     sink.assert_line(&format!("accepted from {}", net.a_ip()));
     assert_nothing_dropped(&sent);
 

@@ -11,46 +11,22 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::netns::{TapNet, http_server, text_file, transfer};
-use common::{Guest, Mode, Outcome, ScratchDir};
+use common::netns::{
+    TapNet, World, assert_fetched, assert_same_stream, bulk_from_peer, bulk_to_peer, fetch,
+    http_server, serve_from_peer, text_file,
+};
+use common::{Guest, Mode, ScratchDir};
 
 /// 16 MiB: many times the TAP's queue and the stack's buffers.
-const BULK: &str = "16777216";
-
-/// Panics unless both ends report `BULK` bytes with the same digest.
-fn assert_same_stream(what: &str, sender: &Outcome, receiver: &Outcome) {
-    sender.assert_success();
-    receiver.assert_success();
-    let (s, r) = (
-        sender.line_starting("sent "),
-        receiver.line_starting("received "),
-    );
-    assert!(
-        transfer(s) == transfer(r) && transfer(s).0 == BULK,
-        "{what}: sent {s:?}, received {r:?} (expected {BULK} bytes)"
-    );
-}
+const BULK: u64 = 16 << 20;
 
 #[test]
 fn curl_through_a_tap_fetches_a_file_from_the_namespace() {
     let net = TapNet::new();
-    let dir = ScratchDir::new("www");
-    let body = text_file(&dir, "tap.txt", 300_000);
-    let server = http_server(|g| net.native(g), &net.host_ip(), 8080, &dir);
-    let url = format!("http://{}:8080/tap.txt", net.host_ip());
-    let out = net
-        .sandbox(&[], Guest::new(&["curl", "-sS", "--max-time", "10", &url]))
-        .run();
-    out.assert_success();
-    assert!(
-        out.stdout == body,
-        "the body differs ({} bytes, expected {})\n{out}",
-        out.stdout.len(),
-        body.len()
-    );
-    let log = server.stderr_so_far();
+    let file = serve_from_peer(&net, "tap.txt", 300_000);
+    let out = net.sandbox(&[], fetch(&file.url)).run();
+    assert_fetched(&out, &file.body);
+    let log = file.server.stderr_so_far();
     assert!(
         log.contains(&format!("{} - - ", net.guest_ip())) && log.contains("GET /tap.txt"),
         "the server's log does not show the guest's own address:\n{log}"
@@ -60,45 +36,16 @@ fn curl_through_a_tap_fetches_a_file_from_the_namespace() {
 #[test]
 fn tcp_bulk_from_the_guest_through_a_tap_is_intact() {
     let net = TapNet::new();
-    let host = net.host_ip();
-    let mut sink = net
-        .native(Guest::python("nat_peer.py", &["tcp-sink", &host, "9000"]))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    sink.wait_for_line("ready");
-    let sent = net
-        .sandbox(
-            &[],
-            Guest::python("nat_peer.py", &["tcp-send", &host, "9000", BULK]),
-        )
-        .deadline(Duration::from_secs(60))
-        .run();
-    let sink = sink.wait();
-    assert_same_stream("guest to namespace", &sent, &sink);
+    let (sent, sink) = bulk_to_peer(&net, &[], "9000", BULK);
+    assert_same_stream("guest to namespace", &sent, &sink, BULK);
     sink.assert_line(&format!("accepted from {}", net.guest_ip()));
 }
 
 #[test]
 fn tcp_bulk_to_the_guest_through_a_tap_is_intact() {
     let net = TapNet::new();
-    let host = net.host_ip();
-    let mut source = net
-        .native(Guest::python(
-            "nat_peer.py",
-            &["tcp-source", &host, "9001", BULK],
-        ))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    source.wait_for_line("ready");
-    let received = net
-        .sandbox(
-            &[],
-            Guest::python("nat_peer.py", &["tcp-recv", &host, "9001"]),
-        )
-        .deadline(Duration::from_secs(60))
-        .run();
-    let source = source.wait();
-    assert_same_stream("namespace to guest", &source, &received);
+    let (source, received) = bulk_from_peer(&net, "9001", BULK);
+    assert_same_stream("namespace to guest", &source, &received, BULK);
     source.assert_line(&format!("accepted from {}", net.guest_ip()));
 }
 
@@ -165,12 +112,7 @@ fn a_gateway_reaches_an_address_beyond_the_tap() {
     let _server = http_server(|g| net.native(g), &net.far_ip(), 8080, &dir);
     let url = format!("http://{}:8080/far.txt", net.far_ip());
     let gateway = net.host_ip();
-    let out = net
-        .sandbox(
-            &["--gateway", &gateway],
-            Guest::new(&["curl", "-sS", "--max-time", "10", &url]),
-        )
-        .run();
+    let out = net.sandbox(&["--gateway", &gateway], fetch(&url)).run();
     out.assert_success();
     assert!(
         out.stdout == body,

@@ -1,7 +1,8 @@
 //! Throw-away network namespaces joined by veths, and a real-time loop that
 //! drives a [`Stack`] over host links: what the tests and benches of the
-//! AF_PACKET link and of the `sandbox` take-over share. Needs root (the
-//! `ip` command, `setns`).
+//! AF_PACKET link and of the `sandbox` take-over share, with the kernel echo
+//! server they talk to and the client loop that talks to it. Needs root
+//! (the `ip` command, `setns`).
 //!
 //! A [`Netns`] is made with `ip netns add` under a name unique to the
 //! process and deleted on drop, which also destroys the veths in it, so a
@@ -9,7 +10,8 @@
 //! own namespace or interfaces.
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,7 +22,7 @@ use std::thread::JoinHandle;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns};
 
-use crate::{Instant, Stack};
+use crate::{Instant, NetError, RecvFlags, Shutdown, SocketId, Stack};
 
 /// A network namespace that lives as long as this value.
 #[derive(Debug)]
@@ -191,4 +193,62 @@ pub enum Step {
     Busy,
     /// Nothing to do until a frame arrives or a timer fires.
     Idle,
+}
+
+/// A kernel TCP echo server on `at` in `ns`, listening once this returns,
+/// for one connection: it sends back all it reads until the peer
+/// half-closes.
+pub fn echo_server(ns: &Netns, at: SocketAddr) -> io::Result<JoinHandle<io::Result<()>>> {
+    let listener = ns.run(move || TcpListener::bind(at))??;
+    Ok(std::thread::spawn(move || {
+        let (mut c, _) = listener.accept()?;
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = c.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            c.write_all(&buf[..n])?;
+        }
+    }))
+}
+
+/// Sends `data` on the stack's connected (or connecting) TCP socket `s`,
+/// half-closes it, and returns all that comes back before the peer closes.
+///
+/// # Panics
+/// On a socket error, or unless the peer closes within 60 s.
+pub fn echo_through(stack: &mut Stack, s: SocketId, data: &[u8]) -> Vec<u8> {
+    let (mut off, mut back, mut shut) = (0, Vec::with_capacity(data.len()), false);
+    let mut buf = vec![0u8; 256 << 10];
+    let done = drive(stack, std::time::Duration::from_secs(60), |st| {
+        let mut busy = false;
+        if off < data.len() {
+            match st.send(s, &data[off..]) {
+                Ok(n) => {
+                    off += n;
+                    busy |= n > 0;
+                }
+                Err(NetError::WouldBlock | NetError::NotConnected) => {}
+                Err(e) => panic!("send: {e:?}"),
+            }
+        } else if !shut {
+            st.shutdown(s, Shutdown::Write).unwrap();
+            shut = true;
+        }
+        loop {
+            match st.recv(s, &mut buf, RecvFlags::default()) {
+                Ok(0) => return Step::Done,
+                Ok(n) => {
+                    back.extend_from_slice(&buf[..n]);
+                    busy = true;
+                }
+                Err(NetError::WouldBlock | NetError::NotConnected) => break,
+                Err(e) => panic!("recv: {e:?}"),
+            }
+        }
+        if busy { Step::Busy } else { Step::Idle }
+    });
+    assert!(done, "echo incomplete: sent {off}, got back {}", back.len());
+    back
 }

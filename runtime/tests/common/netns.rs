@@ -12,8 +12,10 @@
 //! - [`TapNet`]: one namespace holding a TAP device on 10.211.N.0/24 and an
 //!   address 10.212.N.1 beyond it, for `--network tap:NAME`.
 //!
-//! Also the servers the tests run in them ([`http_server`]) and what they
-//! print ([`transfer`]).
+//! Each is a [`World`]: a sandbox and a peer. Also the servers the tests run
+//! in them ([`http_server`], [`serve_from_peer`], [`tcp_sink`]), the bulk
+//! transfers between the two ([`bulk_to_peer`], [`bulk_from_peer`]) and
+//! the checks of what they print ([`assert_fetched`], [`assert_same_stream`]).
 
 use std::fs;
 use std::path::PathBuf;
@@ -21,17 +23,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::{Guest, Mode, Running, ScratchDir};
+use super::{Guest, Mode, Outcome, Running, ScratchDir};
 
 /// Runs `ip ARGS`, panicking with its stderr if it fails.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ip_out(args);
 }
 
 /// Runs `ip ARGS` and returns its stdout, panicking with its stderr if it fails.
@@ -44,6 +40,29 @@ pub fn ip_out(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("ip prints UTF-8")
+}
+
+/// Makes namespace `ns` with its `lo` up.
+fn add_namespace(ns: &str) {
+    ip(&["netns", "add", ns]);
+    ip(&["-n", ns, "link", "set", "lo", "up"]);
+}
+
+/// Joins `ns`'s new interface `dev` (ADDR/24, up) to a `veth0` (PEER_ADDR/24,
+/// up) in `peer`. Made inside `ns` and moved: nothing appears on the host.
+fn add_veth(ns: &str, dev: &str, addr: &str, peer: &str, peer_addr: &str) {
+    ip(&[
+        "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", "veth0", "netns", peer,
+    ]);
+    for (ns, dev, addr) in [(ns, dev, addr), (peer, "veth0", peer_addr)] {
+        ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+        ip(&["-n", ns, "link", "set", dev, "up"]);
+    }
+}
+
+/// Gives `ns`'s `lo` the address ADDR/32.
+fn add_to_lo(ns: &str, addr: &str) {
+    ip(&["-n", ns, "addr", "add", &format!("{addr}/32"), "dev", "lo"]);
 }
 
 /// A unique name prefix and a subnet byte N for one world. The namespaces
@@ -74,6 +93,19 @@ fn remove_namespace(ns: &str) {
     let _ = Command::new("ip").args(["netns", "del", ns]).status();
 }
 
+/// A world with a sandbox and one peer it reaches: what the tests that
+/// move data between the two share, whatever the network mode.
+pub trait World {
+    /// The peer's address, as the sandbox reaches it.
+    fn peer_ip(&self) -> String;
+
+    /// `cmd` run natively where the peer lives.
+    fn peer(&self, cmd: Guest) -> Guest;
+
+    /// `guest` under `smolvisor do` with this world's network and `extra`.
+    fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest;
+}
+
 /// Namespaces A and B and the veth between them; removed on drop.
 pub struct Topology {
     /// Where `smolvisor` runs.
@@ -93,26 +125,9 @@ impl Topology {
             n,
         };
         // From here on, Drop removes whatever was made.
-        ip(&["netns", "add", &net.a]);
-        ip(&["netns", "add", &net.b]);
-        // Made inside A and moved to B: nothing appears on the host.
-        ip(&[
-            "-n", &net.a, "link", "add", "veth0", "type", "veth", "peer", "name", "veth0", "netns",
-            &net.b,
-        ]);
-        for (ns, addr) in [(&net.a, net.a_ip()), (&net.b, net.b_ip())] {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "veth0",
-            ]);
-            ip(&["-n", ns, "link", "set", "veth0", "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
+        add_namespace(&net.a);
+        add_namespace(&net.b);
+        add_veth(&net.a, "veth0", &net.a_ip(), &net.b, &net.b_ip());
         net
     }
 
@@ -146,13 +161,6 @@ impl Topology {
         .expect("write /etc/netns/A/resolv.conf");
     }
 
-    /// `guest` under `ip netns exec A smolvisor do --network nat EXTRA... --`.
-    pub fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
-        let mut args = vec!["--network", "nat"];
-        args.extend_from_slice(extra);
-        guest.mode(Mode::Sandbox).netns(&self.a).do_args(&args)
-    }
-
     /// `cmd` run natively in A ("the host").
     pub fn in_a(&self, cmd: Guest) -> Guest {
         cmd.mode(Mode::Native).netns(&self.a)
@@ -162,6 +170,51 @@ impl Topology {
     pub fn in_b(&self, cmd: Guest) -> Guest {
         cmd.mode(Mode::Native).netns(&self.b)
     }
+}
+
+/// The sandbox runs `--network nat` in A; the peer is B.
+impl World for Topology {
+    fn peer_ip(&self) -> String {
+        self.b_ip()
+    }
+
+    fn peer(&self, cmd: Guest) -> Guest {
+        self.in_b(cmd)
+    }
+
+    /// `guest` under `ip netns exec A smolvisor do --network nat EXTRA... --`.
+    fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
+        let mut args = vec!["--network", "nat"];
+        args.extend_from_slice(extra);
+        guest.mode(Mode::Sandbox).netns(&self.a).do_args(&args)
+    }
+}
+
+/// A [`Topology`] whose sandbox takes A's interfaces over (`--network
+/// sandbox`) instead of running the nat gateway; the peer is B.
+pub struct TakeOver<'a>(pub &'a Topology);
+
+impl World for TakeOver<'_> {
+    fn peer_ip(&self) -> String {
+        self.0.b_ip()
+    }
+
+    fn peer(&self, cmd: Guest) -> Guest {
+        self.0.in_b(cmd)
+    }
+
+    fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
+        sandboxed(&self.0.a, extra, guest)
+    }
+}
+
+/// `guest` under `ip netns exec NS smolvisor do --network sandbox --netns
+/// /run/netns/NS EXTRA... --`.
+pub fn sandboxed(ns: &str, extra: &[&str], guest: Guest) -> Guest {
+    let path = format!("/run/netns/{ns}");
+    let mut args = vec!["--network", "sandbox", "--netns", &path];
+    args.extend_from_slice(extra);
+    guest.mode(Mode::Sandbox).netns(ns).do_args(&args)
 }
 
 impl Drop for Topology {
@@ -204,36 +257,13 @@ impl TwoPeers {
         };
         // From here on, Drop removes whatever was made.
         for ns in [&net.a, &net.b, &net.c] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            add_namespace(ns);
         }
-        for (dev, peer, a_ip, peer_ip) in [
-            ("vethb", &net.b, net.a_ip_b(), net.b_ip()),
-            ("vethc", &net.c, net.a_ip_c(), net.c_ip()),
-        ] {
-            ip(&[
-                "-n", &net.a, "link", "add", dev, "type", "veth", "peer", "name", "veth0", "netns",
-                peer,
-            ]);
-            let a_addr = format!("{a_ip}/24");
-            ip(&["-n", &net.a, "addr", "add", &a_addr, "dev", dev]);
-            ip(&["-n", &net.a, "link", "set", dev, "up"]);
-            let peer_addr = format!("{peer_ip}/24");
-            ip(&["-n", peer, "addr", "add", &peer_addr, "dev", "veth0"]);
-            ip(&["-n", peer, "link", "set", "veth0", "up"]);
-        }
-        let b_far = format!("{}/32", net.b_far_ip());
-        ip(&["-n", &net.b, "addr", "add", &b_far, "dev", "lo"]);
+        add_veth(&net.a, "vethb", &net.a_ip_b(), &net.b, &net.b_ip());
+        add_veth(&net.a, "vethc", &net.a_ip_c(), &net.c, &net.c_ip());
+        add_to_lo(&net.b, &net.b_far_ip());
         for far in [net.c_onlink_ip(), net.c_gateway_ip()] {
-            ip(&[
-                "-n",
-                &net.c,
-                "addr",
-                "add",
-                &format!("{far}/32"),
-                "dev",
-                "lo",
-            ]);
+            add_to_lo(&net.c, &far);
         }
         ip(&["-n", &net.a, "route", "add", "default", "via", &net.b_ip()]);
         ip(&[
@@ -326,16 +356,14 @@ impl TapNet {
             n,
         };
         // From here on, Drop removes whatever was made.
-        ip(&["netns", "add", &net.ns]);
-        ip(&["-n", &net.ns, "link", "set", "lo", "up"]);
+        add_namespace(&net.ns);
         ip(&[
             "-n", &net.ns, "tuntap", "add", "dev", &net.tap, "mode", "tap",
         ]);
         let host = format!("{}/24", net.host_ip());
         ip(&["-n", &net.ns, "addr", "add", &host, "dev", &net.tap]);
         ip(&["-n", &net.ns, "link", "set", &net.tap, "up"]);
-        let far = format!("{}/32", net.far_ip());
-        ip(&["-n", &net.ns, "addr", "add", &far, "dev", "lo"]);
+        add_to_lo(&net.ns, &net.far_ip());
         net
     }
 
@@ -354,19 +382,30 @@ impl TapNet {
         format!("10.212.{}.1", self.n)
     }
 
+    /// `cmd` run natively in the namespace.
+    pub fn native(&self, cmd: Guest) -> Guest {
+        cmd.mode(Mode::Native).netns(&self.ns)
+    }
+}
+
+/// The peer is the namespace itself, on the TAP's far end.
+impl World for TapNet {
+    fn peer_ip(&self) -> String {
+        self.host_ip()
+    }
+
+    fn peer(&self, cmd: Guest) -> Guest {
+        self.native(cmd)
+    }
+
     /// `guest` under `ip netns exec NS smolvisor do --network tap:tap0
     /// --address GUEST/24 EXTRA... --`.
-    pub fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
+    fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
         let network = format!("tap:{}", self.tap);
         let address = format!("{}/24", self.guest_ip());
         let mut args = vec!["--network", &network, "--address", &address];
         args.extend_from_slice(extra);
         guest.mode(Mode::Sandbox).netns(&self.ns).do_args(&args)
-    }
-
-    /// `cmd` run natively in the namespace.
-    pub fn native(&self, cmd: Guest) -> Guest {
-        cmd.mode(Mode::Native).netns(&self.ns)
     }
 }
 
@@ -424,4 +463,118 @@ pub fn transfer(line: &str) -> (&str, &str) {
         words.next().expect("a byte count"),
         words.next().expect("a digest"),
     )
+}
+
+/// `curl URL` with a 10 s limit.
+pub fn fetch(url: &str) -> Guest {
+    Guest::new(&["curl", "-sS", "--max-time", "10", url])
+}
+
+/// Panics unless `out` succeeded and printed exactly `body`.
+pub fn assert_fetched(out: &Outcome, body: &str) {
+    out.assert_success();
+    assert!(
+        out.stdout == body,
+        "the body differs ({} bytes, expected {})\n{out}",
+        out.stdout.len(),
+        body.len()
+    );
+}
+
+/// A text file served by `python3 -m http.server` in the peer.
+pub struct PeerFile {
+    pub body: String,
+    /// `http://PEER:8080/NAME`.
+    pub url: String,
+    pub server: Running,
+    // After `server`: the directory goes once the server is stopped.
+    _dir: ScratchDir,
+}
+
+/// Serves a text file `name` of about `len` bytes from the peer's address,
+/// port 8080; listening once it returns.
+pub fn serve_from_peer(net: &impl World, name: &str, len: usize) -> PeerFile {
+    let dir = ScratchDir::new("www");
+    let body = text_file(&dir, name, len);
+    let server = http_server(|g| net.peer(g), &net.peer_ip(), 8080, &dir);
+    PeerFile {
+        body,
+        url: format!("http://{}:8080/{name}", net.peer_ip()),
+        server,
+        _dir: dir,
+    }
+}
+
+/// nat_peer.py's `tcp-sink` in the peer on its address and `port`, ready.
+pub fn tcp_sink(net: &impl World, port: &str) -> Running {
+    let mut sink = net
+        .peer(Guest::python(
+            "nat_peer.py",
+            &["tcp-sink", &net.peer_ip(), port],
+        ))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    sink.wait_for_line("ready");
+    sink
+}
+
+/// Sends `bytes` from the sandbox (with `extra` options) to a sink in the
+/// peer on `port`; returns what the sender and the sink said.
+pub fn bulk_to_peer(
+    net: &impl World,
+    extra: &[&str],
+    port: &str,
+    bytes: u64,
+) -> (Outcome, Outcome) {
+    let sink = tcp_sink(net, port);
+    let sent = net
+        .sandbox(
+            extra,
+            Guest::python(
+                "nat_peer.py",
+                &["tcp-send", &net.peer_ip(), port, &bytes.to_string()],
+            ),
+        )
+        .deadline(Duration::from_secs(60))
+        .run();
+    (sent, sink.wait())
+}
+
+/// Has the sandbox take `bytes` from a source in the peer on `port`;
+/// returns what the source and the receiver said.
+pub fn bulk_from_peer(net: &impl World, port: &str, bytes: u64) -> (Outcome, Outcome) {
+    let mut source = net
+        .peer(Guest::python(
+            "nat_peer.py",
+            &["tcp-source", &net.peer_ip(), port, &bytes.to_string()],
+        ))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    source.wait_for_line("ready");
+    let received = net
+        .sandbox(
+            &[],
+            Guest::python("nat_peer.py", &["tcp-recv", &net.peer_ip(), port]),
+        )
+        .deadline(Duration::from_secs(60))
+        .run();
+    (source.wait(), received)
+}
+
+/// Panics unless both ends succeeded and report the same byte count,
+/// `bytes`, and the same digest.
+pub fn assert_same_stream(what: &str, sender: &Outcome, receiver: &Outcome, bytes: u64) {
+    let sent = sender.stdout.lines().find(|l| l.starts_with("sent "));
+    let received = receiver.stdout.lines().find(|l| l.starts_with("received "));
+    let ok = match (sent, received) {
+        (Some(s), Some(r)) => transfer(s) == transfer(r) && transfer(s).0 == bytes.to_string(),
+        _ => false,
+    };
+    assert!(
+        ok,
+        "{what}: sent {sent:?}, received {received:?} (expected {bytes} bytes)\n\
+         sender:\n{sender}\nreceiver:\n{receiver}"
+    );
+    sender.assert_success();
+    receiver.assert_success();
 }

@@ -4,13 +4,12 @@
 //! namespace is restored as it was.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration as StdDuration;
 
-use netstack::testbed::netns::{Netns, Step, drive, veth, wall_clock};
+use netstack::testbed::netns::{Netns, Step, drive, echo_server, echo_through, veth, wall_clock};
 use netstack::{
-    Domain, GatewayRoute, IfAddr, NetError, Protocol, RecvFlags, Shutdown, SocketId, Stack,
-    StackConfig,
+    Domain, GatewayRoute, IfAddr, NetError, Protocol, RecvFlags, SocketId, Stack, StackConfig,
 };
 
 use super::take_over;
@@ -32,6 +31,14 @@ fn sorted(mut v: Vec<IfAddr>) -> Vec<String> {
     s
 }
 
+/// Namespaces `<tag>a` and `<tag>b`, joined by `va` (in a) and `vb`.
+fn peered(tag: &str) -> (Netns, Netns) {
+    let a = Netns::new(&format!("{tag}a")).unwrap();
+    let b = Netns::new(&format!("{tag}b")).unwrap();
+    veth(&a, "va", &b, "vb").unwrap();
+    (a, b)
+}
+
 /// What `ip` shows of `dev` in `ns`: brief addresses and both route tables.
 fn snapshot(ns: &Netns, dev: &str) -> (String, String, String) {
     (
@@ -43,9 +50,8 @@ fn snapshot(ns: &Netns, dev: &str) -> (String, String, String) {
 
 #[test]
 fn take_over_copies_the_interface_clears_the_host_and_restores_it() {
-    let a = Netns::new("tko1a").unwrap();
-    let b = Netns::new("tko1b").unwrap();
-    veth(&a, "va", &b, "vb").unwrap();
+    // `_b` holds the peer namespace (and so the veth) to the end.
+    let (a, _b) = peered("tko1");
     for args in [
         &["link", "set", "va", "mtu", "1400"][..],
         &["link", "set", "va", "address", "02:00:00:aa:00:01"],
@@ -109,9 +115,7 @@ fn take_over_copies_the_interface_clears_the_host_and_restores_it() {
 
 #[test]
 fn dropping_the_take_over_restores_the_namespace_too() {
-    let a = Netns::new("tko2a").unwrap();
-    let b = Netns::new("tko2b").unwrap();
-    veth(&a, "va", &b, "vb").unwrap();
+    let (a, _b) = peered("tko2");
     a.ip(&["addr", "add", "10.63.0.1/24", "dev", "va"]).unwrap();
     a.ip(&["route", "add", "default", "via", "10.63.0.2"])
         .unwrap();
@@ -137,63 +141,9 @@ fn connect(stack: &mut Stack, to: SocketAddr) -> SocketId {
     }
 }
 
-/// An echo server on `at` in `ns`, for one connection.
-fn echo_server(ns: &Netns, at: SocketAddr) -> std::thread::JoinHandle<()> {
-    let l = ns.run(move || TcpListener::bind(at).unwrap()).unwrap();
-    std::thread::spawn(move || {
-        let (mut c, _) = l.accept().unwrap();
-        let mut buf = vec![0u8; 64 << 10];
-        loop {
-            let n = c.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            c.write_all(&buf[..n]).unwrap();
-        }
-    })
-}
-
-/// Sends `data` on `s`, half-closes, and returns all that comes back.
-fn echo_through(stack: &mut Stack, s: SocketId, data: &[u8]) -> Vec<u8> {
-    let (mut off, mut back, mut shut) = (0, Vec::new(), false);
-    let mut buf = vec![0u8; 256 << 10];
-    let done = drive(stack, StdDuration::from_secs(60), |st| {
-        let mut busy = false;
-        if off < data.len() {
-            match st.send(s, &data[off..]) {
-                Ok(n) => {
-                    off += n;
-                    busy |= n > 0;
-                }
-                Err(NetError::WouldBlock | NetError::NotConnected) => {}
-                Err(e) => panic!("send: {e:?}"),
-            }
-        } else if !shut {
-            st.shutdown(s, Shutdown::Write).unwrap();
-            shut = true;
-        }
-        loop {
-            match st.recv(s, &mut buf, RecvFlags::default()) {
-                Ok(0) => return Step::Done,
-                Ok(n) => {
-                    back.extend_from_slice(&buf[..n]);
-                    busy = true;
-                }
-                Err(NetError::WouldBlock | NetError::NotConnected) => break,
-                Err(e) => panic!("recv: {e:?}"),
-            }
-        }
-        if busy { Step::Busy } else { Step::Idle }
-    });
-    assert!(done, "echo incomplete: sent {off}, got back {}", back.len());
-    back
-}
-
 #[test]
 fn stack_on_the_taken_interface_talks_with_the_peer_both_ways() {
-    let a = Netns::new("tko3a").unwrap();
-    let b = Netns::new("tko3b").unwrap();
-    veth(&a, "va", &b, "vb").unwrap();
+    let (a, b) = peered("tko3");
     a.ip(&["addr", "add", "10.61.0.1/24", "dev", "va"]).unwrap();
     b.ip(&["addr", "add", "10.61.0.2/24", "dev", "vb"]).unwrap();
 
@@ -204,7 +154,7 @@ fn stack_on_the_taken_interface_talks_with_the_peer_both_ways() {
     }
 
     // Out: 4 MiB to an echo server in `b`, and back.
-    let server = echo_server(&b, "10.61.0.2:5000".parse().unwrap());
+    let server = echo_server(&b, "10.61.0.2:5000".parse().unwrap()).unwrap();
     let data = pattern(4 << 20);
     let s = connect(&mut stack, "10.61.0.2:5000".parse().unwrap());
     let back = echo_through(&mut stack, s, &data);
@@ -213,7 +163,7 @@ fn stack_on_the_taken_interface_talks_with_the_peer_both_ways() {
         "echoed bytes differ ({} bytes back)",
         back.len()
     );
-    server.join().unwrap();
+    server.join().unwrap().unwrap();
 
     // In: `b` reaches a listener on the stack.
     let l = stack.socket(Domain::Ipv4, Protocol::Tcp).unwrap();
@@ -299,8 +249,8 @@ fn two_interfaces_one_through_a_gateway_one_by_an_onlink_route() {
 
     let far: SocketAddr = "10.70.0.9:5001".parse().unwrap();
     let near: SocketAddr = "10.62.2.2:5002".parse().unwrap();
-    let s1 = echo_server(&b1, far);
-    let s2 = echo_server(&b2, near);
+    let s1 = echo_server(&b1, far).unwrap();
+    let s2 = echo_server(&b2, near).unwrap();
     let data = pattern(256 << 10);
     let c1 = connect(&mut stack, far);
     assert_eq!(
@@ -317,7 +267,7 @@ fn two_interfaces_one_through_a_gateway_one_by_an_onlink_route() {
         "through the gateway"
     );
     assert!(echo_through(&mut stack, c2, &data) == data, "on-link");
-    s1.join().unwrap();
-    s2.join().unwrap();
+    s1.join().unwrap().unwrap();
+    s2.join().unwrap().unwrap();
     taken.restore.restore().unwrap();
 }
