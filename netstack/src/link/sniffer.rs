@@ -255,6 +255,11 @@ struct Disk {
 
 /// Buffers queued ahead of the writing thread.
 const DISK_QUEUE: usize = 8;
+/// Buffers given to the thread and not yet settled, at most: the queue
+/// and the one being written.
+const MAX_OUT: usize = DISK_QUEUE + 1;
+/// Frames a buffer can hold: the smallest block is 44 bytes.
+const MAX_FRAMES: usize = (BUFFER_BYTES + (64 << 10)) / 44;
 
 impl Disk {
     fn spawn(mut files: Vec<File>) -> io::Result<Disk> {
@@ -425,13 +430,15 @@ impl Capture {
                 last_now: Instant::ZERO,
                 disk,
                 inflight: std::collections::VecDeque::with_capacity(4 * DISK_QUEUE),
-                // As many buffers as can be out at once (the queue, the one
-                // being written, one answered): made now, they are touched
-                // only when used, and recording never allocates.
-                spare: (0..DISK_QUEUE + 2)
+                // As many buffers and frame lists as can be out at once
+                // (see `give`) and one to fill: made now, their pages are
+                // touched only when used, and recording never allocates.
+                spare: (0..=MAX_OUT)
                     .map(|_| Vec::with_capacity(BUFFER_BYTES + (64 << 10)))
                     .collect(),
-                spare_frames: Vec::new(),
+                spare_frames: (0..=MAX_OUT)
+                    .map(|_| Vec::with_capacity(MAX_FRAMES))
+                    .collect(),
             })),
         })
     }
@@ -653,6 +660,7 @@ impl Writer {
     }
 
     fn give(&mut self, entry: Option<(usize, Frames)>, mut job: Job) {
+        while self.inflight.len() >= MAX_OUT && self.settle_next(true) {}
         self.inflight.push_back(entry);
         loop {
             match self.disk.jobs.try_send(job) {
@@ -715,10 +723,12 @@ impl Writer {
                 }
             }
             frames.clear();
-            self.spare_frames.push(frames);
+            if self.spare_frames.len() <= MAX_OUT {
+                self.spare_frames.push(frames);
+            }
         }
         let mut buf = d.buf;
-        if buf.capacity() > 0 && self.spare.len() < DISK_QUEUE + 2 {
+        if buf.capacity() > 0 && self.spare.len() <= MAX_OUT {
             buf.clear();
             self.spare.push(buf);
         }
