@@ -51,6 +51,26 @@ pub use stack::{
     StackConfig,
 };
 
+/// Starts a thread of the stack's own (a link's writer, the NAT gateway)
+/// and returns once it runs: the system calls of a thread's start (its
+/// name, its signal stack, glibc's `rseq`) are then behind it, so a
+/// process that confines itself with seccomp right after does not kill it.
+pub(crate) fn spawn_started(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    let (started, running) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let _ = started.send(());
+            body();
+        })?;
+    running
+        .recv()
+        .map_err(|_| std::io::Error::other(format!("thread {name} did not start")))
+}
+
 #[cfg(test)]
 mod tests {
     /// The Sentry may move its stack to another thread (its event loop).

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant as StdInstant};
 
-use netstack::nat::Nat;
 use netstack::{
     Link, NetError, NicSetup, RecvFlags, Shutdown as NetShutdown, SocketId, Stack, StackConfig,
 };
@@ -30,7 +29,7 @@ const TOKEN_INIT: u64 = u64::MAX - 1;
 const TOKEN_SIGNAL: u64 = u64::MAX - 2;
 /// A link backed by the host (AF_PACKET, TAP) has frames.
 const TOKEN_LINK: u64 = u64::MAX - 3;
-/// A host socket of the NAT gateway is ready.
+/// The NAT gateway has queued frames for the guest.
 const TOKEN_NAT: u64 = u64::MAX - 4;
 /// Tokens below this are pair ends (`GKey`s).
 const TOKEN_RESERVED: u64 = u64::MAX - 15;
@@ -166,7 +165,7 @@ pub struct SentryNetwork {
     /// The other NICs.
     pub nics: Vec<NicSetup>,
     /// The NAT gateway behind one of them, in `nat` mode.
-    pub nat: Option<Nat>,
+    pub nat: Option<netstack::nat::Nat>,
 }
 
 impl std::fmt::Debug for SentryNetwork {
@@ -221,7 +220,10 @@ pub struct Sentry {
     /// Ready pairs, by kind and the guest end's blocking mode (`pool_slot`).
     pools: [Vec<Pair>; 4],
     confine: bool,
-    nat: Option<Nat>,
+    /// The NAT gateway's thread makes host sockets: the filter allows it.
+    nat_mode: bool,
+    /// Readable when the gateway queued frames for the guest's NIC.
+    nat_wakeup: Option<OwnedFd>,
 }
 
 impl Sentry {
@@ -260,9 +262,18 @@ impl Sentry {
         for (_, fd) in stack.link_fds() {
             epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK))?;
         }
-        if let Some(nat) = &net.nat {
-            epoll.add(nat.fd(), EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NAT))?;
-        }
+        // The NAT gateway runs on a thread of its own (see `Nat::spawn`);
+        // it signals when it has frames for the guest's NIC.
+        let nat_mode = net.nat.is_some();
+        let nat_wakeup = match net.nat {
+            Some(nat) => {
+                let wake = nat.guest_wakeup()?;
+                epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NAT))?;
+                nat.spawn(start)?;
+                Some(wake)
+            }
+            None => None,
+        };
         epoll.add(
             &listener,
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
@@ -312,7 +323,8 @@ impl Sentry {
             parked_keys: Vec::new(),
             pools: Default::default(),
             confine: cfg.confine,
-            nat: net.nat,
+            nat_mode,
+            nat_wakeup,
         })
     }
 
@@ -322,7 +334,7 @@ impl Sentry {
         let mut events = vec![EpollEvent::empty(); 256];
         self.refill_pairs();
         if self.confine {
-            crate::filter::confine_sentry(self.nat.is_some())?;
+            crate::filter::confine_sentry(self.nat_mode)?;
         }
         loop {
             let timeout = self.timeout();
@@ -344,8 +356,15 @@ impl Sentry {
                         }
                     }
                     TOKEN_SIGNAL => self.on_signal(),
-                    // The stack reads its links and the gateway on every round.
-                    TOKEN_LINK | TOKEN_NAT => {}
+                    // The stack reads its links on every round.
+                    TOKEN_LINK => {}
+                    // Taken before the round reads the cable (frames queued
+                    // after it signal again).
+                    TOKEN_NAT => {
+                        if let Some(fd) = &self.nat_wakeup {
+                            let _ = nix::unistd::read(fd, &mut [0u8; 8]);
+                        }
+                    }
                     token => {
                         let key = GKey::from(KeyData::from_ffi(token));
                         self.on_end_event(key, ev.events());
@@ -431,8 +450,7 @@ impl Sentry {
         } else {
             self.next_sweep
         };
-        let nat_at = self.nat.as_ref().and_then(Nat::poll_at);
-        for t in self.stack.poll_at().into_iter().chain(nat_at) {
+        if let Some(t) = self.stack.poll_at() {
             let t = self.start + Duration::from_micros(t.total_micros().max(0) as u64);
             at = at.min(t);
         }
@@ -661,11 +679,6 @@ impl Sentry {
         for _ in 0..8 {
             let now = self.now();
             self.stack.poll(now);
-            if let Some(nat) = &mut self.nat {
-                // The gateway's answers reach the guest's NIC in the same round.
-                nat.poll(now);
-                self.stack.poll(now);
-            }
             self.stack.drain_events(&mut self.events);
             for id in self.events.drain(..) {
                 if let Some(&key) = self.by_id.get(&id) {

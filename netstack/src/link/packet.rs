@@ -149,17 +149,15 @@ impl PacketLink {
         let fd = self.fd.try_clone()?;
         let (batches, todo) = std::sync::mpsc::sync_channel::<Batch>(SENDER_QUEUE);
         let (back, done) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("packet-tx".into())
-            .spawn(move || {
-                for batch in todo {
-                    let mut stats = PacketStats::default();
-                    write_batch(fd.as_fd(), &batch, &mut stats);
-                    if back.send((batch, stats)).is_err() {
-                        return;
-                    }
+        crate::spawn_started("packet-tx", move || {
+            for batch in todo {
+                let mut stats = PacketStats::default();
+                write_batch(fd.as_fd(), &batch, &mut stats);
+                if back.send((batch, stats)).is_err() {
+                    return;
                 }
-            })?;
+            }
+        })?;
         self.sender = Some(SenderThread { batches, done });
         Ok(self)
     }

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use nix::sys::eventfd::EventFd;
 use smoltcp::time::{Duration, Instant};
 
 use super::{Link, LinkCaps, Medium};
@@ -16,6 +17,9 @@ struct Shared {
     /// `queues[i]` holds frames travelling towards end i, with their delivery time.
     queues: [VecDeque<(Instant, Vec<u8>)>; 2],
     free: Vec<Vec<u8>>,
+    /// `wake[i]` is signalled when frames start to wait for end i, for an
+    /// end read by another thread.
+    wake: [Option<Arc<EventFd>>; 2],
 }
 
 /// One end of a [`pair`].
@@ -43,6 +47,13 @@ pub fn pair(mtu: usize, delay: Duration, checksum_offload: bool) -> (PairEnd, Pa
 }
 
 impl PairEnd {
+    /// Signals `fd` whenever frames start to wait for this end (its queue
+    /// was empty), so that a reader on another thread can sleep on it. The
+    /// reader must take the signal before it drains the queue.
+    pub fn wake_on_frames(&self, fd: Arc<EventFd>) {
+        self.shared().wake[self.side] = Some(fd);
+    }
+
     fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
         // A poisoned lock only means another thread panicked mid-push; the
         // queues themselves are always consistent.
@@ -63,9 +74,12 @@ impl Link for PairEnd {
 
     fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
         let side = self.side;
+        // Without a delay a frame is due at once, whatever the clocks of
+        // the two ends (threads of their own) say.
+        let instant = self.delay == Duration::ZERO;
         let mut s = self.shared();
         match s.queues[side].front() {
-            Some((at, _)) if *at <= now => s.queues[side].pop_front().map(|(_, f)| f),
+            Some((at, _)) if instant || *at <= now => s.queues[side].pop_front().map(|(_, f)| f),
             _ => None,
         }
     }
@@ -73,7 +87,13 @@ impl Link for PairEnd {
     fn send(&mut self, now: Instant, frame: Vec<u8>) {
         let at = now + self.delay;
         let other = 1 - self.side;
-        self.shared().queues[other].push_back((at, frame));
+        let mut s = self.shared();
+        let was_empty = s.queues[other].is_empty();
+        s.queues[other].push_back((at, frame));
+        if was_empty && let Some(fd) = &s.wake[other] {
+            // A full counter (never, in practice) still reads as readable.
+            let _ = fd.write(1);
+        }
     }
 
     fn buffer(&mut self) -> Vec<u8> {
@@ -88,6 +108,8 @@ impl Link for PairEnd {
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        self.shared().queues[self.side].front().map(|(at, _)| *at)
+        let instant = self.delay == Duration::ZERO;
+        let front = self.shared().queues[self.side].front().map(|(at, _)| *at);
+        front.map(|at| if instant { Instant::ZERO } else { at })
     }
 }

@@ -265,38 +265,36 @@ impl Disk {
     fn spawn(mut files: Vec<File>) -> io::Result<Disk> {
         let (jobs, todo) = std::sync::mpsc::sync_channel::<Job>(DISK_QUEUE);
         let (back, done) = std::sync::mpsc::sync_channel(2 * DISK_QUEUE);
-        std::thread::Builder::new()
-            .name("pcap-writer".into())
-            .spawn(move || {
-                let mut error: Option<Arc<io::Error>> = None;
-                for job in todo {
-                    let (buf, written) = match job {
-                        Job::Write(n, buf) if error.is_none() => {
-                            let written = write_all(&mut files[n], &buf, &mut error);
-                            (buf, written)
-                        }
-                        Job::Write(_, buf) => (buf, 0),
-                        Job::Reset(n) => {
-                            let f = &mut files[n];
-                            if let Err(e) = f.set_len(0).and_then(|()| f.rewind()) {
-                                error.get_or_insert(Arc::new(e));
-                            }
-                            (Vec::new(), 0)
-                        }
-                    };
-                    let err = error.clone();
-                    if back
-                        .send(JobDone {
-                            buf,
-                            written,
-                            error: err,
-                        })
-                        .is_err()
-                    {
-                        return;
+        crate::spawn_started("pcap-writer", move || {
+            let mut error: Option<Arc<io::Error>> = None;
+            for job in todo {
+                let (buf, written) = match job {
+                    Job::Write(n, buf) if error.is_none() => {
+                        let written = write_all(&mut files[n], &buf, &mut error);
+                        (buf, written)
                     }
+                    Job::Write(_, buf) => (buf, 0),
+                    Job::Reset(n) => {
+                        let f = &mut files[n];
+                        if let Err(e) = f.set_len(0).and_then(|()| f.rewind()) {
+                            error.get_or_insert(Arc::new(e));
+                        }
+                        (Vec::new(), 0)
+                    }
+                };
+                let err = error.clone();
+                if back
+                    .send(JobDone {
+                        buf,
+                        written,
+                        error: err,
+                    })
+                    .is_err()
+                {
+                    return;
                 }
-            })?;
+            }
+        })?;
         Ok(Disk { jobs, done })
     }
 }

@@ -32,6 +32,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use slotmap::{KeyData, SlotMap, new_key_type};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::{Duration, Instant};
@@ -329,6 +330,9 @@ pub struct Nat {
     held: Vec<Intercepted>,
     buf: Vec<u8>,
     next_sweep: Instant,
+    /// Signalled when frames wait for the gateway, and for the guest.
+    to_gateway: Arc<EventFd>,
+    to_guest: Arc<EventFd>,
 }
 
 /// Frames queued towards the guest are picked up by the guest's next poll.
@@ -340,6 +344,13 @@ impl Nat {
     /// guest NIC's configuration.
     pub fn new(cfg: NatConfig, now: Instant) -> io::Result<(Nat, PairEnd, NicConfig)> {
         let (guest_end, gw_end) = pair(NAT_MTU, Duration::ZERO, true);
+        let wakeup = || {
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+                .map(Arc::new)
+        };
+        let (to_gateway, to_guest) = (wakeup()?, wakeup()?);
+        gw_end.wake_on_frames(Arc::clone(&to_gateway));
+        guest_end.wake_on_frames(Arc::clone(&to_guest));
         let side = Arc::new(Mutex::new(Side::default()));
         let link = GatewayLink {
             cable: gw_end,
@@ -385,6 +396,8 @@ impl Nat {
             held: Vec::new(),
             buf: vec![0; 1 << 16],
             next_sweep: now + FLOW_IDLE,
+            to_gateway,
+            to_guest,
         };
         for p in nat.cfg.publish.clone() {
             nat.publish(&p)
@@ -396,6 +409,44 @@ impl Nat {
     /// The descriptor the Sentry waits on: readable when a host socket is.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.epoll.0.as_fd()
+    }
+
+    /// A descriptor that turns readable when the gateway has queued frames
+    /// for the guest: what the guest's side waits on while the gateway runs
+    /// on its own thread ([`Nat::spawn`]). Read it before reading the cable.
+    /// (An eventfd: reading its 8 bytes takes the signal.)
+    pub fn guest_wakeup(&self) -> io::Result<std::os::fd::OwnedFd> {
+        self.to_guest.as_fd().try_clone_to_owned()
+    }
+
+    /// Runs the gateway on a thread of its own for the rest of the process:
+    /// it sleeps on its host sockets, on frames from the guest and on its
+    /// timers. `origin` is the instant both ends of the cable count time
+    /// from. The thread is made here, with all it needs (no descriptor is
+    /// made after), so a seccomp filter loaded later confines it too.
+    pub fn spawn(mut self, origin: std::time::Instant) -> io::Result<()> {
+        const HOST: u64 = 0;
+        const CABLE: u64 = 1;
+        let wait = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        wait.add(&self.epoll.0, EpollEvent::new(EpollFlags::EPOLLIN, HOST))?;
+        let cable = Arc::clone(&self.to_gateway);
+        wait.add(cable.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, CABLE))?;
+        let clock = move || Instant::from_micros(origin.elapsed().as_micros() as i64);
+        crate::spawn_started("nat", move || {
+            let mut events = [EpollEvent::empty(); 2];
+            loop {
+                // Taken before the cable is read: frames sent after
+                // this signal again.
+                let _ = cable.read();
+                let now = clock();
+                self.poll(now);
+                let wait_ms = self.poll_at().map_or(u16::MAX, |at| {
+                    let us = (at - now.min(at)).total_micros();
+                    us.div_ceil(1000).min(u64::from(u16::MAX)) as u16
+                });
+                let _ = wait.wait(&mut events, EpollTimeout::from(wait_ms));
+            }
+        })
     }
 
     /// When [`Nat::poll`] must run next if no descriptor wakes it.
