@@ -17,8 +17,11 @@
 //! the DNS forwarder 10.0.2.3. The host's loopback stays out of reach unless
 //! [`NatConfig::host_loopback`] maps the gateway's address onto it.
 //!
-//! Every host descriptor sits in the gateway's own epoll set, which the
-//! Sentry waits on as one descriptor ([`Nat::fd`]).
+//! Every host descriptor sits in the gateway's own epoll set ([`Nat::fd`]).
+//! The Sentry runs the gateway on a thread of its own ([`Nat::spawn`]),
+//! which sleeps on that set and on an eventfd the cable signals when the
+//! guest sends; the cable signals the guest's side the same way. Driven by
+//! hand instead (tests), [`Nat::poll`] does one round.
 
 mod icmp;
 mod tcp;
@@ -406,7 +409,7 @@ impl Nat {
         Ok((nat, guest_end, guest_nic))
     }
 
-    /// The descriptor the Sentry waits on: readable when a host socket is.
+    /// The gateway's epoll set: readable when a host socket is.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.epoll.0.as_fd()
     }
