@@ -123,7 +123,8 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-md="| path (iperf3 over a veth, ${SECS} s, median of $REPS) | up Gbit/s | ×native | down (-R) Gbit/s | ×native |"$'\n'
+md="Run at $(date -u '+%Y-%m-%d %H:%M UTC') on commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."$'\n\n'
+md+="| path (iperf3 over a veth, ${SECS} s, median of $REPS) | up Gbit/s | ×native | down (-R) Gbit/s | ×native |"$'\n'
 md+="|---|---:|---:|---:|---:|"$'\n'
 nu=$(printf %s "${RES[native]:-}" | median)
 nd=$(printf %s "${RES[native-R]:-}" | median)
