@@ -7,10 +7,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # Debian packages the build and the tests need: libseccomp for the guest
-# filter; ip/ss, curl and ping for the end-to-end tests (ping also for the
-# kernel's side of the TAP test); a C compiler for their guest programs;
-# tshark to read back pcapng captures.
-APT_PACKAGES=(iproute2 iputils-ping libseccomp-dev pkg-config curl gcc libc6-dev tshark)
+# filter; ip/ss, curl, ping, sysctl, iperf3 and python3 for the end-to-end
+# tests (ping also for the kernel's side of the TAP test); a C compiler for
+# their guest programs; tshark (with capinfos) to read back pcapng captures.
+APT_PACKAGES=(iproute2 iputils-ping procps iperf3 python3 libseccomp-dev pkg-config curl gcc
+    libc6-dev tshark)
 
 ensure_apt_packages() {
     local missing=() pkg
