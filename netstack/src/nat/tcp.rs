@@ -57,6 +57,41 @@ impl TcpFlow {
     }
 }
 
+/// What the last read or write on a host socket came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostIo {
+    /// Bytes moved (or a signal interrupted it: nothing to do).
+    Moved,
+    /// Nothing more now (EAGAIN): wait for the socket's next edge.
+    Again,
+    /// A read found the end of the stream.
+    Ended,
+    /// An error: the connection is over.
+    Failed,
+}
+
+impl HostIo {
+    /// Records how a read or write went; returns the bytes it moved.
+    fn took(&mut self, r: io::Result<usize>) -> usize {
+        match r {
+            Ok(0) => {
+                *self = HostIo::Ended;
+                0
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                *self = HostIo::Again;
+                0
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(_) => {
+                *self = HostIo::Failed;
+                0
+            }
+        }
+    }
+}
+
 /// Errors that only mean "not yet": the gateway socket is still connecting or full.
 fn not_yet(e: NetError) -> bool {
     matches!(
@@ -217,7 +252,7 @@ impl Nat {
         let mut failed = false;
         // Host to guest.
         while t.host_readable && !t.host_eof {
-            let (mut eof, mut err, mut again) = (false, false, false);
+            let mut io = HostIo::Moved;
             let host = &mut t.host;
             let r = self.gw.send_with(sock, |room| {
                 // A full buffer offers no room; a read of nothing would
@@ -225,23 +260,13 @@ impl Nat {
                 if room.is_empty() {
                     return 0;
                 }
-                match host.read(room) {
-                    Ok(0) => {
-                        eof = true;
-                        0
-                    }
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        again = true;
-                        0
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                    Err(_) => {
-                        err = true;
-                        0
-                    }
-                }
+                io.took(host.read(room))
             });
+            let (eof, err, again) = (
+                io == HostIo::Ended,
+                io == HostIo::Failed,
+                io == HostIo::Again,
+            );
             match r {
                 Err(e) if not_yet(e) => break,
                 Err(_) => {
@@ -267,25 +292,14 @@ impl Nat {
         }
         // Guest to host.
         while !failed && t.host_writable && !t.guest_eof {
-            let (mut called, mut err) = (false, false);
+            let (mut called, mut io) = (false, HostIo::Moved);
             let host = &mut t.host;
-            let mut blocked = false;
             let r = self.gw.recv_with(sock, |data| {
                 called = true;
-                match host.write(data) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        blocked = true;
-                        0
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-                    Err(_) => {
-                        err = true;
-                        0
-                    }
-                }
+                io.took(host.write(data))
             });
-            if blocked {
+            let err = io == HostIo::Failed;
+            if io == HostIo::Again {
                 t.host_writable = false;
             }
             match r {
