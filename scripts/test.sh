@@ -9,9 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Debian packages the build and the tests need: libseccomp for the guest
 # filter; ip/ss, curl, ping, sysctl, iperf3 and python3 for the end-to-end
 # tests (ping also for the kernel's side of the TAP test); a C compiler for
-# their guest programs; tshark (with capinfos) to read back pcapng captures.
+# their guest programs; tshark (with capinfos) to read back pcapng captures;
+# a real Docker engine and busybox for the image of the Docker tests (and
+# wrk for scripts/bench-docker.sh).
 APT_PACKAGES=(iproute2 iputils-ping procps iperf3 python3 libseccomp-dev pkg-config curl gcc
-    libc6-dev tshark)
+    libc6-dev tshark docker.io busybox-static wrk)
 
 ensure_apt_packages() {
     local missing=() pkg

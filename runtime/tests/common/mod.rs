@@ -14,11 +14,15 @@
 //! network namespace that the test made (`ip netns exec`), and
 //! [`Guest::do_args`] replaces `--network none`: the nat tests use both,
 //! with the namespaces of [`netns`]. [`pcap`] reads captures back.
+//! [`rootfs`] assembles small root file systems from the host's programs,
+//! [`docker`] runs a private Docker engine.
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod docker;
 pub mod netns;
 pub mod pcap;
+pub mod rootfs;
 
 use std::collections::HashMap;
 use std::fmt;
