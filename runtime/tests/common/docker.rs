@@ -63,13 +63,8 @@ impl Dockerd {
     /// `daemon.json` (its argument; the directory is its parent), starts
     /// dockerd and waits until it answers.
     pub fn start(configure: impl FnOnce(&Path)) -> Dockerd {
-        let pid = std::process::id();
-        let mut daemon = Dockerd {
-            ns: format!("smolvisor-docker-{pid}"),
-            dir: PathBuf::from(format!("/tmp/smvd-{pid}")),
-            cgroup_parent: format!("smvd-{pid}"),
-            child: None,
-        };
+        sweep_stale();
+        let mut daemon = Dockerd::named(std::process::id());
         // Left by an earlier process with our pid that was killed outright.
         daemon.clean_up();
         // From here on, Drop removes whatever was made.
@@ -135,6 +130,16 @@ impl Dockerd {
             thread::sleep(Duration::from_millis(100));
         }
         daemon
+    }
+
+    /// The names of test process `pid`'s daemon (not started).
+    fn named(pid: u32) -> Dockerd {
+        Dockerd {
+            ns: format!("smolvisor-docker-{pid}"),
+            dir: PathBuf::from(format!("/tmp/smvd-{pid}")),
+            cgroup_parent: format!("smvd-{pid}"),
+            child: None,
+        }
     }
 
     /// A path under the daemon's directory.
@@ -349,6 +354,36 @@ impl Dockerd {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         self.clean_up();
+    }
+}
+
+/// Cleans away the daemons of earlier test processes that were killed
+/// before their `Drop` ran (a CI timeout's SIGKILL): every namespace,
+/// directory or cgroup named after a pid that is no longer a test of ours.
+fn sweep_stale() {
+    let mut pids = Vec::new();
+    let names = |dir: &str, prefix: &str| -> Vec<u32> {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.strip_prefix(prefix)?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pids.extend(names("/tmp", "smvd-"));
+    pids.extend(names("/run/netns", "smolvisor-docker-"));
+    pids.extend(names("/sys/fs/cgroup/pids", "smvd-"));
+    pids.sort_unstable();
+    pids.dedup();
+    for pid in pids {
+        let alive = fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("/deps/docker-"));
+        if !alive && pid != std::process::id() {
+            eprintln!("docker: cleaning away the daemon of dead test process {pid}");
+            Dockerd::named(pid).clean_up();
+        }
     }
 }
 
