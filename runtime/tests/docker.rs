@@ -17,6 +17,9 @@
 //!   capture file; eth0's address gone from the host side of the veth) then
 //!   check that the harness sees the plain runtime's behaviour instead.
 //! - `SMOLVISOR_DOCKER_CHECKS=echo,publish,...` runs only those checks.
+//! - `SMOLVISOR_DOCKER_TRACE=1` registers a wrapper that logs every call of
+//!   the runtime (arguments, stderr, exit status, the `--log` file's tail
+//!   when it fails); a failed check prints the trace's tail.
 //!
 //! Needs root, docker.io, busybox-static, python3, curl, ping, tshark,
 //! script (util-linux) and nsenter.
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::docker::{Dockerd, client, pids_mentioning, walk_dirs};
+use common::docker::{Dockerd, client, pids_mentioning, trace_wrapper, walk_dirs};
 use common::netns::http_server;
 use common::pcap::fields;
 use common::{Guest, Running, ScratchDir, rootfs};
@@ -149,6 +152,11 @@ fn setup() -> Ctx {
             format!(r#""--pcap-log", "{}/pcap/%ID%.pcapng""#, dir.display())
         } else {
             String::new() // runc knows no such flag
+        };
+        let binary = if std::env::var_os("SMOLVISOR_DOCKER_TRACE").is_some() {
+            trace_wrapper(dir, "smolvisor", &binary)
+        } else {
+            binary.clone()
         };
         let json = format!(
             r#"{{"runtimes": {{
@@ -306,8 +314,8 @@ fn exit_code(ctx: &Ctx) {
         let out = run_rm(ctx, &[], &["sh", "-c", &script]).run();
         assert!(
             !out.timed_out && out.status.code() == Some(code),
-            "expected exit code {code}\n{out}--- dockerd.log (tail):\n{}",
-            ctx.d.log_tail(20)
+            "expected exit code {code}\n{out}{}",
+            ctx.d.diagnostics()
         );
     }
 }

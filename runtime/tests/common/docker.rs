@@ -178,8 +178,8 @@ impl Dockerd {
     pub fn assert_success(&self, out: &Outcome) {
         assert!(
             !out.timed_out && out.status.success(),
-            "command failed\n{out}--- dockerd.log (tail):\n{}",
-            self.log_tail(25)
+            "command failed\n{out}{}",
+            self.diagnostics()
         );
     }
 
@@ -215,6 +215,41 @@ impl Dockerd {
         let log = fs::read_to_string(self.path("dockerd.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The last errors and warnings in dockerd.log (containerd's among
+    /// them) and the tail of the runtime trace, if there is one: what to
+    /// print when a command failed.
+    pub fn diagnostics(&self) -> String {
+        let log = fs::read_to_string(self.path("dockerd.log")).unwrap_or_default();
+        let noise = [
+            "does not support cgroup",
+            "deprecated",
+            "devmapper",
+            "Unable to find",
+        ];
+        let errors: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                ["level=error", "level=fatal", "level=panic", "level=warning"]
+                    .iter()
+                    .any(|lvl| l.contains(lvl))
+                    && !noise.iter().any(|n| l.contains(n))
+            })
+            .collect();
+        let mut text = format!(
+            "--- dockerd.log, errors and warnings (last 12 of {}):\n{}\n",
+            errors.len(),
+            errors[errors.len().saturating_sub(12)..].join("\n")
+        );
+        if let Ok(trace) = fs::read_to_string(self.path("runtime-trace.log")) {
+            let lines: Vec<&str> = trace.lines().collect();
+            text.push_str(&format!(
+                "--- runtime-trace.log (last 40 lines):\n{}\n",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            ));
+        }
+        text
     }
 
     /// Imports the root file system in `rootfs` as the image `tag`, with
@@ -355,6 +390,38 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         self.clean_up();
     }
+}
+
+/// A shell script that runs `binary`, logging each call's arguments,
+/// stderr, exit status and `--log` file to `DIR/runtime-trace.log`
+/// ([`Dockerd::diagnostics`] prints its tail): register
+/// it in place of the runtime to see what the shim asked and what the
+/// runtime said. Returns its path.
+pub fn trace_wrapper(dir: &Path, name: &str, binary: &Path) -> PathBuf {
+    let path = dir.join(format!("trace-{name}"));
+    let trace = dir.join("runtime-trace.log");
+    let script = format!(
+        r#"#!/bin/sh
+# Written by the Docker tests (SMOLVISOR_DOCKER_TRACE=1).
+trace={trace}
+log=; prev=
+for a in "$@"; do [ "$prev" = --log ] && log=$a; prev=$a; done
+echo "$(date +%T.%N) [$$] {name}: $*" >>"$trace"
+{binary} "$@" 2>>"$trace"
+rc=$?
+echo "$(date +%T.%N) [$$] exit $rc" >>"$trace"
+if [ "$rc" != 0 ] && [ -n "$log" ] && [ -f "$log" ]; then
+echo "--- $log (tail):" >>"$trace"; tail -n 5 "$log" >>"$trace"
+fi
+exit $rc
+"#,
+        trace = trace.display(),
+        binary = binary.display()
+    );
+    fs::write(&path, script).expect("write trace wrapper");
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    fs::set_permissions(&path, mode).expect("chmod trace wrapper");
+    path
 }
 
 /// Cleans away the daemons of earlier test processes that were killed
