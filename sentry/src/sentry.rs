@@ -169,6 +169,10 @@ pub struct SentryNetwork {
     pub nics: Vec<NicSetup>,
     /// The NAT gateway behind one of them, in `nat` mode.
     pub nat: Option<netstack::nat::Nat>,
+    /// Whether threads of the Sentry's own make or accept host sockets
+    /// besides the NAT's (an OCI container's control socket, the resolver
+    /// relay): its confinement then allows them.
+    pub host_sockets: bool,
 }
 
 impl std::fmt::Debug for SentryNetwork {
@@ -224,7 +228,8 @@ pub struct Sentry {
     /// Ready pairs, by kind and the guest end's blocking mode (`pool_slot`).
     pools: [Vec<Pair>; 4],
     confine: bool,
-    /// The NAT gateway's thread makes host sockets: the filter allows it.
+    /// Threads of the Sentry make host sockets (the NAT gateway, an OCI
+    /// container's control socket): the filter allows it.
     nat_mode: bool,
     /// Readable when the gateway queued frames for the guest's NIC.
     nat_wakeup: Option<OwnedFd>,
@@ -268,7 +273,7 @@ impl Sentry {
         }
         // The NAT gateway runs on a thread of its own (see `Nat::spawn`);
         // it signals when it has frames for the guest's NIC.
-        let nat_mode = net.nat.is_some();
+        let nat_mode = net.nat.is_some() || net.host_sockets;
         let nat_wakeup = match net.nat {
             Some(nat) => {
                 let wake = nat.guest_wakeup()?;
