@@ -8,7 +8,7 @@ pub mod takeover;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use netstack::link::{Capture, Loopback, TapLink};
+use netstack::link::{Capture, DnsRelay, Loopback, TapLink};
 use netstack::nat::{Nat, NatConfig};
 use netstack::{Link, NicConfig, NicSetup};
 use sentry::SentryNetwork;
@@ -16,6 +16,10 @@ use sentry::SentryNetwork;
 use crate::cli::{DoArgs, Network};
 
 type Error = Box<dyn std::error::Error>;
+
+/// Docker's embedded DNS resolver, on user-defined networks.
+const DOCKER_DNS: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 11), 53);
 
 /// What `--network` set up.
 #[derive(Debug)]
@@ -185,9 +189,21 @@ pub fn build_oci(
             None => link,
         }
     };
+    // Docker's embedded resolver answers at 127.0.0.11 in the container's
+    // namespace, where the Sentry lives: the guest's queries there go out
+    // through host sockets (the capture still records them on lo).
+    let loopback: Box<dyn Link> = match capture {
+        Some(c) => {
+            let lo = c.wrap(Loopback::new(), "lo").sent_only();
+            let iface = lo.interface();
+            Box::new(DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface))
+        }
+        None => Box::new(DnsRelay::new(Loopback::new(), DOCKER_DNS, DOCKER_DNS.into())?),
+    };
     let mut out = Networking {
         sentry: SentryNetwork {
-            loopback: capture.map(|c| Box::new(c.wrap(Loopback::new(), "lo").sent_only()) as _),
+            loopback: Some(loopback),
+            host_sockets: true,
             ..SentryNetwork::default()
         },
         guest_files: Vec::new(),

@@ -105,8 +105,12 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
 /// The Sentry daemon ends with the container's init; one that lingers
 /// (an init killed before `start`, say) is stopped here.
 fn end_sentry(pid: i32) {
+    // Alive (not a zombie its reaper has yet to collect) and ours.
     let is_ours = |pid: i32| {
-        fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "smolvisor-sentr")
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            let (name, rest) = s.split_once(") ").unwrap_or_default();
+            name.ends_with("(smolvisor-sentr") && !rest.starts_with('Z')
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(2);
     while is_ours(pid) && Instant::now() < deadline {
