@@ -146,28 +146,7 @@ fn runtime() -> (PathBuf, bool) {
 /// the image and serves `host.txt` on docker0's address.
 fn setup() -> Ctx {
     let (binary, smolvisor) = runtime();
-    let d = Dockerd::start(|daemon_json| {
-        let dir = daemon_json.parent().expect("daemon.json has a directory");
-        let pcap_args = if smolvisor {
-            format!(r#""--pcap-log", "{}/pcap/%ID%.pcapng""#, dir.display())
-        } else {
-            String::new() // runc knows no such flag
-        };
-        let binary = if std::env::var_os("SMOLVISOR_DOCKER_TRACE").is_some() {
-            trace_wrapper(dir, "smolvisor", &binary)
-        } else {
-            binary.clone()
-        };
-        let json = format!(
-            r#"{{"runtimes": {{
-  "smolvisor": {{"path": "{bin}"}},
-  "smolvisor-pcap": {{"path": "{bin}", "runtimeArgs": [{pcap_args}]}}
-}}}}
-"#,
-            bin = binary.display()
-        );
-        std::fs::write(daemon_json, json).expect("write daemon.json");
-    });
+    let d = Dockerd::start(|daemon_json| register(daemon_json, &binary, smolvisor));
 
     let rootfs_dir = ScratchDir::new("docker-rootfs");
     rootfs::assemble(rootfs_dir.path(), true);
@@ -202,6 +181,67 @@ fn setup() -> Ctx {
         host_body,
         _host_server: host_server,
         _host_dir: host_dir,
+    }
+}
+
+/// Writes `daemon.json` with `smolvisor install` (which keeps the keys
+/// already there): `smolvisor`, and `smolvisor-pcap` with runtimeArgs
+/// `--pcap-log DIR/pcap/%ID%.pcapng` (none when `binary` is not smolvisor:
+/// runc knows no such flag). When `binary` is not the smolvisor under test,
+/// or with `SMOLVISOR_DOCKER_TRACE`, the entries' paths are then pointed at
+/// `binary` or at a tracing wrapper.
+fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
+    let dir = daemon_json.parent().expect("daemon.json has a directory");
+    std::fs::write(daemon_json, "{\"log-level\": \"info\"}\n").expect("write daemon.json");
+    let pcap = format!("{}/pcap/%ID%.pcapng", dir.display());
+    let pcap_args: &[&str] = if smolvisor {
+        &["--pcap-log", &pcap]
+    } else {
+        &[]
+    };
+    for (name, args) in [("smolvisor", &[][..]), ("smolvisor-pcap", pcap_args)] {
+        let out = std::process::Command::new(common::SMOLVISOR)
+            .arg("install")
+            .arg("--config")
+            .arg(daemon_json)
+            .args(["--runtime", name])
+            .args(args)
+            .output()
+            .expect("run smolvisor install");
+        assert!(
+            out.status.success(),
+            "smolvisor install --runtime {name} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(daemon_json).expect("read daemon.json");
+    let mut config: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("smolvisor install wrote bad JSON ({e}):\n{text}"));
+    let installed = std::fs::canonicalize(common::SMOLVISOR).expect("smolvisor exists");
+    let want = serde_json::json!({
+        "log-level": "info",
+        "runtimes": {
+            "smolvisor": {"path": installed},
+            "smolvisor-pcap": if smolvisor {
+                serde_json::json!({"path": installed, "runtimeArgs": pcap_args})
+            } else {
+                serde_json::json!({"path": installed})
+            },
+        },
+    });
+    assert_eq!(config, want, "daemon.json after smolvisor install");
+    let path = if std::env::var_os("SMOLVISOR_DOCKER_TRACE").is_some() {
+        trace_wrapper(dir, "smolvisor", binary)
+    } else {
+        binary.to_owned()
+    };
+    if path != installed {
+        for name in ["smolvisor", "smolvisor-pcap"] {
+            config["runtimes"][name]["path"] = serde_json::json!(path);
+        }
+        let json = serde_json::to_string_pretty(&config).expect("JSON");
+        std::fs::write(daemon_json, json).expect("write daemon.json");
     }
 }
 
@@ -484,10 +524,9 @@ fn stop_and_rm(ctx: &Ctx) {
     let pid = d.inspect(&id, "{{.State.Pid}}");
     let before = paths_naming(&d.dir, &id);
     assert!(
-        before.iter().any(|p| p.contains("/exec/runtime-")),
-        "no runtime state directory for the running container under {}/exec/runtime-*: \
-         paths naming it: {before:#?}",
-        d.dir.display()
+        before.iter().any(|p| p.contains("/runtime-")),
+        "no runtime state directory for the running container under the runtime's --root \
+         (EXEC_ROOT/runtime-*/moby): paths naming it: {before:#?}"
     );
 
     let t = Instant::now();

@@ -13,14 +13,18 @@
 //! enters it. (`ip netns exec` cannot start dockerd: it remounts `/sys`,
 //! hiding the cgroup file systems.)
 //!
-//! Layout of the directory `/tmp/smvd-<pid>` (short, for the Unix socket
-//! paths the runtime makes under its `--root`): `data/` (`--data-root`),
-//! `exec/` (`--exec-root`, holding `containerd/` and the runtimes'
-//! `runtime-*/` state roots), `docker.sock`, `docker.pid`, `daemon.json`,
-//! `dockerd.log` (dockerd's and containerd's logs: a runtime's errors
-//! appear there as `OCI runtime create failed: ...`), `client/` (the
-//! client's `DOCKER_CONFIG`). When the test panicked, `dockerd.log` is
-//! kept as `target/tmp/docker-<pid>-dockerd.log`.
+//! Layout of the directory `/tmp/smv<pid>`: `data/` (`--data-root`),
+//! `e/` (`--exec-root`, holding `containerd/`, `netns/` and the runtimes'
+//! state roots: Docker 20.10 passes `--root EXEC_ROOT/runtime-runc/moby`
+//! whatever the runtime's name), `docker.sock`, `docker.pid`,
+//! `daemon.json`, `dockerd.log` (dockerd's and containerd's logs: a
+//! runtime's errors appear there as `OCI runtime create failed: ...`),
+//! `client/` (the client's `DOCKER_CONFIG`), `pcap/`. The exec root is
+//! `/tmp/smvNNNNN/e`, no longer than Docker's default `/var/run/docker`, so
+//! the paths under the runtime's `--root` (Unix sockets among them, at most
+//! 107 bytes) are as long as in a real installation, not longer. When the
+//! test panicked, `dockerd.log` is kept as
+//! `target/tmp/docker-<pid>-dockerd.log`.
 //!
 //! Every client command is a [`Guest`]: it has a deadline.
 
@@ -34,6 +38,9 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 use super::{Guest, Mode, Outcome};
+
+/// Marks a directory as a test daemon's (for [`sweep_stale`]).
+const MARKER: &str = ".smolvisor-docker-test";
 
 /// The Docker client: Debian's, which matches the daemon, when installed
 /// (a newer one may shadow it in `/usr/local/bin`).
@@ -71,6 +78,7 @@ impl Dockerd {
         for sub in ["client", "pcap"] {
             fs::create_dir_all(daemon.dir.join(sub)).expect("create dockerd dir");
         }
+        fs::write(daemon.path(MARKER), "").expect("mark dockerd dir");
         run_quiet("ip", &["netns", "add", &daemon.ns]);
         run_quiet("ip", &["-n", &daemon.ns, "link", "set", "lo", "up"]);
         configure(&daemon.path("daemon.json"));
@@ -92,7 +100,7 @@ impl Dockerd {
         .arg("--data-root")
         .arg(daemon.path("data"))
         .arg("--exec-root")
-        .arg(daemon.path("exec"))
+        .arg(daemon.path("e"))
         .arg("--pidfile")
         .arg(daemon.path("docker.pid"))
         .arg("-H")
@@ -136,7 +144,7 @@ impl Dockerd {
     fn named(pid: u32) -> Dockerd {
         Dockerd {
             ns: format!("smolvisor-docker-{pid}"),
-            dir: PathBuf::from(format!("/tmp/smvd-{pid}")),
+            dir: PathBuf::from(format!("/tmp/smv{pid}")),
             cgroup_parent: format!("smvd-{pid}"),
             child: None,
         }
@@ -345,7 +353,7 @@ impl Dockerd {
             let _ = fs::copy(self.path("dockerd.log"), &keep);
             eprintln!("dockerd's log is kept in {}", keep.display());
         }
-        if self.dir.exists() {
+        if self.path(MARKER).exists() {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
@@ -439,7 +447,11 @@ fn sweep_stale() {
             })
             .unwrap_or_default()
     };
-    pids.extend(names("/tmp", "smvd-"));
+    pids.extend(
+        names("/tmp", "smv")
+            .into_iter()
+            .filter(|pid| Path::new(&format!("/tmp/smv{pid}/{MARKER}")).exists()),
+    );
     pids.extend(names("/run/netns", "smolvisor-docker-"));
     pids.extend(names("/sys/fs/cgroup/pids", "smvd-"));
     pids.sort_unstable();
