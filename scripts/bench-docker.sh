@@ -14,17 +14,19 @@
 #   wrk      wrk -t2 -c32 against busybox httpd in a container (a 612-byte
 #            page; busybox httpd closes each connection, so this is a
 #            connection rate as much as a request rate), median of --rounds
+#   nginx    wrk -t2 -c32 against nginx in a container, same page, with
+#            keep-alive: a request rate (skipped when nginx is not installed)
 #
 # Options:
 #   --reps N           samples of the start time per runtime (default 10)
 #   --rounds N         throughput runs per runtime (default 3)
 #   --time S           seconds per iperf3 / wrk run (default 5)
-#   --only LIST        rows to run (start,iperf,wrk)
+#   --only LIST        rows to run (start,iperf,wrk,nginx)
 #   --smolvisor PATH   binary (default target/release/smolvisor)
 #   --no-build         skip `cargo build --release -p smolvisor`
 #
-# Needs root. Installs docker.io, busybox-static, iperf3, wrk, python3 and
-# iproute2 when missing. Writes the table to target/bench-docker.md as well
+# Needs root. Installs docker.io, busybox-static, iperf3, wrk, python3, curl
+# and iproute2 when missing (nginx is optional: Debian nginx-light). Writes the table to target/bench-docker.md as well
 # as stdout.
 set -uo pipefail
 
@@ -35,7 +37,7 @@ ROUNDS=3
 SECS=5
 BUILD=1
 SV="$REPO/target/release/smolvisor"
-ROWS=(start iperf wrk)
+ROWS=(start iperf wrk nginx)
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
@@ -57,7 +59,7 @@ want() { [[ " ${ROWS[*]} " == *" $1 "* ]]; }
 # shellcheck source=scripts/test.sh
 source "$REPO/scripts/test.sh"
 set +e
-APT_PACKAGES=(docker.io busybox-static iperf3 wrk python3 iproute2)
+APT_PACKAGES=(docker.io busybox-static iperf3 wrk python3 iproute2 curl)
 ensure_apt_packages
 if [ "$BUILD" = 1 ]; then
     cargo build --release -q -p smolvisor || exit 1
@@ -67,7 +69,7 @@ SV=$(realpath "$SV")
 # Debian's client matches Debian's daemon; a newer one may be first in PATH.
 DOCKER_BIN=docker
 [ -x /usr/bin/docker ] && DOCKER_BIN=/usr/bin/docker
-T=/tmp/smvb-$$
+T=/tmp/smvb$$
 NS=smolvisor-bench-docker-$$
 CG=smvb-$$
 IMAGE=smolvisor-bench:1
@@ -122,6 +124,36 @@ add_program() {
     done
 }
 add_program "$(command -v iperf3)"
+NGINX=$(command -v nginx || { [ -x /usr/sbin/nginx ] && echo /usr/sbin/nginx; })
+if [ -n "$NGINX" ]; then
+    add_program "$NGINX"
+    cat >"$R/etc/bench-nginx.conf" <<'EOF'
+user root;
+worker_processes 1;
+daemon off;
+pid /tmp/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 60s;
+    client_body_temp_path /tmp/nginx-body;
+    proxy_temp_path /tmp/nginx-proxy;
+    fastcgi_temp_path /tmp/nginx-fastcgi;
+    uwsgi_temp_path /tmp/nginx-uwsgi;
+    scgi_temp_path /tmp/nginx-scgi;
+    server {
+        listen 80;
+        root /www;
+        location / { }
+    }
+}
+EOF
+elif want nginx; then
+    echo "bench-docker: nginx is not installed (Debian nginx-light): no nginx row" >&2
+    ROWS=("${ROWS[@]/nginx/}")
+fi
 echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"
 echo 'root:x:0:' >"$R/etc/group"
 python3 -c 'import sys; sys.stdout.write(("<p>smolvisor bench page</p>\n" * 22)[:612])' \
@@ -137,7 +169,7 @@ EOF
 DRIVER=vfs
 grep -q '\soverlay$' /proc/filesystems && DRIVER=overlay2
 setsid unshare --mount --propagation slave nsenter --net="/run/netns/$NS" dockerd \
-    --data-root "$T/data" --exec-root "$T/exec" --pidfile "$T/docker.pid" \
+    --data-root "$T/data" --exec-root "$T/e" --pidfile "$T/docker.pid" \
     -H "unix://$T/docker.sock" --config-file "$T/daemon.json" \
     --storage-driver "$DRIVER" --cgroup-parent "$CG" \
     >"$T/dockerd.log" 2>&1 </dev/null &
@@ -165,6 +197,26 @@ wait_port() {
     return 1
 }
 stop_all() { ids=$(dk ps -aq); [ -n "$ids" ] && dk rm -f $ids >/dev/null 2>&1; }
+# wrk against a server (row, runtime, server argv...) in a container.
+wrk_row() {
+    local row=$1 rt=$2 ip r size
+    shift 2
+    ip=$(serve "$rt" "$@")
+    if [ -n "$ip" ] && wait_port "$ip" 80; then
+        size=$(in_ns curl -fsS -o /dev/null -w '%{size_download}' "http://$ip/index.html" 2>>"$T/errors")
+        if [ "$size" = 612 ]; then
+            r=$(in_ns wrk -t2 -c32 -d"${SECS}s" "http://$ip/index.html" 2>>"$T/errors" |
+                awk '/^Requests\/sec:/ {print $2}')
+        else
+            echo "round $round: $row $rt: GET /index.html gave ${size:-nothing}, not 612 bytes" >&2
+        fi
+        echo "round $round: $row $rt ${r:-FAILED} req/s" >&2
+        [ -n "$r" ] && RES[$row-$rt]+="$r"$'\n'
+    else
+        echo "round $round: $row $rt: the server did not come up" >&2
+    fi
+    stop_all
+}
 
 if want start; then
     for rt in "${RUNTIMES[@]}"; do dk run --rm --runtime="$rt" "$IMAGE" true >/dev/null 2>&1; done
@@ -200,18 +252,8 @@ print("%.2f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' 2>/dev/null
             fi
             stop_all
         fi
-        if want wrk; then
-            ip=$(serve "$rt" httpd -f -p 80 -h /www)
-            if [ -n "$ip" ] && wait_port "$ip" 80; then
-                r=$(in_ns wrk -t2 -c32 -d"${SECS}s" "http://$ip/index.html" 2>>"$T/errors" |
-                    awk '/^Requests\/sec:/ {print $2}')
-                echo "round $round: wrk $rt ${r:-FAILED} req/s" >&2
-                [ -n "$r" ] && RES[wrk-$rt]+="$r"$'\n'
-            else
-                echo "round $round: wrk $rt: the server did not come up" >&2
-            fi
-            stop_all
-        fi
+        want wrk && wrk_row wrk "$rt" httpd -f -p 80 -h /www
+        want nginx && wrk_row nginx "$rt" "$NGINX" -p /tmp -c /etc/bench-nginx.conf -e stderr
     done
 done
 
@@ -239,6 +281,7 @@ if want iperf; then
     md+="$(row "iperf3 host → container, Gbit/s (${SECS} s, median of $ROUNDS)" iperf)"$'\n'
     md+="$(row "iperf3 container → host (-R), Gbit/s" iperf-R)"$'\n'
 fi
-want wrk && md+="$(row "wrk -t2 -c32, busybox httpd, requests/s (${SECS} s, median of $ROUNDS)" wrk)"$'\n'
+want wrk && md+="$(row "wrk -t2 -c32, busybox httpd (a connection each), requests/s (${SECS} s, median of $ROUNDS)" wrk)"$'\n'
+want nginx && md+="$(row "wrk -t2 -c32, nginx keep-alive, requests/s" nginx)"$'\n'
 mkdir -p "$REPO/target"
 printf '%s' "$md" | tee "$REPO/target/bench-docker.md"

@@ -19,7 +19,8 @@
 //! - `SMOLVISOR_DOCKER_CHECKS=echo,publish,...` runs only those checks.
 //! - `SMOLVISOR_DOCKER_TRACE=1` registers a wrapper that logs every call of
 //!   the runtime (arguments, stderr, exit status, the `--log` file's tail
-//!   when it fails); a failed check prints the trace's tail.
+//!   when it fails); a failed check prints the trace's tail, and the whole
+//!   trace is kept as `target/tmp/docker-<pid>-runtime-trace.log`.
 //!
 //! Needs root, docker.io, busybox-static, python3, curl, ping, tshark,
 //! script (util-linux) and nsenter.

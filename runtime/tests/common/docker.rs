@@ -353,6 +353,12 @@ impl Dockerd {
             let _ = fs::copy(self.path("dockerd.log"), &keep);
             eprintln!("dockerd's log is kept in {}", keep.display());
         }
+        if self.path("runtime-trace.log").exists() {
+            let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("docker-{}-runtime-trace.log", std::process::id()));
+            let _ = fs::copy(self.path("runtime-trace.log"), &keep);
+            eprintln!("the runtime trace is kept in {}", keep.display());
+        }
         if self.path(MARKER).exists() {
             let _ = fs::remove_dir_all(&self.dir);
         }
