@@ -405,11 +405,13 @@ fn kernel_sockets_on_8080(pid: i32) -> Vec<String> {
 #[test]
 fn guest_sees_only_lo_and_its_loopback_tcp_is_served_by_the_sandbox() {
     let oci = Oci::new("net");
-    // The server prints what each connection sends on create's stdout.
+    // The server prints what each connection sends on create's stdout. Its
+    // stdin is a pipe that never ends: busybox nc quits at EOF on stdin,
+    // possibly before it read what the client sent.
     let bundle = Bundle::new(
         &oci,
         "net",
-        &["sh", "-c", "while :; do nc -l -p 8080; done"],
+        &["sh", "-c", "sleep 1000 | (while :; do nc -l -p 8080; done)"],
     );
     let id = unique_id("net");
     let (created, pid) = oci.create_ok(&bundle, &id);

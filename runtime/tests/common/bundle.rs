@@ -105,9 +105,11 @@ impl CmdOut {
         self.status.code()
     }
 
-    /// Panics with the whole story unless the command exited 0.
+    /// Panics with the whole story unless the command exited 0 (and what
+    /// it logged is JSON lines).
     pub fn assert_ok(&self) -> &Self {
         assert!(self.success(), "command failed\n{self}");
+        self.log_entries();
         self
     }
 
