@@ -315,7 +315,7 @@ fn run_passes_output_and_exit_code_and_removes_the_container() {
 }
 
 #[test]
-fn exec_runs_in_the_running_container_and_passes_its_exit_code() {
+fn exec_joins_the_running_container_and_kill_all_ends_everything() {
     let oci = Oci::new("exec");
     let bundle = Bundle::new(&oci, "exec", &["sleep", "100"]);
     let id = unique_id("exec");
@@ -347,8 +347,53 @@ fn exec_runs_in_the_running_container_and_passes_its_exit_code() {
     assert_eq!(oci.status(&id), "running", "exec disturbed the container");
     assert!(alive(pid));
 
-    oci.cmd(&["delete", "--force", &id]).assert_ok();
-    assert_gone(&oci, &id, &bundle, "delete --force after exec");
+    // What containerd does for `docker exec`: --detach with a pid file; the
+    // process is reparented to the caller, which reaps it.
+    let process = bundle.process_file(&oci, &["sleep", "99"]);
+    let pid_file = oci.scratch().join("exec.pid");
+    let detached = oci.cmd(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        path_str(&pid_file),
+        "--process",
+        path_str(&process),
+        &id,
+    ]);
+    detached.assert_ok();
+    let epid: i32 = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("exec --detach wrote no pid to --pid-file\n{detached}"));
+    oci.track_pid(epid);
+    assert!(alive(epid), "the detached exec's pid {epid} is not alive");
+    assert_eq!(
+        ppid(epid),
+        Some(std::process::id() as i32),
+        "the detached exec ({epid}) was not reparented to the caller"
+    );
+    let ps = oci.cmd(&["ps", "--format", "json", &id]).assert_ok().json();
+    for p in [pid, epid] {
+        assert!(
+            ps.as_array()
+                .is_some_and(|pids| pids.iter().any(|x| x.as_i64() == Some(i64::from(p)))),
+            "ps --format json lacks {p} (init {pid}, exec {epid}): {ps}"
+        );
+    }
+
+    oci.cmd(&["kill", "--all", &id, "KILL"]).assert_ok();
+    // The exec'd process first: a pid namespace's init cannot be reaped
+    // before the namespace's other processes are.
+    for (what, p) in [("exec'd process", epid), ("init", pid)] {
+        assert_eq!(
+            reap(p, STOP_WITHIN),
+            Ok(Ended::Signaled(Signal::SIGKILL)),
+            "kill --all did not kill the {what}"
+        );
+    }
+    oci.wait_status(&id, "stopped", STOP_WITHIN);
+    oci.cmd(&["delete", &id]).assert_ok();
+    assert_gone(&oci, &id, &bundle, "delete after exec and kill --all");
 }
 
 #[test]

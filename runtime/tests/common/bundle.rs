@@ -385,8 +385,10 @@ impl Drop for Oci {
         for id in ids.iter().filter(|id| !id.is_empty()) {
             let _ = self.try_cmd(&["delete", "--force", id], Duration::from_secs(20));
         }
-        for &pid in self.pids.borrow().iter() {
-            // Deleted: the init is dead or dying; reap it if it is ours.
+        // Exec'd processes before their init: a pid namespace's init cannot
+        // be reaped while another of its processes is a zombie.
+        for &pid in self.pids.borrow().iter().rev() {
+            // Deleted: the process is dead or dying; reap it if it is ours.
             let _ = reap(pid, Duration::from_secs(2));
         }
         let _ = fs::remove_dir_all(&self.root);
@@ -556,8 +558,8 @@ pub fn reap(pid: i32, within: Duration) -> Result<Ended, String> {
 pub struct Traces {
     /// Entries under `--root` named like an id.
     pub state_dirs: BTreeSet<String>,
-    /// Processes whose command line names an id, or that live in another
-    /// mount namespace whose mounts name the bundle: "PID cmdline".
+    /// Processes whose command line or cgroup names an id, or that live in
+    /// another mount namespace whose mounts name the bundle: "PID cmdline".
     pub processes: BTreeSet<String>,
     /// Lines of our /proc/self/mountinfo that name the bundle or an id.
     pub mounts: BTreeSet<String>,
@@ -592,7 +594,16 @@ impl Traces {
                 continue;
             }
             let cmd = cmdline(pid);
-            let named = long.iter().any(|id| cmd.contains(id));
+            let named = long.iter().any(|id| cmd.contains(id))
+                || fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|cg| {
+                    cg.lines().any(|l| {
+                        l.rsplit(':')
+                            .next()
+                            .unwrap_or_default()
+                            .split('/')
+                            .any(|part| ids.iter().any(|id| cgroup_named(part, id)))
+                    })
+                });
             let contained = !named
                 && fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() != my_mnt
                 && fs::read_to_string(format!("/proc/{pid}/mountinfo"))
@@ -662,14 +673,16 @@ fn walk_cgroups(dir: &Path, depth: usize, ids: &[&str], found: &mut BTreeSet<Str
         }
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if ids
-            .iter()
-            .any(|id| name == *id || (id.len() >= 8 && name.contains(id)))
-        {
+        if ids.iter().any(|id| cgroup_named(&name, id)) {
             found.insert(path.display().to_string());
         }
         walk_cgroups(&path, depth + 1, ids, found);
     }
+}
+
+/// Whether a cgroup directory `name` is named after container `id`.
+fn cgroup_named(name: &str, id: &str) -> bool {
+    name == id || (id.len() >= 8 && name.contains(id))
 }
 
 /// Seconds since the epoch of an RFC 3339 timestamp
