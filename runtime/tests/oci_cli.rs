@@ -1,6 +1,7 @@
 //! The OCI runtime's command line without Docker: runc's contract as
-//! containerd's shim uses it (`spec`, `create`, `start`, `state`, `kill`,
-//! `delete`, `run`, `exec`, `ps`, `list`, `pause`, `resume`, `features`),
+//! containerd's shim uses it (`spec`, `create`, `start`, `state`, `kill
+//! [--all]`, `delete [--force]`, `run`, `exec [--detach --pid-file]`, `ps`,
+//! `list`, `pause`, `resume`, `features`),
 //! its errors (broken config.json, missing rootfs, unknown, duplicate and
 //! invalid ids: a clear message on stderr, a JSON error line in `--log`,
 //! nothing left behind), and what is ours: the guest's network namespace is
@@ -94,6 +95,28 @@ fn assert_gone(oci: &Oci, id: &str, bundle: &Bundle, what: &str) {
         oci.root().join(id).display()
     );
     Traces::assert_none_since(oci, &[id], bundle.path(), &Traces::default(), what);
+}
+
+#[test]
+fn rfc3339_parser_reads_known_instants() {
+    assert_eq!(rfc3339_to_unix("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(
+        rfc3339_to_unix("2026-11-29T02:33:59.735345639Z"),
+        Some(1_795_919_639)
+    );
+    assert_eq!(
+        rfc3339_to_unix("2000-03-01T01:00:00+01:00"),
+        Some(951_868_800)
+    );
+    for bad in [
+        "",
+        "2026-11-29",
+        "2026-11-29 02:33:59Z",
+        "2026-13-01T00:00:00Z",
+        "2026-11-29T02:33:59",
+    ] {
+        assert_eq!(rfc3339_to_unix(bad), None, "{bad:?}");
+    }
 }
 
 #[test]
