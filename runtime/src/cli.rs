@@ -13,8 +13,62 @@ use netstack::nat::Publish;
 #[derive(Debug, Parser)]
 #[command(name = "smolvisor", version)]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Options given before the command: runc's, which containerd's shim
+/// passes, and smolvisor's own for OCI containers (daemon.json's
+/// `runtimeArgs`; each also an annotation `dev.smolvisor.NAME`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GlobalArgs {
+    /// Where containers' state lives, one directory per container.
+    #[arg(long, value_name = "DIR", default_value = "/run/smolvisor")]
+    pub root: PathBuf,
+    /// Where errors and diagnostics go (besides standard error for errors).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// The --log file's format: runc's JSON lines (`level`, `msg`, `time`) or text.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Manage containers' cgroups through systemd.
+    #[arg(long)]
+    pub systemd_cgroup: bool,
+    /// Log at debug level.
+    #[arg(long)]
+    pub debug: bool,
+    /// Accepted for runc compatibility; smolvisor runs as root.
+    #[arg(long, value_name = "BOOL", hide = true)]
+    pub rootless: Option<String>,
+    /// OCI containers' network: sandbox (the default: take over the
+    /// container's interfaces) or none (loopback only).
+    #[arg(long = "network", value_name = "MODE")]
+    pub network: Option<OciNetwork>,
+    /// OCI containers: capture every frame as pcapng to FILE; `%ID%` is
+    /// replaced by the container's id.
+    #[arg(long = "pcap-log", value_name = "FILE")]
+    pub pcap_log: Option<String>,
+    /// OCI containers: record every trapped system call to FILE (`%ID%` as above).
+    #[arg(long = "debug-log", value_name = "FILE")]
+    pub debug_log: Option<String>,
+}
+
+/// The --log file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// An OCI container's network mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OciNetwork {
+    /// Take over the interfaces of the container's network namespace.
+    Sandbox,
+    /// Loopback only.
+    None,
 }
 
 #[derive(Debug, Subcommand)]
@@ -22,6 +76,222 @@ pub enum Command {
     /// Run a command in a sandbox (new namespaces, copy-on-write root file
     /// system, sockets served by the Sentry).
     Do(DoArgs),
+    /// Create a container from an OCI bundle; `start` runs its process.
+    Create(CreateArgs),
+    /// Run the process of a created container.
+    Start(IdArg),
+    /// Print a container's state as JSON.
+    State(IdArg),
+    /// Send a signal to a container's init (or, with --all, every process).
+    Kill(KillArgs),
+    /// Remove a stopped container (any, with --force).
+    Delete(DeleteArgs),
+    /// Run one more process in a running container, in its sandbox.
+    Exec(ExecArgs),
+    /// List the processes of a container.
+    Ps(PsArgs),
+    /// List containers.
+    List(ListArgs),
+    /// Freeze every process of a container.
+    Pause(IdArg),
+    /// Thaw a paused container.
+    Resume(IdArg),
+    /// Change a container's resource limits.
+    Update(UpdateArgs),
+    /// What this runtime supports, as JSON.
+    Features,
+    /// Write a template config.json.
+    Spec(SpecArgs),
+    /// Create and start a container, wait for it, and delete it.
+    Run(RunArgs),
+    /// Register smolvisor as a Docker runtime in daemon.json.
+    Install(InstallArgs),
+    /// The Sentry of one OCI container (started by `create`).
+    #[command(hide = true)]
+    SentryDaemon(SentryDaemonArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdArg {
+    /// The container's id.
+    pub id: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// The bundle: the directory holding config.json.
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the container's init pid there.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Send the terminal's master there (when process.terminal is set).
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Use MS_MOVE instead of pivot_root (a ramdisk root).
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility (no session keyring is made).
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Descriptors beyond stdio to pass on (3 onwards).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// The container's id.
+    pub id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub create: CreateArgs,
+    /// Return once the container runs instead of waiting for it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Keep the stopped container (do not delete it).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// Signal every process of the container.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// The container's id.
+    pub id: String,
+    /// The signal: a name (TERM, SIGTERM) or number.
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// Kill a running container first.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// The container's id.
+    pub id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// The process to run, as the JSON of config.json's `process`.
+    #[arg(short = 'p', long, value_name = "FILE")]
+    pub process: Option<PathBuf>,
+    /// Return once the process runs instead of waiting for it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Write the process's pid there.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+    /// Send the terminal's master there.
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (the process file says whether).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Working directory (without --process).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+    /// Environment variables, NAME=VALUE (without --process).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Descriptors beyond stdio to pass on.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: i32,
+    /// The container's id.
+    pub id: String,
+    /// The command (without --process).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// table (ps -ef's rows) or json (the pids).
+    #[arg(short = 'f', long, default_value = "table")]
+    pub format: String,
+    /// The container's id.
+    pub id: String,
+    /// Options for ps (table format).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub ps_args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// table or json.
+    #[arg(short = 'f', long, default_value = "table")]
+    pub format: String,
+    /// Only the ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// The new resources, as the JSON of config.json's `linux.resources`
+    /// (`-` for standard input).
+    #[arg(short = 'r', long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+    /// Memory limit, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<i64>,
+    /// Memory plus swap limit, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub memory_swap: Option<i64>,
+    /// Most processes at once.
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<i64>,
+    /// CPU shares.
+    #[arg(long, value_name = "N")]
+    pub cpu_share: Option<u64>,
+    /// CPU CFS quota, in microseconds per period.
+    #[arg(long, value_name = "US")]
+    pub cpu_quota: Option<i64>,
+    /// CPU CFS period, in microseconds.
+    #[arg(long, value_name = "US")]
+    pub cpu_period: Option<u64>,
+    /// CPUs allowed, as a list (0-3,5).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset_cpus: Option<String>,
+    /// The container's id.
+    pub id: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpecArgs {
+    /// Where to write config.json.
+    #[arg(short = 'b', long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Accepted for runc compatibility.
+    #[arg(long)]
+    pub rootless: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// Docker's daemon configuration.
+    #[arg(long, value_name = "FILE", default_value = "/etc/docker/daemon.json")]
+    pub config: PathBuf,
+    /// The runtime's name in Docker (`docker run --runtime=NAME`).
+    #[arg(long, value_name = "NAME", default_value = "smolvisor")]
+    pub runtime: String,
+    /// Options Docker passes to every call (`runtimeArgs`), e.g. --pcap-log FILE.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub runtime_args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SentryDaemonArgs {
+    /// The container's id.
+    #[arg(long)]
+    pub id: String,
+    /// `new` (a namespace of its own), `host` (stay, loopback only), or the
+    /// path of the namespace to enter.
+    #[arg(long)]
+    pub netns: String,
 }
 
 #[derive(Debug, clap::Args)]

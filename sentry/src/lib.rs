@@ -17,6 +17,7 @@ pub mod errno;
 pub mod filter;
 pub mod gsock;
 pub mod ifreq;
+mod listeners;
 pub mod mem;
 pub mod netlink;
 pub mod sentry;
@@ -24,4 +25,5 @@ pub mod sys;
 mod syscalls;
 pub mod trace;
 
+pub use listeners::{ListenerInbox, ListenerSender, listener_channel};
 pub use sentry::{Sentry, SentryConfig, SentryNetwork};

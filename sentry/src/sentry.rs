@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use slotmap::{Key, KeyData, SlotMap};
 
 use crate::gsock::{Delivered, GKey, GSock, payload_hash};
+use crate::listeners::{ListenerInbox, Listeners, Ready};
 use crate::mem::Mem;
 use crate::sys::{self, Notif, Reply};
 use crate::trace::Tracer;
@@ -31,6 +32,8 @@ const TOKEN_SIGNAL: u64 = u64::MAX - 2;
 const TOKEN_LINK: u64 = u64::MAX - 3;
 /// The NAT gateway has queued frames for the guest.
 const TOKEN_NAT: u64 = u64::MAX - 4;
+/// More listeners arrived (an `exec` into the container).
+const TOKEN_MORE: u64 = u64::MAX - 5;
 /// Tokens below this are pair ends (`GKey`s).
 const TOKEN_RESERVED: u64 = u64::MAX - 15;
 /// How much the Sentry moves between a pair and the stack per read.
@@ -166,6 +169,10 @@ pub struct SentryNetwork {
     pub nics: Vec<NicSetup>,
     /// The NAT gateway behind one of them, in `nat` mode.
     pub nat: Option<netstack::nat::Nat>,
+    /// Whether threads of the Sentry's own make or accept host sockets
+    /// besides the NAT's (an OCI container's control socket, the resolver
+    /// relay): its confinement then allows them.
+    pub host_sockets: bool,
 }
 
 impl std::fmt::Debug for SentryNetwork {
@@ -198,7 +205,8 @@ impl Resolved {
 #[derive(Debug)]
 pub struct Sentry {
     pub(crate) stack: Stack,
-    pub(crate) listener: OwnedFd,
+    pub(crate) listeners: Listeners,
+    ready: Vec<Ready>,
     epoll: Epoll,
     pub(crate) socks: SlotMap<GKey, GSock>,
     pub(crate) by_cookie: HashMap<u64, GKey>,
@@ -220,7 +228,8 @@ pub struct Sentry {
     /// Ready pairs, by kind and the guest end's blocking mode (`pool_slot`).
     pools: [Vec<Pair>; 4],
     confine: bool,
-    /// The NAT gateway's thread makes host sockets: the filter allows it.
+    /// Threads of the Sentry make host sockets (the NAT gateway, an OCI
+    /// container's control socket): the filter allows it.
     nat_mode: bool,
     /// Readable when the gateway queued frames for the guest's NIC.
     nat_wakeup: Option<OwnedFd>,
@@ -264,7 +273,7 @@ impl Sentry {
         }
         // The NAT gateway runs on a thread of its own (see `Nat::spawn`);
         // it signals when it has frames for the guest's NIC.
-        let nat_mode = net.nat.is_some();
+        let nat_mode = net.nat.is_some() || net.host_sockets;
         let nat_wakeup = match net.nat {
             Some(nat) => {
                 let wake = nat.guest_wakeup()?;
@@ -274,8 +283,9 @@ impl Sentry {
             }
             None => None,
         };
+        let listeners = Listeners::new(listener)?;
         epoll.add(
-            &listener,
+            listeners.fd(),
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
         )?;
         epoll.add(
@@ -294,8 +304,6 @@ impl Sentry {
         mask.thread_block()?;
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
         epoll.add(&signals, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL))?;
-        // Best effort: older kernels lack it.
-        let _ = sys::notif_sync_wakeup(listener.as_fd());
         raise_fd_limit();
         let tracer = match &cfg.debug_log {
             Some(p) => Some(Tracer::create(p)?),
@@ -303,7 +311,8 @@ impl Sentry {
         };
         Ok(Sentry {
             stack,
-            listener,
+            listeners,
+            ready: Vec::new(),
             epoll,
             socks: SlotMap::with_key(),
             by_cookie: HashMap::new(),
@@ -365,6 +374,7 @@ impl Sentry {
                             let _ = nix::unistd::read(fd, &mut [0u8; 8]);
                         }
                     }
+                    TOKEN_MORE => self.listeners.take_arrivals(),
                     token => {
                         let key = GKey::from(KeyData::from_ffi(token));
                         self.on_end_event(key, ev.events());
@@ -478,6 +488,10 @@ impl Sentry {
             Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
             Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(128 + sig as i32)),
             Ok(_) | Err(Errno::EINTR) => Ok(None),
+            // Not our child (an OCI container's init: its caller reaps it).
+            // Its pidfd turned readable, so it ended; its status is the
+            // reaper's to report.
+            Err(Errno::ECHILD) => Ok(Some(0)),
             Err(e) => Err(e.into()),
         }
     }
@@ -493,17 +507,54 @@ impl Sentry {
         }
     }
 
+    /// Serves one notification from each listener that has one.
     fn on_notification(&mut self) {
-        let n = match sys::notif_recv(self.listener.as_fd()) {
-            Ok(Some(n)) => n,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::error!("seccomp listener failed: {e}");
-                return;
+        let mut ready = std::mem::take(&mut self.ready);
+        self.listeners.ready(&mut ready);
+        for r in &ready {
+            if r.gone {
+                self.retire_listener(r.slot);
+                continue;
             }
-        };
-        let outcome = crate::syscalls::handle(self, &n);
-        self.finish(n, outcome, None);
+            let Some(Some(fd)) = self.listeners.slot(r.slot) else {
+                continue;
+            };
+            let mut n = match sys::notif_recv(fd) {
+                Ok(Some(n)) => n,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("seccomp listener failed: {e}");
+                    self.retire_listener(r.slot);
+                    continue;
+                }
+            };
+            n.source = r.slot;
+            let outcome = crate::syscalls::handle(self, &n);
+            self.finish(n, outcome, None);
+        }
+        self.ready = ready;
+    }
+
+    /// Forgets a listener whose processes are all gone, and the calls of
+    /// theirs that were still blocked.
+    fn retire_listener(&mut self, slot: usize) {
+        for key in self.parked_keys.clone() {
+            if let Some(s) = self.socks.get_mut(key) {
+                s.parked.retain(|p| p.notif.source != slot);
+            }
+        }
+        self.listeners.retire(slot);
+    }
+
+    /// Serves, besides the init's, every listener that arrives through
+    /// `inbox` (see [`crate::listener_channel`]).
+    pub fn accept_listeners(&mut self, inbox: ListenerInbox) -> io::Result<()> {
+        self.listeners.set_inbox(inbox);
+        if let Some(fd) = self.listeners.inbox_fd() {
+            self.epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_MORE))?;
+        }
+        Ok(())
     }
 
     /// Answers (or parks) a handled notification.
@@ -513,7 +564,7 @@ impl Sentry {
                 if self.tracer.is_some() {
                     self.trace(&n, &format!("{reply:?}"));
                 }
-                if let Err(e) = sys::notif_send(self.listener.as_fd(), n.id, reply) {
+                if let Err(e) = sys::notif_send(self.listeners.of(&n), n.id, reply) {
                     // The caller left (a signal); nothing happened in the guest.
                     self.trace(&n, &format!("answer lost: {e}"));
                 }
@@ -522,7 +573,7 @@ impl Sentry {
                 if self.tracer.is_some() {
                     self.trace(&n, &format!("{reply:?}"));
                 }
-                match sys::notif_send(self.listener.as_fd(), n.id, reply) {
+                match sys::notif_send(self.listeners.of(&n), n.id, reply) {
                     Ok(()) => crate::syscalls::apply_commit(self, &commit),
                     Err(e) => self.trace(&n, &format!("answer lost, data kept: {e}")),
                 }
@@ -537,7 +588,7 @@ impl Sentry {
                     }
                     s.parked.push_back(Parked { notif: n, deadline });
                 } else {
-                    let _ = sys::notif_send(self.listener.as_fd(), n.id, Reply::Errno(libc::EBADF));
+                    let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(libc::EBADF));
                 }
             }
         }
@@ -576,7 +627,7 @@ impl Sentry {
                     Ok(p) => p,
                     Err(e) => return Err(own_limit(&e).unwrap_or(libc::EBADF)),
                 };
-                if !sys::notif_id_valid(self.listener.as_fd(), n.id) {
+                if !sys::notif_id_valid(self.listeners.of(n), n.id) {
                     return Err(libc::EBADF);
                 }
                 if self.pidfds.len() >= MAX_PIDFDS {
@@ -651,7 +702,7 @@ impl Sentry {
             let _ = self.stack.close(child);
         }
         for p in s.parked {
-            let _ = sys::notif_send(self.listener.as_fd(), p.notif.id, Reply::Errno(libc::EBADF));
+            let _ = sys::notif_send(self.listeners.of(&p.notif), p.notif.id, Reply::Errno(libc::EBADF));
         }
     }
 
@@ -1158,7 +1209,7 @@ impl Sentry {
             for p in s.parked.drain(..) {
                 if p.deadline.is_some_and(|d| d <= now) {
                     expired.push(p);
-                } else if sweep && !sys::notif_id_valid(self.listener.as_fd(), p.notif.id) {
+                } else if sweep && !sys::notif_id_valid(self.listeners.of(&p.notif), p.notif.id) {
                     // The caller left; forget the call.
                 } else {
                     keep.push_back(p);

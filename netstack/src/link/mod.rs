@@ -9,8 +9,11 @@
 //!
 //! Links: [`Loopback`] (`lo`), [`pair`] (an in-memory cable), [`Impaired`]
 //! (loss, duplication, reordering for tests), [`TapLink`] (an existing TAP
-//! device), and [`Sniffer`] (pcapng capture of any link into a [`Capture`]).
+//! device), [`Sniffer`] (pcapng capture of any link into a [`Capture`]), and
+//! [`DnsRelay`] (the guest's queries to Docker's 127.0.0.11:53, relayed
+//! through host sockets).
 
+mod dns_relay;
 mod impair;
 mod loopback;
 mod packet;
@@ -18,6 +21,7 @@ mod pair;
 mod sniffer;
 mod tap;
 
+pub use dns_relay::{DnsRelay, MAX_RELAYS, RELAY_IDLE};
 pub use impair::{Impaired, Impairments};
 pub use loopback::Loopback;
 pub use packet::{PacketLink, PacketStats};

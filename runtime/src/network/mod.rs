@@ -6,9 +6,9 @@
 pub mod takeover;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use netstack::link::{Capture, Loopback, TapLink};
+use netstack::link::{Capture, DnsRelay, Loopback, TapLink};
 use netstack::nat::{Nat, NatConfig};
 use netstack::{Link, NicConfig, NicSetup};
 use sentry::SentryNetwork;
@@ -16,6 +16,10 @@ use sentry::SentryNetwork;
 use crate::cli::{DoArgs, Network};
 
 type Error = Box<dyn std::error::Error>;
+
+/// Docker's embedded DNS resolver, on user-defined networks.
+const DOCKER_DNS: std::net::SocketAddrV4 =
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 11), 53);
 
 /// What `--network` set up.
 #[derive(Debug)]
@@ -163,24 +167,81 @@ pub fn build(args: &DoArgs, capture: Option<&Capture>) -> Result<Networking, Err
                 .netns
                 .as_deref()
                 .ok_or("--network sandbox needs --netns PATH")?;
-            let taken = takeover::take_over(path)?;
-            if taken.nics.is_empty() {
-                eprintln!(
-                    "smolvisor: warning: no interface is up in {}; the sandbox has only lo",
-                    path.display()
-                );
-            }
-            for nic in taken.nics {
-                for why in &nic.ignored {
-                    eprintln!("smolvisor: warning: {why}");
-                }
-                let name = nic.config.name.clone();
-                net.nics.push(nic.into_setup(|link| sniff(link, &name)));
-            }
-            out.restore = Some(Restorer::spawn(taken.restore)?);
+            let restore = take_over(net, path, &sniff)?;
+            out.restore = Some(Restorer::spawn(restore)?);
         }
     }
     Ok(out)
+}
+
+/// The network of an OCI container's sandbox, from the Sentry's own
+/// network namespace: its interfaces taken over (`sandbox`), or loopback
+/// only (`none`). With `restore`, they get their addresses back at the end
+/// (a namespace that outlives the container, given by path).
+pub fn build_oci(
+    sandbox: bool,
+    restore: bool,
+    capture: Option<&Capture>,
+) -> Result<Networking, Error> {
+    let sniff = |link: Box<dyn Link>, name: &str| -> Box<dyn Link> {
+        match capture {
+            Some(c) => Box::new(c.wrap(link, name)),
+            None => link,
+        }
+    };
+    // Docker's embedded resolver answers at 127.0.0.11 in the container's
+    // namespace, where the Sentry lives: the guest's queries there go out
+    // through host sockets (the capture still records them on lo).
+    let loopback: Box<dyn Link> = match capture {
+        Some(c) => {
+            let lo = c.wrap(Loopback::new(), "lo").sent_only();
+            let iface = lo.interface();
+            Box::new(DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface))
+        }
+        None => Box::new(DnsRelay::new(Loopback::new(), DOCKER_DNS, DOCKER_DNS.into())?),
+    };
+    let mut out = Networking {
+        sentry: SentryNetwork {
+            loopback: Some(loopback),
+            host_sockets: true,
+            ..SentryNetwork::default()
+        },
+        guest_files: Vec::new(),
+        restore: None,
+    };
+    if sandbox {
+        let taken = take_over(&mut out.sentry, Path::new("/proc/self/ns/net"), &sniff)?;
+        if restore {
+            out.restore = Some(Restorer::spawn(taken)?);
+        } else {
+            // The namespace ends with the container: nothing to give back.
+            taken.disarm();
+        }
+    }
+    Ok(out)
+}
+
+/// Takes over the interfaces of the namespace at `path` for the Sentry.
+fn take_over(
+    net: &mut SentryNetwork,
+    path: &Path,
+    sniff: &dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>,
+) -> Result<takeover::Restore, Error> {
+    let taken = takeover::take_over(path)?;
+    if taken.nics.is_empty() {
+        tracing::warn!(
+            "no interface is up in {}; the sandbox has only lo",
+            path.display()
+        );
+    }
+    for nic in taken.nics {
+        for why in &nic.ignored {
+            tracing::warn!("{why}");
+        }
+        let name = nic.config.name.clone();
+        net.nics.push(nic.into_setup(|link| sniff(link, &name)));
+    }
+    Ok(taken.restore)
 }
 
 /// The guest's MAC on a TAP: the device's own (the host's side of the

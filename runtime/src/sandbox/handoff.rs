@@ -21,7 +21,7 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use nix::unistd::Pid;
 
 /// The runtime's answer to [`Report::Listener`]: it holds its own copy now.
-pub(super) const ACK: u8 = b'A';
+pub(crate) const ACK: u8 = b'A';
 
 /// Longest message, tag included; longer texts are cut.
 const MAX_MESSAGE: usize = 4096;
@@ -33,7 +33,7 @@ const TAG_EXEC_FAILED: u8 = b'X';
 
 /// What the guest side tells the runtime during start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Report {
+pub(crate) enum Report {
     /// Something the user should know about, start-up goes on (e.g. a mount
     /// that overlayfs refused and the guest sees read-only).
     Warning(String),
@@ -47,7 +47,7 @@ pub(super) enum Report {
 
 impl Report {
     /// The wire form: a tag byte, then text (UTF-8) or a little-endian `i32`.
-    pub(super) fn emit(&self) -> Vec<u8> {
+    pub(crate) fn emit(&self) -> Vec<u8> {
         let (tag, payload) = match self {
             Report::Warning(text) => (TAG_WARNING, text.as_bytes().to_vec()),
             Report::SetupFailed(text) => (TAG_SETUP_FAILED, text.as_bytes().to_vec()),
@@ -62,7 +62,7 @@ impl Report {
     }
 
     /// Parses one message; `None` for anything [`Report::emit`] cannot produce.
-    pub(super) fn parse(bytes: &[u8]) -> Option<Report> {
+    pub(crate) fn parse(bytes: &[u8]) -> Option<Report> {
         let (&tag, payload) = bytes.split_first()?;
         let text = || String::from_utf8_lossy(payload).into_owned();
         let number = || payload.try_into().ok().map(i32::from_le_bytes);
@@ -78,7 +78,7 @@ impl Report {
 
 /// Sends one report from the guest side with a plain `write()`, which the
 /// guest's seccomp filter lets through.
-pub(super) fn send(channel: BorrowedFd<'_>, report: &Report) -> nix::Result<()> {
+pub(crate) fn send(channel: BorrowedFd<'_>, report: &Report) -> nix::Result<()> {
     let message = report.emit();
     loop {
         match nix::unistd::write(channel, &message) {
@@ -91,7 +91,7 @@ pub(super) fn send(channel: BorrowedFd<'_>, report: &Report) -> nix::Result<()> 
 
 /// Waits, on the guest side, for the runtime's [`ACK`]; `false` when the
 /// runtime said something else or went away.
-pub(super) fn wait_for_ack(channel: BorrowedFd<'_>) -> bool {
+pub(crate) fn wait_for_ack(channel: BorrowedFd<'_>) -> bool {
     let mut byte = [0u8; 1];
     loop {
         match nix::unistd::read(channel, &mut byte) {
@@ -104,7 +104,7 @@ pub(super) fn wait_for_ack(channel: BorrowedFd<'_>) -> bool {
 
 /// A report as the runtime received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Received {
+pub(crate) struct Received {
     /// What was said; `None` when the message did not parse.
     pub report: Option<Report>,
     /// The sending process, in the runtime's PID namespace (`SCM_CREDENTIALS`).
@@ -113,7 +113,7 @@ pub(super) struct Received {
 
 /// Receives the next report on the runtime's end; `Ok(None)` at end-of-file
 /// (every guest-side copy of the channel is closed).
-pub(super) fn receive(channel: BorrowedFd<'_>) -> nix::Result<Option<Received>> {
+pub(crate) fn receive(channel: BorrowedFd<'_>) -> nix::Result<Option<Received>> {
     let mut buf = vec![0u8; MAX_MESSAGE];
     let mut control = nix::cmsg_space!(libc::ucred);
     loop {

@@ -15,7 +15,7 @@
 //! before the command runs comes back as a [`SandboxError`], with nothing left
 //! behind: no process, no zombie, and never a mount in the host's namespace.
 
-mod handoff;
+pub(crate) mod handoff;
 mod init;
 mod mountinfo;
 mod rootfs;
@@ -320,12 +320,12 @@ fn take_listener(channel: BorrowedFd<'_>, init: Pid, program: &str) -> Result<Ow
 }
 
 /// A copy of descriptor `number` of process `pid`.
-fn fetch_fd(pid: Pid, number: i32) -> Result<OwnedFd, SandboxError> {
+pub(crate) fn fetch_fd(pid: Pid, number: i32) -> Result<OwnedFd, SandboxError> {
     let pidfd = sentry::sys::pidfd_open(pid.as_raw(), false).map_err(SandboxError::Listener)?;
     sentry::sys::pidfd_getfd(pidfd.as_fd(), number).map_err(SandboxError::Listener)
 }
 
-fn acknowledge(channel: BorrowedFd<'_>) -> Result<(), SandboxError> {
+pub(crate) fn acknowledge(channel: BorrowedFd<'_>) -> Result<(), SandboxError> {
     loop {
         match send(
             std::os::fd::AsRawFd::as_raw_fd(&channel),

@@ -18,6 +18,9 @@ pub struct Notif {
     pub arch: u32,
     /// The six raw arguments.
     pub args: [u64; 6],
+    /// Which of the Sentry's listeners it came from (a sandbox has one per
+    /// process tree that loaded the filter: the init's, each `exec`'s).
+    pub source: usize,
 }
 
 /// Receives the next notification; `Ok(None)` when the listener has none ready
@@ -50,6 +53,7 @@ pub fn notif_recv(listener: BorrowedFd<'_>) -> io::Result<Option<Notif>> {
         nr: i64::from(req.data.nr),
         arch: req.data.arch,
         args: req.data.args,
+        source: 0,
     }))
 }
 

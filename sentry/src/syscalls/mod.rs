@@ -22,7 +22,7 @@ mod socket;
 
 pub(crate) use io::apply_commit;
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use netstack::SocketId;
 
@@ -147,16 +147,16 @@ impl Sentry {
 
     /// Reads `len` bytes of guest memory.
     pub(crate) fn rd(&mut self, n: &Notif, ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
-        self.mem.read(self.listener.as_fd(), n, ptr, len)
+        self.mem.read(self.listeners.of(n), n, ptr, len)
     }
 
     /// Reads a fixed number of bytes of guest memory.
     pub(crate) fn rd_array<const N: usize>(&mut self, n: &Notif, ptr: u64) -> Result<[u8; N], i32> {
-        self.mem.read_array(self.listener.as_fd(), n, ptr)
+        self.mem.read_array(self.listeners.of(n), n, ptr)
     }
 
     /// Writes guest memory.
     pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), i32> {
-        self.mem.write(self.listener.as_fd(), n, ptr, data)
+        self.mem.write(self.listeners.of(n), n, ptr, data)
     }
 }

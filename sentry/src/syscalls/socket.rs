@@ -85,7 +85,7 @@ fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) 
         Ok(k) => k,
         Err(e) => return errno(e.raw_os_error().unwrap_or(libc::ENOMEM)),
     };
-    match sys::notif_addfd_send(s.listener.as_fd(), n.id, guest.as_fd(), cloexec) {
+    match sys::notif_addfd_send(s.listeners.of(n), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
             s.trace(n, &format!("fd {fd}"));
             Outcome::Done
@@ -376,7 +376,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
             took_token = true;
         }
     }
-    match sys::notif_addfd_send(s.listener.as_fd(), n.id, guest.as_fd(), cloexec) {
+    match sys::notif_addfd_send(s.listeners.of(n), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
             s.trace(n, &format!("fd {fd}"));
             s.pump_rx(child_key);

@@ -1,0 +1,418 @@
+//! The OCI commands besides `create`: each loads the container's state from
+//! `--root/ID` and acts through libcontainer.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Spec};
+
+use super::create::{self, handoff_channel};
+use super::executor::GuestExecutor;
+use super::{Error, Meta, container_dir, daemon, load, status_word};
+use crate::cli::{
+    DeleteArgs, ExecArgs, GlobalArgs, KillArgs, ListArgs, PsArgs, RunArgs, SpecArgs, UpdateArgs,
+};
+
+/// The OCI runtime spec version this runtime follows.
+const OCI_VERSION: &str = "1.2.0";
+
+pub fn start(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
+    let mut c = load(&global.root, id)?;
+    c.start()
+        .map_err(|e| format!("starting container {id}: {e}"))?;
+    Ok(0)
+}
+
+/// runc's `state` JSON.
+fn state_json(c: &Container, meta: Option<&Meta>) -> serde_json::Value {
+    let stopped = status_word(c) == "stopped";
+    let pid = if stopped {
+        0
+    } else {
+        c.pid().map_or(0, |p| p.as_raw())
+    };
+    let owner = c
+        .creator()
+        .map(|o| o.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut v = serde_json::json!({
+        "ociVersion": OCI_VERSION,
+        "id": c.id(),
+        "pid": pid,
+        "status": status_word(c),
+        "bundle": meta.map_or_else(|| c.bundle().clone(), |m| m.bundle.clone()),
+        "rootfs": meta.map(|m| m.rootfs.clone()).unwrap_or_default(),
+        "created": c.created().map(|t| t.to_rfc3339()).unwrap_or_default(),
+        "owner": owner,
+    });
+    if let Some(a) = &c.state.annotations
+        && !a.is_empty()
+    {
+        v["annotations"] = serde_json::json!(a);
+    }
+    v
+}
+
+pub fn state(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
+    let c = load(&global.root, id)?;
+    let meta = Meta::load(&container_dir(&global.root, id)?).ok();
+    println!("{}", serde_json::to_string_pretty(&state_json(&c, meta.as_ref()))?);
+    Ok(0)
+}
+
+pub fn kill(global: &GlobalArgs, args: &KillArgs) -> Result<i32, Error> {
+    let mut c = load(&global.root, &args.id)?;
+    let signal = Signal::try_from(args.signal.as_str())
+        .map_err(|_| format!("unknown signal {:?}", args.signal))?;
+    c.kill(signal, args.all)
+        .map_err(|e| format!("signalling container {}: {e}", args.id))?;
+    Ok(0)
+}
+
+pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
+    let dir = container_dir(&global.root, &args.id)?;
+    let mut c = load(&global.root, &args.id)?;
+    let meta = Meta::load(&dir).ok();
+    if !args.force && !c.can_delete() {
+        return Err(format!(
+            "cannot delete container {} that is {} (stop it, or use --force)",
+            args.id,
+            status_word(&c)
+        )
+        .into());
+    }
+    c.delete(args.force)
+        .map_err(|e| format!("deleting container {}: {e}", args.id))?;
+    if let Some(m) = meta {
+        end_sentry(m.sentry_pid);
+    }
+    // libcontainer leaves nothing in the directory but may leave it.
+    let _ = fs::remove_dir_all(&dir);
+    Ok(0)
+}
+
+/// The Sentry daemon ends with the container's init; one that lingers
+/// (an init killed before `start`, say) is stopped here.
+fn end_sentry(pid: i32) {
+    // Alive (not a zombie its reaper has yet to collect) and ours.
+    let is_ours = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            let (name, rest) = s.split_once(") ").unwrap_or_default();
+            name.ends_with("(smolvisor-sentr") && !rest.starts_with('Z')
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while is_ours(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if is_ours(pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+pub fn exec(global: &GlobalArgs, args: &ExecArgs) -> Result<i32, Error> {
+    let c = load(&global.root, &args.id)?;
+    if status_word(&c) != "running" {
+        return Err(format!("container {} is not running ({})", args.id, status_word(&c)).into());
+    }
+    let dir = container_dir(&global.root, &args.id)?;
+    if args.process.is_none() && args.command.is_empty() {
+        return Err("exec needs --process FILE or a command".into());
+    }
+    let (ours, theirs) = handoff_channel()?;
+    // libcontainer returns once the process executed its program, which it
+    // does only after the Sentry took its listener: relay it meanwhile.
+    let relay = {
+        let dir = dir.clone();
+        std::thread::spawn(move || -> Result<(), String> {
+            match daemon::take_listener(ours.as_fd(), None).map_err(|e| e.to_string())? {
+                Some(listener) => {
+                    daemon::give_listener(&dir, listener.as_fd()).map_err(|e| e.to_string())
+                }
+                None => Err("the process ended before it could run".into()),
+            }
+        })
+    };
+    let env: HashMap<String, String> = args
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect();
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_executor(GuestExecutor::new(theirs.as_raw_fd()))
+        .with_root_path(&global.root)
+        .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
+        .map(|b| {
+            b.with_console_socket(args.console_socket.as_ref())
+                .with_preserved_fds(args.preserve_fds)
+        })
+        .and_then(|b| {
+            b.as_tenant()
+                .with_detach(args.detach)
+                .with_cwd(args.cwd.as_ref())
+                .with_env(env)
+                .with_process(args.process.as_ref())
+                .with_container_args(args.command.clone())
+                .build()
+        });
+    // The relay sees end-of-file if the process never got to announce.
+    drop(theirs);
+    let relayed = relay
+        .join()
+        .unwrap_or_else(|_| Err("the relay thread panicked".into()));
+    let pid = built.map_err(|e| format!("exec in container {}: {e}", args.id))?;
+    relayed.map_err(|e| format!("exec in container {}: {e}", args.id))?;
+    let pid = Pid::from_raw(pid.as_raw());
+    if args.detach {
+        return Ok(0);
+    }
+    Ok(wait_exit(pid))
+}
+
+/// The exit status of child `pid`, as a shell gives it.
+fn wait_exit(pid: Pid) -> i32 {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => return 128 + sig as i32,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 255,
+        }
+    }
+}
+
+fn cgroup_manager(c: &Container) -> Result<libcgroups::common::AnyCgroupManager, Error> {
+    let cfg = c.spec()?;
+    Ok(create_cgroup_manager(CgroupConfig {
+        cgroup_path: cfg.cgroup_path,
+        systemd_cgroup: c.systemd(),
+        container_name: c.id().to_owned(),
+    })?)
+}
+
+pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
+    let c = load(&global.root, &args.id)?;
+    let pids: Vec<i32> = cgroup_manager(&c)?
+        .get_all_pids()?
+        .into_iter()
+        .map(|p| p.as_raw())
+        .collect();
+    if args.format == "json" {
+        println!("{}", serde_json::to_string(&pids)?);
+        return Ok(0);
+    }
+    if args.format != "table" {
+        return Err(format!("unknown format {:?} (table or json)", args.format).into());
+    }
+    let ps_args = if args.ps_args.is_empty() {
+        vec!["-ef".to_owned()]
+    } else {
+        args.ps_args.clone()
+    };
+    let out = std::process::Command::new("ps").args(&ps_args).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_column = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or("ps printed no PID column")?;
+    println!("{header}");
+    for line in lines {
+        let pid = line.split_whitespace().nth(pid_column).and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p: i32| pids.contains(&p)) {
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<i32, Error> {
+    let mut rows = Vec::new();
+    if let Ok(entries) = fs::read_dir(&global.root) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.path().join("state.json").exists() {
+                continue;
+            }
+            if let Ok(c) = Container::load(e.path()) {
+                let meta = Meta::load(&e.path()).ok();
+                rows.push(state_json(&c, meta.as_ref()));
+            }
+        }
+    }
+    rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    if args.quiet {
+        for r in &rows {
+            println!("{}", r["id"].as_str().unwrap_or_default());
+        }
+    } else if args.format == "json" {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ID\tPID\tSTATUS\tBUNDLE\tCREATED\tOWNER")?;
+        for r in &rows {
+            writeln!(
+                out,
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                r["id"].as_str().unwrap_or_default(),
+                r["pid"],
+                r["status"].as_str().unwrap_or_default(),
+                r["bundle"].as_str().unwrap_or_default(),
+                r["created"].as_str().unwrap_or_default(),
+                r["owner"].as_str().unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+pub fn pause(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
+    load(&global.root, id)?
+        .pause()
+        .map_err(|e| format!("pausing container {id}: {e}"))?;
+    Ok(0)
+}
+
+pub fn resume(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
+    load(&global.root, id)?
+        .resume()
+        .map_err(|e| format!("resuming container {id}: {e}"))?;
+    Ok(0)
+}
+
+pub fn update(global: &GlobalArgs, args: &UpdateArgs) -> Result<i32, Error> {
+    let c = load(&global.root, &args.id)?;
+    let mut resources: LinuxResources = match &args.resources {
+        Some(p) if p == Path::new("-") => serde_json::from_reader(std::io::stdin().lock())?,
+        Some(p) => serde_json::from_slice(&fs::read(p)?)
+            .map_err(|e| format!("resources {}: {e}", p.display()))?,
+        None => LinuxResources::default(),
+    };
+    if args.memory.is_some() || args.memory_swap.is_some() {
+        let mut m = resources.memory().clone().unwrap_or_default();
+        if let Some(v) = args.memory {
+            m.set_limit(Some(v));
+        }
+        if let Some(v) = args.memory_swap {
+            m.set_swap(Some(v));
+        }
+        resources.set_memory(Some(m));
+    }
+    if let Some(v) = args.pids_limit {
+        let mut p = resources.pids().clone().unwrap_or_default();
+        p.set_limit(v);
+        resources.set_pids(Some(p));
+    }
+    if args.cpu_share.is_some() || args.cpu_quota.is_some() || args.cpu_period.is_some() || args.cpuset_cpus.is_some() {
+        let mut cpu = resources.cpu().clone().unwrap_or_default();
+        if let Some(v) = args.cpu_share {
+            cpu.set_shares(Some(v));
+        }
+        if let Some(v) = args.cpu_quota {
+            cpu.set_quota(Some(v));
+        }
+        if let Some(v) = args.cpu_period {
+            cpu.set_period(Some(v));
+        }
+        if let Some(v) = &args.cpuset_cpus {
+            cpu.set_cpus(Some(v.clone()));
+        }
+        resources.set_cpu(Some(cpu));
+    }
+    cgroup_manager(&c)?
+        .apply(&ControllerOpt {
+            resources: &resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| format!("updating container {}: {e}", args.id))?;
+    Ok(0)
+}
+
+pub fn features() -> Result<i32, Error> {
+    let v = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": [
+            "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec",
+            "iversion", "lazytime", "loud", "mand", "noatime", "nodev", "nodiratime",
+            "noexec", "noiversion", "nolazytime", "nomand", "norelatime", "nostrictatime",
+            "nosuid", "nosymfollow", "private", "ratime", "rbind", "rdev", "rdiratime",
+            "relatime", "remount", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec",
+            "rnorelatime", "rnostrictatime", "rnosuid", "rnosymfollow", "ro", "rprivate",
+            "rrelatime", "rro", "rrw", "rshared", "rslave", "rstrictatime", "rsuid",
+            "rsymfollow", "runbindable", "rw", "shared", "silent", "slave", "strictatime",
+            "suid", "symfollow", "sync", "tmpcopyup", "unbindable"
+        ],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "cgroup": { "v1": true, "v2": true, "systemd": true, "systemdUser": false },
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL",
+                    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG",
+                    "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
+                    "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64"]
+            },
+            "apparmor": { "enabled": false },
+            "selinux": { "enabled": false }
+        },
+        "annotations": {
+            "dev.smolvisor.network": "sandbox | none",
+            "dev.smolvisor.pcap-log": "FILE (%ID% is the container's id)",
+            "dev.smolvisor.debug-log": "FILE (%ID% is the container's id)"
+        }
+    });
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(0)
+}
+
+pub fn spec(args: &SpecArgs) -> Result<i32, Error> {
+    let path = args.bundle.join("config.json");
+    if path.exists() {
+        return Err(format!("{} already exists; remove it first", path.display()).into());
+    }
+    let spec = Spec::default();
+    fs::write(&path, serde_json::to_string_pretty(&spec)?)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(0)
+}
+
+pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<i32, Error> {
+    let created = create::create(global, &args.create)?;
+    let mut c = created.container;
+    let id = &args.create.id;
+    if let Err(e) = c.start() {
+        let _ = c.delete(true);
+        return Err(format!("starting container {id}: {e}").into());
+    }
+    if args.detach {
+        return Ok(0);
+    }
+    let pid = c.pid().map(|p| Pid::from_raw(p.as_raw()));
+    let code = pid.map_or(255, wait_exit);
+    if !args.keep {
+        delete(global, &DeleteArgs {
+            force: true,
+            id: id.clone(),
+        })?;
+    }
+    Ok(code)
+}
+

@@ -1,0 +1,226 @@
+//! The Sentry of one OCI container, as a process of its own (`smolvisor
+//! sentry-daemon`, started by `create`).
+//!
+//! It enters the container's network namespace, tells `create`, waits for
+//! the runtime's hooks (Docker's network set-up) to have run, takes the
+//! namespace's interfaces over, and then waits for the container's init to
+//! announce its seccomp listener (at `start`). It serves the container
+//! until the init ends; `exec` hands it one more listener per process
+//! through [`SENTRY_SOCKET`](super::SENTRY_SOCKET).
+//!
+//! The conversation with `create`, one SOCK_SEQPACKET message each:
+//! daemon `ns` · create `go` · daemon `ready` (or `error: WHY`) · create
+//! `channel` (with the hand-off channel's receiving end) and `init PID` ·
+//! daemon `served`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+use netstack::link::{Capture, CaptureConfig};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CloneFlags, setns, unshare};
+use nix::unistd::Pid;
+use sentry::{ListenerSender, Sentry, SentryConfig};
+
+use super::{Error, SENTRY_SOCKET, container_dir, sys};
+use crate::cli::{GlobalArgs, OciNetwork, SentryDaemonArgs};
+use crate::network;
+use crate::sandbox::handoff::{self, Report};
+
+pub fn run(global: &GlobalArgs, args: &SentryDaemonArgs) -> Result<i32, Error> {
+    let ctl = sys::daemon_ctl()?;
+    let _ = nix::sys::prctl::set_name(c"smolvisor-sentry");
+    match serve(global, args, &ctl) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            // `create` may still be listening; if not, the log has it.
+            let _ = say(&ctl, &format!("error: {e}"));
+            Err(e)
+        }
+    }
+}
+
+fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<i32, Error> {
+    let joined = match args.netns.as_str() {
+        "new" => {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("creating a network namespace: {e}"))?;
+            false
+        }
+        "host" => false,
+        path => {
+            let ns = File::open(path).map_err(|e| format!("network namespace {path}: {e}"))?;
+            setns(ns, CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("entering the network namespace {path}: {e}"))?;
+            true
+        }
+    };
+    say(ctl, "ns")?;
+    if !hear(ctl)?.is_some_and(|w| w == "go") {
+        return Ok(0);
+    }
+    let capture = match &global.pcap_log {
+        Some(path) => Some(Capture::create(Path::new(path), CaptureConfig::default())?),
+        None => None,
+    };
+    let sandbox = global.network != Some(OciNetwork::None) && args.netns != "host";
+    let net = network::build_oci(sandbox, joined, capture.as_ref())?;
+    say(ctl, "ready")?;
+
+    // The hand-off channel, then the init's pid, once libcontainer made it.
+    let mut buf = [0u8; 64];
+    let (n, channel) = sys::recv_fd(ctl.as_fd(), &mut buf)?;
+    let Some(channel) = channel.filter(|_| &buf[..n] == b"channel") else {
+        return Ok(0);
+    };
+    let Some(init) = hear(ctl)?.and_then(|w| w.strip_prefix("init ")?.parse::<i32>().ok()) else {
+        return Ok(0);
+    };
+    let init = Pid::from_raw(init);
+    let pidfd = sentry::sys::pidfd_open(init.as_raw(), false)?;
+    let dir = container_dir(&global.root, &args.id)?;
+    let socket_path = dir.join(SENTRY_SOCKET);
+    let _ = std::fs::remove_file(&socket_path);
+    let control = UnixListener::bind(&socket_path)
+        .map_err(|e| format!("binding {}: {e}", socket_path.display()))?;
+    say(ctl, "served")?;
+
+    // Until `start`, the init waits; it may also be deleted unstarted.
+    let Some(listener) = first_listener(channel.as_fd(), init, pidfd.as_fd())? else {
+        let _ = std::fs::remove_file(&socket_path);
+        return Ok(0);
+    };
+    let (sender, inbox) = sentry::listener_channel()?;
+    netstack::spawn_started("sentry-control", move || accept_execs(&control, &sender))?;
+    let cfg = SentryConfig {
+        debug_log: global.debug_log.as_ref().map(Into::into),
+        confine: true,
+    };
+    let mut net = net;
+    // The control socket's thread accepts connections.
+    net.sentry.host_sockets = true;
+    let guard = pidfd.try_clone()?;
+    let result = Sentry::new(&cfg, net.sentry, listener, init, pidfd).and_then(|mut s| {
+        s.accept_listeners(inbox)?;
+        s.run()
+    });
+    if let Err(e) = &result {
+        // Never leave a container running without its Sentry.
+        let _ = sentry::sys::pidfd_send_signal(guard.as_fd(), libc::SIGKILL);
+        tracing::error!("the Sentry of container {} failed: {e}", args.id);
+    }
+    if let Some(c) = capture {
+        let summary = c.finish();
+        let written: u64 = summary.interfaces.iter().map(|i| i.written).sum();
+        tracing::info!(
+            "captured {written} frames ({} dropped) of container {}",
+            summary.dropped(),
+            args.id
+        );
+    }
+    if let Some(r) = net.restore {
+        r.finish()?;
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(result.map_or(1, |_| 0))
+}
+
+/// Waits for the init's listener (or its end, when it is deleted before
+/// `start`): the announced descriptor is taken from the sender with
+/// `pidfd_getfd`, then acknowledged.
+fn first_listener(
+    channel: BorrowedFd<'_>,
+    init: Pid,
+    pidfd: BorrowedFd<'_>,
+) -> Result<Option<OwnedFd>, Error> {
+    loop {
+        let mut fds = [
+            PollFd::new(channel, PollFlags::POLLIN),
+            PollFd::new(pidfd, PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let readable = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+        if readable(&fds[0]) {
+            return take_listener(channel, Some(init));
+        }
+        if readable(&fds[1]) {
+            return Ok(None);
+        }
+    }
+}
+
+/// Reads one listener announcement from a hand-off channel; `expected`
+/// names the process that must have sent it.
+pub(super) fn take_listener(
+    channel: BorrowedFd<'_>,
+    expected: Option<Pid>,
+) -> Result<Option<OwnedFd>, Error> {
+    let Some(received) = handoff::receive(channel)? else {
+        return Ok(None);
+    };
+    let (Some(Report::Listener(number)), Some(sender)) = (received.report, received.sender) else {
+        return Err("unexpected message on the hand-off channel".into());
+    };
+    if expected.is_some_and(|p| p != sender) {
+        return Err(format!("a listener announced by {sender}, not the container's init").into());
+    }
+    tracing::debug!(%sender, number, "a seccomp listener was announced");
+    let fd = crate::sandbox::fetch_fd(sender, number)?;
+    crate::sandbox::acknowledge(channel)?;
+    Ok(Some(fd))
+}
+
+/// The control socket's thread: each connection brings one listener (an
+/// `exec`'s), with SCM_RIGHTS, and gets one byte back once it is queued.
+fn accept_execs(control: &UnixListener, sender: &ListenerSender) {
+    for conn in control.incoming() {
+        let Ok(mut conn) = conn else {
+            continue;
+        };
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = [0u8; 16];
+        match sys::recv_fd(conn.as_fd(), &mut buf) {
+            Ok((_, Some(fd))) => {
+                if sender.send(fd).is_err() {
+                    return;
+                }
+                let _ = conn.write_all(&[handoff::ACK]);
+            }
+            Ok((_, None)) | Err(_) => {}
+        }
+    }
+}
+
+/// Hands a listener to the Sentry of a running container (for `exec`).
+pub(super) fn give_listener(dir: &Path, listener: BorrowedFd<'_>) -> Result<(), Error> {
+    let path = dir.join(SENTRY_SOCKET);
+    let mut conn = UnixStream::connect(&path)
+        .map_err(|e| format!("reaching the container's Sentry ({}): {e}", path.display()))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    sys::send_fd(conn.as_fd(), listener, b"listener")?;
+    let mut ack = [0u8; 1];
+    match conn.read(&mut ack) {
+        Ok(1) if ack[0] == handoff::ACK => Ok(()),
+        _ => Err("the container's Sentry did not take the new process".into()),
+    }
+}
+
+fn say(ctl: &OwnedFd, word: &str) -> Result<(), Error> {
+    File::from(ctl.try_clone()?).write_all(word.as_bytes())?;
+    Ok(())
+}
+
+/// The next word from `create`; None at its end.
+fn hear(ctl: &OwnedFd) -> Result<Option<String>, Error> {
+    let mut buf = [0u8; 256];
+    let n = File::from(ctl.try_clone()?).read(&mut buf)?;
+    Ok((n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned()))
+}

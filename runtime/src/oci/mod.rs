@@ -1,0 +1,155 @@
+//! The OCI runtime: runc's command-line contract, as containerd's shim and
+//! Docker call it, on top of youki's `libcontainer`.
+//!
+//! ```text
+//! smolvisor create ID ──┬─ sentry-daemon   in the container's network namespace
+//!                       │                  (new, or the spec's path): takes over
+//!                       │                  its interfaces, serves the guest
+//!                       └─ libcontainer ── init (the container's process) in a NEW,
+//!                                          EMPTY network namespace; at `start` it
+//!                                          loads our filter, hands the listener to
+//!                                          the Sentry, and executes the process
+//! ```
+//!
+//! The spec's `prestart` and `createRuntime` hooks (Docker's network
+//! set-up) run with the Sentry's pid, so they configure the namespace the
+//! Sentry lives in. `exec` connects to the Sentry's socket in the
+//! container's state directory and hands it the new process's listener.
+//!
+//! State lives in `--root/ID`: libcontainer's `state.json` and ours,
+//! `smolvisor.json` ([`Meta`]).
+
+pub mod commands;
+pub mod create;
+pub mod daemon;
+pub mod executor;
+pub mod install;
+mod sys;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+
+use crate::cli::{GlobalArgs, OciNetwork};
+
+pub type Error = Box<dyn std::error::Error>;
+
+/// Our record of a container, beside libcontainer's state.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// The bundle the caller gave (libcontainer sees a rewritten copy).
+    pub bundle: PathBuf,
+    /// The root file system, absolute.
+    pub rootfs: PathBuf,
+    /// The Sentry daemon's pid.
+    pub sentry_pid: i32,
+}
+
+/// The file holding [`Meta`].
+const META_FILE: &str = "smolvisor.json";
+/// The Sentry daemon's socket, through which `exec` hands it listeners.
+pub const SENTRY_SOCKET: &str = "sentry.sock";
+
+impl Meta {
+    pub fn load(dir: &Path) -> Result<Meta, Error> {
+        let text = std::fs::read(dir.join(META_FILE))?;
+        Ok(serde_json::from_slice(&text)?)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        let tmp = dir.join(format!(".{META_FILE}"));
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(tmp, dir.join(META_FILE))?;
+        Ok(())
+    }
+}
+
+/// smolvisor's own options for one container: the global flags, then the
+/// spec's `dev.smolvisor.*` annotations, which win.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub network: Option<OciNetwork>,
+    pub pcap_log: Option<PathBuf>,
+    pub debug_log: Option<PathBuf>,
+}
+
+/// The annotations' prefix.
+pub const ANNOTATION_PREFIX: &str = "dev.smolvisor.";
+
+impl Options {
+    pub fn resolve(
+        global: &GlobalArgs,
+        annotations: Option<&HashMap<String, String>>,
+        id: &str,
+    ) -> Result<Options, Error> {
+        let mut network = global.network;
+        let mut pcap = global.pcap_log.clone();
+        let mut debug = global.debug_log.clone();
+        for (key, value) in annotations.into_iter().flatten() {
+            let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
+                continue;
+            };
+            match name {
+                "network" => {
+                    network = Some(
+                        <OciNetwork as clap::ValueEnum>::from_str(value, false)
+                            .map_err(|_| format!("annotation {key}: unknown network mode {value:?}"))?,
+                    );
+                }
+                "pcap-log" => pcap = Some(value.clone()),
+                "debug-log" => debug = Some(value.clone()),
+                _ => return Err(format!("unknown annotation {key}").into()),
+            }
+        }
+        let expand = |p: String| PathBuf::from(p.replace("%ID%", id));
+        Ok(Options {
+            network,
+            pcap_log: pcap.map(expand),
+            debug_log: debug.map(expand),
+        })
+    }
+}
+
+/// A container id as runc takes it: letters, digits and `_ + - .`, not
+/// `.` or `..` alone.
+pub fn check_id(id: &str) -> Result<(), Error> {
+    let fine = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b));
+    if fine {
+        Ok(())
+    } else {
+        Err(format!("invalid container id {id:?}: use letters, digits, '_', '+', '-' and '.'").into())
+    }
+}
+
+/// The state directory of container `id`.
+pub fn container_dir(root: &Path, id: &str) -> Result<PathBuf, Error> {
+    check_id(id)?;
+    Ok(root.join(id))
+}
+
+/// Loads an existing container, or says clearly that there is none.
+pub fn load(root: &Path, id: &str) -> Result<Container, Error> {
+    let dir = container_dir(root, id)?;
+    if !dir.join("state.json").exists() {
+        return Err(format!("container {id} does not exist").into());
+    }
+    Container::load(dir).map_err(|e| format!("container {id}: {e}").into())
+}
+
+/// runc's word for a status.
+pub fn status_word(c: &Container) -> &'static str {
+    use libcontainer::container::ContainerStatus as S;
+    match c.status() {
+        S::Creating => "creating",
+        S::Created => "created",
+        S::Running => "running",
+        S::Stopped => "stopped",
+        S::Paused => "paused",
+    }
+}
