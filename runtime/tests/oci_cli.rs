@@ -313,6 +313,26 @@ fn delete_force_kills_and_removes_a_running_container() {
     assert_gone(&oci, &id, &bundle, "delete --force");
 }
 
+/// containerd's shim removes a container that never started (`docker
+/// create` then `docker rm`, or a failed start) with a plain `delete`, no
+/// `--force`: runc kills the init and removes it.
+#[test]
+fn delete_of_a_created_container_kills_and_removes_it() {
+    let oci = Oci::new("delcreated");
+    let bundle = Bundle::new(&oci, "delcreated", &["sleep", "100"]);
+    let id = unique_id("delcreated");
+    let (_, pid) = oci.create_ok(&bundle, &id);
+    assert_eq!(oci.status(&id), "created");
+
+    oci.cmd(&["delete", &id]).assert_ok();
+    assert!(
+        reap(pid, STOP_WITHIN).is_ok(),
+        "delete left the created container's init running"
+    );
+    assert_state_fails(&oci, &id);
+    assert_gone(&oci, &id, &bundle, "delete of a created container");
+}
+
 #[test]
 fn run_passes_output_and_exit_code_and_removes_the_container() {
     let oci = Oci::new("run");
@@ -454,8 +474,9 @@ fn kernel_sockets_on_8080(pid: i32) -> Vec<String> {
     ["tcp", "tcp6"]
         .iter()
         .flat_map(|t| {
-            fs::read_to_string(format!("/proc/{pid}/net/{t}"))
-                .unwrap_or_default()
+            let path = format!("/proc/{pid}/net/{t}");
+            fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {path}: {e}"))
                 .lines()
                 .skip(1)
                 .filter(|l| {
@@ -484,10 +505,23 @@ fn guest_sees_only_lo_and_its_loopback_tcp_is_served_by_the_sandbox() {
     let id = unique_id("net");
     let (created, pid) = oci.create_ok(&bundle, &id);
     oci.cmd(&["start", &id]).assert_ok();
+    let guest_ns = fs::read_link(format!("/proc/{pid}/ns/net")).expect("the guest's netns");
     assert_ne!(
-        fs::read_link(format!("/proc/{pid}/ns/net")).ok(),
+        Some(guest_ns),
         fs::read_link("/proc/self/ns/net").ok(),
         "the guest shares the host's network namespace"
+    );
+    // The guest runs under a seccomp filter (mode 2), which hands its socket
+    // calls to the Sentry; runc's spec has none (mode 0).
+    let seccomp = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_owned()))
+        .unwrap_or_default();
+    assert_eq!(
+        seccomp,
+        if is_runc() { "0" } else { "2" },
+        "the seccomp mode of the guest's init {pid}"
     );
 
     let dev = exec(&oci, &bundle, &id, &["cat", "/proc/net/dev"]);
@@ -613,7 +647,9 @@ fn commands_on_an_unknown_id_fail_cleanly() {
         vec!["delete", &id],
     ] {
         let out = oci.cmd(&args);
-        assert_clear_error(&out, &[&id], &[&id]);
+        // containerd's shim takes a delete error containing "does not
+        // exist" for a container already gone.
+        assert_clear_error(&out, &[&id, "does not exist"], &[&id]);
         assert!(
             oci.root_entries().is_empty(),
             "`{}` left {:?} under --root",
@@ -621,6 +657,13 @@ fn commands_on_an_unknown_id_fail_cleanly() {
             oci.root_entries()
         );
     }
+    // Like runc: --force deletes whatever is left of the id (a state
+    // directory an aborted create left) and succeeds when nothing is.
+    let out = oci.cmd(&["delete", "--force", &id]);
+    assert!(
+        out.success(),
+        "delete --force of an id that does not exist should succeed, as with runc\n{out}"
+    );
     Traces::assert_none_since(
         &oci,
         &[&id],
