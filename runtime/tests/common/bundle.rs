@@ -32,7 +32,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Once;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -382,12 +382,26 @@ impl Drop for Oci {
                 ids.push(name);
             }
         }
-        for id in ids.iter().filter(|id| !id.is_empty()) {
-            let _ = self.try_cmd(&["delete", "--force", id], Duration::from_secs(20));
-        }
-        // Exec'd processes before their init: a pid namespace's init cannot
-        // be reaped while another of its processes is a zombie.
-        for &pid in self.pids.borrow().iter().rev() {
+        // Our processes are reaped while `delete --force` runs, as
+        // containerd's shim does: a pid namespace's init does not finish
+        // dying (and its cgroup cannot go) while an exec'd process of it is
+        // an unreaped zombie.
+        let pids: Vec<i32> = self.pids.borrow().iter().rev().copied().collect();
+        let deleting = AtomicBool::new(true);
+        thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut left = pids.clone();
+                while deleting.load(Ordering::Relaxed) && !left.is_empty() {
+                    left.retain(|&pid| reap(pid, Duration::ZERO).is_err());
+                    thread::sleep(Duration::from_millis(20));
+                }
+            });
+            for id in ids.iter().filter(|id| !id.is_empty()) {
+                let _ = self.try_cmd(&["delete", "--force", id], Duration::from_secs(20));
+            }
+            deleting.store(false, Ordering::Relaxed);
+        });
+        for &pid in &pids {
             // Deleted: the process is dead or dying; reap it if it is ours.
             let _ = reap(pid, Duration::from_secs(2));
         }
