@@ -196,9 +196,15 @@ pub fn build_oci(
         Some(c) => {
             let lo = c.wrap(Loopback::new(), "lo").sent_only();
             let iface = lo.interface();
-            Box::new(DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface))
+            Box::new(
+                DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface),
+            )
         }
-        None => Box::new(DnsRelay::new(Loopback::new(), DOCKER_DNS, DOCKER_DNS.into())?),
+        None => Box::new(DnsRelay::new(
+            Loopback::new(),
+            DOCKER_DNS,
+            DOCKER_DNS.into(),
+        )?),
     };
     let mut out = Networking {
         sentry: SentryNetwork {

@@ -67,7 +67,10 @@ fn state_json(c: &Container, meta: Option<&Meta>) -> serde_json::Value {
 pub fn state(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
     let c = load(&global.root, id)?;
     let meta = Meta::load(&container_dir(&global.root, id)?).ok();
-    println!("{}", serde_json::to_string_pretty(&state_json(&c, meta.as_ref()))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&state_json(&c, meta.as_ref()))?
+    );
     Ok(0)
 }
 
@@ -230,7 +233,10 @@ pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
         .ok_or("ps printed no PID column")?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(pid_column).and_then(|p| p.parse().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(pid_column)
+            .and_then(|p| p.parse().ok());
         if pid.is_some_and(|p: i32| pids.contains(&p)) {
             println!("{line}");
         }
@@ -315,7 +321,11 @@ pub fn update(global: &GlobalArgs, args: &UpdateArgs) -> Result<i32, Error> {
         p.set_limit(v);
         resources.set_pids(Some(p));
     }
-    if args.cpu_share.is_some() || args.cpu_quota.is_some() || args.cpu_period.is_some() || args.cpuset_cpus.is_some() {
+    if args.cpu_share.is_some()
+        || args.cpu_quota.is_some()
+        || args.cpu_period.is_some()
+        || args.cpuset_cpus.is_some()
+    {
         let mut cpu = resources.cpu().clone().unwrap_or_default();
         if let Some(v) = args.cpu_share {
             cpu.set_shares(Some(v));
@@ -408,11 +418,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<i32, Error> {
     let pid = c.pid().map(|p| Pid::from_raw(p.as_raw()));
     let code = pid.map_or(255, wait_exit);
     if !args.keep {
-        delete(global, &DeleteArgs {
-            force: true,
-            id: id.clone(),
-        })?;
+        delete(
+            global,
+            &DeleteArgs {
+                force: true,
+                id: id.clone(),
+            },
+        )?;
     }
     Ok(code)
 }
-

@@ -17,6 +17,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bundle;
 pub mod netns;
 pub mod pcap;
 
