@@ -227,11 +227,14 @@ pub fn build_oci(
     Ok(out)
 }
 
+/// Wraps a NIC's link in the capture, when there is one.
+type Sniff<'a> = &'a dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>;
+
 /// Takes over the interfaces of the namespace at `path` for the Sentry.
 fn take_over(
     net: &mut SentryNetwork,
     path: &Path,
-    sniff: &dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>,
+    sniff: Sniff<'_>,
 ) -> Result<takeover::Restore, Error> {
     let taken = takeover::take_over(path)?;
     if taken.nics.is_empty() {

@@ -140,7 +140,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
             return Err(format!("creating container {}: {e}", args.id).into());
         }
     };
-    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    let pid = container.pid().map_or(0, i32::from);
     let finish = (|| -> Result<(), Error> {
         daemon.give(&ours)?;
         daemon.say(&format!("init {pid}"))?;
