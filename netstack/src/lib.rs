@@ -55,10 +55,7 @@ pub use stack::{
 /// and returns once it runs: the system calls of a thread's start (its
 /// name, its signal stack, glibc's `rseq`) are then behind it, so a
 /// process that confines itself with seccomp right after does not kill it.
-pub fn spawn_started(
-    name: &str,
-    body: impl FnOnce() + Send + 'static,
-) -> std::io::Result<()> {
+pub fn spawn_started(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     let (started, running) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(name.into())

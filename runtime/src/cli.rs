@@ -447,7 +447,9 @@ mod tests {
 
     fn args(line: &[&str]) -> Result<DoArgs, String> {
         let cli = Cli::try_parse_from(line).map_err(|e| e.to_string())?;
-        let Command::Do(a) = cli.command;
+        let Command::Do(a) = cli.command else {
+            return Err("not `do`".into());
+        };
         a.check()?;
         Ok(a)
     }

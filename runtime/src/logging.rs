@@ -38,7 +38,11 @@ pub fn for_oci(global: &GlobalArgs) {
             return to_stderr();
         }
     };
-    let level = if global.debug { Level::DEBUG } else { Level::INFO };
+    let level = if global.debug {
+        Level::DEBUG
+    } else {
+        Level::INFO
+    };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(Mutex::new(file))

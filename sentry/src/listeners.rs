@@ -98,10 +98,9 @@ impl Listeners {
     pub fn of(&self, n: &Notif) -> BorrowedFd<'_> {
         match self.slots.get(n.source) {
             Some(Some(fd)) => fd.as_fd(),
-            _ => self.slots[0].as_ref().map_or_else(
-                || self.epoll.0.as_fd(),
-                AsFd::as_fd,
-            ),
+            _ => self.slots[0]
+                .as_ref()
+                .map_or_else(|| self.epoll.0.as_fd(), AsFd::as_fd),
         }
     }
 

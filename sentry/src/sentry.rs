@@ -702,7 +702,11 @@ impl Sentry {
             let _ = self.stack.close(child);
         }
         for p in s.parked {
-            let _ = sys::notif_send(self.listeners.of(&p.notif), p.notif.id, Reply::Errno(libc::EBADF));
+            let _ = sys::notif_send(
+                self.listeners.of(&p.notif),
+                p.notif.id,
+                Reply::Errno(libc::EBADF),
+            );
         }
     }
 

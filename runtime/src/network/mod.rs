@@ -196,9 +196,15 @@ pub fn build_oci(
         Some(c) => {
             let lo = c.wrap(Loopback::new(), "lo").sent_only();
             let iface = lo.interface();
-            Box::new(DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface))
+            Box::new(
+                DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface),
+            )
         }
-        None => Box::new(DnsRelay::new(Loopback::new(), DOCKER_DNS, DOCKER_DNS.into())?),
+        None => Box::new(DnsRelay::new(
+            Loopback::new(),
+            DOCKER_DNS,
+            DOCKER_DNS.into(),
+        )?),
     };
     let mut out = Networking {
         sentry: SentryNetwork {
@@ -221,11 +227,14 @@ pub fn build_oci(
     Ok(out)
 }
 
+/// Wraps a NIC's link in the capture, when there is one.
+type Sniff<'a> = &'a dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>;
+
 /// Takes over the interfaces of the namespace at `path` for the Sentry.
 fn take_over(
     net: &mut SentryNetwork,
     path: &Path,
-    sniff: &dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>,
+    sniff: Sniff<'_>,
 ) -> Result<takeover::Restore, Error> {
     let taken = takeover::take_over(path)?;
     if taken.nics.is_empty() {

@@ -40,7 +40,7 @@ fn state_json(c: &Container, meta: Option<&Meta>) -> serde_json::Value {
     let pid = if stopped {
         0
     } else {
-        c.pid().map_or(0, |p| p.as_raw())
+        c.pid().map_or(0, i32::from)
     };
     let owner = c
         .creator()
@@ -67,7 +67,10 @@ fn state_json(c: &Container, meta: Option<&Meta>) -> serde_json::Value {
 pub fn state(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
     let c = load(&global.root, id)?;
     let meta = Meta::load(&container_dir(&global.root, id)?).ok();
-    println!("{}", serde_json::to_string_pretty(&state_json(&c, meta.as_ref()))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&state_json(&c, meta.as_ref()))?
+    );
     Ok(0)
 }
 
@@ -82,9 +85,21 @@ pub fn kill(global: &GlobalArgs, args: &KillArgs) -> Result<i32, Error> {
 
 pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
     let dir = container_dir(&global.root, &args.id)?;
-    let mut c = load(&global.root, &args.id)?;
+    let mut c = match load(&global.root, &args.id) {
+        Ok(c) => c,
+        // As runc: forcing the removal of what is not there succeeds, and
+        // clears what an aborted create may have left.
+        Err(_) if args.force => {
+            let _ = fs::remove_dir_all(&dir);
+            return Ok(0);
+        }
+        Err(e) => return Err(e),
+    };
     let meta = Meta::load(&dir).ok();
-    if !args.force && !c.can_delete() {
+    // A created container's process has not run its program yet: runc
+    // kills it without being forced (containerd deletes after a failed start).
+    let created = status_word(&c) == "created";
+    if !args.force && !created && !c.can_delete() {
         return Err(format!(
             "cannot delete container {} that is {} (stop it, or use --force)",
             args.id,
@@ -92,7 +107,7 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
         )
         .into());
     }
-    c.delete(args.force)
+    c.delete(args.force || created)
         .map_err(|e| format!("deleting container {}: {e}", args.id))?;
     if let Some(m) = meta {
         end_sentry(m.sentry_pid);
@@ -206,7 +221,7 @@ pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
     let pids: Vec<i32> = cgroup_manager(&c)?
         .get_all_pids()?
         .into_iter()
-        .map(|p| p.as_raw())
+        .map(i32::from)
         .collect();
     if args.format == "json" {
         println!("{}", serde_json::to_string(&pids)?);
@@ -230,7 +245,10 @@ pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
         .ok_or("ps printed no PID column")?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(pid_column).and_then(|p| p.parse().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(pid_column)
+            .and_then(|p| p.parse().ok());
         if pid.is_some_and(|p: i32| pids.contains(&p)) {
             println!("{line}");
         }
@@ -301,7 +319,7 @@ pub fn update(global: &GlobalArgs, args: &UpdateArgs) -> Result<i32, Error> {
         None => LinuxResources::default(),
     };
     if args.memory.is_some() || args.memory_swap.is_some() {
-        let mut m = resources.memory().clone().unwrap_or_default();
+        let mut m = (*resources.memory()).unwrap_or_default();
         if let Some(v) = args.memory {
             m.set_limit(Some(v));
         }
@@ -311,11 +329,15 @@ pub fn update(global: &GlobalArgs, args: &UpdateArgs) -> Result<i32, Error> {
         resources.set_memory(Some(m));
     }
     if let Some(v) = args.pids_limit {
-        let mut p = resources.pids().clone().unwrap_or_default();
+        let mut p = (*resources.pids()).unwrap_or_default();
         p.set_limit(v);
         resources.set_pids(Some(p));
     }
-    if args.cpu_share.is_some() || args.cpu_quota.is_some() || args.cpu_period.is_some() || args.cpuset_cpus.is_some() {
+    if args.cpu_share.is_some()
+        || args.cpu_quota.is_some()
+        || args.cpu_period.is_some()
+        || args.cpuset_cpus.is_some()
+    {
         let mut cpu = resources.cpu().clone().unwrap_or_default();
         if let Some(v) = args.cpu_share {
             cpu.set_shares(Some(v));
@@ -408,11 +430,13 @@ pub fn run(global: &GlobalArgs, args: &RunArgs) -> Result<i32, Error> {
     let pid = c.pid().map(|p| Pid::from_raw(p.as_raw()));
     let code = pid.map_or(255, wait_exit);
     if !args.keep {
-        delete(global, &DeleteArgs {
-            force: true,
-            id: id.clone(),
-        })?;
+        delete(
+            global,
+            &DeleteArgs {
+                force: true,
+                id: id.clone(),
+            },
+        )?;
     }
     Ok(code)
 }
-

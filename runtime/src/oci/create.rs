@@ -49,8 +49,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     let bundle = fs::canonicalize(&args.bundle)
         .map_err(|e| format!("bundle {}: {e}", args.bundle.display()))?;
     let config = bundle.join("config.json");
-    let mut spec =
-        Spec::load(&config).map_err(|e| format!("reading {}: {e}", config.display()))?;
+    let mut spec = Spec::load(&config).map_err(|e| format!("reading {}: {e}", config.display()))?;
     if spec.process().is_none() {
         return Err(format!("{}: the spec has no process", config.display()).into());
     }
@@ -141,7 +140,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
             return Err(format!("creating container {}: {e}", args.id).into());
         }
     };
-    let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+    let pid = container.pid().map_or(0, i32::from);
     let finish = (|| -> Result<(), Error> {
         daemon.give(&ours)?;
         daemon.say(&format!("init {pid}"))?;
@@ -175,10 +174,7 @@ fn sentry_netns(spec: &Spec) -> Result<SentryNetns, Error> {
         .linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
-        .and_then(|all| {
-            all.iter()
-                .find(|n| n.typ() == LinuxNamespaceType::Network)
-        });
+        .and_then(|all| all.iter().find(|n| n.typ() == LinuxNamespaceType::Network));
     let Some(ns) = ns else {
         tracing::warn!(
             "the spec shares the host's network namespace; the sandbox gets loopback only"
@@ -188,8 +184,8 @@ fn sentry_netns(spec: &Spec) -> Result<SentryNetns, Error> {
     let Some(path) = ns.path() else {
         return Ok(SentryNetns::New);
     };
-    let theirs = fs::metadata(path)
-        .map_err(|e| format!("network namespace {}: {e}", path.display()))?;
+    let theirs =
+        fs::metadata(path).map_err(|e| format!("network namespace {}: {e}", path.display()))?;
     let ours = fs::metadata("/proc/self/ns/net")?;
     if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
         tracing::warn!(
@@ -297,9 +293,13 @@ impl Daemon {
         };
         // The container's standard streams (the shim's pipes) are not the
         // daemon's: it must not hold them open.
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         sys::pass_fd_and_detach(&mut cmd, theirs.as_fd());
-        let child = cmd.spawn().map_err(|e| format!("starting the Sentry: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("starting the Sentry: {e}"))?;
         let pid = child.id() as i32;
         Ok(Daemon {
             child: Some(child),

@@ -60,7 +60,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
         }
     };
     say(ctl, "ns")?;
-    if !hear(ctl)?.is_some_and(|w| w == "go") {
+    if hear(ctl)?.is_none_or(|w| w != "go") {
         return Ok(0);
     }
     let capture = match &global.pcap_log {
@@ -187,14 +187,11 @@ fn accept_execs(control: &UnixListener, sender: &ListenerSender) {
         };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
         let mut buf = [0u8; 16];
-        match sys::recv_fd(conn.as_fd(), &mut buf) {
-            Ok((_, Some(fd))) => {
-                if sender.send(fd).is_err() {
-                    return;
-                }
-                let _ = conn.write_all(&[handoff::ACK]);
+        if let Ok((_, Some(fd))) = sys::recv_fd(conn.as_fd(), &mut buf) {
+            if sender.send(fd).is_err() {
+                return;
             }
-            Ok((_, None)) | Err(_) => {}
+            let _ = conn.write_all(&[handoff::ACK]);
         }
     }
 }

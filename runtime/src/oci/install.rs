@@ -9,8 +9,10 @@ use crate::cli::InstallArgs;
 pub fn run(args: &InstallArgs) -> Result<i32, Error> {
     let exe = std::env::current_exe()?.canonicalize()?;
     let mut config: serde_json::Value = match fs::read(&args.config) {
-        Ok(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not valid JSON: {e}", args.config.display()))?,
+        Ok(bytes) if !bytes.iter().all(u8::is_ascii_whitespace) => {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{} is not valid JSON: {e}", args.config.display()))?
+        }
         Ok(_) => serde_json::json!({}),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
         Err(e) => return Err(format!("reading {}: {e}", args.config.display()).into()),

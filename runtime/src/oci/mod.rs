@@ -93,8 +93,9 @@ impl Options {
             match name {
                 "network" => {
                     network = Some(
-                        <OciNetwork as clap::ValueEnum>::from_str(value, false)
-                            .map_err(|_| format!("annotation {key}: unknown network mode {value:?}"))?,
+                        <OciNetwork as clap::ValueEnum>::from_str(value, false).map_err(|_| {
+                            format!("annotation {key}: unknown network mode {value:?}")
+                        })?,
                     );
                 }
                 "pcap-log" => pcap = Some(value.clone()),
@@ -123,7 +124,10 @@ pub fn check_id(id: &str) -> Result<(), Error> {
     if fine {
         Ok(())
     } else {
-        Err(format!("invalid container id {id:?}: use letters, digits, '_', '+', '-' and '.'").into())
+        Err(
+            format!("invalid container id {id:?}: use letters, digits, '_', '+', '-' and '.'")
+                .into(),
+        )
     }
 }
 

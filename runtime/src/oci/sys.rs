@@ -38,18 +38,29 @@ pub fn pass_fd_and_detach(cmd: &mut Command, fd: BorrowedFd<'_>) {
     // SAFETY: the closure runs in the forked child before exec and makes
     // only async-signal-safe calls (fcntl, dup2, close, setsid).
     unsafe {
-        cmd.pre_exec(move || {
-            // Out of the way first, in case `raw` is already at the target.
-            let high = libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 10);
-            if high < 0 || libc::dup2(high, DAEMON_CTL_FD) < 0 || libc::close(high) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || place_and_detach(raw));
     }
+}
+
+/// In the child of a fork: `raw` to [`DAEMON_CTL_FD`], and a new session.
+fn place_and_detach(raw: RawFd) -> io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
+    // Out of the way first, in case `raw` is already at the target.
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes integers and makes a new descriptor.
+    let high = check(unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 10) })?;
+    // SAFETY: dup2 takes integers; the target number is reserved for this.
+    check(unsafe { libc::dup2(high, DAEMON_CTL_FD) })?;
+    // SAFETY: `high` was made just above and nothing else refers to it.
+    check(unsafe { libc::close(high) })?;
+    // SAFETY: setsid takes no arguments.
+    check(unsafe { libc::setsid() })?;
+    Ok(())
 }
 
 /// A new, empty network namespace, held by a descriptor (made on a thread
@@ -105,7 +116,7 @@ pub fn recv_fd(socket: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Opt
 
 /// Bounds how long reads on `socket` wait.
 pub fn set_recv_timeout(socket: BorrowedFd<'_>, limit: Duration) -> io::Result<()> {
-    let tv = TimeVal::new(limit.as_secs() as _, limit.subsec_micros() as _);
+    let tv = TimeVal::new(limit.as_secs() as _, limit.subsec_micros().into());
     setsockopt(&socket, sockopt::ReceiveTimeout, &tv)?;
     Ok(())
 }

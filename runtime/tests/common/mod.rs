@@ -19,6 +19,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod bundle;
 pub mod docker;
 pub mod netns;
 pub mod pcap;
