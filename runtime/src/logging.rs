@@ -15,10 +15,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::cli::{GlobalArgs, LogFormat};
 
+/// Warnings and errors, but not libcgroups' word on every controller this
+/// kernel lacks (hugetlb, perf_event...) at each command.
+const QUIET: &str = "warn,libcgroups=error";
+
 /// Diagnostics of `do` (and of any command when no `--log` is given).
 pub fn to_stderr() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SMOLVISOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(QUIET));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

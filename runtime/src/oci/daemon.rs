@@ -26,7 +26,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use nix::unistd::Pid;
 use sentry::{ListenerSender, Sentry, SentryConfig};
 
-use super::{Error, SENTRY_SOCKET, container_dir, sys};
+use super::{Error, SENTRY_SOCKET, SocketPath, container_dir, sys};
 use crate::cli::{GlobalArgs, OciNetwork, SentryDaemonArgs};
 use crate::network;
 use crate::sandbox::handoff::{self, Report};
@@ -83,15 +83,16 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     let init = Pid::from_raw(init);
     let pidfd = sentry::sys::pidfd_open(init.as_raw(), false)?;
     let dir = container_dir(&global.root, &args.id)?;
-    let socket_path = dir.join(SENTRY_SOCKET);
-    let _ = std::fs::remove_file(&socket_path);
-    let control = UnixListener::bind(&socket_path)
-        .map_err(|e| format!("binding {}: {e}", socket_path.display()))?;
+    let socket = SocketPath::new(&dir)?;
+    let socket_path = socket.path();
+    let _ = std::fs::remove_file(socket_path);
+    let control = UnixListener::bind(socket_path)
+        .map_err(|e| format!("binding {}: {e}", dir.join(SENTRY_SOCKET).display()))?;
     say(ctl, "served")?;
 
     // Until `start`, the init waits; it may also be deleted unstarted.
     let Some(listener) = first_listener(channel.as_fd(), init, pidfd.as_fd())? else {
-        let _ = std::fs::remove_file(&socket_path);
+        let _ = std::fs::remove_file(socket_path);
         return Ok(0);
     };
     let (sender, inbox) = sentry::listener_channel()?;
@@ -125,7 +126,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     if let Some(r) = net.restore {
         r.finish()?;
     }
-    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(socket_path);
     Ok(result.map_or(1, |_| 0))
 }
 
@@ -198,9 +199,11 @@ fn accept_execs(control: &UnixListener, sender: &ListenerSender) {
 
 /// Hands a listener to the Sentry of a running container (for `exec`).
 pub(super) fn give_listener(dir: &Path, listener: BorrowedFd<'_>) -> Result<(), Error> {
-    let path = dir.join(SENTRY_SOCKET);
-    let mut conn = UnixStream::connect(&path)
-        .map_err(|e| format!("reaching the container's Sentry ({}): {e}", path.display()))?;
+    let socket = SocketPath::new(dir)?;
+    let mut conn = UnixStream::connect(socket.path()).map_err(|e| {
+        let path = dir.join(SENTRY_SOCKET);
+        format!("reaching the container's Sentry ({}): {e}", path.display())
+    })?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     sys::send_fd(conn.as_fd(), listener, b"listener")?;
     let mut ack = [0u8; 1];

@@ -51,6 +51,41 @@ const META_FILE: &str = "smolvisor.json";
 /// The Sentry daemon's socket, through which `exec` hands it listeners.
 pub const SENTRY_SOCKET: &str = "sentry.sock";
 
+/// The Sentry's socket in the state directory `dir`, held open: a Unix
+/// socket's path may not exceed 107 bytes, and Docker's state directories
+/// (`/run/docker/runtime-runc/moby/` and a 64-digit id) come close, so the
+/// socket is named through the directory's descriptor.
+#[derive(Debug)]
+pub struct SocketPath {
+    _dir: std::os::fd::OwnedFd,
+    short: PathBuf,
+}
+
+impl SocketPath {
+    pub fn new(dir: &Path) -> Result<SocketPath, Error> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(dir)
+            .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+        let short = PathBuf::from(format!(
+            "/proc/self/fd/{}/{SENTRY_SOCKET}",
+            file.as_raw_fd()
+        ));
+        Ok(SocketPath {
+            _dir: file.into(),
+            short,
+        })
+    }
+
+    /// The path to bind or connect to (in this process).
+    pub fn path(&self) -> &Path {
+        &self.short
+    }
+}
+
 impl Meta {
     pub fn load(dir: &Path) -> Result<Meta, Error> {
         let text = std::fs::read(dir.join(META_FILE))?;
