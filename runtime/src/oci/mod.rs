@@ -192,3 +192,66 @@ pub fn status_word(c: &Container) -> &'static str {
         S::Paused => "paused",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::Cli;
+
+    fn global(line: &[&str]) -> GlobalArgs {
+        let mut argv = vec!["smolvisor"];
+        argv.extend_from_slice(line);
+        argv.push("features");
+        Cli::try_parse_from(argv).unwrap().global
+    }
+
+    #[test]
+    fn annotations_win_over_flags_and_id_is_substituted() {
+        let g = global(&["--network", "none", "--pcap-log", "/cap/%ID%.pcapng"]);
+        let o = Options::resolve(&g, None, "abc").unwrap();
+        assert_eq!(o.network, Some(OciNetwork::None));
+        assert_eq!(o.pcap_log, Some(PathBuf::from("/cap/abc.pcapng")));
+        assert_eq!(o.debug_log, None);
+
+        let notes = HashMap::from([
+            ("dev.smolvisor.network".to_owned(), "sandbox".to_owned()),
+            ("dev.smolvisor.debug-log".to_owned(), "/d/%ID%".to_owned()),
+            ("org.other.key".to_owned(), "ignored".to_owned()),
+        ]);
+        let o = Options::resolve(&g, Some(&notes), "x1").unwrap();
+        assert_eq!(o.network, Some(OciNetwork::Sandbox));
+        assert_eq!(o.pcap_log, Some(PathBuf::from("/cap/x1.pcapng")));
+        assert_eq!(o.debug_log, Some(PathBuf::from("/d/x1")));
+    }
+
+    #[test]
+    fn bad_annotations_are_refused_by_name() {
+        let g = global(&[]);
+        for (key, value) in [
+            ("dev.smolvisor.network", "nat"),
+            ("dev.smolvisor.pcap", "/x"),
+        ] {
+            let notes = HashMap::from([(key.to_owned(), value.to_owned())]);
+            let e = Options::resolve(&g, Some(&notes), "i")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn ids_are_checked_as_runc_does() {
+        for good in ["a", "0123abcdef", "my_ctr.1+x-y"] {
+            assert!(check_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "..", "../x", "a/b", "a b", "é"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            container_dir(Path::new("/run/s"), "c1").unwrap(),
+            PathBuf::from("/run/s/c1")
+        );
+    }
+}
