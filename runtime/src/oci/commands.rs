@@ -10,15 +10,13 @@ use std::time::{Duration, Instant};
 
 use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, create_cgroup_manager};
 use libcontainer::container::Container;
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal;
-use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use super::create::{self, handoff_channel};
-use super::executor::GuestExecutor;
+use super::executor::Launch;
 use super::{Error, Meta, container_dir, daemon, load, status_word};
 use crate::cli::{
     DeleteArgs, ExecArgs, GlobalArgs, KillArgs, ListArgs, PsArgs, RunArgs, SpecArgs, UpdateArgs,
@@ -164,23 +162,22 @@ pub fn exec(global: &GlobalArgs, args: &ExecArgs) -> Result<i32, Error> {
         .iter()
         .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
         .collect();
-    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_executor(GuestExecutor::new(theirs.as_raw_fd()))
-        .with_root_path(&global.root)
-        .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
-        .map(|b| {
-            b.with_console_socket(args.console_socket.as_ref())
-                .with_preserved_fds(args.preserve_fds)
-        })
-        .and_then(|b| {
-            b.as_tenant()
-                .with_detach(args.detach)
-                .with_cwd(args.cwd.as_ref())
-                .with_env(env)
-                .with_process(args.process.as_ref())
-                .with_container_args(args.command.clone())
-                .build()
-        });
+    let launch = Launch {
+        root: &global.root,
+        id: &args.id,
+        pid_file: args.pid_file.as_ref(),
+        console_socket: args.console_socket.as_ref(),
+        preserve_fds: args.preserve_fds,
+    };
+    let built = launch.builder(theirs.as_raw_fd()).and_then(|b| {
+        b.as_tenant()
+            .with_detach(args.detach)
+            .with_cwd(args.cwd.as_ref())
+            .with_env(env)
+            .with_process(args.process.as_ref())
+            .with_container_args(args.command.clone())
+            .build()
+    });
     // The relay sees end-of-file if the process never got to announce.
     drop(theirs);
     let relayed = relay

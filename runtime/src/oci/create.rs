@@ -11,13 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus, State};
-use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
 use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 
-use super::executor::GuestExecutor;
+use super::executor::Launch;
 use super::{Error, Meta, Options, container_dir, sys};
 use crate::cli::{CreateArgs, GlobalArgs, OciNetwork};
 
@@ -116,22 +114,20 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     spec.save(private.join("config.json"))?;
 
     let (ours, theirs) = handoff_channel()?;
-    let built = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_executor(GuestExecutor::new(theirs.as_raw_fd()))
-        .with_root_path(&global.root)
-        .and_then(|b| b.with_pid_file(args.pid_file.as_ref()))
-        .map(|b| {
-            b.with_console_socket(args.console_socket.as_ref())
-                .with_preserved_fds(args.preserve_fds)
-        })
-        .and_then(ContainerBuilder::validate_id)
-        .and_then(|b| {
-            b.as_init(&private)
-                .with_systemd(global.systemd_cgroup)
-                .with_detach(true)
-                .with_no_pivot(args.no_pivot)
-                .build()
-        });
+    let launch = Launch {
+        root: &global.root,
+        id: &args.id,
+        pid_file: args.pid_file.as_ref(),
+        console_socket: args.console_socket.as_ref(),
+        preserve_fds: args.preserve_fds,
+    };
+    let built = launch.builder(theirs.as_raw_fd()).and_then(|b| {
+        b.as_init(&private)
+            .with_systemd(global.systemd_cgroup)
+            .with_detach(true)
+            .with_no_pivot(args.no_pivot)
+            .build()
+    });
     drop(theirs);
     let mut container = match built {
         Ok(c) => c,

@@ -4,8 +4,12 @@
 //! acknowledgement, execute the process.
 
 use std::os::fd::RawFd;
+use std::path::PathBuf;
 
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::error::LibcontainerError;
 use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
@@ -23,6 +27,32 @@ pub struct GuestExecutor {
 impl GuestExecutor {
     pub fn new(channel: RawFd) -> GuestExecutor {
         GuestExecutor { channel }
+    }
+}
+
+/// What `create` and `exec` tell libcontainer alike.
+#[derive(Debug)]
+pub struct Launch<'a> {
+    pub root: &'a std::path::Path,
+    pub id: &'a str,
+    pub pid_file: Option<&'a PathBuf>,
+    pub console_socket: Option<&'a PathBuf>,
+    pub preserve_fds: i32,
+}
+
+impl Launch<'_> {
+    /// A builder whose process runs under the Sentry, announcing its
+    /// listener on `channel`.
+    pub fn builder(&self, channel: RawFd) -> Result<ContainerBuilder, LibcontainerError> {
+        ContainerBuilder::new(self.id.to_owned(), SyscallType::default())
+            .with_executor(GuestExecutor::new(channel))
+            .with_root_path(self.root)?
+            .with_pid_file(self.pid_file)
+            .map(|b| {
+                b.with_console_socket(self.console_socket)
+                    .with_preserved_fds(self.preserve_fds)
+            })?
+            .validate_id()
     }
 }
 
