@@ -288,8 +288,7 @@ pub struct SentryDaemonArgs {
     /// The container's id.
     #[arg(long)]
     pub id: String,
-    /// `new` (a namespace of its own), `host` (stay, loopback only), or the
-    /// path of the namespace to enter.
+    /// `new` (a namespace of its own) or the path of the namespace to enter.
     #[arg(long)]
     pub netns: String,
 }

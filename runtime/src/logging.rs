@@ -19,6 +19,9 @@ use crate::cli::{GlobalArgs, LogFormat};
 /// kernel lacks (hugetlb, perf_event...) at each command.
 const QUIET: &str = "warn,libcgroups=error";
 
+/// The --log file also keeps smolvisor's own notes (a capture's size, say).
+const LOG_FILE: &str = "info,libcgroups=error,libcontainer=warn";
+
 /// Diagnostics of `do` (and of any command when no `--log` is given).
 pub fn to_stderr() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SMOLVISOR_LOG")
@@ -42,13 +45,9 @@ pub fn for_oci(global: &GlobalArgs) {
             return to_stderr();
         }
     };
-    let level = if global.debug {
-        Level::DEBUG
-    } else {
-        Level::INFO
-    };
+    let filter = if global.debug { "debug" } else { LOG_FILE };
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(Mutex::new(file))
         .with_ansi(false);
     match global.log_format {

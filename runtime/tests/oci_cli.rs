@@ -19,6 +19,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::thread;
@@ -730,4 +731,78 @@ fn create_with_an_invalid_id_fails_cleanly() {
             &format!("create with id {id:?}"),
         );
     }
+}
+
+/// A spec that shares the host's network namespace (no `network` entry, as
+/// `docker run --network host` writes) must never have the host's
+/// interfaces taken over: the sandbox gets loopback only, in namespaces of
+/// its own, and says so in the log.
+#[test]
+fn a_spec_sharing_the_hosts_network_gets_loopback_only() {
+    if is_runc() {
+        // runc runs such a container in the host's namespace.
+        return;
+    }
+    let host_addrs = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr"])
+            .output()
+            .expect("ip -o addr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = host_addrs();
+    let oci = Oci::new("hostnet");
+    let bundle = Bundle::new(&oci, "hostnet", &["sleep", "1000"]);
+    bundle.edit(|c| {
+        let namespaces = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        namespaces.retain(|n| n["type"] != "network");
+    });
+    let id = unique_id("hostnet");
+    let (created, pid) = oci.create_ok(&bundle, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+
+    let host_ns = fs::read_link("/proc/self/ns/net").expect("our netns");
+    let guest_ns = fs::read_link(format!("/proc/{pid}/ns/net")).expect("the guest's netns");
+    assert_ne!(
+        guest_ns, host_ns,
+        "the guest runs in the host's network namespace"
+    );
+    let meta: Value = serde_json::from_slice(
+        &fs::read(oci.root().join(&id).join("smolvisor.json")).expect("smolvisor.json"),
+    )
+    .expect("smolvisor.json is JSON");
+    let sentry = meta["sentry_pid"].as_i64().expect("the Sentry's pid");
+    let sentry_ns = fs::read_link(format!("/proc/{sentry}/ns/net")).expect("the Sentry's netns");
+    assert_ne!(
+        sentry_ns, host_ns,
+        "the Sentry stayed in the host's network namespace"
+    );
+
+    // What the guest sees through the Sentry's netlink: lo alone.
+    let seen = exec(&oci, &bundle, &id, &["busybox", "ip", "-o", "addr"]);
+    seen.assert_ok();
+    let names: BTreeSet<&str> = seen
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["lo"]),
+        "the guest's interfaces\n{seen}"
+    );
+    assert!(
+        created.log_entries().iter().any(|e| e["level"] == "warning"
+            && e["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("loopback only"))),
+        "create logged no warning\n{created}"
+    );
+    assert_eq!(host_addrs(), before, "the host's addresses changed");
+    oci.cmd(&["delete", "--force", &id]).assert_ok();
+    assert_eq!(
+        host_addrs(),
+        before,
+        "the host's addresses changed after delete"
+    );
 }

@@ -283,8 +283,9 @@ impl Daemon {
         }
         cmd.arg("sentry-daemon").arg("--id").arg(id).arg("--netns");
         match netns {
-            SentryNetns::New => cmd.arg("new"),
-            SentryNetns::Host => cmd.arg("host"),
+            // Sharing the host's namespace, the Sentry would make its
+            // sockets (the resolver relay's) there: it gets an empty one.
+            SentryNetns::New | SentryNetns::Host => cmd.arg("new"),
             SentryNetns::Join(p) => cmd.arg(p),
         };
         // The container's standard streams (the shim's pipes) are not the

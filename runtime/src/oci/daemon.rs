@@ -51,7 +51,6 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
                 .map_err(|e| format!("creating a network namespace: {e}"))?;
             false
         }
-        "host" => false,
         path => {
             let ns = File::open(path).map_err(|e| format!("network namespace {path}: {e}"))?;
             setns(ns, CloneFlags::CLONE_NEWNET)
@@ -67,7 +66,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
         Some(path) => Some(Capture::create(Path::new(path), CaptureConfig::default())?),
         None => None,
     };
-    let sandbox = global.network != Some(OciNetwork::None) && args.netns != "host";
+    let sandbox = global.network != Some(OciNetwork::None);
     let net = network::build_oci(sandbox, joined, capture.as_ref())?;
     say(ctl, "ready")?;
 
