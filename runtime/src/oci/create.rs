@@ -47,7 +47,10 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     let bundle = fs::canonicalize(&args.bundle)
         .map_err(|e| format!("bundle {}: {e}", args.bundle.display()))?;
     let config = bundle.join("config.json");
-    let mut spec = Spec::load(&config).map_err(|e| format!("reading {}: {e}", config.display()))?;
+    let text = fs::read(&config).map_err(|e| format!("reading {}: {e}", config.display()))?;
+    // serde's own message says where: line and column.
+    let mut spec: Spec =
+        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", config.display()))?;
     if spec.process().is_none() {
         return Err(format!("{}: the spec has no process", config.display()).into());
     }
@@ -68,6 +71,19 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
         .mode(0o700)
         .create(&global.root)
         .map_err(|e| format!("state directory {}: {e}", global.root.display()))?;
+    // The private bundle doubles as the id's reservation: of two creates of
+    // one id at once, the second fails here, before it touches anything.
+    let private = global.root.join(format!(".{}.bundle", args.id));
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("container {} already exists (being created)", args.id)
+            }
+            _ => format!("state directory {}: {e}", private.display()),
+        })?;
+    let _private_guard = RemoveOnDrop(private.clone());
 
     // The guest's own network namespace: new and empty, whatever the spec
     // says. libcontainer enters it through this process's descriptor.
@@ -108,9 +124,6 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     if let Some(r) = spec.root_mut() {
         r.set_path(rootfs.clone());
     }
-    let private = global.root.join(format!(".{}.bundle", args.id));
-    let _private_guard = RemoveOnDrop(private.clone());
-    fs::DirBuilder::new().mode(0o700).create(&private)?;
     spec.save(private.join("config.json"))?;
 
     let (ours, theirs) = handoff_channel()?;
