@@ -806,3 +806,36 @@ fn a_spec_sharing_the_hosts_network_gets_loopback_only() {
         "the host's addresses changed after delete"
     );
 }
+
+/// `update` (containerd passes the resources as JSON on standard input)
+/// changes the limits of the container's cgroups, and so do its flags.
+#[test]
+fn update_changes_the_cgroup_limits() {
+    let oci = Oci::new("update");
+    let bundle = Bundle::new(&oci, "update", &["sleep", "1000"]);
+    let id = unique_id("update");
+    let (_, pid) = oci.create_ok(&bundle, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
+    let memory = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_owned()))
+        .expect("a memory cgroup (cgroup v1)");
+    let limit = || {
+        fs::read_to_string(format!(
+            "/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes"
+        ))
+        .expect("memory.limit_in_bytes")
+        .trim()
+        .to_owned()
+    };
+    let resources = oci.scratch().join("resources.json");
+    fs::write(&resources, r#"{"memory":{"limit":50331648}}"#).expect("resources.json");
+    oci.cmd(&["update", "--resources", path_str(&resources), &id])
+        .assert_ok();
+    assert_eq!(limit(), "50331648");
+    oci.cmd(&["update", "--memory", "33554432", &id])
+        .assert_ok();
+    assert_eq!(limit(), "33554432");
+    oci.cmd(&["delete", "--force", &id]).assert_ok();
+}
