@@ -839,3 +839,33 @@ fn update_changes_the_cgroup_limits() {
     assert_eq!(limit(), "33554432");
     oci.cmd(&["delete", "--force", &id]).assert_ok();
 }
+
+/// A container does not outlive its Sentry: when the Sentry is killed
+/// outright, the container's init is killed too (SIGKILL), instead of
+/// running on with socket calls that would fail.
+#[test]
+fn killing_the_sentry_ends_the_container() {
+    if is_runc() {
+        return;
+    }
+    let oci = Oci::new("warden");
+    let bundle = Bundle::new(&oci, "warden", &["sleep", "1000"]);
+    let id = unique_id("warden");
+    let (_, pid) = oci.create_ok(&bundle, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+    let meta: Value = serde_json::from_slice(
+        &fs::read(oci.root().join(&id).join("smolvisor.json")).expect("smolvisor.json"),
+    )
+    .expect("smolvisor.json is JSON");
+    let sentry = meta["sentry_pid"].as_i64().expect("the Sentry's pid") as i32;
+    assert_eq!(oci.status(&id), "running");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentry), Signal::SIGKILL)
+        .expect("kill the Sentry");
+    assert_eq!(
+        reap(pid, STOP_WITHIN),
+        Ok(Ended::Signaled(Signal::SIGKILL)),
+        "the init outlived its Sentry"
+    );
+    oci.wait_status(&id, "stopped", STOP_WITHIN);
+    oci.cmd(&["delete", &id]).assert_ok();
+}

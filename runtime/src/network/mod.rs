@@ -73,7 +73,7 @@ impl Restorer {
                 }
                 // Only the pipe and standard error are kept: the links'
                 // sockets, the capture and the rest belong to the parent.
-                let _ = crate::sandbox::sys::close_descriptors_except(read.as_fd());
+                let _ = crate::sandbox::sys::close_descriptors_except(&[read.as_fd()]);
                 let mut byte = [0u8; 1];
                 while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&read, &mut byte) {}
                 let status = match restore.restore() {

@@ -81,6 +81,8 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     };
     let init = Pid::from_raw(init);
     let pidfd = sentry::sys::pidfd_open(init.as_raw(), false)?;
+    // Held until this process ends, whichever way.
+    let _warden = spawn_warden(pidfd.as_fd())?;
     let dir = container_dir(&global.root, &args.id)?;
     let socket = SocketPath::new(&dir)?;
     let socket_path = socket.path();
@@ -127,6 +129,40 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     }
     let _ = std::fs::remove_file(socket_path);
     Ok(result.map_or(1, |_| 0))
+}
+
+/// A container must not outlive its Sentry: its socket calls would fail
+/// with ENOSYS, a sandbox half gone. A child forked before the Sentry
+/// confines itself waits for the end of a pipe that only the Sentry holds,
+/// so a Sentry that crashes or is killed outright is noticed, and then
+/// kills the container's init through its pidfd (a no-op once the init has
+/// ended: the pidfd names that process only). Returns the pipe's end to hold.
+fn spawn_warden(init: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
+    use nix::sys::signal::Signal;
+    use nix::unistd::ForkResult;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    match crate::sandbox::sys::fork()? {
+        ForkResult::Parent { .. } => Ok(write),
+        ForkResult::Child => {
+            drop(write);
+            let _ = nix::sys::prctl::set_name(c"smolvisor-warden");
+            for signal in [
+                Signal::SIGINT,
+                Signal::SIGQUIT,
+                Signal::SIGHUP,
+                Signal::SIGTERM,
+                Signal::SIGPIPE,
+            ] {
+                let _ = crate::sandbox::sys::ignore_signal(signal);
+            }
+            // The links' sockets and the capture are the Sentry's alone.
+            let _ = crate::sandbox::sys::close_descriptors_except(&[read.as_fd(), init]);
+            let mut byte = [0u8; 1];
+            while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&read, &mut byte) {}
+            let _ = sentry::sys::pidfd_send_signal(init, libc::SIGKILL);
+            crate::sandbox::sys::exit_now(0)
+        }
+    }
 }
 
 /// Waits for the init's listener (or its end, when it is deleted before

@@ -112,7 +112,7 @@ fn prepare(channel: &OwnedFd, command: &Command) -> Result<(), String> {
     }
     // Best effort: the name only helps `ps`.
     let _ = prctl::set_name(c"smolvisor-init");
-    sys::close_descriptors_except(channel.as_fd())
+    sys::close_descriptors_except(&[channel.as_fd()])
         .map_err(|e| format!("closing inherited descriptors: {e}"))?;
     sys::reset_signal_dispositions();
     for signal in TERMINAL_SIGNALS {

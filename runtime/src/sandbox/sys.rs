@@ -22,29 +22,36 @@ pub(crate) fn fork() -> nix::Result<ForkResult> {
     unsafe { nix::unistd::fork() }
 }
 
-/// Closes every descriptor above stderr except `keep`, so that the guest
-/// inherits nothing but its stdio from the runtime (other sandboxes' sockets,
-/// the Sentry's own descriptors, fds a caller leaked without `O_CLOEXEC`).
-pub(crate) fn close_descriptors_except(keep: BorrowedFd<'_>) -> io::Result<()> {
-    let keep = keep.as_raw_fd();
-    let mut ranges = Vec::with_capacity(2);
-    if keep > 2 {
-        ranges.push((3, keep - 1));
-        ranges.push((keep + 1, RawFd::MAX));
-    } else {
-        ranges.push((3, RawFd::MAX));
+/// Closes every descriptor above stderr except those in `keep`, so that
+/// the guest inherits nothing but its stdio from the runtime (other
+/// sandboxes' sockets, the Sentry's own descriptors, fds a caller leaked
+/// without `O_CLOEXEC`).
+/// It does not allocate: it runs in children forked from threaded processes.
+pub(crate) fn close_descriptors_except(keep: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut kept = [RawFd::MAX; 8];
+    if keep.len() > kept.len() {
+        return Err(io::Error::from_raw_os_error(libc::E2BIG));
     }
-    for (first, last) in ranges {
-        if first > last {
-            continue;
+    for (slot, fd) in kept.iter_mut().zip(keep) {
+        *slot = fd.as_raw_fd();
+    }
+    kept.sort_unstable();
+    let mut first: RawFd = 3;
+    for last in kept
+        .iter()
+        .map(|&k| k.saturating_sub(1))
+        .chain([RawFd::MAX])
+    {
+        if first <= last {
+            // SAFETY: close_range takes integers only; the descriptors it
+            // closes are owned by no Rust object that this (forked,
+            // single-threaded) process still uses: it keeps only `keep` and stdio.
+            let rc = unsafe { libc::close_range(first as libc::c_uint, last as libc::c_uint, 0) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
-        // SAFETY: close_range takes integers only; the descriptors it closes are
-        // owned by no Rust object that this (forked, single-threaded) process
-        // still uses: the caller keeps only `keep` and stdio.
-        let rc = unsafe { libc::close_range(first as libc::c_uint, last as libc::c_uint, 0) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        first = first.max(last.saturating_add(2));
     }
     Ok(())
 }

@@ -293,3 +293,48 @@ fn the_runtime_stays_in_its_pid_namespace() {
     // And a second sandbox from the same thread works.
     assert_eq!(sh("test $$ -eq 2"), 0);
 }
+
+/// In a forked child: of six descriptors, the kept ones (and stdio, even
+/// when a kept one is stdio) stay open, every other one is closed.
+#[test]
+fn close_descriptors_except_keeps_exactly_what_it_is_told() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let _one = serial();
+    let fds: Vec<OwnedFd> = (0..6)
+        .map(|_| fs::File::open("/dev/null").expect("/dev/null").into())
+        .collect();
+    let raw: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    match sys::fork().expect("fork") {
+        ForkResult::Child => {
+            let stderr = std::io::stderr();
+            let keep = [
+                fds[4].as_fd(),
+                fds[1].as_fd(),
+                fds[4].as_fd(),
+                stderr.as_fd(),
+            ];
+            if sys::close_descriptors_except(&keep).is_err() {
+                sys::exit_now(100);
+            }
+            // Asked without opening anything (which would reuse a number).
+            let open = |fd: i32| fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok();
+            let kept = [raw[1], raw[4]];
+            let mut status = 0;
+            for (i, &fd) in raw.iter().enumerate() {
+                if open(fd) != kept.contains(&fd) {
+                    status |= 1 << i;
+                }
+            }
+            if !(0..3).all(open) {
+                status |= 64;
+            }
+            if (3..256).any(|fd| open(fd) && !kept.contains(&fd)) {
+                status |= 128;
+            }
+            sys::exit_now(status)
+        }
+        ForkResult::Parent { child } => {
+            assert_eq!(waitpid(child, None), Ok(WaitStatus::Exited(child, 0)));
+        }
+    }
+}
