@@ -67,28 +67,40 @@ pub(crate) struct Ready {
     pub gone: bool,
 }
 
-/// The listeners, by slot; slot 0 is the init's and stays for the
-/// Sentry's whole life.
+/// The listeners, by slot. Slot 0, the init's, stays for the Sentry's
+/// whole life and sits in the event loop's own epoll set: a nested set
+/// would cost every trap the kernel's synchronous wake-up
+/// (`SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` wakes the direct waiter only),
+/// about 3 µs here. The others (`exec`s) share a nested set.
 #[derive(Debug)]
 pub(crate) struct Listeners {
-    slots: Vec<Option<OwnedFd>>,
+    first: OwnedFd,
+    /// Slots 1 and up, at index slot - 1.
+    more: Vec<Option<OwnedFd>>,
     epoll: Epoll,
     inbox: Option<ListenerInbox>,
 }
 
 impl Listeners {
     pub fn new(first: OwnedFd) -> io::Result<Listeners> {
-        let mut set = Listeners {
-            slots: Vec::new(),
+        // Best effort: older kernels lack it.
+        let _ = sys::notif_sync_wakeup(first.as_fd());
+        Ok(Listeners {
+            first,
+            more: Vec::new(),
             epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
             inbox: None,
-        };
-        set.add(first)?;
-        Ok(set)
+        })
     }
 
-    /// Readable when a listener has a notification, or lost its last user.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    /// The init's listener, for the event loop's set.
+    pub fn first(&self) -> BorrowedFd<'_> {
+        self.first.as_fd()
+    }
+
+    /// Readable when an `exec`'s listener has a notification, or lost its
+    /// last user.
+    pub fn more_fd(&self) -> BorrowedFd<'_> {
         self.epoll.0.as_fd()
     }
 
@@ -96,39 +108,37 @@ impl Listeners {
     /// only by mistake; the init's then answers, and the kernel refuses an
     /// id it never issued.
     pub fn of(&self, n: &Notif) -> BorrowedFd<'_> {
-        match self.slots.get(n.source) {
-            Some(Some(fd)) => fd.as_fd(),
-            _ => self.slots[0]
-                .as_ref()
-                .map_or_else(|| self.epoll.0.as_fd(), AsFd::as_fd),
+        self.slot(n.source).flatten().unwrap_or(self.first.as_fd())
+    }
+
+    /// Slot `slot`: None past the end, Some(None) when retired.
+    pub fn slot(&self, slot: usize) -> Option<Option<BorrowedFd<'_>>> {
+        match slot {
+            0 => Some(Some(self.first.as_fd())),
+            _ => self.more.get(slot - 1).map(|s| s.as_ref().map(AsFd::as_fd)),
         }
     }
 
-    pub fn slot(&self, slot: usize) -> Option<Option<BorrowedFd<'_>>> {
-        self.slots.get(slot).map(|s| s.as_ref().map(AsFd::as_fd))
-    }
-
     pub fn add(&mut self, listener: OwnedFd) -> io::Result<usize> {
-        let slot = match self.slots.iter().skip(1).position(Option::is_none) {
-            Some(i) if !self.slots.is_empty() => i + 1,
-            _ => self.slots.len(),
-        };
-        let flags = EpollFlags::EPOLLIN;
+        let index = self
+            .more
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.more.len());
+        let slot = index + 1;
         self.epoll
-            .add(&listener, EpollEvent::new(flags, slot as u64))?;
-        // Best effort: older kernels lack it.
+            .add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, slot as u64))?;
         let _ = sys::notif_sync_wakeup(listener.as_fd());
-        if slot == self.slots.len() {
-            self.slots.push(Some(listener));
+        if index == self.more.len() {
+            self.more.push(Some(listener));
         } else {
-            self.slots[slot] = Some(listener);
+            self.more[index] = Some(listener);
         }
         Ok(slot)
     }
 
-    /// Listeners with something to say, without waiting.
-    pub fn ready(&self, out: &mut Vec<Ready>) {
-        out.clear();
+    /// Appends the `exec` listeners with something to say, without waiting.
+    pub fn ready_more(&self, out: &mut Vec<Ready>) {
         let mut events = [EpollEvent::empty(); 16];
         let Ok(n) = self.epoll.wait(&mut events, EpollTimeout::ZERO) else {
             return;
@@ -139,16 +149,14 @@ impl Listeners {
         }));
     }
 
-    /// Stops watching a listener without users; closes it unless it is the
-    /// init's.
+    /// Stops watching and closes an `exec`'s listener without users (the
+    /// init's stays: its end is the Sentry's).
     pub fn retire(&mut self, slot: usize) {
-        let Some(Some(fd)) = self.slots.get(slot) else {
+        let Some(Some(fd)) = slot.checked_sub(1).and_then(|i| self.more.get_mut(i)) else {
             return;
         };
-        let _ = self.epoll.delete(fd);
-        if slot > 0 {
-            self.slots[slot] = None;
-        }
+        let _ = self.epoll.delete(&*fd);
+        self.more[slot - 1] = None;
     }
 
     pub fn set_inbox(&mut self, inbox: ListenerInbox) {

@@ -34,6 +34,8 @@ const TOKEN_LINK: u64 = u64::MAX - 3;
 const TOKEN_NAT: u64 = u64::MAX - 4;
 /// More listeners arrived (an `exec` into the container).
 const TOKEN_MORE: u64 = u64::MAX - 5;
+/// An `exec`'s listener has a notification.
+const TOKEN_EXECS: u64 = u64::MAX - 6;
 /// Tokens below this are pair ends (`GKey`s).
 const TOKEN_RESERVED: u64 = u64::MAX - 15;
 /// How much the Sentry moves between a pair and the stack per read.
@@ -285,8 +287,12 @@ impl Sentry {
         };
         let listeners = Listeners::new(listener)?;
         epoll.add(
-            listeners.fd(),
+            listeners.first(),
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LISTENER),
+        )?;
+        epoll.add(
+            listeners.more_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_EXECS),
         )?;
         epoll.add(
             &init_pidfd,
@@ -355,10 +361,11 @@ impl Sentry {
             // The guest's closes and writes first: a call that traps right
             // after a close must find that socket gone (its port free), and
             // the edge that said so is not reported twice.
-            let (mut notified, mut ends) = (false, false);
+            let (mut notified, mut execs, mut ends) = (false, false, false);
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_LISTENER => notified = true,
+                    TOKEN_EXECS => execs = true,
                     TOKEN_INIT => {
                         if let Some(code) = self.reap_init()? {
                             return Ok(code);
@@ -382,11 +389,11 @@ impl Sentry {
                     }
                 }
             }
-            if notified {
+            if notified || execs {
                 if ends {
                     self.poll_stack();
                 }
-                self.on_notification();
+                self.on_notification(notified, execs);
             }
             self.poll_stack();
             self.expire_parked();
@@ -507,10 +514,20 @@ impl Sentry {
         }
     }
 
-    /// Serves one notification from each listener that has one.
-    fn on_notification(&mut self) {
+    /// Serves one notification from each listener that has one: the
+    /// init's when `first`, the `exec`s' ready ones when `execs`.
+    fn on_notification(&mut self, first: bool, execs: bool) {
         let mut ready = std::mem::take(&mut self.ready);
-        self.listeners.ready(&mut ready);
+        ready.clear();
+        if first {
+            ready.push(Ready {
+                slot: 0,
+                gone: false,
+            });
+        }
+        if execs {
+            self.listeners.ready_more(&mut ready);
+        }
         for r in &ready {
             if r.gone {
                 self.retire_listener(r.slot);
