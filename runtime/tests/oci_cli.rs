@@ -869,3 +869,41 @@ fn killing_the_sentry_ends_the_container() {
     oci.wait_status(&id, "stopped", STOP_WITHIN);
     oci.cmd(&["delete", &id]).assert_ok();
 }
+
+/// The Sentry's resources are the container's: its daemon sits in every
+/// cgroup the init is in, so the container's limits bound it; `ps` still
+/// lists only the container's own processes.
+#[test]
+fn the_sentry_is_charged_to_the_containers_cgroups() {
+    if is_runc() {
+        return;
+    }
+    let oci = Oci::new("charged");
+    let bundle = Bundle::new(&oci, "charged", &["sleep", "1000"]);
+    let id = unique_id("charged");
+    let (_, pid) = oci.create_ok(&bundle, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+    let meta: Value = serde_json::from_slice(
+        &fs::read(oci.root().join(&id).join("smolvisor.json")).expect("smolvisor.json"),
+    )
+    .expect("smolvisor.json is JSON");
+    let sentry = meta["sentry_pid"].as_i64().expect("the Sentry's pid");
+    let cgroups = |pid: i64| -> BTreeSet<String> {
+        fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .expect("/proc/PID/cgroup")
+            .lines()
+            .filter(|l| !l.ends_with(":/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let init = cgroups(i64::from(pid));
+    assert!(
+        init.iter().any(|l| l.contains(":memory:")),
+        "the init has no memory cgroup: {init:?}"
+    );
+    assert_eq!(cgroups(sentry), init, "the Sentry's cgroups");
+    let listed = oci.cmd(&["ps", "--format", "json", &id]);
+    listed.assert_ok();
+    assert_eq!(listed.json(), serde_json::json!([pid]), "ps\n{listed}");
+    oci.cmd(&["delete", "--force", &id]).assert_ok();
+}

@@ -105,6 +105,14 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
         )
         .into());
     }
+    // The Sentry is in the container's cgroups, whose removal kills what is
+    // left in them: a stopped container's Sentry first finishes (its
+    // capture written out) by itself.
+    if status_word(&c) == "stopped"
+        && let Some(m) = &meta
+    {
+        end_sentry(m.sentry_pid);
+    }
     c.delete(args.force || created)
         .map_err(|e| format!("deleting container {}: {e}", args.id))?;
     if let Some(m) = meta {
@@ -125,7 +133,7 @@ fn end_sentry(pid: i32) {
             name.ends_with("(smolvisor-sentr") && !rest.starts_with('Z')
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
     while is_ours(pid) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -215,10 +223,28 @@ fn cgroup_manager(c: &Container) -> Result<libcgroups::common::AnyCgroupManager,
 
 pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
     let c = load(&global.root, &args.id)?;
+    // The Sentry and its warden share the container's cgroups but are not
+    // the container's processes.
+    let sentry = Meta::load(&container_dir(&global.root, &args.id)?)
+        .map(|m| m.sentry_pid)
+        .unwrap_or(0);
+    let ppid = |pid: i32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(") ")?
+                    .1
+                    .split(' ')
+                    .nth(1)?
+                    .parse::<i32>()
+                    .ok()
+            })
+    };
     let pids: Vec<i32> = cgroup_manager(&c)?
         .get_all_pids()?
         .into_iter()
         .map(i32::from)
+        .filter(|&p| sentry == 0 || (p != sentry && ppid(p) != Some(sentry)))
         .collect();
     if args.format == "json" {
         println!("{}", serde_json::to_string(&pids)?);

@@ -151,6 +151,10 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     };
     let pid = container.pid().map_or(0, i32::from);
     let finish = (|| -> Result<(), Error> {
+        // Before the daemon forks its warden, which then follows it.
+        if let Err(e) = super::cgroups::join_cgroups_of(pid, daemon.pid()) {
+            tracing::warn!("the Sentry stays outside the container's cgroups: {e}");
+        }
         daemon.give(&ours)?;
         daemon.say(&format!("init {pid}"))?;
         daemon.expect("served")?;

@@ -19,6 +19,7 @@
 //! State lives in `--root/ID`: libcontainer's `state.json` and ours,
 //! `smolvisor.json` ([`Meta`]).
 
+mod cgroups;
 pub mod commands;
 pub mod create;
 pub mod daemon;
