@@ -14,7 +14,7 @@
 //!   reaps their init processes and removes the root.
 //! - [`Bundle`]: a bundle whose `config.json` comes from the runtime's own
 //!   `spec`, edited with serde_json, and whose rootfs is busybox-static with
-//!   a few applet links ([`make_rootfs`]).
+//!   its applets ([`super::rootfs::assemble`], as the Docker tests' image).
 //! - [`Traces`]: what a container may leave behind (state directories,
 //!   processes, mounts, cgroups), to check that a failed or deleted one left
 //!   nothing.
@@ -27,7 +27,6 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File};
-use std::os::unix::fs::symlink;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -46,11 +45,6 @@ use super::ScratchDir;
 
 /// The deadline of one runtime command.
 pub const CMD_DEADLINE: Duration = Duration::from_secs(30);
-
-/// The busybox applets linked into every rootfs.
-pub const APPLETS: &[&str] = &[
-    "sh", "sleep", "echo", "cat", "true", "false", "ps", "nc", "seq", "ls", "tr", "grep", "id",
-];
 
 /// The runtime under test: `$SMOLVISOR_OCI_BINARY`, else our own binary.
 pub fn oci_binary() -> String {
@@ -437,7 +431,7 @@ impl Bundle {
         let dir = scratch.path().join("bundle");
         fs::create_dir_all(&dir).expect("create bundle dir");
         let dir = dir.canonicalize().expect("canonicalize bundle dir");
-        make_rootfs(&dir.join("rootfs"));
+        super::rootfs::assemble(&dir.join("rootfs"), false);
         oci.cmd(&["spec", "--bundle", path_str(&dir)]).assert_ok();
         oci.bundles.borrow_mut().push(scratch);
         let bundle = Self { dir };
@@ -484,20 +478,6 @@ impl Bundle {
             .expect("write process.json");
         path
     }
-}
-
-/// A root file system of busybox-static and [`APPLETS`] links, with the
-/// usual mount points and a writable /tmp.
-pub fn make_rootfs(dir: &Path) {
-    for sub in ["bin", "tmp", "proc", "dev", "sys", "etc", "root"] {
-        fs::create_dir_all(dir.join(sub)).expect("create rootfs dir");
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("copy /bin/busybox (busybox-static)");
-    for applet in APPLETS {
-        symlink("busybox", dir.join("bin").join(applet)).expect("link applet");
-    }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").expect("write passwd");
-    fs::write(dir.join("etc/group"), "root:x:0:\n").expect("write group");
 }
 
 pub fn path_str(p: &Path) -> &str {
