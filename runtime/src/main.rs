@@ -7,6 +7,7 @@ mod logging;
 mod network;
 mod oci;
 mod sandbox;
+mod watcher;
 
 use clap::Parser;
 

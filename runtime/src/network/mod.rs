@@ -33,49 +33,21 @@ pub struct Networking {
 }
 
 /// Gives a namespace taken over by `sandbox` mode its addresses and routes
-/// back when smolvisor ends, however it ends. It is a child forked before
-/// the Sentry confines itself (after which it may not enter a namespace):
-/// it waits for the end of a pipe whose writing end only its parent holds,
-/// so a parent killed outright is noticed too.
+/// back when smolvisor ends, however it ends: a [`watcher`](crate::watcher)
+/// child, forked before the Sentry confines itself (after which it may not
+/// enter a namespace).
 #[derive(Debug)]
-pub struct Restorer {
-    pid: nix::unistd::Pid,
-    pipe: std::os::fd::OwnedFd,
-}
+pub struct Restorer(crate::watcher::Watcher);
 
 impl Restorer {
     fn spawn(restore: takeover::Restore) -> Result<Restorer, Error> {
-        use std::os::fd::AsFd;
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        match crate::sandbox::sys::fork()? {
-            nix::unistd::ForkResult::Parent { child } => {
+        match crate::watcher::fork(c"smolvisor-restor", &[])? {
+            crate::watcher::Forked::Parent(watcher) => {
                 // The child's copy does the work; this one must not, on drop.
                 restore.disarm();
-                Ok(Restorer {
-                    pid: child,
-                    pipe: write,
-                })
+                Ok(Restorer(watcher))
             }
-            nix::unistd::ForkResult::Child => {
-                drop(write);
-                // The pipe's end is the only cue: a terminal's Ctrl-C or a
-                // service manager's SIGTERM to the whole group must not
-                // stop the restore.
-                let _ = nix::unistd::setsid();
-                for signal in [
-                    nix::sys::signal::Signal::SIGINT,
-                    nix::sys::signal::Signal::SIGQUIT,
-                    nix::sys::signal::Signal::SIGHUP,
-                    nix::sys::signal::Signal::SIGTERM,
-                    nix::sys::signal::Signal::SIGPIPE,
-                ] {
-                    let _ = crate::sandbox::sys::ignore_signal(signal);
-                }
-                // Only the pipe and standard error are kept: the links'
-                // sockets, the capture and the rest belong to the parent.
-                let _ = crate::sandbox::sys::close_descriptors_except(&[read.as_fd()]);
-                let mut byte = [0u8; 1];
-                while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&read, &mut byte) {}
+            crate::watcher::Forked::Child => {
                 let status = match restore.restore() {
                     Ok(()) => 0,
                     Err(e) => {
@@ -90,8 +62,7 @@ impl Restorer {
 
     /// Lets the child restore now, and waits until it has.
     pub fn finish(self) -> Result<(), Error> {
-        drop(self.pipe);
-        match nix::sys::wait::waitpid(self.pid, None)? {
+        match self.0.finish()? {
             nix::sys::wait::WaitStatus::Exited(_, 0) => Ok(()),
             other => Err(format!("restoring the namespace failed ({other:?})").into()),
         }

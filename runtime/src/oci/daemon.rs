@@ -136,29 +136,12 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
 /// confines itself waits for the end of a pipe that only the Sentry holds,
 /// so a Sentry that crashes or is killed outright is noticed, and then
 /// kills the container's init through its pidfd (a no-op once the init has
-/// ended: the pidfd names that process only). Returns the pipe's end to hold.
-fn spawn_warden(init: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
-    use nix::sys::signal::Signal;
-    use nix::unistd::ForkResult;
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    match crate::sandbox::sys::fork()? {
-        ForkResult::Parent { .. } => Ok(write),
-        ForkResult::Child => {
-            drop(write);
-            let _ = nix::sys::prctl::set_name(c"smolvisor-warden");
-            for signal in [
-                Signal::SIGINT,
-                Signal::SIGQUIT,
-                Signal::SIGHUP,
-                Signal::SIGTERM,
-                Signal::SIGPIPE,
-            ] {
-                let _ = crate::sandbox::sys::ignore_signal(signal);
-            }
-            // The links' sockets and the capture are the Sentry's alone.
-            let _ = crate::sandbox::sys::close_descriptors_except(&[read.as_fd(), init]);
-            let mut byte = [0u8; 1];
-            while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&read, &mut byte) {}
+/// ended: the pidfd names that process only). The caller holds what it
+/// returns until it ends.
+fn spawn_warden(init: BorrowedFd<'_>) -> Result<crate::watcher::Watcher, Error> {
+    match crate::watcher::fork(c"smolvisor-warden", &[init])? {
+        crate::watcher::Forked::Parent(watcher) => Ok(watcher),
+        crate::watcher::Forked::Child => {
             let _ = sentry::sys::pidfd_send_signal(init, libc::SIGKILL);
             crate::sandbox::sys::exit_now(0)
         }
