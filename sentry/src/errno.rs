@@ -31,3 +31,9 @@ pub fn errno(e: NetError) -> i32 {
         NetError::NoBufferSpace => libc::ENOBUFS,
     }
 }
+
+/// Not an errno: the trapped call was cancelled (a signal reached the
+/// caller) while the Sentry served it. Nothing it would have consumed may
+/// be consumed, and no answer is sent; the caller sees EINTR, or the kernel
+/// restarts the call as a new notification.
+pub const CALLER_GONE: i32 = -1;

@@ -18,6 +18,7 @@ pub mod filter;
 pub mod gsock;
 pub mod ifreq;
 mod listeners;
+mod lost;
 pub mod mem;
 pub mod netlink;
 pub mod sentry;

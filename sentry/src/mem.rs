@@ -64,7 +64,8 @@ impl Mem {
         Ok(b)
     }
 
-    /// Writes `data` at `addr`; `EFAULT` when any of it is not writable.
+    /// Writes `data` at `addr`; `EFAULT` when any of it is not writable,
+    /// [`CALLER_GONE`](crate::errno::CALLER_GONE) when the call was cancelled.
     pub fn write(
         &mut self,
         listener: impl AsFd,
@@ -78,7 +79,7 @@ impl Mem {
         check_range(addr, data.len())?;
         if !sys::notif_id_valid(listener.as_fd(), n.id) {
             // The caller is gone; its thread number may name another process now.
-            return Err(libc::EFAULT);
+            return Err(crate::errno::CALLER_GONE);
         }
         match sys::vm_write(n.tid, addr, data) {
             Ok(put) if put == data.len() => Ok(()),

@@ -1,7 +1,7 @@
 //! The Sentry's event loop: seccomp notifications in, answers out, and the
 //! bytes between each pair end and its netstack socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -21,6 +21,7 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::gsock::{Delivered, GKey, GSock, payload_hash};
 use crate::listeners::{ListenerInbox, Listeners, Ready};
+use crate::lost::LostAnswers;
 use crate::mem::Mem;
 use crate::sys::{self, Notif, Reply};
 use crate::trace::Tracer;
@@ -127,17 +128,19 @@ pub struct Parked {
     pub notif: Notif,
     /// When to give up (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
     pub deadline: Option<StdInstant>,
+    /// When the call first blocked (for the watchdog).
+    pub since: StdInstant,
+    /// The watchdog has reported this call.
+    pub reported: bool,
 }
 
 /// What a handler decided.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Outcome {
     /// Answer now.
     Reply(Reply),
     /// The handler already answered (a descriptor was installed).
     Done,
-    /// Answer now; once the answer reached the guest, consume what it delivered.
-    ReplyThen(Reply, crate::syscalls::Commit),
     /// Wait for the socket to change, until the deadline.
     Park(GKey, Option<Duration>),
 }
@@ -235,6 +238,10 @@ pub struct Sentry {
     nat_mode: bool,
     /// Readable when the gateway queued frames for the guest's NIC.
     nat_wakeup: Option<OwnedFd>,
+    /// Answers a signal kept from their callers, for the calls' retries.
+    lost: LostAnswers,
+    /// What the call being handled wrote to guest memory (see `lost.rs`).
+    pub(crate) journal: crate::lost::Writes,
 }
 
 impl Sentry {
@@ -340,6 +347,8 @@ impl Sentry {
             confine: cfg.confine,
             nat_mode,
             nat_wakeup,
+            lost: LostAnswers::default(),
+            journal: Vec::new(),
         })
     }
 
@@ -546,8 +555,12 @@ impl Sentry {
                 }
             };
             n.source = r.slot;
+            if let Some((reply, writes)) = self.lost.take(&n, StdInstant::now()) {
+                self.replay(n, reply, writes);
+                continue;
+            }
             let outcome = crate::syscalls::handle(self, &n);
-            self.finish(n, outcome, None);
+            self.finish(n, outcome);
         }
         self.ready = ready;
     }
@@ -574,40 +587,85 @@ impl Sentry {
         Ok(())
     }
 
-    /// Answers (or parks) a handled notification.
-    fn finish(&mut self, n: Notif, outcome: Outcome, old_deadline: Option<StdInstant>) {
+    /// Answers (or parks) a newly handled notification.
+    fn finish(&mut self, n: Notif, outcome: Outcome) {
+        let now = StdInstant::now();
+        self.answer(n, outcome, |timeout| Parked {
+            notif: n,
+            deadline: timeout.map(|t| now + t),
+            since: now,
+            reported: false,
+        });
+    }
+
+    /// Answers (or parks again) a blocked call that was handled again: it
+    /// keeps its deadline and its age.
+    fn finish_parked(&mut self, p: Parked, outcome: Outcome) {
+        self.answer(p.notif, outcome, |_| p);
+    }
+
+    fn answer(
+        &mut self,
+        n: Notif,
+        outcome: Outcome,
+        parked: impl FnOnce(Option<Duration>) -> Parked,
+    ) {
         match outcome {
+            Outcome::Reply(Reply::Errno(crate::errno::CALLER_GONE)) => {
+                // Cancelled while it was served; whatever it would have
+                // consumed was left in place.
+                self.trace(&n, "cancelled");
+            }
             Outcome::Reply(reply) => {
                 if self.tracer.is_some() {
                     self.trace(&n, &format!("{reply:?}"));
                 }
                 if let Err(e) = sys::notif_send(self.listeners.of(&n), n.id, reply) {
-                    // The caller left (a signal); nothing happened in the guest.
+                    // The caller left (a signal): what the call did stands,
+                    // and its retry gets this answer.
                     self.trace(&n, &format!("answer lost: {e}"));
-                }
-            }
-            Outcome::ReplyThen(reply, commit) => {
-                if self.tracer.is_some() {
-                    self.trace(&n, &format!("{reply:?}"));
-                }
-                match sys::notif_send(self.listeners.of(&n), n.id, reply) {
-                    Ok(()) => crate::syscalls::apply_commit(self, &commit),
-                    Err(e) => self.trace(&n, &format!("answer lost, data kept: {e}")),
+                    if reply != Reply::Continue {
+                        let writes = std::mem::take(&mut self.journal);
+                        self.lost.record(&n, reply, writes, StdInstant::now());
+                    }
                 }
             }
             Outcome::Done => {}
             Outcome::Park(key, timeout) => {
-                let deadline = old_deadline.or_else(|| timeout.map(|t| StdInstant::now() + t));
                 self.trace(&n, "blocked");
                 if let Some(s) = self.socks.get_mut(key) {
                     if s.parked.is_empty() {
                         self.parked_keys.push(key);
                     }
-                    s.parked.push_back(Parked { notif: n, deadline });
+                    s.parked.push_back(parked(timeout));
                 } else {
                     let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(libc::EBADF));
                 }
             }
+        }
+    }
+
+    /// Gives a retried call the answer (and the memory contents) that a
+    /// signal kept from the call before it.
+    fn replay(&mut self, n: Notif, reply: Reply, writes: crate::lost::Writes) {
+        self.trace(
+            &n,
+            &format!("{reply:?} (the answer of the interrupted call before)"),
+        );
+        for (ptr, data) in &writes {
+            if let Err(e) = self.mem.write(self.listeners.of(&n), &n, *ptr, data) {
+                if e == crate::errno::CALLER_GONE {
+                    self.lost.record(&n, reply, writes, StdInstant::now());
+                } else {
+                    // The retry's memory changed under it: it hears so.
+                    let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(e));
+                }
+                return;
+            }
+        }
+        if let Err(e) = sys::notif_send(self.listeners.of(&n), n.id, reply) {
+            self.trace(&n, &format!("answer lost: {e}"));
+            self.lost.record(&n, reply, writes, StdInstant::now());
         }
     }
 
@@ -642,10 +700,13 @@ impl Sentry {
             if attempt == 1 || !self.pidfds.contains_key(&n.tid) {
                 let pidfd = match sys::pidfd_open(n.tid as i32, true) {
                     Ok(p) => p,
+                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                        return Err(crate::errno::CALLER_GONE);
+                    }
                     Err(e) => return Err(own_limit(&e).unwrap_or(libc::EBADF)),
                 };
                 if !sys::notif_id_valid(self.listeners.of(n), n.id) {
-                    return Err(libc::EBADF);
+                    return Err(crate::errno::CALLER_GONE);
                 }
                 if self.pidfds.len() >= MAX_PIDFDS {
                     self.pidfds.clear();
@@ -1144,6 +1205,7 @@ impl Sentry {
             && let Ok(Some(e)) = self.stack.take_error(id)
         {
             self.socks[key].connect_error = Some(crate::errno::errno(e));
+            self.fail_parked_connects(key);
         } else if r.writable {
             self.socks[key].connected = true;
         }
@@ -1162,6 +1224,31 @@ impl Sentry {
             }
         }
         s.filler = 0;
+    }
+
+    /// A connect failed while blocking calls waited for it: the first
+    /// caller still there hears the error, which is then consumed (as
+    /// `sock_error` is on Linux); a cancelled caller leaves it for `SO_ERROR`.
+    fn fail_parked_connects(&mut self, key: GKey) {
+        let s = &mut self.socks[key];
+        let (connects, rest): (VecDeque<Parked>, VecDeque<Parked>) = s
+            .parked
+            .drain(..)
+            .partition(|p| p.notif.nr == libc::SYS_connect);
+        s.parked = rest;
+        for p in connects {
+            let Some(e) = self.socks[key].connect_error else {
+                // Taken by an earlier caller: the socket is now simply
+                // not connected, and a later connect starts again.
+                self.socks[key].parked.push_back(p);
+                continue;
+            };
+            let listener = self.listeners.of(&p.notif);
+            if sys::notif_send(listener, p.notif.id, Reply::Errno(e)).is_ok() {
+                self.trace(&p.notif, &format!("Errno({e})"));
+                self.socks[key].connect_error = None;
+            }
+        }
     }
 
     /// Fills the guest end's send room so it polls not-writable until the
@@ -1192,8 +1279,15 @@ impl Sentry {
         }
         let parked: Vec<Parked> = s.parked.drain(..).collect();
         for p in parked {
+            // A call cancelled by a signal is gone from the kernel: running
+            // it again would consume what its retry (a new notification)
+            // is waiting for.
+            if !sys::notif_id_valid(self.listeners.of(&p.notif), p.notif.id) {
+                self.trace(&p.notif, "cancelled while blocked");
+                continue;
+            }
             let outcome = crate::syscalls::handle(self, &p.notif);
-            self.finish(p.notif, outcome, p.deadline);
+            self.finish_parked(p, outcome);
         }
         // Whatever was not taken by a blocked receiver goes into the pair.
         if self.socks.get(key).is_some_and(GSock::is_dgram) {
@@ -1215,6 +1309,11 @@ impl Sentry {
         keys.dedup();
         keys.retain(|&k| self.socks.get(k).is_some_and(|s| !s.parked.is_empty()));
         self.parked_keys.extend_from_slice(&keys);
+        if sweep {
+            for &key in &keys {
+                self.watch_parked(key, now);
+            }
+        }
         let has_deadline = |s: &GSock| {
             s.parked
                 .iter()
@@ -1225,7 +1324,7 @@ impl Sentry {
                 continue;
             }
             let s = &mut self.socks[key];
-            let mut keep = std::collections::VecDeque::new();
+            let mut keep = VecDeque::new();
             let mut expired = Vec::new();
             for p in s.parked.drain(..) {
                 if p.deadline.is_some_and(|d| d <= now) {
@@ -1243,12 +1342,57 @@ impl Sentry {
                 } else {
                     libc::EAGAIN
                 };
-                self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)), None);
+                self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)));
             }
             if !self.socks[key].is_dgram() || self.socks[key].parked.is_empty() {
                 self.pump_rx(key);
             }
             self.maybe_close(key);
+        }
+    }
+
+    /// The watchdog: a call blocked for longer than its timeout (60 s
+    /// when it has none) on a socket that is ready has missed its wake-up.
+    /// It is reported once, with the socket's state, to the debug log and
+    /// as a warning.
+    fn watch_parked(&mut self, key: GKey, now: StdInstant) {
+        const NO_TIMEOUT: Duration = Duration::from_secs(60);
+        let Some(s) = self.socks.get(key) else {
+            return;
+        };
+        let ready = s.id.and_then(|id| self.stack.readiness(id).ok());
+        let mut late = Vec::new();
+        for (i, p) in s.parked.iter().enumerate() {
+            let limit = p.deadline.map_or(NO_TIMEOUT, |d| d.duration_since(p.since));
+            if p.reported || now.duration_since(p.since) <= limit {
+                continue;
+            }
+            let could = match p.notif.nr {
+                libc::SYS_accept | libc::SYS_accept4 => {
+                    !s.stash.is_empty() || ready.is_some_and(|r| r.readable)
+                }
+                libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
+                    ready.is_some_and(|r| r.readable || r.error)
+                }
+                _ => ready.is_some_and(|r| r.writable || r.error || r.hangup),
+            };
+            if could {
+                late.push(i);
+            }
+        }
+        for i in late {
+            let s = &mut self.socks[key];
+            s.parked[i].reported = true;
+            let p = s.parked[i];
+            let what = format!(
+                "watchdog: blocked {:.1} s on a ready socket ({:?}, stash {}, readiness {:?})",
+                now.duration_since(p.since).as_secs_f64(),
+                s.kind,
+                s.stash.len(),
+                ready,
+            );
+            tracing::warn!("{what}");
+            self.trace(&p.notif, &what);
         }
     }
 

@@ -8,11 +8,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use netstack::{NetError, RecvFlags};
+use netstack::{NetError, RecvFlags, SocketId};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
 
-use super::{Commit, errno, ours, value};
+use super::{errno, ours, value};
 use crate::abi::{self, MsgHdr};
 use crate::gsock::{GKey, Kind};
 use crate::sentry::{Outcome, Resolved, Sentry};
@@ -20,6 +20,22 @@ use crate::sys::{Notif, Reply};
 
 /// The largest datagram payload the Sentry will gather from guest memory.
 const MAX_DGRAM: usize = 65536;
+
+/// The consuming half of a receive whose data was only peeked at, done
+/// once the copy into guest memory succeeded: a signal that cancels the
+/// call before then loses nothing.
+#[derive(Debug)]
+enum Commit {
+    /// Drop the datagram at the head of the guest's end (and its address
+    /// record, when one was matched).
+    Pair {
+        key: GKey,
+        file: OwnedFd,
+        matched: bool,
+    },
+    /// Drop the datagram at the head of the stack's queue.
+    Stack { id: SocketId },
+}
 
 /// A datagram taken for the guest.
 struct Got {
@@ -92,7 +108,7 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
     } else {
         copied
     };
-    commit_reply(Reply::Value(ret as i64), got.commit)
+    commit_reply(s, Reply::Value(ret as i64), got.commit)
 }
 
 pub(super) fn sendmsg(s: &mut Sentry, n: &Notif) -> Outcome {
@@ -160,7 +176,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
         Err(e) => return errno(e),
     };
     match deliver(s, n, key, n.args[1], &hdr, &got, flags) {
-        Ok(ret) => commit_reply(Reply::Value(ret as i64), got.commit),
+        Ok(ret) => commit_reply(s, Reply::Value(ret as i64), got.commit),
         Err(e) => fail_consumed(s, e, got.commit),
     }
 }
@@ -200,12 +216,17 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
             Err(e) if done == 0 => return errno(e),
             Err(_) => break,
         };
-        // Several datagrams in one answer: each is consumed as it is
-        // copied, since the next one is only visible after it.
+        // Several datagrams in one answer: each is consumed once it is
+        // copied, since the next one is only visible after it. A copy the
+        // call's cancellation stopped consumes nothing.
+        let delivered = deliver(s, n, key, at, &hdr, &got, flags & !libc::MSG_PEEK);
+        if let Err(crate::errno::CALLER_GONE) = delivered {
+            return errno(crate::errno::CALLER_GONE);
+        }
         if let Some(c) = got.commit.as_ref() {
             apply_commit(s, c);
         }
-        match deliver(s, n, key, at, &hdr, &got, flags & !libc::MSG_PEEK) {
+        match delivered {
             Ok(len) => {
                 if let Err(e) = s.wr(
                     n,
@@ -592,23 +613,30 @@ fn ifindex_of(s: &Sentry, to: IpAddr) -> i32 {
         .map_or(1, |i| i as i32 + 1)
 }
 
-/// A receive whose copy-out failed: the datagram is gone, as on Linux.
+/// A receive whose copy-out failed: the datagram is gone, as on Linux,
+/// unless the call was cancelled, which leaves it for the next receive.
 fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
-    if let Some(c) = commit {
+    if e != crate::errno::CALLER_GONE
+        && let Some(c) = commit
+    {
         apply_commit(s, &c);
     }
     errno(e)
 }
 
-fn commit_reply(reply: Reply, commit: Option<Commit>) -> Outcome {
-    match commit {
-        Some(c) => Outcome::ReplyThen(reply, c),
-        None => Outcome::Reply(reply),
+/// A receive whose copy-out succeeded: the datagram is consumed before the
+/// answer goes, since the guest may read its end natively the moment it
+/// has the answer. Should a signal take the answer away now, the call's
+/// retry gets it (see `lost.rs`): the datagram is already in its buffer.
+fn commit_reply(s: &mut Sentry, reply: Reply, commit: Option<Commit>) -> Outcome {
+    if let Some(c) = commit {
+        apply_commit(s, &c);
     }
+    Outcome::Reply(reply)
 }
 
 /// Consumes the datagram an answer delivered.
-pub(crate) fn apply_commit(s: &mut Sentry, c: &Commit) {
+fn apply_commit(s: &mut Sentry, c: &Commit) {
     match c {
         Commit::Pair { key, file, matched } => {
             let mut b = [0u8; 1];

@@ -20,12 +20,6 @@ mod io;
 mod opts;
 mod socket;
 
-pub(crate) use io::apply_commit;
-
-use std::os::fd::OwnedFd;
-
-use netstack::SocketId;
-
 use crate::gsock::GKey;
 use crate::sentry::{Outcome, Resolved, Sentry};
 use crate::sys::{Notif, Reply};
@@ -35,24 +29,9 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// `sizeof(struct sockaddr_storage)`: the longest address a call may pass.
 const SOCKADDR_MAX: u64 = 128;
 
-/// What to do once an answer reached the guest: the consuming half of a
-/// receive whose data was only peeked at, so that a signal that cancels the
-/// call loses nothing.
-#[derive(Debug)]
-pub enum Commit {
-    /// Drop the datagram at the head of the guest's end (and its address
-    /// record, when one was matched).
-    Pair {
-        key: GKey,
-        file: OwnedFd,
-        matched: bool,
-    },
-    /// Drop the datagram at the head of the stack's queue.
-    Stack { id: SocketId },
-}
-
 /// Handles one notification (a parked one is handled again from scratch).
 pub fn handle(s: &mut Sentry, n: &Notif) -> Outcome {
+    s.journal.clear();
     if n.arch != AUDIT_ARCH_X86_64 {
         return Outcome::Reply(Reply::Errno(libc::ENOSYS));
     }
@@ -155,8 +134,10 @@ impl Sentry {
         self.mem.read_array(self.listeners.of(n), n, ptr)
     }
 
-    /// Writes guest memory.
+    /// Writes guest memory, and notes the write in the call's journal.
     pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), i32> {
-        self.mem.write(self.listeners.of(n), n, ptr, data)
+        self.mem.write(self.listeners.of(n), n, ptr, data)?;
+        self.journal.push((ptr, data.to_vec()));
+        Ok(())
     }
 }

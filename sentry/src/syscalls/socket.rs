@@ -94,7 +94,8 @@ fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) 
             s.discard(key);
             match e.raw_os_error() {
                 // The caller is gone: there is nobody to answer.
-                Some(libc::ENOENT) => Outcome::Done,
+                // The caller was interrupted (ESRCH: while the descriptor went in).
+                Some(libc::ENOENT | libc::ESRCH) => errno(crate::errno::CALLER_GONE),
                 Some(code) => errno(code),
                 None => errno(libc::EIO),
             }
@@ -282,6 +283,10 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
                 match s.stack.connect(id, addr) {
                     Ok(()) => connected(s, key),
                     Err(NetError::InProgress) | Err(NetError::Already) => {
+                        // The guest end polls not-writable until the
+                        // handshake ends, as Linux's does: a caller that a
+                        // signal takes out of this wait polls for the result.
+                        s.fill(key, r.file.as_fd());
                         Outcome::Park(key, s.socks[key].sndtimeo)
                     }
                     Err(e) => net(e),
@@ -333,11 +338,19 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
     let v6 = s.socks[key].v6;
     if n.args[1] != 0 {
         let bytes = abi::encode_addr(peer, v6);
-        if let Err(e) = s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
-            // Linux drops the connection it accepted when the address
-            // cannot be written.
-            let _ = s.stack.close(child);
-            return errno(e);
+        match s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
+            Ok(()) => {}
+            // Cancelled by a signal: the connection waits for the next accept.
+            Err(crate::errno::CALLER_GONE) => {
+                s.socks[key].stash.push_front((child, peer));
+                return errno(crate::errno::CALLER_GONE);
+            }
+            Err(e) => {
+                // Linux drops the connection it accepted when the address
+                // cannot be written.
+                let _ = s.stack.close(child);
+                return errno(e);
+            }
         }
     }
     let (end, guest, cookie) = match s.take_pair(true, flags & libc::SOCK_NONBLOCK != 0) {
@@ -390,7 +403,8 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
                 s.write_tokens(key);
             }
             match e.raw_os_error() {
-                Some(libc::ENOENT) => Outcome::Done,
+                // The caller was interrupted (ESRCH: while the descriptor went in).
+                Some(libc::ENOENT | libc::ESRCH) => errno(crate::errno::CALLER_GONE),
                 Some(code) => errno(code),
                 None => errno(libc::EIO),
             }
