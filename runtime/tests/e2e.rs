@@ -418,7 +418,7 @@ fn filter_refuses_escape_hatches() {
         .lines()
         .filter_map(|l| l.rsplit_once(": "))
         .collect();
-    // What DESIGN.md ("Syscall interception") and the issue name exactly.
+    // What docs/design.md ("What traps") and the issue name exactly.
     let exact = [
         ("socket(AF_PACKET, SOCK_RAW)", "EPERM"),
         ("socket(AF_PACKET, SOCK_DGRAM)", "EPERM"),
