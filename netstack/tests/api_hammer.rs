@@ -242,6 +242,7 @@ struct Hosts {
 
 /// The answers Linux may give to `call` on a socket in state `k`; `None`
 /// where the answer depends on the network.
+#[allow(clippy::match_same_arms)] // One arm per rule, with its reason, in Linux's order.
 fn expected(k: &Known, call: Call, hosts: &Hosts) -> Option<Expect> {
     use NetError::*;
     let v4_sock_v6_addr = |a: SocketAddr| k.domain == Domain::Ipv4 && a.is_ipv6();
@@ -388,14 +389,14 @@ fn update(k: &mut Known, call: Call, result: &Result<Answer, NetError>) {
             may_bind(k);
             if k.tcp() {
                 k.phase = match (k.phase, result) {
-                    (Phase::Fresh, Err(NetError::InProgress)) => Phase::Connection,
-                    (Phase::Fresh, _) => Phase::Fresh,
-                    (Phase::Listening, _) => Phase::Listening,
-                    (
+                    (Phase::Fresh, Err(NetError::InProgress))
+                    | (
                         Phase::Connection,
                         Ok(_)
                         | Err(NetError::IsConnected | NetError::Already | NetError::InProgress),
                     ) => Phase::Connection,
+                    (Phase::Fresh, _) => Phase::Fresh,
+                    (Phase::Listening, _) => Phase::Listening,
                     _ => Phase::Unknown,
                 };
             } else if ok {
