@@ -337,8 +337,10 @@ pub struct DoArgs {
     /// Record every trapped system call, its arguments and its answer.
     #[arg(long, value_name = "FILE")]
     pub debug_log: Option<PathBuf>,
-    /// The command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    /// The command and its arguments. Words after the command's first are
+    /// its own, hyphens or not; before it, an unknown option is an error
+    /// (`--` lets a command start with a hyphen).
+    #[arg(required = true, trailing_var_arg = true)]
     pub command: Vec<OsString>,
 }
 
@@ -483,5 +485,49 @@ mod tests {
             "true",
         ]);
         assert_eq!(a.unwrap().netns, Some(PathBuf::from("/x")));
+    }
+
+    fn command(line: &[&str]) -> Vec<OsString> {
+        args(line).unwrap().command
+    }
+
+    #[test]
+    fn an_unknown_option_before_the_command_is_an_error_that_names_it() {
+        let e =
+            Cli::try_parse_from(["smolvisor", "do", "--netwrk", "nat", "--", "true"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert_eq!(e.exit_code(), 2);
+        let text = e.to_string();
+        assert!(text.contains("unexpected argument '--netwrk'"), "{text}");
+        let e = Cli::try_parse_from(["smolvisor", "do", "-z", "true"]).unwrap_err();
+        assert!(e.to_string().contains("'-z'"), "{e}");
+    }
+
+    #[test]
+    fn words_after_the_command_are_the_commands_own() {
+        let words = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            command(&["smolvisor", "do", "--", "--weird-prog", "-x"]),
+            words(&["--weird-prog", "-x"])
+        );
+        assert_eq!(
+            command(&["smolvisor", "do", "ls", "--network", "-l"]),
+            words(&["ls", "--network", "-l"])
+        );
+        assert_eq!(
+            command(&[
+                "smolvisor",
+                "do",
+                "--network",
+                "none",
+                "sh",
+                "-c",
+                "echo -n hi"
+            ]),
+            words(&["sh", "-c", "echo -n hi"])
+        );
+        let a = args(&["smolvisor", "do", "-p", "1:1", "--", "true", "--", "-p"]).unwrap();
+        assert_eq!(a.publish.len(), 1);
+        assert_eq!(a.command, words(&["true", "--", "-p"]));
     }
 }

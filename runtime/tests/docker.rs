@@ -15,7 +15,9 @@
 //!   names `smolvisor` and `smolvisor-pcap` (e.g. `/usr/sbin/runc`, to check
 //!   the harness itself). The checks of what only smolvisor does (the
 //!   capture file; eth0's address gone from the host side of the veth) then
-//!   check that the harness sees the plain runtime's behaviour instead.
+//!   check that the harness sees the plain runtime's behaviour instead, or,
+//!   where there is nothing to see (no capture file), print `skipped under
+//!   NAME: WHAT: WHY`.
 //! - `SMOLVISOR_DOCKER_CHECKS=echo,publish,...` runs only those checks.
 //! - `SMOLVISOR_DOCKER_TRACE=1` registers a wrapper that logs every call of
 //!   the runtime (arguments, stderr, exit status, the `--log` file's tail
@@ -141,6 +143,15 @@ fn runtime() -> (PathBuf, bool) {
         }
         _ => (PathBuf::from(common::SMOLVISOR), true),
     }
+}
+
+/// The registered binary's file name, as the skip notes name it (`runc`).
+fn runtime_name() -> String {
+    let (path, _) = runtime();
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Starts dockerd with `smolvisor` and `smolvisor-pcap` registered, imports
@@ -637,7 +648,11 @@ fn pcap(ctx: &Ctx) {
     d.ok(&["rm", &id]);
     let file = d.path(&format!("pcap/{id}.pcapng"));
     if !ctx.smolvisor {
-        eprintln!("docker: pcap: not smolvisor, no capture expected");
+        common::note_skipped(
+            &runtime_name(),
+            "docker check pcap's capture file",
+            "only smolvisor writes one (--pcap-log); the container's fetch was checked",
+        );
         return;
     }
     assert!(

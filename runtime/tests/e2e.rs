@@ -217,6 +217,58 @@ fn exit_status_is_the_guests() {
     assert_eq!(out.status.code(), Some(1), "`false`\n{out}");
 }
 
+/// `do`'s own options come before the command: an unknown one is refused
+/// by name with a usage error (exit 2), as runsc and runc refuse one,
+/// instead of being run as the command. Every word from the command on is
+/// the command's, hyphens or not; `--` lets a command start with one.
+#[test]
+fn an_unknown_option_before_the_command_is_refused_by_name() {
+    if mode() == Mode::Native {
+        eprintln!("skipped natively: this checks smolvisor's own command line");
+        return;
+    }
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::SMOLVISOR)
+            .args(args)
+            .output()
+            .expect("run smolvisor");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
+    };
+    let (code, _, stderr) = run(&["do", "--netwrk", "nat", "--", "true"]);
+    assert!(
+        stderr.contains("error: unexpected argument '--netwrk' found"),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+
+    let (code, stdout, stderr) = run(&[
+        "do",
+        "--network",
+        "none",
+        "printf",
+        "%s|",
+        "--flag-of-cmd",
+        "-x",
+    ]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(0), "--flag-of-cmd|-x|"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) =
+        run(&["do", "--network", "none", "sh", "-c", "printf ran; exit 3"]);
+    assert_eq!((code, stdout.as_str()), (Some(3), "ran"), "{stderr}");
+    // After `--`, even a word that looks like an option is the command.
+    let (code, _, stderr) = run(&["do", "--network", "none", "--", "--weird-prog"]);
+    assert!(
+        stderr.contains("--weird-prog: No such file or directory"),
+        "{stderr}"
+    );
+    assert_eq!(code, Some(127), "{stderr}");
+}
+
 /// The Sentry (the `smolvisor` process) serves under its own seccomp filter:
 /// it cannot open files or make network sockets even if guest input
 /// subverted it.
@@ -429,7 +481,7 @@ fn filter_refuses_escape_hatches() {
         .lines()
         .filter_map(|l| l.rsplit_once(": "))
         .collect();
-    // What DESIGN.md ("Syscall interception") and the issue name exactly.
+    // What docs/design.md ("What traps") and the issue name exactly.
     let exact = [
         ("socket(AF_PACKET, SOCK_RAW)", "EPERM"),
         ("socket(AF_PACKET, SOCK_DGRAM)", "EPERM"),

@@ -1,6 +1,6 @@
 //! The guest's seccomp filter: which system calls trap to the Sentry, which
-//! are refused, and (by default) which run natively. DESIGN.md's table,
-//! "Syscall interception", is the specification.
+//! are refused, and (by default) which run natively. docs/design.md
+//! ("Syscall interception", "What traps") sums it up as a table.
 //!
 //! Rules for one call never overlap: every argument value matches at most
 //! one rule, so libseccomp's ordering cannot change an answer. `socket`'s

@@ -2,7 +2,7 @@
 //!
 //! The guest runs under a seccomp filter ([`filter`]) whose listener the Sentry
 //! holds. Socket calls trap here; the data path stays native over AF_UNIX pair
-//! ends (see DESIGN.md, "Syscall interception"):
+//! ends (see docs/design.md, "Syscall interception"):
 //!
 //! - [`sentry`]: the event loop, descriptor resolution, blocked calls, and
 //!   the pumps between each pair end and its netstack socket;

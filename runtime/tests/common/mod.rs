@@ -42,6 +42,15 @@ use nix::unistd::Pid;
 
 /// The binary under test.
 pub const SMOLVISOR: &str = env!("CARGO_BIN_EXE_smolvisor");
+
+/// Says that a check was skipped under `runtime` (runc, in a validation
+/// run), what it was and why. Written to the process's standard error
+/// directly, past the test harness's capture, so that even a run whose
+/// tests all pass lists what it did not check.
+pub fn note_skipped(runtime: &str, what: &str, why: &str) {
+    let line = format!("skipped under {runtime}: {what}: {why}\n");
+    let _ = io::stderr().lock().write_all(line.as_bytes());
+}
 /// Guest programs (Python scripts, C sources, shell scripts).
 pub const GUEST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/guest");
 /// The default deadline of one guest run.
