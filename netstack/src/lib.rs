@@ -37,6 +37,7 @@ pub mod link;
 pub mod nat;
 mod socket;
 mod stack;
+pub mod tcp_engine;
 pub mod testbed;
 
 pub use error::{NetError, Result};
