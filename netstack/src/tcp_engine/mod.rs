@@ -225,6 +225,8 @@ pub struct Connection {
     /// NewReno (no SACK): duplicate ACKs in a row, and RFC 6582's `recover`.
     dupacks: usize,
     recover: TcpSeqNumber,
+    /// Window probes sent since the peer last answered.
+    unanswered_probes: u32,
     /// The last transmit stopped because the window was full.
     cwnd_limited: bool,
     rto_at: Option<Instant>,
@@ -283,6 +285,7 @@ impl Connection {
             recovery: Recovery::Open,
             dupacks: 0,
             recover: iss,
+            unanswered_probes: 0,
             cwnd_limited: false,
             rto_at: None,
             tlp_at: None,
@@ -796,6 +799,7 @@ impl Connection {
         };
         let una_before = self.snd.una;
         let wnd_before = self.snd_wnd;
+        self.unanswered_probes = 0;
         // The send window (RFC 9293 (3.10.7.4)): newer segments only.
         if ack >= una_before
             && (self.snd_wl1 < seg.seq_number
@@ -1012,13 +1016,21 @@ impl Connection {
         } else {
             None
         };
-        if self.snd_wnd == 0 && self.snd.unsent() > 0 && outstanding == 0 {
+        if self.window_blocked() && outstanding == 0 {
             if self.persist_at.is_none() {
                 self.persist_at = Some(now + self.rtt.rto());
             }
         } else {
             self.persist_at = None;
         }
+    }
+
+    /// Data waits and the peer's window (not cwnd) keeps it back: closed,
+    /// or too small for a segment. Nothing in flight means no ACK will
+    /// come to reopen it unless we probe (the window update may be lost).
+    fn window_blocked(&self) -> bool {
+        let unsent = self.snd.unsent();
+        unsent > 0 && self.window_room() < unsent.min(self.mss)
     }
 
     /// The payload and FIN of a segment.
@@ -1127,10 +1139,17 @@ impl Connection {
         }
         if due(self.persist_at) {
             self.persist_at = None;
-            if self.snd_wnd == 0 && self.snd.unsent() > 0 && self.snd.outstanding() == 0 {
-                // A zero-window probe: one new byte beyond the window; the
-                // RTO then repeats it with back-off until the window opens.
-                self.send_new(now, 1, out);
+            if self.window_blocked() && self.snd.outstanding() == 0 {
+                // A window probe: what the window holds even if it is less
+                // than a segment (RFC 9293's override of sender SWS
+                // avoidance), or one new byte beyond a zero window; the RTO
+                // repeats it with back-off until the window opens.
+                let len = self
+                    .window_room()
+                    .max(1)
+                    .min(self.mss)
+                    .min(self.snd.unsent());
+                self.send_new(now, len, out);
                 self.rto_at = Some(now + self.rtt.rto());
             }
         }
@@ -1145,7 +1164,15 @@ impl Connection {
         } else {
             self.cfg.syn_retries
         };
-        if self.rtt.backoff_count() >= limit {
+        // A zero window may stay shut for as long as the peer keeps
+        // answering the probes (Linux counts unanswered probes alone).
+        let probing_zero_window = self.snd_wnd == 0 && self.state.is_synchronized();
+        let tries = if probing_zero_window {
+            self.unanswered_probes
+        } else {
+            self.rtt.backoff_count()
+        };
+        if tries >= limit {
             if self.state.is_synchronized() || self.state == State::SynReceived {
                 let rst = self.bare(self.snd.nxt, TcpControl::Rst, None);
                 self.replies.push(rst);
@@ -1153,8 +1180,9 @@ impl Connection {
             self.reset(Some(ConnError::TimedOut));
             return;
         }
-        let probing_zero_window = self.snd_wnd == 0 && self.state.is_synchronized();
-        if !probing_zero_window {
+        if probing_zero_window {
+            self.unanswered_probes += 1;
+        } else {
             let first = !matches!(self.recovery, Recovery::Timeout { .. });
             self.cc.on_rto(self.snd.outstanding(), first);
             self.recovery = Recovery::Timeout {

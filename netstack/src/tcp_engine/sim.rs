@@ -174,6 +174,8 @@ pub struct Observer {
     pub retransmitted_segments: u64,
     /// Retransmissions of data the sender knew to be SACKed: must be 0.
     pub sacked_retransmissions: u64,
+    /// When each retransmission went out.
+    pub retransmit_times: Vec<Instant>,
 }
 
 impl Observer {
@@ -181,7 +183,7 @@ impl Observer {
         u64::from(seq.wrapping_sub(self.base.unwrap_or(0)))
     }
 
-    fn sent(&mut self, r: &TcpRepr) {
+    fn sent(&mut self, now: Instant, r: &TcpRepr) {
         if r.control == TcpControl::Syn {
             self.base = Some(r.seq_number.0 as u32);
         }
@@ -193,6 +195,7 @@ impl Observer {
         let e = s + r.payload.len() as u64;
         if s < self.high {
             self.retransmitted_segments += 1;
+            self.retransmit_times.push(now);
             if let Some((_, &end)) = self.sacked.range(..=s).next_back() {
                 if end >= e {
                     self.sacked_retransmissions += 1;
@@ -307,6 +310,15 @@ impl Sim {
         }
     }
 
+    /// Hands a segment to end `to` as if it came from the wire, and
+    /// returns what the end sends in answer (not put on the link).
+    pub fn inject(&mut self, to: usize, repr: &TcpRepr) -> Vec<Segment> {
+        self.ends[to].input(self.now, repr);
+        let mut out = Vec::new();
+        self.ends[to].poll(self.now, &mut out);
+        out
+    }
+
     /// Runs the engines' output for both ends.
     fn poll_ends(&mut self) {
         for from in 0..2 {
@@ -321,7 +333,7 @@ impl Sim {
 
     fn transmit(&mut self, from: usize, seg: &Segment) {
         let repr = seg.repr();
-        self.observers[from].sent(&repr);
+        self.observers[from].sent(self.now, &repr);
         let len = repr.buffer_len();
         let bytes = &mut self.buf[..len];
         let mut packet = TcpPacket::new_unchecked(&mut bytes[..]);

@@ -10,6 +10,7 @@ use std::time::Instant as WallClock;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
+use super::Segment;
 use super::sim::{LinkParams, Rng, Sim, Stream};
 use super::{Config, ConnError, Connection, State};
 
@@ -352,5 +353,332 @@ fn retransmits_what_was_lost_and_little_else() {
             "{label}: {rexmit} retransmissions for {lost} losses"
         );
         assert_eq!(sim.ends[A].stats().rto_expiries, 0, "{label}");
+    }
+}
+
+/// A link that goes dark: the retransmission timer backs off from the
+/// 200 ms floor (200, 400, 800, 1600 ms between tries) and the transfer
+/// completes once the link is back, every byte intact.
+#[test]
+fn rto_floor_backoff_and_recovery_after_blackout() {
+    let p = LinkParams::clean(Duration::from_micros(100), 1_000_000_000);
+    let mut sim = establish(config(1 << 20), config(1 << 20), p, p, 21);
+    let mut stream = Stream::new(A, 5, 8 << 20, true);
+    // Let the transfer get going, then cut the link for 3 s.
+    let t0 = sim.now + Duration::from_millis(20);
+    sim.run(t0, |s| stream.step(&mut *s), |_| false);
+    assert!(stream.read > 0 && stream.read < stream.total);
+    let dark_until = t0 + Duration::from_secs(3);
+    sim.blackout(dark_until);
+    let mut streams = [stream];
+    let t = transfer_and_close(&mut sim, &mut streams, Instant::from_secs(30));
+    let times: Vec<Instant> = sim.observers[A]
+        .retransmit_times
+        .iter()
+        .copied()
+        .filter(|&x| x >= t0 && x <= dark_until)
+        .collect();
+    // Tries during the blackout that a timer (not an ACK) sent: gaps of
+    // 100 ms or more between them.
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).total_millis())
+        .filter(|&g| g >= 100)
+        .collect();
+    println!(
+        "blackout 3 s at 100 us RTT: retransmission gaps {gaps:?} ms; completed in {t}; rto {}",
+        sim.ends[A].stats().rto_expiries
+    );
+    print_stats("blackout", &sim);
+    assert!(gaps.len() >= 3, "too few timer retransmissions: {gaps:?}");
+    assert!(
+        (200..=205).contains(&gaps[0]),
+        "the first RTO is the 200 ms floor: {gaps:?}"
+    );
+    for w in gaps.windows(2) {
+        assert!(
+            w[1] >= 2 * w[0] - 2 && w[1] <= 2 * w[0] + 2,
+            "back-off doubles: {gaps:?}"
+        );
+    }
+    let resumed = sim.observers[A]
+        .retransmit_times
+        .iter()
+        .find(|&&x| x > dark_until)
+        .copied();
+    assert!(
+        resumed.is_some_and(|r| r - dark_until < Duration::from_millis(1700)),
+        "the next try after the blackout comes within the backed-off RTO"
+    );
+}
+
+/// With the link gone for good, the connection gives up after its
+/// retries and says so.
+#[test]
+fn gives_up_after_max_retries() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let cfg = Config {
+        max_retries: 4,
+        ..config(1 << 20)
+    };
+    let mut sim = establish(cfg.clone(), cfg, p, p, 22);
+    let start = sim.now;
+    sim.blackout(Instant::from_secs(1000));
+    let mut stream = Stream::new(A, 5, 1 << 20, false);
+    let ok = sim.run(
+        Instant::from_secs(100),
+        |s| stream.step(&mut *s),
+        |s| s.ends[A].state() == State::Closed,
+    );
+    assert!(ok);
+    assert_eq!(sim.ends[A].error(), Some(ConnError::TimedOut));
+    // TLP, then 200 + 400 + 800 + 1600 ms of RTOs, then the fifth expiry.
+    let took = sim.now - start;
+    println!("gave up after {took}");
+    assert!(
+        took >= Duration::from_millis(6000) && took < Duration::from_millis(6300),
+        "{took}"
+    );
+}
+
+#[test]
+fn abort_resets_the_peer() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(1 << 20), config(1 << 20), p, p, 23);
+    sim.ends[A].abort();
+    assert_eq!(sim.ends[A].state(), State::Closed);
+    let ok = sim.run(
+        Instant::from_secs(5),
+        |_| {},
+        |s| s.ends[B].state() == State::Closed,
+    );
+    assert!(ok, "the RST did not reach the peer");
+    assert_eq!(sim.ends[B].error(), Some(ConnError::Reset));
+    assert_eq!(sim.ends[A].error(), None);
+}
+
+/// RFC 5961: a RST whose sequence number is in the window but not exactly
+/// rcv.nxt gets a challenge ACK and changes nothing; one outside the
+/// window is ignored.
+#[test]
+fn blind_reset_gets_a_challenge_ack() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(1 << 20), config(1 << 20), p, p, 24);
+    let probe = |sim: &mut Sim, seq_offset: usize| -> Vec<Segment> {
+        let (_, rcv_nxt) = sim.ends[B].sequence_numbers();
+        let rst = TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            control: TcpControl::Rst,
+            seq_number: super::seq_add(rcv_nxt, seq_offset),
+            ack_number: None,
+            window_len: 0,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        sim.inject(B, &rst)
+    };
+    let out = probe(&mut sim, 1000);
+    assert_eq!(sim.ends[B].state(), State::Established);
+    assert_eq!(out.len(), 1, "one challenge ACK");
+    assert_eq!(out[0].header.control, TcpControl::None);
+    let out = probe(&mut sim, 1 << 30);
+    assert!(out.is_empty(), "a RST outside the window is dropped");
+    assert_eq!(sim.ends[B].state(), State::Established);
+    let _ = probe(&mut sim, 0);
+    assert_eq!(sim.ends[B].state(), State::Closed);
+    assert_eq!(sim.ends[B].error(), Some(ConnError::Reset));
+}
+
+#[test]
+fn connect_to_a_closed_port_is_refused() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let a = Connection::connect(config(65536), 40000, 80, TcpSeqNumber(1), 0, Instant::ZERO);
+    let mut b = Connection::listen(config(65536), 80, TcpSeqNumber(2), 0);
+    b.close();
+    assert_eq!(b.state(), State::Closed);
+    let mut sim = Sim::new(a, b, p, p, 25);
+    let ok = sim.run(
+        Instant::from_secs(5),
+        |_| {},
+        |s| s.ends[A].state() == State::Closed,
+    );
+    assert!(ok);
+    assert_eq!(sim.ends[A].error(), Some(ConnError::Refused));
+}
+
+/// Both ends close at the same moment: FINs cross, both pass CLOSING and
+/// end in TIME-WAIT, which ends after its time.
+#[test]
+fn simultaneous_close() {
+    let p = LinkParams::clean(Duration::from_millis(10), 0);
+    let cfg = Config {
+        time_wait: Duration::from_secs(2),
+        ..config(1 << 20)
+    };
+    let mut sim = establish(cfg.clone(), cfg, p, p, 26);
+    assert_eq!(sim.ends[A].send(b"last words from A"), 17);
+    assert_eq!(sim.ends[B].send(b"and from B"), 10);
+    sim.ends[A].close();
+    sim.ends[B].close();
+    let mut seen = [Vec::new(), Vec::new()];
+    let ok = sim.run(
+        Instant::from_secs(10),
+        |s| {
+            for i in 0..2 {
+                if seen[i].last() != Some(&s.ends[i].state()) {
+                    seen[i].push(s.ends[i].state());
+                }
+            }
+        },
+        |s| s.ends.iter().all(|e| e.state() == State::TimeWait),
+    );
+    assert!(ok, "{seen:?}");
+    println!("simultaneous close: {seen:?}");
+    for (i, states) in seen.iter().enumerate() {
+        assert!(states.contains(&State::Closing), "end {i}: {states:?}");
+    }
+    let mut buf = [0u8; 64];
+    let n = sim.ends[B].recv(&mut buf);
+    assert_eq!(&buf[..n], b"last words from A");
+    assert!(sim.ends[B].recv_finished());
+    let n = sim.ends[A].recv(&mut buf);
+    assert_eq!(&buf[..n], b"and from B");
+    let entered = sim.now;
+    let ok = sim.run(
+        Instant::from_secs(20),
+        |_| {},
+        |s| s.ends.iter().all(|e| e.state() == State::Closed),
+    );
+    assert!(ok);
+    assert!(sim.now - entered >= Duration::from_millis(1900));
+}
+
+/// A receiver that stops reading closes its window; the sender probes it
+/// with backed-off probes, not a storm, and resumes when it opens.
+#[test]
+fn zero_window_probes_then_resume() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(1 << 20), config(64 * 1024), p, p, 27);
+    let mut stream = Stream::new(A, 9, 1 << 20, true);
+    // Only the sender runs: nobody reads at B.
+    let mut writer = |s: &mut Sim| {
+        let saved = stream.read;
+        let mut buf = vec![0u8; 1 << 16];
+        while s.ends[A].send_room() > 0 && stream.written < stream.total {
+            let n = s.ends[A]
+                .send_room()
+                .min(buf.len())
+                .min((stream.total - stream.written) as usize);
+            super::sim::fill(stream.seed, stream.written, &mut buf[..n]);
+            stream.written += s.ends[A].send(&buf[..n]) as u64;
+        }
+        stream.read = saved;
+    };
+    sim.run(sim.now + Duration::from_secs(10), &mut writer, |_| false);
+    assert_eq!(sim.ends[B].recv_ready(), 64 * 1024, "the window filled");
+    let segments = sim.ends[A].stats().segments_sent;
+    let before = sim.observers[A].data_segments;
+    sim.run(sim.now + Duration::from_secs(20), &mut writer, |_| false);
+    let probes = sim.observers[A].data_segments - before;
+    println!("zero window: {probes} probes in 20 s ({segments} segments before)");
+    assert!((2..=10).contains(&probes), "{probes} probes in 20 s");
+    assert_eq!(sim.ends[A].state(), State::Established);
+    // Read again: everything arrives, exactly.
+    let mut streams = [stream];
+    let deadline = sim.now + Duration::from_secs(60);
+    let t = transfer_and_close(&mut sim, &mut streams, deadline);
+    println!("resumed and finished in {t}");
+}
+
+/// Random and hostile segments (any flags, sequence and acknowledgement
+/// numbers, windows, SACK blocks, timestamps, payloads) never panic the
+/// engine, in any state it reaches.
+#[test]
+fn hostile_segments_do_not_panic() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut rng = Rng::new(31);
+    let payload = vec![0x55u8; 3000];
+    for round in 0..20 {
+        let mut sim = establish(config(1 << 16), config(1 << 16), p, p, 40 + round);
+        sim.ends[A].send(&payload);
+        for i in 0..2000 {
+            let (snd_nxt, rcv_nxt) = sim.ends[B].sequence_numbers();
+            let near = |rng: &mut Rng, base: TcpSeqNumber| {
+                let r = rng.next_u64();
+                if r % 4 == 0 {
+                    TcpSeqNumber(r as i32)
+                } else {
+                    super::seq_add(base, (r >> 8) as usize % 200_000)
+                        .max(base)
+                        .min(super::seq_add(base, 100_000))
+                }
+            };
+            let control = match rng.next_u64() % 6 {
+                0 => TcpControl::Syn,
+                1 => TcpControl::Fin,
+                2 => TcpControl::Rst,
+                3 => TcpControl::Psh,
+                _ => TcpControl::None,
+            };
+            let seq = near(&mut rng, rcv_nxt);
+            let ack = near(&mut rng, snd_nxt);
+            let block = |rng: &mut Rng| {
+                (rng.next_u64() % 2 == 0).then(|| {
+                    let l = near(rng, snd_nxt).0 as u32;
+                    (l, l.wrapping_add((rng.next_u64() % 70_000) as u32))
+                })
+            };
+            let len = (rng.next_u64() % 3000) as usize;
+            let seg = TcpRepr {
+                src_port: 40000,
+                dst_port: 80,
+                control,
+                seq_number: seq,
+                ack_number: (rng.next_u64() % 8 != 0).then_some(ack),
+                window_len: rng.next_u64() as u16,
+                window_scale: (rng.next_u64() % 4 == 0).then_some(rng.next_u64() as u8),
+                max_seg_size: (rng.next_u64() % 4 == 0).then_some(rng.next_u64() as u16),
+                sack_permitted: rng.next_u64() % 2 == 0,
+                sack_ranges: [block(&mut rng), block(&mut rng), block(&mut rng)],
+                timestamp: (rng.next_u64() % 2 == 0).then(|| {
+                    smoltcp::wire::TcpTimestampRepr::new(
+                        rng.next_u64() as u32,
+                        rng.next_u64() as u32,
+                    )
+                }),
+                payload: &payload[..len],
+            };
+            let to = (i % 2) as usize;
+            sim.inject(to, &seg);
+            if i % 50 == 0 {
+                sim.run(sim.now + Duration::from_millis(5), |_| {}, |_| false);
+            }
+        }
+        // A SYN with absurd options to a listener.
+        let mut l = Connection::listen(config(1 << 16), 80, TcpSeqNumber(0), 0);
+        let syn = TcpRepr {
+            src_port: 1,
+            dst_port: 80,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(-1),
+            ack_number: None,
+            window_len: 0,
+            window_scale: Some(255),
+            max_seg_size: Some(0),
+            sack_permitted: true,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &payload[..100],
+        };
+        l.input(sim.now, &syn);
+        let mut out = Vec::new();
+        l.poll(sim.now, &mut out);
+        assert_eq!(l.state(), State::SynReceived);
+        assert_eq!(out.len(), 1);
     }
 }
