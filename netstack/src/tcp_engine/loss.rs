@@ -86,10 +86,11 @@ impl Rack {
         tsecr: Option<u32>,
     ) {
         let end = seg.end();
-        if let Some(fack) = self.fack {
-            if end < fack && seg.retransmits == 0 {
-                self.reordering_seen = true;
-            }
+        if let Some(fack) = self.fack
+            && end < fack
+            && seg.retransmits == 0
+        {
+            self.reordering_seen = true;
         }
         self.fack = Some(self.fack.map_or(end, |f| f.max(end)));
         let rtt = now - seg.sent_at;
@@ -261,7 +262,7 @@ mod tests {
         // Segment 5 is SACKed; 0..5 were sent earlier.
         let mut delivered = Vec::new();
         q.sack(TcpSeqNumber(500), TcpSeqNumber(600), |s| {
-            delivered.push(s.clone())
+            delivered.push(s.clone());
         });
         for s in &delivered {
             rack.on_delivered(s, now, Some(min_rtt), None);

@@ -684,15 +684,16 @@ impl Connection {
         // It guards data; a pure ACK that ACK reordering delayed still
         // carries SACK blocks worth having (Linux spares such ACKs too).
         let pure_ack = seg.payload.is_empty() && seg.control == TcpControl::None;
-        if self.opts.timestamps && seg.control != TcpControl::Rst && !pure_ack {
-            if let Some(ts) = seg.timestamp {
-                if (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0 {
-                    self.stats.paws_rejected += 1;
-                    self.ack_now = true;
-                    self.note_duplicate(seg);
-                    return;
-                }
-            }
+        if self.opts.timestamps
+            && seg.control != TcpControl::Rst
+            && !pure_ack
+            && let Some(ts) = seg.timestamp
+            && (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0
+        {
+            self.stats.paws_rejected += 1;
+            self.ack_now = true;
+            self.note_duplicate(seg);
+            return;
         }
         if !self.acceptable(seg.seq_number, seg_len) {
             self.stats.out_of_window += 1;
@@ -725,12 +726,11 @@ impl Connection {
             return;
         }
         // Timestamps: remember the peer's clock for echoing (RFC 7323 (4.3)).
-        if self.opts.timestamps {
-            if let Some(ts) = seg.timestamp {
-                if seg.seq_number <= self.rcv.nxt() {
-                    self.ts_recent = ts.tsval;
-                }
-            }
+        if self.opts.timestamps
+            && let Some(ts) = seg.timestamp
+            && seg.seq_number <= self.rcv.nxt()
+        {
+            self.ts_recent = ts.tsval;
         }
         let Some(ack) = seg.ack_number else {
             return;
@@ -864,13 +864,13 @@ impl Connection {
         // the echoed timestamp when the ACK moved (RFC 7323 (4.1)).
         if let Some(sent) = newest_clean {
             self.rtt.sample(now - sent);
-        } else if ack > una_before {
-            if let Some(ecr) = tsecr.filter(|&e| e != 0) {
-                let age = self.tsval(now).wrapping_sub(ecr);
-                if age < 60_000 {
-                    self.rtt
-                        .sample_coarse(Duration::from_millis(u64::from(age)));
-                }
+        } else if ack > una_before
+            && let Some(ecr) = tsecr.filter(|&e| e != 0)
+        {
+            let age = self.tsval(now).wrapping_sub(ecr);
+            if age < 60_000 {
+                self.rtt
+                    .sample_coarse(Duration::from_millis(u64::from(age)));
             }
         }
         if ack > una_before {
@@ -930,17 +930,17 @@ impl Connection {
         }
         // A tail loss probe answered: if it repaired a loss alone, that loss
         // still calls for a congestion response (RFC 8985 (7.4)).
-        if let Some(end) = self.tlp.end {
-            if ack >= end {
-                if self.tlp.was_retransmission
-                    && !self.tlp.dsacked
-                    && matches!(self.recovery, Recovery::Open)
-                {
-                    self.cc.on_congestion(self.snd.outstanding());
-                    self.cc.on_recovery_end();
-                }
-                self.tlp = Tlp::default();
+        if let Some(end) = self.tlp.end
+            && ack >= end
+        {
+            if self.tlp.was_retransmission
+                && !self.tlp.dsacked
+                && matches!(self.recovery, Recovery::Open)
+            {
+                self.cc.on_congestion(self.snd.outstanding());
+                self.cc.on_recovery_end();
             }
+            self.tlp = Tlp::default();
         }
         if fin_acked {
             self.state = self.state.on(Event::FinAcked);
@@ -1069,18 +1069,20 @@ impl Connection {
                 self.ack_now = true;
             }
         }
-        if let Some(fin) = self.peer_fin {
-            if !self.fin_received && fin == self.rcv.nxt() && self.state.may_receive() {
-                self.rcv.consume_fin();
-                self.fin_received = true;
-                self.ack_now = true;
-                self.state = self.state.on(Event::Fin);
-                if self.state == State::TimeWait {
-                    self.rto_at = None;
-                    self.tlp_at = None;
-                    self.reo_at = None;
-                    self.time_wait_at = Some(now + self.cfg.time_wait);
-                }
+        if let Some(fin) = self.peer_fin
+            && !self.fin_received
+            && fin == self.rcv.nxt()
+            && self.state.may_receive()
+        {
+            self.rcv.consume_fin();
+            self.fin_received = true;
+            self.ack_now = true;
+            self.state = self.state.on(Event::Fin);
+            if self.state == State::TimeWait {
+                self.rto_at = None;
+                self.tlp_at = None;
+                self.reo_at = None;
+                self.time_wait_at = Some(now + self.cfg.time_wait);
             }
         }
     }

@@ -75,7 +75,7 @@ impl LinkParams {
         let delay = Duration::from_micros(rtt.total_micros() / 2);
         // A BDP of queue, at least 64 KiB: enough for the window to grow
         // past the pipe without a standing tail drop.
-        let bdp = (rate_bps as u128 * rtt.total_micros() as u128 / 8_000_000) as usize;
+        let bdp = (u128::from(rate_bps) * u128::from(rtt.total_micros()) / 8_000_000) as usize;
         LinkParams {
             delay,
             rate_bps,
@@ -118,15 +118,15 @@ impl Link {
             self.stats.lost += 1;
             return Vec::new();
         }
-        let now_ns = now.total_micros() as u128 * 1000;
+        let now_ns = now.total_micros().max(0) as u128 * 1000;
         let start = self.busy_until_ns.max(now_ns);
         if self.p.rate_bps > 0 {
-            let backlog = (start - now_ns) * self.p.rate_bps as u128 / 8_000_000_000;
+            let backlog = (start - now_ns) * u128::from(self.p.rate_bps) / 8_000_000_000;
             if backlog as usize + len > self.p.queue_bytes {
                 self.stats.tail_dropped += 1;
                 return Vec::new();
             }
-            self.busy_until_ns = start + len as u128 * 8_000_000_000 / self.p.rate_bps as u128;
+            self.busy_until_ns = start + len as u128 * 8_000_000_000 / u128::from(self.p.rate_bps);
         } else {
             self.busy_until_ns = start;
         }
@@ -196,10 +196,10 @@ impl Observer {
         if s < self.high {
             self.retransmitted_segments += 1;
             self.retransmit_times.push(now);
-            if let Some((_, &end)) = self.sacked.range(..=s).next_back() {
-                if end >= e {
-                    self.sacked_retransmissions += 1;
-                }
+            if let Some((_, &end)) = self.sacked.range(..=s).next_back()
+                && end >= e
+            {
+                self.sacked_retransmissions += 1;
             }
         }
         self.high = self.high.max(e);
@@ -238,12 +238,12 @@ impl Observer {
     }
 
     fn insert(&mut self, mut l: u64, mut r: u64) {
-        if let Some((&s, &e)) = self.sacked.range(..=l).next_back() {
-            if e >= l {
-                l = s;
-                r = r.max(e);
-                self.sacked.remove(&s);
-            }
+        if let Some((&s, &e)) = self.sacked.range(..=l).next_back()
+            && e >= l
+        {
+            l = s;
+            r = r.max(e);
+            self.sacked.remove(&s);
         }
         while let Some((&s, &e)) = self.sacked.range(l..).next() {
             if s > r {

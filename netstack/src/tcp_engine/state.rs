@@ -48,7 +48,9 @@ pub enum Event {
 }
 
 impl State {
-    /// The state after `event`.
+    /// The state after `event`: one row per arrow of RFC 9293's diagram,
+    /// so rows that lead to the same state stay apart.
+    #[allow(clippy::match_same_arms)]
     pub fn on(self, event: Event) -> State {
         use Event as E;
         use State as S;

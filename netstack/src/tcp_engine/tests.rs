@@ -529,9 +529,9 @@ fn simultaneous_close() {
     let ok = sim.run(
         Instant::from_secs(10),
         |s| {
-            for i in 0..2 {
-                if seen[i].last() != Some(&s.ends[i].state()) {
-                    seen[i].push(s.ends[i].state());
+            for (states, end) in seen.iter_mut().zip(&s.ends) {
+                if states.last() != Some(&end.state()) {
+                    states.push(end.state());
                 }
             }
         },
@@ -606,11 +606,11 @@ fn hostile_segments_do_not_panic() {
     for round in 0..20 {
         let mut sim = establish(config(1 << 16), config(1 << 16), p, p, 40 + round);
         sim.ends[A].send(&payload);
-        for i in 0..2000 {
+        for i in 0..2000u32 {
             let (snd_nxt, rcv_nxt) = sim.ends[B].sequence_numbers();
             let near = |rng: &mut Rng, base: TcpSeqNumber| {
                 let r = rng.next_u64();
-                if r % 4 == 0 {
+                if r.is_multiple_of(4) {
                     TcpSeqNumber(r as i32)
                 } else {
                     super::seq_add(base, (r >> 8) as usize % 200_000)
@@ -628,7 +628,7 @@ fn hostile_segments_do_not_panic() {
             let seq = near(&mut rng, rcv_nxt);
             let ack = near(&mut rng, snd_nxt);
             let block = |rng: &mut Rng| {
-                (rng.next_u64() % 2 == 0).then(|| {
+                (rng.next_u64().is_multiple_of(2)).then(|| {
                     let l = near(rng, snd_nxt).0 as u32;
                     (l, l.wrapping_add((rng.next_u64() % 70_000) as u32))
                 })
@@ -639,13 +639,13 @@ fn hostile_segments_do_not_panic() {
                 dst_port: 80,
                 control,
                 seq_number: seq,
-                ack_number: (rng.next_u64() % 8 != 0).then_some(ack),
+                ack_number: (!rng.next_u64().is_multiple_of(8)).then_some(ack),
                 window_len: rng.next_u64() as u16,
-                window_scale: (rng.next_u64() % 4 == 0).then_some(rng.next_u64() as u8),
-                max_seg_size: (rng.next_u64() % 4 == 0).then_some(rng.next_u64() as u16),
-                sack_permitted: rng.next_u64() % 2 == 0,
+                window_scale: (rng.next_u64().is_multiple_of(4)).then_some(rng.next_u64() as u8),
+                max_seg_size: (rng.next_u64().is_multiple_of(4)).then_some(rng.next_u64() as u16),
+                sack_permitted: rng.next_u64().is_multiple_of(2),
                 sack_ranges: [block(&mut rng), block(&mut rng), block(&mut rng)],
-                timestamp: (rng.next_u64() % 2 == 0).then(|| {
+                timestamp: (rng.next_u64().is_multiple_of(2)).then(|| {
                     smoltcp::wire::TcpTimestampRepr::new(
                         rng.next_u64() as u32,
                         rng.next_u64() as u32,
