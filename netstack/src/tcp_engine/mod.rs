@@ -440,11 +440,16 @@ impl Connection {
     /// Closes the sending side: a FIN follows the queued data.
     pub fn close(&mut self) {
         match self.state {
+            // Data written before the handshake completed still goes out,
+            // with the FIN after it, once our SYN is acknowledged (RFC 9293
+            // (3.10.4) queues the close in SYN-RECEIVED too).
+            State::SynSent if self.snd.buffered() > 0 => self.fin_queued = true,
+            State::SynReceived => self.fin_queued = true,
             State::Listen | State::SynSent => {
                 self.state = self.state.on(Event::Close);
                 self.clear_timers();
             }
-            State::SynReceived | State::Established | State::CloseWait => {
+            State::Established | State::CloseWait => {
                 self.fin_queued = true;
                 self.state = self.state.on(Event::Close);
             }
@@ -659,7 +664,7 @@ impl Connection {
         self.take_syn(seg);
         if ack_ok {
             self.snd_wl2 = seg.ack_number.unwrap_or(iss);
-            self.state = self.state.on(Event::SynAcked);
+            self.synchronized();
             self.process_ack(now, seg);
             self.ack_now = true;
         } else {
@@ -737,7 +742,7 @@ impl Connection {
         };
         if self.state == State::SynReceived {
             if ack > self.iss && ack <= self.snd.nxt {
-                self.state = self.state.on(Event::SynAcked);
+                self.synchronized();
                 self.snd_wl1 = seg.seq_number;
                 self.snd_wl2 = ack;
             } else {
@@ -775,6 +780,14 @@ impl Connection {
         if end <= self.rcv.nxt() {
             self.rcv.report_duplicate(seg.seq_number, end);
             self.stats.duplicates_received += 1;
+        }
+    }
+
+    /// Our SYN was acknowledged; a close that came before goes on now.
+    fn synchronized(&mut self) {
+        self.state = self.state.on(Event::SynAcked);
+        if self.fin_queued {
+            self.state = self.state.on(Event::Close);
         }
     }
 

@@ -88,6 +88,12 @@ fn transfer_and_close(sim: &mut Sim, streams: &mut [Stream], deadline: Instant) 
         },
     );
     for st in streams.iter() {
+        if st.read != st.total {
+            // What the ends were doing, for the failure below.
+            for (i, e) in sim.ends.iter().enumerate() {
+                println!("end {i}: {:?} {:?}", e.state(), e.stats());
+            }
+        }
         assert_eq!(st.read, st.total, "stream from end {} incomplete", st.from);
     }
     assert!(
@@ -681,4 +687,183 @@ fn hostile_segments_do_not_panic() {
         assert_eq!(l.state(), State::SynReceived);
         assert_eq!(out.len(), 1);
     }
+}
+
+/// Sequence numbers wrap past 2^32 in both directions during a lossy
+/// transfer; the engine compares them modulo 2^32 throughout.
+#[test]
+fn sequence_numbers_wrap() {
+    let mut p = LinkParams::clean(Duration::from_millis(1), 1_000_000_000);
+    p.loss = 0.01;
+    p.reorder = 0.01;
+    p.reorder_delay = Duration::from_micros(300);
+    let near_wrap = |below: u32| TcpSeqNumber(0u32.wrapping_sub(below) as i32);
+    let a = Connection::connect(
+        config(1 << 20),
+        40000,
+        80,
+        near_wrap(1 << 20),
+        u32::MAX - 5,
+        Instant::ZERO,
+    );
+    let b = Connection::listen(config(1 << 20), 80, near_wrap(100_000), u32::MAX - 3);
+    // The streams write (and A closes) while the handshake is under way.
+    let mut sim = Sim::new(a, b, p, p, 28);
+    let mut streams = [
+        Stream::new(A, 1, 4 << 20, true),
+        Stream::new(B, 2, 1 << 20, true),
+    ];
+    let t = transfer_and_close(&mut sim, &mut streams, Instant::from_secs(60));
+    println!("across the wrap: 4 MiB + 1 MiB in {t}");
+    assert_no_sacked_retransmissions(&sim);
+}
+
+/// Lost handshake segments: the SYN-ACK (the SYN is sent again after the
+/// 1 s initial RTO and answered again), then the final ACK (the SYN-ACK is
+/// sent again and acknowledged again).
+#[test]
+fn handshake_survives_lost_syn_ack_and_final_ack() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let a = Connection::connect(config(65536), 40000, 80, TcpSeqNumber(7), 1, Instant::ZERO);
+    let b = Connection::listen(config(65536), 80, TcpSeqNumber(9), 2);
+    let mut sim = Sim::new(a, b, p, p, 29);
+    // The SYN is on its way; B's SYN-ACK will be lost.
+    sim.run(Instant::from_micros(400), |_| {}, |_| false);
+    sim.blackout(Instant::from_millis(2));
+    sim.run(Instant::from_micros(600), |_| {}, |_| false);
+    assert_eq!(sim.ends[B].state(), State::SynReceived);
+    let ok = sim.run(
+        Instant::from_secs(5),
+        |_| {},
+        |s| s.ends.iter().all(|e| e.state() == State::Established),
+    );
+    assert!(ok);
+    assert!(
+        sim.now >= Instant::from_secs(1),
+        "the SYN waited the initial RTO"
+    );
+    // A second connection: A's ACK of the SYN-ACK is lost.
+    let a = Connection::connect(config(65536), 40001, 80, TcpSeqNumber(7), 1, Instant::ZERO);
+    let b = Connection::listen(config(65536), 80, TcpSeqNumber(9), 2);
+    let mut sim = Sim::new(a, b, p, p, 30);
+    sim.run(Instant::from_micros(900), |_| {}, |_| false);
+    sim.blackout(Instant::from_micros(1600));
+    sim.run(Instant::from_micros(1100), |_| {}, |_| false);
+    assert_eq!(sim.ends[A].state(), State::Established);
+    let ok = sim.run(
+        Instant::from_secs(5),
+        |_| {},
+        |s| s.ends[B].state() == State::Established,
+    );
+    assert!(ok, "B: {:?}", sim.ends[B].state());
+    assert!(sim.now >= Instant::from_secs(1));
+}
+
+/// `accept` builds the connection straight from a listener's SYN, with the
+/// peer's options mirrored in the SYN-ACK.
+#[test]
+fn accept_answers_a_syn_with_mirrored_options() {
+    let syn = TcpRepr {
+        src_port: 5555,
+        dst_port: 80,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 65535,
+        window_scale: None,
+        max_seg_size: Some(1400),
+        sack_permitted: true,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let mut c = Connection::accept(config(1 << 20), &syn, TcpSeqNumber(77), 0, Instant::ZERO)
+        .expect("a SYN is accepted");
+    assert_eq!(c.remote_port(), 5555);
+    let mut out = Vec::new();
+    c.poll(Instant::ZERO, &mut out);
+    assert_eq!(out.len(), 1);
+    let h = out[0].header;
+    assert_eq!(h.control, TcpControl::Syn);
+    assert_eq!(h.ack_number, Some(TcpSeqNumber(1001)));
+    assert_eq!(h.seq_number, TcpSeqNumber(77));
+    assert!(h.sack_permitted);
+    assert_eq!(
+        h.window_scale, None,
+        "no scaling unless the peer offered it"
+    );
+    assert_eq!(
+        h.timestamp, None,
+        "no timestamps unless the peer offered them"
+    );
+    assert_eq!(h.max_seg_size, Some(1460));
+    assert_eq!((h.src_port, h.dst_port), (80, 5555));
+    let not_syn = TcpRepr {
+        control: TcpControl::None,
+        ..syn
+    };
+    assert!(
+        Connection::accept(
+            config(1 << 20),
+            &not_syn,
+            TcpSeqNumber(77),
+            0,
+            Instant::ZERO
+        )
+        .is_none()
+    );
+}
+
+/// RFC 5681 (4.2): a lone segment's ACK waits (40 ms here), the second
+/// full segment is acknowledged at once, out-of-order data at once.
+#[test]
+fn delayed_ack_policy() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(1 << 20), config(1 << 20), p, p, 32);
+    let (snd_nxt, _) = sim.ends[A].sequence_numbers();
+    let (_, rcv_nxt) = sim.ends[B].sequence_numbers();
+    assert_eq!(snd_nxt, rcv_nxt);
+    let data = vec![1u8; 1448];
+    let (b_nxt, _) = sim.ends[B].sequence_numbers();
+    fn data_segment(seq: TcpSeqNumber, ack: TcpSeqNumber, payload: &[u8]) -> TcpRepr<'_> {
+        TcpRepr {
+            src_port: 40000,
+            dst_port: 80,
+            control: TcpControl::None,
+            seq_number: seq,
+            ack_number: Some(ack),
+            window_len: 65535,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        }
+    }
+    let s1 = data_segment(rcv_nxt, b_nxt, &data);
+    let s2 = data_segment(super::seq_add(rcv_nxt, 1448), b_nxt, &data);
+    let s4 = data_segment(super::seq_add(rcv_nxt, 3 * 1448), b_nxt, &data);
+    assert!(
+        sim.inject(B, &s1).is_empty(),
+        "the first segment's ACK is delayed"
+    );
+    let due = sim.ends[B].poll_at().expect("a delayed-ACK timer");
+    assert_eq!(due - sim.now, Duration::from_millis(40));
+    assert_eq!(
+        sim.inject(B, &s2).len(),
+        1,
+        "the second is acknowledged at once"
+    );
+    let out = sim.inject(B, &s4);
+    assert_eq!(out.len(), 1, "out of order: at once");
+    let blocks = out[0].header.sack_ranges;
+    assert_eq!(
+        blocks[0],
+        Some((
+            super::seq_add(rcv_nxt, 3 * 1448).0 as u32,
+            super::seq_add(rcv_nxt, 4 * 1448).0 as u32
+        )),
+        "with the SACK block for it"
+    );
 }
