@@ -6,7 +6,9 @@
 //! counts bytes, not ACKs (RFC 3465, limit L = 2 SMSS), so delayed or
 //! stretched ACKs grow the window as fast as per-segment ones. Congestion
 //! avoidance is CUBIC (RFC 9438) with its Reno-friendly estimate, or plain
-//! Reno; fast recovery sends by Proportional Rate Reduction (RFC 6937).
+//! Reno; fast recovery sends by Proportional Rate Reduction (RFC 6937). The
+//! first slow start ends early when the RTT starts to climb (HyStart++,
+//! RFC 9406), before a full queue costs a window's worth of losses.
 
 use smoltcp::time::{Duration, Instant};
 
@@ -28,6 +30,14 @@ const ABC_LIMIT_SEGMENTS: usize = 2;
 const CUBIC_BETA: f64 = 0.7;
 /// RFC 9438 (5): C, in segments per second cubed.
 const CUBIC_C: f64 = 0.4;
+/// RFC 9406 (4.3): the delay increase that ends slow start lies within
+/// [4 ms, 16 ms], an eighth of the RTT; it needs 8 samples a round.
+const HYSTART_MIN_RTT_THRESH: Duration = Duration::from_millis(4);
+const HYSTART_MAX_RTT_THRESH: Duration = Duration::from_millis(16);
+const HYSTART_SAMPLES: u32 = 8;
+/// Conservative slow start grows a quarter as fast, for 5 rounds.
+const CSS_GROWTH_DIVISOR: f64 = 4.0;
+const CSS_ROUNDS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct Congestion {
@@ -39,6 +49,17 @@ pub struct Congestion {
     /// Reno's byte counter in congestion avoidance (RFC 3465 (2.1)).
     bytes_acked: usize,
     cubic: Cubic,
+    hystart: HyStart,
+}
+
+/// HyStart++'s per-round RTT minima.
+#[derive(Debug, Clone, Default)]
+struct HyStart {
+    last_round_min: Option<Duration>,
+    round_min: Option<Duration>,
+    samples: u32,
+    /// In conservative slow start: the RTT that started it, and rounds so far.
+    css: Option<(Duration, u32)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +83,7 @@ impl Congestion {
             ssthresh: usize::MAX,
             bytes_acked: 0,
             cubic: Cubic::default(),
+            hystart: HyStart::default(),
         }
     }
 
@@ -96,8 +118,11 @@ impl Congestion {
         }
         let mss = self.mss as f64;
         if self.in_slow_start() {
-            let grow = acked.min(ABC_LIMIT_SEGMENTS * self.mss);
-            self.cwnd = (self.cwnd + grow as f64).min(self.ssthresh.max(self.mss) as f64);
+            let mut grow = acked.min(ABC_LIMIT_SEGMENTS * self.mss) as f64;
+            if self.hystart.css.is_some() {
+                grow /= CSS_GROWTH_DIVISOR;
+            }
+            self.cwnd = (self.cwnd + grow).min(self.ssthresh.max(self.mss) as f64);
             return;
         }
         match self.algorithm {
@@ -142,6 +167,54 @@ impl Congestion {
                     self.cwnd += (target - cwnd_seg) / cwnd_seg * acked_seg * mss;
                 }
             }
+        }
+    }
+
+    /// HyStart++ applies to the first slow start only (RFC 9406 (4.2)).
+    fn initial_slow_start(&self) -> bool {
+        self.ssthresh == usize::MAX
+    }
+
+    /// A new round began (the ACK covered what was outstanding when the
+    /// last one began).
+    pub fn on_round_start(&mut self) {
+        if !self.initial_slow_start() {
+            return;
+        }
+        let h = &mut self.hystart;
+        h.last_round_min = h.round_min.take();
+        h.samples = 0;
+        if let Some((base, rounds)) = h.css {
+            if rounds + 1 >= CSS_ROUNDS {
+                // The delay rise held: slow start is over.
+                h.css = None;
+                self.ssthresh = self.cwnd().max(2 * self.mss);
+            } else {
+                h.css = Some((base, rounds + 1));
+            }
+        }
+    }
+
+    /// An RTT measured on this ACK.
+    pub fn on_rtt_sample(&mut self, rtt: Duration) {
+        if !self.initial_slow_start() {
+            return;
+        }
+        let h = &mut self.hystart;
+        let min = h.round_min.map_or(rtt, |m| m.min(rtt));
+        h.round_min = Some(min);
+        h.samples += 1;
+        match (h.css, h.last_round_min) {
+            (None, Some(last)) if h.samples >= HYSTART_SAMPLES => {
+                let thresh = Duration::from_micros(last.total_micros() / 8)
+                    .clamp(HYSTART_MIN_RTT_THRESH, HYSTART_MAX_RTT_THRESH);
+                if min >= last + thresh {
+                    h.css = Some((min, 0));
+                }
+            }
+            // The rise was a blip: back to slow start (RFC 9406 (4.3)).
+            (Some((base, _)), _) if min < base => h.css = None,
+            _ => {}
         }
     }
 
@@ -265,6 +338,40 @@ mod tests {
         // Not cwnd-limited: no growth.
         c.on_ack(now, MSS, rtt, false);
         assert_eq!(c.cwnd(), 14 * MSS);
+    }
+
+    #[test]
+    fn hystart_ends_slow_start_when_the_rtt_climbs() {
+        let mut c = Congestion::new(Algorithm::Cubic, MSS);
+        let now = Instant::ZERO;
+        let base = Duration::from_millis(20);
+        // Two rounds at the base RTT: still slow start.
+        for round in 0..2 {
+            c.on_round_start();
+            for _ in 0..10 {
+                c.on_rtt_sample(base);
+                c.on_ack(now, 2 * MSS, base, true);
+            }
+            assert!(c.in_slow_start(), "round {round}");
+        }
+        // A round whose RTT is 5 ms higher (over max(20/8, 4) ms): CSS,
+        // growing at a quarter of the rate.
+        c.on_round_start();
+        for _ in 0..10 {
+            c.on_rtt_sample(base + Duration::from_millis(5));
+        }
+        let before = c.cwnd();
+        c.on_ack(now, 2 * MSS, base, true);
+        assert_eq!(c.cwnd() - before, MSS / 2);
+        // Five rounds of CSS end slow start for good.
+        for _ in 0..5 {
+            c.on_round_start();
+            for _ in 0..10 {
+                c.on_rtt_sample(base + Duration::from_millis(5));
+            }
+        }
+        assert!(!c.in_slow_start());
+        assert_eq!(c.ssthresh(), c.cwnd());
     }
 
     #[test]

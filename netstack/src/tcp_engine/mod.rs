@@ -201,6 +201,8 @@ pub struct Connection {
     irs: TcpSeqNumber,
     ts_offset: u32,
     ts_recent: u32,
+    /// The acknowledgement number we sent last (RFC 7323's Last.ACK.sent).
+    last_ack_sent: TcpSeqNumber,
     opts: Negotiated,
     /// Payload bytes per segment after options.
     mss: usize,
@@ -225,6 +227,8 @@ pub struct Connection {
     /// NewReno (no SACK): duplicate ACKs in a row, and RFC 6582's `recover`.
     dupacks: usize,
     recover: TcpSeqNumber,
+    /// snd.nxt when the current round trip began (HyStart++'s rounds).
+    round_end: TcpSeqNumber,
     /// Window probes sent since the peer last answered.
     unanswered_probes: u32,
     /// The last transmit stopped because the window was full.
@@ -266,6 +270,7 @@ impl Connection {
             irs: TcpSeqNumber(0),
             ts_offset,
             ts_recent: 0,
+            last_ack_sent: TcpSeqNumber(0),
             opts: Negotiated::default(),
             mss,
             snd: SendQueue::new(cfg.send_buffer, iss),
@@ -285,6 +290,7 @@ impl Connection {
             recovery: Recovery::Open,
             dupacks: 0,
             recover: iss,
+            round_end: iss,
             unanswered_probes: 0,
             cwnd_limited: false,
             rto_at: None,
@@ -599,6 +605,7 @@ impl Connection {
     fn take_syn(&mut self, seg: &TcpRepr) {
         self.irs = seg.seq_number;
         self.rcv.start(seq_add(seg.seq_number, 1));
+        self.last_ack_sent = self.rcv.nxt();
         self.rcv_adv = self.rcv.nxt();
         let peer_mss = seg
             .max_seg_size
@@ -730,10 +737,14 @@ impl Connection {
             self.ack_now = true;
             return;
         }
-        // Timestamps: remember the peer's clock for echoing (RFC 7323 (4.3)).
+        // Timestamps: remember the peer's clock for echoing (RFC 7323
+        // (4.3)): the first segment after our last ACK sets it, so the echo
+        // includes the time an ACK was delayed; never backwards (a pure
+        // ACK may be late).
         if self.opts.timestamps
             && let Some(ts) = seg.timestamp
-            && seg.seq_number <= self.rcv.nxt()
+            && seg.seq_number <= self.last_ack_sent
+            && (ts.tsval.wrapping_sub(self.ts_recent) as i32) >= 0
         {
             self.ts_recent = ts.tsval;
         }
@@ -877,6 +888,7 @@ impl Connection {
         // the echoed timestamp when the ACK moved (RFC 7323 (4.1)).
         if let Some(sent) = newest_clean {
             self.rtt.sample(now - sent);
+            self.cc.on_rtt_sample(now - sent);
         } else if ack > una_before
             && let Some(ecr) = tsecr.filter(|&e| e != 0)
         {
@@ -887,6 +899,10 @@ impl Connection {
             }
         }
         if ack > una_before {
+            if ack >= self.round_end {
+                self.round_end = self.snd.nxt;
+                self.cc.on_round_start();
+            }
             self.rtt.reset_backoff();
             self.rto_at = (self.snd.outstanding() > 0).then(|| now + self.rtt.rto());
             if !self.opts.sack {
@@ -1268,11 +1284,18 @@ impl Connection {
             }
             self.retransmit(now, i, out);
         }
+        // Lost segments the quota held back go before any new data.
+        let rtx_blocked = self.snd.first_lost().is_some();
         if self.state.is_synchronized() {
-            while let Some(len) = self.next_data_len() {
+            while !rtx_blocked && let Some(len) = self.next_data_len() {
                 self.send_new(now, len, out);
             }
-            self.cwnd_limited = self.snd.unsent() > 0 && self.window_room() > 0;
+            // Whether the window, not the application, limits sending: only
+            // then may it grow. Slow start counts half a window as used, as
+            // Linux does, since a window grows while it drains.
+            self.cwnd_limited = rtx_blocked
+                || (self.snd.unsent() > 0 && self.window_room() > 0)
+                || (self.cc.in_slow_start() && 2 * self.pipe() >= self.cc.cwnd());
             if self.fin_due() {
                 self.send_fin(now, out);
             }
@@ -1303,7 +1326,9 @@ impl Connection {
                 return true;
             }
         }
-        self.state.is_synchronized() && (self.next_data_len().is_some() || self.fin_due())
+        self.state.is_synchronized()
+            && ((self.snd.first_lost().is_none() && self.next_data_len().is_some())
+                || self.fin_due())
     }
 
     /// How much may be put in flight now.
@@ -1494,7 +1519,14 @@ impl Connection {
             prr.on_send(len);
         }
         self.stats.segments_sent += 1;
-        self.rto_at.get_or_insert(now + self.rtt.rto());
+        // Retransmitting the oldest segment in fast recovery restarts the
+        // timer (as Linux does): a lost retransmission takes RACK a round
+        // trip to notice, and the RTO must not fire in the meantime.
+        if i == 0 && matches!(self.recovery, Recovery::Fast { .. }) {
+            self.rto_at = Some(now + self.rtt.rto());
+        } else {
+            self.rto_at.get_or_insert(now + self.rtt.rto());
+        }
         out.push(seg);
     }
 
@@ -1508,6 +1540,7 @@ impl Connection {
         with_sack: bool,
     ) -> Segment {
         let mut s = self.bare(seq, control, Some(self.rcv.nxt()));
+        self.last_ack_sent = self.rcv.nxt();
         let h = &mut s.header;
         h.window_len = self.advertise();
         if self.opts.timestamps {

@@ -11,14 +11,18 @@
 //! first, then older ones, with a D-SACK block (RFC 2883) in front when a
 //! duplicate arrived.
 
+use std::collections::BTreeMap;
+
 use smoltcp::wire::TcpSeqNumber;
 
 use super::{seq_add, seq_dist};
 
-/// Out-of-order ranges kept at most: each costs a few bytes, but a hostile
-/// peer could otherwise make the list (and every ACK's work) grow without
-/// bound. Linux collapses its queue under memory pressure instead.
-const MAX_OOO_RANGES: usize = 64;
+/// Out-of-order ranges kept at most, per KiB of buffer: an honest sender's
+/// segments (a range needs one) never reach it, while a hostile peer's
+/// one-byte islands cannot make the map outgrow the buffer. Linux bounds
+/// the same thing by charging each queued segment's overhead to the buffer.
+const OOO_RANGES_PER_KIB: usize = 1;
+const MIN_OOO_RANGES: usize = 64;
 
 /// How a segment's data fared.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,22 +46,30 @@ pub struct RecvBuffer {
     ready: usize,
     /// rcv.nxt: the sequence number of the byte after the readable ones.
     nxt: TcpSeqNumber,
-    /// Disjoint, sorted, non-adjacent ranges beyond `nxt`, [start, end).
-    ooo: Vec<(TcpSeqNumber, TcpSeqNumber)>,
+    /// The same position counted from the start of the stream, which does
+    /// not wrap: the out-of-order map is keyed by such positions.
+    nxt_pos: u64,
+    /// Disjoint, non-adjacent ranges beyond rcv.nxt, start -> end
+    /// (stream positions).
+    ooo: BTreeMap<u64, u64>,
+    max_ranges: usize,
     /// Starts of the latest out-of-order arrivals, newest first.
-    recent: [Option<TcpSeqNumber>; 3],
+    recent: [Option<u64>; 3],
     /// A duplicate range to report once.
     dsack: Option<(TcpSeqNumber, TcpSeqNumber)>,
 }
 
 impl RecvBuffer {
     pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
         RecvBuffer {
-            ring: vec![0; capacity.max(1)],
+            ring: vec![0; capacity],
             head: 0,
             ready: 0,
             nxt: TcpSeqNumber(0),
-            ooo: Vec::new(),
+            nxt_pos: 0,
+            ooo: BTreeMap::new(),
+            max_ranges: (capacity / 1024 * OOO_RANGES_PER_KIB).max(MIN_OOO_RANGES),
             recent: [None; 3],
             dsack: None,
         }
@@ -75,6 +87,7 @@ impl RecvBuffer {
     /// rcv.nxt moves past the peer's FIN.
     pub fn consume_fin(&mut self) {
         self.nxt = seq_add(self.nxt, 1);
+        self.nxt_pos += 1;
     }
 
     pub fn capacity(&self) -> usize {
@@ -92,6 +105,16 @@ impl RecvBuffer {
 
     pub fn has_holes(&self) -> bool {
         !self.ooo.is_empty()
+    }
+
+    /// The stream position of `seq`, which must not be before rcv.nxt.
+    fn pos(&self, seq: TcpSeqNumber) -> u64 {
+        self.nxt_pos + seq_dist(self.nxt, seq) as u64
+    }
+
+    /// The sequence number at stream position `pos` (at or after rcv.nxt).
+    fn seq(&self, pos: u64) -> TcpSeqNumber {
+        seq_add(self.nxt, pos.saturating_sub(self.nxt_pos) as usize)
     }
 
     /// Takes a segment's payload starting at `seq`.
@@ -118,61 +141,65 @@ impl RecvBuffer {
         if data.is_empty() || start >= right {
             return arrival;
         }
-        let end = seq_add(start, data.len());
+        let (s, e) = (self.pos(start), self.pos(start) + data.len() as u64);
         if start == self.nxt {
             self.copy_in(start, data);
-            let had_holes = !self.ooo.is_empty();
-            let mut new_nxt = end;
+            arrival.filled_hole = !self.ooo.is_empty();
+            let mut new_end = e;
             // Absorb the ranges that now touch the in-order data.
-            let mut absorbed = 0;
-            for &(s, e) in &self.ooo {
-                if s <= new_nxt {
-                    if s < end {
-                        arrival.duplicate = true;
-                        self.dsack = Some((s, e.min(end)));
-                    }
-                    new_nxt = new_nxt.max(e);
-                    absorbed += 1;
-                } else {
+            while let Some((&rs, &re)) = self.ooo.first_key_value() {
+                if rs > new_end {
                     break;
                 }
+                if rs < e {
+                    arrival.duplicate = true;
+                    self.dsack = Some((self.seq(rs), self.seq(re.min(e))));
+                }
+                new_end = new_end.max(re);
+                self.ooo.remove(&rs);
             }
-            self.ooo.drain(..absorbed);
-            arrival.filled_hole = had_holes;
-            arrival.advanced = seq_dist(self.nxt, new_nxt);
+            arrival.advanced = (new_end - s) as usize;
             self.ready += arrival.advanced;
-            self.nxt = new_nxt;
+            self.nxt = seq_add(self.nxt, arrival.advanced);
+            self.nxt_pos = new_end;
             return arrival;
         }
-        // Beyond a hole: merge into the range list.
+        // Beyond a hole: merge into the range map.
         arrival.out_of_order = true;
-        let first = self.ooo.partition_point(|&(_, e)| e < start);
-        let mut last = first;
-        let (mut s, mut e) = (start, end);
-        while last < self.ooo.len() && self.ooo[last].0 <= end {
-            let (rs, re) = self.ooo[last];
-            if rs <= start && re >= end {
+        let (mut ms, mut me) = (s, e);
+        let mut merged = Vec::new();
+        // A range that starts before and reaches s, then those starting in [s, e].
+        let before = self.ooo.range(..s).next_back().map(|(&a, &b)| (a, b));
+        let touching = before
+            .filter(|&(_, re)| re >= s)
+            .into_iter()
+            .chain(self.ooo.range(s..=e).map(|(&a, &b)| (a, b)));
+        for (rs, re) in touching {
+            if rs <= s && re >= e {
                 // Entirely received before.
                 arrival.duplicate = true;
-                self.dsack = Some((start, end));
-                self.note_recent(start);
+                self.dsack = Some((start, seq_add(start, data.len())));
+                self.note_recent(s);
                 return arrival;
             }
-            if rs < end && re > start {
+            if rs < e && re > s {
                 arrival.duplicate = true;
-                self.dsack = Some((rs.max(start), re.min(end)));
+                self.dsack = Some((self.seq(rs.max(s)), self.seq(re.min(e))));
             }
-            s = s.min(rs);
-            e = e.max(re);
-            last += 1;
+            ms = ms.min(rs);
+            me = me.max(re);
+            merged.push(rs);
         }
-        if first == last && self.ooo.len() >= MAX_OOO_RANGES {
+        if merged.is_empty() && self.ooo.len() >= self.max_ranges {
             // No room to remember it: as if lost.
             return Arrival::default();
         }
         self.copy_in(start, data);
-        self.ooo.splice(first..last, [(s, e)]);
-        self.note_recent(start);
+        for rs in merged {
+            self.ooo.remove(&rs);
+        }
+        self.ooo.insert(ms, me);
+        self.note_recent(s);
         arrival
     }
 
@@ -181,8 +208,8 @@ impl RecvBuffer {
         self.dsack = Some((start, end));
     }
 
-    fn note_recent(&mut self, start: TcpSeqNumber) {
-        self.recent = [Some(start), self.recent[0], self.recent[1]];
+    fn note_recent(&mut self, pos: u64) {
+        self.recent = [Some(pos), self.recent[0], self.recent[1]];
     }
 
     /// Copies bytes that lie in [nxt, nxt + window) into the ring.
@@ -212,32 +239,28 @@ impl RecvBuffer {
     pub fn sack_blocks(&mut self) -> [Option<(u32, u32)>; 3] {
         let mut out: [Option<(u32, u32)>; 3] = [None; 3];
         let mut n = 0;
-        let raw = |(s, e): (TcpSeqNumber, TcpSeqNumber)| (s.0 as u32, e.0 as u32);
-        if let Some(d) = self.dsack.take() {
-            out[n] = Some(raw(d));
+        if let Some((s, e)) = self.dsack.take() {
+            out[n] = Some((s.0 as u32, e.0 as u32));
             n += 1;
         }
-        let mut chosen: [Option<usize>; 3] = [None; 3];
-        let mut c = 0;
-        let picks = self
-            .recent
-            .iter()
-            .flatten()
-            .filter_map(|&r| {
-                let i = self.ooo.partition_point(|&(_, e)| e <= r);
-                (i < self.ooo.len() && self.ooo[i].0 <= r).then_some(i)
-            })
-            .chain((0..self.ooo.len()).rev());
-        for i in picks {
+        let mut chosen: [u64; 3] = [u64::MAX; 3];
+        let recent = self.recent.iter().flatten().filter_map(|&p| {
+            self.ooo
+                .range(..=p)
+                .next_back()
+                .filter(|&(_, &e)| e > p)
+                .map(|(&s, &e)| (s, e))
+        });
+        let highest = self.ooo.iter().rev().map(|(&s, &e)| (s, e));
+        for (s, e) in recent.chain(highest) {
             if n == out.len() {
                 break;
             }
-            if chosen[..c].contains(&Some(i)) {
+            if chosen.contains(&s) {
                 continue;
             }
-            chosen[c] = Some(i);
-            c += 1;
-            out[n] = Some(raw(self.ooo[i]));
+            chosen[n.min(2)] = s;
+            out[n] = Some((self.seq(s).0 as u32, self.seq(e).0 as u32));
             n += 1;
         }
         out
@@ -304,11 +327,14 @@ mod tests {
         r.write(seq(10), b"aa");
         r.write(seq(14), b"bb");
         r.write(seq(12), b"cc");
-        assert_eq!(r.ooo, vec![(seq(10), seq(16))]);
+        assert_eq!(
+            r.ooo.iter().map(|(&s, &e)| (s, e)).collect::<Vec<_>>(),
+            vec![(10, 16)]
+        );
         for i in 0..200 {
             r.write(seq(100 + 10 * i), b"z");
         }
-        assert_eq!(r.ooo.len(), MAX_OOO_RANGES);
+        assert_eq!(r.ooo.len(), 97, "one range per KiB of buffer");
         let big = vec![7u8; 100_000];
         let a = r.write(seq(0), &big);
         assert_eq!(a.advanced, 100_000);

@@ -79,6 +79,10 @@ pub struct SendQueue {
     lost: usize,
     /// Lowest sequence number that may start a lost segment.
     lost_hint: TcpSeqNumber,
+    /// Blocks processed lately: a receiver repeats its blocks, growing
+    /// them at the right, so only what lies beyond a remembered block
+    /// needs a walk (Linux keeps a similar SACK cache).
+    sack_cache: [Option<(TcpSeqNumber, TcpSeqNumber)>; 4],
     /// Retransmissions, for the caller's statistics.
     pub retransmissions: u64,
     /// Retransmissions of data the peer had SACKed: should stay zero.
@@ -98,6 +102,7 @@ impl SendQueue {
             sacked: 0,
             lost: 0,
             lost_hint: iss,
+            sack_cache: [None; 4],
             retransmissions: 0,
             sacked_retransmissions: 0,
         }
@@ -305,7 +310,18 @@ impl SendQueue {
             return 0;
         }
         let mut newly = 0;
-        let from = self.segs.partition_point(|s| s.start < left);
+        // Segments wholly inside a block seen before are marked already.
+        let mut done_to = left;
+        for &(cl, cr) in self.sack_cache.iter().flatten() {
+            if cl <= left && cr > done_to {
+                done_to = cr;
+            }
+        }
+        self.sack_cache.rotate_right(1);
+        self.sack_cache[0] = Some((left, right));
+        let from = self
+            .segs
+            .partition_point(|s| s.start < left || s.end() <= done_to);
         for i in from..self.segs.len() {
             let seg = &mut self.segs[i];
             // A FIN takes no room in the receiver's queue, so a block ends

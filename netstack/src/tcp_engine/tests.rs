@@ -867,3 +867,40 @@ fn delayed_ack_policy() {
         "with the SACK block for it"
     );
 }
+
+/// Without impairments, 100 MiB fills the link once the window has grown
+/// (slow start's overshoot into the tail-drop queue is repaired without an
+/// RTO or spurious retransmissions).
+#[test]
+fn clean_links_fill_the_pipe() {
+    println!("| RTT | link | 100 MiB in | goodput Mbit/s | tail drops | rexmit | rto |");
+    for (rtt_us, rate, floor) in [
+        (100u64, 10_000_000_000u64, 0.8),
+        (20_000, 1_000_000_000, 0.6),
+        (100_000, 1_000_000_000, 0.3),
+    ] {
+        let rtt = Duration::from_micros(rtt_us);
+        let p = LinkParams::clean(rtt, rate);
+        let mut sim = establish(config(32 << 20), config(32 << 20), p, p, 3);
+        let size = 100u64 << 20;
+        let start = sim.now;
+        let mut streams = [Stream::new(A, 7, size, true)];
+        transfer_and_close(&mut sim, &mut streams, Instant::from_secs(600));
+        let t = streams[0].finished_at.map_or(sim.now, |f| f) - start;
+        let goodput = size as f64 * 8.0 / t.total_micros() as f64 * 1e6;
+        let s = sim.ends[A].stats();
+        let drops = sim.link_stats(A).tail_dropped;
+        println!(
+            "| {} ms | {} Gbit/s | {t} | {:.0} | {drops} | {} | {} |",
+            rtt_us as f64 / 1000.0,
+            rate / 1_000_000_000,
+            goodput / 1e6,
+            s.retransmissions,
+            s.rto_expiries
+        );
+        assert_no_sacked_retransmissions(&sim);
+        assert!(s.retransmissions <= drops + 2, "spurious retransmissions");
+        assert_eq!(s.rto_expiries, 0);
+        assert!(goodput >= floor * rate as f64, "{goodput} bit/s");
+    }
+}
