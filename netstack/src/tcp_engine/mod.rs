@@ -12,29 +12,43 @@
 //! scoreboard in `send`; reassembly and SACK generation in `recv`; RACK-TLP
 //! and NewReno in `loss`; window growth and PRR in `cc`; RTT and RTO in `rtt`.
 //!
-//! How it will replace smoltcp's `tcp::Socket` in `socket/tcp.rs`: a `Conn`
-//! will own a `Connection` instead of a one-socket `SocketSet`. The stack's
-//! demux already finds the connection by 4-tuple; for TCP it will parse the
-//! frame's TCP header with `TcpPacket::new_checked` + `TcpRepr::parse`
-//! (checksum verified there, or trusted per the link's offloads) and call
-//! `input(now, &repr)`. A listener keeps no engine: on a SYN for a listening
-//! port it creates `Connection::accept(...)` with a random ISS and timestamp
-//! offset, enters it in the connection table as a half-open child, and moves
-//! it to the accept queue when its state reaches `Established`. Output goes
-//! the other way: after input, a socket call or a timer, the stack calls
-//! `poll(now, &mut segments)` and wraps each `Segment` in an IPv4/IPv6 header
-//! (smoltcp's `Ipv4Repr`/`Ipv6Repr` and the interface's `NeighborCache` for
-//! the link address, or our own route lookup as today), then files
-//! `poll_at()` in the deadline heap. Socket calls map directly: `send`/
-//! `send_room` for `sendmsg` and `POLLOUT`, `recv`/`recv_ready`/
-//! `recv_finished` for `recvmsg` and `POLLIN`/EOF, `close` for
-//! `shutdown(SHUT_WR)` and `close`, `abort` for linger-0 and `SO_LINGER`
-//! resets, `error()` for `SO_ERROR` (refused, reset, timed out). When
-//! `state()` turns `TimeWait`, the socket layer drops the engine (and its
-//! buffers) and keeps its existing 4-tuple TIME_WAIT entry, which answers a
-//! retransmitted FIN with `Connection::time_wait_ack`. Buffers come from the
-//! `BufferPool` by handing their sizes in `Config`; keep-alive and
-//! `TCP_INFO` figures (`stats()`, `rtt()`) are what remains to add there.
+//! How it will replace smoltcp's `tcp::Socket` in `socket/tcp.rs` (not
+//! done yet; `netstack/tests/tcp.rs` must stay green through it):
+//! - **State.** `Conn` owns a `Connection` instead of a one-socket
+//!   `SocketSet`; `Conn::prev` becomes the engine's `State`, and the
+//!   transitions `tcp_after_ingress`/`tcp_after_egress` look for (handshake
+//!   done → accept queue or connect success, `error()` → `sock.error`,
+//!   `TimeWait` → the existing 4-tuple-only `TcpState::TimeWait`) are the
+//!   same ones, read from `state()` and `error()`.
+//! - **Ingress.** `Stack::feed` stops calling `Interface::poll_ingress_single`
+//!   for TCP: it parses the frame's IP header and `TcpPacket::new_checked` +
+//!   `TcpRepr::parse` (checksum checked unless the link's offloads vouch for
+//!   it), then calls `input(now, &repr)`. `tcp_target` keeps its job (4-tuple
+//!   table, listener choice, full accept queue drops the SYN or the last
+//!   ACK). A listener holds no engine any more: a SYN for it becomes
+//!   `Connection::accept(cfg, &syn, iss, ts_offset, now)`, entered in
+//!   `tcp_conns` as a half-open child. Segments for no socket still go to
+//!   smoltcp's interface, which answers with a RST as today; a non-SYN
+//!   segment for a TIME-WAIT 4-tuple gets `Connection::time_wait_ack` (so
+//!   `TcpState::TimeWait` keeps `sequence_numbers()` besides the key).
+//! - **Egress.** `Stack::egress` calls `poll(now, &mut segments)` and hands
+//!   each segment, wrapped in an `Ipv4Repr`/`Ipv6Repr` (TTL/hop limit and
+//!   TOS from the socket's options), to a per-NIC raw socket like the one
+//!   that already sends our IPv6 fragments (`frag_tx`), so smoltcp's
+//!   interface still does routing, neighbour resolution and framing; the
+//!   socket's timer is `poll_at()`, merged with the connect and neighbour
+//!   deadlines `TcpState::deadline` has today.
+//! - **Socket calls.** `send`/`send_room` serve `sendmsg` and `POLLOUT`;
+//!   `recv`/`recv_ready`/`recv_finished` serve `recvmsg`, `POLLIN` and EOF;
+//!   `close` is `shutdown(SHUT_WR)` and the FIN of `close`; `abort` is
+//!   linger 0 and close with unread data; `error()` is `SO_ERROR` (refused,
+//!   reset, timed out); `Config` comes from `Options` (buffers, MSS from the
+//!   route's MTU, `ack_delay: None` because the stack polls once per input
+//!   batch, which gives one ACK per batch as `ACK_EVERY` does now).
+//! - **Missing before the switch:** keep-alive (`SO_KEEPALIVE`,
+//!   `TCP_KEEPIDLE`...), Nagle for sockets without `TCP_NODELAY`, buffers
+//!   lent by `BufferPool` instead of owned `Vec`s, and `TCP_INFO`-style
+//!   figures (`stats()`, `srtt()`, `cwnd()` are the start).
 
 mod cc;
 mod loss;
