@@ -1314,6 +1314,18 @@ impl Connection {
                 self.send_fin(now, out);
             }
         }
+        // A retransmission that repaired the last known loss may itself be
+        // lost with nothing sent after it: probe for that too.
+        if self.tlp_at.is_none()
+            && self.opts.sack
+            && self.tlp.end.is_none()
+            && self.state.is_synchronized()
+            && self.snd.outstanding() > 0
+            && self.probe_allowed()
+        {
+            let lone = self.snd.outstanding() <= self.mss;
+            self.tlp_at = Some(now + Tlp::pto(self.rtt.srtt(), lone, self.rtt.rto()));
+        }
         if out.len() == sent_before && self.ack_now {
             let seg = self.segment(now, self.snd.nxt, TcpControl::None, Vec::new(), true);
             self.stats.acks_sent += 1;
