@@ -243,7 +243,9 @@ impl SendQueue {
         };
         while let Some(front) = self.segs.front_mut() {
             if front.end() <= ack {
-                let seg = self.segs.pop_front().unwrap_or_else(|| unreachable!());
+                let Some(seg) = self.segs.pop_front() else {
+                    break;
+                };
                 self.forget(&seg, seg.len);
                 if seg.sacked {
                     acked.were_sacked += seg.len;
