@@ -45,10 +45,11 @@
 //!   reset, timed out); `Config` comes from `Options` (buffers, MSS from the
 //!   route's MTU, `ack_delay: None` because the stack polls once per input
 //!   batch, which gives one ACK per batch as `ACK_EVERY` does now).
-//! - **Missing before the switch:** keep-alive (`SO_KEEPALIVE`,
-//!   `TCP_KEEPIDLE`...), Nagle for sockets without `TCP_NODELAY`, buffers
-//!   lent by `BufferPool` instead of owned `Vec`s, and `TCP_INFO`-style
-//!   figures (`stats()`, `srtt()`, `cwnd()` are the start).
+//!   `Config::nagle` is `!TCP_NODELAY`; `Config::keepalive` carries
+//!   `SO_KEEPALIVE` with `TCP_KEEPIDLE`/`TCP_KEEPINTVL`/`TCP_KEEPCNT`.
+//! - **Missing before the switch:** buffers lent by `BufferPool` instead of
+//!   owned `Vec`s, `TCP_INFO`-style figures (`stats()`, `srtt()`, `cwnd()`
+//!   are the start), and `MSG_OOB`/urgent data (ignored, as by smoltcp).
 
 mod cc;
 mod loss;
@@ -122,6 +123,22 @@ pub struct Config {
     pub max_retries: u32,
     /// SYN retransmissions before a connect fails (`tcp_syn_retries`).
     pub syn_retries: u32,
+    /// Hold back a small segment while data is unacknowledged (RFC 896);
+    /// off as with `TCP_NODELAY`.
+    pub nagle: bool,
+    /// Probe an idle connection (`SO_KEEPALIVE`); `None` for never.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// Linux's `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and `TCP_KEEPCNT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet time before the first probe.
+    pub idle: Duration,
+    /// Time between unanswered probes.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is given up.
+    pub count: u32,
 }
 
 impl Default for Config {
@@ -138,6 +155,8 @@ impl Default for Config {
             time_wait: Duration::from_secs(60),
             max_retries: 15,
             syn_retries: 6,
+            nagle: false,
+            keepalive: None,
         }
     }
 }
@@ -243,6 +262,9 @@ pub struct Connection {
     recover: TcpSeqNumber,
     /// snd.nxt when the current round trip began (HyStart++'s rounds).
     round_end: TcpSeqNumber,
+    /// When the peer was last heard from, and keep-alive probes sent since.
+    last_heard: Instant,
+    keepalive_probes: u32,
     /// Window probes sent since the peer last answered.
     unanswered_probes: u32,
     /// The last transmit stopped because the window was full.
@@ -305,6 +327,8 @@ impl Connection {
             dupacks: 0,
             recover: iss,
             round_end: iss,
+            last_heard: Instant::ZERO,
+            keepalive_probes: 0,
             unanswered_probes: 0,
             cwnd_limited: false,
             rto_at: None,
@@ -584,6 +608,8 @@ impl Connection {
     /// matched by the caller). Replies are produced by the next `poll`.
     pub fn input(&mut self, now: Instant, seg: &TcpRepr) {
         self.now = now;
+        self.last_heard = now;
+        self.keepalive_probes = 0;
         self.stats.segments_received += 1;
         match self.state {
             State::Closed => {
@@ -1145,6 +1171,7 @@ impl Connection {
             self.ack_at,
             self.persist_at,
             self.time_wait_at,
+            self.keepalive_at(),
         ]
         .into_iter()
         .flatten()
@@ -1182,6 +1209,12 @@ impl Connection {
             self.tlp_at = None;
             self.send_probe(now, out);
         }
+        if due(self.keepalive_at()) {
+            self.send_keepalive(now, out);
+            if self.state == State::Closed {
+                return;
+            }
+        }
         if due(self.persist_at) {
             self.persist_at = None;
             if self.window_blocked() && self.snd.outstanding() == 0 {
@@ -1198,6 +1231,44 @@ impl Connection {
                 self.rto_at = Some(now + self.rtt.rto());
             }
         }
+    }
+
+    /// The next keep-alive probe: `idle` after the peer was last heard
+    /// from, then every `interval`, while nothing is in flight or queued
+    /// (other timers watch a busy connection).
+    fn keepalive_at(&self) -> Option<Instant> {
+        let k = self.cfg.keepalive?;
+        let watched = matches!(
+            self.state,
+            State::Established | State::CloseWait | State::FinWait2
+        );
+        if !watched || self.snd.outstanding() > 0 || self.snd.unsent() > 0 {
+            return None;
+        }
+        let probes = Duration::from_micros(
+            k.interval
+                .total_micros()
+                .saturating_mul(u64::from(self.keepalive_probes)),
+        );
+        Some(self.last_heard + k.idle + probes)
+    }
+
+    /// A keep-alive probe: an ACK one byte below snd.una, which the peer
+    /// must answer (RFC 9293 (3.8.4)); or, after `count` unanswered ones,
+    /// the end of the connection.
+    fn send_keepalive(&mut self, now: Instant, out: &mut Vec<Segment>) {
+        let Some(k) = self.cfg.keepalive else {
+            return;
+        };
+        if self.keepalive_probes >= k.count {
+            out.push(self.bare(self.snd.nxt, TcpControl::Rst, None));
+            self.reset(Some(ConnError::TimedOut));
+            return;
+        }
+        self.keepalive_probes += 1;
+        let seq = TcpSeqNumber(self.snd.una.0.wrapping_sub(1));
+        let probe = self.segment(now, seq, TcpControl::None, Vec::new(), false);
+        out.push(probe);
     }
 
     fn on_rto(&mut self, now: Instant) {
@@ -1395,6 +1466,11 @@ impl Connection {
         };
         let len = unsent.min(room).min(mss);
         if len == 0 || len > self.quota() {
+            return None;
+        }
+        // Nagle: a small segment waits while data is unacknowledged, unless
+        // it is the last before our FIN.
+        if self.cfg.nagle && len < mss && self.snd.outstanding() > 0 && !self.fin_queued {
             return None;
         }
         // Sender SWS avoidance (RFC 9293 (3.8.6.2.1)): a small segment only

@@ -12,7 +12,7 @@ use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
 use super::Segment;
 use super::sim::{LinkParams, Rng, Sim, Stream};
-use super::{Config, ConnError, Connection, State};
+use super::{Config, ConnError, Connection, Keepalive, State};
 
 const A: usize = 0;
 const B: usize = 1;
@@ -902,5 +902,81 @@ fn clean_links_fill_the_pipe() {
         assert!(s.retransmissions <= drops + 2, "spurious retransmissions");
         assert_eq!(s.rto_expiries, 0);
         assert!(goodput >= floor * rate as f64, "{goodput} bit/s");
+    }
+}
+
+/// Keep-alive: an idle connection is probed every `idle` while the peer
+/// answers, and given up `count` unanswered probes after it falls silent.
+#[test]
+fn keepalive_probes_and_gives_up() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let cfg = Config {
+        keepalive: Some(Keepalive {
+            idle: Duration::from_secs(10),
+            interval: Duration::from_secs(1),
+            count: 3,
+        }),
+        ..config(65536)
+    };
+    let mut sim = establish(cfg, config(65536), p, p, 33);
+    let before = sim.ends[A].stats().segments_sent + sim.ends[A].stats().acks_sent;
+    let received = sim.ends[A].stats().segments_received;
+    sim.run(sim.now + Duration::from_secs(35), |_| {}, |_| false);
+    assert_eq!(sim.ends[A].state(), State::Established);
+    let answers = sim.ends[A].stats().segments_received - received;
+    assert_eq!(answers, 3, "a probe at 10, 20 and 30 s, each answered");
+    assert_eq!(
+        sim.ends[A].stats().segments_sent + sim.ends[A].stats().acks_sent,
+        before
+    );
+    // The peer goes silent: three probes a second apart, then give up.
+    let silent_from = sim.now;
+    sim.blackout(Instant::from_secs(1000));
+    let ok = sim.run(
+        Instant::from_secs(100),
+        |_| {},
+        |s| s.ends[A].state() == State::Closed,
+    );
+    assert!(ok);
+    assert_eq!(sim.ends[A].error(), Some(ConnError::TimedOut));
+    let took = sim.now - silent_from;
+    println!("keep-alive gave up {took} after the peer fell silent");
+    // Last answer at ~30 s: probes at 40, 41, 42 s, given up at 43 s.
+    assert!(
+        took > Duration::from_secs(7) && took < Duration::from_secs(9),
+        "{took}"
+    );
+}
+
+/// Nagle's algorithm, when asked for: small writes wait while data is
+/// unacknowledged and leave together. One 100-byte write per simulation
+/// step (each arrival or timer): without Nagle each is a segment; with it
+/// the first goes alone and the next ones in three segments, one per
+/// (delayed) ACK.
+#[test]
+fn nagle_coalesces_small_writes() {
+    let p = LinkParams::clean(Duration::from_millis(10), 0);
+    for (nagle, expect) in [(true, 4), (false, 10)] {
+        let cfg = Config {
+            nagle,
+            ..config(65536)
+        };
+        let mut sim = establish(cfg, config(65536), p, p, 34);
+        let data_before = sim.observers[A].data_segments;
+        let mut writes = 0;
+        let ok = sim.run(
+            sim.now + Duration::from_secs(1),
+            |s| {
+                if writes < 10 {
+                    assert_eq!(s.ends[A].send(&[7u8; 100]), 100);
+                    writes += 1;
+                }
+            },
+            |s| s.ends[B].recv_ready() == 1000,
+        );
+        assert!(ok);
+        let segments = sim.observers[A].data_segments - data_before;
+        println!("nagle {nagle}: 10 writes of 100 bytes in {segments} segments");
+        assert_eq!(segments, expect);
     }
 }
