@@ -749,6 +749,19 @@ impl Connection {
         }
         if !self.acceptable(seg.seq_number, seg_len) {
             self.stats.out_of_window += 1;
+            // RFC 9293 (3.10.7.4): with our window shut, a segment at rcv.nxt
+            // is not acceptable but its ACK is (the peer's zero-window probe
+            // may be the only news of our own data).
+            if self.state.is_synchronized()
+                && seg.control == TcpControl::None
+                && seg.seq_number == self.rcv.nxt()
+                && self.rcv.window() == 0
+                && seg
+                    .ack_number
+                    .is_some_and(|a| a >= self.snd.una && a <= self.snd.nxt)
+            {
+                self.process_ack(now, seg);
+            }
             if seg.control != TcpControl::Rst {
                 self.ack_now = true;
                 self.note_duplicate(seg);

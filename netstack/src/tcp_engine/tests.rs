@@ -980,3 +980,81 @@ fn nagle_coalesces_small_writes() {
         assert_eq!(segments, expect);
     }
 }
+
+/// Both receivers stop reading while both send: each window shuts, and the
+/// ACKs that ride on the zero-window probes still move the other side on,
+/// so once both read again everything arrives.
+#[test]
+fn both_windows_shut_then_resume() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(32 * 1024), config(32 * 1024), p, p, 35);
+    let mut streams = [
+        Stream::new(A, 1, 256 * 1024, true),
+        Stream::new(B, 2, 256 * 1024, true),
+    ];
+    // Write only, for 5 s: both windows fill.
+    let mut fills = [0u64; 2];
+    sim.run(
+        sim.now + Duration::from_secs(5),
+        |s| {
+            let mut buf = [0u8; 4096];
+            for (i, f) in fills.iter_mut().enumerate() {
+                let n = s.ends[i].send_room().min(buf.len());
+                super::sim::fill(streams[i].seed, *f, &mut buf[..n]);
+                *f += s.ends[i].send(&buf[..n]) as u64;
+            }
+        },
+        |_| false,
+    );
+    assert_eq!(sim.ends[A].recv_ready(), 32 * 1024);
+    assert_eq!(sim.ends[B].recv_ready(), 32 * 1024);
+    for (st, f) in streams.iter_mut().zip(fills) {
+        st.written = f;
+    }
+    let t = transfer_and_close(&mut sim, &mut streams, Instant::from_secs(120));
+    println!("both windows shut, then 256 KiB each way in {t}");
+}
+
+/// With our window shut, a zero-window probe from the peer is refused, but
+/// the acknowledgement it carries is taken (RFC 9293 (3.10.7.4)).
+#[test]
+fn ack_on_a_refused_probe_is_taken() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(8 * 1024), config(64 * 1024), p, p, 36);
+    assert_eq!(sim.ends[B].send(&[1u8; 8 * 1024]), 8 * 1024);
+    let ok = sim.run(
+        sim.now + Duration::from_secs(1),
+        |_| {},
+        |s| s.ends[A].recv_ready() == 8 * 1024 && s.ends[B].send_queued() == 0,
+    );
+    assert!(ok, "A's window did not fill");
+    // A sends data whose ACK we withhold: the segment never reaches B.
+    assert_eq!(sim.ends[A].send(&[2u8; 1000]), 1000);
+    let mut out = Vec::new();
+    sim.ends[A].poll(sim.now, &mut out);
+    assert_eq!(out.len(), 1);
+    let (a_nxt, a_rcv_nxt) = sim.ends[A].sequence_numbers();
+    let probe = TcpRepr {
+        src_port: 80,
+        dst_port: 40000,
+        control: TcpControl::None,
+        seq_number: a_rcv_nxt,
+        ack_number: Some(a_nxt),
+        window_len: 65535,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[3u8],
+    };
+    let answer = sim.inject(A, &probe);
+    assert_eq!(
+        sim.ends[A].recv_ready(),
+        8 * 1024,
+        "the probe's byte is refused"
+    );
+    assert_eq!(sim.ends[A].send_queued(), 0, "its ACK is taken");
+    assert_eq!(answer.len(), 1, "and answered with an ACK");
+    assert_eq!(answer[0].header.window_len, 0);
+}
