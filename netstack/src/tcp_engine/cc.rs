@@ -244,6 +244,15 @@ impl Congestion {
         self.bytes_acked = 0;
     }
 
+    /// A congestion response proved needless: back to the state before it
+    /// (never below where the window is now).
+    pub fn undo(&mut self, prior: &Congestion) {
+        self.cwnd = self.cwnd.max(prior.cwnd);
+        self.ssthresh = self.ssthresh.max(prior.ssthresh);
+        self.cubic = prior.cubic.clone();
+        self.bytes_acked = 0;
+    }
+
     /// Recovery ended: continue from ssthresh (RFC 6937: cwnd = ssthresh).
     pub fn on_recovery_end(&mut self) {
         if self.ssthresh != usize::MAX {

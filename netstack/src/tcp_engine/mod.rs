@@ -183,6 +183,8 @@ pub struct Stats {
     pub rto_expiries: u64,
     pub tail_loss_probes: u64,
     pub fast_recoveries: u64,
+    /// Fast recoveries found spurious by D-SACK and undone.
+    pub undone_recoveries: u64,
     pub dsacks_received: u64,
     /// Segments that carried only data received before (answered by D-SACK).
     pub duplicates_received: u64,
@@ -209,6 +211,20 @@ impl Segment {
         }
     }
 }
+
+/// What a fast recovery changed, to put back if D-SACKs show that every
+/// retransmission it made was needless (reordering, not loss): Linux's
+/// undo, in the spirit of RFC 3708.
+#[derive(Debug)]
+struct Undo {
+    prior: Congestion,
+    /// Retransmitted segments (their starts) not yet reported duplicate.
+    pending: Vec<TcpSeqNumber>,
+}
+
+/// Retransmissions an undo keeps track of; a recovery with more is no
+/// reordering episode.
+const UNDO_MAX_RETRANSMISSIONS: usize = 16;
 
 /// What the peer agreed to in the handshake.
 #[derive(Debug, Clone, Copy, Default)]
@@ -257,6 +273,7 @@ pub struct Connection {
     rack: Rack,
     tlp: Tlp,
     recovery: Recovery,
+    undo: Option<Undo>,
     /// NewReno (no SACK): duplicate ACKs in a row, and RFC 6582's `recover`.
     dupacks: usize,
     recover: TcpSeqNumber,
@@ -324,6 +341,7 @@ impl Connection {
             rack: Rack::default(),
             tlp: Tlp::default(),
             recovery: Recovery::Open,
+            undo: None,
             dupacks: 0,
             recover: iss,
             round_end: iss,
@@ -913,7 +931,7 @@ impl Connection {
             delivered += acked.bytes.saturating_sub(acked.were_sacked);
             fin_acked = acked.fin;
         }
-        let mut dsack = false;
+        let mut dsack = None;
         if self.opts.sack {
             for (i, block) in seg.sack_ranges.iter().enumerate() {
                 let Some((l, r)) = *block else { continue };
@@ -925,17 +943,18 @@ impl Connection {
                         l >= TcpSeqNumber(l2 as i32) && r <= TcpSeqNumber(r2 as i32)
                     });
                     if r <= ack || inside_second {
-                        dsack = true;
+                        dsack = Some((l, r));
                         continue;
                     }
                 }
                 delivered += self.snd.sack(l, r, |s| on_delivered(s, false));
             }
         }
-        if dsack {
+        if let Some((l, _)) = dsack {
             self.stats.dsacks_received += 1;
             self.rack.on_dsack(self.snd.una, self.snd.nxt);
             self.tlp.dsacked = true;
+            self.undo_if_spurious(l);
         }
         // An RTT sample: from the newest segment sent once (Karn), else from
         // the echoed timestamp when the ACK moved (RFC 7323 (4.1)).
@@ -1061,6 +1080,10 @@ impl Connection {
             return;
         }
         let flight = self.snd.outstanding();
+        self.undo = Some(Undo {
+            prior: self.cc.clone(),
+            pending: Vec::new(),
+        });
         self.cc.on_congestion(flight);
         self.recover = self.snd.nxt;
         self.recovery = Recovery::Fast {
@@ -1070,6 +1093,30 @@ impl Connection {
         self.stats.fast_recoveries += 1;
         // The probe, if any, is moot: recovery has begun.
         self.tlp_at = None;
+    }
+
+    /// A D-SACK reported the segment starting at `start` as received twice.
+    /// Once every retransmission of the last fast recovery is so reported,
+    /// none was needed: the window goes back to where it was.
+    fn undo_if_spurious(&mut self, start: TcpSeqNumber) {
+        let Some(u) = &mut self.undo else {
+            return;
+        };
+        let Some(i) = u.pending.iter().position(|&p| p == start) else {
+            return;
+        };
+        u.pending.swap_remove(i);
+        if !u.pending.is_empty() {
+            return;
+        }
+        if let Some(u) = self.undo.take() {
+            self.cc.undo(&u.prior);
+            self.stats.undone_recoveries += 1;
+            if matches!(self.recovery, Recovery::Fast { .. }) && self.snd.lost_bytes() == 0 {
+                self.recovery = Recovery::Open;
+                self.rack.on_recovery_end();
+            }
+        }
     }
 
     /// Whether a tail loss probe may be armed. RFC 8985 probes only outside
@@ -1319,6 +1366,8 @@ impl Connection {
             };
             self.stats.rto_expiries += 1;
         }
+        // A timeout's response is not undone (Linux's F-RTO is not here).
+        self.undo = None;
         self.snd.mark_all_lost();
         self.rtt.back_off();
         self.rto_at = Some(now + self.rtt.rto());
@@ -1630,6 +1679,14 @@ impl Connection {
         };
         let tsval = self.tsval(now);
         self.snd.record_retransmit(i, now, tsval);
+        if let Some(u) = &mut self.undo {
+            if u.pending.len() < UNDO_MAX_RETRANSMISSIONS && !u.pending.contains(&start) {
+                u.pending.push(start);
+            } else {
+                // Too many to be reordering, or sent twice: keep the cut.
+                self.undo = None;
+            }
+        }
         if let Recovery::Fast { prr, .. } = &mut self.recovery {
             prr.on_send(len);
         }

@@ -116,7 +116,7 @@ fn print_stats(label: &str, sim: &Sim) {
         let l = sim.link_stats(i);
         println!(
             "  {label} end {i}: sent {} segs ({} data), rexmit {} (wire {}), rexmit of SACKed {} \
-             (wire {}), rto {}, tlp {}, recoveries {}, dsacks {} (sent {}), acks {}, paws {}, outside {}; link lost {} tail-dropped {} \
+             (wire {}), rto {}, tlp {}, recoveries {} (undone {}), dsacks {} (sent {}), acks {}, paws {}, outside {}; link lost {} tail-dropped {} \
              reordered {} duplicated {}",
             s.segments_sent,
             o.data_segments,
@@ -127,6 +127,7 @@ fn print_stats(label: &str, sim: &Sim) {
             s.rto_expiries,
             s.tail_loss_probes,
             s.fast_recoveries,
+            s.undone_recoveries,
             s.dsacks_received,
             s.duplicates_received,
             s.acks_sent,
