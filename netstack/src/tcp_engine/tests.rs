@@ -116,7 +116,7 @@ fn print_stats(label: &str, sim: &Sim) {
         let l = sim.link_stats(i);
         println!(
             "  {label} end {i}: sent {} segs ({} data), rexmit {} (wire {}), rexmit of SACKed {} \
-             (wire {}), rto {}, tlp {}, recoveries {} (undone {}), dsacks {} (sent {}), acks {}, paws {}, outside {}; link lost {} tail-dropped {} \
+             (wire {}), rto {}, tlp {}, recoveries {} (undone {}), dsacks {}, duplicates received {}, acks {}, paws {}, outside {}; link lost {} tail-dropped {} \
              reordered {} duplicated {}",
             s.segments_sent,
             o.data_segments,
@@ -360,6 +360,13 @@ fn retransmits_what_was_lost_and_little_else() {
             "{label}: {rexmit} retransmissions for {lost} losses"
         );
         assert_eq!(sim.ends[A].stats().rto_expiries, 0, "{label}");
+        if loss == 0.0 {
+            let s = sim.ends[A].stats();
+            assert!(
+                s.dsacks_received == 0 || s.undone_recoveries > 0,
+                "{label}: spurious recoveries were not undone"
+            );
+        }
     }
 }
 
