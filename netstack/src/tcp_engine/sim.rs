@@ -61,7 +61,9 @@ pub struct LinkParams {
     /// Bytes that may wait to be serialized; more are dropped.
     pub queue_bytes: usize,
     pub loss: f64,
-    /// Chance that a frame starts a burst of `burst_len` losses.
+    /// Chance that a frame starts a burst: it and the next frames are lost,
+    /// up to `burst_len` of them sent within `BURST_SPAN` (an outage, so a
+    /// sparse flow's next frames long after it survive).
     pub burst: f64,
     pub burst_len: u32,
     /// Chance that a frame is held back by up to `reorder_delay`.
@@ -90,6 +92,9 @@ impl LinkParams {
     }
 }
 
+/// How long a loss burst may last.
+const BURST_SPAN: Duration = Duration::from_millis(1);
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LinkStats {
     pub frames: u64,
@@ -105,6 +110,7 @@ struct Link {
     /// When the serializer is free, in nanoseconds.
     busy_until_ns: u128,
     burst_left: u32,
+    burst_ends: Instant,
     /// A blackout: everything sent before this instant is lost.
     dark_until: Option<Instant>,
     stats: LinkStats,
@@ -131,13 +137,14 @@ impl Link {
             self.busy_until_ns = start;
         }
         // Losses on the wire, after the queue.
-        if self.burst_left > 0 {
+        if self.burst_left > 0 && now < self.burst_ends {
             self.burst_left -= 1;
             self.stats.lost += 1;
             return Vec::new();
         }
         if rng.chance(self.p.burst) {
             self.burst_left = self.p.burst_len.saturating_sub(1);
+            self.burst_ends = now + BURST_SPAN;
             self.stats.lost += 1;
             return Vec::new();
         }
@@ -283,6 +290,7 @@ impl Sim {
             p,
             busy_until_ns: 0,
             burst_left: 0,
+            burst_ends: Instant::ZERO,
             dark_until: None,
             stats: LinkStats::default(),
         };
@@ -367,9 +375,17 @@ impl Sim {
             &ChecksumCapabilities::ignored(),
         )
         .expect("the engine emitted an unparsable segment");
-        // What end `to` receives acknowledges the data end `to` sent.
-        self.observers[to].acked(&repr);
+        let before = self.ends[to].stats();
         self.ends[to].input(self.now, &repr);
+        let after = self.ends[to].stats();
+        // What end `to` receives acknowledges the data end `to` sent, unless
+        // the end dropped it whole, as RFC 7323's PAWS or the window test
+        // may (Linux drops those too).
+        let dropped = after.paws_rejected > before.paws_rejected
+            || after.out_of_window > before.out_of_window;
+        if !dropped {
+            self.observers[to].acked(&repr);
+        }
     }
 
     /// Advances until `done` says so or `deadline` passes; `app` runs after

@@ -1066,3 +1066,36 @@ fn ack_on_a_refused_probe_is_taken() {
     assert_eq!(answer.len(), 1, "and answered with an ACK");
     assert_eq!(answer[0].header.window_len, 0);
 }
+
+/// The impaired two-way transfer over many seeds, to shake out rare
+/// failures: `cargo test --release -p netstack --lib soak -- --ignored`
+/// (`TCP_SOAK_SEEDS` sets how many, default 50).
+#[test]
+#[ignore = "a few minutes of CPU; run by hand"]
+fn soak_many_seeds() {
+    let seeds: u64 = std::env::var("TCP_SOAK_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50);
+    for seed in 0..seeds {
+        for &rtt_us in &[100u64, 1_000, 20_000] {
+            let rtt = Duration::from_micros(rtt_us);
+            let mut p = LinkParams::clean(rtt, 1_000_000_000);
+            p.loss = 0.02;
+            p.burst = 0.002;
+            p.burst_len = 5;
+            p.reorder = 0.03;
+            p.reorder_delay = Duration::from_micros(rtt_us);
+            p.duplicate = 0.02;
+            let mut sim = establish(config(256 * 1024), config(256 * 1024), p, p, 1000 + seed);
+            let mut streams = [
+                Stream::new(A, seed, 1 << 20, true),
+                Stream::new(B, seed + 1, 300_000, true),
+            ];
+            let t = transfer_and_close(&mut sim, &mut streams, Instant::from_secs(600));
+            assert_no_sacked_retransmissions(&sim);
+            let rto = sim.ends[A].stats().rto_expiries + sim.ends[B].stats().rto_expiries;
+            println!("seed {seed} rtt {rtt}: {t}, {rto} RTOs");
+        }
+    }
+}
