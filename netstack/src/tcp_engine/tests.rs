@@ -238,7 +238,7 @@ fn exact_delivery_both_ways_under_impairments() {
         ];
         let t = transfer_and_close(&mut sim, &mut streams, Instant::from_secs(600));
         println!(
-            "impaired RTT {rtt}: {} + {} bytes exact, closed, in {t}",
+            "impaired, RTT {rtt_us} us: {} + {} bytes exact, closed, in {t}",
             size,
             size / 2
         );
@@ -1095,7 +1095,7 @@ fn soak_many_seeds() {
             let t = transfer_and_close(&mut sim, &mut streams, Instant::from_secs(600));
             assert_no_sacked_retransmissions(&sim);
             let rto = sim.ends[A].stats().rto_expiries + sim.ends[B].stats().rto_expiries;
-            println!("seed {seed} rtt {rtt}: {t}, {rto} RTOs");
+            println!("seed {seed} RTT {rtt_us} us: {t}, {rto} RTOs");
         }
     }
 }
