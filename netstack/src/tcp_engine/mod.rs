@@ -96,6 +96,8 @@ const MIN_PEER_MSS: usize = 64;
 const TIMESTAMP_ROOM: usize = 12;
 /// Room for three SACK blocks in a data segment (26 bytes, padded).
 const SACK_ROOM: usize = 28;
+/// RFC 7323 (5.5): how long TS.Recent stays valid without a segment.
+const PAWS_IDLE_LIMIT: Duration = Duration::from_secs(24 * 24 * 3600);
 /// The largest buffer a window can describe (2^30 with scale 14).
 const MAX_BUFFER: usize = 1 << 30;
 
@@ -376,6 +378,7 @@ impl Connection {
     ) -> Self {
         let mut c = Connection::new(cfg, local_port, remote_port, iss, ts_offset);
         c.now = now;
+        c.last_heard = now;
         c.state = c.state.on(Event::Connect);
         c
     }
@@ -626,6 +629,14 @@ impl Connection {
     /// matched by the caller). Replies are produced by the next `poll`.
     pub fn input(&mut self, now: Instant, seg: &TcpRepr) {
         self.now = now;
+        // After 24 days idle the peer's clock may have wrapped past ours
+        // (RFC 7323 (5.5)): the old TS.Recent no longer says anything.
+        if self.opts.timestamps
+            && now - self.last_heard > PAWS_IDLE_LIMIT
+            && let Some(ts) = seg.timestamp
+        {
+            self.ts_recent = ts.tsval;
+        }
         self.last_heard = now;
         self.keepalive_probes = 0;
         self.stats.segments_received += 1;

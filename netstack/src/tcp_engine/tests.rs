@@ -1099,3 +1099,70 @@ fn soak_many_seeds() {
         }
     }
 }
+
+/// An orderly close, one side first: the closer goes FIN-WAIT-1,
+/// FIN-WAIT-2 (while the other still sends: a half-close), TIME-WAIT; the
+/// other CLOSE-WAIT, LAST-ACK, CLOSED.
+#[test]
+fn orderly_close_walks_every_state() {
+    let p = LinkParams::clean(Duration::from_millis(10), 0);
+    let cfg = Config {
+        time_wait: Duration::from_secs(1),
+        ..config(65536)
+    };
+    let mut sim = establish(cfg.clone(), cfg, p, p, 37);
+    sim.ends[A].close();
+    let mut seen = [vec![State::Established], vec![State::Established]];
+    let mut b_sent = 0;
+    let mut a_got = Vec::new();
+    let ok = sim.run(
+        Instant::from_secs(10),
+        |s| {
+            // B keeps sending for a while after A's FIN, then closes.
+            if s.ends[B].state() == State::CloseWait && b_sent < 5 {
+                s.ends[B].send(b"more");
+                b_sent += 1;
+                if b_sent == 5 {
+                    s.ends[B].close();
+                }
+            }
+            let mut buf = [0u8; 64];
+            let n = s.ends[A].recv(&mut buf);
+            a_got.extend_from_slice(&buf[..n]);
+            for (states, end) in seen.iter_mut().zip(&s.ends) {
+                if states.last() != Some(&end.state()) {
+                    states.push(end.state());
+                }
+            }
+        },
+        |s| s.ends.iter().all(|e| e.state() == State::Closed),
+    );
+    assert!(ok);
+    for (states, end) in seen.iter_mut().zip(&sim.ends) {
+        if states.last() != Some(&end.state()) {
+            states.push(end.state());
+        }
+    }
+    println!("orderly close: {seen:?}");
+    assert_eq!(
+        seen[A],
+        [
+            State::Established,
+            State::FinWait1,
+            State::FinWait2,
+            State::TimeWait,
+            State::Closed
+        ]
+    );
+    assert_eq!(
+        seen[B],
+        [
+            State::Established,
+            State::CloseWait,
+            State::LastAck,
+            State::Closed
+        ]
+    );
+    assert_eq!(a_got, b"more".repeat(5), "A read what B sent after A's FIN");
+    assert!(sim.ends[A].recv_finished());
+}
