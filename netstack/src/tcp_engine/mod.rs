@@ -96,6 +96,9 @@ const MIN_PEER_MSS: usize = 64;
 const TIMESTAMP_ROOM: usize = 12;
 /// Room for three SACK blocks in a data segment (26 bytes, padded).
 const SACK_ROOM: usize = 28;
+/// Least time between two answers to invalid segments without data
+/// (Linux's `tcp_invalid_ratelimit` default).
+const INVALID_ANSWER_INTERVAL: Duration = Duration::from_millis(500);
 /// RFC 7323 (5.5): how long TS.Recent stays valid without a segment.
 const PAWS_IDLE_LIMIT: Duration = Duration::from_secs(24 * 24 * 3600);
 /// The largest buffer a window can describe (2^30 with scale 14).
@@ -284,6 +287,8 @@ pub struct Connection {
     /// When the peer was last heard from, and keep-alive probes sent since.
     last_heard: Instant,
     keepalive_probes: u32,
+    /// When an invalid segment without data was last answered.
+    last_invalid_answer: Option<Instant>,
     /// Window probes sent since the peer last answered.
     unanswered_probes: u32,
     /// The last transmit stopped because the window was full.
@@ -349,6 +354,7 @@ impl Connection {
             round_end: iss,
             last_heard: Instant::ZERO,
             keepalive_probes: 0,
+            last_invalid_answer: None,
             unanswered_probes: 0,
             cwnd_limited: false,
             rto_at: None,
@@ -772,7 +778,7 @@ impl Connection {
             && (ts.tsval.wrapping_sub(self.ts_recent) as i32) < 0
         {
             self.stats.paws_rejected += 1;
-            self.ack_now = true;
+            self.answer_invalid(now, seg);
             self.note_duplicate(seg);
             return;
         }
@@ -792,7 +798,7 @@ impl Connection {
                 self.process_ack(now, seg);
             }
             if seg.control != TcpControl::Rst {
-                self.ack_now = true;
+                self.answer_invalid(now, seg);
                 self.note_duplicate(seg);
                 if self.state == State::TimeWait && seg.control == TcpControl::Fin {
                     self.time_wait_at = Some(now + self.cfg.time_wait);
@@ -810,13 +816,13 @@ impl Connection {
                 };
                 self.reset(Some(err));
             } else {
-                self.ack_now = true;
+                self.answer_invalid(now, seg);
             }
             return;
         }
         if seg.control == TcpControl::Syn {
             // RFC 5961 (4.2): a SYN in a synchronized state gets a challenge ACK.
-            self.ack_now = true;
+            self.answer_invalid(now, seg);
             return;
         }
         // Timestamps: remember the peer's clock for echoing (RFC 7323
@@ -847,12 +853,12 @@ impl Connection {
         }
         if ack > self.snd.nxt {
             // Acknowledges something never sent (RFC 9293): ACK and drop.
-            self.ack_now = true;
+            self.answer_invalid(now, seg);
             return;
         }
         if ack < self.snd.una && seq_dist(ack, self.snd.una) > self.max_snd_wnd.max(65535) {
             // RFC 5961 (5.2): too old to be a late duplicate.
-            self.ack_now = true;
+            self.answer_invalid(now, seg);
             return;
         }
         // An older ACK (reordered) still brings its SACK blocks.
@@ -861,6 +867,27 @@ impl Connection {
             return;
         }
         self.process_data(now, seg);
+    }
+
+    /// The ACK that answers an invalid segment (out of the window, an old
+    /// timestamp, a RST or SYN that needs a challenge). Data and FINs are
+    /// answered each time (the peer's recovery counts on those ACKs); the
+    /// rest at most once per `INVALID_ANSWER_INTERVAL`, so a blind flood
+    /// cannot turn us into an ACK cannon, nor two stacks into an ACK loop
+    /// (RFC 5961 (7), Linux's `tcp_invalid_ratelimit`).
+    fn answer_invalid(&mut self, now: Instant, seg: &TcpRepr) {
+        let carries_sequence = !seg.payload.is_empty() || seg.control == TcpControl::Fin;
+        if carries_sequence {
+            self.ack_now = true;
+            return;
+        }
+        if self
+            .last_invalid_answer
+            .is_none_or(|t| now - t >= INVALID_ANSWER_INTERVAL)
+        {
+            self.last_invalid_answer = Some(now);
+            self.ack_now = true;
+        }
     }
 
     /// Old data received again: the ACK reports it with a D-SACK block

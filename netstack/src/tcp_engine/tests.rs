@@ -500,6 +500,11 @@ fn blind_reset_gets_a_challenge_ack() {
     assert_eq!(sim.ends[B].state(), State::Established);
     assert_eq!(out.len(), 1, "one challenge ACK");
     assert_eq!(out[0].header.control, TcpControl::None);
+    // A flood of them: no more answers until half a second has passed.
+    let answers: usize = (0..100).map(|i| probe(&mut sim, 2000 + i).len()).sum();
+    assert_eq!(answers, 0, "challenge ACKs are rate-limited");
+    sim.now += Duration::from_millis(500);
+    assert_eq!(probe(&mut sim, 1000).len(), 1);
     let out = probe(&mut sim, 1 << 30);
     assert!(out.is_empty(), "a RST outside the window is dropped");
     assert_eq!(sim.ends[B].state(), State::Established);
