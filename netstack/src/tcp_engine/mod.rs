@@ -67,7 +67,8 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
 
 pub use cc::Algorithm;
-pub use state::{Event, State};
+use state::Event;
+pub use state::State;
 
 use cc::{Congestion, Prr};
 use loss::{DUP_THRESH, Rack, Recovery, Tlp};
@@ -180,7 +181,10 @@ pub enum ConnError {
 /// Counters for `TCP_INFO`-like reports and tests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Stats {
+    /// Segments with a SYN, data or a FIN, retransmissions included (pure
+    /// ACKs are `acks_sent`).
     pub segments_sent: u64,
+    pub acks_sent: u64,
     pub segments_received: u64,
     pub retransmissions: u64,
     /// Retransmissions of segments the peer had SACKed: should stay zero.
@@ -196,7 +200,6 @@ pub struct Stats {
     /// Segments dropped by PAWS (an older timestamp) or as outside the window.
     pub paws_rejected: u64,
     pub out_of_window: u64,
-    pub acks_sent: u64,
 }
 
 /// One segment to send: the header as a `TcpRepr` and its payload.

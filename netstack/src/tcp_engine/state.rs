@@ -26,7 +26,7 @@ pub enum State {
 
 /// What moves a connection from one state to another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// The application connects (active open).
     Connect,
     /// The application listens (passive open).
@@ -51,7 +51,7 @@ impl State {
     /// The state after `event`: one row per arrow of RFC 9293's diagram,
     /// so rows that lead to the same state stay apart.
     #[allow(clippy::match_same_arms)]
-    pub fn on(self, event: Event) -> State {
+    pub(crate) fn on(self, event: Event) -> State {
         use Event as E;
         use State as S;
         match (self, event) {
