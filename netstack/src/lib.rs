@@ -28,6 +28,11 @@
 //! mappings that are recycled (`buffers`), and TIME_WAIT kept as a 4-tuple
 //! without buffers. [`testbed`] builds the two-host set-up that the demo,
 //! the benches and the tests share.
+//!
+//! [`tcp_engine`] is our own TCP (SACK, RACK-TLP, PRR, CUBIC, a 200 ms RTO
+//! floor) as a sans-I/O engine of one connection, tested on simulated
+//! links; it is not yet wired under the socket layer, which still runs
+//! smoltcp's TCP socket (its module doc says how it will replace it).
 
 mod buffers;
 mod demux;
@@ -37,6 +42,7 @@ pub mod link;
 pub mod nat;
 mod socket;
 mod stack;
+pub mod tcp_engine;
 pub mod testbed;
 
 pub use error::{NetError, Result};
