@@ -116,18 +116,7 @@ fn interrupted_accept_after_a_reset_and_udp_traffic_still_accepts() {
 #[test]
 fn blocking_calls_survive_signals_without_losing_or_repeating_anything() {
     let stress = compile_c("signal_stress");
-    let random_seed = format!(
-        "{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    );
-    let seeds = match std::env::var("SMOLVISOR_E2E_SEED") {
-        Ok(seed) => vec![seed],
-        Err(_) => vec!["19".to_owned(), random_seed],
-    };
-    for seed in seeds {
+    for seed in seeds("19") {
         let out = Guest::new(&[stress.to_str().unwrap(), &seed, "3000"])
             .deadline(Duration::from_secs(90))
             .run();
@@ -155,6 +144,19 @@ fn blocking_calls_survive_signals_without_losing_or_repeating_anything() {
             "{out}"
         );
     }
+}
+
+/// The seeds of a randomized guest: `SMOLVISOR_E2E_SEED` alone when set,
+/// else `fixed` and one from the clock (printed by the guest).
+fn seeds(fixed: &str) -> Vec<String> {
+    if let Ok(seed) = std::env::var("SMOLVISOR_E2E_SEED") {
+        return vec![seed];
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    vec![fixed.to_owned(), now.to_string()]
 }
 
 #[test]
@@ -586,19 +588,7 @@ fn guest_writes_stay_in_the_sandbox() {
 #[test]
 fn hammer_of_random_arguments_leaves_the_sentry_serving() {
     let hammer = compile_c("hammer");
-    let random_seed = format!(
-        "{:#x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    );
-    let seed_env = std::env::var("SMOLVISOR_E2E_SEED").ok();
-    let seeds = match &seed_env {
-        Some(seed) => vec![seed.clone()],
-        None => vec!["0x5eed".to_owned(), random_seed],
-    };
-    for seed in seeds {
+    for seed in seeds("0x5eed") {
         let out = Guest::new(&[hammer.to_str().unwrap(), &seed, "20000"])
             .deadline(Duration::from_secs(45))
             .run();
