@@ -1,7 +1,7 @@
 //! The Sentry's event loop: seccomp notifications in, answers out, and the
 //! bytes between each pair end and its netstack socket.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -25,6 +25,9 @@ use crate::lost::LostAnswers;
 use crate::mem::Mem;
 use crate::sys::{self, Notif, Reply};
 use crate::trace::Tracer;
+
+mod parking;
+pub use parking::Parked;
 
 const TOKEN_LISTENER: u64 = u64::MAX;
 const TOKEN_INIT: u64 = u64::MAX - 1;
@@ -119,19 +122,6 @@ fn new_pair(stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
     let cookie =
         sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
     Ok(Pair { end, guest, cookie })
-}
-
-/// A blocked call, waiting on a socket.
-#[derive(Debug, Clone, Copy)]
-pub struct Parked {
-    /// The notification to answer.
-    pub notif: Notif,
-    /// When to give up (`SO_RCVTIMEO`/`SO_SNDTIMEO`).
-    pub deadline: Option<StdInstant>,
-    /// When the call first blocked (for the watchdog).
-    pub since: StdInstant,
-    /// The watchdog has reported this call.
-    pub reported: bool,
 }
 
 /// What a handler decided.
@@ -596,12 +586,6 @@ impl Sentry {
             since: now,
             reported: false,
         });
-    }
-
-    /// Answers (or parks again) a blocked call that was handled again: it
-    /// keeps its deadline and its age.
-    fn finish_parked(&mut self, p: Parked, outcome: Outcome) {
-        self.answer(p.notif, outcome, |_| p);
     }
 
     fn answer(
@@ -1226,31 +1210,6 @@ impl Sentry {
         s.filler = 0;
     }
 
-    /// A connect failed while blocking calls waited for it: the first
-    /// caller still there hears the error, which is then consumed (as
-    /// `sock_error` is on Linux); a cancelled caller leaves it for `SO_ERROR`.
-    fn fail_parked_connects(&mut self, key: GKey) {
-        let s = &mut self.socks[key];
-        let (connects, rest): (VecDeque<Parked>, VecDeque<Parked>) = s
-            .parked
-            .drain(..)
-            .partition(|p| p.notif.nr == libc::SYS_connect);
-        s.parked = rest;
-        for p in connects {
-            let Some(e) = self.socks[key].connect_error else {
-                // Taken by an earlier caller: the socket is now simply
-                // not connected, and a later connect starts again.
-                self.socks[key].parked.push_back(p);
-                continue;
-            };
-            let listener = self.listeners.of(&p.notif);
-            if sys::notif_send(listener, p.notif.id, Reply::Errno(e)).is_ok() {
-                self.trace(&p.notif, &format!("Errno({e})"));
-                self.socks[key].connect_error = None;
-            }
-        }
-    }
-
     /// Fills the guest end's send room so it polls not-writable until the
     /// connection is up.
     pub(crate) fn fill(&mut self, key: GKey, guest: BorrowedFd<'_>) {
@@ -1268,132 +1227,6 @@ impl Sentry {
             }
         }
         self.socks[key].filler = total;
-    }
-
-    fn retry_parked(&mut self, key: GKey) {
-        let Some(s) = self.socks.get_mut(key) else {
-            return;
-        };
-        if s.parked.is_empty() {
-            return;
-        }
-        let parked: Vec<Parked> = s.parked.drain(..).collect();
-        for p in parked {
-            // A call cancelled by a signal is gone from the kernel: running
-            // it again would consume what its retry (a new notification)
-            // is waiting for.
-            if !sys::notif_id_valid(self.listeners.of(&p.notif), p.notif.id) {
-                self.trace(&p.notif, "cancelled while blocked");
-                continue;
-            }
-            let outcome = crate::syscalls::handle(self, &p.notif);
-            self.finish_parked(p, outcome);
-        }
-        // Whatever was not taken by a blocked receiver goes into the pair.
-        if self.socks.get(key).is_some_and(GSock::is_dgram) {
-            self.pump_rx(key);
-        }
-    }
-
-    fn expire_parked(&mut self) {
-        if self.parked_keys.is_empty() {
-            return;
-        }
-        let now = StdInstant::now();
-        let sweep = now >= self.next_sweep;
-        if sweep {
-            self.next_sweep = now + SWEEP;
-        }
-        let mut keys = std::mem::take(&mut self.parked_keys);
-        keys.sort_unstable();
-        keys.dedup();
-        keys.retain(|&k| self.socks.get(k).is_some_and(|s| !s.parked.is_empty()));
-        self.parked_keys.extend_from_slice(&keys);
-        if sweep {
-            for &key in &keys {
-                self.watch_parked(key, now);
-            }
-        }
-        let has_deadline = |s: &GSock| {
-            s.parked
-                .iter()
-                .any(|p| p.deadline.is_some_and(|d| d <= now))
-        };
-        for key in keys {
-            if !sweep && !self.socks.get(key).is_some_and(has_deadline) {
-                continue;
-            }
-            let s = &mut self.socks[key];
-            let mut keep = VecDeque::new();
-            let mut expired = Vec::new();
-            for p in s.parked.drain(..) {
-                if p.deadline.is_some_and(|d| d <= now) {
-                    expired.push(p);
-                } else if sweep && !sys::notif_id_valid(self.listeners.of(&p.notif), p.notif.id) {
-                    // The caller left; forget the call.
-                } else {
-                    keep.push_back(p);
-                }
-            }
-            s.parked = keep;
-            for p in expired {
-                let errno = if p.notif.nr == libc::SYS_connect {
-                    libc::EINPROGRESS
-                } else {
-                    libc::EAGAIN
-                };
-                self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)));
-            }
-            if !self.socks[key].is_dgram() || self.socks[key].parked.is_empty() {
-                self.pump_rx(key);
-            }
-            self.maybe_close(key);
-        }
-    }
-
-    /// The watchdog: a call blocked for longer than its timeout (60 s
-    /// when it has none) on a socket that is ready has missed its wake-up.
-    /// It is reported once, with the socket's state, to the debug log and
-    /// as a warning.
-    fn watch_parked(&mut self, key: GKey, now: StdInstant) {
-        const NO_TIMEOUT: Duration = Duration::from_secs(60);
-        let Some(s) = self.socks.get(key) else {
-            return;
-        };
-        let ready = s.id.and_then(|id| self.stack.readiness(id).ok());
-        let mut late = Vec::new();
-        for (i, p) in s.parked.iter().enumerate() {
-            let limit = p.deadline.map_or(NO_TIMEOUT, |d| d.duration_since(p.since));
-            if p.reported || now.duration_since(p.since) <= limit {
-                continue;
-            }
-            let could = match p.notif.nr {
-                libc::SYS_accept | libc::SYS_accept4 => {
-                    !s.stash.is_empty() || ready.is_some_and(|r| r.readable)
-                }
-                libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
-                    ready.is_some_and(|r| r.readable || r.error)
-                }
-                _ => ready.is_some_and(|r| r.writable || r.error || r.hangup),
-            };
-            if could {
-                late.push(i);
-            }
-        }
-        for i in late {
-            let s = &mut self.socks[key];
-            s.parked[i].reported = true;
-            let p = s.parked[i];
-            let what = format!(
-                "watchdog: blocked {:.1} s on a ready socket ({:?}, stash {}, readiness {:?})",
-                now.duration_since(p.since).as_secs_f64(),
-                s.kind,
-                s.stash.len(),
-                ready,
-            );
-            tracing::warn!("{what}");
-            self.trace(&p.notif, &what);
-        }
     }
 
     /// Answers a datagram socket's netlink requests written with plain `write`.
