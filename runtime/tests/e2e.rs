@@ -49,7 +49,8 @@ fn udp_echo_with_addresses_and_connected_sockets() {
         .assert_line(&format!("{v} boundaries: 3 datagrams kept apart"))
         .assert_line(&format!(
             "{v} connected: 5 echoed, non-peer datagram filtered"
-        ));
+        ))
+        .assert_line(&format!("{v} once: 20 datagrams each received once"));
     }
 }
 

@@ -2,9 +2,11 @@
 connected client using send/recv, datagram boundaries, and the connected
 socket's filtering of other senders. One line per phase."""
 
+import select
 import socket
 import sys
 import threading
+import time
 
 
 def fail(msg):
@@ -87,6 +89,33 @@ def run(family, host):
     print(f"{name} connected: 5 echoed, non-peer datagram filtered")
     cc.close()
     stranger.close()
+
+    # A datagram taken by recvfrom/recvmsg is gone: nothing is left to
+    # poll or to read natively right after (each is read exactly once).
+    rx = socket.socket(family, socket.SOCK_DGRAM)
+    rx.bind((host, 0))
+    tx = socket.socket(family, socket.SOCK_DGRAM)
+    for i in range(20):
+        tx.sendto(b"once %d" % i, rx.getsockname())
+        time.sleep(0.002)
+        if i % 2:
+            got = rx.recvfrom(64)[0]
+        else:
+            got = rx.recvmsg(64)[0]
+        if got != b"once %d" % i:
+            fail(f"{name} once: read {got!r} for datagram {i}")
+        p = select.poll()
+        p.register(rx, select.POLLIN)
+        if p.poll(0):
+            fail(f"{name} once: datagram {i} still readable after it was received")
+        try:
+            extra = rx.recv(64, socket.MSG_DONTWAIT)
+            fail(f"{name} once: datagram {i} read again: {extra!r}")
+        except BlockingIOError:
+            pass
+    print(f"{name} once: 20 datagrams each received once")
+    rx.close()
+    tx.close()
 
     q = socket.socket(family, socket.SOCK_DGRAM)
     q.sendto(b"quit", srv_addr)
