@@ -354,12 +354,20 @@ static void check_quiet(void) {
 
 static void victim_accept(uint32_t seq) {
     int c;
+    /* With and without the peer's address (Python always asks for it). */
+    int with_addr = (int)(rnd() & 1), plain = (int)(rnd() & 1);
+    struct sockaddr_in peer;
     for (;;) {
-        c = (rnd() & 1) ? accept(lst, NULL, NULL) : accept4(lst, NULL, NULL, SOCK_CLOEXEC);
+        socklen_t len = sizeof peer;
+        struct sockaddr *pa = with_addr ? (struct sockaddr *)&peer : NULL;
+        socklen_t *pl = with_addr ? &len : NULL;
+        c = plain ? accept(lst, pa, pl) : accept4(lst, pa, pl, SOCK_CLOEXEC);
         if (c >= 0)
             break;
         interrupted("accept", errno);
     }
+    if (with_addr && (peer.sin_family != AF_INET || peer.sin_addr.s_addr != htonl(INADDR_LOOPBACK)))
+        FAIL("accepted peer address family %d", peer.sin_family);
     uint32_t got;
     read_exact(c, &got, sizeof got, "read accepted");
     if (got != seq)
