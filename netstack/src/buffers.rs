@@ -89,7 +89,15 @@ pub(crate) struct Lease {
 
 impl BufferPool {
     /// Lends a buffer of `len` bytes: the slice for smoltcp and the lease that reclaims it.
-    pub(crate) fn lend(&self, len: usize) -> Result<(&'static mut [u8], Lease)> {
+    ///
+    /// # Safety
+    ///
+    /// The slice is `'static` only in name: the caller must make sure it is
+    /// last used before the [`Lease`] is dropped (the memory then goes back to
+    /// the pool and to the next borrower). Every caller puts the slice into a
+    /// smoltcp socket and both into one `Slot`, whose socket set is declared,
+    /// and so dropped, before its leases.
+    unsafe fn lend(&self, len: usize) -> Result<(&'static mut [u8], Lease)> {
         let recycled = {
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
             let r = idle.by_len.get_mut(&len).and_then(Vec::pop);
@@ -105,7 +113,7 @@ impl BufferPool {
         // SAFETY: the mapping is valid for `len` bytes, readable and writable,
         // and initialised (zero pages, or bytes written by an earlier user); this
         // slice is the only reference to it, and the Lease that owns the mapping
-        // is dropped only after the slice's last use.
+        // is dropped only after the slice's last use (the caller's contract).
         let slice = unsafe { std::slice::from_raw_parts_mut(region.ptr.as_ptr(), region.len) };
         Ok((
             slice,
@@ -114,6 +122,23 @@ impl BufferPool {
                 idle: Arc::clone(&self.idle),
             },
         ))
+    }
+
+    /// Lends a socket's two buffers (receive, then send).
+    ///
+    /// # Safety
+    ///
+    /// As for [`BufferPool::lend`], for both slices.
+    pub(crate) unsafe fn lend_two(
+        &self,
+        rx: usize,
+        tx: usize,
+    ) -> Result<[(&'static mut [u8], Lease); 2]> {
+        // SAFETY: the caller takes on `lend`'s contract for both.
+        let rx = unsafe { self.lend(rx) }?;
+        // SAFETY: as above.
+        let tx = unsafe { self.lend(tx) }?;
+        Ok([rx, tx])
     }
 }
 
@@ -139,21 +164,28 @@ mod tests {
     #[test]
     fn recycles_without_rezeroing_and_caps_idle_memory() {
         let pool = BufferPool::default();
-        let (s, lease) = pool.lend(4096).unwrap();
+        // SAFETY: each slice is used only before its lease is dropped.
+        let (s, lease) = unsafe { pool.lend(4096) }.unwrap();
         s[0] = 7;
         drop(lease);
-        let (s2, lease2) = pool.lend(4096).unwrap();
+        // SAFETY: as above.
+        let (s2, lease2) = unsafe { pool.lend(4096) }.unwrap();
         assert_eq!(s2[0], 7, "the same buffer came back");
         drop(lease2);
-        let (s3, _l3) = pool.lend(100).unwrap();
+        // SAFETY: as above (`_l3` lives to the end of the test).
+        let (s3, _l3) = unsafe { pool.lend(100) }.unwrap();
         assert!(s3.iter().all(|&b| b == 0), "a new size is fresh zero pages");
         let big: Vec<_> = (0..3)
-            .map(|_| pool.lend(MAX_IDLE_BYTES / 2).unwrap())
+            .map(|_| {
+                // SAFETY: the slices are never used.
+                unsafe { pool.lend(MAX_IDLE_BYTES / 2) }.unwrap()
+            })
             .collect();
         drop(big);
         assert!(pool.idle.lock().unwrap().bytes <= MAX_IDLE_BYTES);
         assert_eq!(
-            pool.lend(0).map(|_| ()).unwrap_err(),
+            // SAFETY: nothing is lent.
+            unsafe { pool.lend(0) }.map(|_| ()).unwrap_err(),
             NetError::InvalidInput
         );
     }

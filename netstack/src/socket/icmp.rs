@@ -29,8 +29,10 @@ pub(crate) struct IcmpState {
 }
 
 fn new_slot(pool: &BufferPool, opts: &Options) -> Result<Slot> {
-    let (rx, rx_lease) = pool.lend(opts.recv_buffer.max(1 << 17))?;
-    let (tx, tx_lease) = pool.lend(opts.send_buffer.max(1 << 17))?;
+    // SAFETY: both slices go into the socket, and the socket and the leases
+    // into one Slot, which drops the socket first (see `BufferPool::lend`).
+    let [(rx, rx_lease), (tx, tx_lease)] =
+        unsafe { pool.lend_two(opts.recv_buffer.max(1 << 17), opts.send_buffer.max(1 << 17))? };
     let socket = icmp::Socket::new(
         icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], rx),
         icmp::PacketBuffer::new(vec![PacketMetadata::EMPTY; 64], tx),

@@ -97,8 +97,10 @@ fn new_slot(
     opts: &Options,
     setup: impl FnOnce(&mut tcp::Socket<'static>) -> Result<()>,
 ) -> Result<Slot> {
-    let (rx, rx_lease) = pool.lend(opts.recv_buffer)?;
-    let (tx, tx_lease) = pool.lend(opts.send_buffer)?;
+    // SAFETY: both slices go into the socket, and the socket and the leases
+    // into one Slot, which drops the socket first (see `BufferPool::lend`).
+    let [(rx, rx_lease), (tx, tx_lease)] =
+        unsafe { pool.lend_two(opts.recv_buffer, opts.send_buffer)? };
     let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
     s.set_congestion_control(CongestionControl::Cubic);
     configure(&mut s, opts);

@@ -34,8 +34,9 @@ fn new_slot(pool: &BufferPool, opts: &Options) -> Result<Slot> {
     // A datagram may be up to 64 KiB; make sure one always fits.
     let rx = opts.recv_buffer.max(2 * MAX_PAYLOAD_V6);
     let tx = opts.send_buffer.max(2 * MAX_PAYLOAD_V6);
-    let (rx_mem, rx_lease) = pool.lend(rx)?;
-    let (tx_mem, tx_lease) = pool.lend(tx)?;
+    // SAFETY: both slices go into the socket, and the socket and the leases
+    // into one Slot, which drops the socket first (see `BufferPool::lend`).
+    let [(rx_mem, rx_lease), (tx_mem, tx_lease)] = unsafe { pool.lend_two(rx, tx)? };
     let socket = udp::Socket::new(
         udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (rx / 256).max(16)], rx_mem),
         udp::PacketBuffer::new(vec![PacketMetadata::EMPTY; (tx / 256).max(16)], tx_mem),

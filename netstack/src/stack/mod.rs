@@ -404,8 +404,9 @@ impl Stack {
             routes: Vec::new(),
             onlink: Vec::new(),
         };
-        let (rx, rx_lease) = self.pool.lend(4096)?;
-        let (tx, tx_lease) = self.pool.lend(512 << 10)?;
+        // SAFETY: both slices go into the socket, and the socket and the leases
+        // into one Slot, which drops the socket first (see `BufferPool::lend`).
+        let [(rx, rx_lease), (tx, tx_lease)] = unsafe { self.pool.lend_two(4096, 512 << 10)? };
         let raw = raw::Socket::new(
             Some(IpVersion::Ipv6),
             Some(IpProtocol::Ipv6Frag),
