@@ -237,10 +237,36 @@ pub fn build() -> io::Result<ScmpFilterContext> {
 /// Loads the filter on the calling thread (with `no_new_privs`) and returns
 /// the new user-notification listener's descriptor number. Called by the
 /// guest's first process right before `execve`.
+///
+/// Where the kernel has it (5.19), the filter makes a received call wait
+/// killably (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`): a signal can then no
+/// longer take away a call the Sentry is acting on, and the Sentry ends
+/// blocked calls for signals itself (`sigwatch.rs`). libseccomp 2.5 cannot
+/// set that flag, so its program is exported and loaded here.
 pub fn install() -> io::Result<RawFd> {
     let f = build()?;
-    f.load().map_err(other)?;
-    f.get_notify_fd().map_err(other)
+    let bpf = export(&f)?;
+    nix::sys::prctl::set_no_new_privs()?;
+    let mut flags = crate::sys::SECCOMP_NEW_LISTENER;
+    if crate::sigwatch::waits_killable() {
+        flags |= crate::sys::SECCOMP_WAIT_KILLABLE_RECV;
+    }
+    let fd = crate::sys::seccomp_load(&bpf, flags)?;
+    RawFd::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))
+}
+
+/// A filter as the kernel takes it: `struct sock_filter` records.
+pub(crate) fn export(f: &ScmpFilterContext) -> io::Result<Vec<u8>> {
+    use std::io::{Read, Seek};
+    let memfd =
+        nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
+    let mut memfd = memfd;
+    f.export_bpf(&mut memfd).map_err(other)?;
+    let mut file = std::fs::File::from(memfd);
+    file.rewind()?;
+    let mut bpf = Vec::new();
+    file.read_to_end(&mut bpf)?;
+    Ok(bpf)
 }
 
 /// What the Sentry itself may do once it serves the guest: the calls its

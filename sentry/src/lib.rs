@@ -22,6 +22,7 @@ mod lost;
 pub mod mem;
 pub mod netlink;
 pub mod sentry;
+pub mod sigwatch;
 pub mod sys;
 mod syscalls;
 pub mod trace;

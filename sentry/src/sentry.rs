@@ -232,6 +232,11 @@ pub struct Sentry {
     lost: LostAnswers,
     /// What the call being handled wrote to guest memory (see `lost.rs`).
     pub(crate) journal: crate::lost::Writes,
+    /// Which blocked callers have a signal to handle, when received calls
+    /// wait killably (see `sigwatch.rs`).
+    sigwatch: Option<crate::sigwatch::SignalWatch>,
+    /// When blocked callers are next checked for signals.
+    next_signal_check: StdInstant,
 }
 
 impl Sentry {
@@ -308,6 +313,12 @@ impl Sentry {
         let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
         epoll.add(&signals, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNAL))?;
         raise_fd_limit();
+        // Before the Sentry confines itself: the watcher reads /proc.
+        let sigwatch = if crate::sigwatch::waits_killable() {
+            Some(crate::sigwatch::SignalWatch::spawn()?)
+        } else {
+            None
+        };
         let tracer = match &cfg.debug_log {
             Some(p) => Some(Tracer::create(p)?),
             None => None,
@@ -339,6 +350,8 @@ impl Sentry {
             nat_wakeup,
             lost: LostAnswers::default(),
             journal: Vec::new(),
+            sigwatch,
+            next_signal_check: start,
         })
     }
 
@@ -463,6 +476,8 @@ impl Sentry {
         // blocked; an idle Sentry sleeps until the stack or the guest wakes it.
         let mut at = if self.parked_keys.is_empty() {
             now + Duration::from_secs(3600)
+        } else if self.sigwatch.is_some() {
+            self.next_sweep.min(self.next_signal_check)
         } else {
             self.next_sweep
         };

@@ -1,7 +1,7 @@
 /*
  * Blocking socket calls interrupted by signals at random moments.
  *
- *   signal_stress SEED ITERATIONS [all]
+ *   signal_stress SEED ITERATIONS
  *
  * Each iteration picks one call that blocks (accept, connect, a datagram
  * receive through recvfrom/recvmsg/recv, a stream read, a stream write into
@@ -17,13 +17,6 @@
  * with the right contents; every stream byte arrives once. A watchdog ends
  * the program with "HANG" when an iteration takes longer than 10 s. The
  * last line says "signal stress ok" and the counts.
- *
- * Without "all", the calls the Sentry performs itself before it answers
- * (a datagram sent or received through sendto/recvfrom/recvmsg, a stream
- * sendto with an address) are left out: a signal can take the answer of
- * such a call away after the kernel accepted it, so that its retry does
- * the work again. That is the kernel's interruptible wait for the answer;
- * see the README ("Signals"). Datagrams are then received with plain recv.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -559,11 +552,10 @@ static void history_fork(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "all") == 0)) {
-        fprintf(stderr, "usage: %s SEED ITERATIONS [all]\n", argv[0]);
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s SEED ITERATIONS\n", argv[0]);
         return 2;
     }
-    int all = argc == 4;
     seed = strtoull(argv[1], NULL, 0);
     int iterations = atoi(argv[2]);
     rng_state = seed * 0x9E3779B97F4A7C15ULL + 1;
@@ -603,7 +595,7 @@ int main(int argc, char **argv) {
         case 3: history_fork(); break;
         default: break;
         }
-        int kind = (int)below(all ? K_COUNT : K_UDP_SEND);
+        int kind = (int)below(K_COUNT);
         kind_name = kind_names[kind];
         restart = (int)(rnd() & 1);
         set_handler(restart);
@@ -620,8 +612,7 @@ int main(int argc, char **argv) {
         /* Calls that never block are made before signals are armed: the
          * sandbox may fail those with EINTR (see the README). */
         int conn = kind == K_CONNECT ? socket(AF_INET, SOCK_STREAM, 0) : -1;
-        /* recv or write/send alone unless "all" (see the top). */
-        int how = all ? (int)below(3) : (kind == K_UDP_RECV ? 2 : (int)below(2));
+        int how = (int)below(3);
         pthread_t h;
         pthread_create(&h, NULL, helper, &t);
         atomic_store(&armed, 1);

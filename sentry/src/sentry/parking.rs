@@ -85,6 +85,10 @@ impl Sentry {
             return;
         }
         let now = StdInstant::now();
+        if self.sigwatch.is_some() && now >= self.next_signal_check {
+            self.next_signal_check = now + crate::sigwatch::CHECK_EVERY;
+            self.end_signalled_calls();
+        }
         let sweep = now >= self.next_sweep;
         if sweep {
             self.next_sweep = now + SWEEP;
@@ -178,6 +182,48 @@ impl Sentry {
             );
             tracing::warn!("{what}");
             self.trace(&p.notif, &what);
+        }
+    }
+
+    /// Ends the blocked calls of threads that have a signal to handle: the
+    /// kernel restarts them after the handler, or fails them with EINTR
+    /// (see `sigwatch.rs`).
+    fn end_signalled_calls(&mut self) {
+        let Some(watch) = self.sigwatch.as_mut() else {
+            return;
+        };
+        let mut tids: Vec<u32> = Vec::new();
+        for &key in &self.parked_keys {
+            if let Some(s) = self.socks.get(key) {
+                tids.extend(s.parked.iter().map(|p| p.notif.tid));
+            }
+        }
+        tids.sort_unstable();
+        tids.dedup();
+        let signalled = match watch.signalled(&tids) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("signal watcher failed: {e}");
+                return;
+            }
+        };
+        if signalled.is_empty() {
+            return;
+        }
+        for key in self.parked_keys.clone() {
+            let Some(s) = self.socks.get_mut(key) else {
+                continue;
+            };
+            let (ended, kept): (VecDeque<Parked>, VecDeque<Parked>) = s
+                .parked
+                .drain(..)
+                .partition(|p| signalled.contains(&p.notif.tid));
+            s.parked = kept;
+            for p in ended {
+                self.trace(&p.notif, "a signal is pending: ERESTARTSYS");
+                let restart = Reply::Errno(crate::sigwatch::ERESTARTSYS);
+                let _ = sys::notif_send(self.listeners.of(&p.notif), p.notif.id, restart);
+            }
         }
     }
 }

@@ -2,6 +2,8 @@
 //! notifications, pidfds, and socket cookies. Everything else goes through
 //! `nix` or `std`.
 
+pub mod sigwatch;
+
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
@@ -272,4 +274,62 @@ fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
     let fd = RawFd::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
+pub const SECCOMP_NEW_LISTENER: u32 = 1 << 3;
+/// `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` (Linux 5.19): once the Sentry
+/// has received a call, only a fatal signal ends the caller's wait.
+pub const SECCOMP_WAIT_KILLABLE_RECV: u32 = 1 << 5;
+
+/// Whether the kernel takes `flags` for a new filter. Asked with no
+/// program: the kernel checks the flags first (EINVAL) and only then reads
+/// the program (EFAULT).
+pub fn seccomp_flags_supported(flags: u32) -> bool {
+    // SAFETY: the null program pointer is never dereferenced by us; the
+    // kernel fails its copy with EFAULT, and no filter is installed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            std::ptr::null::<libc::sock_fprog>(),
+        )
+    };
+    rc == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+}
+
+/// Loads a classic BPF program (`struct sock_filter` records, as
+/// libseccomp exports them) on the calling thread, with `flags`; returns
+/// what the kernel returns (the listener's descriptor with
+/// [`SECCOMP_NEW_LISTENER`]). `no_new_privs` must be set already.
+pub fn seccomp_load(bpf: &[u8], flags: u32) -> io::Result<i64> {
+    const RECORD: usize = size_of::<libc::sock_filter>();
+    if bpf.is_empty()
+        || !bpf.len().is_multiple_of(RECORD)
+        || bpf.len() / RECORD > usize::from(u16::MAX)
+    {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let prog = libc::sock_fprog {
+        len: (bpf.len() / RECORD) as u16,
+        // The kernel copies the records out; it needs no alignment and
+        // writes nothing through this pointer.
+        filter: bpf.as_ptr().cast::<libc::sock_filter>().cast_mut(),
+    };
+    // SAFETY: `prog` points to `len` complete records inside `bpf`, which
+    // outlives the call; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &raw const prog,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
 }
