@@ -243,15 +243,16 @@ fn lock(side: &Mutex<Side>) -> std::sync::MutexGuard<'_, Side> {
 }
 
 /// The gateway stack's link: its end of the cable, minus what the relays take.
+/// Generic over the cable so that tests can watch what reaches it.
 #[derive(Debug)]
-struct GatewayLink {
-    cable: PairEnd,
+struct GatewayLink<C = PairEnd> {
+    cable: C,
     side: Arc<Mutex<Side>>,
     /// Echo requests to these are the gateway stack's to answer.
     own: [Ipv4Addr; 2],
 }
 
-impl GatewayLink {
+impl<C> GatewayLink<C> {
     /// UDP, and echo requests to addresses other than the gateway's own.
     fn relayed(&self, frame: &[u8]) -> bool {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
@@ -273,7 +274,7 @@ impl GatewayLink {
     }
 }
 
-impl Link for GatewayLink {
+impl<C: Link> Link for GatewayLink<C> {
     fn caps(&self) -> LinkCaps {
         self.cable.caps()
     }
@@ -309,6 +310,8 @@ impl Link for GatewayLink {
         for f in frames {
             self.cable.send(now, f);
         }
+        // After the answers, so that they leave in this flush too.
+        self.cable.flush(now);
     }
 }
 
@@ -654,6 +657,48 @@ impl Nat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What reached a cable, in order.
+    #[derive(Debug, Default)]
+    struct WatchedCable {
+        events: Vec<&'static str>,
+    }
+
+    impl Link for WatchedCable {
+        fn caps(&self) -> LinkCaps {
+            LinkCaps {
+                medium: crate::link::Medium::Ethernet,
+                mtu: NAT_MTU,
+                checksum_offload: true,
+            }
+        }
+        fn recv(&mut self, _now: Instant) -> Option<Vec<u8>> {
+            None
+        }
+        fn send(&mut self, _now: Instant, _frame: Vec<u8>) {
+            self.events.push("send");
+        }
+        fn flush(&mut self, _now: Instant) {
+            self.events.push("flush");
+        }
+    }
+
+    /// The relays' answers are put on the cable when the gateway stack
+    /// flushes, and the cable is flushed after them: a cable that batches
+    /// its writes would otherwise hold them back.
+    #[test]
+    fn the_gateway_link_flushes_its_cable_after_the_relays_answers() {
+        let side = Arc::new(Mutex::new(Side::default()));
+        lock(&side).inject.push(vec![0; 60]);
+        let mut link = GatewayLink {
+            cable: WatchedCable::default(),
+            side: Arc::clone(&side),
+            own: [Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)],
+        };
+        link.flush(Instant::ZERO);
+        assert_eq!(link.cable.events, ["send", "flush"]);
+        assert!(lock(&side).inject.is_empty());
+    }
 
     #[test]
     fn port_mappings_parse_like_docker() {
