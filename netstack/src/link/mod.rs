@@ -11,10 +11,12 @@
 //! (loss, duplication, reordering for tests), [`TapLink`] (an existing TAP
 //! device), [`Sniffer`] (pcapng capture of any link into a [`Capture`]), and
 //! [`DnsRelay`] (the guest's queries to Docker's 127.0.0.11:53, relayed
-//! through host sockets).
+//! through host sockets). The wrappers among them are a [`Layer`] around
+//! another link, joined by [`Layered`]: each says only what it changes.
 
 mod dns_relay;
 mod impair;
+mod layer;
 mod loopback;
 mod packet;
 mod pair;
@@ -23,6 +25,7 @@ mod tap;
 
 pub use dns_relay::{DnsRelay, MAX_RELAYS, RELAY_IDLE};
 pub use impair::{Impaired, Impairments};
+pub use layer::{Layer, Layered, pass_on};
 pub use loopback::Loopback;
 pub use packet::{PacketLink, PacketStats};
 pub use pair::{PairEnd, pair};
