@@ -24,7 +24,7 @@ mod sniffer;
 mod tap;
 
 pub use dns_relay::{DnsRelay, MAX_RELAYS, RELAY_IDLE};
-pub use impair::{Impaired, Impairments};
+pub use impair::{Impaired, Impairer, Impairments};
 pub use layer::{Layer, Layered, pass_on};
 pub use loopback::Loopback;
 pub use packet::{PacketLink, PacketStats};
