@@ -31,7 +31,7 @@ pub use packet::{PacketLink, PacketStats};
 pub use pair::{PairEnd, pair};
 pub use sniffer::{
     Capture, CaptureClock, CaptureConfig, CaptureError, CaptureFile, CaptureInterface,
-    CaptureSummary, Direction, InterfaceCounts, Ring, Sniffer,
+    CaptureSummary, Direction, FrameRecorder, InterfaceCounts, Ring, Sniffer,
 };
 pub use tap::{TapError, TapLink, TapStats};
 
