@@ -23,7 +23,7 @@ mod pair;
 mod sniffer;
 mod tap;
 
-pub use dns_relay::{DnsRelay, MAX_RELAYS, RELAY_IDLE};
+pub use dns_relay::{DnsRelay, DnsRelayer, MAX_RELAYS, RELAY_IDLE};
 pub use impair::{Impaired, Impairer, Impairments};
 pub use layer::{Layer, Layered, pass_on};
 pub use loopback::Loopback;
