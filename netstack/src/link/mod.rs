@@ -87,7 +87,8 @@ pub trait Link: Send {
     /// largest frame, Ethernet header included, the link takes. One large
     /// segment then costs the stack one pass instead of dozens. Such a link
     /// also completes the TCP checksum of every frame it sends: smoltcp
-    /// leaves the field unset (it requires checksum offload with TSO).
+    /// leaves the field unset (it requires checksum offload with TSO). The
+    /// stack asks once, when the link joins it.
     fn segmentation(&self) -> Option<usize> {
         None
     }
@@ -95,8 +96,9 @@ pub trait Link: Send {
     /// of the frames it hands over (it verifies them, or knows them good:
     /// frames the local kernel made) and to drop bad ones itself, so that
     /// smoltcp skips its own pass over every byte. True if it will. The
-    /// stack asks when the link joins it; a wrapper that does not pass the
-    /// question on leaves the inner link making every frame verifiable.
+    /// stack asks once, when the link joins it; a layer that hides the
+    /// offloads ([`Layer::passes_offloads`]) does not pass the question on,
+    /// and the inner link then makes every frame verifiable.
     fn vouch_for_checksums(&mut self) -> bool {
         false
     }
@@ -149,34 +151,31 @@ impl<L: Link + ?Sized> Link for Box<L> {
 pub(crate) struct FrameDevice<'a> {
     link: &'a mut dyn Link,
     frame: Option<&'a [u8]>,
-    caps: DeviceCapabilities,
+    caps: &'a DeviceCapabilities,
     now: Instant,
 }
 
 impl<'a> FrameDevice<'a> {
+    /// `caps` as [`device_caps`] settled them when the link joined.
     pub(crate) fn new(
         link: &'a mut dyn Link,
-        caps: &LinkCaps,
+        caps: &'a DeviceCapabilities,
         frame: Option<&'a [u8]>,
         now: Instant,
     ) -> Self {
-        let mut dc = device_caps(caps, link.segmentation());
-        if link.vouch_for_checksums() {
-            for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
-                *c = if c.tx() { Checksum::Tx } else { Checksum::None };
-            }
-        }
         FrameDevice {
             link,
             frame,
-            caps: dc,
+            caps,
             now,
         }
     }
 }
 
-/// smoltcp's capabilities for a link; `segmentation` as [`Link::segmentation`] says.
-pub(crate) fn device_caps(caps: &LinkCaps, segmentation: Option<usize>) -> DeviceCapabilities {
+/// smoltcp's capabilities for a link that joins a stack. The link's
+/// offloads are asked about here, once: the answers hold for as long as
+/// the link is the stack's, so no frame pays for the questions again.
+pub(crate) fn device_caps(link: &mut dyn Link, caps: &LinkCaps) -> DeviceCapabilities {
     let mut dc = DeviceCapabilities::default();
     dc.medium = caps.medium;
     // An IP packet's length field is 16 bits wide: Linux's `lo` says 65536,
@@ -189,10 +188,15 @@ pub(crate) fn device_caps(caps: &LinkCaps, segmentation: Option<usize>) -> Devic
     if caps.checksum_offload {
         dc.checksum = ChecksumCapabilities::ignored();
     }
-    if let Some(max) = segmentation.and_then(std::num::NonZeroUsize::new) {
+    if let Some(max) = link.segmentation().and_then(std::num::NonZeroUsize::new) {
         dc.segmentation.tcpv4 = Some(max);
         if dc.checksum.tcp.rx() {
             dc.checksum.tcp = Checksum::Rx;
+        }
+    }
+    if link.vouch_for_checksums() {
+        for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
+            *c = if c.tx() { Checksum::Tx } else { Checksum::None };
         }
     }
     dc
