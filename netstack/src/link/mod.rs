@@ -110,6 +110,9 @@ pub trait Link: Send {
     }
 }
 
+// Not a layer: a box is the link it points to. The stack and the runtime
+// hold links as `Box<dyn Link>` and put layers around them, so every method
+// must reach the boxed link (a default here would hide its offloads).
 impl<L: Link + ?Sized> Link for Box<L> {
     fn caps(&self) -> LinkCaps {
         (**self).caps()
