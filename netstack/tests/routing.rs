@@ -6,7 +6,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use common::Filtered;
+use common::{Filtered, filtered};
 use netstack::link::{PairEnd, pair};
 use netstack::{
     Domain, Duration, GatewayRoute, IfAddr, Instant, NetError, NicConfig, Protocol, RecvFlags,
@@ -18,7 +18,7 @@ type Sent = Arc<Mutex<Vec<Vec<u8>>>>;
 /// A link that passes every frame on and keeps a copy in `sent`.
 fn recorder(inner: PairEnd, sent: &Sent) -> Box<Filtered<PairEnd>> {
     let sent = Arc::clone(sent);
-    Box::new(Filtered::new(
+    Box::new(filtered(
         inner,
         Box::new(move |_, frame: &[u8]| {
             sent.lock().unwrap().push(frame.to_vec());

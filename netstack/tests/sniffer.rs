@@ -14,8 +14,8 @@ use std::time::{Duration as StdDuration, SystemTime};
 
 use common::*;
 use netstack::link::{
-    Capture, CaptureClock, CaptureConfig, CaptureSummary, Link, LinkCaps, Loopback, PairEnd, Ring,
-    pair,
+    Capture, CaptureClock, CaptureConfig, CaptureSummary, Layer, Layered, Link, Loopback, PairEnd,
+    Ring, pair, pass_on,
 };
 use netstack::{Domain, Duration, Instant, Protocol, Stack, StackConfig, testbed};
 
@@ -25,60 +25,46 @@ use netstack::{Domain, Duration, Instant, Protocol, Stack, StackConfig, testbed}
 type FrameLog = Arc<Mutex<Vec<(&'static str, usize)>>>;
 
 /// Counts the frames through a link, independently of the sniffer around it.
-struct Counted<L> {
-    inner: L,
+struct Counted {
     name: &'static str,
     log: FrameLog,
     count_received: bool,
 }
 
-impl<L: Link> Link for Counted<L> {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let f = self.inner.recv(now)?;
+impl Layer for Counted {
+    fn inbound(&mut self, _link: &mut dyn Link, _now: Instant, f: Vec<u8>) -> Option<Vec<u8>> {
         if self.count_received {
             self.log.lock().unwrap().push((self.name, f.len()));
         }
         Some(f)
     }
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+    fn outbound(&mut self, link: &mut dyn Link, now: Instant, frame: Vec<u8>, mss: Option<u16>) {
         self.log.lock().unwrap().push((self.name, frame.len()));
-        self.inner.send(now, frame);
-    }
-    fn buffer(&mut self) -> Vec<u8> {
-        self.inner.buffer()
-    }
-    fn recycle(&mut self, frame: Vec<u8>) {
-        self.inner.recycle(frame);
-    }
-    fn poll_at(&self) -> Option<Instant> {
-        self.inner.poll_at()
+        pass_on(link, now, frame, mss);
     }
 }
 
 /// Host `n` of the testbed, its `lo` and `eth0` (on `end`) recorded into `cap`.
 fn captured_host(n: u8, end: PairEnd, cap: &Capture, log: &FrameLog, now: Instant) -> Stack {
     // lo hands every frame it is sent straight back: recorded once, on the way out.
-    let lo = Counted {
-        inner: Loopback::new(),
+    let counted = Counted {
         name: "lo",
         log: Arc::clone(log),
         count_received: false,
     };
+    let lo = Layered::wrap(Loopback::new(), counted);
     let lo = cap.wrap(lo, "lo").sent_only();
     let cfg = StackConfig {
         random_seed: u64::from(n),
         ..StackConfig::default()
     };
     let mut s = Stack::with_loopback(cfg, now, Box::new(lo));
-    let eth = Counted {
-        inner: end,
+    let counted = Counted {
         name: "eth0",
         log: Arc::clone(log),
         count_received: true,
     };
+    let eth = Layered::wrap(end, counted);
     let eth = cap.wrap(eth, "eth0");
     s.add_nic(Box::new(eth), testbed::host_nic(n)).unwrap();
     s

@@ -33,7 +33,7 @@ use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr};
 
-use super::{Capture, CaptureInterface, Direction, Link, LinkCaps};
+use super::{Capture, CaptureInterface, Direction, Layer, Layered, Link, pass_on};
 
 /// Most host sockets open at once (one per guest source address and port).
 pub const MAX_RELAYS: usize = 256;
@@ -82,10 +82,52 @@ enum Read {
 
 /// A link that answers the guest's UDP queries to one address (Docker's
 /// 127.0.0.11:53) by relaying them through host sockets, and otherwise is
-/// the link it wraps.
+/// the link it wraps: a [`DnsRelayer`] around it.
+pub type DnsRelay<L> = Layered<L, DnsRelayer>;
+
+impl<L: Link> DnsRelay<L> {
+    /// Wraps `inner` (the loopback link): UDP datagrams to `listen` go to
+    /// `upstream` through host sockets, whose answers come back from
+    /// `listen`. Fails if the epoll set cannot be made or the inner link's
+    /// descriptor cannot join it.
+    pub fn new(inner: L, listen: SocketAddrV4, upstream: SocketAddr) -> io::Result<DnsRelay<L>> {
+        let relayer = DnsRelayer::new(inner.fd(), listen, upstream)?;
+        Ok(Layered::wrap(inner, relayer))
+    }
+}
+
+impl<L> DnsRelay<L> {
+    /// Lowers the number of host sockets kept open (at least 1, at most
+    /// [`MAX_RELAYS`]); sockets beyond it are closed, least recently used first.
+    pub fn with_max_relays(mut self, max: usize) -> Self {
+        self.layer_mut().set_max_relays(max);
+        self
+    }
+
+    /// Records the datagrams that never pass through the inner link into
+    /// `capture` as interface `iface`: each relayed query as sent, each
+    /// answer as received. Put the relay around the sniffer of `lo` and give
+    /// it that sniffer's interface: the capture then holds every packet once.
+    pub fn record_into(mut self, capture: Capture, iface: CaptureInterface) -> Self {
+        self.layer_mut().capture = Some((capture, iface));
+        self
+    }
+
+    /// The address the relay answers at.
+    pub fn listen_addr(&self) -> SocketAddrV4 {
+        self.layer().listen
+    }
+
+    /// How many host sockets are open now.
+    pub fn relay_count(&self) -> usize {
+        self.layer().relays.len()
+    }
+}
+
+/// The layer that takes the guest's queries off the link, relays them, and
+/// hands the answers up. Made by [`DnsRelay::new`].
 #[derive(Debug)]
-pub struct DnsRelay<L> {
-    inner: L,
+pub struct DnsRelayer {
     listen: SocketAddrV4,
     upstream: SocketAddr,
     epoll: Epoll,
@@ -109,18 +151,19 @@ pub struct DnsRelay<L> {
     capture: Option<(Capture, CaptureInterface)>,
 }
 
-impl<L: Link> DnsRelay<L> {
-    /// Wraps `inner` (the loopback link): UDP datagrams to `listen` go to
-    /// `upstream` through host sockets, whose answers come back from
-    /// `listen`. Fails if the epoll set cannot be made or the inner link's
-    /// descriptor cannot join it.
-    pub fn new(inner: L, listen: SocketAddrV4, upstream: SocketAddr) -> io::Result<DnsRelay<L>> {
+impl DnsRelayer {
+    /// A relay from `listen` to `upstream`; `inner_fd`, the wrapped link's
+    /// descriptor, joins the relay's epoll set, which stands for both.
+    fn new(
+        inner_fd: Option<BorrowedFd<'_>>,
+        listen: SocketAddrV4,
+        upstream: SocketAddr,
+    ) -> io::Result<DnsRelayer> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-        if let Some(fd) = inner.fd() {
+        if let Some(fd) = inner_fd {
             epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, INNER_TOKEN))?;
         }
-        Ok(DnsRelay {
-            inner,
+        Ok(DnsRelayer {
             listen,
             upstream,
             epoll,
@@ -137,46 +180,12 @@ impl<L: Link> DnsRelay<L> {
             capture: None,
         })
     }
-}
 
-impl<L> DnsRelay<L> {
-    /// Lowers the number of host sockets kept open (at least 1, at most
-    /// [`MAX_RELAYS`]); sockets beyond it are closed, least recently used first.
-    pub fn with_max_relays(mut self, max: usize) -> Self {
+    fn set_max_relays(&mut self, max: usize) {
         self.max_relays = max.clamp(1, MAX_RELAYS);
         while self.relays.len() > self.max_relays {
             self.evict_lru();
         }
-        self
-    }
-
-    /// Records the datagrams that never pass through the inner link into
-    /// `capture` as interface `iface`: each relayed query as sent, each
-    /// answer as received. Put the relay around the sniffer of `lo` and give
-    /// it that sniffer's interface: the capture then holds every packet once.
-    pub fn record_into(mut self, capture: Capture, iface: CaptureInterface) -> Self {
-        self.capture = Some((capture, iface));
-        self
-    }
-
-    /// The address the relay answers at.
-    pub fn listen_addr(&self) -> SocketAddrV4 {
-        self.listen
-    }
-
-    /// How many host sockets are open now.
-    pub fn relay_count(&self) -> usize {
-        self.relays.len()
-    }
-
-    /// The wrapped link.
-    pub fn get_ref(&self) -> &L {
-        &self.inner
-    }
-
-    /// The wrapped link, mutably.
-    pub fn get_mut(&mut self) -> &mut L {
-        &mut self.inner
     }
 
     /// The guest source and the UDP payload's place in `frame`, if `frame`
@@ -300,10 +309,7 @@ impl<L> DnsRelay<L> {
     }
 
     /// Reads one datagram from the socket of `token`.
-    fn read(&mut self, token: u64, now: Instant) -> Read
-    where
-        L: Link,
-    {
+    fn read(&mut self, link: &mut dyn Link, token: u64, now: Instant) -> Read {
         let Some(&guest) = self.by_token.get(&token) else {
             return Read::Empty;
         };
@@ -323,17 +329,14 @@ impl<L> DnsRelay<L> {
             // Only an IPv6 upstream could send it; IPv4 cannot carry it.
             return Read::Consumed;
         }
-        Read::Packet(self.answer(guest, n))
+        Read::Packet(self.answer(link, guest, n))
     }
 
     /// The first `n` bytes of the scratch buffer as a packet from the
     /// listening address to `guest`, with correct checksums (the loopback
     /// needs none, but a capture of `lo` then reads clean).
-    fn answer(&mut self, guest: SocketAddrV4, n: usize) -> Vec<u8>
-    where
-        L: Link,
-    {
-        let mut frame = self.inner.buffer();
+    fn answer(&mut self, link: &mut dyn Link, guest: SocketAddrV4, n: usize) -> Vec<u8> {
+        let mut frame = link.buffer();
         frame.clear();
         frame.reserve(HEADERS + n);
         frame.extend_from_slice(&[0; HEADERS]);
@@ -364,14 +367,11 @@ impl<L> DnsRelay<L> {
     }
 
     /// The next answer from any relay socket, reading until none has one.
-    fn next_answer(&mut self, now: Instant) -> Option<Vec<u8>>
-    where
-        L: Link,
-    {
+    fn next_answer(&mut self, link: &mut dyn Link, now: Instant) -> Option<Vec<u8>> {
         let mut errors = 0;
         for _ in 0..WAIT_ROUNDS {
             while let Some(&token) = self.ready.last() {
-                match self.read(token, now) {
+                match self.read(link, token, now) {
                     // The token stays: its socket may hold more.
                     Read::Packet(p) => return Some(p),
                     Read::Consumed if errors < MAX_ERRORS => errors += 1,
@@ -401,67 +401,41 @@ impl<L> DnsRelay<L> {
     }
 }
 
-impl<L: Link> Link for DnsRelay<L> {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
-
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        if let Some(frame) = self.inner.recv(now) {
-            return Some(frame);
-        }
+impl Layer for DnsRelayer {
+    fn inject(&mut self, link: &mut dyn Link, now: Instant) -> Option<Vec<u8>> {
         self.sweep(now);
-        let answer = self.next_answer(now)?;
+        let answer = self.next_answer(link, now)?;
         self.record(Direction::Inbound, now, &answer);
         Some(answer)
     }
 
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+    fn outbound(&mut self, link: &mut dyn Link, now: Instant, frame: Vec<u8>, mss: Option<u16>) {
+        // Only TCP segments are cut by the link: nothing to relay.
+        if mss.is_some() {
+            pass_on(link, now, frame, mss);
+            return;
+        }
         self.sweep(now);
         let Some((guest, payload)) = self.query_in(&frame) else {
-            self.inner.send(now, frame);
+            link.send(now, frame);
             return;
         };
         self.record(Direction::Outbound, now, &frame);
         self.relay(now, guest, &frame[payload]);
-        self.inner.recycle(frame);
-    }
-
-    fn buffer(&mut self) -> Vec<u8> {
-        self.inner.buffer()
-    }
-
-    fn recycle(&mut self, frame: Vec<u8>) {
-        self.inner.recycle(frame);
+        link.recycle(frame);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        match (self.inner.poll_at(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.next_sweep
     }
 
+    // The epoll set holds the inner link's descriptor too.
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         Some(self.epoll.0.as_fd())
     }
 
-    fn flush(&mut self, now: Instant) {
+    fn flush(&mut self, _link: &mut dyn Link, _now: Instant) {
         self.found_empty = None;
-        self.inner.flush(now);
-    }
-
-    fn segmentation(&self) -> Option<usize> {
-        self.inner.segmentation()
-    }
-
-    fn vouch_for_checksums(&mut self) -> bool {
-        self.inner.vouch_for_checksums()
-    }
-
-    // Only TCP segments come here: nothing to relay.
-    fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, mss: u16) {
-        self.inner.send_segmented(now, frame, mss);
     }
 }
 
@@ -472,10 +446,10 @@ mod tests {
 
     const LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 11), 53);
 
-    fn relay() -> DnsRelay<Loopback> {
+    fn relay() -> DnsRelayer {
         // Nothing is sent in these tests: the upstream is never reached.
         let upstream = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-        DnsRelay::new(Loopback::new(), LISTEN, upstream).unwrap()
+        DnsRelayer::new(None, LISTEN, upstream).unwrap()
     }
 
     fn udp_packet(dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
@@ -555,7 +529,7 @@ mod tests {
         let mut r = relay();
         r.scratch[..6].copy_from_slice(b"answer");
         let guest: SocketAddrV4 = "127.0.0.1:4000".parse().unwrap();
-        let f = r.answer(guest, 6);
+        let f = r.answer(&mut Loopback::new(), guest, 6);
         let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
         assert!(ip.verify_checksum());
         assert_eq!((ip.src_addr(), ip.dst_addr()), (*LISTEN.ip(), *guest.ip()));

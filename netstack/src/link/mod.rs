@@ -11,24 +11,27 @@
 //! (loss, duplication, reordering for tests), [`TapLink`] (an existing TAP
 //! device), [`Sniffer`] (pcapng capture of any link into a [`Capture`]), and
 //! [`DnsRelay`] (the guest's queries to Docker's 127.0.0.11:53, relayed
-//! through host sockets).
+//! through host sockets). The wrappers among them are a [`Layer`] around
+//! another link, joined by [`Layered`]: each says only what it changes.
 
 mod dns_relay;
 mod impair;
+mod layer;
 mod loopback;
 mod packet;
 mod pair;
 mod sniffer;
 mod tap;
 
-pub use dns_relay::{DnsRelay, MAX_RELAYS, RELAY_IDLE};
-pub use impair::{Impaired, Impairments};
+pub use dns_relay::{DnsRelay, DnsRelayer, MAX_RELAYS, RELAY_IDLE};
+pub use impair::{Impaired, Impairer, Impairments};
+pub use layer::{Layer, Layered, pass_on};
 pub use loopback::Loopback;
 pub use packet::{PacketLink, PacketStats};
 pub use pair::{PairEnd, pair};
 pub use sniffer::{
     Capture, CaptureClock, CaptureConfig, CaptureError, CaptureFile, CaptureInterface,
-    CaptureSummary, Direction, InterfaceCounts, Ring, Sniffer,
+    CaptureSummary, Direction, FrameRecorder, InterfaceCounts, Ring, Sniffer,
 };
 pub use tap::{TapError, TapLink, TapStats};
 
@@ -84,7 +87,8 @@ pub trait Link: Send {
     /// largest frame, Ethernet header included, the link takes. One large
     /// segment then costs the stack one pass instead of dozens. Such a link
     /// also completes the TCP checksum of every frame it sends: smoltcp
-    /// leaves the field unset (it requires checksum offload with TSO).
+    /// leaves the field unset (it requires checksum offload with TSO). The
+    /// stack asks once, when the link joins it.
     fn segmentation(&self) -> Option<usize> {
         None
     }
@@ -92,8 +96,9 @@ pub trait Link: Send {
     /// of the frames it hands over (it verifies them, or knows them good:
     /// frames the local kernel made) and to drop bad ones itself, so that
     /// smoltcp skips its own pass over every byte. True if it will. The
-    /// stack asks when the link joins it; a wrapper that does not pass the
-    /// question on leaves the inner link making every frame verifiable.
+    /// stack asks once, when the link joins it; a layer that hides the
+    /// offloads ([`Layer::passes_offloads`]) does not pass the question on,
+    /// and the inner link then makes every frame verifiable.
     fn vouch_for_checksums(&mut self) -> bool {
         false
     }
@@ -105,6 +110,9 @@ pub trait Link: Send {
     }
 }
 
+// Not a layer: a box is the link it points to. The stack and the runtime
+// hold links as `Box<dyn Link>` and put layers around them, so every method
+// must reach the boxed link (a default here would hide its offloads).
 impl<L: Link + ?Sized> Link for Box<L> {
     fn caps(&self) -> LinkCaps {
         (**self).caps()
@@ -146,34 +154,31 @@ impl<L: Link + ?Sized> Link for Box<L> {
 pub(crate) struct FrameDevice<'a> {
     link: &'a mut dyn Link,
     frame: Option<&'a [u8]>,
-    caps: DeviceCapabilities,
+    caps: &'a DeviceCapabilities,
     now: Instant,
 }
 
 impl<'a> FrameDevice<'a> {
+    /// `caps` as [`device_caps`] settled them when the link joined.
     pub(crate) fn new(
         link: &'a mut dyn Link,
-        caps: &LinkCaps,
+        caps: &'a DeviceCapabilities,
         frame: Option<&'a [u8]>,
         now: Instant,
     ) -> Self {
-        let mut dc = device_caps(caps, link.segmentation());
-        if link.vouch_for_checksums() {
-            for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
-                *c = if c.tx() { Checksum::Tx } else { Checksum::None };
-            }
-        }
         FrameDevice {
             link,
             frame,
-            caps: dc,
+            caps,
             now,
         }
     }
 }
 
-/// smoltcp's capabilities for a link; `segmentation` as [`Link::segmentation`] says.
-pub(crate) fn device_caps(caps: &LinkCaps, segmentation: Option<usize>) -> DeviceCapabilities {
+/// smoltcp's capabilities for a link that joins a stack. The link's
+/// offloads are asked about here, once: the answers hold for as long as
+/// the link is the stack's, so no frame pays for the questions again.
+pub(crate) fn device_caps(link: &mut dyn Link, caps: &LinkCaps) -> DeviceCapabilities {
     let mut dc = DeviceCapabilities::default();
     dc.medium = caps.medium;
     // An IP packet's length field is 16 bits wide: Linux's `lo` says 65536,
@@ -186,10 +191,15 @@ pub(crate) fn device_caps(caps: &LinkCaps, segmentation: Option<usize>) -> Devic
     if caps.checksum_offload {
         dc.checksum = ChecksumCapabilities::ignored();
     }
-    if let Some(max) = segmentation.and_then(std::num::NonZeroUsize::new) {
+    if let Some(max) = link.segmentation().and_then(std::num::NonZeroUsize::new) {
         dc.segmentation.tcpv4 = Some(max);
         if dc.checksum.tcp.rx() {
             dc.checksum.tcp = Checksum::Rx;
+        }
+    }
+    if link.vouch_for_checksums() {
+        for c in [&mut dc.checksum.tcp, &mut dc.checksum.udp] {
+            *c = if c.tx() { Checksum::Tx } else { Checksum::None };
         }
     }
     dc

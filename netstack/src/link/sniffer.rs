@@ -14,7 +14,7 @@
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration as StdDuration, SystemTime};
@@ -31,7 +31,7 @@ use pcap_file::pcapng::{Block, PcapNgWriter};
 use pcap_file::{DataLink, Endianness};
 use smoltcp::time::{Duration, Instant};
 
-use super::{Link, LinkCaps, Medium};
+use super::{Layer, Layered, Link, Medium, pass_on};
 
 /// Encoded bytes held in memory before they are written out in one go.
 const BUFFER_BYTES: usize = 1 << 20;
@@ -473,12 +473,12 @@ impl Capture {
     /// Wraps `link` in a sniffer that records both directions, as interface `name`.
     pub fn wrap<L: Link>(&self, link: L, name: &str) -> Sniffer<L> {
         let iface = self.add_interface(name, link.caps().medium);
-        Sniffer {
-            inner: link,
+        let recorder = FrameRecorder {
             capture: self.clone(),
             iface,
             record_inbound: true,
-        }
+        };
+        Layered::wrap(link, recorder)
     }
 
     /// Records one frame now. Sniffers call this; it is public for links
@@ -853,46 +853,37 @@ fn wait_writable(file: &File) -> io::Result<()> {
 }
 
 /// A link that records every frame through it into a [`Capture`], and
-/// otherwise is the link it wraps.
-#[derive(Debug)]
-pub struct Sniffer<L> {
-    inner: L,
-    capture: Capture,
-    iface: CaptureInterface,
-    record_inbound: bool,
-}
+/// otherwise is the link it wraps: a [`FrameRecorder`] around it.
+pub type Sniffer<L> = Layered<L, FrameRecorder>;
 
 impl<L> Sniffer<L> {
     /// Records sent frames only. For `lo`, where every frame sent comes back
     /// as received: each packet then appears once, as on Linux's `lo`.
     pub fn sent_only(mut self) -> Self {
-        self.record_inbound = false;
+        self.layer_mut().record_inbound = false;
         self
     }
 
     /// The interface this sniffer records as.
     pub fn interface(&self) -> CaptureInterface {
-        self.iface
-    }
-
-    /// The wrapped link.
-    pub fn get_ref(&self) -> &L {
-        &self.inner
-    }
-
-    /// The wrapped link, mutably.
-    pub fn get_mut(&mut self) -> &mut L {
-        &mut self.inner
+        self.layer().iface
     }
 }
 
-impl<L: Link> Link for Sniffer<L> {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
+/// The layer that records frames into a [`Capture`] as one of its
+/// interfaces. Made by [`Capture::wrap`].
+#[derive(Debug)]
+pub struct FrameRecorder {
+    capture: Capture,
+    iface: CaptureInterface,
+    record_inbound: bool,
+}
 
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let frame = self.inner.recv(now)?;
+// Offloads pass through, so capturing changes nothing on the wire: a large
+// segment is recorded whole, as a capture on Linux shows a GSO frame before
+// the NIC cuts it.
+impl Layer for FrameRecorder {
+    fn inbound(&mut self, _link: &mut dyn Link, now: Instant, frame: Vec<u8>) -> Option<Vec<u8>> {
         if self.record_inbound {
             self.capture
                 .record(self.iface, Direction::Inbound, now, &frame);
@@ -900,50 +891,17 @@ impl<L: Link> Link for Sniffer<L> {
         Some(frame)
     }
 
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+    fn outbound(&mut self, link: &mut dyn Link, now: Instant, frame: Vec<u8>, mss: Option<u16>) {
         self.capture
             .record(self.iface, Direction::Outbound, now, &frame);
-        self.inner.send(now, frame);
-    }
-
-    fn buffer(&mut self) -> Vec<u8> {
-        self.inner.buffer()
-    }
-
-    fn recycle(&mut self, frame: Vec<u8>) {
-        self.inner.recycle(frame);
+        pass_on(link, now, frame, mss);
     }
 
     fn poll_at(&self) -> Option<Instant> {
-        match (self.inner.poll_at(), self.capture.flush_at()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.capture.flush_at()
     }
 
-    fn fd(&self) -> Option<BorrowedFd<'_>> {
-        self.inner.fd()
-    }
-
-    // Offloads pass through, so capturing changes nothing on the wire: a
-    // large segment is recorded whole, as a capture on Linux shows a GSO
-    // frame before the NIC cuts it.
-    fn segmentation(&self) -> Option<usize> {
-        self.inner.segmentation()
-    }
-
-    fn vouch_for_checksums(&mut self) -> bool {
-        self.inner.vouch_for_checksums()
-    }
-
-    fn send_segmented(&mut self, now: Instant, frame: Vec<u8>, mss: u16) {
-        self.capture
-            .record(self.iface, Direction::Outbound, now, &frame);
-        self.inner.send_segmented(now, frame, mss);
-    }
-
-    fn flush(&mut self, now: Instant) {
-        self.inner.flush(now);
+    fn flush(&mut self, _link: &mut dyn Link, now: Instant) {
         self.capture.flush_due(now);
     }
 }

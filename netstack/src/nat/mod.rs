@@ -44,7 +44,7 @@ use smoltcp::wire::{
     Ipv4Repr,
 };
 
-use crate::link::{Link, LinkCaps, PairEnd, pair};
+use crate::link::{Layer, Layered, Link, PairEnd, pair};
 use crate::{IfAddr, Intercepted, NicConfig, SocketId, Stack, StackConfig};
 
 /// The NIC MTU of the cable, as pasta uses: large segments cost fewer trips.
@@ -243,15 +243,19 @@ fn lock(side: &Mutex<Side>) -> std::sync::MutexGuard<'_, Side> {
 }
 
 /// The gateway stack's link: its end of the cable, minus what the relays take.
+/// Generic over the cable so that tests can watch what reaches it.
+type GatewayLink<C = PairEnd> = Layered<C, Diversion>;
+
+/// The layer that takes the relays' frames off the cable ([`Side::diverted`])
+/// and puts their answers on it ([`Side::inject`]) when the stack flushes.
 #[derive(Debug)]
-struct GatewayLink {
-    cable: PairEnd,
+struct Diversion {
     side: Arc<Mutex<Side>>,
     /// Echo requests to these are the gateway stack's to answer.
     own: [Ipv4Addr; 2],
 }
 
-impl GatewayLink {
+impl Diversion {
     /// UDP, and echo requests to addresses other than the gateway's own.
     fn relayed(&self, frame: &[u8]) -> bool {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
@@ -273,41 +277,20 @@ impl GatewayLink {
     }
 }
 
-impl Link for GatewayLink {
-    fn caps(&self) -> LinkCaps {
-        self.cable.caps()
-    }
-
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        loop {
-            let frame = self.cable.recv(now)?;
-            if !self.relayed(&frame) {
-                return Some(frame);
-            }
-            lock(&self.side).diverted.push(frame);
+impl Layer for Diversion {
+    fn inbound(&mut self, _link: &mut dyn Link, _now: Instant, frame: Vec<u8>) -> Option<Vec<u8>> {
+        if !self.relayed(&frame) {
+            return Some(frame);
         }
+        lock(&self.side).diverted.push(frame);
+        None
     }
 
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        self.cable.send(now, frame);
-    }
-
-    fn buffer(&mut self) -> Vec<u8> {
-        self.cable.buffer()
-    }
-
-    fn recycle(&mut self, frame: Vec<u8>) {
-        self.cable.recycle(frame);
-    }
-
-    fn poll_at(&self) -> Option<Instant> {
-        self.cable.poll_at()
-    }
-
-    fn flush(&mut self, now: Instant) {
+    // Before the cable's own flush (see `Layered`), so the answers leave in it.
+    fn flush(&mut self, link: &mut dyn Link, now: Instant) {
         let frames = std::mem::take(&mut lock(&self.side).inject);
         for f in frames {
-            self.cable.send(now, f);
+            link.send(now, f);
         }
     }
 }
@@ -355,11 +338,11 @@ impl Nat {
         gw_end.wake_on_frames(Arc::clone(&to_gateway));
         guest_end.wake_on_frames(Arc::clone(&to_guest));
         let side = Arc::new(Mutex::new(Side::default()));
-        let link = GatewayLink {
-            cable: gw_end,
+        let diversion = Diversion {
             side: Arc::clone(&side),
             own: [cfg.gateway, cfg.dns],
         };
+        let link: GatewayLink = Layered::wrap(gw_end, diversion);
         let stack_cfg = StackConfig {
             tcp_recv_buffer: 1 << 20,
             tcp_send_buffer: 1 << 20,
@@ -654,6 +637,49 @@ impl Nat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::LinkCaps;
+
+    /// What reached a cable, in order.
+    #[derive(Debug, Default)]
+    struct WatchedCable {
+        events: Vec<&'static str>,
+    }
+
+    impl Link for WatchedCable {
+        fn caps(&self) -> LinkCaps {
+            LinkCaps {
+                medium: crate::link::Medium::Ethernet,
+                mtu: NAT_MTU,
+                checksum_offload: true,
+            }
+        }
+        fn recv(&mut self, _now: Instant) -> Option<Vec<u8>> {
+            None
+        }
+        fn send(&mut self, _now: Instant, _frame: Vec<u8>) {
+            self.events.push("send");
+        }
+        fn flush(&mut self, _now: Instant) {
+            self.events.push("flush");
+        }
+    }
+
+    /// The relays' answers are put on the cable when the gateway stack
+    /// flushes, and the cable is flushed after them: a cable that batches
+    /// its writes would otherwise hold them back.
+    #[test]
+    fn the_gateway_link_flushes_its_cable_after_the_relays_answers() {
+        let side = Arc::new(Mutex::new(Side::default()));
+        lock(&side).inject.push(vec![0; 60]);
+        let diversion = Diversion {
+            side: Arc::clone(&side),
+            own: [Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)],
+        };
+        let mut link: GatewayLink<_> = Layered::wrap(WatchedCable::default(), diversion);
+        link.flush(Instant::ZERO);
+        assert_eq!(link.get_ref().events, ["send", "flush"]);
+        assert!(lock(&side).inject.is_empty());
+    }
 
     #[test]
     fn port_mappings_parse_like_docker() {

@@ -841,7 +841,7 @@ impl Stack {
         };
         let mut slot = listening_slot(&self.pool, &opts, &binding)?;
         let n = self.nics.get_mut(syn.nic).ok_or(NetError::InvalidInput)?;
-        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(&syn.frame), self.now);
+        let mut dev = FrameDevice::new(&mut *n.link, &n.device, Some(&syn.frame), self.now);
         n.iface
             .poll_ingress_single(self.now, &mut dev, &mut slot.set);
         let st = slot

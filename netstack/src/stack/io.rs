@@ -157,7 +157,7 @@ impl Stack {
 
     fn flush_fragments(&mut self, nic: NicId) {
         let n = &mut self.nics[nic];
-        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, None, self.now);
+        let mut dev = FrameDevice::new(&mut *n.link, &n.device, None, self.now);
         while n.iface.poll_egress(self.now, &mut dev, &mut n.frag_tx.set)
             == PollResult::SocketStateChanged
         {}
@@ -261,7 +261,7 @@ impl Stack {
             Some(id) if self.sockets.contains_key(id) => self.feed(nic, id, frame),
             _ => {
                 let n = &mut self.nics[nic];
-                let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(frame), self.now);
+                let mut dev = FrameDevice::new(&mut *n.link, &n.device, Some(frame), self.now);
                 n.iface
                     .poll_ingress_single(self.now, &mut dev, &mut self.empty);
             }
@@ -314,7 +314,7 @@ impl Stack {
             return;
         };
         let n = &mut self.nics[nic];
-        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(frame), self.now);
+        let mut dev = FrameDevice::new(&mut *n.link, &n.device, Some(frame), self.now);
         n.iface
             .poll_ingress_single(self.now, &mut dev, &mut slot.set);
         match sock.kind {
@@ -393,7 +393,7 @@ const WAKE_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Sends everything one socket set has for `nic`; returns its next deadline.
 fn drive_egress(nic: &mut Nic, slot: &mut Slot, now: Instant) -> Option<Instant> {
-    let mut dev = FrameDevice::new(&mut *nic.link, &nic.caps, None, now);
+    let mut dev = FrameDevice::new(&mut *nic.link, &nic.device, None, now);
     while nic.iface.poll_egress(now, &mut dev, &mut slot.set) == PollResult::SocketStateChanged {}
     nic.iface.poll_at(now, &slot.set)
 }

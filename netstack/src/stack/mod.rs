@@ -25,6 +25,7 @@ use slotmap::SlotMap;
 
 use crate::buffers::BufferPool;
 use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::DeviceCapabilities;
 use smoltcp::socket::raw;
 use smoltcp::storage::PacketMetadata;
 use smoltcp::time::{Duration, Instant};
@@ -35,7 +36,7 @@ use smoltcp::wire::{
 use crate::demux::FragKey;
 use crate::error::{NetError, Result};
 use crate::frag6::Reassembler;
-use crate::link::{FrameDevice, Link, LinkCaps, Loopback, Medium};
+use crate::link::{FrameDevice, Link, LinkCaps, Loopback, Medium, device_caps};
 use crate::socket::icmp::IcmpState;
 use crate::socket::tcp::TcpState;
 use crate::socket::udp::UdpState;
@@ -178,6 +179,8 @@ pub(crate) struct Nic {
     pub iface: Interface,
     pub link: Box<dyn Link>,
     pub caps: LinkCaps,
+    /// smoltcp's view of the link, offloads included: settled when it joined.
+    pub device: DeviceCapabilities,
     /// A raw socket that sends IPv6 fragments made by the stack itself.
     pub frag_tx: Slot,
     /// Addresses whose link-layer address this NIC has heard (ARP, NDP);
@@ -350,7 +353,8 @@ impl Stack {
         };
         let mut config = Config::new(hw);
         config.random_seed = self.next_random();
-        let mut dev = FrameDevice::new(&mut *link, &caps, None, self.now);
+        let device = device_caps(&mut *link, &caps);
+        let mut dev = FrameDevice::new(&mut *link, &device, None, self.now);
         // Addresses come from the caller (a container's configuration): check
         // them before smoltcp, which asserts on an impossible prefix.
         let valid = |a: &IfAddr| {
@@ -418,6 +422,7 @@ impl Stack {
             iface,
             link,
             caps,
+            device,
             frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
             neighbors: std::collections::HashSet::new(),
             solicited: HashMap::new(),
@@ -456,7 +461,7 @@ impl Stack {
         let Some(n) = self.nics.get_mut(syn.nic) else {
             return;
         };
-        let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(&syn.frame), self.now);
+        let mut dev = FrameDevice::new(&mut *n.link, &n.device, Some(&syn.frame), self.now);
         n.iface
             .poll_ingress_single(self.now, &mut dev, &mut self.empty);
     }
@@ -701,5 +706,72 @@ mod tests {
             s.route(IpAddress::v4(10, 1, 1, 1)).map(|r| r.0),
             Ok(LOOPBACK)
         );
+    }
+
+    /// What a [`Questioned`] link saw.
+    #[derive(Debug, Default)]
+    struct Asked {
+        offload_questions: usize,
+        frames_sent: usize,
+    }
+
+    /// A link that counts the offload questions it is asked and the frames
+    /// it is given (and delivers none).
+    struct Questioned(std::sync::Arc<std::sync::Mutex<Asked>>);
+
+    impl Questioned {
+        fn asked(&self) -> std::sync::MutexGuard<'_, Asked> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    impl Link for Questioned {
+        fn caps(&self) -> LinkCaps {
+            LinkCaps {
+                medium: Medium::Ethernet,
+                mtu: 1500,
+                checksum_offload: false,
+            }
+        }
+        fn recv(&mut self, _now: Instant) -> Option<Vec<u8>> {
+            None
+        }
+        fn send(&mut self, _now: Instant, _frame: Vec<u8>) {
+            self.asked().frames_sent += 1;
+        }
+        fn segmentation(&self) -> Option<usize> {
+            self.asked().offload_questions += 1;
+            None
+        }
+        fn vouch_for_checksums(&mut self) -> bool {
+            self.asked().offload_questions += 1;
+            true
+        }
+    }
+
+    #[test]
+    fn offloads_are_asked_about_once_when_the_link_joins() {
+        let mut s = Stack::new(StackConfig::default(), Instant::from_secs(0));
+        let asked = std::sync::Arc::default();
+        let link = Questioned(std::sync::Arc::clone(&asked));
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        s.add_nic(Box::new(link), nic(vec![(v4, 24)], [2, 0, 0, 0, 0, 1]))
+            .unwrap();
+        let count = |a: &std::sync::Mutex<Asked>| {
+            let a = a.lock().unwrap();
+            (a.offload_questions, a.frames_sent)
+        };
+        assert_eq!(count(&asked).0, 2, "segmentation and checksum trust");
+        let id = s.socket(Domain::Ipv4, Protocol::Udp).unwrap();
+        let to = std::net::SocketAddr::from((Ipv4Addr::new(10, 0, 0, 2), 9));
+        s.send_to(id, b"ping", to).unwrap();
+        let mut now = Instant::from_secs(0);
+        for _ in 0..10 {
+            now += Duration::from_millis(400);
+            s.poll(now);
+        }
+        let (questions, sent) = count(&asked);
+        assert!(sent >= 2, "ARP requests went out: {sent}");
+        assert_eq!(questions, 2, "and the link was not asked again");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use netstack::link::{Impaired, Impairments, Link, LinkCaps, pair};
+use netstack::link::{Impaired, Impairments, Layer, Layered, Link, pair, pass_on};
 use netstack::{
     Domain, Duration, Instant, NetError, Protocol, RecvFlags, SocketId, Stack, StackConfig, testbed,
 };
@@ -157,8 +157,8 @@ impl Net {
     ) -> Net {
         let (ea, eb) = pair(mtu, delay, false);
         let keep_all = || -> FrameFilter { Box::new(|_, _: &[u8]| true) };
-        let la = Filtered::new(ea, filter_a.unwrap_or_else(keep_all));
-        let lb = Filtered::new(eb, filter_b.unwrap_or_else(keep_all));
+        let la = filtered(ea, filter_a.unwrap_or_else(keep_all));
+        let lb = filtered(eb, filter_b.unwrap_or_else(keep_all));
         Net::joined(cfg, la, lb)
     }
 
@@ -396,39 +396,23 @@ pub type FrameFilter = Box<dyn FnMut(Instant, &[u8]) -> bool + Send>;
 
 /// A link that passes on only the frames its filter accepts, as a firewall
 /// with a DROP rule would.
-pub struct Filtered<L> {
-    inner: L,
-    keep: FrameFilter,
+pub type Filtered<L> = Layered<L, Filter>;
+
+/// `inner` behind `keep`.
+pub fn filtered<L: Link>(inner: L, keep: FrameFilter) -> Filtered<L> {
+    Layered::wrap(inner, Filter(keep))
 }
 
-impl<L> Filtered<L> {
-    pub fn new(inner: L, keep: FrameFilter) -> Self {
-        Filtered { inner, keep }
-    }
-}
+/// The layer of a [`Filtered`] link.
+pub struct Filter(FrameFilter);
 
-impl<L: Link> Link for Filtered<L> {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        self.inner.recv(now)
-    }
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        if (self.keep)(now, &frame) {
-            self.inner.send(now, frame);
+impl Layer for Filter {
+    fn outbound(&mut self, link: &mut dyn Link, now: Instant, frame: Vec<u8>, mss: Option<u16>) {
+        if (self.0)(now, &frame) {
+            pass_on(link, now, frame, mss);
         } else {
-            self.inner.recycle(frame);
+            link.recycle(frame);
         }
-    }
-    fn buffer(&mut self) -> Vec<u8> {
-        self.inner.buffer()
-    }
-    fn recycle(&mut self, frame: Vec<u8>) {
-        self.inner.recycle(frame);
-    }
-    fn poll_at(&self) -> Option<Instant> {
-        self.inner.poll_at()
     }
 }
 
