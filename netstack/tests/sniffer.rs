@@ -660,7 +660,9 @@ fn libc_enospc() -> i32 {
 
 #[test]
 fn reader_gone_midway_counts_the_rest_dropped() {
-    let (rd, wr) = nix::unistd::pipe().unwrap();
+    // Close-on-exec: a program another test starts meanwhile (tshark, under
+    // `cargo test`'s threads) must not inherit and keep the reader open.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let cap = Capture::from_file(File::from(wr), stack_clock()).unwrap();
     let mut net = Captured::new(cap, None);
     let mut reader = File::from(rd);
