@@ -18,7 +18,6 @@ pub mod filter;
 pub mod gsock;
 pub mod ifreq;
 mod listeners;
-mod lost;
 pub mod mem;
 pub mod netlink;
 pub mod sentry;

@@ -21,7 +21,6 @@ use slotmap::{Key, KeyData, SlotMap};
 
 use crate::gsock::{Delivered, GKey, GSock, payload_hash};
 use crate::listeners::{ListenerInbox, Listeners, Ready};
-use crate::lost::LostAnswers;
 use crate::mem::Mem;
 use crate::sys::{self, Notif, Reply};
 use crate::trace::Tracer;
@@ -228,10 +227,6 @@ pub struct Sentry {
     nat_mode: bool,
     /// Readable when the gateway queued frames for the guest's NIC.
     nat_wakeup: Option<OwnedFd>,
-    /// Answers a signal kept from their callers, for the calls' retries.
-    lost: LostAnswers,
-    /// What the call being handled wrote to guest memory (see `lost.rs`).
-    pub(crate) journal: crate::lost::Writes,
     /// Which blocked callers have a signal to handle, when received calls
     /// wait killably (see `sigwatch.rs`).
     sigwatch: Option<crate::sigwatch::SignalWatch>,
@@ -348,8 +343,6 @@ impl Sentry {
             confine: cfg.confine,
             nat_mode,
             nat_wakeup,
-            lost: LostAnswers::default(),
-            journal: Vec::new(),
             sigwatch,
             next_signal_check: start,
         })
@@ -560,10 +553,6 @@ impl Sentry {
                 }
             };
             n.source = r.slot;
-            if let Some((reply, writes)) = self.lost.take(&n, StdInstant::now()) {
-                self.replay(n, reply, writes);
-                continue;
-            }
             let outcome = crate::syscalls::handle(self, &n);
             self.finish(n, outcome);
         }
@@ -620,13 +609,9 @@ impl Sentry {
                     self.trace(&n, &format!("{reply:?}"));
                 }
                 if let Err(e) = sys::notif_send(self.listeners.of(&n), n.id, reply) {
-                    // The caller left (a signal): what the call did stands,
-                    // and its retry gets this answer.
+                    // The caller died (or, on a kernel without killable
+                    // waiting, a signal took the call away: see sigwatch.rs).
                     self.trace(&n, &format!("answer lost: {e}"));
-                    if reply != Reply::Continue {
-                        let writes = std::mem::take(&mut self.journal);
-                        self.lost.record(&n, reply, writes, StdInstant::now());
-                    }
                 }
             }
             Outcome::Done => {}
@@ -641,30 +626,6 @@ impl Sentry {
                     let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(libc::EBADF));
                 }
             }
-        }
-    }
-
-    /// Gives a retried call the answer (and the memory contents) that a
-    /// signal kept from the call before it.
-    fn replay(&mut self, n: Notif, reply: Reply, writes: crate::lost::Writes) {
-        self.trace(
-            &n,
-            &format!("{reply:?} (the answer of the interrupted call before)"),
-        );
-        for (ptr, data) in &writes {
-            if let Err(e) = self.mem.write(self.listeners.of(&n), &n, *ptr, data) {
-                if e == crate::errno::CALLER_GONE {
-                    self.lost.record(&n, reply, writes, StdInstant::now());
-                } else {
-                    // The retry's memory changed under it: it hears so.
-                    let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(e));
-                }
-                return;
-            }
-        }
-        if let Err(e) = sys::notif_send(self.listeners.of(&n), n.id, reply) {
-            self.trace(&n, &format!("answer lost: {e}"));
-            self.lost.record(&n, reply, writes, StdInstant::now());
         }
     }
 

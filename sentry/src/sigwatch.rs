@@ -1,8 +1,9 @@
 //! Signals for blocked calls. The guest's filter is loaded with
 //! `SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV` where the kernel has it: once
 //! the Sentry has received a call, a signal no longer takes it away, so an
-//! answer is never lost after the Sentry acted on it (see `lost.rs` for
-//! kernels without it). A call that waits in the Sentry (a parked accept,
+//! answer is never lost after the Sentry acted on it. (Without it, before
+//! Linux 5.19, a signal can still end a call the Sentry acted on; the kernel
+//! can even drop an answer it accepted. The retry then acts again.) A call that waits in the Sentry (a parked accept,
 //! connect, datagram receive or send) must still end when its thread has a
 //! signal to handle, as Linux's would: the Sentry asks which parked threads
 //! have one pending (from `/proc/TID/status`, through the watcher process of

@@ -626,8 +626,8 @@ fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
 
 /// A receive whose copy-out succeeded: the datagram is consumed before the
 /// answer goes, since the guest may read its end natively the moment it
-/// has the answer. Should a signal take the answer away now, the call's
-/// retry gets it (see `lost.rs`): the datagram is already in its buffer.
+/// has the answer. A received call waits killably (see `sigwatch.rs`), so
+/// no signal takes the answer away after this.
 fn commit_reply(s: &mut Sentry, reply: Reply, commit: Option<Commit>) -> Outcome {
     if let Some(c) = commit {
         apply_commit(s, &c);

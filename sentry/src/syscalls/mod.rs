@@ -31,7 +31,6 @@ const SOCKADDR_MAX: u64 = 128;
 
 /// Handles one notification (a parked one is handled again from scratch).
 pub fn handle(s: &mut Sentry, n: &Notif) -> Outcome {
-    s.journal.clear();
     if n.arch != AUDIT_ARCH_X86_64 {
         return Outcome::Reply(Reply::Errno(libc::ENOSYS));
     }
@@ -134,10 +133,8 @@ impl Sentry {
         self.mem.read_array(self.listeners.of(n), n, ptr)
     }
 
-    /// Writes guest memory, and notes the write in the call's journal.
+    /// Writes guest memory.
     pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), i32> {
-        self.mem.write(self.listeners.of(n), n, ptr, data)?;
-        self.journal.push((ptr, data.to_vec()));
-        Ok(())
+        self.mem.write(self.listeners.of(n), n, ptr, data)
     }
 }
