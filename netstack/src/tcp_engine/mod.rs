@@ -493,16 +493,71 @@ impl Connection {
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
         let before = self.rcv.window();
         let n = self.rcv.read(buf);
-        if n > 0 && self.state.may_receive() {
-            // Linux sends a window update once the window it could offer is
-            // twice what the peer last heard (and at least a segment more).
+        if n > 0 {
+            self.note_read(before);
+        }
+        n
+    }
+
+    /// Hands readable bytes to `take` (at most twice, as the buffer may
+    /// wrap), which says how many it consumed; returns the total.
+    pub fn recv_with(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> usize {
+        let before = self.rcv.window();
+        let mut total = 0;
+        for _ in 0..2 {
+            let (first, _) = self.rcv.readable_slices();
+            if first.is_empty() {
+                break;
+            }
+            let len = first.len();
+            let n = take(first).min(len);
+            self.rcv.consume(n);
+            total += n;
+            if n < len {
+                break;
+            }
+        }
+        if total > 0 {
+            self.note_read(before);
+        }
+        total
+    }
+
+    /// Copies readable bytes without consuming them (`MSG_PEEK`).
+    pub fn peek(&self, buf: &mut [u8]) -> usize {
+        let (a, b) = self.rcv.readable_slices();
+        let n1 = a.len().min(buf.len());
+        buf[..n1].copy_from_slice(&a[..n1]);
+        let n2 = b.len().min(buf.len() - n1);
+        buf[n1..n1 + n2].copy_from_slice(&b[..n2]);
+        n1 + n2
+    }
+
+    /// After a read: Linux sends a window update once the window it could
+    /// offer is twice what the peer last heard (and at least a segment more).
+    fn note_read(&mut self, before: usize) {
+        if self.state.may_receive() {
             let offered = seq_dist(self.rcv.nxt(), self.rcv_adv);
             let now_free = self.rcv.window();
             if now_free >= 2 * offered && now_free - offered >= self.mss && now_free > before {
                 self.ack_now = true;
             }
         }
-        n
+    }
+
+    /// Turns Nagle's algorithm on or off (`TCP_NODELAY` may change any time).
+    pub fn set_nagle(&mut self, on: bool) {
+        self.cfg.nagle = on;
+    }
+
+    /// Changes keep-alive (`SO_KEEPALIVE` and its `TCP_KEEP*` figures).
+    pub fn set_keepalive(&mut self, keepalive: Option<Keepalive>) {
+        self.cfg.keepalive = keepalive;
+    }
+
+    /// Segments wait for the next `poll` (a reply, an ACK, data, a RST).
+    pub fn output_pending(&self) -> bool {
+        self.has_output()
     }
 
     /// Bytes ready for `recv`.

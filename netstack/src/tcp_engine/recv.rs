@@ -221,6 +221,24 @@ impl RecvBuffer {
         self.ring[..data.len() - first].copy_from_slice(&data[first..]);
     }
 
+    /// The readable bytes as at most two slices (the ring may wrap), for
+    /// a reader that copies straight out without a bounce buffer.
+    pub fn readable_slices(&self) -> (&[u8], &[u8]) {
+        let cap = self.ring.len();
+        let first = self.ready.min(cap - self.head);
+        (
+            &self.ring[self.head..self.head + first],
+            &self.ring[..self.ready - first],
+        )
+    }
+
+    /// Drops `n` readable bytes (at most all of them) once they were read.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.ready);
+        self.head = (self.head + n) % self.ring.len();
+        self.ready -= n;
+    }
+
     /// Copies readable bytes out; returns how many.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let cap = self.ring.len();
