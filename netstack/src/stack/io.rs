@@ -1,20 +1,28 @@
 //! The event loop: `poll(now)` reads every link and feeds each frame to the
-//! set of the socket that owns it (`ingress`, `feed`), runs the deadline heap,
-//! and sends dirty sockets' output, IPv6 fragments included, to their NIC (`egress`).
+//! socket that owns it (`ingress`, `feed`: a TCP segment, parsed here, to its
+//! engine; anything else to the socket's smoltcp set), runs the deadline
+//! heap, and sends dirty sockets' output to their NIC (`egress`): TCP
+//! segments wrapped in IP through the NIC's raw socket, IPv6 fragments
+//! through another.
 
 use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::PollResult;
+use smoltcp::phy::{ChecksumCapabilities, Medium};
 use smoltcp::socket::raw;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv6Address};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr,
+    Ipv6Address, Ipv6Packet, Ipv6Repr, TcpPacket, TcpRepr,
+};
 
 use super::{Nic, NicId, Stack};
 use crate::demux::{self, Flow};
 use crate::error::{NetError, Result};
 use crate::frag6;
-use crate::link::{FrameDevice, Link};
+use crate::link::{FrameDevice, Link, LinkCaps, device_caps};
+use crate::socket::tcp::{TcpState, hop_limit};
 use crate::socket::{Kind, Slot, SocketId};
 
 /// Frames read from one link before output is produced: batching lets one
@@ -175,6 +183,14 @@ impl Stack {
             {
                 self.flush_fragments(nic);
             }
+            let n = &mut self.nics[nic];
+            if n.tcp_tx
+                .get_mut::<raw::Socket<'static>>(n.tcp_tx_handle)
+                .send_queue()
+                > 0
+            {
+                flush_tcp(n, self.now);
+            }
         }
         self.reassembler.expire(self.now);
         // Bounded: a flood of first fragments must not grow this without end.
@@ -305,8 +321,22 @@ impl Stack {
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
+        if let Kind::Tcp(t) = &sock.kind {
+            if !matches!(t, TcpState::Conn(_) | TcpState::Listening(_)) {
+                return;
+            }
+            let n = &mut self.nics[nic];
+            let checksum = rx_checksums(&mut *n.link, &n.caps);
+            // A malformed segment, a bad checksum or an IPv4 fragment (which
+            // no TCP of ours sends; the peer's MSS keeps them away) is
+            // dropped, as by Linux.
+            if let Some((src, dst, repr)) = parse_tcp(n.caps.medium, frame, &checksum) {
+                self.tcp_input(nic, id, dst, src, &repr);
+            }
+            return;
+        }
         let slot = match &mut sock.kind {
-            Kind::Tcp(t) => t.ingress_slot(),
+            Kind::Tcp(_) => None,
             Kind::Udp(u) => Some(&mut u.slot),
             Kind::Icmp(i) => Some(&mut i.slot),
         };
@@ -317,13 +347,8 @@ impl Stack {
         let mut dev = FrameDevice::new(&mut *n.link, &n.caps, Some(frame), self.now);
         n.iface
             .poll_ingress_single(self.now, &mut dev, &mut slot.set);
-        match sock.kind {
-            Kind::Tcp(_) => self.tcp_after_ingress(nic, id),
-            _ => {
-                self.mark_event(id);
-                self.mark_dirty(id);
-            }
-        }
+        self.mark_event(id);
+        self.mark_dirty(id);
     }
 
     /// Produces the output of one socket and re-arms its timer.
@@ -337,8 +362,14 @@ impl Stack {
             Kind::Tcp(t) => t.deadline(),
             _ => None,
         };
+        if let Kind::Tcp(TcpState::Conn(_)) = &sock.kind {
+            let at = earliest(extra_deadline, self.tcp_output(id));
+            self.arm_timer(id, at);
+            self.tcp_after_egress(id);
+            return;
+        }
         let slot = match &mut sock.kind {
-            Kind::Tcp(t) => t.egress_slot(),
+            Kind::Tcp(_) => None,
             Kind::Udp(u) => Some(&mut u.slot),
             Kind::Icmp(i) => Some(&mut i.slot),
         };
@@ -361,6 +392,32 @@ impl Stack {
         } else {
             self.mark_event(id);
         }
+    }
+
+    /// Sends what a connection's engine has to send, each segment wrapped
+    /// in IP; returns the engine's next deadline.
+    fn tcp_output(&mut self, id: SocketId) -> Option<Instant> {
+        let now = self.now;
+        let mut segs = std::mem::take(&mut self.tcp_segments);
+        let sock = self.sockets.get_mut(id)?;
+        let nic = sock.nic;
+        let hop_limit = hop_limit(&sock.opts);
+        let Kind::Tcp(TcpState::Conn(c)) = &mut sock.kind else {
+            return None;
+        };
+        c.engine.poll(now, &mut segs);
+        let at = c.engine.poll_at();
+        let (local, remote) = (c.key.0.addr, c.key.1.addr);
+        if !segs.is_empty() {
+            let n = &mut self.nics[nic];
+            let tx_csum = tx_checksums(&*n.link, &n.caps);
+            for seg in segs.drain(..) {
+                send_segment(n, now, local, remote, hop_limit, &seg.repr(), &tx_csum);
+            }
+            flush_tcp(n, now);
+        }
+        self.tcp_segments = segs;
+        at
     }
 
     /// After a neighbour answered, sockets waiting on it may send. (smoltcp
@@ -403,4 +460,158 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// The checksums a frame read from `link` needs verified (none that the
+/// link vouches for, none on links that guarantee integrity).
+pub(crate) fn rx_checksums(link: &mut dyn Link, caps: &LinkCaps) -> ChecksumCapabilities {
+    let mut dc = device_caps(caps, link.segmentation());
+    if link.vouch_for_checksums() {
+        dc.checksum.tcp = smoltcp::phy::Checksum::None;
+    }
+    dc.checksum
+}
+
+/// The checksums a packet sent on `link` must carry.
+fn tx_checksums(link: &dyn Link, caps: &LinkCaps) -> ChecksumCapabilities {
+    device_caps(caps, link.segmentation()).checksum
+}
+
+/// The IP addresses and TCP header of a frame carrying one whole TCP
+/// segment, checked once (lengths, and the checksum `checksum` asks for).
+pub(crate) fn parse_tcp<'a>(
+    medium: Medium,
+    frame: &'a [u8],
+    checksum: &ChecksumCapabilities,
+) -> Option<(IpAddress, IpAddress, TcpRepr<'a>)> {
+    let ip = match medium {
+        Medium::Ethernet => {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            if !matches!(
+                eth.ethertype(),
+                EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6
+            ) {
+                return None;
+            }
+            &frame[EthernetFrame::<&[u8]>::header_len()..]
+        }
+        _ => frame,
+    };
+    let (src, dst, payload) = match ip.first()? >> 4 {
+        4 => {
+            let p = Ipv4Packet::new_checked(ip).ok()?;
+            if p.more_frags() || p.frag_offset() != 0 || p.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            if checksum.ipv4.rx() && !p.verify_checksum() {
+                return None;
+            }
+            let payload = &ip[p.header_len() as usize..p.total_len() as usize];
+            (
+                IpAddress::Ipv4(p.src_addr()),
+                IpAddress::Ipv4(p.dst_addr()),
+                payload,
+            )
+        }
+        6 => {
+            let p = Ipv6Packet::new_checked(ip).ok()?;
+            if p.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let start = p.header_len();
+            let payload = &ip[start..start + usize::from(p.payload_len())];
+            (
+                IpAddress::Ipv6(p.src_addr()),
+                IpAddress::Ipv6(p.dst_addr()),
+                payload,
+            )
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
+    let repr = TcpRepr::parse(&tcp, &src, &dst, checksum).ok()?;
+    Some((src, dst, repr))
+}
+
+/// Queues one segment, wrapped in IP, on the NIC's TCP raw socket; a full
+/// queue is flushed to the link first. A segment that still finds no room
+/// is dropped, as a full device queue drops it: the engine repairs it.
+fn send_segment(
+    nic: &mut Nic,
+    now: Instant,
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+    tcp: &TcpRepr,
+    csum: &ChecksumCapabilities,
+) {
+    let tcp_len = tcp.buffer_len();
+    let (ip_len, v4) = match (src, dst) {
+        (IpAddress::Ipv4(_), IpAddress::Ipv4(_)) => (20, true),
+        (IpAddress::Ipv6(_), IpAddress::Ipv6(_)) => (40, false),
+        _ => return,
+    };
+    let total = ip_len + tcp_len;
+    for attempt in 0..2 {
+        let raw = nic
+            .tcp_tx
+            .get_mut::<raw::Socket<'static>>(nic.tcp_tx_handle);
+        match raw.send(total) {
+            Ok(buf) => {
+                emit_ip_tcp(buf, src, dst, hop_limit, tcp, csum, v4, ip_len);
+                return;
+            }
+            Err(_) if attempt == 0 => flush_tcp(nic, now),
+            Err(_) => return,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_ip_tcp(
+    buf: &mut [u8],
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+    tcp: &TcpRepr,
+    csum: &ChecksumCapabilities,
+    v4: bool,
+    ip_len: usize,
+) {
+    let payload_len = tcp.buffer_len();
+    match (src, dst) {
+        (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) if v4 => {
+            let repr = Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len,
+                hop_limit,
+            };
+            // The raw socket fills in the header checksum itself.
+            repr.emit(
+                &mut Ipv4Packet::new_unchecked(&mut buf[..]),
+                &ChecksumCapabilities::ignored(),
+            );
+        }
+        (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => {
+            let repr = Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len,
+                hop_limit,
+            };
+            repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+        }
+        _ => return,
+    }
+    let mut packet = TcpPacket::new_unchecked(&mut buf[ip_len..]);
+    tcp.emit(&mut packet, &src, &dst, csum);
+}
+
+/// Hands what the NIC's TCP raw socket holds to the link.
+fn flush_tcp(nic: &mut Nic, now: Instant) {
+    let mut dev = FrameDevice::new(&mut *nic.link, &nic.caps, None, now);
+    while nic.iface.poll_egress(now, &mut dev, &mut nic.tcp_tx) == PollResult::SocketStateChanged {}
 }
