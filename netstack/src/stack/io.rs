@@ -13,8 +13,9 @@ use smoltcp::phy::{ChecksumCapabilities, Medium};
 use smoltcp::socket::raw;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr,
-    Ipv6Address, Ipv6Packet, Ipv6Repr, TcpPacket, TcpRepr,
+    ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress,
+    IpEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr, TcpControl,
+    TcpPacket, TcpRepr,
 };
 
 use super::{Nic, NicId, Stack};
@@ -24,6 +25,7 @@ use crate::frag6;
 use crate::link::{FrameDevice, Link, LinkCaps, device_caps};
 use crate::socket::tcp::{TcpState, hop_limit};
 use crate::socket::{Kind, Slot, SocketId};
+use crate::tcp_engine::Segment;
 
 /// Frames read from one link before output is produced: batching lets one
 /// ACK answer several segments, as GRO does on Linux.
@@ -262,6 +264,7 @@ impl Stack {
                 None
             }
             Flow::Neighbor(learned) => {
+                learn_mac(&mut self.nics[nic], frame, self.now);
                 if let Some(addr) = learned {
                     let seen = &mut self.nics[nic].neighbors;
                     if seen.len() >= 4096 {
@@ -408,6 +411,13 @@ impl Stack {
         c.engine.poll(now, &mut segs);
         let at = c.engine.poll_at();
         let (local, remote) = (c.key.0.addr, c.key.1.addr);
+        if !segs.is_empty()
+            && let Some(mac) = self.offload_mac(nic, remote)
+        {
+            let n = &mut self.nics[nic];
+            send_runs(n, now, mac, local, remote, hop_limit, &segs);
+            segs.clear();
+        }
         if !segs.is_empty() {
             let n = &mut self.nics[nic];
             let tx_csum = tx_checksums(&*n.link, &n.caps);
@@ -418,6 +428,21 @@ impl Stack {
         }
         self.tcp_segments = segs;
         at
+    }
+
+    /// The MAC to frame TCP segments to `remote` with, when the NIC takes
+    /// offloaded runs and the next hop's ARP entry is fresh; `None` sends
+    /// through smoltcp's interface instead, which resolves the neighbour.
+    fn offload_mac(&self, nic: NicId, remote: IpAddress) -> Option<EthernetAddress> {
+        let n = self.nics.get(nic)?;
+        n.link.segmentation()?;
+        n.info.mac?;
+        if !matches!(remote, IpAddress::Ipv4(_)) {
+            return None;
+        }
+        let hop = self.next_hop(nic, remote)?;
+        let &(mac, at) = n.arp.get(&hop)?;
+        (self.now < at + ARP_FRESH).then_some(mac)
     }
 
     /// After a neighbour answered, sockets waiting on it may send. (smoltcp
@@ -614,4 +639,144 @@ fn emit_ip_tcp(
 fn flush_tcp(nic: &mut Nic, now: Instant) {
     let mut dev = FrameDevice::new(&mut *nic.link, &nic.caps, None, now);
     while nic.iface.poll_egress(now, &mut dev, &mut nic.tcp_tx) == PollResult::SocketStateChanged {}
+}
+
+/// How long an ARP entry is trusted for framing TCP here; smoltcp's own
+/// cache expires after a minute too, and its renewal refreshes ours.
+const ARP_FRESH: Duration = Duration::from_secs(60);
+
+/// Records the sender of an ARP frame (request or reply) that a neighbour
+/// sent, by its IPv4 address.
+fn learn_mac(nic: &mut Nic, frame: &[u8], now: Instant) {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return;
+    };
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return;
+    }
+    let Ok(arp) = ArpPacket::new_checked(eth.payload()) else {
+        return;
+    };
+    if !matches!(arp.operation(), ArpOperation::Request | ArpOperation::Reply) {
+        return;
+    }
+    let (Ok(ip), Ok(mac)) = (
+        <[u8; 4]>::try_from(arp.source_protocol_addr()),
+        <[u8; 6]>::try_from(arp.source_hardware_addr()),
+    ) else {
+        return;
+    };
+    let mac = EthernetAddress(mac);
+    if !mac.is_unicast() {
+        return;
+    }
+    if nic.arp.len() >= 4096 {
+        nic.arp.clear();
+    }
+    nic.arp
+        .insert(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), (mac, now));
+}
+
+/// Whether `next` continues `run` as the kernel's segmentation would cut
+/// it: the same header but for the sequence number, no flags but ACK, and
+/// every segment before it exactly the run's segment size.
+fn continues(run: &[Segment], next: &Segment) -> bool {
+    let (first, last) = (&run[0], &run[run.len() - 1]);
+    let (f, n) = (&first.header, &next.header);
+    n.control == TcpControl::None
+        && last.payload.len() == first.payload.len()
+        && n.seq_number.0
+            == last
+                .header
+                .seq_number
+                .0
+                .wrapping_add(last.payload.len() as i32)
+        && n.ack_number == f.ack_number
+        && n.window_len == f.window_len
+        && n.timestamp == f.timestamp
+        && n.sack_ranges == f.sack_ranges
+        && n.window_scale.is_none()
+        && n.max_seg_size.is_none()
+        && !n.sack_permitted
+}
+
+/// Frames a connection's segments for the link directly, consecutive
+/// full segments with one header as a single run that the link (the
+/// kernel behind it) cuts back into those same segments: one frame per
+/// 64 KiB instead of one per segment, as smoltcp's TSO did.
+fn send_runs(
+    nic: &mut Nic,
+    now: Instant,
+    mac: EthernetAddress,
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+    segs: &[Segment],
+) {
+    let Some(own) = nic.info.mac else {
+        return;
+    };
+    let limit = nic
+        .link
+        .segmentation()
+        .unwrap_or(0)
+        .min(14 + usize::from(u16::MAX));
+    let mut i = 0;
+    while i < segs.len() {
+        let first = &segs[i];
+        let header_len = 14 + 20 + first.repr().header_len();
+        let mut j = i + 1;
+        let mut len = header_len + first.payload.len();
+        if first.header.control == TcpControl::None && !first.payload.is_empty() {
+            while j < segs.len()
+                && continues(&segs[i..j], &segs[j])
+                && len + segs[j].payload.len() <= limit
+            {
+                len += segs[j].payload.len();
+                j += 1;
+            }
+        }
+        let mut frame = nic.link.buffer();
+        frame.clear();
+        frame.resize(len, 0);
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.set_dst_addr(mac);
+        eth.set_src_addr(EthernetAddress(own));
+        eth.set_ethertype(EthernetProtocol::Ipv4);
+        let tcp_len = len - 14 - 20;
+        let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src, dst) else {
+            return;
+        };
+        Ipv4Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp_len,
+            hop_limit,
+        }
+        .emit(
+            &mut Ipv4Packet::new_unchecked(&mut frame[14..34]),
+            &ChecksumCapabilities::default(),
+        );
+        let first_end = header_len + first.payload.len();
+        // The link completes the TCP checksum (the kernel, per segment).
+        first.repr().emit(
+            &mut TcpPacket::new_unchecked(&mut frame[34..first_end]),
+            &src,
+            &dst,
+            &ChecksumCapabilities::ignored(),
+        );
+        let mut at = first_end;
+        for seg in &segs[i + 1..j] {
+            frame[at..at + seg.payload.len()].copy_from_slice(&seg.payload);
+            at += seg.payload.len();
+        }
+        if j - i > 1 {
+            let mss = first.payload.len() as u16;
+            nic.link.send_segmented(now, frame, mss);
+        } else {
+            nic.link.send(now, frame);
+        }
+        i = j;
+    }
 }

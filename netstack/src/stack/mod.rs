@@ -191,6 +191,10 @@ pub(crate) struct Nic {
     /// Addresses whose link-layer address this NIC has heard (ARP, NDP);
     /// a connect whose next hop never shows up fails with EHOSTUNREACH.
     pub neighbors: std::collections::HashSet<IpAddress>,
+    /// IPv4 neighbours' MAC addresses as their ARP frames told them, and
+    /// when: TCP segments to a fresh one are framed here and may go to the
+    /// link as one offloaded run (see `io::tcp_output`).
+    pub arp: HashMap<IpAddress, (EthernetAddress, Instant)>,
     /// When the stack last sent its own ARP request for an address.
     pub solicited: HashMap<IpAddress, Instant>,
     /// SYNs that no listener owns are held for the caller (a NAT gateway).
@@ -454,6 +458,7 @@ impl Stack {
             tcp_tx,
             tcp_tx_handle,
             neighbors: std::collections::HashSet::new(),
+            arp: HashMap::new(),
             solicited: HashMap::new(),
             transparent: false,
         });
