@@ -412,9 +412,12 @@ impl Stack {
         let at = c.engine.poll_at();
         let (local, remote) = (c.key.0.addr, c.key.1.addr);
         if !segs.is_empty()
-            && let Some(mac) = self.offload_mac(nic, remote)
+            && let Some(mac) = self.direct_framing(nic, remote)
         {
             let n = &mut self.nics[nic];
+            // The interface's own output (MLD reports, say) still goes out
+            // when a socket sends, and first, as through the raw socket.
+            flush_tcp(n, now);
             send_runs(n, now, mac, local, remote, hop_limit, &segs);
             segs.clear();
         }
@@ -430,19 +433,23 @@ impl Stack {
         at
     }
 
-    /// The MAC to frame TCP segments to `remote` with, when the NIC takes
-    /// offloaded runs and the next hop's ARP entry is fresh; `None` sends
-    /// through smoltcp's interface instead, which resolves the neighbour.
-    fn offload_mac(&self, nic: NicId, remote: IpAddress) -> Option<EthernetAddress> {
+    /// Whether TCP segments to `remote` may be framed here, and with which
+    /// destination MAC: `Some(None)` on an IP link, `Some(Some(mac))` to an
+    /// IPv4 next hop whose ARP entry is fresh. `None` sends them through
+    /// smoltcp's interface instead, which resolves the neighbour (IPv6 on
+    /// Ethernet always goes that way).
+    fn direct_framing(&self, nic: NicId, remote: IpAddress) -> Option<Option<EthernetAddress>> {
         let n = self.nics.get(nic)?;
-        n.link.segmentation()?;
+        if n.caps.medium != Medium::Ethernet {
+            return Some(None);
+        }
         n.info.mac?;
         if !matches!(remote, IpAddress::Ipv4(_)) {
             return None;
         }
         let hop = self.next_hop(nic, remote)?;
         let &(mac, at) = n.arp.get(&hop)?;
-        (self.now < at + ARP_FRESH).then_some(mac)
+        (self.now < at + ARP_FRESH).then_some(Some(mac))
     }
 
     /// After a neighbour answered, sockets waiting on it may send. (smoltcp
@@ -700,34 +707,44 @@ fn continues(run: &[Segment], next: &Segment) -> bool {
         && !n.sack_permitted
 }
 
-/// Frames a connection's segments for the link directly, consecutive
-/// full segments with one header as a single run that the link (the
-/// kernel behind it) cuts back into those same segments: one frame per
-/// 64 KiB instead of one per segment, as smoltcp's TSO did.
+/// Frames a connection's segments for the link directly (behind an
+/// Ethernet header to `mac`, or bare on an IP link). On a link that
+/// offloads segmentation, consecutive full segments with one header go as
+/// a single run that the link (the kernel behind it) cuts back into those
+/// same segments: one frame per 64 KiB instead of one per segment, as
+/// smoltcp's TSO did.
 fn send_runs(
     nic: &mut Nic,
     now: Instant,
-    mac: EthernetAddress,
+    mac: Option<EthernetAddress>,
     src: IpAddress,
     dst: IpAddress,
     hop_limit: u8,
     segs: &[Segment],
 ) {
-    let Some(own) = nic.info.mac else {
-        return;
+    let eth = match (mac, nic.info.mac) {
+        (Some(to), Some(own)) => Some((to, EthernetAddress(own))),
+        (None, _) => None,
+        (Some(_), None) => return,
     };
-    let limit = nic
-        .link
-        .segmentation()
-        .unwrap_or(0)
-        .min(14 + usize::from(u16::MAX));
+    let l2 = if eth.is_some() { 14 } else { 0 };
+    let l3 = match dst {
+        IpAddress::Ipv4(_) => 20,
+        IpAddress::Ipv6(_) => 40,
+    };
+    let csum = tx_checksums(&*nic.link, &nic.caps);
+    let segmentation = nic.link.segmentation();
+    let limit = segmentation.unwrap_or(0).min(l2 + usize::from(u16::MAX));
     let mut i = 0;
     while i < segs.len() {
         let first = &segs[i];
-        let header_len = 14 + 20 + first.repr().header_len();
+        let header_len = l2 + l3 + first.repr().header_len();
         let mut j = i + 1;
         let mut len = header_len + first.payload.len();
-        if first.header.control == TcpControl::None && !first.payload.is_empty() {
+        if segmentation.is_some()
+            && first.header.control == TcpControl::None
+            && !first.payload.is_empty()
+        {
             while j < segs.len()
                 && continues(&segs[i..j], &segs[j])
                 && len + segs[j].payload.len() <= limit
@@ -739,32 +756,46 @@ fn send_runs(
         let mut frame = nic.link.buffer();
         frame.clear();
         frame.resize(len, 0);
-        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.set_dst_addr(mac);
-        eth.set_src_addr(EthernetAddress(own));
-        eth.set_ethertype(EthernetProtocol::Ipv4);
-        let tcp_len = len - 14 - 20;
-        let (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) = (src, dst) else {
-            return;
-        };
-        Ipv4Repr {
-            src_addr: s,
-            dst_addr: d,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp_len,
-            hop_limit,
+        if let Some((to, own)) = eth {
+            let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+            e.set_dst_addr(to);
+            e.set_src_addr(own);
+            e.set_ethertype(match dst {
+                IpAddress::Ipv4(_) => EthernetProtocol::Ipv4,
+                IpAddress::Ipv6(_) => EthernetProtocol::Ipv6,
+            });
         }
-        .emit(
-            &mut Ipv4Packet::new_unchecked(&mut frame[14..34]),
-            &ChecksumCapabilities::default(),
-        );
+        let tcp_len = len - l2 - l3;
+        match (src, dst) {
+            (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp_len,
+                hop_limit,
+            }
+            .emit(
+                &mut Ipv4Packet::new_unchecked(&mut frame[l2..l2 + l3]),
+                &csum,
+            ),
+            (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp_len,
+                hop_limit,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut frame[l2..l2 + l3])),
+            _ => return,
+        }
         let first_end = header_len + first.payload.len();
-        // The link completes the TCP checksum (the kernel, per segment).
+        // On an offloading link the link completes the TCP checksum (the
+        // kernel, per segment); `csum` says so.
         first.repr().emit(
-            &mut TcpPacket::new_unchecked(&mut frame[34..first_end]),
+            &mut TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]),
             &src,
             &dst,
-            &ChecksumCapabilities::ignored(),
+            &csum,
         );
         let mut at = first_end;
         for seg in &segs[i + 1..j] {
