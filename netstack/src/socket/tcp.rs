@@ -904,10 +904,6 @@ impl Stack {
         self.mark_dirty(id);
     }
 
-    /// A listener's buffer sizes changed: its children take the new ones
-    /// from its options when they are made, so nothing is kept to remake.
-    pub(crate) fn tcp_refresh_listener(&mut self, _id: SocketId) {}
-
     /// Reacts to a change of the TCP state since the last look.
     fn tcp_transitions(&mut self, id: SocketId) {
         let Some(sock) = self.sockets.get_mut(id) else {

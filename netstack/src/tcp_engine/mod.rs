@@ -14,44 +14,39 @@
 //! `send`; reassembly and SACK generation in `recv`; RACK-TLP and NewReno
 //! in `loss`; window growth and PRR in `cc`; RTT and RTO in `rtt`.
 //!
-//! How it will replace smoltcp's `tcp::Socket` in `socket/tcp.rs` (not
-//! done yet; `netstack/tests/tcp.rs` must stay green through it):
-//! - **State.** `Conn` owns a `Connection` instead of a one-socket
-//!   `SocketSet`; `Conn::prev` becomes the engine's `State`, and the
-//!   transitions `tcp_after_ingress`/`tcp_after_egress` look for (handshake
-//!   done → accept queue or connect success, `error()` → `sock.error`,
-//!   `TimeWait` → the existing 4-tuple-only `TcpState::TimeWait`) are the
-//!   same ones, read from `state()` and `error()`.
-//! - **Ingress.** `Stack::feed` stops calling `Interface::poll_ingress_single`
-//!   for TCP: it parses the frame's IP header and `TcpPacket::new_checked` +
-//!   `TcpRepr::parse` (checksum checked unless the link's offloads vouch for
-//!   it), then calls `input(now, &repr)`. `tcp_target` keeps its job (4-tuple
-//!   table, listener choice, full accept queue drops the SYN or the last
-//!   ACK). A listener holds no engine any more: a SYN for it becomes
-//!   `Connection::accept(cfg, &syn, iss, ts_offset, now)`, entered in
-//!   `tcp_conns` as a half-open child. Segments for no socket still go to
-//!   smoltcp's interface, which answers with a RST as today; a non-SYN
-//!   segment for a TIME-WAIT 4-tuple gets `Connection::time_wait_ack` (so
-//!   `TcpState::TimeWait` keeps `sequence_numbers()` besides the key).
-//! - **Egress.** `Stack::egress` calls `poll(now, &mut segments)` and hands
-//!   each segment, wrapped in an `Ipv4Repr`/`Ipv6Repr` (TTL/hop limit and
-//!   TOS from the socket's options), to a per-NIC raw socket like the one
-//!   that already sends our IPv6 fragments (`frag_tx`), so smoltcp's
-//!   interface still does routing, neighbour resolution and framing; the
-//!   socket's timer is `poll_at()`, merged with the connect and neighbour
-//!   deadlines `TcpState::deadline` has today.
+//! How the socket layer (`socket/tcp.rs`) and the stack use it:
+//! - **State.** `Conn` owns a `Connection`; `Conn::prev` is the engine's
+//!   `State`, and `tcp_transitions` looks for the same transitions as with
+//!   smoltcp's socket (handshake done → accept queue or connect success,
+//!   `error()` → `sock.error`, an orphan's `TimeWait` → the 4-tuple-only
+//!   `TcpState::TimeWait`).
+//! - **Ingress.** `Stack::feed` parses the frame's IP header and TCP
+//!   segment with smoltcp's wire types (`stack::parse_tcp`; checksums as the
+//!   link's offloads say) and calls `input`. `tcp_target` keeps its job
+//!   (4-tuple table, listener choice, a full accept queue drops the SYN or
+//!   the last ACK). A listener holds no engine: its SYN becomes
+//!   `Connection::accept`, entered in `tcp_conns` as a half-open child.
+//!   Segments for no socket still go to smoltcp's interface, which answers
+//!   with a RST; so do non-SYN segments for a TIME-WAIT 4-tuple, as before
+//!   (`time_wait_ack` is not used yet).
+//! - **Egress.** `Stack::egress` calls `poll` and frames each segment
+//!   itself when it can (IP links; IPv4 next hops with a fresh ARP entry),
+//!   joining runs of full segments with one header into one frame for a
+//!   link that offloads segmentation; otherwise the segment, wrapped in IP,
+//!   goes through the NIC's raw socket `tcp_tx`, and smoltcp's interface
+//!   routes, resolves and frames it. The socket's timer is `poll_at()`
+//!   merged with the connect and neighbour deadlines.
 //! - **Socket calls.** `send`/`send_room` serve `sendmsg` and `POLLOUT`;
-//!   `recv`/`recv_ready`/`recv_finished` serve `recvmsg`, `POLLIN` and EOF;
-//!   `close` is `shutdown(SHUT_WR)` and the FIN of `close`; `abort` is
-//!   linger 0 and close with unread data; `error()` is `SO_ERROR` (refused,
-//!   reset, timed out); `Config` comes from `Options` (buffers, MSS from the
-//!   route's MTU, `ack_delay: None` because the stack polls once per input
-//!   batch, which gives one ACK per batch as `ACK_EVERY` does now).
-//!   `Config::nagle` is `!TCP_NODELAY`; `Config::keepalive` carries
-//!   `SO_KEEPALIVE` with `TCP_KEEPIDLE`/`TCP_KEEPINTVL`/`TCP_KEEPCNT`.
-//! - **Missing before the switch:** buffers lent by `BufferPool` instead of
-//!   owned `Vec`s, `TCP_INFO`-style figures (`stats()`, `srtt()`, `cwnd()`
-//!   are the start), and `MSG_OOB`/urgent data (ignored, as by smoltcp).
+//!   `recv_with`/`peek`/`recv_ready`/`recv_finished` serve `recvmsg`,
+//!   `POLLIN` and EOF; `close` is `shutdown(SHUT_WR)` and the FIN of
+//!   `close`; `abort` is linger 0 and close with unread data; `error()` is
+//!   `SO_ERROR`; `Config` comes from `Options` (buffers, MSS from the NIC's
+//!   MTU, `ack_delay: None` because the stack polls every few segments and
+//!   once per input batch), `set_nagle`/`set_keepalive` follow later
+//!   `setsockopt`s.
+//! - **Not yet:** buffers lent by `BufferPool` (the engine owns its `Vec`s),
+//!   `TCP_INFO` from `stats()`/`srtt()`/`cwnd()`, `MSG_OOB`/urgent data
+//!   (ignored, as by smoltcp), PSH on the last segment of a write.
 
 mod cc;
 mod loss;
