@@ -14,6 +14,8 @@
 #   pcap      smolvisor do --pcap-log FILE -- iperf3 -c  (nat with capture)
 #   sandbox   smolvisor do --network sandbox --netns A -- iperf3 -c
 #             (the sandbox takes over A's veth; A's address moves into it)
+#   nat-base, sandbox-base   the same with the --baseline binary, to
+#             compare two builds in one run (rows alternate per repetition)
 #
 # Options:
 #   --reps N           repetitions per row (default 3)
@@ -21,6 +23,10 @@
 #   --only LIST        rows to run (native always runs)
 #   --smolvisor PATH   binary (default target/release/smolvisor)
 #   --no-build         skip `cargo build --release -p smolvisor`
+#   --loss P           B drops TCP segments at random with probability P
+#                      (0.001 is 0.1%) both ways, with iptables' statistic
+#                      match (this kernel has no netem)
+#   --baseline PATH    a second smolvisor binary for the *-base rows
 #
 # Needs root. Installs iperf3, passt, slirp4netns and iproute2 when missing.
 # Writes the table to target/bench-nics.md as well as stdout.
@@ -33,6 +39,8 @@ SECS=5
 BUILD=1
 SV="$REPO/target/release/smolvisor"
 ROWS=(nat pasta slirp pcap sandbox)
+LOSS=0
+BASE=""
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
@@ -42,6 +50,8 @@ while [ $# -gt 0 ]; do
         --only) shift; IFS=, read -r -a ROWS <<<"$1" ;;
         --smolvisor) shift; SV=$1 ;;
         --no-build) BUILD=0 ;;
+        --loss) shift; LOSS=$1 ;;
+        --baseline) shift; BASE=$1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-nics: unknown option $1" >&2; exit 2 ;;
     esac
@@ -80,6 +90,13 @@ ip -n "$A" link set "va$$" up
 ip -n "$B" link set "vb$$" up
 # pasta looks for the interface of the default route.
 ip -n "$A" route add default via 10.203.0.2
+if [ "$LOSS" != 0 ]; then
+    # In B, so every row (native included) crosses the same lossy hop.
+    for chain in INPUT OUTPUT; do
+        ip netns exec "$B" iptables -A "$chain" -p tcp -m statistic --mode random \
+            --probability "$LOSS" -j DROP || exit 1
+    done
+fi
 ip netns exec "$B" iperf3 -s -D -B 10.203.0.2 -I "$T/iperf3.pid" || exit 1
 PEER=10.203.0.2
 for _ in $(seq 50); do ip netns exec "$A" bash -c "echo >/dev/tcp/$PEER/5201" 2>/dev/null && break; sleep 0.1; done
@@ -103,6 +120,8 @@ iperf_row() {
                sleep 0.5; touch "$T/slirp.ready"
                wait "$inner"; kill "$sl" 2>/dev/null; wait "$sl" 2>/dev/null; rm -f "$T/slirp.ready" ;;
         sandbox) "$SV" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
+        nat-base) ip netns exec "$A" "$BASE" do -- "${client[@]}" ;;
+        sandbox-base) "$BASE" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
     esac >"$json" 2>"$T/$row$dir.err"
     python3 -c '
 import json, sys
@@ -123,7 +142,7 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-md="Run at $(date -u '+%Y-%m-%d %H:%M UTC') on commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)."$'\n\n'
+md="Run at $(date -u '+%Y-%m-%d %H:%M UTC') on commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), TCP loss $LOSS each way${BASE:+, baseline $BASE}."$'\n\n'
 md+="| path (iperf3 over a veth, ${SECS} s, median of $REPS) | up Gbit/s | ×native | down (-R) Gbit/s | ×native |"$'\n'
 md+="|---|---:|---:|---:|---:|"$'\n'
 nu=$(printf %s "${RES[native]:-}" | median)

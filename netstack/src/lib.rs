@@ -31,8 +31,8 @@
 //!
 //! [`tcp_engine`] is our own TCP (SACK, RACK-TLP, PRR, CUBIC, a 200 ms RTO
 //! floor) as a sans-I/O engine of one connection, tested on simulated
-//! links; it is not yet wired under the socket layer, which still runs
-//! smoltcp's TCP socket (its module doc says how it will replace it).
+//! links; every TCP socket runs on it (its module doc says how the socket
+//! layer and the stack drive it). smoltcp's TCP socket is no longer used.
 
 mod buffers;
 mod demux;

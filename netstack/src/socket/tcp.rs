@@ -1,31 +1,31 @@
 //! TCP with Linux semantics: a real accept backlog, bind/reuse rules,
-//! half-close, linger, connect timeouts and error delivery.
+//! half-close, linger, connect timeouts and error delivery, on our own
+//! engine ([`tcp_engine::Connection`]).
 //!
-//! A listening socket keeps one smoltcp socket in LISTEN state. When a SYN
-//! turns it into a half-open connection, that socket (with its set) becomes a
-//! child socket of its own, is entered in the connection table under its
-//! 4-tuple, and a fresh listening socket takes its place. Children move to the
-//! accept queue when their handshake completes.
+//! A connection owns one engine; the stack hands it the segments parsed
+//! from frames (`Stack::feed`) and sends what its `poll` produces
+//! (`Stack::egress`). A listening socket holds no engine: a SYN for it
+//! becomes a child connection (`Connection::accept`), entered in the
+//! connection table under its 4-tuple. Children move to the accept queue
+//! when their handshake completes.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use smoltcp::socket::tcp::{self, CongestionControl};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{IpAddress, IpEndpoint, TcpRepr, TcpSeqNumber};
 
-use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Slot, Socket, SocketId};
-use crate::buffers::BufferPool;
+use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Socket, SocketId};
 use crate::error::{NetError, Result};
-use crate::link::FrameDevice;
 use crate::stack::{Intercepted, NicId, Stack};
+use crate::tcp_engine::{self, ConnError, Connection, Keepalive, State};
 
 pub(crate) enum TcpState {
     /// Created, maybe bound; neither listening nor connected.
     Fresh,
     Listening(Listener),
     Conn(Box<Conn>),
-    /// A closed connection waiting out TIME_WAIT: no smoltcp socket and no
+    /// A closed connection waiting out TIME_WAIT: no engine and no
     /// buffers any more (like Linux's timewait sockets), only the 4-tuple and
     /// the port it still holds.
     TimeWait {
@@ -38,12 +38,17 @@ pub(crate) enum TcpState {
 const NEIGHBOR_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Segments received before an ACK goes out at once. Linux ACKs every second
-/// full segment and counts, in slow start, the segments each ACK covers;
-/// smoltcp grows its window by one segment per ACK instead, so an ACK per
-/// input batch (up to 64 segments) made slow start crawl, while an ACK per
-/// segment halved bulk throughput. Every fourth segment keeps both close to
-/// Linux (benches/netstack.rs, tests/tcp.rs `large_rcvbuf_window_exceeds_64k`).
+/// full segment; an ACK per input batch (up to 64 segments) would stall a
+/// sender whose window is smaller than a batch, while an ACK per segment
+/// halves bulk throughput. Every fourth segment keeps both close to Linux
+/// (benches/netstack.rs, tests/tcp.rs `large_rcvbuf_window_exceeds_64k`).
 const ACK_EVERY: u8 = 4;
+
+/// The most a send copies through the stack's scratch buffer per round.
+const TCP_SCRATCH: usize = 64 << 10;
+
+/// The hop limit when the socket sets none (Linux's `ip_default_ttl`).
+const DEFAULT_TTL: u8 = 64;
 
 /// Most connections kept in TIME_WAIT at once (Linux's `tcp_max_tw_buckets`
 /// scales with memory; 65536 is its value on small machines).
@@ -54,8 +59,6 @@ const TIME_WAIT: Duration = Duration::from_secs(60);
 
 pub(crate) struct Listener {
     pub backlog: usize,
-    /// The socket that receives the next SYN.
-    pub idle: Slot,
     /// Children whose handshake is under way.
     pub half_open: Vec<SocketId>,
     /// Children ready to be accepted.
@@ -63,11 +66,11 @@ pub(crate) struct Listener {
 }
 
 pub(crate) struct Conn {
-    pub slot: Slot,
-    /// (local, remote), as smoltcp sees them (IPv4 peers of IPv6 sockets unmapped).
+    pub engine: Connection,
+    /// (local, remote), as on the wire (IPv4 peers of IPv6 sockets unmapped).
     pub key: (IpEndpoint, IpEndpoint),
     /// The state seen after the last input or output, to detect transitions.
-    pub prev: tcp::State,
+    pub prev: State,
     /// The listener, until the connection is accepted.
     pub parent: Option<SocketId>,
     /// The handshake completed at some point.
@@ -84,74 +87,51 @@ pub(crate) struct Conn {
     pub next_hop: Option<(IpAddress, Instant)>,
 }
 
-impl Conn {
-    pub(crate) fn socket(&mut self) -> &mut tcp::Socket<'static> {
-        self.slot
-            .set
-            .get_mut::<tcp::Socket<'static>>(self.slot.handle)
+/// The engine's configuration from the socket's options; `mss` from the
+/// MTU of the NIC the connection uses.
+pub(crate) fn engine_config(opts: &Options, mtu: usize, v6: bool) -> tcp_engine::Config {
+    let headers = if v6 { 60 } else { 40 };
+    tcp_engine::Config {
+        mss: mtu.saturating_sub(headers).min(usize::from(u16::MAX)) as u16,
+        send_buffer: opts.send_buffer,
+        recv_buffer: opts.recv_buffer,
+        // The stack reads frames in batches and polls once per batch (or
+        // every ACK_EVERY segments), which gives the ACK cadence; a delayed
+        // ACK would only stall small transfers.
+        ack_delay: None,
+        nagle: !opts.nodelay,
+        keepalive: keepalive(opts),
+        ..tcp_engine::Config::default()
     }
 }
 
-fn new_slot(
-    pool: &BufferPool,
-    opts: &Options,
-    setup: impl FnOnce(&mut tcp::Socket<'static>) -> Result<()>,
-) -> Result<Slot> {
-    // SAFETY: both slices go into the socket, and the socket and the leases
-    // into one Slot, which drops the socket first (see `BufferPool::lend`).
-    let [(rx, rx_lease), (tx, tx_lease)] =
-        unsafe { pool.lend_two(opts.recv_buffer, opts.send_buffer)? };
-    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(rx), tcp::SocketBuffer::new(tx));
-    s.set_congestion_control(CongestionControl::Cubic);
-    configure(&mut s, opts);
-    setup(&mut s)?;
-    Ok(Slot::new(s, [rx_lease, tx_lease]))
-}
-
-fn configure(s: &mut tcp::Socket<'static>, opts: &Options) {
-    s.set_nagle_enabled(!opts.nodelay);
-    s.set_hop_limit(opts.ttl);
-    // The stack reads frames in batches and answers each batch with one ACK
-    // (as GRO does), so a delayed ACK would only stall small transfers.
-    s.set_ack_delay(None);
-    if opts.keepalive {
-        let idle = Duration::from_secs(u64::from(opts.keep_idle));
-        let probes =
-            Duration::from_secs(u64::from(opts.keep_interval) * u64::from(opts.keep_count));
-        s.set_keep_alive(Some(idle));
-        s.set_timeout(Some(idle + probes));
-    } else {
-        s.set_keep_alive(None);
-        s.set_timeout(None);
-    }
-}
-
-fn listening_slot(pool: &BufferPool, opts: &Options, binding: &Binding) -> Result<Slot> {
-    new_slot(pool, opts, |s| {
-        s.listen(IpListenEndpoint {
-            addr: binding.addr,
-            port: binding.port,
-        })
-        .map_err(|_| NetError::InvalidInput)
+fn keepalive(opts: &Options) -> Option<Keepalive> {
+    opts.keepalive.then(|| Keepalive {
+        idle: Duration::from_secs(u64::from(opts.keep_idle)),
+        interval: Duration::from_secs(u64::from(opts.keep_interval)),
+        count: opts.keep_count,
     })
 }
 
+fn configure(e: &mut Connection, opts: &Options) {
+    e.set_nagle(!opts.nodelay);
+    e.set_keepalive(keepalive(opts));
+}
+
+/// The IP hop limit for a socket's segments.
+pub(crate) fn hop_limit(opts: &Options) -> u8 {
+    opts.ttl.unwrap_or(DEFAULT_TTL)
+}
+
+fn conn_error(e: ConnError) -> NetError {
+    match e {
+        ConnError::Refused => NetError::ConnectionRefused,
+        ConnError::Reset => NetError::ConnectionReset,
+        ConnError::TimedOut => NetError::TimedOut,
+    }
+}
+
 impl TcpState {
-    pub(crate) fn ingress_slot(&mut self) -> Option<&mut Slot> {
-        match self {
-            TcpState::Listening(l) => Some(&mut l.idle),
-            TcpState::Conn(c) => Some(&mut c.slot),
-            TcpState::Fresh | TcpState::TimeWait { .. } => None,
-        }
-    }
-
-    pub(crate) fn egress_slot(&mut self) -> Option<&mut Slot> {
-        match self {
-            TcpState::Conn(c) => Some(&mut c.slot),
-            _ => None,
-        }
-    }
-
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match self {
             TcpState::Conn(c) => match (c.connect_deadline, c.next_hop) {
@@ -165,14 +145,8 @@ impl TcpState {
 
     pub(crate) fn apply_options(&mut self, opts: &Options) {
         match self {
-            TcpState::Conn(c) => configure(c.socket(), opts),
-            TcpState::Listening(l) => {
-                configure(
-                    l.idle.set.get_mut::<tcp::Socket<'static>>(l.idle.handle),
-                    opts,
-                );
-            }
-            TcpState::Fresh | TcpState::TimeWait { .. } => {}
+            TcpState::Conn(c) => configure(&mut c.engine, opts),
+            TcpState::Fresh | TcpState::Listening(_) | TcpState::TimeWait { .. } => {}
         }
     }
 }
@@ -189,13 +163,6 @@ fn listener(sock: &mut Socket) -> Option<&mut Listener> {
         Kind::Tcp(TcpState::Listening(l)) => Some(l),
         _ => None,
     }
-}
-
-fn is_synchronized(st: tcp::State) -> bool {
-    !matches!(
-        st,
-        tcp::State::Closed | tcp::State::Listen | tcp::State::SynSent | tcp::State::SynReceived
-    )
 }
 
 impl Stack {
@@ -223,7 +190,7 @@ impl Stack {
             let parent = {
                 let c = conn(self.sockets.get_mut(id)?)?;
                 c.rst_seen = rst;
-                (c.prev == tcp::State::SynReceived && ack && !syn && !rst)
+                (c.prev == State::SynReceived && ack && !syn && !rst)
                     .then_some(c.parent)
                     .flatten()
             };
@@ -293,11 +260,9 @@ impl Stack {
                 b
             }
         };
-        let idle = listening_slot(&self.pool, &self.get(id)?.opts, &binding)?;
         let sock = self.get_mut(id)?;
         sock.kind = Kind::Tcp(TcpState::Listening(Listener {
             backlog,
-            idle,
             half_open: Vec::new(),
             queue: VecDeque::new(),
         }));
@@ -339,10 +304,7 @@ impl Stack {
                     }
                     return Err(NetError::IsConnected);
                 }
-                if matches!(
-                    c.socket().state(),
-                    tcp::State::SynSent | tcp::State::SynReceived
-                ) {
+                if matches!(c.engine.state(), State::SynSent | State::SynReceived) {
                     return Err(NetError::Already);
                 }
                 // A failed attempt: report its error (ECONNABORTED once it was
@@ -392,18 +354,18 @@ impl Stack {
         if let Some((hop, _)) = next_hop {
             self.solicit(nic, hop);
         }
-        let cx = self.nics[nic].iface.context();
+        let iss = TcpSeqNumber(self.next_random() as i32);
+        let ts_offset = self.next_random() as u32;
+        let mtu = self.nics[nic].ip_mtu();
         let opts = &self.sockets.get(id).ok_or(NetError::BadHandle)?.opts;
-        let slot = new_slot(&self.pool, opts, |s| {
-            s.connect(cx, remote, local)
-                .map_err(|_| NetError::InvalidInput)
-        })?;
+        let cfg = engine_config(opts, mtu, matches!(remote.addr, IpAddress::Ipv6(_)));
+        let engine = Connection::connect(cfg, local.port, remote.port, iss, ts_offset, self.now);
         let sock = self.get_mut(id)?;
         sock.nic = nic;
         sock.kind = Kind::Tcp(TcpState::Conn(Box::new(Conn {
-            slot,
+            engine,
             key,
-            prev: tcp::State::SynSent,
+            prev: State::SynSent,
             parent: None,
             established: false,
             rst_seen: false,
@@ -462,34 +424,52 @@ impl Stack {
         let Some(c) = conn(sock) else {
             return Err(NetError::BrokenPipe);
         };
-        let s = c.socket();
-        match s.state() {
-            tcp::State::Established | tcp::State::CloseWait => {}
-            tcp::State::SynSent | tcp::State::SynReceived => return Err(NetError::WouldBlock),
+        match c.engine.state() {
+            State::Established | State::CloseWait => {}
+            State::SynSent | State::SynReceived => return Err(NetError::WouldBlock),
             _ => return Err(NetError::BrokenPipe),
         }
+        let room = c.engine.send_room();
+        if room == 0 {
+            return Err(NetError::WouldBlock);
+        }
+        // The engine's queue takes slices; `fill` writes into ours. The
+        // scratch stays with the stack, so a send allocates nothing.
+        let mut scratch = std::mem::take(&mut self.tcp_scratch);
+        let want = room.min(TCP_SCRATCH);
+        if scratch.len() < want {
+            scratch.resize(want, 0);
+        }
         let mut total = 0;
-        for _ in 0..2 {
-            let mut full = false;
-            let n = s
-                .send(|room| {
-                    let n = fill(room).min(room.len());
-                    full = n == room.len();
-                    (n, n)
-                })
-                .map_err(|_| NetError::BrokenPipe)?;
-            total += n;
-            if !full || n == 0 {
-                break;
+        let mut result = Ok(());
+        if let Some(c) = self.sockets.get_mut(id).and_then(conn) {
+            loop {
+                let room = c.engine.send_room().min(scratch.len());
+                if room == 0 {
+                    break;
+                }
+                let n = fill(&mut scratch[..room]).min(room);
+                if n == 0 {
+                    break;
+                }
+                let taken = c.engine.send(&scratch[..n]);
+                total += taken;
+                if taken < n {
+                    // Cannot happen (room was asked first); say so rather
+                    // than lose the bytes silently.
+                    result = Err(NetError::NoBufferSpace);
+                    break;
+                }
+                if n < room {
+                    break;
+                }
             }
         }
-        if total == 0 {
-            if s.send_capacity() == s.send_queue() {
-                return Err(NetError::WouldBlock);
-            }
-            return Ok(0);
+        self.tcp_scratch = scratch;
+        result?;
+        if total > 0 {
+            self.mark_dirty(id);
         }
-        self.mark_dirty(id);
         Ok(total)
     }
 
@@ -532,37 +512,20 @@ impl Stack {
             return Err(NetError::NotConnected);
         };
         let established = c.established;
-        let s = c.socket();
+        let e = &mut c.engine;
         // Linux still hands out data after SHUT_RD (even data that arrives
         // later); only an empty queue reads as end of file.
-        if s.can_recv() {
+        if e.recv_ready() > 0 {
             let n = match take {
-                Take::Peek(buf) => return Ok(s.peek_slice(buf).unwrap_or(0)),
-                Take::With(f) => {
-                    let mut total = 0;
-                    for _ in 0..2 {
-                        let mut all = false;
-                        let n = s
-                            .recv(|data| {
-                                let n = f(data).min(data.len());
-                                all = n == data.len() && n > 0;
-                                (n, n)
-                            })
-                            .unwrap_or(0);
-                        total += n;
-                        if !all {
-                            break;
-                        }
-                    }
-                    total
-                }
+                Take::Peek(buf) => return Ok(e.peek(buf)),
+                Take::With(f) => e.recv_with(f),
             };
             // Reading may open the window: let the stack tell the peer.
             self.mark_dirty(id);
             return Ok(n);
         }
-        let st = s.state();
-        let may_recv = s.may_recv();
+        let st = e.state();
+        let may_recv = !e.recv_finished() && !matches!(st, State::Closed | State::TimeWait);
         if let Some(e) = sock.error.take() {
             return Err(e);
         }
@@ -570,9 +533,9 @@ impl Stack {
             return Ok(0);
         }
         match st {
-            tcp::State::SynSent | tcp::State::SynReceived => Err(NetError::WouldBlock),
+            State::SynSent | State::SynReceived => Err(NetError::WouldBlock),
             // A failed connect whose error was reported reads as end of file.
-            tcp::State::Closed => Ok(0),
+            State::Closed => Ok(0),
             _ if !established => Err(NetError::NotConnected),
             _ if may_recv => Err(NetError::WouldBlock),
             _ => Ok(0),
@@ -586,7 +549,7 @@ impl Stack {
         match &mut sock.kind {
             Kind::Tcp(TcpState::Conn(c)) => {
                 if wr {
-                    c.socket().close();
+                    c.engine.close();
                     sock.shut_wr = true;
                 }
                 if rd {
@@ -618,12 +581,12 @@ impl Stack {
                 }
             }
             Kind::Tcp(TcpState::Conn(c)) => {
-                let s = c.socket();
+                let e = &mut c.engine;
                 // Unread data or SO_LINGER 0 make close send RST (RFC 2525, as Linux).
-                if linger0 || s.recv_queue() > 0 {
-                    s.abort();
+                if linger0 || e.recv_ready() > 0 {
+                    e.abort();
                 } else {
-                    s.close();
+                    e.close();
                 }
                 sock.orphan = true;
                 sock.evented = false;
@@ -639,7 +602,7 @@ impl Stack {
             && let Some(c) = conn(sock)
         {
             c.parent = None;
-            c.socket().abort();
+            c.engine.abort();
             sock.orphan = true;
             self.mark_dirty(id);
         }
@@ -649,10 +612,7 @@ impl Stack {
         let sock = self.get_mut(id)?;
         let listening = matches!(sock.kind, Kind::Tcp(TcpState::Listening(_)));
         match conn(sock) {
-            Some(c) => {
-                let s = c.socket();
-                Ok((s.recv_queue(), s.send_queue()))
-            }
+            Some(c) => Ok((c.engine.recv_ready(), c.engine.send_queued())),
             None if listening => Err(NetError::InvalidInput),
             None => Ok((0, 0)),
         }
@@ -676,38 +636,37 @@ impl Stack {
             },
             Kind::Tcp(TcpState::Conn(c)) => {
                 let established = c.established;
-                let s = c.socket();
-                let st = s.state();
-                let connecting = matches!(st, tcp::State::SynSent | tcp::State::SynReceived);
-                let failed = st == tcp::State::Closed && !established;
+                let e = &c.engine;
+                let st = e.state();
+                let connecting = matches!(st, State::SynSent | State::SynReceived);
+                let failed = st == State::Closed && !established;
                 // The peer's FIN (or RST) shuts the read side at once, even
                 // while received data is still unread (POLLRDHUP).
                 let peer_done = matches!(
                     st,
-                    tcp::State::CloseWait
-                        | tcp::State::LastAck
-                        | tcp::State::Closing
-                        | tcp::State::TimeWait
-                        | tcp::State::Closed
+                    State::CloseWait
+                        | State::LastAck
+                        | State::Closing
+                        | State::TimeWait
+                        | State::Closed
                 );
                 let rcv_shut = shut_rd || failed || (established && peer_done);
                 let snd_shut = shut_wr
                     || failed
                     || matches!(
                         st,
-                        tcp::State::Closed
-                            | tcp::State::FinWait1
-                            | tcp::State::FinWait2
-                            | tcp::State::Closing
-                            | tcp::State::LastAck
-                            | tcp::State::TimeWait
+                        State::Closed
+                            | State::FinWait1
+                            | State::FinWait2
+                            | State::Closing
+                            | State::LastAck
+                            | State::TimeWait
                     );
-                let space = s.send_capacity() - s.send_queue();
                 Readiness {
-                    readable: !connecting && (s.can_recv() || rcv_shut),
-                    writable: !connecting && (snd_shut || space > 0),
+                    readable: !connecting && (e.recv_ready() > 0 || rcv_shut),
+                    writable: !connecting && (snd_shut || e.send_room() > 0),
                     read_hangup: !connecting && rcv_shut,
-                    hangup: !connecting && ((rcv_shut && snd_shut) || st == tcp::State::Closed),
+                    hangup: !connecting && ((rcv_shut && snd_shut) || st == State::Closed),
                     error,
                 }
             }
@@ -715,34 +674,36 @@ impl Stack {
         })
     }
 
-    pub(crate) fn tcp_after_ingress(&mut self, nic: NicId, id: SocketId) {
+    /// Hands one parsed segment to the socket `tcp_target` chose: a
+    /// listener's SYN starts a child connection, anything else goes to the
+    /// connection's engine.
+    pub(crate) fn tcp_input(
+        &mut self,
+        nic: NicId,
+        id: SocketId,
+        local: IpAddress,
+        remote: IpAddress,
+        seg: &TcpRepr,
+    ) {
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
-        if let Some(l) = listener(sock) {
-            let st = l
-                .idle
-                .set
-                .get_mut::<tcp::Socket<'static>>(l.idle.handle)
-                .state();
-            match st {
-                tcp::State::Listen => {}
-                tcp::State::SynReceived => self.tcp_spawn_child(nic, id),
-                // Anything else: the waiting socket is spoiled; make a new one.
-                _ => {
-                    if let Some(b) = sock.binding
-                        && let Ok(slot) = listening_slot(&self.pool, &sock.opts, &b)
-                        && let Some(l) = listener(sock)
-                    {
-                        l.idle = slot;
-                    }
-                }
-            }
+        if listener(sock).is_some() {
+            self.tcp_spawn_child(nic, id, local, remote, seg);
             return;
         }
+        let now = self.now;
+        let Some(c) = conn(sock) else {
+            return;
+        };
+        c.engine.input(now, seg);
+        self.tcp_after_ingress(id);
+    }
+
+    fn tcp_after_ingress(&mut self, id: SocketId) {
         self.tcp_transitions(id);
         self.mark_event(id);
-        // An ACK per input batch would make slow start crawl (see ACK_EVERY).
+        // An ACK per input batch would stall small windows (see ACK_EVERY).
         let ack_now = match self.sockets.get_mut(id).and_then(conn) {
             Some(c) => {
                 c.unacked_segments += 1;
@@ -757,47 +718,51 @@ impl Stack {
         }
     }
 
-    /// The listener's waiting socket got a SYN: it becomes a child connection.
-    fn tcp_spawn_child(&mut self, nic: NicId, lid: SocketId) {
-        let Some(lsock) = self.sockets.get_mut(lid) else {
-            return;
-        };
-        let Some(b) = lsock.binding else {
-            return;
-        };
-        let Ok(fresh) = listening_slot(&self.pool, &lsock.opts, &b) else {
+    /// A SYN for a listener: it becomes a half-open child connection.
+    fn tcp_spawn_child(
+        &mut self,
+        nic: NicId,
+        lid: SocketId,
+        local: IpAddress,
+        remote: IpAddress,
+        syn: &TcpRepr,
+    ) {
+        let Some(lsock) = self.sockets.get(lid) else {
             return;
         };
         let domain = lsock.domain;
         let opts = lsock.opts.clone();
-        let Some(l) = listener(lsock) else {
-            return;
-        };
-        let slot = std::mem::replace(&mut l.idle, fresh);
-        if let Some(cid) = self.tcp_adopt(nic, domain, opts, slot, Some(lid))
+        let key = (
+            IpEndpoint::new(local, syn.dst_port),
+            IpEndpoint::new(remote, syn.src_port),
+        );
+        if let Some(cid) = self.tcp_adopt(nic, domain, opts, key, syn, Some(lid))
             && let Some(l) = self.sockets.get_mut(lid).and_then(listener)
         {
             l.half_open.push(cid);
         }
     }
 
-    /// Enters a socket that just answered a SYN as a connection of its own.
+    /// Enters a connection answering `syn` as a socket of its own.
     fn tcp_adopt(
         &mut self,
         nic: NicId,
         domain: super::Domain,
         opts: Options,
-        mut slot: Slot,
+        key: (IpEndpoint, IpEndpoint),
+        syn: &TcpRepr,
         parent: Option<SocketId>,
     ) -> Option<SocketId> {
-        let s = slot.set.get_mut::<tcp::Socket<'static>>(slot.handle);
-        let (Some(local), Some(remote)) = (s.local_endpoint(), s.remote_endpoint()) else {
-            return None;
-        };
+        let (local, remote) = key;
+        let iss = TcpSeqNumber(self.next_random() as i32);
+        let ts_offset = self.next_random() as u32;
+        let mtu = self.nics.get(nic)?.ip_mtu();
+        let cfg = engine_config(&opts, mtu, matches!(remote.addr, IpAddress::Ipv6(_)));
+        let engine = Connection::accept(cfg, syn, iss, ts_offset, self.now)?;
         let conn = Conn {
-            slot,
-            key: (local, remote),
-            prev: tcp::State::SynReceived,
+            engine,
+            key,
+            prev: State::SynReceived,
             parent,
             established: false,
             rst_seen: false,
@@ -832,26 +797,13 @@ impl Stack {
             SocketAddr::V6(_) => super::Domain::Ipv6,
         };
         let opts = Options::new(self.cfg.tcp_recv_buffer, self.cfg.tcp_send_buffer);
-        let binding = Binding {
-            addr: Some(local.addr),
-            port: local.port,
-            v4: domain == super::Domain::Ipv4,
-            v6: domain == super::Domain::Ipv6,
-            shared: false,
-        };
-        let mut slot = listening_slot(&self.pool, &opts, &binding)?;
         let n = self.nics.get_mut(syn.nic).ok_or(NetError::InvalidInput)?;
-        let mut dev = FrameDevice::new(&mut *n.link, &n.device, Some(&syn.frame), self.now);
-        n.iface
-            .poll_ingress_single(self.now, &mut dev, &mut slot.set);
-        let st = slot
-            .set
-            .get_mut::<tcp::Socket<'static>>(slot.handle)
-            .state();
-        if st != tcp::State::SynReceived {
+        let medium = n.caps.medium;
+        let checksum = n.device.checksum.clone();
+        let Some((_, _, repr)) = crate::stack::parse_tcp(medium, &syn.frame, &checksum) else {
             return Err(NetError::InvalidInput);
-        }
-        self.tcp_adopt(syn.nic, domain, opts, slot, None)
+        };
+        self.tcp_adopt(syn.nic, domain, opts, (local, remote), &repr, None)
             .ok_or(NetError::InvalidInput)
     }
 
@@ -890,7 +842,7 @@ impl Stack {
             && now >= deadline
         {
             c.connect_deadline = None;
-            if c.socket().state() == tcp::State::SynSent {
+            if c.engine.state() == State::SynSent {
                 self.tcp_connect_failed(id, NetError::TimedOut);
                 self.tcp_release_if_done(id);
                 return;
@@ -915,7 +867,7 @@ impl Stack {
         let Some(c) = self.orphan_conn(id) else {
             return;
         };
-        if c.socket().state() != tcp::State::TimeWait {
+        if c.engine.state() != State::TimeWait {
             return;
         }
         let key = c.key;
@@ -940,32 +892,16 @@ impl Stack {
         let Some(c) = conn(sock) else {
             return;
         };
-        if c.socket().state() != tcp::State::SynSent {
+        if c.engine.state() != State::SynSent {
             return;
         }
         c.connect_deadline = None;
         c.next_hop = None;
-        c.socket().abort();
-        c.prev = tcp::State::Closed;
+        c.engine.abort();
+        c.prev = State::Closed;
         sock.error = Some(err);
         self.mark_event(id);
         self.mark_dirty(id);
-    }
-
-    /// A listener's waiting socket was made with the old buffer sizes: remake it.
-    pub(crate) fn tcp_refresh_listener(&mut self, id: SocketId) {
-        let Some(sock) = self.sockets.get(id) else {
-            return;
-        };
-        let (Some(b), Kind::Tcp(TcpState::Listening(_))) = (sock.binding, &sock.kind) else {
-            return;
-        };
-        let Ok(slot) = listening_slot(&self.pool, &sock.opts, &b) else {
-            return;
-        };
-        if let Some(l) = self.sockets.get_mut(id).and_then(listener) {
-            l.idle = slot;
-        }
     }
 
     /// Reacts to a change of the TCP state since the last look.
@@ -976,7 +912,7 @@ impl Stack {
         let Some(c) = conn(sock) else {
             return;
         };
-        let st = c.socket().state();
+        let st = c.engine.state();
         let prev = c.prev;
         let rst = std::mem::take(&mut c.rst_seen);
         if st == prev {
@@ -986,7 +922,7 @@ impl Stack {
         c.prev = st;
         let mut became_established = None;
         let mut failed_child = None;
-        if is_synchronized(st) && !c.established {
+        if st.is_synchronized() && !c.established {
             c.established = true;
             c.connect_deadline = None;
             c.next_hop = None;
@@ -994,20 +930,14 @@ impl Stack {
                 Some(p) => became_established = Some(p),
                 None => c.connect_pending = true,
             }
-        } else if st == tcp::State::Listen {
-            // A half-open child was reset: smoltcp put it back to LISTEN.
-            failed_child = c.parent;
-        } else if st == tcp::State::Closed {
-            let err = if rst {
-                if prev == tcp::State::SynSent {
-                    Some(NetError::ConnectionRefused)
-                } else {
-                    Some(NetError::ConnectionReset)
-                }
-            } else if matches!(prev, tcp::State::LastAck | tcp::State::TimeWait) {
-                None
-            } else {
-                Some(NetError::TimedOut)
+        } else if st == State::Closed {
+            let err = match c.engine.error() {
+                Some(e) => Some(conn_error(e)),
+                // A RST the engine took without calling it an error (one
+                // answering a half-open child, say) still resets.
+                None if rst && prev == State::SynSent => Some(NetError::ConnectionRefused),
+                None if rst => Some(NetError::ConnectionReset),
+                None => None,
             };
             if !c.established {
                 failed_child = c.parent;
@@ -1034,12 +964,11 @@ impl Stack {
         self.tcp_release_if_done(id);
     }
 
-    /// Frees a closed socket once smoltcp has nothing left to send for it.
+    /// Frees a closed socket once its engine has nothing left to send.
     fn tcp_release_if_done(&mut self, id: SocketId) {
-        let done = self.orphan_conn(id).is_some_and(|c| {
-            let s = c.socket();
-            s.state() == tcp::State::Closed && s.remote_endpoint().is_none()
-        });
+        let done = self
+            .orphan_conn(id)
+            .is_some_and(|c| c.engine.state() == State::Closed && !c.engine.output_pending());
         if done {
             self.free(id);
         }

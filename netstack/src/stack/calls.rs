@@ -284,10 +284,9 @@ impl Stack {
                 sock.opts.v6only = v;
             }
         }
+        // A listener's new buffer sizes reach its children through its
+        // options, which each SYN's connection is made from.
         self.apply_options(id);
-        if matches!(opt, SockOpt::RecvBuffer(_) | SockOpt::SendBuffer(_)) {
-            self.tcp_refresh_listener(id);
-        }
         Ok(())
     }
 

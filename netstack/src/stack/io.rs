@@ -1,21 +1,31 @@
 //! The event loop: `poll(now)` reads every link and feeds each frame to the
-//! set of the socket that owns it (`ingress`, `feed`), runs the deadline heap,
-//! and sends dirty sockets' output, IPv6 fragments included, to their NIC (`egress`).
+//! socket that owns it (`ingress`, `feed`: a TCP segment, parsed here, to its
+//! engine; anything else to the socket's smoltcp set), runs the deadline
+//! heap, and sends dirty sockets' output to their NIC (`egress`): TCP
+//! segments wrapped in IP through the NIC's raw socket, IPv6 fragments
+//! through another.
 
 use std::cmp::Reverse;
 use std::net::{IpAddr, SocketAddr};
 
 use smoltcp::iface::PollResult;
+use smoltcp::phy::{ChecksumCapabilities, Medium};
 use smoltcp::socket::raw;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{IpAddress, IpEndpoint, IpProtocol, Ipv6Address};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, IpAddress,
+    IpEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Address, Ipv6Packet, Ipv6Repr, TcpControl,
+    TcpPacket, TcpRepr,
+};
 
 use super::{Nic, NicId, Stack};
 use crate::demux::{self, Flow};
 use crate::error::{NetError, Result};
 use crate::frag6;
 use crate::link::{FrameDevice, Link};
+use crate::socket::tcp::{TcpState, hop_limit};
 use crate::socket::{Kind, Slot, SocketId};
+use crate::tcp_engine::Segment;
 
 /// Frames read from one link before output is produced: batching lets one
 /// ACK answer several segments, as GRO does on Linux.
@@ -175,6 +185,14 @@ impl Stack {
             {
                 self.flush_fragments(nic);
             }
+            let n = &mut self.nics[nic];
+            if n.tcp_tx
+                .get_mut::<raw::Socket<'static>>(n.tcp_tx_handle)
+                .send_queue()
+                > 0
+            {
+                flush_tcp(n, self.now);
+            }
         }
         self.reassembler.expire(self.now);
         // Bounded: a flood of first fragments must not grow this without end.
@@ -246,6 +264,7 @@ impl Stack {
                 None
             }
             Flow::Neighbor(learned) => {
+                learn_mac(&mut self.nics[nic], frame, self.now);
                 if let Some(addr) = learned {
                     let seen = &mut self.nics[nic].neighbors;
                     if seen.len() >= 4096 {
@@ -305,8 +324,23 @@ impl Stack {
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
+        if let Kind::Tcp(t) = &sock.kind {
+            if !matches!(t, TcpState::Conn(_) | TcpState::Listening(_)) {
+                return;
+            }
+            let n = &mut self.nics[nic];
+            // Asked of the link once, when it joined (`device_caps`).
+            let checksum = n.device.checksum.clone();
+            // A malformed segment, a bad checksum or an IPv4 fragment (which
+            // no TCP of ours sends; the peer's MSS keeps them away) is
+            // dropped, as by Linux.
+            if let Some((src, dst, repr)) = parse_tcp(n.caps.medium, frame, &checksum) {
+                self.tcp_input(nic, id, dst, src, &repr);
+            }
+            return;
+        }
         let slot = match &mut sock.kind {
-            Kind::Tcp(t) => t.ingress_slot(),
+            Kind::Tcp(_) => None,
             Kind::Udp(u) => Some(&mut u.slot),
             Kind::Icmp(i) => Some(&mut i.slot),
         };
@@ -317,13 +351,8 @@ impl Stack {
         let mut dev = FrameDevice::new(&mut *n.link, &n.device, Some(frame), self.now);
         n.iface
             .poll_ingress_single(self.now, &mut dev, &mut slot.set);
-        match sock.kind {
-            Kind::Tcp(_) => self.tcp_after_ingress(nic, id),
-            _ => {
-                self.mark_event(id);
-                self.mark_dirty(id);
-            }
-        }
+        self.mark_event(id);
+        self.mark_dirty(id);
     }
 
     /// Produces the output of one socket and re-arms its timer.
@@ -337,8 +366,14 @@ impl Stack {
             Kind::Tcp(t) => t.deadline(),
             _ => None,
         };
+        if let Kind::Tcp(TcpState::Conn(_)) = &sock.kind {
+            let at = earliest(extra_deadline, self.tcp_output(id));
+            self.arm_timer(id, at);
+            self.tcp_after_egress(id);
+            return;
+        }
         let slot = match &mut sock.kind {
-            Kind::Tcp(t) => t.egress_slot(),
+            Kind::Tcp(_) => None,
             Kind::Udp(u) => Some(&mut u.slot),
             Kind::Icmp(i) => Some(&mut i.slot),
         };
@@ -361,6 +396,61 @@ impl Stack {
         } else {
             self.mark_event(id);
         }
+    }
+
+    /// Sends what a connection's engine has to send, each segment wrapped
+    /// in IP; returns the engine's next deadline.
+    fn tcp_output(&mut self, id: SocketId) -> Option<Instant> {
+        let now = self.now;
+        let mut segs = std::mem::take(&mut self.tcp_segments);
+        let sock = self.sockets.get_mut(id)?;
+        let nic = sock.nic;
+        let hop_limit = hop_limit(&sock.opts);
+        let Kind::Tcp(TcpState::Conn(c)) = &mut sock.kind else {
+            return None;
+        };
+        c.engine.poll(now, &mut segs);
+        let at = c.engine.poll_at();
+        let (local, remote) = (c.key.0.addr, c.key.1.addr);
+        if !segs.is_empty()
+            && let Some(mac) = self.direct_framing(nic, remote)
+        {
+            let n = &mut self.nics[nic];
+            // The interface's own output (MLD reports, say) still goes out
+            // when a socket sends, and first, as through the raw socket.
+            flush_tcp(n, now);
+            send_runs(n, now, mac, local, remote, hop_limit, &segs);
+            segs.clear();
+        }
+        if !segs.is_empty() {
+            let n = &mut self.nics[nic];
+            let tx_csum = n.device.checksum.clone();
+            for seg in segs.drain(..) {
+                send_segment(n, now, local, remote, hop_limit, &seg.repr(), &tx_csum);
+            }
+            flush_tcp(n, now);
+        }
+        self.tcp_segments = segs;
+        at
+    }
+
+    /// Whether TCP segments to `remote` may be framed here, and with which
+    /// destination MAC: `Some(None)` on an IP link, `Some(Some(mac))` to an
+    /// IPv4 next hop whose ARP entry is fresh. `None` sends them through
+    /// smoltcp's interface instead, which resolves the neighbour (IPv6 on
+    /// Ethernet always goes that way).
+    fn direct_framing(&self, nic: NicId, remote: IpAddress) -> Option<Option<EthernetAddress>> {
+        let n = self.nics.get(nic)?;
+        if n.caps.medium != Medium::Ethernet {
+            return Some(None);
+        }
+        n.info.mac?;
+        if !matches!(remote, IpAddress::Ipv4(_)) {
+            return None;
+        }
+        let hop = self.next_hop(nic, remote)?;
+        let &(mac, at) = n.arp.get(&hop)?;
+        (self.now < at + ARP_FRESH).then_some(Some(mac))
     }
 
     /// After a neighbour answered, sockets waiting on it may send. (smoltcp
@@ -402,5 +492,312 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
+    }
+}
+
+/// The IP addresses and TCP header of a frame carrying one whole TCP
+/// segment, checked once (lengths, and the checksum `checksum` asks for).
+pub(crate) fn parse_tcp<'a>(
+    medium: Medium,
+    frame: &'a [u8],
+    checksum: &ChecksumCapabilities,
+) -> Option<(IpAddress, IpAddress, TcpRepr<'a>)> {
+    let ip = match medium {
+        Medium::Ethernet => {
+            let eth = EthernetFrame::new_checked(frame).ok()?;
+            if !matches!(
+                eth.ethertype(),
+                EthernetProtocol::Ipv4 | EthernetProtocol::Ipv6
+            ) {
+                return None;
+            }
+            &frame[EthernetFrame::<&[u8]>::header_len()..]
+        }
+        _ => frame,
+    };
+    let (src, dst, payload) = match ip.first()? >> 4 {
+        4 => {
+            let p = Ipv4Packet::new_checked(ip).ok()?;
+            if p.more_frags() || p.frag_offset() != 0 || p.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            if checksum.ipv4.rx() && !p.verify_checksum() {
+                return None;
+            }
+            let payload = &ip[p.header_len() as usize..p.total_len() as usize];
+            (
+                IpAddress::Ipv4(p.src_addr()),
+                IpAddress::Ipv4(p.dst_addr()),
+                payload,
+            )
+        }
+        6 => {
+            let p = Ipv6Packet::new_checked(ip).ok()?;
+            if p.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let start = p.header_len();
+            let payload = &ip[start..start + usize::from(p.payload_len())];
+            (
+                IpAddress::Ipv6(p.src_addr()),
+                IpAddress::Ipv6(p.dst_addr()),
+                payload,
+            )
+        }
+        _ => return None,
+    };
+    let tcp = TcpPacket::new_checked(payload).ok()?;
+    let repr = TcpRepr::parse(&tcp, &src, &dst, checksum).ok()?;
+    Some((src, dst, repr))
+}
+
+/// Queues one segment, wrapped in IP, on the NIC's TCP raw socket; a full
+/// queue is flushed to the link first. A segment that still finds no room
+/// is dropped, as a full device queue drops it: the engine repairs it.
+fn send_segment(
+    nic: &mut Nic,
+    now: Instant,
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+    tcp: &TcpRepr,
+    csum: &ChecksumCapabilities,
+) {
+    let tcp_len = tcp.buffer_len();
+    let (ip_len, v4) = match (src, dst) {
+        (IpAddress::Ipv4(_), IpAddress::Ipv4(_)) => (20, true),
+        (IpAddress::Ipv6(_), IpAddress::Ipv6(_)) => (40, false),
+        _ => return,
+    };
+    let total = ip_len + tcp_len;
+    for attempt in 0..2 {
+        let raw = nic
+            .tcp_tx
+            .get_mut::<raw::Socket<'static>>(nic.tcp_tx_handle);
+        match raw.send(total) {
+            Ok(buf) => {
+                emit_ip_tcp(buf, src, dst, hop_limit, tcp, csum, v4, ip_len);
+                return;
+            }
+            Err(_) if attempt == 0 => flush_tcp(nic, now),
+            Err(_) => return,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit_ip_tcp(
+    buf: &mut [u8],
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+    tcp: &TcpRepr,
+    csum: &ChecksumCapabilities,
+    v4: bool,
+    ip_len: usize,
+) {
+    let payload_len = tcp.buffer_len();
+    match (src, dst) {
+        (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) if v4 => {
+            let repr = Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len,
+                hop_limit,
+            };
+            // The raw socket fills in the header checksum itself.
+            repr.emit(
+                &mut Ipv4Packet::new_unchecked(&mut buf[..]),
+                &ChecksumCapabilities::ignored(),
+            );
+        }
+        (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => {
+            let repr = Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len,
+                hop_limit,
+            };
+            repr.emit(&mut Ipv6Packet::new_unchecked(&mut buf[..]));
+        }
+        _ => return,
+    }
+    let mut packet = TcpPacket::new_unchecked(&mut buf[ip_len..]);
+    tcp.emit(&mut packet, &src, &dst, csum);
+}
+
+/// Hands what the NIC's TCP raw socket holds to the link.
+fn flush_tcp(nic: &mut Nic, now: Instant) {
+    let mut dev = FrameDevice::new(&mut *nic.link, &nic.device, None, now);
+    while nic.iface.poll_egress(now, &mut dev, &mut nic.tcp_tx) == PollResult::SocketStateChanged {}
+}
+
+/// How long an ARP entry is trusted for framing TCP here; smoltcp's own
+/// cache expires after a minute too, and its renewal refreshes ours.
+const ARP_FRESH: Duration = Duration::from_secs(60);
+
+/// Records the sender of an ARP frame (request or reply) that a neighbour
+/// sent, by its IPv4 address.
+fn learn_mac(nic: &mut Nic, frame: &[u8], now: Instant) {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return;
+    };
+    if eth.ethertype() != EthernetProtocol::Arp {
+        return;
+    }
+    let Ok(arp) = ArpPacket::new_checked(eth.payload()) else {
+        return;
+    };
+    if !matches!(arp.operation(), ArpOperation::Request | ArpOperation::Reply) {
+        return;
+    }
+    let (Ok(ip), Ok(mac)) = (
+        <[u8; 4]>::try_from(arp.source_protocol_addr()),
+        <[u8; 6]>::try_from(arp.source_hardware_addr()),
+    ) else {
+        return;
+    };
+    let mac = EthernetAddress(mac);
+    if !mac.is_unicast() {
+        return;
+    }
+    if nic.arp.len() >= 4096 {
+        nic.arp.clear();
+    }
+    nic.arp
+        .insert(IpAddress::v4(ip[0], ip[1], ip[2], ip[3]), (mac, now));
+}
+
+/// Whether `next` continues `run` as the kernel's segmentation would cut
+/// it: the same header but for the sequence number, no flags but ACK, and
+/// every segment before it exactly the run's segment size.
+fn continues(run: &[Segment], next: &Segment) -> bool {
+    let (first, last) = (&run[0], &run[run.len() - 1]);
+    let (f, n) = (&first.header, &next.header);
+    n.control == TcpControl::None
+        && last.payload.len() == first.payload.len()
+        && n.seq_number.0
+            == last
+                .header
+                .seq_number
+                .0
+                .wrapping_add(last.payload.len() as i32)
+        && n.ack_number == f.ack_number
+        && n.window_len == f.window_len
+        && n.timestamp == f.timestamp
+        && n.sack_ranges == f.sack_ranges
+        && n.window_scale.is_none()
+        && n.max_seg_size.is_none()
+        && !n.sack_permitted
+}
+
+/// Frames a connection's segments for the link directly (behind an
+/// Ethernet header to `mac`, or bare on an IP link). On a link that
+/// offloads segmentation, consecutive full segments with one header go as
+/// a single run that the link (the kernel behind it) cuts back into those
+/// same segments: one frame per 64 KiB instead of one per segment, as
+/// smoltcp's TSO did.
+fn send_runs(
+    nic: &mut Nic,
+    now: Instant,
+    mac: Option<EthernetAddress>,
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+    segs: &[Segment],
+) {
+    let eth = match (mac, nic.info.mac) {
+        (Some(to), Some(own)) => Some((to, EthernetAddress(own))),
+        (None, _) => None,
+        (Some(_), None) => return,
+    };
+    let l2 = if eth.is_some() { 14 } else { 0 };
+    let l3 = match dst {
+        IpAddress::Ipv4(_) => 20,
+        IpAddress::Ipv6(_) => 40,
+    };
+    let csum = nic.device.checksum.clone();
+    let segmentation = nic
+        .device
+        .segmentation
+        .tcpv4
+        .map(std::num::NonZeroUsize::get);
+    let limit = segmentation.unwrap_or(0).min(l2 + usize::from(u16::MAX));
+    let mut i = 0;
+    while i < segs.len() {
+        let first = &segs[i];
+        let header_len = l2 + l3 + first.repr().header_len();
+        let mut j = i + 1;
+        let mut len = header_len + first.payload.len();
+        if segmentation.is_some()
+            && first.header.control == TcpControl::None
+            && !first.payload.is_empty()
+        {
+            while j < segs.len()
+                && continues(&segs[i..j], &segs[j])
+                && len + segs[j].payload.len() <= limit
+            {
+                len += segs[j].payload.len();
+                j += 1;
+            }
+        }
+        let mut frame = nic.link.buffer();
+        frame.clear();
+        frame.resize(len, 0);
+        if let Some((to, own)) = eth {
+            let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+            e.set_dst_addr(to);
+            e.set_src_addr(own);
+            e.set_ethertype(match dst {
+                IpAddress::Ipv4(_) => EthernetProtocol::Ipv4,
+                IpAddress::Ipv6(_) => EthernetProtocol::Ipv6,
+            });
+        }
+        let tcp_len = len - l2 - l3;
+        match (src, dst) {
+            (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp_len,
+                hop_limit,
+            }
+            .emit(
+                &mut Ipv4Packet::new_unchecked(&mut frame[l2..l2 + l3]),
+                &csum,
+            ),
+            (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp_len,
+                hop_limit,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut frame[l2..l2 + l3])),
+            _ => return,
+        }
+        let first_end = header_len + first.payload.len();
+        // On an offloading link the link completes the TCP checksum (the
+        // kernel, per segment); `csum` says so.
+        first.repr().emit(
+            &mut TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]),
+            &src,
+            &dst,
+            &csum,
+        );
+        let mut at = first_end;
+        for seg in &segs[i + 1..j] {
+            frame[at..at + seg.payload.len()].copy_from_slice(&seg.payload);
+            at += seg.payload.len();
+        }
+        if j - i > 1 {
+            let mss = first.payload.len() as u16;
+            nic.link.send_segmented(now, frame, mss);
+        } else {
+            nic.link.send(now, frame);
+        }
+        i = j;
     }
 }

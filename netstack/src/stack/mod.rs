@@ -1,9 +1,11 @@
 //! The stack: NICs, routing, the socket table, and `poll(now)`.
 //!
 //! Frames enter through [`Stack::poll`]: each one is classified by
-//! [`demux`](crate::demux), then fed to smoltcp together with the one small
-//! `SocketSet` that owns it (a connection, a listener's waiting socket, a UDP
-//! or ICMP socket), or to an empty set when no socket does. Output is produced
+//! [`demux`](crate::demux); a TCP segment for a connection or listener is
+//! parsed here and handed to its engine, a UDP or ICMP packet is fed to
+//! smoltcp together with the one small `SocketSet` that owns it, and a
+//! frame no socket owns goes to smoltcp with an empty set (which answers a
+//! stray TCP segment with a RST). Output is produced
 //! only for sockets marked dirty (by input, by the caller, or by a timer from
 //! the deadline heap). The cost per frame therefore does not depend on how many
 //! sockets exist.
@@ -16,6 +18,8 @@ mod calls;
 mod io;
 mod ports;
 mod route;
+
+pub(crate) use io::parse_tcp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -183,9 +187,17 @@ pub(crate) struct Nic {
     pub device: DeviceCapabilities,
     /// A raw socket that sends IPv6 fragments made by the stack itself.
     pub frag_tx: Slot,
+    /// A raw socket that sends the IP packets carrying our TCP segments, so
+    /// smoltcp still routes, resolves neighbours and frames them.
+    pub tcp_tx: SocketSet<'static>,
+    pub tcp_tx_handle: smoltcp::iface::SocketHandle,
     /// Addresses whose link-layer address this NIC has heard (ARP, NDP);
     /// a connect whose next hop never shows up fails with EHOSTUNREACH.
     pub neighbors: std::collections::HashSet<IpAddress>,
+    /// IPv4 neighbours' MAC addresses as their ARP frames told them, and
+    /// when: TCP segments to a fresh one are framed here and may go to the
+    /// link as one offloaded run (see `io::tcp_output`).
+    pub arp: HashMap<IpAddress, (EthernetAddress, Instant)>,
     /// When the stack last sent its own ARP request for an address.
     pub solicited: HashMap<IpAddress, Instant>,
     /// SYNs that no listener owns are held for the caller (a NAT gateway).
@@ -212,6 +224,11 @@ pub struct Intercepted {
     pub remote: std::net::SocketAddr,
     pub(crate) frame: Vec<u8>,
 }
+
+/// Packets a NIC's TCP raw socket queues before it is flushed.
+const TCP_TX_PACKETS: usize = 256;
+/// Bytes the same queue holds: several of the largest segments.
+const TCP_TX_BYTES: usize = 1 << 20;
 
 /// A user-space TCP/IP stack with Linux socket semantics.
 pub struct Stack {
@@ -243,6 +260,10 @@ pub struct Stack {
     reassembler: Reassembler,
     pub(crate) rng: u64,
     pub(crate) intercepted: Vec<Intercepted>,
+    /// Bytes a TCP send copies through (kept, so sends do not allocate).
+    pub(crate) tcp_scratch: Vec<u8>,
+    /// Segments one TCP poll produced (kept for the same reason).
+    pub(crate) tcp_segments: Vec<crate::tcp_engine::Segment>,
 }
 
 impl std::fmt::Debug for Stack {
@@ -288,6 +309,8 @@ impl Stack {
             pool: BufferPool::default(),
             reassembler: Reassembler::default(),
             intercepted: Vec::new(),
+            tcp_scratch: Vec::new(),
+            tcp_segments: Vec::new(),
         };
         let lo = NicConfig {
             name: "lo".into(),
@@ -417,6 +440,19 @@ impl Stack {
             raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], rx),
             raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 512], tx),
         );
+        // TCP's queue holds what one poll of a busy connection may send
+        // before the link drains it; it is flushed as it fills.
+        let tcp_raw = raw::Socket::new(
+            None,
+            None,
+            raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], vec![0; 0]),
+            raw::PacketBuffer::new(
+                vec![PacketMetadata::EMPTY; TCP_TX_PACKETS],
+                vec![0; TCP_TX_BYTES],
+            ),
+        );
+        let mut tcp_tx = SocketSet::new(Vec::with_capacity(1));
+        let tcp_tx_handle = tcp_tx.add(tcp_raw);
         self.nics.push(Nic {
             info,
             iface,
@@ -424,7 +460,10 @@ impl Stack {
             caps,
             device,
             frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
+            tcp_tx,
+            tcp_tx_handle,
             neighbors: std::collections::HashSet::new(),
+            arp: HashMap::new(),
             solicited: HashMap::new(),
             transparent: false,
         });

@@ -14,44 +14,39 @@
 //! `send`; reassembly and SACK generation in `recv`; RACK-TLP and NewReno
 //! in `loss`; window growth and PRR in `cc`; RTT and RTO in `rtt`.
 //!
-//! How it will replace smoltcp's `tcp::Socket` in `socket/tcp.rs` (not
-//! done yet; `netstack/tests/tcp.rs` must stay green through it):
-//! - **State.** `Conn` owns a `Connection` instead of a one-socket
-//!   `SocketSet`; `Conn::prev` becomes the engine's `State`, and the
-//!   transitions `tcp_after_ingress`/`tcp_after_egress` look for (handshake
-//!   done → accept queue or connect success, `error()` → `sock.error`,
-//!   `TimeWait` → the existing 4-tuple-only `TcpState::TimeWait`) are the
-//!   same ones, read from `state()` and `error()`.
-//! - **Ingress.** `Stack::feed` stops calling `Interface::poll_ingress_single`
-//!   for TCP: it parses the frame's IP header and `TcpPacket::new_checked` +
-//!   `TcpRepr::parse` (checksum checked unless the link's offloads vouch for
-//!   it), then calls `input(now, &repr)`. `tcp_target` keeps its job (4-tuple
-//!   table, listener choice, full accept queue drops the SYN or the last
-//!   ACK). A listener holds no engine any more: a SYN for it becomes
-//!   `Connection::accept(cfg, &syn, iss, ts_offset, now)`, entered in
-//!   `tcp_conns` as a half-open child. Segments for no socket still go to
-//!   smoltcp's interface, which answers with a RST as today; a non-SYN
-//!   segment for a TIME-WAIT 4-tuple gets `Connection::time_wait_ack` (so
-//!   `TcpState::TimeWait` keeps `sequence_numbers()` besides the key).
-//! - **Egress.** `Stack::egress` calls `poll(now, &mut segments)` and hands
-//!   each segment, wrapped in an `Ipv4Repr`/`Ipv6Repr` (TTL/hop limit and
-//!   TOS from the socket's options), to a per-NIC raw socket like the one
-//!   that already sends our IPv6 fragments (`frag_tx`), so smoltcp's
-//!   interface still does routing, neighbour resolution and framing; the
-//!   socket's timer is `poll_at()`, merged with the connect and neighbour
-//!   deadlines `TcpState::deadline` has today.
+//! How the socket layer (`socket/tcp.rs`) and the stack use it:
+//! - **State.** `Conn` owns a `Connection`; `Conn::prev` is the engine's
+//!   `State`, and `tcp_transitions` looks for the same transitions as with
+//!   smoltcp's socket (handshake done → accept queue or connect success,
+//!   `error()` → `sock.error`, an orphan's `TimeWait` → the 4-tuple-only
+//!   `TcpState::TimeWait`).
+//! - **Ingress.** `Stack::feed` parses the frame's IP header and TCP
+//!   segment with smoltcp's wire types (`stack::parse_tcp`; checksums as the
+//!   link's offloads say) and calls `input`. `tcp_target` keeps its job
+//!   (4-tuple table, listener choice, a full accept queue drops the SYN or
+//!   the last ACK). A listener holds no engine: its SYN becomes
+//!   `Connection::accept`, entered in `tcp_conns` as a half-open child.
+//!   Segments for no socket still go to smoltcp's interface, which answers
+//!   with a RST; so do non-SYN segments for a TIME-WAIT 4-tuple, as before
+//!   (`time_wait_ack` is not used yet).
+//! - **Egress.** `Stack::egress` calls `poll` and frames each segment
+//!   itself when it can (IP links; IPv4 next hops with a fresh ARP entry),
+//!   joining runs of full segments with one header into one frame for a
+//!   link that offloads segmentation; otherwise the segment, wrapped in IP,
+//!   goes through the NIC's raw socket `tcp_tx`, and smoltcp's interface
+//!   routes, resolves and frames it. The socket's timer is `poll_at()`
+//!   merged with the connect and neighbour deadlines.
 //! - **Socket calls.** `send`/`send_room` serve `sendmsg` and `POLLOUT`;
-//!   `recv`/`recv_ready`/`recv_finished` serve `recvmsg`, `POLLIN` and EOF;
-//!   `close` is `shutdown(SHUT_WR)` and the FIN of `close`; `abort` is
-//!   linger 0 and close with unread data; `error()` is `SO_ERROR` (refused,
-//!   reset, timed out); `Config` comes from `Options` (buffers, MSS from the
-//!   route's MTU, `ack_delay: None` because the stack polls once per input
-//!   batch, which gives one ACK per batch as `ACK_EVERY` does now).
-//!   `Config::nagle` is `!TCP_NODELAY`; `Config::keepalive` carries
-//!   `SO_KEEPALIVE` with `TCP_KEEPIDLE`/`TCP_KEEPINTVL`/`TCP_KEEPCNT`.
-//! - **Missing before the switch:** buffers lent by `BufferPool` instead of
-//!   owned `Vec`s, `TCP_INFO`-style figures (`stats()`, `srtt()`, `cwnd()`
-//!   are the start), and `MSG_OOB`/urgent data (ignored, as by smoltcp).
+//!   `recv_with`/`peek`/`recv_ready`/`recv_finished` serve `recvmsg`,
+//!   `POLLIN` and EOF; `close` is `shutdown(SHUT_WR)` and the FIN of
+//!   `close`; `abort` is linger 0 and close with unread data; `error()` is
+//!   `SO_ERROR`; `Config` comes from `Options` (buffers, MSS from the NIC's
+//!   MTU, `ack_delay: None` because the stack polls every few segments and
+//!   once per input batch), `set_nagle`/`set_keepalive` follow later
+//!   `setsockopt`s.
+//! - **Not yet:** buffers lent by `BufferPool` (the engine owns its `Vec`s),
+//!   `TCP_INFO` from `stats()`/`srtt()`/`cwnd()`, `MSG_OOB`/urgent data
+//!   (ignored, as by smoltcp), PSH on the last segment of a write.
 
 mod cc;
 mod loss;
@@ -493,16 +488,71 @@ impl Connection {
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
         let before = self.rcv.window();
         let n = self.rcv.read(buf);
-        if n > 0 && self.state.may_receive() {
-            // Linux sends a window update once the window it could offer is
-            // twice what the peer last heard (and at least a segment more).
+        if n > 0 {
+            self.note_read(before);
+        }
+        n
+    }
+
+    /// Hands readable bytes to `take` (at most twice, as the buffer may
+    /// wrap), which says how many it consumed; returns the total.
+    pub fn recv_with(&mut self, take: &mut dyn FnMut(&[u8]) -> usize) -> usize {
+        let before = self.rcv.window();
+        let mut total = 0;
+        for _ in 0..2 {
+            let (first, _) = self.rcv.readable_slices();
+            if first.is_empty() {
+                break;
+            }
+            let len = first.len();
+            let n = take(first).min(len);
+            self.rcv.consume(n);
+            total += n;
+            if n < len {
+                break;
+            }
+        }
+        if total > 0 {
+            self.note_read(before);
+        }
+        total
+    }
+
+    /// Copies readable bytes without consuming them (`MSG_PEEK`).
+    pub fn peek(&self, buf: &mut [u8]) -> usize {
+        let (a, b) = self.rcv.readable_slices();
+        let n1 = a.len().min(buf.len());
+        buf[..n1].copy_from_slice(&a[..n1]);
+        let n2 = b.len().min(buf.len() - n1);
+        buf[n1..n1 + n2].copy_from_slice(&b[..n2]);
+        n1 + n2
+    }
+
+    /// After a read: Linux sends a window update once the window it could
+    /// offer is twice what the peer last heard (and at least a segment more).
+    fn note_read(&mut self, before: usize) {
+        if self.state.may_receive() {
             let offered = seq_dist(self.rcv.nxt(), self.rcv_adv);
             let now_free = self.rcv.window();
             if now_free >= 2 * offered && now_free - offered >= self.mss && now_free > before {
                 self.ack_now = true;
             }
         }
-        n
+    }
+
+    /// Turns Nagle's algorithm on or off (`TCP_NODELAY` may change any time).
+    pub fn set_nagle(&mut self, on: bool) {
+        self.cfg.nagle = on;
+    }
+
+    /// Changes keep-alive (`SO_KEEPALIVE` and its `TCP_KEEP*` figures).
+    pub fn set_keepalive(&mut self, keepalive: Option<Keepalive>) {
+        self.cfg.keepalive = keepalive;
+    }
+
+    /// Segments wait for the next `poll` (a reply, an ACK, data, a RST).
+    pub fn output_pending(&self) -> bool {
+        self.has_output()
     }
 
     /// Bytes ready for `recv`.

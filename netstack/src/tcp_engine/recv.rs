@@ -7,6 +7,9 @@
 //! takes bytes out with `read`. The ring holds every byte from the first
 //! unread one to the right edge of the window, so out-of-order data is
 //! written in place and becomes readable by moving a counter, without a copy.
+//! The ring starts empty and grows (to the buffer's size at most) only as
+//! far as data reaches into the window, so an idle connection holds a page
+//! of it, not its whole receive buffer.
 //! `sack_blocks` reports, per RFC 2018, the block holding the latest segment
 //! first, then older ones, with a D-SACK block (RFC 2883) in front when a
 //! duplicate arrived.
@@ -16,6 +19,9 @@ use std::collections::BTreeMap;
 use smoltcp::wire::TcpSeqNumber;
 
 use super::{seq_add, seq_dist};
+
+/// The smallest ring allocated once data arrives.
+const MIN_RING: usize = 4096;
 
 /// Out-of-order ranges kept at most, per KiB of buffer: an honest sender's
 /// segments (a range needs one) never reach it, while a hostile peer's
@@ -39,7 +45,11 @@ pub struct Arrival {
 
 #[derive(Debug)]
 pub struct RecvBuffer {
+    /// Storage, grown on demand up to `capacity`; positions wrap at its
+    /// current length.
     ring: Vec<u8>,
+    /// The receive buffer's size: what the window is counted from.
+    capacity: usize,
     /// Ring index of the first unread byte.
     head: usize,
     /// Readable bytes from `head`.
@@ -63,7 +73,8 @@ impl RecvBuffer {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         RecvBuffer {
-            ring: vec![0; capacity],
+            ring: Vec::new(),
+            capacity,
             head: 0,
             ready: 0,
             nxt: TcpSeqNumber(0),
@@ -91,7 +102,7 @@ impl RecvBuffer {
     }
 
     pub fn capacity(&self) -> usize {
-        self.ring.len()
+        self.capacity
     }
 
     pub fn readable(&self) -> usize {
@@ -100,7 +111,7 @@ impl RecvBuffer {
 
     /// Room from rcv.nxt to the end of the ring: the most we may advertise.
     pub fn window(&self) -> usize {
-        self.ring.len() - self.ready
+        self.capacity - self.ready
     }
 
     pub fn has_holes(&self) -> bool {
@@ -214,6 +225,7 @@ impl RecvBuffer {
 
     /// Copies bytes that lie in [nxt, nxt + window) into the ring.
     fn copy_in(&mut self, seq: TcpSeqNumber, data: &[u8]) {
+        self.reserve(self.ready + seq_dist(self.nxt, seq) + data.len());
         let cap = self.ring.len();
         let at = (self.head + self.ready + seq_dist(self.nxt, seq)) % cap;
         let first = data.len().min(cap - at);
@@ -221,10 +233,54 @@ impl RecvBuffer {
         self.ring[..data.len() - first].copy_from_slice(&data[first..]);
     }
 
+    /// Makes the ring hold at least `span` bytes from `head`, keeping
+    /// every byte it holds (readable and out-of-order alike) in place
+    /// relative to `head`, which moves to 0.
+    fn reserve(&mut self, span: usize) {
+        let old = self.ring.len();
+        if span <= old {
+            return;
+        }
+        let len = span
+            .next_power_of_two()
+            .max(MIN_RING)
+            .min(self.capacity)
+            .max(span);
+        let mut ring = vec![0; len];
+        ring[..old - self.head].copy_from_slice(&self.ring[self.head..]);
+        ring[old - self.head..old].copy_from_slice(&self.ring[..self.head]);
+        self.ring = ring;
+        self.head = 0;
+    }
+
+    /// The readable bytes as at most two slices (the ring may wrap), for
+    /// a reader that copies straight out without a bounce buffer.
+    pub fn readable_slices(&self) -> (&[u8], &[u8]) {
+        let cap = self.ring.len();
+        let first = self.ready.min(cap - self.head);
+        (
+            &self.ring[self.head..self.head + first],
+            &self.ring[..self.ready - first],
+        )
+    }
+
+    /// Drops `n` readable bytes (at most all of them) once they were read.
+    pub fn consume(&mut self, n: usize) {
+        let n = n.min(self.ready);
+        if n == 0 {
+            return;
+        }
+        self.head = (self.head + n) % self.ring.len();
+        self.ready -= n;
+    }
+
     /// Copies readable bytes out; returns how many.
     pub fn read(&mut self, buf: &mut [u8]) -> usize {
         let cap = self.ring.len();
         let n = buf.len().min(self.ready);
+        if n == 0 {
+            return 0;
+        }
         let first = n.min(cap - self.head);
         buf[..first].copy_from_slice(&self.ring[self.head..self.head + first]);
         buf[first..n].copy_from_slice(&self.ring[..n - first]);
