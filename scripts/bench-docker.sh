@@ -24,6 +24,8 @@
 #   --only LIST        rows to run (start,iperf,wrk,nginx)
 #   --smolvisor PATH   binary (default target/release/smolvisor)
 #   --no-build         skip `cargo build --release -p smolvisor`
+#   --modes LIST       smolvisor's OCI network modes to run, each a column
+#                      (default relay, the OCI default; e.g. relay,sandbox)
 #
 # Needs root. Installs docker.io, busybox-static, iperf3, wrk, python3, curl
 # and iproute2 when missing (nginx is optional: Debian nginx-light). Writes the table to target/bench-docker.md as well
@@ -38,6 +40,7 @@ SECS=5
 BUILD=1
 SV="$REPO/target/release/smolvisor"
 ROWS=(start iperf wrk nginx)
+MODES=(relay)
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
         --only) shift; IFS=, read -r -a ROWS <<<"$1" ;;
         --smolvisor) shift; SV=$1 ;;
         --no-build) BUILD=0 ;;
+        --modes) shift; IFS=, read -r -a MODES <<<"$1" ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-docker: unknown option $1" >&2; exit 2 ;;
     esac
@@ -73,7 +77,9 @@ T=/tmp/smvb$$
 NS=smolvisor-bench-docker-$$
 CG=smvb-$$
 IMAGE=smolvisor-bench:1
-RUNTIMES=(smolvisor runc)
+RUNTIMES=()
+for m in "${MODES[@]}"; do RUNTIMES+=("smolvisor-$m"); done
+RUNTIMES+=(runc)
 export DOCKER_CONFIG=$T/client
 dk() { timeout 120 "$DOCKER_BIN" -H "unix://$T/docker.sock" "$@"; }
 in_ns() { ip netns exec "$NS" "$@"; }
@@ -164,7 +170,9 @@ tar -C "$R" -cf "$T/rootfs.tar" . || exit 1
 ip netns add "$NS" || exit 1
 ip -n "$NS" link set lo up
 cat >"$T/daemon.json" <<EOF
-{"runtimes": {"smolvisor": {"path": "$SV"}}}
+{"runtimes": {$(for m in "${MODES[@]}"; do
+    printf '"smolvisor-%s": {"path": "%s", "runtimeArgs": ["--network", "%s"]}, ' "$m" "$SV" "$m"
+done | sed 's/, $//')}}
 EOF
 DRIVER=vfs
 grep -q '\soverlay$' /proc/filesystems && DRIVER=overlay2
@@ -267,15 +275,21 @@ ratio() {
     python3 -c "print('%.2f' % ($1 / $2))"
 }
 row() { # label key
-    local s r
-    s=$(printf %s "${RES[$2-smolvisor]:-}" | median)
+    local s r line m
     r=$(printf %s "${RES[$2-runc]:-}" | median)
-    echo "| $1 | $s | $r | $(ratio "$s" "$r") |"
+    line="| $1 |"
+    for m in "${MODES[@]}"; do
+        s=$(printf %s "${RES[$2-smolvisor-$m]:-}" | median)
+        line+=" $s ($(ratio "$s" "$r")×) |"
+    done
+    echo "$line $r |"
 }
 md="Run at $(date -u '+%Y-%m-%d %H:%M UTC') on commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 md+=" (Docker $(dk version -f '{{.Server.Version}}'), $(nproc) CPUs)."$'\n\n'
-md+="| Docker, same run | smolvisor | runc | smolvisor/runc |"$'\n'
-md+="|---|---:|---:|---:|"$'\n'
+head="| Docker, same run |" rule="|---|"
+for m in "${MODES[@]}"; do head+=" smolvisor $m (/runc) |"; rule+="---:|"; done
+md+="$head runc |"$'\n'
+md+="$rule---:|"$'\n'
 want start && md+="$(row "\`docker run --rm IMAGE true\`, ms (median of $REPS)" start)"$'\n'
 if want iperf; then
     md+="$(row "iperf3 host → container, Gbit/s (${SECS} s, median of $ROUNDS)" iperf)"$'\n'

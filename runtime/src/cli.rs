@@ -43,7 +43,9 @@ pub struct GlobalArgs {
     #[arg(long, value_name = "BOOL", hide = true)]
     pub rootless: Option<String>,
     /// OCI containers' network: sandbox (the default: take over the
-    /// container's interfaces) or none (loopback only).
+    /// container's interfaces), relay (the container's address stays on its
+    /// interface; the guest's flows leave as sockets of the container's
+    /// namespace) or none (loopback only).
     #[arg(long = "network", value_name = "MODE")]
     pub network: Option<OciNetwork>,
     /// OCI containers: capture every frame as pcapng to FILE; `%ID%` is
@@ -67,6 +69,10 @@ pub enum LogFormat {
 pub enum OciNetwork {
     /// Take over the interfaces of the container's network namespace.
     Sandbox,
+    /// Relay the guest's flows through sockets of the container's network
+    /// namespace, which keeps its addresses; the guest's listeners are
+    /// mirrored there.
+    Relay,
     /// Loopback only.
     None,
 }
@@ -297,12 +303,15 @@ pub struct SentryDaemonArgs {
 pub struct DoArgs {
     /// Network mode: nat (a user-mode gateway in the Sentry: the guest's
     /// eth0 is 10.0.2.15/24, the gateway 10.0.2.2, DNS 10.0.2.3), none
-    /// (loopback only), tap:NAME (an existing TAP device), or sandbox (take
-    /// over the interfaces of --netns).
+    /// (loopback only), tap:NAME (an existing TAP device), sandbox (take
+    /// over the interfaces of --netns), or relay (the interfaces of --netns
+    /// as they are: the guest gets their addresses, its flows leave as
+    /// sockets made in --netns, its listeners are mirrored there).
     #[arg(long, default_value = "nat", value_name = "MODE")]
     pub network: Network,
     /// With --network sandbox: the network namespace whose interfaces the
-    /// sandbox takes over (their addresses move into the sandbox until it ends).
+    /// sandbox takes over (their addresses move into the sandbox until it
+    /// ends); with --network relay, the one its flows leave from.
     #[arg(long, value_name = "PATH")]
     pub netns: Option<PathBuf>,
     /// With nat: forward a host port into the guest, as
@@ -355,6 +364,8 @@ pub enum Network {
     Tap(String),
     /// Take over the interfaces of the current network namespace.
     Sandbox,
+    /// Relay flows through sockets of a network namespace.
+    Relay,
 }
 
 impl std::fmt::Display for Network {
@@ -364,6 +375,7 @@ impl std::fmt::Display for Network {
             Network::Nat => f.write_str("nat"),
             Network::Tap(name) => write!(f, "tap:{name}"),
             Network::Sandbox => f.write_str("sandbox"),
+            Network::Relay => f.write_str("relay"),
         }
     }
 }
@@ -376,10 +388,11 @@ impl FromStr for Network {
             "none" => Ok(Network::None),
             "nat" => Ok(Network::Nat),
             "sandbox" => Ok(Network::Sandbox),
+            "relay" => Ok(Network::Relay),
             _ => match s.strip_prefix("tap:") {
                 Some(name) if !name.is_empty() => Ok(Network::Tap(name.to_owned())),
                 _ => Err(format!(
-                    "unknown network mode {s:?} (expected none, nat, tap:NAME or sandbox)"
+                    "unknown network mode {s:?} (expected none, nat, tap:NAME, sandbox or relay)"
                 )),
             },
         }
@@ -423,9 +436,11 @@ impl DoArgs {
             return Err("--publish and --allow-host-loopback need --network nat".into());
         }
         match (&self.network, &self.netns) {
-            (Network::Sandbox, None) => Err("--network sandbox needs --netns PATH".into()),
-            (Network::Sandbox, Some(_)) | (_, None) => Ok(()),
-            (_, Some(_)) => Err("--netns needs --network sandbox".into()),
+            (Network::Sandbox | Network::Relay, None) => {
+                Err(format!("--network {} needs --netns PATH", self.network))
+            }
+            (Network::Sandbox | Network::Relay, Some(_)) | (_, None) => Ok(()),
+            (_, Some(_)) => Err("--netns needs --network sandbox or relay".into()),
         }
     }
 }
@@ -436,7 +451,7 @@ mod tests {
 
     #[test]
     fn network_modes_parse_and_print_back() {
-        for text in ["none", "nat", "sandbox", "tap:tap0"] {
+        for text in ["none", "nat", "sandbox", "relay", "tap:tap0"] {
             let mode: Network = text.parse().unwrap();
             assert_eq!(mode.to_string(), text);
         }

@@ -12,9 +12,11 @@
 //!
 //! Environment:
 //! - `SMOLVISOR_DOCKER_RUNTIME=PATH` registers another binary under the
-//!   names `smolvisor` and `smolvisor-pcap` (e.g. `/usr/sbin/runc`, to check
+//!   names `smolvisor`, `smolvisor-pcap` and `smolvisor-sandbox` (e.g.
+//!   `/usr/sbin/runc`, to check
 //!   the harness itself). The checks of what only smolvisor does (the
-//!   capture file; eth0's address gone from the host side of the veth) then
+//!   capture file; in `sandbox` mode, eth0's address gone from the host
+//!   side of the veth) then
 //!   check that the harness sees the plain runtime's behaviour instead, or,
 //!   where there is nothing to see (no capture file), print `skipped under
 //!   NAME: WHAT: WHY`.
@@ -73,7 +75,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("tty", tty),
     ("stop_and_rm", stop_and_rm),
     ("pcap", pcap),
-    ("address_moved", address_moved),
+    ("relay_keeps_the_address", relay_keeps_the_address),
+    ("sandbox_moves_the_address", sandbox_moves_the_address),
 ];
 
 #[test]
@@ -206,12 +209,16 @@ fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
     let dir = daemon_json.parent().expect("daemon.json has a directory");
     std::fs::write(daemon_json, "{\"log-level\": \"info\"}\n").expect("write daemon.json");
     let pcap = format!("{}/pcap/%ID%.pcapng", dir.display());
-    let pcap_args: &[&str] = if smolvisor {
-        &["--pcap-log", &pcap]
+    let (pcap_args, sandbox_args): (&[&str], &[&str]) = if smolvisor {
+        (&["--pcap-log", &pcap], &["--network", "sandbox"])
     } else {
-        &[]
+        (&[], &[])
     };
-    for (name, args) in [("smolvisor", &[][..]), ("smolvisor-pcap", pcap_args)] {
+    for (name, args) in [
+        ("smolvisor", &[][..]),
+        ("smolvisor-pcap", pcap_args),
+        ("smolvisor-sandbox", sandbox_args),
+    ] {
         let out = std::process::Command::new(common::SMOLVISOR)
             .arg("install")
             .arg("--config")
@@ -240,6 +247,11 @@ fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
             } else {
                 serde_json::json!({"path": installed})
             },
+            "smolvisor-sandbox": if smolvisor {
+                serde_json::json!({"path": installed, "runtimeArgs": sandbox_args})
+            } else {
+                serde_json::json!({"path": installed})
+            },
         },
     });
     assert_eq!(config, want, "daemon.json after smolvisor install");
@@ -249,7 +261,7 @@ fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
         binary.to_owned()
     };
     if path != installed {
-        for name in ["smolvisor", "smolvisor-pcap"] {
+        for name in ["smolvisor", "smolvisor-pcap", "smolvisor-sandbox"] {
             config["runtimes"][name]["path"] = serde_json::json!(path);
         }
         let json = serde_json::to_string_pretty(&config).expect("JSON");
@@ -685,14 +697,12 @@ fn pcap(ctx: &Ctx) {
     );
 }
 
-/// The container's eth0 address is not on any interface of its network
-/// namespace as the kernel sees it (the Sentry took the veth over), yet the
-/// container answers at that address.
-fn address_moved(ctx: &Ctx) {
+/// The IPv4 addresses on the interfaces of a container's network namespace,
+/// as the kernel there sees them (`ip -4 -o addr show`), and its address.
+fn namespace_addresses(ctx: &Ctx, id: &str) -> (String, String) {
     let d = &ctx.d;
-    let id = run_detached(ctx, &[], HTTPD);
-    let ip = d.inspect(&id, "{{.NetworkSettings.IPAddress}}");
-    let key = d.inspect(&id, "{{.NetworkSettings.SandboxKey}}");
+    let ip = d.inspect(id, "{{.NetworkSettings.IPAddress}}");
+    let key = d.inspect(id, "{{.NetworkSettings.SandboxKey}}");
     assert!(
         !ip.is_empty() && !key.is_empty(),
         "no address ({ip:?}) or sandbox ({key:?})"
@@ -702,12 +712,73 @@ fn address_moved(ctx: &Ctx) {
         .nsenter(&["nsenter", &net, "ip", "-4", "-o", "addr", "show"])
         .output()
         .expect("run nsenter");
-    let addrs = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "nsenter into {key} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (ip, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The container answers HTTP and ping at its address.
+fn answers_at(ctx: &Ctx, ip: &str) {
+    let url = format!("http://{ip}/big.txt");
+    eventually("GET container-ip/big.txt", Duration::from_secs(20), || {
+        curl_expect(ctx, &url, &ctx.big)
+    });
+    let out = ctx
+        .d
+        .native(Guest::new(&["ping", "-c", "1", "-W", "2", ip]))
+        .run();
+    assert!(out.status.success(), "ping {ip} failed\n{out}");
+}
+
+/// `relay`, the default: the container's eth0 address stays on the host
+/// side of the veth (the guest's flows leave as sockets there), the
+/// container answers at it, and a guest server sees the real peer's
+/// address, not the gateway's.
+fn relay_keeps_the_address(ctx: &Ctx) {
+    let id = run_detached(ctx, &[], HTTPD);
+    let (ip, addrs) = namespace_addresses(ctx, &id);
+    assert!(
+        addrs.contains(&format!("inet {ip}/")),
+        "{ip} is not on the host side of the veth:\n{addrs}"
+    );
+    answers_at(ctx, &ip);
+    // A server in a second container prints its peer's address.
+    let py = "import socket\n\
+              s = socket.create_server(('', 7000))\n\
+              while True:\n\
+              \x20   c, a = s.accept()\n\
+              \x20   c.sendall(a[0].encode())\n\
+              \x20   c.close()\n";
+    let server = run_detached(ctx, &[], &["python3", "-c", py]);
+    let (server_ip, _) = namespace_addresses(ctx, &server);
+    let seen = eventually("a peer address from :7000", Duration::from_secs(20), || {
+        let out = run_rm(ctx, &[], &["nc", &server_ip, "7000"]).run();
+        let seen = out.stdout.trim().to_owned();
+        if seen.is_empty() {
+            Err(format!("nothing from the server\n{out}"))
+        } else {
+            Ok(seen)
+        }
+    });
+    assert!(
+        seen != ctx.gateway && seen != server_ip && seen.starts_with(&ip[..ip.rfind('.').unwrap()]),
+        "the server saw its peer as {seen:?} (gateway {}, itself {server_ip}, subnet of {ip})",
+        ctx.gateway
+    );
+}
+
+/// `--network sandbox` (runtime `smolvisor-sandbox`): the container's eth0
+/// address is not on any interface of its network namespace as the kernel
+/// sees it (the Sentry took the veth over), yet the container answers at
+/// that address.
+fn sandbox_moves_the_address(ctx: &Ctx) {
+    let mut args = vec!["run", "-d", "--runtime=smolvisor-sandbox", IMAGE];
+    args.extend_from_slice(HTTPD);
+    let id = ctx.d.ok(&args);
+    let (ip, addrs) = namespace_addresses(ctx, &id);
     let present = addrs.contains(&format!("inet {ip}/"));
     if ctx.smolvisor {
         assert!(
@@ -715,14 +786,11 @@ fn address_moved(ctx: &Ctx) {
             "{ip} is still on the host side of the veth:\n{addrs}"
         );
     } else {
-        assert!(present, "the harness does not see {ip} in {key}:\n{addrs}");
+        assert!(
+            present,
+            "the harness does not see {ip} in {key}:\n{addrs}",
+            key = id
+        );
     }
-    let url = format!("http://{ip}/big.txt");
-    eventually("GET container-ip/big.txt", Duration::from_secs(20), || {
-        curl_expect(ctx, &url, &ctx.big)
-    });
-    let out = d
-        .native(Guest::new(&["ping", "-c", "1", "-W", "2", &ip]))
-        .run();
-    assert!(out.status.success(), "ping {ip} failed\n{out}");
+    answers_at(ctx, &ip);
 }

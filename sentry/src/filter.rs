@@ -351,8 +351,16 @@ const SENTRY_IOCTLS: [u64; 7] = [
 ];
 
 /// The calls a NAT gateway adds: it makes host sockets (TCP, UDP, ICMP;
-/// IPv4 and IPv6 only), connects them, and accepts on published ports.
-const SENTRY_NAT: &[&str] = &["connect", "bind", "accept4", "getsockname", "getpeername"];
+/// IPv4 and IPv6 only), connects them, and listens and accepts on
+/// published ports and on the relay's mirrors of the guest's listeners.
+const SENTRY_NAT: &[&str] = &[
+    "connect",
+    "bind",
+    "listen",
+    "accept4",
+    "getsockname",
+    "getpeername",
+];
 
 /// Confines the calling process (the Sentry) to [`SENTRY_ALLOWED`], the
 /// ioctls in [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`; with

@@ -161,8 +161,10 @@ pub struct SentryNetwork {
     pub loopback: Option<Box<dyn Link>>,
     /// The other NICs.
     pub nics: Vec<NicSetup>,
-    /// The NAT gateway behind one of them, in `nat` mode.
-    pub nat: Option<netstack::nat::Nat>,
+    /// The gateways behind them: one in `nat` mode, one per NIC in `relay`
+    /// mode (whose guest listeners are mirrored, see
+    /// [`netstack::nat::ListenMirror`]).
+    pub gateways: Vec<netstack::nat::Nat>,
     /// Whether threads of the Sentry's own make or accept host sockets
     /// besides the NAT's (an OCI container's control socket, the resolver
     /// relay): its confinement then allows them.
@@ -173,7 +175,7 @@ impl std::fmt::Debug for SentryNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentryNetwork")
             .field("nics", &self.nics)
-            .field("nat", &self.nat.is_some())
+            .field("gateways", &self.gateways.len())
             .finish_non_exhaustive()
     }
 }
@@ -225,8 +227,10 @@ pub struct Sentry {
     /// Threads of the Sentry make host sockets (the NAT gateway, an OCI
     /// container's control socket): the filter allows it.
     nat_mode: bool,
-    /// Readable when the gateway queued frames for the guest's NIC.
-    nat_wakeup: Option<OwnedFd>,
+    /// Readable when a gateway queued frames for the guest's NIC.
+    nat_wakeups: Vec<OwnedFd>,
+    /// Host listeners that mirror the guest's (relay mode).
+    pub(crate) mirrors: Vec<netstack::nat::ListenMirror>,
     /// Which blocked callers have a signal to handle, when received calls
     /// wait killably (see `sigwatch.rs`).
     sigwatch: Option<crate::sigwatch::SignalWatch>,
@@ -270,18 +274,19 @@ impl Sentry {
         for (_, fd) in stack.link_fds() {
             epoll.add(fd, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK))?;
         }
-        // The NAT gateway runs on a thread of its own (see `Nat::spawn`);
-        // it signals when it has frames for the guest's NIC.
-        let nat_mode = net.nat.is_some() || net.host_sockets;
-        let nat_wakeup = match net.nat {
-            Some(nat) => {
-                let wake = nat.guest_wakeup()?;
-                epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NAT))?;
-                nat.spawn(start)?;
-                Some(wake)
+        // Each gateway runs on a thread of its own (see `Nat::spawn`); it
+        // signals when it has frames for the guest's NIC.
+        let nat_mode = !net.gateways.is_empty() || net.host_sockets;
+        let (mut nat_wakeups, mut mirrors) = (Vec::new(), Vec::new());
+        for mut nat in net.gateways {
+            let wake = nat.guest_wakeup()?;
+            epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NAT))?;
+            if nat.is_relay() {
+                mirrors.push(nat.mirror());
             }
-            None => None,
-        };
+            nat.spawn(start)?;
+            nat_wakeups.push(wake);
+        }
         let listeners = Listeners::new(listener)?;
         epoll.add(
             listeners.first(),
@@ -342,7 +347,8 @@ impl Sentry {
             pools: Default::default(),
             confine: cfg.confine,
             nat_mode,
-            nat_wakeup,
+            nat_wakeups,
+            mirrors,
             sigwatch,
             next_signal_check: start,
         })
@@ -382,7 +388,7 @@ impl Sentry {
                     // Taken before the round reads the cable (frames queued
                     // after it signal again).
                     TOKEN_NAT => {
-                        if let Some(fd) = &self.nat_wakeup {
+                        for fd in &self.nat_wakeups {
                             let _ = nix::unistd::read(fd, &mut [0u8; 8]);
                         }
                     }
@@ -401,8 +407,22 @@ impl Sentry {
                 self.on_notification(notified, execs);
             }
             self.poll_stack();
+            self.sync_mirrors();
             self.expire_parked();
             self.refill_pairs();
+        }
+    }
+
+    /// Keeps the relay's host listeners in step with the guest's (a close
+    /// shows here; a `listen` syncs before it answers).
+    pub(crate) fn sync_mirrors(&mut self) {
+        for m in &mut self.mirrors {
+            for (port, e) in m.sync(&self.stack) {
+                tracing::warn!(
+                    "port {port}: no host listener for the guest's ({e}); \
+                     only the sandbox's own connections reach it"
+                );
+            }
         }
     }
 

@@ -17,6 +17,14 @@
 //! the DNS forwarder 10.0.2.3. The host's loopback stays out of reach unless
 //! [`NatConfig::host_loopback`] maps the gateway's address onto it.
 //!
+//! **Relay** ([`NatConfig::relay`], the OCI `relay` mode): the guest keeps
+//! the container's own address, subnet and gateway, and the host sockets
+//! are made in the container's namespace, which keeps that address too.
+//! Every address but the guest's is then reached through the gateway (its
+//! subnet and the gateway's address included), which answers ARP for all of
+//! them; connections from outside keep the peer's address; and the guest's
+//! listeners are mirrored as host listeners ([`ListenMirror`]).
+//!
 //! Every host descriptor sits in the gateway's own epoll set ([`Nat::fd`]).
 //! The Sentry runs the gateway on a thread of its own ([`Nat::spawn`]),
 //! which sleeps on that set and on an eventfd the cable signals when the
@@ -24,12 +32,15 @@
 //! hand instead (tests), [`Nat::poll`] does one round.
 
 mod icmp;
+mod mirror;
 mod tcp;
 mod udp;
 
+pub use mirror::ListenMirror;
+
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,8 +51,8 @@ use slotmap::{KeyData, SlotMap, new_key_type};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Packet,
-    Ipv4Repr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpProtocol, Ipv4Packet, Ipv4Repr,
 };
 
 use crate::link::{Layer, Layered, Link, PairEnd, pair};
@@ -127,6 +138,9 @@ pub struct NatConfig {
     pub host_loopback: bool,
     /// Ports published into the guest.
     pub publish: Vec<Publish>,
+    /// Relay mode (see the module's documentation): `dns` and
+    /// `host_loopback` then play no part.
+    pub relay: bool,
 }
 
 impl Default for NatConfig {
@@ -141,6 +155,7 @@ impl Default for NatConfig {
             dns_upstream: None,
             host_loopback: false,
             publish: Vec::new(),
+            relay: false,
         }
     }
 }
@@ -165,6 +180,19 @@ impl NatConfig {
     /// gateway itself unless the host's loopback is allowed).
     fn outbound(&self, dst: SocketAddrV4) -> Option<SocketAddr> {
         let ip = *dst.ip();
+        let subnet = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix_len))
+            .unwrap_or(0);
+        if self.relay {
+            let directed_broadcast = self.prefix_len < 31 && u32::from(ip) | subnet == u32::MAX;
+            let nowhere = ip == self.guest
+                || ip.is_loopback()
+                || ip.is_broadcast()
+                || ip.is_multicast()
+                || ip.is_unspecified()
+                || directed_broadcast;
+            return (!nowhere).then_some(SocketAddr::V4(dst));
+        }
         if ip == self.dns && dst.port() == 53 {
             return self.dns_upstream;
         }
@@ -173,9 +201,6 @@ impl NatConfig {
                 .host_loopback
                 .then(|| SocketAddr::from((Ipv4Addr::LOCALHOST, dst.port())));
         }
-        let subnet = u32::MAX
-            .checked_shl(32 - u32::from(self.prefix_len))
-            .unwrap_or(0);
         let on_subnet = u32::from(ip) & subnet == u32::from(self.guest) & subnet;
         if on_subnet
             || ip.is_loopback()
@@ -213,7 +238,7 @@ new_key_type! {
 #[derive(Debug)]
 enum Flow {
     /// A published TCP port's host listener.
-    Listener(std::net::TcpListener, u16),
+    Listener(TcpListener, u16),
     Tcp(tcp::TcpFlow),
     Udp(udp::UdpFlow),
     Ping(icmp::PingFlow),
@@ -238,8 +263,8 @@ struct Side {
     inject: Vec<Vec<u8>>,
 }
 
-fn lock(side: &Mutex<Side>) -> std::sync::MutexGuard<'_, Side> {
-    side.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The gateway stack's link: its end of the cable, minus what the relays take.
@@ -252,7 +277,62 @@ type GatewayLink<C = PairEnd> = Layered<C, Diversion>;
 struct Diversion {
     side: Arc<Mutex<Side>>,
     /// Echo requests to these are the gateway stack's to answer.
-    own: [Ipv4Addr; 2],
+    own: Vec<Ipv4Addr>,
+    /// In relay mode, ARP requests from the guest for any address but
+    /// these (the guest's own, then the gateway stack's) are answered with
+    /// the gateway's MAC, so that the guest hands the gateway every packet.
+    proxy_arp: Option<ProxyArp>,
+}
+
+/// Who answers ARP for everyone (see [`Diversion::proxy_arp`]).
+#[derive(Debug, Clone, Copy)]
+struct ProxyArp {
+    guest: Ipv4Addr,
+    gateway: Ipv4Addr,
+    mac: EthernetAddress,
+}
+
+impl ProxyArp {
+    /// The reply to `frame` when it is an ARP request the proxy answers.
+    fn answer(&self, frame: &[u8]) -> Option<Vec<u8>> {
+        let eth = EthernetFrame::new_checked(frame).ok()?;
+        if eth.ethertype() != EthernetProtocol::Arp {
+            return None;
+        }
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).ok()?).ok()?;
+        let ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        } = arp
+        else {
+            return None;
+        };
+        if [self.guest, self.gateway].contains(&target_protocol_addr)
+            || source_protocol_addr != self.guest
+        {
+            return None;
+        }
+        let reply = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: self.mac,
+            source_protocol_addr: target_protocol_addr,
+            target_hardware_addr: source_hardware_addr,
+            target_protocol_addr: source_protocol_addr,
+        };
+        let eth = EthernetRepr {
+            src_addr: self.mac,
+            dst_addr: source_hardware_addr,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut out = vec![0u8; eth.buffer_len() + reply.buffer_len()];
+        let mut f = EthernetFrame::new_unchecked(&mut out[..]);
+        eth.emit(&mut f);
+        reply.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+        Some(out)
+    }
 }
 
 impl Diversion {
@@ -279,6 +359,10 @@ impl Diversion {
 
 impl Layer for Diversion {
     fn inbound(&mut self, _link: &mut dyn Link, _now: Instant, frame: Vec<u8>) -> Option<Vec<u8>> {
+        if let Some(reply) = self.proxy_arp.and_then(|p| p.answer(&frame)) {
+            lock(&self.side).inject.push(reply);
+            return None;
+        }
         if !self.relayed(&frame) {
             return Some(frame);
         }
@@ -319,6 +403,13 @@ pub struct Nat {
     /// Signalled when frames wait for the gateway, and for the guest.
     to_gateway: Arc<EventFd>,
     to_guest: Arc<EventFd>,
+    /// Host listeners the Sentry opened or closed for the guest's
+    /// listeners ([`ListenMirror`]), and those in use, by the guest's port.
+    mirror: Option<Arc<mirror::Shared>>,
+    mirrored: HashMap<u16, FlowKey>,
+    /// Where the gateway's thread makes its host sockets, when not in the
+    /// namespace it was started from ([`Nat::sockets_in`]).
+    netns: Option<std::fs::File>,
 }
 
 /// Frames queued towards the guest are picked up by the guest's next poll.
@@ -338,9 +429,21 @@ impl Nat {
         gw_end.wake_on_frames(Arc::clone(&to_gateway));
         guest_end.wake_on_frames(Arc::clone(&to_guest));
         let side = Arc::new(Mutex::new(Side::default()));
+        // In relay mode the gateway stands for no address of its own: an
+        // echo request to the container's gateway goes to the real one.
+        let own = if cfg.relay {
+            vec![cfg.gateway]
+        } else {
+            vec![cfg.gateway, cfg.dns]
+        };
         let diversion = Diversion {
             side: Arc::clone(&side),
-            own: [cfg.gateway, cfg.dns],
+            own: if cfg.relay { Vec::new() } else { own.clone() },
+            proxy_arp: cfg.relay.then_some(ProxyArp {
+                guest: cfg.guest,
+                gateway: cfg.gateway,
+                mac: EthernetAddress(cfg.gateway_mac),
+            }),
         };
         let link: GatewayLink = Layered::wrap(gw_end, diversion);
         let stack_cfg = StackConfig {
@@ -352,12 +455,13 @@ impl Nat {
         let nic = NicConfig {
             name: "gw".into(),
             mac: cfg.gateway_mac,
-            addrs: [cfg.gateway, cfg.dns]
-                .map(|a| IfAddr {
+            addrs: own
+                .iter()
+                .map(|&a| IfAddr {
                     addr: IpAddr::V4(a),
                     prefix_len: cfg.prefix_len,
                 })
-                .to_vec(),
+                .collect(),
             gateway_v4: None,
             gateway_v6: None,
         };
@@ -384,12 +488,37 @@ impl Nat {
             next_sweep: now + FLOW_IDLE,
             to_gateway,
             to_guest,
+            mirror: None,
+            netns: None,
+            mirrored: HashMap::new(),
         };
         for p in nat.cfg.publish.clone() {
             nat.publish(&p)
                 .map_err(|e| io::Error::new(e.kind(), format!("publishing {}: {e}", p.host)))?;
         }
         Ok((nat, guest_end, guest_nic))
+    }
+
+    /// The Sentry's handle on the host listeners that mirror the guest's
+    /// (relay mode; see [`ListenMirror`]). One per gateway: a second call
+    /// replaces the first handle.
+    pub fn mirror(&mut self) -> ListenMirror {
+        let (handle, shared) = mirror::new(self.cfg.guest, Arc::clone(&self.to_gateway));
+        self.mirror = Some(shared);
+        handle
+    }
+
+    /// Whether this is a relay (see [`NatConfig::relay`]).
+    pub fn is_relay(&self) -> bool {
+        self.cfg.relay
+    }
+
+    /// Makes the gateway's thread ([`Nat::spawn`]) enter the network
+    /// namespace `netns` before it makes any host socket: `relay` mode
+    /// under `do`, where the Sentry stays in the caller's namespace.
+    /// (Published ports are bound by [`Nat::new`], where it runs.)
+    pub fn sockets_in(&mut self, netns: std::fs::File) {
+        self.netns = Some(netns);
     }
 
     /// The gateway's epoll set: readable when a host socket is.
@@ -418,7 +547,20 @@ impl Nat {
         let cable = Arc::clone(&self.to_gateway);
         wait.add(cable.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, CABLE))?;
         let clock = move || Instant::from_micros(origin.elapsed().as_micros() as i64);
+        let netns = self.netns.take();
+        let (entered, outcome) = std::sync::mpsc::sync_channel(1);
         crate::spawn_started("nat", move || {
+            if let Some(ns) = netns {
+                // This thread only: the namespace is a thread's own.
+                let r = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET);
+                let failed = r.is_err();
+                let _ = entered.send(r);
+                if failed {
+                    return;
+                }
+            } else {
+                let _ = entered.send(Ok(()));
+            }
             let mut events = [EpollEvent::empty(); 2];
             loop {
                 // Taken before the cable is read: frames sent after
@@ -432,7 +574,15 @@ impl Nat {
                 });
                 let _ = wait.wait(&mut events, EpollTimeout::from(wait_ms));
             }
-        })
+        })?;
+        match outcome.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io::Error::new(
+                io::Error::from(e).kind(),
+                format!("the gateway cannot enter its network namespace: {e}"),
+            )),
+            Err(_) => Err(io::Error::other("the gateway's thread did not start")),
+        }
     }
 
     /// When [`Nat::poll`] must run next if no descriptor wakes it.
@@ -444,6 +594,7 @@ impl Nat {
     /// Does the gateway's work due at `now`: host sockets, frames from the
     /// guest, and the gateway stack's output (which the guest's next poll reads).
     pub fn poll(&mut self, now: Instant) {
+        self.apply_mirror_changes();
         self.host_events(now);
         for _ in 0..16 {
             self.gw.poll(now);
@@ -595,6 +746,39 @@ impl Nat {
         }
     }
 
+    /// Opens and closes the host listeners that mirror the guest's, in the
+    /// order the Sentry asked, and answers for each opened.
+    fn apply_mirror_changes(&mut self) {
+        let Some(shared) = self.mirror.clone() else {
+            return;
+        };
+        let changes = std::mem::take(&mut *lock(&shared.changes));
+        for change in changes {
+            match change {
+                mirror::Change::Open(port) => {
+                    let host = SocketAddr::V4(SocketAddrV4::new(self.cfg.guest, port));
+                    let opened = TcpListener::bind(host)
+                        .and_then(|l| {
+                            l.set_nonblocking(true)?;
+                            Ok(l)
+                        })
+                        .and_then(|l| self.add_flow(Flow::Listener(l, port)).map_err(|(_, e)| e))
+                        .map(|key| {
+                            if let Some(old) = self.mirrored.insert(port, key) {
+                                self.flows.remove(old);
+                            }
+                        });
+                    let _ = shared.answers.try_send((port, opened));
+                }
+                mirror::Change::Close(port) => {
+                    if let Some(key) = self.mirrored.remove(&port) {
+                        self.flows.remove(key);
+                    }
+                }
+            }
+        }
+    }
+
     /// Drops idle UDP flows and ping identifiers.
     fn sweep(&mut self, now: Instant) {
         let idle: Vec<FlowKey> = self
@@ -673,12 +857,95 @@ mod tests {
         lock(&side).inject.push(vec![0; 60]);
         let diversion = Diversion {
             side: Arc::clone(&side),
-            own: [Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)],
+            own: vec![Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)],
+            proxy_arp: None,
         };
         let mut link: GatewayLink<_> = Layered::wrap(WatchedCable::default(), diversion);
         link.flush(Instant::ZERO);
         assert_eq!(link.get_ref().events, ["send", "flush"]);
         assert!(lock(&side).inject.is_empty());
+    }
+
+    #[test]
+    fn the_relay_reaches_every_address_but_the_guests_own() {
+        let cfg = NatConfig {
+            guest: Ipv4Addr::new(172, 17, 0, 2),
+            prefix_len: 16,
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            relay: true,
+            ..NatConfig::default()
+        };
+        let to = |s: &str| cfg.outbound(s.parse().unwrap());
+        for reached in [
+            "172.17.0.1:80",
+            "172.17.0.3:80",
+            "198.51.100.7:443",
+            "10.0.2.3:53",
+        ] {
+            assert_eq!(to(reached), Some(reached.parse().unwrap()), "{reached}");
+        }
+        for nowhere in [
+            "172.17.0.2:80",
+            "127.0.0.1:80",
+            "172.17.255.255:9",
+            "255.255.255.255:9",
+            "224.0.0.1:80",
+            "0.0.0.0:80",
+        ] {
+            assert_eq!(to(nowhere), None, "{nowhere}");
+        }
+    }
+
+    #[test]
+    fn the_relay_answers_arp_for_every_address_but_the_guests_and_the_gateways() {
+        let guest_mac = EthernetAddress([2, 0, 0, 0, 0, 2]);
+        let proxy = ProxyArp {
+            guest: Ipv4Addr::new(172, 17, 0, 2),
+            gateway: Ipv4Addr::new(172, 17, 0, 1),
+            mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
+        };
+        let request = |from: Ipv4Addr, target: Ipv4Addr| {
+            let arp = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: guest_mac,
+                source_protocol_addr: from,
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: target,
+            };
+            let eth = EthernetRepr {
+                src_addr: guest_mac,
+                dst_addr: EthernetAddress::BROADCAST,
+                ethertype: EthernetProtocol::Arp,
+            };
+            let mut out = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+            let mut f = EthernetFrame::new_unchecked(&mut out[..]);
+            eth.emit(&mut f);
+            arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+            out
+        };
+        let peer = Ipv4Addr::new(172, 17, 0, 3);
+        let reply = proxy
+            .answer(&request(proxy.guest, peer))
+            .expect("a peer's address is answered");
+        let eth = EthernetFrame::new_checked(&reply[..]).unwrap();
+        assert_eq!(eth.dst_addr(), guest_mac);
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(eth.payload()).unwrap()).unwrap();
+        assert_eq!(
+            arp,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: proxy.mac,
+                source_protocol_addr: peer,
+                target_hardware_addr: guest_mac,
+                target_protocol_addr: proxy.guest,
+            }
+        );
+        // The gateway stack answers for its own address; the guest's own
+        // (a duplicate-address probe) and strangers' requests get nothing.
+        assert!(proxy.answer(&request(proxy.guest, proxy.gateway)).is_none());
+        assert!(proxy.answer(&request(proxy.guest, proxy.guest)).is_none());
+        assert!(proxy.answer(&request(peer, proxy.guest)).is_none());
+        assert!(proxy.answer(&reply).is_none(), "a reply is not answered");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Outbound, the guest's SYN is held until the host's connect to the real
 //! destination finishes, so the guest sees the same outcome (established, or
 //! RST for a refusal) rather than a connection that dies at once. Inbound
-//! (published ports), the host listener accepts first and the gateway stack
-//! connects to the guest from the gateway's address.
+//! (published ports, and in relay mode the guest's mirrored listeners), the
+//! host listener accepts first and the gateway stack connects to the guest,
+//! from the gateway's address, or in relay mode from the peer's own.
 //!
 //! Bytes go straight between the host socket and the gateway socket's
 //! buffers, in both directions; a FIN becomes `shutdown(SHUT_WR)` on the
@@ -140,7 +141,7 @@ impl Nat {
                 return;
             };
             let port = *port;
-            let Ok((host, _)) = l.accept() else {
+            let Ok((host, peer)) = l.accept() else {
                 return;
             };
             if !self.room() {
@@ -154,6 +155,9 @@ impl Nat {
             let Ok(sock) = self.gw.socket(Domain::Ipv4, Protocol::Tcp) else {
                 continue;
             };
+            if self.cfg.relay {
+                self.speak_for(sock, peer);
+            }
             match self.gw.connect(sock, to) {
                 Ok(()) | Err(NetError::InProgress) => {}
                 Err(_) => {
@@ -169,6 +173,26 @@ impl Nat {
                     let _ = self.gw.close(sock);
                 }
             }
+        }
+    }
+
+    /// Binds a gateway socket to a peer's address (its port too, when free),
+    /// so that the guest sees who really connected. Failing that, the
+    /// connection comes from the gateway's address, as in `nat` mode.
+    fn speak_for(&mut self, sock: SocketId, peer: SocketAddr) {
+        let ip = match peer.ip() {
+            std::net::IpAddr::V4(v4) => v4,
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => return,
+            },
+        };
+        if ip.is_loopback() || ip.is_unspecified() {
+            return;
+        }
+        let exact = SocketAddr::V4(SocketAddrV4::new(ip, peer.port()));
+        if self.gw.bind(sock, exact).is_err() {
+            let _ = self.gw.bind(sock, SocketAddr::V4(SocketAddrV4::new(ip, 0)));
         }
     }
 

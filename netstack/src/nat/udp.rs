@@ -69,7 +69,14 @@ impl Nat {
         if !self.room() {
             return None;
         }
-        let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?;
+        // In relay mode the host has the guest's address: the datagrams
+        // leave from the guest's own port when it is free, as they would
+        // from the guest's kernel.
+        let preserved = self.cfg.relay.then(|| UdpSocket::bind(from).ok()).flatten();
+        let sock = match preserved {
+            Some(s) => s,
+            None => UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).ok()?,
+        };
         sock.set_nonblocking(true).ok()?;
         // ICMP errors about what the guest sent come back to it (a
         // connected UDP socket then fails with ECONNREFUSED, as on Linux).

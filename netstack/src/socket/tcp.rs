@@ -267,6 +267,7 @@ impl Stack {
             queue: VecDeque::new(),
         }));
         self.tcp_listeners.entry(binding.port).or_default().push(id);
+        self.listen_gen += 1;
         Ok(())
     }
 
@@ -992,6 +993,7 @@ impl Stack {
                     && let Some(v) = self.tcp_listeners.get_mut(&b.port)
                 {
                     v.retain(|&x| x != id);
+                    self.listen_gen += 1;
                     if v.is_empty() {
                         self.tcp_listeners.remove(&b.port);
                     }

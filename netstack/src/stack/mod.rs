@@ -240,6 +240,8 @@ pub struct Stack {
     pub(crate) tcp_conns: HashMap<(IpEndpoint, IpEndpoint), SocketId>,
     /// Listening sockets by port.
     pub(crate) tcp_listeners: HashMap<u16, Vec<SocketId>>,
+    /// Counts changes to [`Stack::tcp_listeners`] (see [`Stack::listening`]).
+    pub(crate) listen_gen: u64,
     /// Every socket holding a local port, by protocol and port.
     pub(crate) tcp_ports: HashMap<u16, PortSet>,
     pub(crate) udp_ports: HashMap<u16, PortSet>,
@@ -295,6 +297,7 @@ impl Stack {
             sockets: SlotMap::with_key(),
             tcp_conns: HashMap::new(),
             tcp_listeners: HashMap::new(),
+            listen_gen: 0,
             tcp_ports: HashMap::new(),
             udp_ports: HashMap::new(),
             icmp_idents: HashMap::new(),
@@ -507,6 +510,31 @@ impl Stack {
 
     /// The descriptors of the links backed by the host, by NIC: when one
     /// turns readable, [`Stack::poll`] has frames to read.
+    /// Where TCP sockets listen: each listener's bound address (`None` for
+    /// a wildcard that takes IPv4, `::` for an IPv6-only one) and port, with a number that changes whenever a socket
+    /// starts or stops listening, so a caller mirroring them (a relay's
+    /// host listeners) can tell cheaply that nothing changed.
+    pub fn listening(&self) -> (u64, Vec<(Option<IpAddr>, u16)>) {
+        let mut out: Vec<(Option<IpAddr>, u16)> = self
+            .tcp_listeners
+            .values()
+            .flatten()
+            .filter_map(|&id| self.sockets.get(id)?.binding)
+            .map(|b| {
+                let v6_only = (!b.v4).then_some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+                (b.addr.map(IpAddr::from).or(v6_only), b.port)
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        (self.listen_gen, out)
+    }
+
+    /// The number [`Stack::listening`] returns, without the list.
+    pub fn listening_generation(&self) -> u64 {
+        self.listen_gen
+    }
+
     pub fn link_fds(&self) -> Vec<(NicId, std::os::fd::BorrowedFd<'_>)> {
         let fds = self.nics.iter().enumerate();
         fds.filter_map(|(id, n)| n.link.fd().map(|fd| (id, fd)))

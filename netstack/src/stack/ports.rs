@@ -29,8 +29,12 @@ impl Stack {
         };
         let local = (!ep.addr.is_unspecified()).then_some(ep.addr);
         let sock_is_udp = sock.protocol() == Protocol::Udp;
+        // A gateway's far side (a transparent NIC) may speak for any
+        // address, as IP_TRANSPARENT lets a Linux proxy do.
+        let transparent = self.nics.iter().any(|n| n.transparent);
         if let Some(a) = local
             && !self.is_local(a)
+            && !transparent
             && !(sock.protocol() == Protocol::Udp && self.is_broadcast(a))
         {
             return Err(NetError::AddrNotAvailable);

@@ -13,7 +13,7 @@ use netstack::nat::{Nat, NatConfig};
 use netstack::{Link, NicConfig, NicSetup};
 use sentry::SentryNetwork;
 
-use crate::cli::{DoArgs, Network};
+use crate::cli::{DoArgs, Network, OciNetwork};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -105,7 +105,7 @@ pub fn build(args: &DoArgs, capture: Option<&Capture>) -> Result<Networking, Err
                 routes: Vec::new(),
                 onlink: Vec::new(),
             });
-            net.nat = Some(nat);
+            net.gateways.push(nat);
             out.guest_files.push((
                 PathBuf::from("/etc/resolv.conf"),
                 format!("nameserver {dns}\n").into_bytes(),
@@ -141,16 +141,108 @@ pub fn build(args: &DoArgs, capture: Option<&Capture>) -> Result<Networking, Err
             let restore = take_over(net, path, &sniff)?;
             out.restore = Some(Restorer::spawn(restore)?);
         }
+        Network::Relay => {
+            let path = args
+                .netns
+                .as_deref()
+                .ok_or("--network relay needs --netns PATH")?;
+            relay(net, path, true, &sniff)?;
+        }
     }
     Ok(out)
 }
 
+/// `relay`: a gateway per interface of the namespace at `path` that is up
+/// (IPv4 only), each serving a guest NIC with the interface's name, MAC,
+/// first IPv4 address and routes, and making its host sockets in that
+/// namespace (`enter`: from a thread that enters it; otherwise the caller
+/// is there already). Nothing in the namespace is changed.
+fn relay(net: &mut SentryNetwork, path: &Path, enter: bool, sniff: Sniff<'_>) -> Result<(), Error> {
+    let seen = takeover::read_interfaces(path)?;
+    if seen.is_empty() {
+        tracing::warn!(
+            "no interface is up in {}; the sandbox has only lo",
+            path.display()
+        );
+    }
+    for nic in seen {
+        let name = nic.config.name.clone();
+        let v4 = nic.config.addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) => Some((v4, a.prefix_len)),
+            IpAddr::V6(_) => None,
+        });
+        let Some((guest, prefix_len)) = v4 else {
+            tracing::warn!("{name}: no IPv4 address; relay mode is IPv4 only, left out");
+            continue;
+        };
+        if nic.config.addrs.len() > 1 {
+            tracing::warn!("{name}: relay mode serves only its first IPv4 address, {guest}");
+        }
+        let cfg = NatConfig {
+            guest,
+            prefix_len,
+            gateway: nic
+                .config
+                .gateway_v4
+                .unwrap_or_else(|| stand_in_gateway(guest, prefix_len)),
+            guest_mac: nic.config.mac,
+            gateway_mac: guest_mac(nic.config.mac),
+            relay: true,
+            ..NatConfig::default()
+        };
+        let (mut nat, link, mut config) = Nat::new(cfg, netstack::Instant::from_micros(0))?;
+        config.name = name;
+        if enter {
+            let ns = std::fs::File::open(path)
+                .map_err(|e| format!("network namespace {}: {e}", path.display()))?;
+            nat.sockets_in(ns);
+        }
+        let routes = nic
+            .routes
+            .into_iter()
+            .filter(|r| r.dst.addr.is_ipv4())
+            .collect();
+        let onlink = nic
+            .onlink
+            .into_iter()
+            .filter(|r| r.addr.is_ipv4())
+            .collect();
+        net.nics.push(NicSetup {
+            link: sniff(Box::new(link), &config.name),
+            config,
+            routes,
+            onlink,
+        });
+        net.gateways.push(nat);
+    }
+    Ok(())
+}
+
+/// A gateway address for a relay whose interface has no default route:
+/// the subnet's last host (the first, when that is the guest), which a
+/// subnet's real hosts rarely hold. The guest never learns it (it has no
+/// route through it); the gateway stack needs one, and whoever does hold it
+/// is still reached through the relay like any other address.
+fn stand_in_gateway(guest: std::net::Ipv4Addr, prefix_len: u8) -> std::net::Ipv4Addr {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    let net = u32::from(guest) & mask;
+    let last = (net | !mask).saturating_sub(1).max(net | 1);
+    let first = net | 1;
+    let pick = [last, first, u32::from(guest) ^ 1]
+        .into_iter()
+        .find(|&a| a != u32::from(guest))
+        .unwrap_or(last);
+    std::net::Ipv4Addr::from(pick)
+}
+
 /// The network of an OCI container's sandbox, from the Sentry's own
-/// network namespace: its interfaces taken over (`sandbox`), or loopback
-/// only (`none`). With `restore`, they get their addresses back at the end
+/// network namespace: its interfaces taken over (`sandbox`), relayed
+/// through (`relay`), or loopback only (`none`). With `restore`, they get their addresses back at the end
 /// (a namespace that outlives the container, given by path).
 pub fn build_oci(
-    sandbox: bool,
+    mode: OciNetwork,
     restore: bool,
     capture: Option<&Capture>,
 ) -> Result<Networking, Error> {
@@ -186,14 +278,21 @@ pub fn build_oci(
         guest_files: Vec::new(),
         restore: None,
     };
-    if sandbox {
-        let taken = take_over(&mut out.sentry, Path::new("/proc/self/ns/net"), &sniff)?;
-        if restore {
-            out.restore = Some(Restorer::spawn(taken)?);
-        } else {
-            // The namespace ends with the container: nothing to give back.
-            taken.disarm();
+    let here = Path::new("/proc/self/ns/net");
+    match mode {
+        OciNetwork::None => {}
+        OciNetwork::Sandbox => {
+            let taken = take_over(&mut out.sentry, here, &sniff)?;
+            if restore {
+                out.restore = Some(Restorer::spawn(taken)?);
+            } else {
+                // The namespace ends with the container: nothing to give back.
+                taken.disarm();
+            }
         }
+        // The Sentry lives in the container's namespace: its gateways'
+        // sockets are made there without entering it.
+        OciNetwork::Relay => relay(&mut out.sentry, here, false, &sniff)?,
     }
     Ok(out)
 }
@@ -246,4 +345,19 @@ fn host_resolver() -> Option<SocketAddr> {
             .filter(IpAddr::is_ipv4)
             .map(|ip| SocketAddr::new(ip, 53))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stand_in_gateway;
+
+    #[test]
+    fn a_relay_without_a_gateway_stands_in_with_the_subnets_last_host() {
+        let g = |guest: &str, len| stand_in_gateway(guest.parse().unwrap(), len).to_string();
+        assert_eq!(g("172.18.0.2", 16), "172.18.255.254");
+        assert_eq!(g("10.201.7.1", 24), "10.201.7.254");
+        assert_eq!(g("10.201.7.254", 24), "10.201.7.1");
+        assert_eq!(g("10.0.0.1", 31), "10.0.0.0");
+        assert_eq!(g("10.0.0.9", 32), "10.0.0.8");
+    }
 }

@@ -188,9 +188,45 @@ fn in_netns<T: Send>(path: &Path, f: impl FnOnce() -> T + Send) -> Result<T, Tak
 
 type Taken = (Vec<TakenNic>, Vec<AddressMessage>, Vec<RouteMessage>);
 
-/// The work of [`take_over`], in the namespace.
-fn take_over_here() -> Result<Taken, TakeoverError> {
-    let mut rtnl = Rtnl::new().map_err(netlink("open"))?;
+/// One interface of a namespace as it is (`relay` mode reads them and
+/// leaves them alone).
+#[derive(Debug)]
+pub struct SeenNic {
+    /// Name, MAC, addresses and default gateways.
+    pub config: NicConfig,
+    /// Routes through a gateway, besides the default ones.
+    pub routes: Vec<GatewayRoute>,
+    /// Routes with no gateway to prefixes beyond the addresses' subnets.
+    pub onlink: Vec<IfAddr>,
+}
+
+/// Every interface of the namespace at `netns` that is up, is not loopback
+/// and is Ethernet, as [`take_over`] would see it, without changing anything.
+pub fn read_interfaces(netns: &Path) -> Result<Vec<SeenNic>, TakeoverError> {
+    in_netns(netns, || {
+        let mut rtnl = Rtnl::new().map_err(netlink("open"))?;
+        Ok(interfaces(&mut rtnl)?
+            .into_iter()
+            .map(|f| SeenNic {
+                config: f.described.config,
+                routes: f.described.routes,
+                onlink: f.described.onlink,
+            })
+            .collect())
+    })?
+}
+
+/// An interface found by [`interfaces`].
+struct Found {
+    index: u32,
+    name: String,
+    addrs: Vec<AddressMessage>,
+    routes: Vec<RouteMessage>,
+    described: Described,
+}
+
+/// The interfaces of the caller's namespace that the sandbox would serve.
+fn interfaces(rtnl: &mut Rtnl) -> Result<Vec<Found>, TakeoverError> {
     let links = rtnl
         .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
         .map_err(netlink("list links"))?;
@@ -201,43 +237,67 @@ fn take_over_here() -> Result<Taken, TakeoverError> {
         .dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))
         .map_err(netlink("list routes"))?;
 
+    let mut found = Vec::new();
+    for msg in links {
+        let RouteNetlinkMessage::NewLink(link) = msg else {
+            continue;
+        };
+        let flags = link.header.flags;
+        if !flags.contains(LinkFlags::Up) || flags.contains(LinkFlags::Loopback) {
+            continue;
+        }
+        let index = link.header.index;
+        let name = link_name(&link);
+        if link.header.link_layer_type != LinkLayerType::Ether {
+            tracing::warn!("{name}: not an Ethernet interface, left alone");
+            continue;
+        }
+        let addrs: Vec<AddressMessage> = all_addrs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+                _ => None,
+            })
+            .filter(|a| address_of(a).is_some_and(|ip| !is_link_local(ip)))
+            .cloned()
+            .collect();
+        let routes: Vec<RouteMessage> = all_routes
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => Some(r),
+                _ => None,
+            })
+            .filter(|r| belongs_to(r, index))
+            .cloned()
+            .collect();
+        let described = describe(&link, &addrs, &routes);
+        found.push(Found {
+            index,
+            name,
+            addrs,
+            routes,
+            described,
+        });
+    }
+    Ok(found)
+}
+
+/// The work of [`take_over`], in the namespace.
+fn take_over_here() -> Result<Taken, TakeoverError> {
+    let mut rtnl = Rtnl::new().map_err(netlink("open"))?;
+    let found = interfaces(&mut rtnl)?;
     let mut nics = Vec::new();
     let mut removed_addrs = Vec::new();
     let mut removed_routes = Vec::new();
     let taken = || -> Result<(), TakeoverError> {
-        for msg in links {
-            let RouteNetlinkMessage::NewLink(link) = msg else {
-                continue;
-            };
-            let flags = link.header.flags;
-            if !flags.contains(LinkFlags::Up) || flags.contains(LinkFlags::Loopback) {
-                continue;
-            }
-            let index = link.header.index;
-            let name = link_name(&link);
-            if link.header.link_layer_type != LinkLayerType::Ether {
-                tracing::warn!("{name}: not an Ethernet interface, left alone");
-                continue;
-            }
-            let addrs: Vec<AddressMessage> = all_addrs
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
-                    _ => None,
-                })
-                .filter(|a| address_of(a).is_some_and(|ip| !is_link_local(ip)))
-                .cloned()
-                .collect();
-            let routes: Vec<RouteMessage> = all_routes
-                .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewRoute(r) => Some(r),
-                    _ => None,
-                })
-                .filter(|r| belongs_to(r, index))
-                .cloned()
-                .collect();
-            let d = describe(&link, &addrs, &routes);
+        for Found {
+            index,
+            name,
+            addrs,
+            routes,
+            described: d,
+        } in found
+        {
             let link = PacketLink::open(index, d.mtu)
                 .and_then(PacketLink::with_sender_thread)
                 .map_err(|source| TakeoverError::Link {

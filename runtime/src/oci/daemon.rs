@@ -66,8 +66,8 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
         Some(path) => Some(Capture::create(Path::new(path), CaptureConfig::default())?),
         None => None,
     };
-    let sandbox = global.network != Some(OciNetwork::None);
-    let net = network::build_oci(sandbox, joined, capture.as_ref())?;
+    let mode = global.network.unwrap_or(OciNetwork::Relay);
+    let net = network::build_oci(mode, joined, capture.as_ref())?;
     say(ctl, "ready")?;
 
     // The hand-off channel, then the init's pid, once libcontainer made it.

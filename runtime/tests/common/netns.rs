@@ -208,6 +208,34 @@ impl World for TakeOver<'_> {
     }
 }
 
+/// A [`Topology`] whose sandbox relays its flows through sockets made in A
+/// (`--network relay --netns A`, smolvisor itself started in the caller's
+/// namespace); the peer is B.
+pub struct Relayed<'a>(pub &'a Topology);
+
+impl World for Relayed<'_> {
+    fn peer_ip(&self) -> String {
+        self.0.b_ip()
+    }
+
+    fn peer(&self, cmd: Guest) -> Guest {
+        self.0.in_b(cmd)
+    }
+
+    fn sandbox(&self, extra: &[&str], guest: Guest) -> Guest {
+        relayed(&self.0.a, extra, guest)
+    }
+}
+
+/// `guest` under `smolvisor do --network relay --netns /run/netns/NS
+/// EXTRA... --`, started in the caller's own namespace.
+pub fn relayed(ns: &str, extra: &[&str], guest: Guest) -> Guest {
+    let path = format!("/run/netns/{ns}");
+    let mut args = vec!["--network", "relay", "--netns", &path];
+    args.extend_from_slice(extra);
+    guest.mode(Mode::Sandbox).do_args(&args)
+}
+
 /// `guest` under `ip netns exec NS smolvisor do --network sandbox --netns
 /// /run/netns/NS EXTRA... --`.
 pub fn sandboxed(ns: &str, extra: &[&str], guest: Guest) -> Guest {

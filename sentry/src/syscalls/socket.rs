@@ -211,6 +211,8 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
             let g = &mut s.socks[key];
             g.listening = true;
             g.backlog = backlog.clamp(0, 4096) as usize;
+            // Peers outside reach the listener once `listen` returned.
+            s.sync_mirrors();
             value(0)
         }
         Err(e) => net(e),
