@@ -219,3 +219,41 @@ fn iperf3_both_ways_ping_and_a_complete_capture() {
         &dst[..dst.len().min(5)]
     );
 }
+
+/// A UDP server in the guest, bound to its port: a peer's datagram that
+/// arrives right after `bind` returned reaches it, with the peer's own
+/// address, and its answer comes back from the port the peer wrote to.
+#[test]
+fn a_guests_udp_server_gets_the_peers_datagrams_and_answers_from_its_port() {
+    let net = Topology::new();
+    let guest = "import socket, sys\n\
+                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 s.bind(('', 5353))\n\
+                 print('bound', flush=True)\n\
+                 data, peer = s.recvfrom(100)\n\
+                 s.sendto(data.upper() + (' %s:%d' % peer).encode(), peer)\n\
+                 sys.stdin.read()\n";
+    let mut server = relayed(&net.a, &[], Guest::new(&["python3", "-c", guest])).spawn();
+    server.wait_for_line("bound");
+    let client = format!(
+        "import socket\n\
+         c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         c.settimeout(5)\n\
+         c.sendto(b'query', ('{a}', 5353))\n\
+         data, peer = c.recvfrom(100)\n\
+         print(c.getsockname()[1], data.decode(), '%s:%d' % peer)\n",
+        a = net.a_ip()
+    );
+    let out = net.in_b(Guest::new(&["python3", "-c", &client])).run();
+    out.assert_success();
+    let words: Vec<&str> = out.stdout.split_whitespace().collect();
+    assert_eq!(
+        words[1..],
+        [
+            "QUERY",
+            &format!("{}:{}", net.b_ip(), words[0]),
+            &format!("{}:5353", net.a_ip())
+        ],
+        "{out}"
+    );
+}

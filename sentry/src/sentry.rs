@@ -417,10 +417,10 @@ impl Sentry {
     /// shows here; a `listen` syncs before it answers).
     pub(crate) fn sync_mirrors(&mut self) {
         for m in &mut self.mirrors {
-            for (port, e) in m.sync(&self.stack) {
+            for (proto, port, e) in m.sync(&self.stack) {
                 tracing::warn!(
-                    "port {port}: no host listener for the guest's ({e}); \
-                     only the sandbox's own connections reach it"
+                    "{proto:?} port {port}: no host socket for the guest's ({e}); \
+                     only the sandbox's own traffic reaches it"
                 );
             }
         }

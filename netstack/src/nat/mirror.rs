@@ -1,12 +1,16 @@
-//! The guest's TCP listeners, mirrored as host listeners (relay mode).
+//! The guest's listeners, mirrored as host sockets (relay mode).
 //!
 //! In relay mode the host sockets live in a namespace that keeps the guest's
-//! address (the container's). A peer that connects to that address reaches
-//! the host kernel, not the guest, so every port the guest listens on gets a
-//! host listener on the guest's address; each connection it accepts is
-//! opened towards the guest by the gateway, as a published port's are.
+//! address (the container's). A peer that connects or writes to that
+//! address reaches the host kernel, not the guest, so every port the guest
+//! listens on gets a host socket on the guest's address:
+//! - a TCP listener, whose connections the gateway opens towards the guest
+//!   as it opens a published port's;
+//! - for a UDP socket bound to a port of the guest's choosing, a UDP socket
+//!   on that port, which is also the one the guest's datagrams from the
+//!   port leave by (so a server's answers come from the port it was asked at).
 //!
-//! The gateway's thread makes the host listeners (it is the one in that
+//! The gateway's thread makes the host sockets (it is the one in that
 //! namespace), but the Sentry waits for them inside the guest's `listen`:
 //! a peer that connects as soon as `listen` returned must find one. A
 //! listener the guest closes is closed too (queued connections are reset,
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use nix::sys::eventfd::EventFd;
 
-use crate::Stack;
+use crate::{Protocol, Stack};
 
 /// How long the Sentry waits for the gateway to open host listeners.
 const ANSWER_WITHIN: Duration = Duration::from_secs(2);
@@ -30,17 +34,20 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub(super) enum Change {
     /// Listen on the guest's address and this port; answer how it went.
-    Open(u16),
+    Open(Protocol, u16),
     /// The guest stopped listening on the port.
-    Close(u16),
+    Close(Protocol, u16),
 }
+
+/// A mirrored port: its protocol and number.
+pub(super) type Mirrored = (Protocol, u16);
 
 /// What the Sentry and the gateway's thread share.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) changes: Mutex<Vec<Change>>,
     /// The gateway's answers to [`Change::Open`], in order.
-    pub(super) answers: SyncSender<(u16, io::Result<()>)>,
+    pub(super) answers: SyncSender<(Mirrored, io::Result<()>)>,
 }
 
 /// The Sentry's side of the mirror: made by [`super::Nat::mirror`] and
@@ -49,10 +56,10 @@ pub(super) struct Shared {
 pub struct ListenMirror {
     guest: Ipv4Addr,
     shared: Arc<Shared>,
-    answers: Receiver<(u16, io::Result<()>)>,
+    answers: Receiver<(Mirrored, io::Result<()>)>,
     wake: Arc<EventFd>,
-    /// The guest's ports that have a host listener.
-    open: BTreeSet<u16>,
+    /// The guest's ports that have a host socket.
+    open: BTreeSet<Mirrored>,
     generation: Option<u64>,
 }
 
@@ -75,35 +82,39 @@ pub(super) fn new(guest: Ipv4Addr, wake: Arc<EventFd>) -> (ListenMirror, Arc<Sha
 }
 
 impl ListenMirror {
-    /// Opens a host listener for every port the guest listens on (on every
+    /// Opens a host socket for every port the guest listens on (on every
     /// IPv4 address or on the guest's own) that has none, and closes those
     /// whose port the guest no longer listens on; returns once the gateway
     /// has done it. Cheap when nothing changed. Returns the ports whose host
-    /// listener could not be made, with why (the guest's own listener works
+    /// socket could not be made, with why (the guest's own socket works
     /// regardless, from inside).
-    pub fn sync(&mut self, stack: &Stack) -> Vec<(u16, io::Error)> {
+    pub fn sync(&mut self, stack: &Stack) -> Vec<(Protocol, u16, io::Error)> {
         if self.generation == Some(stack.listening_generation()) {
             return Vec::new();
         }
         let (generation, listening) = stack.listening();
         self.generation = Some(generation);
         let guest = self.guest;
-        let wanted: BTreeSet<u16> = listening
+        let wanted: BTreeSet<Mirrored> = listening
             .iter()
-            .filter(|(addr, _)| match addr {
+            .filter(|(_, addr, _)| match addr {
                 None => true,
                 Some(IpAddr::V4(v4)) => *v4 == guest,
                 Some(IpAddr::V6(_)) => false,
             })
-            .map(|&(_, port)| port)
+            .map(|&(proto, _, port)| (proto, port))
             .collect();
         let mut changes: Vec<Change> = self
             .open
             .difference(&wanted)
-            .map(|&p| Change::Close(p))
+            .map(|&(proto, port)| Change::Close(proto, port))
             .collect();
-        let opening: Vec<u16> = wanted.difference(&self.open).copied().collect();
-        changes.extend(opening.iter().map(|&p| Change::Open(p)));
+        let opening: Vec<Mirrored> = wanted.difference(&self.open).copied().collect();
+        changes.extend(
+            opening
+                .iter()
+                .map(|&(proto, port)| Change::Open(proto, port)),
+        );
         if changes.is_empty() {
             return Vec::new();
         }
@@ -113,10 +124,10 @@ impl ListenMirror {
         let mut failed = Vec::new();
         for _ in &opening {
             match self.answers.recv_timeout(ANSWER_WITHIN) {
-                Ok((port, Ok(()))) => {
-                    self.open.insert(port);
+                Ok((mirrored, Ok(()))) => {
+                    self.open.insert(mirrored);
                 }
-                Ok((port, Err(e))) => failed.push((port, e)),
+                Ok(((proto, port), Err(e))) => failed.push((proto, port, e)),
                 Err(_) => {
                     // The gateway is gone or stuck; try again at the next change.
                     self.generation = None;

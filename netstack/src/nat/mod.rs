@@ -56,7 +56,7 @@ use smoltcp::wire::{
 };
 
 use crate::link::{Layer, Layered, Link, PairEnd, pair};
-use crate::{IfAddr, Intercepted, NicConfig, SocketId, Stack, StackConfig};
+use crate::{IfAddr, Intercepted, NicConfig, Protocol, SocketId, Stack, StackConfig};
 
 /// The NIC MTU of the cable, as pasta uses: large segments cost fewer trips.
 pub const NAT_MTU: usize = 65520;
@@ -406,7 +406,7 @@ pub struct Nat {
     /// Host listeners the Sentry opened or closed for the guest's
     /// listeners ([`ListenMirror`]), and those in use, by the guest's port.
     mirror: Option<Arc<mirror::Shared>>,
-    mirrored: HashMap<u16, FlowKey>,
+    mirrored: HashMap<mirror::Mirrored, FlowKey>,
     /// Where the gateway's thread makes its host sockets, when not in the
     /// namespace it was started from ([`Nat::sockets_in`]).
     netns: Option<std::fs::File>,
@@ -755,27 +755,43 @@ impl Nat {
         let changes = std::mem::take(&mut *lock(&shared.changes));
         for change in changes {
             match change {
-                mirror::Change::Open(port) => {
-                    let host = SocketAddr::V4(SocketAddrV4::new(self.cfg.guest, port));
-                    let opened = TcpListener::bind(host)
-                        .and_then(|l| {
-                            l.set_nonblocking(true)?;
-                            Ok(l)
-                        })
-                        .and_then(|l| self.add_flow(Flow::Listener(l, port)).map_err(|(_, e)| e))
-                        .map(|key| {
-                            if let Some(old) = self.mirrored.insert(port, key) {
-                                self.flows.remove(old);
-                            }
-                        });
-                    let _ = shared.answers.try_send((port, opened));
+                mirror::Change::Open(proto, port) => {
+                    let opened = match proto {
+                        Protocol::Udp => self.mirror_udp(port),
+                        _ => self.mirror_tcp(port),
+                    };
+                    let answer = opened.map(|key| {
+                        if let Some(old) = self.mirrored.insert((proto, port), key)
+                            && old != key
+                        {
+                            self.drop_flow(old);
+                        }
+                    });
+                    let _ = shared.answers.try_send(((proto, port), answer));
                 }
-                mirror::Change::Close(port) => {
-                    if let Some(key) = self.mirrored.remove(&port) {
-                        self.flows.remove(key);
+                mirror::Change::Close(proto, port) => {
+                    if let Some(key) = self.mirrored.remove(&(proto, port)) {
+                        self.drop_flow(key);
                     }
                 }
             }
+        }
+    }
+
+    /// A TCP listener on the guest's address and `port`, accepting for it.
+    fn mirror_tcp(&mut self, port: u16) -> io::Result<FlowKey> {
+        let host = SocketAddr::V4(SocketAddrV4::new(self.cfg.guest, port));
+        let l = TcpListener::bind(host)?;
+        l.set_nonblocking(true)?;
+        self.add_flow(Flow::Listener(l, port)).map_err(|(_, e)| e)
+    }
+
+    /// Forgets a flow and its host socket (a UDP one leaves its table too).
+    fn drop_flow(&mut self, key: FlowKey) {
+        if let Some(Flow::Udp(u)) = self.flows.remove(key)
+            && self.udp_by_guest.get(&u.guest) == Some(&key)
+        {
+            self.udp_by_guest.remove(&u.guest);
         }
     }
 

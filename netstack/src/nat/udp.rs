@@ -59,6 +59,34 @@ impl Nat {
         Ok(())
     }
 
+    /// Relay mode: the host socket for the guest's UDP port `port`, which
+    /// peers write to and the guest's datagrams from the port leave by. A
+    /// flow the guest's port already has (it sent before it bound, say)
+    /// becomes it.
+    pub(super) fn mirror_udp(&mut self, port: u16) -> io::Result<FlowKey> {
+        let guest = SocketAddrV4::new(self.cfg.guest, port);
+        if let Some(&key) = self.udp_by_guest.get(&guest)
+            && let Some(Flow::Udp(u)) = self.flows.get_mut(key)
+        {
+            u.published = true;
+            return Ok(key);
+        }
+        let sock = UdpSocket::bind(guest)?;
+        sock.set_nonblocking(true)?;
+        let _ = setsockopt(&sock, sockopt::Ipv4RecvErr, &true);
+        let key = self
+            .add_flow(Flow::Udp(UdpFlow {
+                sock,
+                guest,
+                last: Instant::ZERO,
+                published: true,
+                peers: HashMap::new(),
+            }))
+            .map_err(|(_, e)| e)?;
+        self.udp_by_guest.insert(guest, key);
+        Ok(key)
+    }
+
     fn udp_flow(&mut self, from: SocketAddrV4, now: Instant) -> Option<FlowKey> {
         if let Some(&k) = self.udp_published.get(&from.port()) {
             return Some(k);

@@ -33,7 +33,7 @@ pub enum Domain {
 }
 
 /// The kind of socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Protocol {
     /// SOCK_STREAM / IPPROTO_TCP.
     Tcp,

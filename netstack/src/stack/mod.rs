@@ -510,19 +510,34 @@ impl Stack {
 
     /// The descriptors of the links backed by the host, by NIC: when one
     /// turns readable, [`Stack::poll`] has frames to read.
-    /// Where TCP sockets listen: each listener's bound address (`None` for
-    /// a wildcard that takes IPv4, `::` for an IPv6-only one) and port, with a number that changes whenever a socket
-    /// starts or stops listening, so a caller mirroring them (a relay's
-    /// host listeners) can tell cheaply that nothing changed.
-    pub fn listening(&self) -> (u64, Vec<(Option<IpAddr>, u16)>) {
-        let mut out: Vec<(Option<IpAddr>, u16)> = self
+    /// Where sockets wait for peers: listening TCP sockets, and UDP sockets
+    /// bound to a port of their choosing; each with its protocol, bound
+    /// address (`None` for a wildcard that takes IPv4, `::` for an
+    /// IPv6-only one) and port. Also a number that changes whenever such a
+    /// socket comes or goes, so a caller mirroring them (a relay's host
+    /// sockets) can tell cheaply that nothing changed.
+    pub fn listening(&self) -> (u64, Vec<(Protocol, Option<IpAddr>, u16)>) {
+        let tcp = self
             .tcp_listeners
             .values()
             .flatten()
-            .filter_map(|&id| self.sockets.get(id)?.binding)
-            .map(|b| {
+            .filter_map(|&id| Some((Protocol::Tcp, self.sockets.get(id)?.binding?)));
+        let udp = self
+            .udp_ports
+            .values()
+            .flat_map(|set| set.iter().copied())
+            .filter_map(|id| {
+                let sock = self.sockets.get(id)?;
+                match &sock.kind {
+                    Kind::Udp(u) if u.port_locked => Some((Protocol::Udp, sock.binding?)),
+                    _ => None,
+                }
+            });
+        let mut out: Vec<(Protocol, Option<IpAddr>, u16)> = tcp
+            .chain(udp)
+            .map(|(proto, b)| {
                 let v6_only = (!b.v4).then_some(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-                (b.addr.map(IpAddr::from).or(v6_only), b.port)
+                (proto, b.addr.map(IpAddr::from).or(v6_only), b.port)
             })
             .collect();
         out.sort_unstable();
@@ -650,9 +665,12 @@ impl Stack {
                 }
                 self.free_tcp(id, t, sock.binding);
             }
-            Kind::Udp(_) => {
+            Kind::Udp(u) => {
                 if let Some(p) = port {
                     remove_from(&mut self.udp_ports, p, id);
+                    if u.port_locked {
+                        self.listen_gen += 1;
+                    }
                 }
             }
             // Ping sockets hold an identifier, not a port.

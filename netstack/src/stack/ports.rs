@@ -45,6 +45,9 @@ impl Stack {
             if let Kind::Udp(u) = &mut self.get_mut(id)?.kind {
                 u.port_locked = ep.port != 0;
             }
+            if ep.port != 0 {
+                self.listen_gen += 1;
+            }
             self.udp_bind_port(id)?;
         }
         Ok(())

@@ -190,7 +190,12 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
         result = s.stack.bind(id, addr);
     }
     match result {
-        Ok(()) => value(0),
+        Ok(()) => {
+            // A UDP port the guest chose takes datagrams from outside once
+            // `bind` returned.
+            s.sync_mirrors();
+            value(0)
+        }
         Err(e) => net(e),
     }
 }
