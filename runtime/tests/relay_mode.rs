@@ -133,7 +133,8 @@ fn udp_leaves_from_the_guests_own_port_and_the_answer_returns() {
 }
 
 /// Bulk TCP both ways with iperf3 and a ping, between the guest and the
-/// peer; the capture holds the guest's whole stream of a transfer.
+/// peer, which sees the guest's own address and ports; the capture holds
+/// the guest's whole stream of a transfer.
 #[test]
 fn iperf3_both_ways_ping_and_a_complete_capture() {
     let net = Topology::new();
@@ -176,6 +177,22 @@ fn iperf3_both_ways_ping_and_a_complete_capture() {
         log.contains(&format!("Accepted connection from {}", net.a_ip())),
         "the server's log:\n{log}"
     );
+    // The peer sees the guest's own ports: each stream's `local A port N`
+    // in the guest is `connected to A port N` at the server.
+    let local = format!("local {} port ", net.a_ip());
+    let ports: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split(&local).nth(1)?.split_whitespace().next())
+        .collect();
+    assert!(
+        ports.len() >= 2,
+        "no stream ports in the guest's output\n{out}"
+    );
+    for port in ports {
+        let seen = format!("connected to {} port {port}", net.a_ip());
+        assert!(log.contains(&seen), "the server never saw {seen:?}:\n{log}");
+    }
     let ping = relayed(
         &net.a,
         &[],

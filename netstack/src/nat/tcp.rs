@@ -101,8 +101,10 @@ fn not_yet(e: NetError) -> bool {
     )
 }
 
-/// A non-blocking connect to `to`, under way or done.
-fn connect_host(to: SocketAddr) -> io::Result<TcpStream> {
+/// A non-blocking connect to `to`, under way or done; from `from` when it
+/// is free (relay mode keeps the guest's address and port), else from a
+/// port the host picks.
+fn connect_host(to: SocketAddr, from: Option<SocketAddr>) -> io::Result<TcpStream> {
     let family = match to {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -113,6 +115,14 @@ fn connect_host(to: SocketAddr) -> io::Result<TcpStream> {
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
     )?;
+    if let Some(from) = from {
+        // A port the host holds already (a mirrored listener, a socket of
+        // the Sentry's own) is left to the host to pick instead.
+        let _ = nix::sys::socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrStorage::from(from),
+        );
+    }
     match connect(
         std::os::fd::AsRawFd::as_raw_fd(&fd),
         &SockaddrStorage::from(to),
@@ -207,7 +217,8 @@ impl Nat {
             SocketAddr::V6(_) => None,
         };
         let to = to.filter(|_| self.room());
-        let Some(host) = to.and_then(|to| connect_host(to).ok()) else {
+        let from = self.cfg.relay.then_some(syn.remote);
+        let Some(host) = to.and_then(|to| connect_host(to, from).ok()) else {
             self.gw.refuse_intercepted(&syn);
             return;
         };
