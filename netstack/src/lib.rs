@@ -57,21 +57,57 @@ pub use stack::{
     StackConfig,
 };
 
+/// What every thread [`spawn_started`] starts runs first, with the
+/// thread's name; set once per process ([`on_thread_start`]).
+static THREAD_START: std::sync::OnceLock<fn(&str) -> std::io::Result<()>> =
+    std::sync::OnceLock::new();
+
+/// Makes every thread [`spawn_started`] starts from now on run `hook` with
+/// its name before anything else, and fail to start if it fails: the
+/// Sentry sheds each thread's privileges this way, by what the thread is
+/// for. Only the first call counts; returns whether this one did.
+pub fn on_thread_start(hook: fn(&str) -> std::io::Result<()>) -> bool {
+    THREAD_START.set(hook).is_ok()
+}
+
 /// Starts a thread of the stack's own (a link's writer, the NAT gateway)
 /// and returns once it runs: the system calls of a thread's start (its
-/// name, its signal stack, glibc's `rseq`) are then behind it, so a
-/// process that confines itself with seccomp right after does not kill it.
+/// name, its signal stack, glibc's `rseq`, the [`on_thread_start`] hook)
+/// are then behind it, so a process that confines itself with seccomp
+/// right after does not kill it.
 pub fn spawn_started(name: &str, body: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    spawn_prepared(name, || Ok(()), body)
+}
+
+/// [`spawn_started`], with `prepare` run in the new thread before the
+/// [`on_thread_start`] hook (which may take away what `prepare` needs,
+/// such as the right to enter a namespace); its failure is the caller's.
+pub fn spawn_prepared(
+    name: &str,
+    prepare: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    body: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
     let (started, running) = std::sync::mpsc::sync_channel(1);
+    let hook = THREAD_START.get().copied();
+    let thread_name = name.to_owned();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            let _ = started.send(());
-            body();
+            let ready = prepare().and_then(|()| hook.map_or(Ok(()), |h| h(&thread_name)));
+            let failed = ready.is_err();
+            let _ = started.send(ready);
+            if !failed {
+                body();
+            }
         })?;
-    running
-        .recv()
-        .map_err(|_| std::io::Error::other(format!("thread {name} did not start")))
+    match running.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(std::io::Error::new(
+            e.kind(),
+            format!("thread {name} could not start: {e}"),
+        )),
+        Err(_) => Err(std::io::Error::other(format!("thread {name} did not start"))),
+    }
 }
 
 #[cfg(test)]

@@ -746,3 +746,28 @@ fn guest_reads_host_files() {
     expected.wait().unwrap();
     assert_eq!(out.stdout, want, "sha256sum inside vs outside\n{out}");
 }
+
+/// Once it serves, the Sentry of `do` (with a gateway and a capture, so
+/// with `nat` and `pcap-writer` threads) keeps only the capabilities each
+/// of its threads needs, under no_new_privs and its seccomp filter.
+#[test]
+fn the_sentry_keeps_only_the_privileges_each_thread_needs() {
+    let dir = ScratchDir::new("privileges");
+    let pcap = dir.path().join("p.pcapng");
+    let pcap = pcap.to_string_lossy();
+    // `ip addr` traps, so the Sentry serves (and is confined) by `ready`.
+    let mut guest = Guest::sh("ip addr >/dev/null && echo ready && read line")
+        .mode(Mode::Sandbox)
+        .do_args(&["--network", "nat", "--pcap-log", &pcap])
+        .spawn();
+    guest.wait_for_line("ready");
+    let threads = common::assert_sentry_privileges(guest.pid());
+    for name in ["nat", "pcap-writer", "smolvisor"] {
+        assert!(
+            threads.iter().any(|t| t == name),
+            "no thread {name} in {threads:?}"
+        );
+    }
+    guest.send("go\n");
+    guest.wait().assert_success();
+}

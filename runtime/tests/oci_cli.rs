@@ -918,3 +918,30 @@ fn the_sentry_is_charged_to_the_containers_cgroups() {
     assert_eq!(listed.json(), serde_json::json!([pid]), "ps\n{listed}");
     oci.cmd(&["delete", "--force", &id]).assert_ok();
 }
+
+/// A container's Sentry daemon, once it serves, keeps only the capabilities
+/// each of its threads needs (`sentry-control`, which takes `exec`'s
+/// listeners, none), under no_new_privs and its seccomp filter.
+#[test]
+fn the_sentry_daemon_keeps_only_the_privileges_each_thread_needs() {
+    let oci = Oci::new("privileges");
+    let bundle = Bundle::new(&oci, "privileges", &["sleep", "100"]);
+    let id = unique_id("privileges");
+    oci.create_ok(&bundle, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+    // Served through the Sentry: it runs, confined, by the time this answers.
+    exec(&oci, &bundle, &id, &["busybox", "ip", "-o", "addr"]).assert_ok();
+    let meta: Value = serde_json::from_slice(
+        &fs::read(oci.root().join(&id).join("smolvisor.json")).expect("smolvisor.json"),
+    )
+    .expect("smolvisor.json is JSON");
+    let sentry = meta["sentry_pid"].as_i64().expect("the Sentry's pid");
+    let threads = common::assert_sentry_privileges(sentry as u32);
+    for name in ["sentry-control", "smolvisor-sentr"] {
+        assert!(
+            threads.iter().any(|t| t == name),
+            "no thread {name} in {threads:?}"
+        );
+    }
+    oci.cmd(&["delete", "--force", &id]).assert_ok();
+}

@@ -20,6 +20,7 @@ pub mod ifreq;
 mod listeners;
 pub mod mem;
 pub mod netlink;
+pub mod privileges;
 pub mod sentry;
 pub mod sigwatch;
 pub mod sys;

@@ -287,6 +287,11 @@ impl Sentry {
             nat.spawn(start)?;
             nat_wakeups.push(wake);
         }
+        // Set-up is over (the gateways' threads entered their namespaces
+        // and kept what they need): no thread holds more than it needs.
+        if cfg.confine {
+            crate::privileges::shed_process()?;
+        }
         let listeners = Listeners::new(listener)?;
         epoll.add(
             listeners.first(),

@@ -548,19 +548,17 @@ impl Nat {
         wait.add(cable.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, CABLE))?;
         let clock = move || Instant::from_micros(origin.elapsed().as_micros() as i64);
         let netns = self.netns.take();
-        let (entered, outcome) = std::sync::mpsc::sync_channel(1);
-        crate::spawn_started("nat", move || {
-            if let Some(ns) = netns {
-                // This thread only: the namespace is a thread's own.
-                let r = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET);
-                let failed = r.is_err();
-                let _ = entered.send(r);
-                if failed {
-                    return;
-                }
-            } else {
-                let _ = entered.send(Ok(()));
-            }
+        // This thread only: the namespace is a thread's own.
+        let enter = move || match netns {
+            Some(ns) => nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("the gateway cannot enter its network namespace: {e}"),
+                )
+            }),
+            None => Ok(()),
+        };
+        crate::spawn_prepared("nat", enter, move || {
             let mut events = [EpollEvent::empty(); 2];
             loop {
                 // Taken before the cable is read: frames sent after
@@ -574,15 +572,7 @@ impl Nat {
                 });
                 let _ = wait.wait(&mut events, EpollTimeout::from(wait_ms));
             }
-        })?;
-        match outcome.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io::Error::new(
-                io::Error::from(e).kind(),
-                format!("the gateway cannot enter its network namespace: {e}"),
-            )),
-            Err(_) => Err(io::Error::other("the gateway's thread did not start")),
-        }
+        })
     }
 
     /// When [`Nat::poll`] must run next if no descriptor wakes it.

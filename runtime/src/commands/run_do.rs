@@ -19,6 +19,8 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
         return Err("`smolvisor do` must run as root (it creates namespaces and mounts)".into());
     }
     args.check()?;
+    // Threads the set-up starts (a link's writer) keep no privileges.
+    sentry::privileges::install_thread_hook();
     let capture = open_capture(&args)?;
     let net = network::build(&args, capture.as_ref())?;
     let spec = GuestSpec {

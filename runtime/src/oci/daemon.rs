@@ -34,6 +34,9 @@ use crate::sandbox::handoff::{self, Report};
 pub fn run(global: &GlobalArgs, args: &SentryDaemonArgs) -> Result<i32, Error> {
     let ctl = sys::daemon_ctl()?;
     let _ = nix::sys::prctl::set_name(c"smolvisor-sentry");
+    // Threads the set-up starts (a link's writer, the control socket's)
+    // keep no privileges.
+    sentry::privileges::install_thread_hook();
     match serve(global, args, &ctl) {
         Ok(code) => Ok(code),
         Err(e) => {

@@ -531,3 +531,53 @@ pub fn host_connect(port: u16) -> io::Result<std::net::TcpStream> {
         Duration::from_secs(5),
     )
 }
+
+/// Checks what the Sentry process `pid` may still do once it serves
+/// (`sentry::privileges`): per thread, the capabilities it keeps by its
+/// name (the event loop CAP_KILL and CAP_SYS_PTRACE, a gateway CAP_NET_RAW
+/// and CAP_NET_BIND_SERVICE, every other thread none), a bounding set of
+/// their union, nothing inheritable or ambient, no_new_privs and a seccomp
+/// filter. Returns the threads' names.
+pub fn assert_sentry_privileges(pid: u32) -> Vec<String> {
+    const KILL_PTRACE: u64 = (1 << 5) | (1 << 19);
+    const RAW_BIND: u64 = (1 << 13) | (1 << 10);
+    let mut names = Vec::new();
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the Sentry's threads");
+    for task in tasks {
+        let dir = task.expect("a thread").path();
+        let (Ok(comm), Ok(status)) = (
+            fs::read_to_string(dir.join("comm")),
+            fs::read_to_string(dir.join("status")),
+        ) else {
+            continue; // a thread that just ended
+        };
+        let comm = comm.trim().to_owned();
+        let field = |name: &str| -> u64 {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}:")))
+                .unwrap_or_else(|| panic!("no {name} in the status of {comm}"));
+            let value = line.split_whitespace().nth(1).expect("a value");
+            u64::from_str_radix(value, if name.starts_with("Cap") { 16 } else { 10 })
+                .unwrap_or_else(|_| panic!("bad {line:?}"))
+        };
+        let want = match comm.as_str() {
+            "nat" => RAW_BIND,
+            c if c.starts_with("smolvisor") => KILL_PTRACE,
+            _ => 0,
+        };
+        let what = format!("thread {comm} of the Sentry {pid}:\n{status}");
+        assert_eq!(field("CapEff"), want, "CapEff of {what}");
+        assert_eq!(field("CapPrm"), want, "CapPrm of {what}");
+        assert_eq!(field("CapInh"), 0, "CapInh of {what}");
+        assert_eq!(field("CapAmb"), 0, "CapAmb of {what}");
+        assert_eq!(field("NoNewPrivs"), 1, "NoNewPrivs of {what}");
+        assert_eq!(field("Seccomp"), 2, "Seccomp of {what}");
+        if want == KILL_PTRACE {
+            assert_eq!(field("CapBnd"), KILL_PTRACE | RAW_BIND, "CapBnd of {what}");
+        }
+        names.push(comm);
+    }
+    names.sort();
+    names
+}
