@@ -106,7 +106,9 @@ pub fn spawn_prepared(
             e.kind(),
             format!("thread {name} could not start: {e}"),
         )),
-        Err(_) => Err(std::io::Error::other(format!("thread {name} did not start"))),
+        Err(_) => Err(std::io::Error::other(format!(
+            "thread {name} did not start"
+        ))),
     }
 }
 

@@ -112,6 +112,10 @@ pub enum Command {
     Run(RunArgs),
     /// Register smolvisor as a Docker runtime in daemon.json.
     Install(InstallArgs),
+    /// Print the seccomp filters smolvisor installs, the guest's and the
+    /// Sentry's, as Markdown tables: each rule's call, condition, action
+    /// and reason.
+    Filters,
     /// The Sentry of one OCI container (started by `create`).
     #[command(hide = true)]
     SentryDaemon(SentryDaemonArgs),

@@ -771,3 +771,60 @@ fn the_sentry_keeps_only_the_privileges_each_thread_needs() {
     guest.send("go\n");
     guest.wait().assert_success();
 }
+
+/// What `smolvisor filters` prints is what the guest gets: every call the
+/// printed guest table refuses outright is made inside (raw syscall(2);
+/// with arguments that would be harmless if it ran) and must fail with
+/// the printed errno.
+#[test]
+fn every_call_the_printed_table_refuses_fails_inside_with_its_errno() {
+    let printed = std::process::Command::new(common::SMOLVISOR)
+        .arg("filters")
+        .output()
+        .expect("run smolvisor filters");
+    assert!(printed.status.success(), "smolvisor filters failed");
+    let text = String::from_utf8(printed.stdout).expect("UTF-8");
+    let tables = sentry::filter::parse(&text).expect("the tables parse");
+    let guest = tables
+        .iter()
+        .find(|t| t.name == "guest")
+        .expect("a guest table");
+    let mut probes = Vec::new();
+    for r in guest.rules.iter().filter(|r| r.when.is_empty()) {
+        if let sentry::filter::Action::Errno(e) = r.action {
+            let nr = sentry::filter::syscall_number(&r.call)
+                .unwrap_or_else(|| panic!("no number for {}", r.call));
+            probes.push(format!("{}={nr}={e}", r.call));
+        }
+    }
+    assert!(probes.len() >= 30, "too few refusals printed: {probes:?}");
+    // kexec_load gets flags no kernel takes, so that even natively it
+    // could only fail; every other call gets zeros (null pointers, fd 0).
+    let script = "import ctypes, sys\n\
+                  libc = ctypes.CDLL(None, use_errno=True)\n\
+                  libc.syscall.restype = ctypes.c_long\n\
+                  for probe in sys.argv[1:]:\n\
+                  \x20   name, nr, want = probe.split('=')\n\
+                  \x20   args = [0] * 6\n\
+                  \x20   if name == 'kexec_load':\n\
+                  \x20       args[3] = 0xffffffff\n\
+                  \x20   ctypes.set_errno(0)\n\
+                  \x20   rc = libc.syscall(ctypes.c_long(int(nr)), *[ctypes.c_long(a) for a in args])\n\
+                  \x20   print(name, rc, ctypes.get_errno(), want)\n";
+    let mut argv = vec!["python3".to_owned(), "-c".to_owned(), script.to_owned()];
+    argv.extend(probes);
+    let out = Guest::new(&argv).mode(Mode::Sandbox).run();
+    out.assert_success();
+    let mut wrong = Vec::new();
+    for line in out.stdout.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        if w.len() != 4 || w[1] != "-1" || w[2] != w[3] {
+            wrong.push(line.to_owned());
+        }
+    }
+    assert!(
+        wrong.is_empty() && out.stdout.lines().count() >= 30,
+        "calls not refused as printed (name rc errno expected):\n{}\n{out}",
+        wrong.join("\n")
+    );
+}

@@ -35,7 +35,61 @@ const AF_MAX: i32 = 46;
 /// Socket ioctls (`SIOC*`) share the 0x89 command group.
 const SIOC_GROUP: u64 = 0x8900;
 
-/// Calls that always trap to the Sentry.
+/// What a rule does with the calls it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Runs natively.
+    Allow,
+    /// Traps to the Sentry (user notification).
+    Trap,
+    /// Fails with this errno.
+    Errno(i32),
+    /// Kills the process.
+    Kill,
+}
+
+/// A condition on one argument of a call (all 64 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// `argN == value`.
+    Eq(u32, u64),
+    /// `argN != value`.
+    Ne(u32, u64),
+    /// `argN & mask == value`.
+    Masked(u32, u64, u64),
+    /// `argN >= value`.
+    AtLeast(u32, u64),
+}
+
+/// One entry of a filter: the call, when it matches (every condition), what
+/// happens, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub call: String,
+    pub when: Vec<Cond>,
+    pub action: Action,
+    pub why: String,
+}
+
+/// A filter as data: its default, its rules, and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub name: String,
+    /// What a call that no rule matches gets.
+    pub default: Action,
+    pub rules: Vec<Rule>,
+}
+
+fn rule(call: &str, when: &[Cond], action: Action, why: &str) -> Rule {
+    Rule {
+        call: call.to_owned(),
+        when: when.to_vec(),
+        action,
+        why: why.to_owned(),
+    }
+}
+
+/// The socket calls that always trap: the socket layer is the Sentry's.
 const TRAPPED: &[&str] = &[
     "connect",
     "bind",
@@ -53,113 +107,115 @@ const TRAPPED: &[&str] = &[
     "recvmmsg",
 ];
 
-/// Calls refused with an errno, as Linux refuses an unprivileged process.
-const DENIED: &[(&str, i32)] = &[
-    ("io_uring_setup", libc::EPERM),
-    ("io_uring_enter", libc::EPERM),
-    ("io_uring_register", libc::EPERM),
-    ("ptrace", libc::EPERM),
-    ("process_vm_readv", libc::EPERM),
-    ("process_vm_writev", libc::EPERM),
-    ("pidfd_getfd", libc::EPERM),
-    ("bpf", libc::EPERM),
-    ("perf_event_open", libc::EACCES),
-    ("userfaultfd", libc::EPERM),
-    ("mount", libc::EPERM),
-    ("umount2", libc::EPERM),
-    ("pivot_root", libc::EPERM),
-    ("fsopen", libc::EPERM),
-    ("fsconfig", libc::EPERM),
-    ("fsmount", libc::EPERM),
-    ("fspick", libc::EPERM),
-    ("open_tree", libc::EPERM),
-    ("move_mount", libc::EPERM),
-    ("mount_setattr", libc::EPERM),
-    ("kexec_load", libc::EPERM),
-    ("kexec_file_load", libc::EPERM),
-    ("init_module", libc::EPERM),
-    ("finit_module", libc::EPERM),
-    ("delete_module", libc::EPERM),
-    ("keyctl", libc::EPERM),
-    ("add_key", libc::EPERM),
-    ("request_key", libc::EPERM),
-    ("unshare", libc::EPERM),
-    ("setns", libc::EPERM),
-    ("open_by_handle_at", libc::EPERM),
-    ("name_to_handle_at", libc::EPERM),
-    ("iopl", libc::EPERM),
-    ("ioperm", libc::EPERM),
-    ("syslog", libc::EPERM),
-    // Its flags sit behind a pointer the filter cannot read; libc falls back
-    // to clone(2), whose flags the filter checks.
-    ("clone3", libc::ENOSYS),
+/// Calls refused with an errno, as Linux refuses an unprivileged process,
+/// and why.
+const DENIED: &[(&str, i32, &str)] = &[
+    ("io_uring_setup", libc::EPERM, IO_URING),
+    ("io_uring_enter", libc::EPERM, IO_URING),
+    ("io_uring_register", libc::EPERM, IO_URING),
+    ("ptrace", libc::EPERM, OTHERS),
+    ("process_vm_readv", libc::EPERM, OTHERS),
+    ("process_vm_writev", libc::EPERM, OTHERS),
+    ("pidfd_getfd", libc::EPERM, OTHERS),
+    ("bpf", libc::EPERM, KERNEL),
+    ("perf_event_open", libc::EACCES, KERNEL),
+    ("userfaultfd", libc::EPERM, KERNEL),
+    ("mount", libc::EPERM, MOUNTS),
+    ("umount2", libc::EPERM, MOUNTS),
+    ("pivot_root", libc::EPERM, MOUNTS),
+    ("fsopen", libc::EPERM, MOUNTS),
+    ("fsconfig", libc::EPERM, MOUNTS),
+    ("fsmount", libc::EPERM, MOUNTS),
+    ("fspick", libc::EPERM, MOUNTS),
+    ("open_tree", libc::EPERM, MOUNTS),
+    ("move_mount", libc::EPERM, MOUNTS),
+    ("mount_setattr", libc::EPERM, MOUNTS),
+    ("kexec_load", libc::EPERM, HOST),
+    ("kexec_file_load", libc::EPERM, HOST),
+    ("init_module", libc::EPERM, HOST),
+    ("finit_module", libc::EPERM, HOST),
+    ("delete_module", libc::EPERM, HOST),
+    ("keyctl", libc::EPERM, HOST),
+    ("add_key", libc::EPERM, HOST),
+    ("request_key", libc::EPERM, HOST),
+    ("iopl", libc::EPERM, HOST),
+    ("ioperm", libc::EPERM, HOST),
+    ("syslog", libc::EPERM, HOST),
+    ("unshare", libc::EPERM, NAMESPACES),
+    ("setns", libc::EPERM, NAMESPACES),
+    ("open_by_handle_at", libc::EPERM, HANDLES),
+    ("name_to_handle_at", libc::EPERM, HANDLES),
+    (
+        "clone3",
+        libc::ENOSYS,
+        "its flags sit behind a pointer the filter cannot read; libc falls back to clone, whose flags it checks",
+    ),
 ];
+const IO_URING: &str = "its submissions would make socket calls the filter never sees";
+const OTHERS: &str =
+    "would reach into other processes' memory and descriptors (the Sentry's pair ends)";
+const KERNEL: &str = "kernel attack surface a sandboxed program has no use for";
+const MOUNTS: &str = "the guest's mounts are fixed (read-only where the spec says so)";
+const HOST: &str = "acts on the host's kernel, not the guest's own processes";
+const NAMESPACES: &str = "a namespace of its own would escape the empty network namespace";
+const HANDLES: &str = "file handles resolve outside the guest's root";
 
-/// Builds the filter described in the module documentation.
-pub fn build() -> io::Result<ScmpFilterContext> {
-    let mut f = ScmpFilterContext::new_filter(ScmpAction::Allow).map_err(other)?;
-    // Any other architecture (i386 via int 0x80, x32) would be a way around
-    // every rule below: kill.
-    f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
-    f.add_arch(ScmpArch::Native).map_err(other)?;
-    f.set_ctl_nnp(true).map_err(other)?;
-
-    let notify = ScmpAction::Notify;
+/// The guest's filter as data (see the module's documentation).
+pub fn guest_table() -> Table {
+    let mut rules = Vec::new();
+    let sockets = "the socket layer is the Sentry's: it answers from the netstack";
     for name in TRAPPED {
-        f.add_rule(notify, sys(name)?).map_err(other)?;
+        rules.push(rule(name, &[], Action::Trap, sockets));
     }
-    // sendto/recvfrom trap only with an address; without one they are plain
-    // send/recv on the pair end.
     for name in ["sendto", "recvfrom"] {
-        f.add_rule_conditional(notify, sys(name)?, &[ne(4, 0)])
-            .map_err(other)?;
+        rules.push(rule(
+            name,
+            &[Cond::Ne(4, 0)],
+            Action::Trap,
+            "with an address the Sentry must see it; without, it is plain I/O on the pair end",
+        ));
     }
-    f.add_rule_conditional(
-        notify,
-        sys("ioctl")?,
-        &[ScmpArgCompare::new(
-            1,
-            ScmpCompareOp::MaskedEqual(0xffff_ff00),
-            SIOC_GROUP,
-        )],
-    )
-    .map_err(other)?;
-    // FIONREAD (SIOCINQ) and TIOCOUTQ (SIOCOUTQ): on a guest socket the
-    // pair alone would answer wrongly (what the stack holds is not in it).
+    rules.push(rule(
+        "ioctl",
+        &[Cond::Masked(1, 0xffff_ff00, SIOC_GROUP)],
+        Action::Trap,
+        "interface ioctls (SIOC*) are answered from the netstack's NICs",
+    ));
     for cmd in [libc::FIONREAD, libc::TIOCOUTQ] {
-        f.add_rule_conditional(
-            notify,
-            sys("ioctl")?,
-            &[ScmpArgCompare::new(
-                1,
-                ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                cmd,
-            )],
-        )
-        .map_err(other)?;
+        rules.push(rule(
+            "ioctl",
+            &[Cond::Masked(1, 0xffff_ffff, cmd)],
+            Action::Trap,
+            "queue lengths (SIOCINQ, SIOCOUTQ) count what the netstack holds too",
+        ));
     }
-
-    // socket(2) by family.
-    let socket = sys("socket")?;
     for family in [libc::AF_INET, libc::AF_INET6] {
-        f.add_rule_conditional(notify, socket, &[eq(0, family as u64)])
-            .map_err(other)?;
+        rules.push(rule(
+            "socket",
+            &[Cond::Eq(0, family as u64)],
+            Action::Trap,
+            "the Sentry makes the socket in its netstack and hands back a pair end",
+        ));
     }
     let netlink = libc::AF_NETLINK as u64;
-    f.add_rule_conditional(notify, socket, &[eq(0, netlink), eq(2, NETLINK_ROUTE)])
-        .map_err(other)?;
-    f.add_rule_conditional(
-        ScmpAction::Errno(libc::EPROTONOSUPPORT),
-        socket,
-        &[eq(0, netlink), ne(2, NETLINK_ROUTE)],
-    )
-    .map_err(other)?;
-    f.add_rule_conditional(
-        ScmpAction::Errno(libc::EPERM),
-        socket,
-        &[eq(0, libc::AF_PACKET as u64)],
-    )
-    .map_err(other)?;
+    rules.push(rule(
+        "socket",
+        &[Cond::Eq(0, netlink), Cond::Eq(2, NETLINK_ROUTE)],
+        Action::Trap,
+        "NETLINK_ROUTE is answered from the netstack's interfaces",
+    ));
+    rules.push(rule(
+        "socket",
+        &[Cond::Eq(0, netlink), Cond::Ne(2, NETLINK_ROUTE)],
+        Action::Errno(libc::EPROTONOSUPPORT),
+        "only NETLINK_ROUTE is served",
+    ));
+    rules.push(rule(
+        "socket",
+        &[Cond::Eq(0, libc::AF_PACKET as u64)],
+        Action::Errno(libc::EPERM),
+        "raw frames would go around the netstack (Linux refuses them without CAP_NET_RAW)",
+    ));
     let native = [
         libc::AF_UNIX,
         libc::AF_INET,
@@ -167,71 +223,97 @@ pub fn build() -> io::Result<ScmpFilterContext> {
         libc::AF_NETLINK,
         libc::AF_PACKET,
     ];
-    for family in 0..AF_MAX {
-        if !native.contains(&family) {
-            f.add_rule_conditional(
-                ScmpAction::Errno(libc::EAFNOSUPPORT),
-                socket,
-                &[eq(0, family as u64)],
-            )
-            .map_err(other)?;
-        }
+    for family in (0..AF_MAX).filter(|f| !native.contains(f)) {
+        rules.push(rule(
+            "socket",
+            &[Cond::Eq(0, family as u64)],
+            Action::Errno(libc::EAFNOSUPPORT),
+            "a family the sandbox does not serve",
+        ));
     }
-    // Any larger value, including one with garbage in the high half.
-    f.add_rule_conditional(
-        ScmpAction::Errno(libc::EAFNOSUPPORT),
-        socket,
-        &[ScmpArgCompare::new(
-            0,
-            ScmpCompareOp::GreaterEqual,
-            AF_MAX as u64,
-        )],
-    )
-    .map_err(other)?;
-
-    for (name, errno) in DENIED {
-        f.add_rule(ScmpAction::Errno(*errno), sys(name)?)
-            .map_err(other)?;
+    rules.push(rule(
+        "socket",
+        &[Cond::AtLeast(0, AF_MAX as u64)],
+        Action::Errno(libc::EAFNOSUPPORT),
+        "no such family; garbage in the high half must not alias a real one",
+    ));
+    for (name, errno, why) in DENIED {
+        rules.push(rule(name, &[], Action::Errno(*errno), why));
     }
-    f.add_rule_conditional(
-        ScmpAction::Errno(libc::EBUSY),
-        sys("seccomp")?,
-        &[ScmpArgCompare::new(
-            1,
-            ScmpCompareOp::MaskedEqual(NEW_LISTENER),
-            NEW_LISTENER,
-        )],
-    )
-    .map_err(other)?;
-    let clone = sys("clone")?;
+    rules.push(rule(
+        "seccomp",
+        &[Cond::Masked(1, NEW_LISTENER, NEW_LISTENER)],
+        Action::Errno(libc::EBUSY),
+        "a second listener would take the guest's calls away from the Sentry",
+    ));
     for flag in CLONE_NEW_FLAGS {
-        f.add_rule_conditional(
-            ScmpAction::Errno(libc::EPERM),
-            clone,
-            &[ScmpArgCompare::new(
-                0,
-                ScmpCompareOp::MaskedEqual(flag),
-                flag,
-            )],
-        )
-        .map_err(other)?;
+        rules.push(rule(
+            "clone",
+            &[Cond::Masked(0, flag, flag)],
+            Action::Errno(libc::EPERM),
+            NAMESPACES,
+        ));
     }
     // Device nodes (character or block); FIFOs and sockets stay allowed.
     for (name, mode_arg) in [("mknod", 1), ("mknodat", 2)] {
         for kind in [libc::S_IFCHR, libc::S_IFBLK] {
-            f.add_rule_conditional(
-                ScmpAction::Errno(libc::EPERM),
-                sys(name)?,
-                &[ScmpArgCompare::new(
+            rules.push(rule(
+                name,
+                &[Cond::Masked(
                     mode_arg,
-                    ScmpCompareOp::MaskedEqual(u64::from(libc::S_IFMT)),
+                    u64::from(libc::S_IFMT),
                     u64::from(kind),
                 )],
-            )
-            .map_err(other)?;
+                Action::Errno(libc::EPERM),
+                "device nodes would reach the host's devices",
+            ));
         }
     }
+    Table {
+        name: "guest".into(),
+        default: Action::Allow,
+        rules,
+    }
+}
+
+/// Builds the filter described in the module documentation.
+pub fn build() -> io::Result<ScmpFilterContext> {
+    compile(&guest_table())
+}
+
+/// A libseccomp filter of `table`: any other architecture (i386 through int
+/// 0x80, x32) would be a way around every rule, so it kills; no_new_privs.
+pub fn compile(table: &Table) -> io::Result<ScmpFilterContext> {
+    let mut f = ScmpFilterContext::new_filter(scmp(table.default)).map_err(other)?;
+    f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
+    f.add_arch(ScmpArch::Native).map_err(other)?;
+    f.set_ctl_nnp(true).map_err(other)?;
+    for r in &table.rules {
+        let when: Vec<ScmpArgCompare> = r
+            .when
+            .iter()
+            .map(|c| match *c {
+                Cond::Eq(arg, v) => ScmpArgCompare::new(arg, ScmpCompareOp::Equal, v),
+                Cond::Ne(arg, v) => ScmpArgCompare::new(arg, ScmpCompareOp::NotEqual, v),
+                Cond::Masked(arg, mask, v) => {
+                    ScmpArgCompare::new(arg, ScmpCompareOp::MaskedEqual(mask), v)
+                }
+                Cond::AtLeast(arg, v) => ScmpArgCompare::new(arg, ScmpCompareOp::GreaterEqual, v),
+            })
+            .collect();
+        f.add_rule_conditional(scmp(r.action), sys(&r.call)?, &when)
+            .map_err(other)?;
+    }
     Ok(f)
+}
+
+fn scmp(action: Action) -> ScmpAction {
+    match action {
+        Action::Allow => ScmpAction::Allow,
+        Action::Trap => ScmpAction::Notify,
+        Action::Errno(e) => ScmpAction::Errno(e),
+        Action::Kill => ScmpAction::KillProcess,
+    }
 }
 
 /// Loads the filter on the calling thread (with `no_new_privs`) and returns
@@ -256,7 +338,7 @@ pub fn install() -> io::Result<RawFd> {
 }
 
 /// A filter as the kernel takes it: `struct sock_filter` records.
-pub(crate) fn export(f: &ScmpFilterContext) -> io::Result<Vec<u8>> {
+pub fn export(f: &ScmpFilterContext) -> io::Result<Vec<u8>> {
     use std::io::{Read, Seek};
     let memfd =
         nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)?;
@@ -275,80 +357,91 @@ pub(crate) fn export(f: &ScmpFilterContext) -> io::Result<Vec<u8>> {
 /// run, no mount or namespace touched; anything else fails with EPERM. So a
 /// Sentry subverted by guest input still cannot reach the host's network
 /// or files.
-const SENTRY_ALLOWED: &[&str] = &[
-    // The event loop and the pairs.
-    "epoll_wait",
-    "epoll_pwait",
-    "epoll_pwait2",
-    "epoll_ctl",
-    "recvfrom",
-    "recvmsg",
-    "sendto",
-    "sendmsg",
-    "getsockopt",
-    "setsockopt",
-    "shutdown",
-    "fcntl",
-    // Links' batched frames (AF_PACKET) and the pcap capture's files,
-    // opened before confinement (a ring of them is reused in place).
-    "recvmmsg",
-    "sendmmsg",
-    "readv",
-    "lseek",
-    "ftruncate",
-    "pwrite64",
-    "fsync",
-    "fdatasync",
-    "close",
-    "poll",
-    "ppoll",
-    "read",
-    "write",
-    "writev",
-    // The guest: descriptors, memory, signals, its end.
-    "pidfd_open",
-    "pidfd_getfd",
-    "pidfd_send_signal",
-    "process_vm_readv",
-    "process_vm_writev",
-    "wait4",
-    "waitid",
-    // Memory, threads' primitives, time, exit.
-    "brk",
-    "mmap",
-    "munmap",
-    "mremap",
-    "madvise",
-    "mprotect",
-    "futex",
-    "getrandom",
-    "clock_gettime",
-    "clock_getres",
-    "gettimeofday",
-    "getpid",
-    "gettid",
-    "rt_sigprocmask",
-    "rt_sigaction",
-    "rt_sigreturn",
-    "sigaltstack",
-    "tgkill",
-    "sched_yield",
-    "exit",
-    "exit_group",
+const SENTRY_ALLOWED: &[(&str, &str)] = &[
+    ("epoll_wait", LOOP),
+    ("epoll_pwait", LOOP),
+    ("epoll_pwait2", LOOP),
+    ("epoll_ctl", LOOP),
+    ("recvfrom", PAIRS),
+    ("recvmsg", PAIRS),
+    ("sendto", PAIRS),
+    ("sendmsg", PAIRS),
+    ("getsockopt", PAIRS),
+    ("setsockopt", PAIRS),
+    ("shutdown", PAIRS),
+    ("fcntl", PAIRS),
+    ("recvmmsg", LINKS),
+    ("sendmmsg", LINKS),
+    ("readv", LINKS),
+    ("lseek", CAPTURE),
+    ("ftruncate", CAPTURE),
+    ("pwrite64", CAPTURE),
+    ("fsync", CAPTURE),
+    ("fdatasync", CAPTURE),
+    ("close", "descriptors it is done with"),
+    ("poll", LOOP),
+    ("ppoll", LOOP),
+    ("read", PAIRS),
+    ("write", PAIRS),
+    ("writev", LINKS),
+    ("pidfd_open", GUEST),
+    ("pidfd_getfd", GUEST),
+    ("pidfd_send_signal", GUEST),
+    ("process_vm_readv", GUEST),
+    ("process_vm_writev", GUEST),
+    ("wait4", GUEST),
+    ("waitid", GUEST),
+    ("brk", MEMORY),
+    ("mmap", MEMORY),
+    ("munmap", MEMORY),
+    ("mremap", MEMORY),
+    ("madvise", MEMORY),
+    ("mprotect", MEMORY),
+    ("futex", THREADS),
+    (
+        "getrandom",
+        "the stack's initial sequence numbers and ports",
+    ),
+    ("clock_gettime", TIME),
+    ("clock_getres", TIME),
+    ("gettimeofday", TIME),
+    ("getpid", THREADS),
+    ("gettid", THREADS),
+    ("rt_sigprocmask", SIGNALS),
+    ("rt_sigaction", SIGNALS),
+    ("rt_sigreturn", SIGNALS),
+    ("sigaltstack", SIGNALS),
+    ("tgkill", "a panicking thread aborts the process"),
+    ("sched_yield", THREADS),
+    ("exit", THREADS),
+    ("exit_group", THREADS),
 ];
+const LOOP: &str = "the event loop waits on pair ends, links, the listener and timers";
+const PAIRS: &str = "the pumps move bytes and datagrams between pair ends and the netstack";
+const LINKS: &str = "links move frames in batches (AF_PACKET, TAP) and write capture records";
+const CAPTURE: &str = "the capture's ring of files, opened before confinement, is reused in place";
+const GUEST: &str = "the guest's descriptors, memory and processes (the trapped calls' arguments)";
+const MEMORY: &str = "the allocator";
+const THREADS: &str = "threads' own primitives (locks, ids, their end)";
+const TIME: &str = "the netstack's clock";
+const SIGNALS: &str = "SIGTERM and SIGHUP are taken by a signalfd and passed on to the guest";
 
 /// The Sentry's only ioctls: the seccomp user-notification commands,
 /// FIONREAD (queue lengths for the guest's FIONREAD and SIOCOUTQ), and
 /// FIONBIO (the standard library's `set_nonblocking`).
-const SENTRY_IOCTLS: [u64; 7] = [
-    libc::FIONREAD,
-    libc::FIONBIO,
-    libc::SECCOMP_IOCTL_NOTIF_RECV,
-    libc::SECCOMP_IOCTL_NOTIF_SEND,
-    libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-    libc::SECCOMP_IOCTL_NOTIF_ADDFD,
-    libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+const SENTRY_IOCTLS: [(u64, &str); 7] = [
+    (
+        libc::FIONREAD,
+        "queue lengths for the guest's FIONREAD and SIOCOUTQ",
+    ),
+    (libc::FIONBIO, "the standard library's set_nonblocking"),
+    (libc::SECCOMP_IOCTL_NOTIF_RECV, NOTIFY),
+    (libc::SECCOMP_IOCTL_NOTIF_SEND, NOTIFY),
+    (libc::SECCOMP_IOCTL_NOTIF_ID_VALID, NOTIFY),
+    (libc::SECCOMP_IOCTL_NOTIF_ADDFD, NOTIFY),
+    (libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS, NOTIFY),
 ];
+const NOTIFY: &str = "seccomp user notification: the guest's trapped calls";
 
 /// The calls a NAT gateway adds: it makes host sockets (TCP, UDP, ICMP;
 /// IPv4 and IPv6 only), connects them, and listens and accepts on
@@ -362,47 +455,61 @@ const SENTRY_NAT: &[&str] = &[
     "getpeername",
 ];
 
-/// Confines the calling process (the Sentry) to [`SENTRY_ALLOWED`], the
-/// ioctls in [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`; with
-/// `host_sockets` (the NAT gateway), also [`SENTRY_NAT`] and `socket` for
-/// AF_INET and AF_INET6.
+/// The Sentry's own filter as data: [`SENTRY_ALLOWED`], the ioctls in
+/// [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`; with `host_sockets` (a NAT
+/// gateway, a relay, an OCI daemon's control socket), also [`SENTRY_NAT`]
+/// and `socket` for AF_INET and AF_INET6. Anything else fails with EPERM.
+pub fn sentry_table(host_sockets: bool) -> Table {
+    let mut rules: Vec<Rule> = SENTRY_ALLOWED
+        .iter()
+        .map(|(name, why)| rule(name, &[], Action::Allow, why))
+        .collect();
+    for (cmd, why) in SENTRY_IOCTLS {
+        rules.push(rule(
+            "ioctl",
+            &[Cond::Masked(1, 0xffff_ffff, cmd)],
+            Action::Allow,
+            why,
+        ));
+    }
+    rules.push(rule(
+        "socketpair",
+        &[Cond::Eq(0, libc::AF_UNIX as u64)],
+        Action::Allow,
+        "each guest socket is a pair of AF_UNIX ends",
+    ));
+    if host_sockets {
+        let why = "host sockets of a gateway, a relay or an OCI daemon's control socket";
+        for name in SENTRY_NAT {
+            rules.push(rule(name, &[], Action::Allow, why));
+        }
+        for family in [libc::AF_INET, libc::AF_INET6] {
+            rules.push(rule(
+                "socket",
+                &[Cond::Eq(0, family as u64)],
+                Action::Allow,
+                why,
+            ));
+        }
+    }
+    Table {
+        name: if host_sockets {
+            "sentry (with host sockets)".into()
+        } else {
+            "sentry".into()
+        },
+        default: Action::Errno(libc::EPERM),
+        rules,
+    }
+}
+
+/// Confines the calling process (the Sentry), every thread of it, to
+/// [`sentry_table`].
 pub fn confine_sentry(host_sockets: bool) -> io::Result<()> {
-    let mut f = ScmpFilterContext::new_filter(ScmpAction::Errno(libc::EPERM)).map_err(other)?;
-    f.set_act_badarch(ScmpAction::KillProcess).map_err(other)?;
-    f.set_ctl_nnp(true).map_err(other)?;
+    let mut f = compile(&sentry_table(host_sockets))?;
     // Every thread, not only the caller: links may write from threads of
     // their own, started before (the AF_PACKET link's sender).
     f.set_ctl_tsync(true).map_err(other)?;
-    for name in SENTRY_ALLOWED {
-        f.add_rule(ScmpAction::Allow, sys(name)?).map_err(other)?;
-    }
-    for cmd in SENTRY_IOCTLS {
-        f.add_rule_conditional(
-            ScmpAction::Allow,
-            sys("ioctl")?,
-            &[ScmpArgCompare::new(
-                1,
-                ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                cmd,
-            )],
-        )
-        .map_err(other)?;
-    }
-    f.add_rule_conditional(
-        ScmpAction::Allow,
-        sys("socketpair")?,
-        &[eq(0, libc::AF_UNIX as u64)],
-    )
-    .map_err(other)?;
-    if host_sockets {
-        for name in SENTRY_NAT {
-            f.add_rule(ScmpAction::Allow, sys(name)?).map_err(other)?;
-        }
-        for family in [libc::AF_INET, libc::AF_INET6] {
-            f.add_rule_conditional(ScmpAction::Allow, sys("socket")?, &[eq(0, family as u64)])
-                .map_err(other)?;
-        }
-    }
     f.load().map_err(other)
 }
 
@@ -410,15 +517,168 @@ fn sys(name: &str) -> io::Result<ScmpSyscall> {
     ScmpSyscall::from_name(name).map_err(other)
 }
 
-fn eq(arg: u32, value: u64) -> ScmpArgCompare {
-    ScmpArgCompare::new(arg, ScmpCompareOp::Equal, value)
-}
-
-fn ne(arg: u32, value: u64) -> ScmpArgCompare {
-    ScmpArgCompare::new(arg, ScmpCompareOp::NotEqual, value)
-}
-
 #[allow(clippy::needless_pass_by_value)] // used as map_err(other)
 fn other(e: libseccomp::error::SeccompError) -> io::Error {
     io::Error::other(e.to_string())
+}
+
+/// The native architecture's number of the system call `name`.
+pub fn syscall_number(name: &str) -> Option<i32> {
+    ScmpSyscall::from_name(name).ok().map(i32::from)
+}
+
+/// Every filter smolvisor installs, as [`render`] prints them (`smolvisor
+/// filters`): the guest's, and the Sentry's without and with host sockets.
+pub fn tables() -> Vec<Table> {
+    vec![guest_table(), sentry_table(false), sentry_table(true)]
+}
+
+fn action_text(a: Action) -> String {
+    match a {
+        Action::Allow => "allow".into(),
+        Action::Trap => "trap".into(),
+        Action::Kill => "kill".into(),
+        Action::Errno(e) => format!("errno {e} ({})", nix::errno::Errno::from_raw(e)),
+    }
+}
+
+fn cond_text(c: Cond) -> String {
+    match c {
+        Cond::Eq(a, v) => format!("arg{a} == {v:#x}"),
+        Cond::Ne(a, v) => format!("arg{a} != {v:#x}"),
+        Cond::Masked(a, m, v) => format!("arg{a} & {m:#x} == {v:#x}"),
+        Cond::AtLeast(a, v) => format!("arg{a} >= {v:#x}"),
+    }
+}
+
+/// A table as Markdown: a heading with its name and default, then one row
+/// per rule (call, condition, action, reason). [`parse`] reads it back.
+pub fn render(t: &Table) -> String {
+    let mut out = format!(
+        "## {} filter (default: {}; other architectures: kill)\n\n\
+         | call | when | action | why |\n|---|---|---|---|\n",
+        t.name,
+        action_text(t.default)
+    );
+    for r in &t.rules {
+        let when = if r.when.is_empty() {
+            "always".to_owned()
+        } else {
+            r.when
+                .iter()
+                .map(|c| cond_text(*c))
+                .collect::<Vec<_>>()
+                .join(" && ")
+        };
+        out.push_str(&format!(
+            "| {} | {when} | {} | {} |\n",
+            r.call,
+            action_text(r.action),
+            r.why
+        ));
+    }
+    out
+}
+
+fn parse_action(text: &str) -> Result<Action, String> {
+    match text {
+        "allow" => Ok(Action::Allow),
+        "trap" => Ok(Action::Trap),
+        "kill" => Ok(Action::Kill),
+        _ => {
+            let n = text
+                .strip_prefix("errno ")
+                .and_then(|t| t.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("bad action {text:?}"))?;
+            Ok(Action::Errno(n))
+        }
+    }
+}
+
+fn parse_cond(text: &str) -> Result<Cond, String> {
+    let bad = || format!("bad condition {text:?}");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let arg = |w: &str| -> Result<u32, String> {
+        w.strip_prefix("arg")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)
+    };
+    let num = |w: &str| -> Result<u64, String> {
+        u64::from_str_radix(w.trim_start_matches("0x"), 16).map_err(|_| bad())
+    };
+    match words[..] {
+        [a, "==", v] => Ok(Cond::Eq(arg(a)?, num(v)?)),
+        [a, "!=", v] => Ok(Cond::Ne(arg(a)?, num(v)?)),
+        [a, ">=", v] => Ok(Cond::AtLeast(arg(a)?, num(v)?)),
+        [a, "&", m, "==", v] => Ok(Cond::Masked(arg(a)?, num(m)?, num(v)?)),
+        _ => Err(bad()),
+    }
+}
+
+/// Reads back what [`render`] printed (several tables in a row).
+pub fn parse(text: &str) -> Result<Vec<Table>, String> {
+    let mut tables: Vec<Table> = Vec::new();
+    for line in text.lines() {
+        if let Some(head) = line.strip_prefix("## ") {
+            let (name, rest) = head
+                .split_once(" filter (default: ")
+                .ok_or_else(|| format!("bad heading {line:?}"))?;
+            let default = rest
+                .split_once(';')
+                .map(|(d, _)| d)
+                .ok_or_else(|| format!("bad heading {line:?}"))?;
+            tables.push(Table {
+                name: name.to_owned(),
+                default: parse_action(default)?,
+                rules: Vec::new(),
+            });
+            continue;
+        }
+        let Some(row) = line.strip_prefix("| ").and_then(|r| r.strip_suffix(" |")) else {
+            continue;
+        };
+        let cells: Vec<&str> = row.splitn(4, " | ").collect();
+        if cells[0] == "call" || cells.len() < 4 {
+            continue;
+        }
+        let table = tables.last_mut().ok_or("a row before any heading")?;
+        let when = match cells[1] {
+            "always" => Vec::new(),
+            w => w.split(" && ").map(parse_cond).collect::<Result<_, _>>()?,
+        };
+        table.rules.push(Rule {
+            call: cells[0].to_owned(),
+            when,
+            action: parse_action(cells[2])?,
+            why: cells[3].to_owned(),
+        });
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+
+    /// What is printed is what is installed: each table, printed and read
+    /// back, compiles to the very program the guest and the Sentry load.
+    #[test]
+    fn printed_tables_compile_to_the_installed_programs() {
+        let text: String = tables().iter().map(render).collect::<Vec<_>>().join("\n");
+        let back = parse(&text).unwrap();
+        assert_eq!(back, tables());
+        let installed = [
+            export(&build().unwrap()).unwrap(),
+            export(&compile(&sentry_table(false)).unwrap()).unwrap(),
+            export(&compile(&sentry_table(true)).unwrap()).unwrap(),
+        ];
+        for (t, program) in back.iter().zip(installed) {
+            assert_eq!(export(&compile(t).unwrap()).unwrap(), program, "{}", t.name);
+        }
+        // Every rule says why.
+        for t in &back {
+            assert!(t.rules.iter().all(|r| !r.why.trim().is_empty()));
+        }
+    }
 }

@@ -25,6 +25,14 @@ pub fn run(cli: Cli) -> Result<i32, Box<dyn std::error::Error>> {
         Command::Spec(args) => c::spec(&args),
         Command::Run(args) => c::run(g, &args),
         Command::Install(args) => oci::install::run(&args),
+        Command::Filters => {
+            let tables: Vec<String> = sentry::filter::tables()
+                .iter()
+                .map(sentry::filter::render)
+                .collect();
+            print!("{}", tables.join("\n"));
+            Ok(0)
+        }
         Command::SentryDaemon(args) => oci::daemon::run(g, &args),
     }
 }
