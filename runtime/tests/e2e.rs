@@ -828,3 +828,34 @@ fn every_call_the_printed_table_refuses_fails_inside_with_its_errno() {
         wrong.join("\n")
     );
 }
+
+/// A reset reaches the guest as Linux reports it on the native data path:
+/// data sent before it is read, then one ECONNRESET, then end of file;
+/// writes fail with EPIPE; a closed peer's unread bytes reset too; and a
+/// writer whose peer has gone gets an error instead of filling a window
+/// forever (CPython's asyncio `test_drain_raises`). Same lines natively.
+#[test]
+fn a_reset_reads_as_econnreset_and_writes_fail_as_on_linux() {
+    let native = Guest::python("reset.py", &[] as &[&str])
+        .mode(Mode::Native)
+        .deadline(Duration::from_secs(60))
+        .run();
+    native.assert_success().assert_line("done");
+    assert!(
+        native
+            .stdout
+            .contains("linger: b'hello' ECONNRESET b'' EPIPE 0"),
+        "Linux said something else:\n{native}"
+    );
+    if mode() == Mode::Native {
+        return;
+    }
+    let inside = Guest::python("reset.py", &[] as &[&str])
+        .deadline(Duration::from_secs(60))
+        .run();
+    inside.assert_success();
+    assert_eq!(
+        inside.stdout, native.stdout,
+        "natively:\n{native}\ninside:\n{inside}"
+    );
+}

@@ -106,6 +106,13 @@ pub struct GSock {
     pub extra: std::collections::HashMap<(i32, i32), Vec<u8>>,
     /// Blocked calls waiting on this socket.
     pub parked: VecDeque<crate::sentry::Parked>,
+    /// Where the guest last named this socket: a thread and its descriptor
+    /// number (the Sentry reaches the guest's end through it to report a
+    /// reset, see `Sentry::report_reset`).
+    pub home: Option<(u32, i32)>,
+    /// The connection was reset: once no call waits on it, the record goes
+    /// and the guest's end reports ECONNRESET by itself.
+    pub reset: bool,
 }
 
 impl GSock {
@@ -141,6 +148,8 @@ impl GSock {
             sndtimeo: None,
             extra: std::collections::HashMap::new(),
             parked: VecDeque::new(),
+            home: None,
+            reset: false,
         }
     }
 

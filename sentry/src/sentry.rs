@@ -8,7 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant as StdInstant};
 
 use netstack::{
-    Link, NetError, NicSetup, RecvFlags, Shutdown as NetShutdown, SocketId, Stack, StackConfig,
+    Link, NetError, NicSetup, RecvFlags, Shutdown as NetShutdown, SockOpt, SocketId, Stack,
+    StackConfig,
 };
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
@@ -671,6 +672,9 @@ impl Sentry {
             Ok(c) => self.by_cookie.get(&c).copied(),
             Err(_) => None,
         };
+        if let Some(k) = key {
+            self.socks[k].home = Some((n.tid, fd));
+        }
         Ok(Resolved { key, file })
     }
 
@@ -838,9 +842,45 @@ impl Sentry {
         let Some(s) = self.socks.get(key) else {
             return;
         };
-        if s.guest_gone && s.guest_eof && s.tx.is_empty() && s.parked.is_empty() {
+        if s.reset && s.parked.is_empty() {
+            self.report_reset(key);
+            self.remove(key);
+        } else if s.guest_gone && s.guest_eof && s.tx.is_empty() && s.parked.is_empty() {
             self.remove(key);
         }
+    }
+
+    /// A reset as Linux reports it on the native data path: the guest's
+    /// next read takes what was already delivered, then fails once with
+    /// ECONNRESET (later reads see end of file), and writes fail with EPIPE.
+    /// That is what an AF_UNIX stream end does when its peer closes with
+    /// unread data: so one byte goes into the Sentry's end through a copy
+    /// of the guest's (taken where the guest last named the socket; the
+    /// cookie proves it is the same socket), and the caller then closes
+    /// the Sentry's end with the socket's record (later trapped calls find
+    /// no record and run natively on the dead end, as on a closed socket).
+    /// Without a copy (the descriptor moved on) the guest reads end of file.
+    fn report_reset(&mut self, key: GKey) {
+        let s = &self.socks[key];
+        let Some((tid, fd)) = s.home else {
+            return;
+        };
+        let cookie = s.cookie;
+        let copy = match self.pidfds.get(&tid) {
+            Some(p) => sys::pidfd_getfd(p.as_fd(), fd),
+            None => sys::pidfd_open(tid as i32, true).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd)),
+        };
+        let Ok(copy) = copy else {
+            return;
+        };
+        if sys::socket_cookie(copy.as_fd()).ok() != Some(cookie) {
+            return;
+        }
+        let _ = send(
+            copy.as_raw_fd(),
+            &[0],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
     }
 
     /// Moves what the guest wrote before a trapped call that must come
@@ -899,7 +939,11 @@ impl Sentry {
             match r {
                 Ok(0) if !dgram || s.guest_gone || peer_closed(&s.end) => {
                     s.guest_eof = true;
-                    if !dgram && !s.listening {
+                    // A close, not a shutdown: the stack's close (when the
+                    // record goes) ends the connection as Linux's does,
+                    // with RST for SO_LINGER 0 or unread data.
+                    let closed = s.guest_gone || peer_closed(&s.end);
+                    if !dgram && !s.listening && !closed {
                         let _ = self.stack.shutdown(id, NetShutdown::Write);
                     }
                     return;
@@ -940,6 +984,11 @@ impl Sentry {
                     s.tx.drain(..n);
                 }
                 Err(NetError::WouldBlock) => {}
+                Err(NetError::ConnectionReset) => {
+                    s.tx.clear();
+                    self.connection_failed(key, NetError::ConnectionReset);
+                    return;
+                }
                 Err(_) => s.tx.clear(),
             }
             if !s.tx.is_empty() {
@@ -952,7 +1001,7 @@ impl Sentry {
                 return;
             }
             let fd = s.end.as_raw_fd();
-            let (mut eof, mut stop) = (false, false);
+            let (mut eof, mut stop, mut unread) = (false, false, false);
             let r = self.stack.send_with(id, |room| {
                 if room.is_empty() {
                     // No room: nothing is read (a zero-length read is not EOF).
@@ -964,12 +1013,24 @@ impl Sentry {
                         0
                     }
                     Ok(n) => n,
+                    // The guest closed its end with bytes it never read.
+                    Err(Errno::ECONNRESET) => {
+                        (eof, unread) = (true, true);
+                        0
+                    }
                     Err(_) => {
                         stop = true;
                         0
                     }
                 }
             });
+            if unread {
+                // Linux resets a connection closed with unread data: so
+                // does the stack's close, with SO_LINGER 0, when the
+                // record goes.
+                let _ = self.stack.set_option(id, SockOpt::Linger(Some(0)));
+                self.socks[key].guest_gone = true;
+            }
             if stop {
                 self.socks[key].readable = false;
             }
@@ -978,6 +1039,10 @@ impl Sentry {
                 Ok(n) if n > 0 && !stop => {}
                 // The pair is empty (or the stack full): the next edge resumes.
                 Ok(_) | Err(NetError::WouldBlock) => return,
+                Err(NetError::ConnectionReset) => {
+                    self.connection_failed(key, NetError::ConnectionReset);
+                    return;
+                }
                 Err(_) => {
                     // The connection cannot carry bytes any more: the
                     // guest's are dropped, as a reset connection's are.
@@ -991,7 +1056,12 @@ impl Sentry {
         }
         let s = &mut self.socks[key];
         s.guest_eof = true;
-        let _ = self.stack.shutdown(id, NetShutdown::Write);
+        // A close, not a shutdown: the stack's close (when the record goes)
+        // ends the connection as Linux's does, with RST for SO_LINGER 0 or
+        // unread data.
+        if !(s.guest_gone || peer_closed(&s.end)) {
+            let _ = self.stack.shutdown(id, NetShutdown::Write);
+        }
     }
 
     /// Moves what the stack received into the pair, towards the guest.
@@ -1124,18 +1194,31 @@ impl Sentry {
                 }
                 Err(NetError::WouldBlock | NetError::NotConnected) => return false,
                 Err(e) => {
-                    // Reset or timed out: the guest reads end of file, and
-                    // writes fail with EPIPE; SO_ERROR tells the cause.
-                    let s = &mut self.socks[key];
-                    s.stack_eof = true;
-                    if s.connect_error.is_none() {
-                        s.connect_error = Some(crate::errno::errno(e));
-                    }
-                    let _ = shutdown(s.end.as_raw_fd(), Shutdown::Both);
+                    self.connection_failed(key, e);
                     return false;
                 }
             }
         }
+    }
+
+    /// The stack says the connection is over (`e`, taken from it by a
+    /// receive or a send). An established connection reset, with no call
+    /// waiting on it, is reported by the guest's end itself
+    /// (`report_reset`, when `service` next looks at the socket). Anything
+    /// else (timed out, or calls wait): the guest reads end of file, and
+    /// writes fail with EPIPE; SO_ERROR tells the cause.
+    fn connection_failed(&mut self, key: GKey, e: NetError) {
+        let s = &mut self.socks[key];
+        s.stack_eof = true;
+        if s.connect_error.is_none() {
+            s.connect_error = Some(crate::errno::errno(e));
+        }
+        if e == NetError::ConnectionReset && s.connected && s.parked.is_empty() {
+            s.reset = true;
+            self.touched.push(key);
+            return;
+        }
+        let _ = shutdown(s.end.as_raw_fd(), Shutdown::Both);
     }
 
     /// Takes connections off the stack's accept queue (up to the backlog),

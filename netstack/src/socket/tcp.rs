@@ -694,9 +694,19 @@ impl Stack {
             return;
         }
         let now = self.now;
+        let orphan = sock.orphan;
         let Some(c) = conn(sock) else {
             return;
         };
+        // New bytes for a connection its owner closed: nobody will read
+        // them, so it is reset (as Linux's TCPAbortOnData), and the peer's
+        // writes fail instead of filling a window forever.
+        if orphan && c.established && c.engine.brings_new_data(seg) {
+            c.engine.abort();
+            self.tcp_transitions(id);
+            self.mark_dirty(id);
+            return;
+        }
         c.engine.input(now, seg);
         self.tcp_after_ingress(id);
     }

@@ -560,6 +560,12 @@ impl Connection {
         self.rcv.readable()
     }
 
+    /// Whether `seg` carries bytes beyond what was received so far (not
+    /// only a retransmission of bytes already taken).
+    pub fn brings_new_data(&self, seg: &TcpRepr) -> bool {
+        !seg.payload.is_empty() && seg.seq_number + seg.payload.len() > self.rcv.nxt()
+    }
+
     /// The peer's FIN arrived and every byte before it has been read.
     pub fn recv_finished(&self) -> bool {
         self.fin_received && self.rcv.readable() == 0
