@@ -1016,6 +1016,13 @@ impl Connection {
         let mut fin_acked = false;
         let rack = &mut self.rack;
         let mut on_delivered = |s: &SentSegment, cumulative: bool| {
+            // A segment SACKed before was delivered then: its send time says
+            // nothing about this ACK (its "RTT" would include the whole
+            // repair of the hole before it, and would stall RACK and
+            // inflate SRTT, the PTO and the RTO).
+            if cumulative && s.sacked {
+                return;
+            }
             rack.on_delivered(s, now, min_rtt, tsecr.filter(|_| cumulative));
             if s.retransmits == 0 {
                 newest_clean = Some(newest_clean.map_or(s.sent_at, |t| t.max(s.sent_at)));
