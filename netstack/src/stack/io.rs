@@ -743,9 +743,13 @@ fn send_runs(
                 j += 1;
             }
         }
+        let first_end = header_len + first.payload.len();
         let mut frame = nic.link.buffer();
         frame.clear();
-        frame.resize(len, 0);
+        // Headers and the first payload are emitted in place; the rest is
+        // appended, not zeroed first (a run is up to 64 KiB).
+        frame.reserve(len);
+        frame.resize(first_end, 0);
         if let Some((to, own)) = eth {
             let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
             e.set_dst_addr(to);
@@ -778,7 +782,6 @@ fn send_runs(
             .emit(&mut Ipv6Packet::new_unchecked(&mut frame[l2..l2 + l3])),
             _ => return,
         }
-        let first_end = header_len + first.payload.len();
         // On an offloading link the link completes the TCP checksum (the
         // kernel, per segment); `csum` says so.
         first.repr().emit(
@@ -787,10 +790,8 @@ fn send_runs(
             &dst,
             &csum,
         );
-        let mut at = first_end;
         for seg in &segs[i + 1..j] {
-            frame[at..at + seg.payload.len()].copy_from_slice(&seg.payload);
-            at += seg.payload.len();
+            frame.extend_from_slice(&seg.payload);
         }
         if j - i > 1 {
             let mss = first.payload.len() as u16;
