@@ -746,10 +746,10 @@ fn send_runs(
         let first_end = header_len + first.payload.len();
         let mut frame = nic.link.buffer();
         frame.clear();
-        // Headers and the first payload are emitted in place; the rest is
-        // appended, not zeroed first (a run is up to 64 KiB).
+        // Headers are written in place, payloads appended: a frame of up to
+        // 64 KiB is not zeroed first.
         frame.reserve(len);
-        frame.resize(first_end, 0);
+        frame.resize(header_len, 0);
         if let Some((to, own)) = eth {
             let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
             e.set_dst_addr(to);
@@ -782,16 +782,20 @@ fn send_runs(
             .emit(&mut Ipv6Packet::new_unchecked(&mut frame[l2..l2 + l3])),
             _ => return,
         }
-        // On an offloading link the link completes the TCP checksum (the
-        // kernel, per segment); `csum` says so.
-        first.repr().emit(
-            &mut TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]),
+        // The header alone (its `payload` is empty), the checksum below.
+        first.header.emit(
+            &mut TcpPacket::new_unchecked(&mut frame[l2 + l3..header_len]),
             &src,
             &dst,
-            &csum,
+            &ChecksumCapabilities::ignored(),
         );
-        for seg in &segs[i + 1..j] {
+        for seg in &segs[i..j] {
             frame.extend_from_slice(&seg.payload);
+        }
+        // On an offloading link the link completes the TCP checksum (the
+        // kernel, per segment); `csum` says so.
+        if csum.tcp.tx() {
+            TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]).fill_checksum(&src, &dst);
         }
         if j - i > 1 {
             let mss = first.payload.len() as u16;
