@@ -743,9 +743,13 @@ fn send_runs(
                 j += 1;
             }
         }
+        let first_end = header_len + first.payload.len();
         let mut frame = nic.link.buffer();
         frame.clear();
-        frame.resize(len, 0);
+        // Headers are written in place, payloads appended: a frame of up to
+        // 64 KiB is not zeroed first.
+        frame.reserve(len);
+        frame.resize(header_len, 0);
         if let Some((to, own)) = eth {
             let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
             e.set_dst_addr(to);
@@ -778,19 +782,20 @@ fn send_runs(
             .emit(&mut Ipv6Packet::new_unchecked(&mut frame[l2..l2 + l3])),
             _ => return,
         }
-        let first_end = header_len + first.payload.len();
-        // On an offloading link the link completes the TCP checksum (the
-        // kernel, per segment); `csum` says so.
-        first.repr().emit(
-            &mut TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]),
+        // The header alone (its `payload` is empty), the checksum below.
+        first.header.emit(
+            &mut TcpPacket::new_unchecked(&mut frame[l2 + l3..header_len]),
             &src,
             &dst,
-            &csum,
+            &ChecksumCapabilities::ignored(),
         );
-        let mut at = first_end;
-        for seg in &segs[i + 1..j] {
-            frame[at..at + seg.payload.len()].copy_from_slice(&seg.payload);
-            at += seg.payload.len();
+        for seg in &segs[i..j] {
+            frame.extend_from_slice(&seg.payload);
+        }
+        // On an offloading link the link completes the TCP checksum (the
+        // kernel, per segment); `csum` says so.
+        if csum.tcp.tx() {
+            TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]).fill_checksum(&src, &dst);
         }
         if j - i > 1 {
             let mss = first.payload.len() as u16;

@@ -7,7 +7,9 @@
 //! (`Rack::detect_loss` on the send queue); the answer may include a time
 //! at which to look again (the reordering timer). A D-SACK widens the
 //! reordering window (`Rack::on_dsack`). The tail loss probe (`Tlp`) turns a
-//! lost tail into one extra segment after two round trips instead of an RTO.
+//! lost tail into one extra segment after two round trips instead of an RTO
+//! (and, when that goes unanswered too, into a few more, spaced ever wider:
+//! see `Connection::send_probe`).
 
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::TcpSeqNumber;

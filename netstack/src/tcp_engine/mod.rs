@@ -279,6 +279,9 @@ pub struct Connection {
     cc: Congestion,
     rack: Rack,
     tlp: Tlp,
+    /// Loss probes sent since an ACK last delivered anything; each doubles
+    /// the wait for the next.
+    probe_backoff: u32,
     recovery: Recovery,
     undo: Option<Undo>,
     /// NewReno (no SACK): duplicate ACKs in a row, and RFC 6582's `recover`.
@@ -349,6 +352,7 @@ impl Connection {
             cc: Congestion::new(cfg.congestion, mss),
             rack: Rack::default(),
             tlp: Tlp::default(),
+            probe_backoff: 0,
             recovery: Recovery::Open,
             undo: None,
             dupacks: 0,
@@ -1022,6 +1026,13 @@ impl Connection {
         let mut fin_acked = false;
         let rack = &mut self.rack;
         let mut on_delivered = |s: &SentSegment, cumulative: bool| {
+            // A segment SACKed before was delivered then: its send time says
+            // nothing about this ACK (its "RTT" would include the whole
+            // repair of the hole before it, and would stall RACK and
+            // inflate SRTT, the PTO and the RTO).
+            if cumulative && s.sacked {
+                return;
+            }
             rack.on_delivered(s, now, min_rtt, tsecr.filter(|_| cumulative));
             if s.retransmits == 0 {
                 newest_clean = Some(newest_clean.map_or(s.sent_at, |t| t.max(s.sent_at)));
@@ -1119,6 +1130,9 @@ impl Connection {
             }
             _ => {}
         }
+        if delivered > 0 {
+            self.probe_backoff = 0;
+        }
         // Grow the window, or pace the recovery.
         let pipe = self.pipe();
         let mss = self.mss;
@@ -1192,8 +1206,11 @@ impl Connection {
             prr: Prr::new(flight),
         };
         self.stats.fast_recoveries += 1;
-        // The probe, if any, is moot: recovery has begun.
+        // The probe, if any, did its job: recovery has begun, and it makes
+        // the congestion response a repaired probe would call for.
         self.tlp_at = None;
+        self.tlp = Tlp::default();
+        self.probe_backoff = 0;
     }
 
     /// A D-SACK reported the segment starting at `start` as received twice.
@@ -1221,31 +1238,44 @@ impl Connection {
     }
 
     /// Whether a tail loss probe may be armed. RFC 8985 probes only outside
-    /// recovery; we also probe in fast recovery once every known loss is
-    /// repaired, since a lost tail of the recovery itself (nothing sent
-    /// after it for RACK to notice) would otherwise wait for the RTO.
+    /// recovery; we also probe in fast recovery, since a recovery whose
+    /// segments in flight are all lost (a lost tail, or one burst that took
+    /// every retransmission) gets no ACK to go on, neither for RACK to
+    /// notice nor for PRR to send what else is marked lost, and would
+    /// otherwise wait for the RTO.
     fn probe_allowed(&self) -> bool {
         match self.recovery {
-            Recovery::Open => true,
-            Recovery::Fast { .. } => self.snd.lost_bytes() == 0,
+            Recovery::Open | Recovery::Fast { .. } => true,
             Recovery::Timeout { .. } => false,
         }
+    }
+
+    /// When a probe should go if nothing is heard before: a PTO from now,
+    /// doubled for each probe already unanswered; never if that is no
+    /// sooner than the RTO, which then takes over.
+    fn probe_at(&self, now: Instant) -> Option<Instant> {
+        let outstanding = self.snd.outstanding();
+        if !(self.opts.sack
+            && outstanding > 0
+            && self.probe_allowed()
+            && self.state.is_synchronized())
+        {
+            return None;
+        }
+        let rto = self.rtt.rto();
+        let pto = Tlp::pto(self.rtt.srtt(), outstanding <= self.mss, rto);
+        if self.probe_backoff == 0 {
+            return Some(now + pto);
+        }
+        let shift = self.probe_backoff.min(20);
+        let wait = Duration::from_micros(pto.total_micros().saturating_mul(1 << shift));
+        (wait < rto).then(|| now + wait)
     }
 
     /// The tail loss probe and the persist timer follow every ACK.
     fn arm_probe_timers(&mut self, now: Instant) {
         let outstanding = self.snd.outstanding();
-        self.tlp_at = if self.opts.sack
-            && outstanding > 0
-            && self.probe_allowed()
-            && self.tlp.end.is_none()
-            && self.state.is_synchronized()
-        {
-            let lone = outstanding <= self.mss;
-            Some(now + Tlp::pto(self.rtt.srtt(), lone, self.rtt.rto()))
-        } else {
-            None
-        };
+        self.tlp_at = self.probe_at(now);
         if self.window_blocked() && outstanding == 0 {
             if self.persist_at.is_none() {
                 self.persist_at = Some(now + self.rtt.rto());

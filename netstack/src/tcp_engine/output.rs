@@ -10,7 +10,7 @@
 use smoltcp::time::Instant;
 use smoltcp::wire::{TcpControl, TcpSeqNumber, TcpTimestampRepr};
 
-use super::loss::{Recovery, Tlp};
+use super::loss::Recovery;
 use super::send::SentSegment;
 use super::{Connection, SACK_ROOM, Segment, State, UNDO_MAX_RETRANSMISSIONS, seq_add, seq_dist};
 
@@ -58,15 +58,8 @@ impl Connection {
         }
         // A retransmission that repaired the last known loss may itself be
         // lost with nothing sent after it: probe for that too.
-        if self.tlp_at.is_none()
-            && self.opts.sack
-            && self.tlp.end.is_none()
-            && self.state.is_synchronized()
-            && self.snd.outstanding() > 0
-            && self.probe_allowed()
-        {
-            let lone = self.snd.outstanding() <= self.mss;
-            self.tlp_at = Some(now + Tlp::pto(self.rtt.srtt(), lone, self.rtt.rto()));
+        if self.tlp_at.is_none() {
+            self.tlp_at = self.probe_at(now);
         }
         if out.len() == sent_before && self.ack_now {
             let seg = self.segment(now, self.snd.nxt, TcpControl::None, Vec::new(), true);
@@ -262,9 +255,8 @@ impl Connection {
     pub(super) fn after_send(&mut self, now: Instant) {
         self.stats.segments_sent += 1;
         self.rto_at.get_or_insert(now + self.rtt.rto());
-        if self.opts.sack && self.probe_allowed() && self.tlp.end.is_none() {
-            let lone = self.snd.outstanding() <= self.mss;
-            self.tlp_at = Some(now + Tlp::pto(self.rtt.srtt(), lone, self.rtt.rto()));
+        if let Some(at) = self.probe_at(now) {
+            self.tlp_at = Some(at);
         }
     }
 

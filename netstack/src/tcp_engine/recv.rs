@@ -294,6 +294,10 @@ impl RecvBuffer {
     /// the highest others.
     pub fn sack_blocks(&mut self) -> [Option<(u32, u32)>; 3] {
         let mut out: [Option<(u32, u32)>; 3] = [None; 3];
+        // The usual case, asked for by every segment sent.
+        if self.dsack.is_none() && self.ooo.is_empty() {
+            return out;
+        }
         let mut n = 0;
         if let Some((s, e)) = self.dsack.take() {
             out[n] = Some((s.0 as u32, e.0 as u32));

@@ -66,6 +66,10 @@ pub struct LinkParams {
     /// sparse flow's next frames long after it survive).
     pub burst: f64,
     pub burst_len: u32,
+    /// How long after its first frame a burst goes on (`BURST_SPAN`); zero
+    /// for frames sent at that same instant only, as when one offloaded
+    /// frame of many segments is dropped whole.
+    pub burst_span: Duration,
     /// Chance that a frame is held back by up to `reorder_delay`.
     pub reorder: f64,
     pub reorder_delay: Duration,
@@ -85,6 +89,7 @@ impl LinkParams {
             loss: 0.0,
             burst: 0.0,
             burst_len: 0,
+            burst_span: BURST_SPAN,
             reorder: 0.0,
             reorder_delay: Duration::ZERO,
             duplicate: 0.0,
@@ -137,14 +142,19 @@ impl Link {
             self.busy_until_ns = start;
         }
         // Losses on the wire, after the queue.
-        if self.burst_left > 0 && now < self.burst_ends {
+        let in_burst = if self.p.burst_span == Duration::ZERO {
+            now == self.burst_ends
+        } else {
+            now < self.burst_ends
+        };
+        if self.burst_left > 0 && in_burst {
             self.burst_left -= 1;
             self.stats.lost += 1;
             return Vec::new();
         }
         if rng.chance(self.p.burst) {
             self.burst_left = self.p.burst_len.saturating_sub(1);
-            self.burst_ends = now + BURST_SPAN;
+            self.burst_ends = now + self.p.burst_span;
             self.stats.lost += 1;
             return Vec::new();
         }

@@ -171,30 +171,48 @@ impl Connection {
     }
 
     /// The tail loss probe (RFC 8985 (7.3)): new data if the window allows,
-    /// else the last segment again, regardless of cwnd.
+    /// else the last segment again, regardless of cwnd. In fast recovery
+    /// with segments still marked lost, the first of them instead: the
+    /// quota that held it back waits for ACKs that are not coming.
+    ///
+    /// RFC 8985 sends one probe, then waits for the RTO. With a 200 ms RTO
+    /// floor and a LAN's RTT that is thousands of round trips, and a lost
+    /// probe is as likely as any lost segment; so an unanswered probe is
+    /// followed by others, each waiting twice as long, for as long as that
+    /// is sooner than the RTO (`probe_at`).
     pub(super) fn send_probe(&mut self, now: Instant, out: &mut Vec<Segment>) {
-        // One probe at a time; recovery has its own means.
-        if !self.probe_allowed() || self.snd.outstanding() == 0 || self.tlp.end.is_some() {
+        if !self.probe_allowed() || self.snd.outstanding() == 0 {
             return;
         }
         let room = self.window_room();
         let unsent = self.snd.unsent();
-        if unsent > 0 && room > 0 {
+        let in_recovery = matches!(self.recovery, Recovery::Fast { .. });
+        let retransmission = if in_recovery && let Some(i) = self.snd.next_lost() {
+            self.retransmit(now, i, out);
+            true
+        } else if unsent > 0 && room > 0 {
             self.send_new(now, unsent.min(room).min(self.mss), out);
-            self.tlp.was_retransmission = false;
+            false
         } else if let Some(i) = (0..self.snd.segs.len())
             .rev()
             .find(|&i| !self.snd.segs[i].sacked)
         {
             self.retransmit(now, i, out);
-            self.tlp.was_retransmission = true;
+            true
         } else {
             return;
-        }
+        };
         self.stats.tail_loss_probes += 1;
-        self.tlp.end = Some(self.snd.nxt);
-        self.tlp.dsacked = false;
+        self.probe_backoff += 1;
+        // `poll` arms the next one, if any.
         self.tlp_at = None;
-        self.rto_at = Some(now + self.rtt.rto());
+        // Outside recovery the first probe of an episode is the one whose
+        // answer may call for a congestion response (`process_ack`).
+        if !in_recovery && self.tlp.end.is_none() {
+            self.tlp.end = Some(self.snd.nxt);
+            self.tlp.was_retransmission = retransmission;
+            self.tlp.dsacked = false;
+            self.rto_at = Some(now + self.rtt.rto());
+        }
     }
 }
