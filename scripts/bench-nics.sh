@@ -14,6 +14,10 @@
 #   pcap      smolvisor do --pcap-log FILE -- iperf3 -c  (nat with capture)
 #   sandbox   smolvisor do --network sandbox --netns A -- iperf3 -c
 #             (the sandbox takes over A's veth; A's address moves into it)
+#   tap       smolvisor do --network tap:NAME --address 10.204.0.2/24
+#             --gateway 10.204.0.1 -- iperf3 -c, run in A, where NAME is a
+#             TAP device at 10.204.0.1/24 and A's kernel forwards between
+#             it and the veth (B routes 10.204.0.0/24 back via A)
 #   nat-base, sandbox-base   the same with the --baseline binary, to
 #             compare two builds in one run (rows alternate per repetition)
 #
@@ -27,9 +31,10 @@
 #                      (0.001 is 0.1%) both ways, with iptables' statistic
 #                      match (this kernel has no netem)
 #   --baseline PATH    a second smolvisor binary for the *-base rows
+#   --out FILE         where to write the table (default target/bench-nics.md)
 #
-# Needs root. Installs iperf3, passt, slirp4netns and iproute2 when missing.
-# Writes the table to target/bench-nics.md as well as stdout.
+# Needs root. Installs iperf3, passt, slirp4netns, iproute2 and iptables
+# when missing. Writes the table to --out as well as stdout.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,9 +43,10 @@ REPS=3
 SECS=5
 BUILD=1
 SV="$REPO/target/release/smolvisor"
-ROWS=(nat pasta slirp pcap sandbox)
+ROWS=(nat pasta slirp pcap sandbox tap)
 LOSS=0
 BASE=""
+OUT="$REPO/target/bench-nics.md"
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
@@ -52,6 +58,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --loss) shift; LOSS=$1 ;;
         --baseline) shift; BASE=$1 ;;
+        --out) shift; OUT=$1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-nics: unknown option $1" >&2; exit 2 ;;
     esac
@@ -62,7 +69,7 @@ done
 # shellcheck source=scripts/test.sh
 source "$REPO/scripts/test.sh"
 set +e
-APT_PACKAGES=(iperf3 passt slirp4netns iproute2 python3)
+APT_PACKAGES=(iperf3 passt slirp4netns iproute2 iptables python3)
 ensure_apt_packages
 if [ "$BUILD" = 1 ]; then
     cargo build --release -q -p smolvisor || exit 1
@@ -71,8 +78,11 @@ fi
 T=$(mktemp -d /tmp/bench-nics.XXXXXX)
 A=bnA$$
 B=bnB$$
+TAP=bnt$$
 cleanup() {
     [ -f "$T/iperf3.pid" ] && kill "$(cat "$T/iperf3.pid")" 2>/dev/null
+    # A TAP device outlives its users: delete it before its namespace.
+    ip -n "$A" link del "$TAP" 2>/dev/null
     ip netns del "$A" 2>/dev/null
     ip netns del "$B" 2>/dev/null
     rm -rf "$T"
@@ -90,6 +100,15 @@ ip -n "$A" link set "va$$" up
 ip -n "$B" link set "vb$$" up
 # pasta looks for the interface of the default route.
 ip -n "$A" route add default via 10.203.0.2
+if [[ " ${ROWS[*]} " == *" tap "* ]]; then
+    # The guest sits behind A's kernel, which routes between the TAP and
+    # the veth; B knows the TAP's subnet through A.
+    ip -n "$A" tuntap add dev "$TAP" mode tap || exit 1
+    ip -n "$A" addr add 10.204.0.1/24 dev "$TAP"
+    ip -n "$A" link set "$TAP" up
+    ip netns exec "$A" sysctl -qw net.ipv4.ip_forward=1 || exit 1
+    ip -n "$B" route add 10.204.0.0/24 via 10.203.0.1 || exit 1
+fi
 if [ "$LOSS" != 0 ]; then
     # In B, so every row (native included) crosses the same lossy hop.
     for chain in INPUT OUTPUT; do
@@ -102,9 +121,10 @@ PEER=10.203.0.2
 for _ in $(seq 50); do ip netns exec "$A" bash -c "echo >/dev/tcp/$PEER/5201" 2>/dev/null && break; sleep 0.1; done
 
 # Runs `iperf3 -c` (args: row, direction flag) the way the row says; prints Gbit/s.
+# shellcheck disable=SC1010 # `do` is smolvisor's command, not the keyword
 iperf_row() {
     local row=$1 dir=$2 json="$T/$1$2.json"
-    local client=(iperf3 -c "$PEER" -t "$SECS" -J $dir)
+    local client=(iperf3 -c "$PEER" -t "$SECS" -J ${dir:+"$dir"})
     case "$row" in
         native) ip netns exec "$A" "${client[@]}" ;;
         nat) ip netns exec "$A" "$SV" do -- "${client[@]}" ;;
@@ -120,6 +140,8 @@ iperf_row() {
                sleep 0.5; touch "$T/slirp.ready"
                wait "$inner"; kill "$sl" 2>/dev/null; wait "$sl" 2>/dev/null; rm -f "$T/slirp.ready" ;;
         sandbox) "$SV" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
+        tap) ip netns exec "$A" "$SV" do --network "tap:$TAP" --address 10.204.0.2/24 \
+                 --gateway 10.204.0.1 -- "${client[@]}" ;;
         nat-base) ip netns exec "$A" "$BASE" do -- "${client[@]}" ;;
         sandbox-base) "$BASE" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
     esac >"$json" 2>"$T/$row$dir.err"
@@ -150,8 +172,10 @@ nd=$(printf %s "${RES[native-R]:-}" | median)
 for row in native "${ROWS[@]}"; do
     u=$(printf %s "${RES[$row]:-}" | median)
     d=$(printf %s "${RES[$row-R]:-}" | median)
-    ratio() { [ "$1" = FAILED ] || [ "$2" = FAILED ] && echo - || python3 -c "print('%.2f' % ($1 / $2))"; }
+    ratio() {
+        if [ "$1" = FAILED ] || [ "$2" = FAILED ]; then echo -; else python3 -c "print('%.2f' % ($1 / $2))"; fi
+    }
     md+="| $row | $u | $(ratio "$u" "$nu") | $d | $(ratio "$d" "$nd") |"$'\n'
 done
-mkdir -p "$REPO/target"
-printf '%s' "$md" | tee "$REPO/target/bench-nics.md"
+mkdir -p "$(dirname "$OUT")"
+printf '%s' "$md" | tee "$OUT"
