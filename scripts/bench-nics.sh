@@ -159,6 +159,9 @@ for rep in $(seq "$REPS"); do
         for dir in "" "-R"; do
             r=$(iperf_row "$row" "$dir")
             echo "rep $rep: $row ${dir:-up} $r Gbit/s" >&2
+            if [ "$r" = FAILED ]; then
+                tail -n 3 "$T/$row$dir.err" "$T/$row$dir.json" 2>/dev/null | cut -c1-200 | sed 's/^/    | /' >&2
+            fi
             [ "$r" != FAILED ] && RES[$row$dir]+="$r"$'\n'
         done
     done
