@@ -183,7 +183,7 @@ def loss_plot(runs, path):
         for i, l in enumerate(losses):
             svg.line(x_of(i), top + ph, x_of(i), top + ph + 4)
             svg.text(x_of(i), top + ph + 17, percent(l), 11, "middle")
-        svg.text(x0 + pw / 2, top + ph + 34, "segments dropped each way", 11, "middle", "#444")
+        svg.text(x0 + pw / 2, top + ph + 34, "TCP packets dropped in B, each way", 11, "middle", "#444")
         if p == 0:
             svg.text(16, top + ph / 2, "Gbit/s (log scale)", 11, "middle", "#444",
                      f'transform="rotate(-90 16 {top + ph / 2})"')
@@ -382,7 +382,9 @@ def main():
           "in A directly and is the reference of every ratio (×native) in the same run. "
           "Loss is made in B with iptables' statistic match (`-m statistic --mode random "
           "--probability P -j DROP` on TCP in INPUT and OUTPUT), so every row, native too, "
-          "crosses the same lossy hop; the kernel here has no netem.\n")
+          "crosses the same lossy hop; the kernel here has no netem. A drop takes one packet as B's "
+          "netfilter sees it, and the kernel's TCP can send several segments as one over a veth "
+          "(TSO/GSO), so the rate is per packet rather than per segment.\n")
         all_rows = []
         for l in losses:
             for r in nics[l][1]:
@@ -443,6 +445,19 @@ def main():
                       colours=cols):
             w("![smolvisor / runc per row](docker-ratio.svg)\n")
 
+    # What went wrong along the way, from the parts' logs.
+    notes = []
+    for log in sorted(d.glob("*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if re.search(r"FAILED|timed out|note:|error", line, re.I):
+                notes.append(f"{log.name}: {line.strip()}")
+    if notes:
+        w("## Failures and notes from the logs\n")
+        w("```")
+        out.extend(notes[:40])
+        if len(notes) > 40:
+            w(f"... {len(notes) - 40} more lines like these in the logs")
+        w("```\n")
     (d / "report.md").write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {d / 'report.md'}", file=sys.stderr)
 
