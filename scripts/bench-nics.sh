@@ -4,7 +4,9 @@
 # namespaces made here: A (where the sandbox or the client runs) and B (the
 # peer, running `iperf3 -s`). Every row is iperf3 from A's side to B, both
 # directions (up: client sends; down: -R), median of N runs, the rows
-# interleaved per repetition so that machine noise hits them alike.
+# interleaved per repetition so that machine noise hits them alike. B's
+# server is started afresh for every run, and a run that hangs is ended
+# 30 s after its time and counts as FAILED.
 #
 # Rows (select with --only, comma-separated):
 #   native    iperf3 -c in A, natively (the reference for every ratio)
@@ -153,16 +155,21 @@ iperf_row() {
         nat) "${to[@]}" ip netns exec "$A" "$SV" do -- "${client[@]}" ;;
         pcap) "${to[@]}" ip netns exec "$A" "$SV" do --pcap-log "$T/cap.pcapng" -- "${client[@]}" ;;
         pasta) "${to[@]}" ip netns exec "$A" pasta --runas 0:0 --config-net --no-map-gw -q -- "${client[@]}" ;;
-        slirp) "${to[@]}" ip netns exec "$A" unshare -n bash -c '
-                   while [ ! -e '"$T"'/slirp.ready ]; do sleep 0.05; done; exec "$@"' sh "${client[@]}" &
-               local inner=$!
-               sleep 0.2
+        slirp) # The client's namespace is made by unshare, whose pid
+               # slirp4netns needs: the timeout goes inside, around iperf3.
+               rm -f "$T/slirp.inner" "$T/slirp.up" "$T/slirp.ready"
+               ip netns exec "$A" unshare -n bash -c 'touch '"$T"'/slirp.inner
+                   while [ ! -e '"$T"'/slirp.ready ]; do sleep 0.05; done; exec "$@"' \
+                   sh "${to[@]}" "${client[@]}" &
+               local inner=$! sl
+               for _ in $(seq 200); do [ -e "$T/slirp.inner" ] && break; sleep 0.05; done
                ip netns exec "$A" slirp4netns --configure --mtu=65520 --disable-host-loopback \
-                   "$inner" tap0 >"$T/slirp.log" 2>&1 &
-               local sl=$!
-               sleep 0.5; touch "$T/slirp.ready"
+                   --ready-fd=3 "$inner" tap0 3>"$T/slirp.up" >"$T/slirp.log" 2>&1 &
+               sl=$!
+               for _ in $(seq 200); do [ -s "$T/slirp.up" ] && break; sleep 0.05; done
+               touch "$T/slirp.ready"
                wait "$inner"; rc=$?; kill "$sl" 2>/dev/null; wait "$sl" 2>/dev/null
-               rm -f "$T/slirp.ready"; (exit "$rc") ;;
+               (exit "$rc") ;;
         sandbox) "${to[@]}" "$SV" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
         tap) "${to[@]}" ip netns exec "$A" "$SV" do --network "tap:$TAP" --address 10.204.0.2/24 \
                  --gateway 10.204.0.1 -- "${client[@]}" ;;
