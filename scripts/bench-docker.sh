@@ -26,10 +26,11 @@
 #   --no-build         skip `cargo build --release -p smolvisor`
 #   --modes LIST       smolvisor's OCI network modes to run, each a column
 #                      (default relay, the OCI default; e.g. relay,sandbox)
+#   --out FILE         where to write the table (default target/bench-docker.md)
 #
 # Needs root. Installs docker.io, busybox-static, iperf3, wrk, python3, curl
-# and iproute2 when missing (nginx is optional: Debian nginx-light). Writes the table to target/bench-docker.md as well
-# as stdout.
+# and iproute2 when missing (nginx is optional: Debian nginx-light). Writes
+# the table to --out as well as stdout.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,6 +42,7 @@ BUILD=1
 SV="$REPO/target/release/smolvisor"
 ROWS=(start iperf wrk nginx)
 MODES=(relay)
+OUT="$REPO/target/bench-docker.md"
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }
 while [ $# -gt 0 ]; do
@@ -52,6 +54,7 @@ while [ $# -gt 0 ]; do
         --smolvisor) shift; SV=$1 ;;
         --no-build) BUILD=0 ;;
         --modes) shift; IFS=, read -r -a MODES <<<"$1" ;;
+        --out) shift; OUT=$1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-docker: unknown option $1" >&2; exit 2 ;;
     esac
@@ -297,5 +300,5 @@ if want iperf; then
 fi
 want wrk && md+="$(row "wrk -t2 -c32, busybox httpd (a connection each), requests/s (${SECS} s, median of $ROUNDS)" wrk)"$'\n'
 want nginx && md+="$(row "wrk -t2 -c32, nginx keep-alive, requests/s" nginx)"$'\n'
-mkdir -p "$REPO/target"
-printf '%s' "$md" | tee "$REPO/target/bench-docker.md"
+mkdir -p "$(dirname "$OUT")"
+printf '%s' "$md" | tee "$OUT"

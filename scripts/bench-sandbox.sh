@@ -2,8 +2,9 @@
 # End-to-end benchmarks of the sandbox: the same workload natively (in a
 # fresh network namespace, `unshare -n`, loopback up) and inside
 # `smolvisor do --network none`, in the same run, interleaved, median of
-# N repetitions each. Prints a Markdown table (also written to
-# target/bench-sandbox.md) with absolute numbers and sandbox/native.
+# N repetitions each. Prints a Markdown table (also written to --out,
+# target/bench-sandbox.md by default) with absolute numbers and
+# sandbox/native.
 #
 # Rows (select with --only, comma-separated):
 #   trap     getsockopt(SO_TYPE) on a TCP socket: a trapped call (ns/call)
@@ -21,6 +22,7 @@
 #   --smolvisor PATH   binary to test (default target/release/smolvisor)
 #   --no-build         do not run `cargo build --release -p smolvisor` first
 #   --keep             keep the temporary directory (logs of every run)
+#   --out FILE         where to write the table (default target/bench-sandbox.md)
 #
 # Needs root (unshare -n, and smolvisor itself). Installs iperf3, wrk,
 # nginx-light, curl, gcc, iproute2 with apt-get when missing. Exit status is
@@ -53,6 +55,8 @@ while [ $# -gt 0 ]; do
         --smolvisor=*) SV=${1#--smolvisor=} ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
+        --out) shift; OUT_MD=${1:-} ;;
+        --out=*) OUT_MD=${1#--out=} ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-sandbox: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -66,6 +70,7 @@ for r in "${ROWS[@]}"; do
 done
 case "$REPS" in ''|*[!0-9]*|0) echo "bench-sandbox: --reps needs a positive integer" >&2; exit 2 ;; esac
 case "$SV" in /*) ;; *) SV="$REPO/$SV" ;; esac
+case "$OUT_MD" in /*) ;; *) OUT_MD="$REPO/$OUT_MD" ;; esac
 
 if [ "$QUICK" = 1 ]; then
     REPS=1
