@@ -6,7 +6,8 @@
 # (machine facts, every table, the ratios) and the SVG plots it links to.
 #
 # The lossless NIC run has every row (native, nat, pasta, slirp, pcap,
-# sandbox, tap); the lossy ones have native, nat, sandbox and tap.
+# sandbox, relay, tap); the lossy ones have native, nat, sandbox, relay and
+# tap. The Docker part has a column per OCI network mode (relay, sandbox).
 #
 # Options:
 #   --reps N           repetitions: bench-sandbox's and bench-nics' --reps,
