@@ -25,7 +25,7 @@
 #   --smolvisor PATH   binary (default target/release/smolvisor)
 #   --no-build         skip `cargo build --release -p smolvisor`
 #   --modes LIST       smolvisor's OCI network modes to run, each a column
-#                      (default relay, the OCI default; e.g. relay,sandbox)
+#                      (default sandbox, the OCI default; e.g. relay,sandbox)
 #   --out FILE         where to write the table (default target/bench-docker.md)
 #
 # Needs root. Installs docker.io, busybox-static, iperf3, wrk, python3, curl
@@ -41,7 +41,7 @@ SECS=5
 BUILD=1
 SV="$REPO/target/release/smolvisor"
 ROWS=(start iperf wrk nginx)
-MODES=(relay)
+MODES=(sandbox)
 OUT="$REPO/target/bench-docker.md"
 
 usage() { sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; }

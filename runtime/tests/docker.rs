@@ -12,7 +12,7 @@
 //!
 //! Environment:
 //! - `SMOLVISOR_DOCKER_RUNTIME=PATH` registers another binary under the
-//!   names `smolvisor`, `smolvisor-pcap` and `smolvisor-sandbox` (e.g.
+//!   names `smolvisor`, `smolvisor-pcap` and `smolvisor-relay` (e.g.
 //!   `/usr/sbin/runc`, to check
 //!   the harness itself). The checks of what only smolvisor does (the
 //!   capture file; in `sandbox` mode, eth0's address gone from the host
@@ -209,15 +209,15 @@ fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
     let dir = daemon_json.parent().expect("daemon.json has a directory");
     std::fs::write(daemon_json, "{\"log-level\": \"info\"}\n").expect("write daemon.json");
     let pcap = format!("{}/pcap/%ID%.pcapng", dir.display());
-    let (pcap_args, sandbox_args): (&[&str], &[&str]) = if smolvisor {
-        (&["--pcap-log", &pcap], &["--network", "sandbox"])
+    let (pcap_args, relay_args): (&[&str], &[&str]) = if smolvisor {
+        (&["--pcap-log", &pcap], &["--network", "relay"])
     } else {
         (&[], &[])
     };
     for (name, args) in [
         ("smolvisor", &[][..]),
         ("smolvisor-pcap", pcap_args),
-        ("smolvisor-sandbox", sandbox_args),
+        ("smolvisor-relay", relay_args),
     ] {
         let out = std::process::Command::new(common::SMOLVISOR)
             .arg("install")
@@ -247,8 +247,8 @@ fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
             } else {
                 serde_json::json!({"path": installed})
             },
-            "smolvisor-sandbox": if smolvisor {
-                serde_json::json!({"path": installed, "runtimeArgs": sandbox_args})
+            "smolvisor-relay": if smolvisor {
+                serde_json::json!({"path": installed, "runtimeArgs": relay_args})
             } else {
                 serde_json::json!({"path": installed})
             },
@@ -261,7 +261,7 @@ fn register(daemon_json: &Path, binary: &Path, smolvisor: bool) {
         binary.to_owned()
     };
     if path != installed {
-        for name in ["smolvisor", "smolvisor-pcap", "smolvisor-sandbox"] {
+        for name in ["smolvisor", "smolvisor-pcap", "smolvisor-relay"] {
             config["runtimes"][name]["path"] = serde_json::json!(path);
         }
         let json = serde_json::to_string_pretty(&config).expect("JSON");
@@ -733,12 +733,21 @@ fn answers_at(ctx: &Ctx, ip: &str) {
     assert!(out.status.success(), "ping {ip} failed\n{out}");
 }
 
-/// `relay`, the default: the container's eth0 address stays on the host
-/// side of the veth (the guest's flows leave as sockets there), the
-/// container answers at it, and a guest server sees the real peer's
-/// address, not the gateway's.
+/// `docker run -d --runtime=RUNTIME IMAGE ARGV...`; the container's id.
+fn run_detached_on(ctx: &Ctx, runtime: &str, argv: &[&str]) -> String {
+    let flag = format!("--runtime={runtime}");
+    let mut args = vec!["run", "-d", &flag, IMAGE];
+    args.extend_from_slice(argv);
+    ctx.d.ok(&args)
+}
+
+/// `--network relay` (runtime `smolvisor-relay`): the container's eth0
+/// address stays on the host side of the veth (the guest's flows leave as
+/// sockets there), the container answers at it, and a guest server sees
+/// the real peer's address (a container of the default mode), not the
+/// gateway's.
 fn relay_keeps_the_address(ctx: &Ctx) {
-    let id = run_detached(ctx, &[], HTTPD);
+    let id = run_detached_on(ctx, "smolvisor-relay", HTTPD);
     let (ip, addrs) = namespace_addresses(ctx, &id);
     assert!(
         addrs.contains(&format!("inet {ip}/")),
@@ -752,7 +761,7 @@ fn relay_keeps_the_address(ctx: &Ctx) {
               \x20   c, a = s.accept()\n\
               \x20   c.sendall(a[0].encode())\n\
               \x20   c.close()\n";
-    let server = run_detached(ctx, &[], &["python3", "-c", py]);
+    let server = run_detached_on(ctx, "smolvisor-relay", &["python3", "-c", py]);
     let (server_ip, _) = namespace_addresses(ctx, &server);
     let seen = eventually("a peer address from :7000", Duration::from_secs(20), || {
         let out = run_rm(ctx, &[], &["nc", &server_ip, "7000"]).run();
@@ -770,14 +779,11 @@ fn relay_keeps_the_address(ctx: &Ctx) {
     );
 }
 
-/// `--network sandbox` (runtime `smolvisor-sandbox`): the container's eth0
-/// address is not on any interface of its network namespace as the kernel
-/// sees it (the Sentry took the veth over), yet the container answers at
-/// that address.
+/// `sandbox`, the default: the container's eth0 address is not on any
+/// interface of its network namespace as the kernel sees it (the Sentry
+/// took the veth over), yet the container answers at that address.
 fn sandbox_moves_the_address(ctx: &Ctx) {
-    let mut args = vec!["run", "-d", "--runtime=smolvisor-sandbox", IMAGE];
-    args.extend_from_slice(HTTPD);
-    let id = ctx.d.ok(&args);
+    let id = run_detached(ctx, &[], HTTPD);
     let (ip, addrs) = namespace_addresses(ctx, &id);
     let present = addrs.contains(&format!("inet {ip}/"));
     if ctx.smolvisor {

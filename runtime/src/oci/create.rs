@@ -289,8 +289,8 @@ impl Daemon {
         }
         let network = match (netns, options.network) {
             (SentryNetns::Host, _) | (_, Some(OciNetwork::None)) => "none",
-            (_, Some(OciNetwork::Sandbox)) => "sandbox",
-            _ => "relay",
+            (_, Some(OciNetwork::Relay)) => "relay",
+            _ => "sandbox",
         };
         cmd.arg("--network").arg(network);
         if let Some(p) = &options.pcap_log {

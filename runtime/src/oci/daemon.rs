@@ -69,7 +69,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
         Some(path) => Some(Capture::create(Path::new(path), CaptureConfig::default())?),
         None => None,
     };
-    let mode = global.network.unwrap_or(OciNetwork::Relay);
+    let mode = global.network.unwrap_or(OciNetwork::Sandbox);
     let net = network::build_oci(mode, joined, capture.as_ref())?;
     say(ctl, "ready")?;
 
