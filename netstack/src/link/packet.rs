@@ -373,6 +373,12 @@ fn write_batch(fd: BorrowedFd<'_>, tx: &Batch, stats: &mut PacketStats) {
 /// `NEEDS_CSUM` (the kernel, or the veth's peer, finishes it), and with
 /// `mss` it is cut into segments of that many payload bytes. Other frames
 /// go as they are.
+/// [`offload_header`] as the bytes a TAP device with virtio-net headers
+/// takes before the frame (the same legacy layout).
+pub(super) fn offload_header_bytes(frame: &mut [u8], mss: Option<u16>) -> [u8; VNET_HDR_LEN] {
+    offload_header(frame, mss).bytes()
+}
+
 fn offload_header(frame: &mut [u8], mss: Option<u16>) -> VnetHdr {
     let Some(tcp) = L4Layout::of(frame).filter(|l| l.tcp) else {
         return VnetHdr::default();

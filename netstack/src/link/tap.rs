@@ -11,8 +11,11 @@
 //! larger than the MTU (TSO: one read instead of dozens) whose checksum is
 //! left to the reader (`NEEDS_CSUM`). The link completes that checksum
 //! before the stack sees the frame, so smoltcp verifies checksums as on any
-//! wire, and accepts the large segment as it is. Frames the stack sends go
-//! out with full checksums and no segmentation request.
+//! wire, and accepts the large segment as it is. The other way the same
+//! header carries TSO ([`Link::segmentation`]): the stack hands over TCP
+//! segments of up to 64 KiB, which the kernel cuts to size, and leaves
+//! every TCP checksum to the kernel (`NEEDS_CSUM` with the pseudo-header
+//! sum in place), as on the AF_PACKET link.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
@@ -23,6 +26,9 @@ use smoltcp::wire::checksum;
 use tun_rs::{DeviceBuilder, Layer, SyncDevice};
 
 use super::{Link, LinkCaps, Medium};
+
+/// The largest frame the stack hands over with TSO: a 64 KiB IP packet.
+const SEGMENTED_FRAME: usize = 14 + 65535;
 
 /// `struct virtio_net_hdr`, the legacy layout a TAP uses by default.
 const VNET_HDR_LEN: usize = 10;
@@ -88,7 +94,8 @@ pub struct TapLink {
     scratch: Vec<u8>,
     free: Vec<Vec<u8>>,
     /// Frames the device could not take yet (EAGAIN), in order.
-    queued: VecDeque<Vec<u8>>,
+    /// Frames waiting for room, each with its virtio-net header.
+    queued: VecDeque<([u8; VNET_HDR_LEN], Vec<u8>)>,
     last_now: Instant,
     stats: TapStats,
 }
@@ -228,13 +235,24 @@ impl TapLink {
     }
 
     /// Writes one frame; `false` when the device cannot take it now.
-    fn write(&mut self, frame: &[u8]) -> bool {
-        // Offload on: a zeroed header says "complete frame, checksums done".
-        let hdr = [0u8; VNET_HDR_LEN];
+    /// Writes a frame now, or queues it while the device is full.
+    fn queue(&mut self, now: Instant, hdr: [u8; VNET_HDR_LEN], frame: Vec<u8>) {
+        self.last_now = now;
+        if self.queued.is_empty() && self.write(&hdr, &frame) {
+            self.recycle(frame);
+        } else if self.queued.len() < MAX_QUEUED {
+            self.queued.push_back((hdr, frame));
+        } else {
+            self.stats.tx_dropped += 1;
+            self.recycle(frame);
+        }
+    }
+
+    fn write(&mut self, hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> bool {
         loop {
             let r = if self.offload {
                 self.dev
-                    .send_vectored(&[IoSlice::new(&hdr), IoSlice::new(frame)])
+                    .send_vectored(&[IoSlice::new(hdr), IoSlice::new(frame)])
             } else {
                 self.dev.send(frame)
             };
@@ -328,16 +346,23 @@ impl Link for TapLink {
         }
     }
 
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        self.last_now = now;
-        if self.queued.is_empty() && self.write(&frame) {
-            self.recycle(frame);
-        } else if self.queued.len() < MAX_QUEUED {
-            self.queued.push_back(frame);
+    fn send(&mut self, now: Instant, mut frame: Vec<u8>) {
+        // With offload, TCP checksums are the kernel's (see `segmentation`).
+        let hdr = if self.offload {
+            super::packet::offload_header_bytes(&mut frame, None)
         } else {
-            self.stats.tx_dropped += 1;
-            self.recycle(frame);
-        }
+            [0; VNET_HDR_LEN]
+        };
+        self.queue(now, hdr, frame);
+    }
+
+    fn segmentation(&self) -> Option<usize> {
+        self.offload.then_some(SEGMENTED_FRAME)
+    }
+
+    fn send_segmented(&mut self, now: Instant, mut frame: Vec<u8>, mss: u16) {
+        let hdr = super::packet::offload_header_bytes(&mut frame, Some(mss));
+        self.queue(now, hdr, frame);
     }
 
     fn buffer(&mut self) -> Vec<u8> {
@@ -361,9 +386,9 @@ impl Link for TapLink {
 
     fn flush(&mut self, now: Instant) {
         self.last_now = now;
-        while let Some(frame) = self.queued.pop_front() {
-            if !self.write(&frame) {
-                self.queued.push_front(frame);
+        while let Some((hdr, frame)) = self.queued.pop_front() {
+            if !self.write(&hdr, &frame) {
+                self.queued.push_front((hdr, frame));
                 break;
             }
             self.recycle(frame);
