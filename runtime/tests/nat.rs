@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::netns::{
     Topology, World, assert_fetched, assert_same_stream, bulk_from_peer, bulk_to_peer, fetch,
-    http_server, serve_from_peer, text_file,
+    http_server, serve_from_peer, text_file, udp_echo,
 };
 use common::{Guest, Outcome, ScratchDir};
 
@@ -199,14 +199,7 @@ echo "getent exit $?"
 #[test]
 fn udp_datagrams_from_the_guest_are_echoed_by_the_peer() {
     let net = Topology::new();
-    let mut echo = net
-        .in_b(Guest::python(
-            "nat_peer.py",
-            &["udp-echo", &net.b_ip(), "7007"],
-        ))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    echo.wait_for_line("ready");
+    let echo = udp_echo(&net, "7007");
     let sizes = ["1", "100", "1472", "1473", "9000", "32768", "60000"];
     let b_ip = net.b_ip();
     let mut args = vec!["udp-client", &b_ip, "7007"];

@@ -16,7 +16,7 @@ mod common;
 use std::time::Duration;
 
 use common::netns::{
-    Relayed, Topology, assert_fetched, ip_out, relayed, serve_from_peer, transfer,
+    Relayed, Topology, assert_fetched, ip_out, relayed, serve_from_peer, transfer, udp_echo,
 };
 use common::pcap::{assert_guest_stream_complete, fields};
 use common::{Guest, ScratchDir};
@@ -103,14 +103,7 @@ fn a_peer_reaches_the_guests_listener_as_soon_as_listen_returns_and_not_after_cl
 #[test]
 fn udp_leaves_from_the_guests_own_port_and_the_answer_returns() {
     let net = Topology::new();
-    let mut echo = net
-        .in_b(Guest::python(
-            "nat_peer.py",
-            &["udp-echo", &net.b_ip(), "7007"],
-        ))
-        .deadline(Duration::from_secs(60))
-        .spawn();
-    echo.wait_for_line("ready");
+    let mut echo = udp_echo(&Relayed(&net), "7007");
     let guest = format!(
         "import socket\n\
          s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\

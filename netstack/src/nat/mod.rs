@@ -911,22 +911,8 @@ mod tests {
             mac: EthernetAddress([2, 0, 0, 0, 0, 1]),
         };
         let request = |from: Ipv4Addr, target: Ipv4Addr| {
-            let arp = ArpRepr::EthernetIpv4 {
-                operation: ArpOperation::Request,
-                source_hardware_addr: guest_mac,
-                source_protocol_addr: from,
-                target_hardware_addr: EthernetAddress([0; 6]),
-                target_protocol_addr: target,
-            };
-            let eth = EthernetRepr {
-                src_addr: guest_mac,
-                dst_addr: EthernetAddress::BROADCAST,
-                ethertype: EthernetProtocol::Arp,
-            };
-            let mut out = vec![0u8; eth.buffer_len() + arp.buffer_len()];
-            let mut f = EthernetFrame::new_unchecked(&mut out[..]);
-            eth.emit(&mut f);
-            arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+            let mut out = Vec::new();
+            crate::stack::route::arp_request(&mut out, guest_mac, from, target);
             out
         };
         let peer = Ipv4Addr::new(172, 17, 0, 3);

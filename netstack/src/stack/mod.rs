@@ -17,7 +17,7 @@
 mod calls;
 mod io;
 mod ports;
-mod route;
+pub(crate) mod route;
 
 pub(crate) use io::parse_tcp;
 

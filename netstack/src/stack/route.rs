@@ -294,7 +294,12 @@ impl Stack {
 }
 
 /// Builds a broadcast ARP request for `target` into `frame`.
-fn arp_request(frame: &mut Vec<u8>, mac: EthernetAddress, src: Ipv4Address, target: Ipv4Address) {
+pub(crate) fn arp_request(
+    frame: &mut Vec<u8>,
+    mac: EthernetAddress,
+    src: Ipv4Address,
+    target: Ipv4Address,
+) {
     let arp = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Request,
         source_hardware_addr: mac,

@@ -533,6 +533,19 @@ pub fn serve_from_peer(net: &impl World, name: &str, len: usize) -> PeerFile {
     }
 }
 
+/// nat_peer.py's `udp-echo` in the peer on its address and `port`, ready.
+pub fn udp_echo(net: &impl World, port: &str) -> Running {
+    let mut echo = net
+        .peer(Guest::python(
+            "nat_peer.py",
+            &["udp-echo", &net.peer_ip(), port],
+        ))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    echo.wait_for_line("ready");
+    echo
+}
+
 /// nat_peer.py's `tcp-sink` in the peer on its address and `port`, ready.
 pub fn tcp_sink(net: &impl World, port: &str) -> Running {
     let mut sink = net
