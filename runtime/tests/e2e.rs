@@ -859,3 +859,24 @@ fn a_reset_reads_as_econnreset_and_writes_fail_as_on_linux() {
         "natively:\n{native}\ninside:\n{inside}"
     );
 }
+
+/// No descriptor of the Sentry's or the runtime's reaches the guest: its
+/// first process and a later one hold only their standard streams (and
+/// what they open themselves), with a socket served in between.
+#[test]
+fn the_guest_holds_no_descriptor_it_did_not_open() {
+    let script = "import os, socket\n\
+                  s = socket.socket()\n\
+                  s.close()\n\
+                  print('first', sorted(int(f) for f in os.listdir('/proc/1/fd')))\n\
+                  fds = os.listdir('/proc/self/fd')\n\
+                  print('self', sorted(int(f) for f in fds))\n";
+    let out = Guest::sh(&format!("python3 -c \"{script}\""))
+        .mode(Mode::Sandbox)
+        .run();
+    out.assert_success();
+    // /proc/1 is the guest's first process; listdir's own directory
+    // descriptor is the one extra the python process holds while it lists.
+    out.assert_line("first [0, 1, 2]")
+        .assert_line("self [0, 1, 2, 3]");
+}

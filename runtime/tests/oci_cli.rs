@@ -921,7 +921,8 @@ fn the_sentry_is_charged_to_the_containers_cgroups() {
 
 /// A container's Sentry daemon, once it serves, keeps only the capabilities
 /// each of its threads needs (`sentry-control`, which takes `exec`'s
-/// listeners, none), under no_new_privs and its seccomp filter.
+/// listeners, none), under no_new_privs and its seccomp filter; and the
+/// container's init holds only its standard streams.
 #[test]
 fn the_sentry_daemon_keeps_only_the_privileges_each_thread_needs() {
     let oci = Oci::new("privileges");
@@ -936,6 +937,12 @@ fn the_sentry_daemon_keeps_only_the_privileges_each_thread_needs() {
     )
     .expect("smolvisor.json is JSON");
     let sentry = meta["sentry_pid"].as_i64().expect("the Sentry's pid");
+    // Nor does any descriptor of the Sentry's or the runtime's reach the
+    // container's init.
+    let fds = exec(&oci, &bundle, &id, &["busybox", "ls", "/proc/1/fd"]);
+    fds.assert_ok();
+    let fds: Vec<&str> = fds.stdout.split_whitespace().collect();
+    assert_eq!(fds, ["0", "1", "2"], "the init's descriptors");
     let threads = common::assert_sentry_privileges(sentry as u32);
     for name in ["sentry-control", "smolvisor-sentr"] {
         assert!(
