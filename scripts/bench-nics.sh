@@ -23,7 +23,7 @@
 #             --gateway 10.204.0.1 -- iperf3 -c, run in A, where NAME is a
 #             TAP device at 10.204.0.1/24 and A's kernel forwards between
 #             it and the veth (B routes 10.204.0.0/24 back via A)
-#   nat-base, sandbox-base   the same with the --baseline binary, to
+#   nat-base, sandbox-base, tap-base   the same with the --baseline binary, to
 #             compare two builds in one run (rows alternate per repetition)
 #
 # Options:
@@ -105,7 +105,7 @@ ip -n "$A" link set "va$$" up
 ip -n "$B" link set "vb$$" up
 # pasta looks for the interface of the default route.
 ip -n "$A" route add default via 10.203.0.2
-if [[ " ${ROWS[*]} " == *" tap "* ]]; then
+if [[ " ${ROWS[*]} " == *" tap "* || " ${ROWS[*]} " == *" tap-base "* ]]; then
     # The guest sits behind A's kernel, which routes between the TAP and
     # the veth; B knows the TAP's subnet through A.
     ip -n "$A" tuntap add dev "$TAP" mode tap || exit 1
@@ -179,6 +179,8 @@ iperf_row() {
                  --gateway 10.204.0.1 -- "${client[@]}" ;;
         nat-base) "${to[@]}" ip netns exec "$A" "$BASE" do -- "${client[@]}" ;;
         sandbox-base) "${to[@]}" "$BASE" do --network sandbox --netns "/run/netns/$A" -- "${client[@]}" ;;
+        tap-base) "${to[@]}" ip netns exec "$A" "$BASE" do --network "tap:$TAP" --address 10.204.0.2/24 \
+                 --gateway 10.204.0.1 -- "${client[@]}" ;;
     esac >"$json" 2>"$T/$row$dir.err"
     rc=$?
     case "$rc" in

@@ -16,7 +16,8 @@ mod common;
 use std::time::Duration;
 
 use common::netns::{
-    Relayed, Topology, assert_fetched, ip_out, relayed, serve_from_peer, transfer, udp_echo,
+    Relayed, Topology, assert_fetched, assert_logged_client, ip_out, relayed, serve_from_peer,
+    transfer, udp_echo,
 };
 use common::pcap::{assert_guest_stream_complete, fields};
 use common::{Guest, ScratchDir};
@@ -38,13 +39,7 @@ fn the_guest_reaches_the_peer_from_the_namespaces_address_which_stays() {
         out.stderr.contains(&format!("inet {}/24", net.a_ip())),
         "the guest does not see A's address on its veth0:\n{out}"
     );
-    let log = file.server.stderr_so_far();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with(&format!("{} - - ", net.a_ip())) && l.contains("GET /file.txt")),
-        "the server's log does not show A's address {} as the client:\n{log}",
-        net.a_ip()
-    );
+    assert_logged_client(&file.server, &net.a_ip(), "/file.txt");
     let after = ip_out(&["-n", &net.a, "-4", "-o", "addr", "show", "veth0"]);
     assert!(before.contains(&net.a_ip()), "{before}");
     assert_eq!(before, after, "A's addresses changed");

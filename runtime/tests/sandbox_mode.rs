@@ -20,8 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    TakeOver, Topology, TwoPeers, assert_fetched, assert_same_stream, fetch, http_server, ip,
-    ip_out, sandboxed, serve_from_peer, tcp_sink, text_file,
+    TakeOver, Topology, TwoPeers, assert_fetched, assert_logged_client, assert_same_stream, fetch,
+    http_server, ip, ip_out, sandboxed, serve_from_peer, tcp_sink, text_file,
 };
 use common::pcap::{
     assert_counts_match, assert_guest_stream_complete, assert_nothing_dropped, fields,
@@ -134,13 +134,7 @@ fn curl_in_the_sandbox_fetches_a_file_from_the_peer_with_the_namespaces_address(
     let file = serve_from_peer(&TakeOver(&net), "file.txt", 300_000);
     let out = sandboxed(&net.a, &[], fetch(&file.url)).run();
     assert_fetched(&out, &file.body);
-    let log = file.server.stderr_so_far();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with(&format!("{} - - ", net.a_ip())) && l.contains("GET /file.txt")),
-        "the server's log does not show A's address {} as the client:\n{log}",
-        net.a_ip()
-    );
+    assert_logged_client(&file.server, &net.a_ip(), "/file.txt");
 }
 
 #[test]
@@ -152,13 +146,7 @@ fn a_server_in_the_guest_answers_the_peer_on_the_namespaces_address() {
     let url = format!("http://{}:8080/guest.txt", net.a_ip());
     let out = net.in_b(fetch(&url)).run();
     assert_fetched(&out, &body);
-    let log = server.stderr_so_far();
-    assert!(
-        log.lines()
-            .any(|l| l.starts_with(&format!("{} - - ", net.b_ip())) && l.contains("GET /guest.txt")),
-        "the guest's server does not log B's address {} as the client:\n{log}",
-        net.b_ip()
-    );
+    assert_logged_client(&server, &net.b_ip(), "/guest.txt");
 }
 
 #[test]

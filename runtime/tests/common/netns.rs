@@ -533,6 +533,17 @@ pub fn serve_from_peer(net: &impl World, name: &str, len: usize) -> PeerFile {
     }
 }
 
+/// Panics unless the log of `server` (`python3 -m http.server`) shows a
+/// GET of `path` from `client`.
+pub fn assert_logged_client(server: &Running, client: &str, path: &str) {
+    let log = server.stderr_so_far();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with(&format!("{client} - - ")) && l.contains(&format!("GET {path}"))),
+        "the server's log does not show {client} getting {path}:\n{log}"
+    );
+}
+
 /// nat_peer.py's `udp-echo` in the peer on its address and `port`, ready.
 pub fn udp_echo(net: &impl World, port: &str) -> Running {
     let mut echo = net
