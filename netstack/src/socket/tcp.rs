@@ -44,8 +44,8 @@ const NEIGHBOR_TIMEOUT: Duration = Duration::from_secs(3);
 /// (benches/netstack.rs, tests/tcp.rs `large_rcvbuf_window_exceeds_64k`).
 const ACK_EVERY: u8 = 4;
 
-/// The most a send copies through the stack's scratch buffer per round.
-const TCP_SCRATCH: usize = 64 << 10;
+/// The most one call of a send's `fill` is offered.
+const TCP_SEND_CHUNK: usize = 64 << 10;
 
 /// The hop limit when the socket sets none (Linux's `ip_default_ttl`).
 const DEFAULT_TTL: u8 = 64;
@@ -434,40 +434,23 @@ impl Stack {
         if room == 0 {
             return Err(NetError::WouldBlock);
         }
-        // The engine's queue takes slices; `fill` writes into ours. The
-        // scratch stays with the stack, so a send allocates nothing.
-        let mut scratch = std::mem::take(&mut self.tcp_scratch);
-        let want = room.min(TCP_SCRATCH);
-        if scratch.len() < want {
-            scratch.resize(want, 0);
-        }
+        // `fill` writes straight into the engine's send queue.
         let mut total = 0;
-        let mut result = Ok(());
         if let Some(c) = self.sockets.get_mut(id).and_then(conn) {
             loop {
-                let room = c.engine.send_room().min(scratch.len());
-                if room == 0 {
+                let room = c.engine.send_spare(TCP_SEND_CHUNK);
+                let want = room.len();
+                if want == 0 {
                     break;
                 }
-                let n = fill(&mut scratch[..room]).min(room);
-                if n == 0 {
-                    break;
-                }
-                let taken = c.engine.send(&scratch[..n]);
-                total += taken;
-                if taken < n {
-                    // Cannot happen (room was asked first); say so rather
-                    // than lose the bytes silently.
-                    result = Err(NetError::NoBufferSpace);
-                    break;
-                }
-                if n < room {
+                let n = fill(room).min(want);
+                c.engine.send_commit(n);
+                total += n;
+                if n < want {
                     break;
                 }
             }
         }
-        self.tcp_scratch = scratch;
-        result?;
         if total > 0 {
             self.mark_dirty(id);
         }

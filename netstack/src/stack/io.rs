@@ -25,7 +25,7 @@ use crate::frag6;
 use crate::link::{FrameDevice, Link};
 use crate::socket::tcp::{TcpState, hop_limit};
 use crate::socket::{Kind, Slot, SocketId};
-use crate::tcp_engine::Segment;
+use crate::tcp_engine::{Connection, Segment};
 
 /// Frames read from one link before output is produced: batching lets one
 /// ACK answer several segments, as GRO does on Linux.
@@ -412,21 +412,35 @@ impl Stack {
         c.engine.poll(now, &mut segs);
         let at = c.engine.poll_at();
         let (local, remote) = (c.key.0.addr, c.key.1.addr);
-        if !segs.is_empty()
-            && let Some(mac) = self.direct_framing(nic, remote)
-        {
-            let n = &mut self.nics[nic];
+        let direct = if segs.is_empty() {
+            None
+        } else {
+            self.direct_framing(nic, remote)
+        };
+        // The segments' payloads are still in the engine's send queue.
+        let (Some(sock), Some(n)) = (self.sockets.get(id), self.nics.get_mut(nic)) else {
+            segs.clear();
+            self.tcp_segments = segs;
+            return at;
+        };
+        let Kind::Tcp(TcpState::Conn(c)) = &sock.kind else {
+            segs.clear();
+            self.tcp_segments = segs;
+            return at;
+        };
+        if let Some(mac) = direct {
             // The interface's own output (MLD reports, say) still goes out
             // when a socket sends, and first, as through the raw socket.
             flush_tcp(n, now);
-            send_runs(n, now, mac, local, remote, hop_limit, &segs);
+            send_runs(n, now, mac, local, remote, hop_limit, &segs, &c.engine);
             segs.clear();
         }
         if !segs.is_empty() {
-            let n = &mut self.nics[nic];
             let tx_csum = n.device.checksum.clone();
+            let mut scratch = Vec::new();
             for seg in segs.drain(..) {
-                send_segment(n, now, local, remote, hop_limit, &seg.repr(), &tx_csum);
+                let repr = c.engine.repr(&seg, &mut scratch);
+                send_segment(n, now, local, remote, hop_limit, &repr, &tx_csum);
             }
             flush_tcp(n, now);
         }
@@ -677,13 +691,8 @@ fn continues(run: &[Segment], next: &Segment) -> bool {
     let (first, last) = (&run[0], &run[run.len() - 1]);
     let (f, n) = (&first.header, &next.header);
     n.control == TcpControl::None
-        && last.payload.len() == first.payload.len()
-        && n.seq_number.0
-            == last
-                .header
-                .seq_number
-                .0
-                .wrapping_add(last.payload.len() as i32)
+        && last.len == first.len
+        && n.seq_number.0 == last.header.seq_number.0.wrapping_add(last.len as i32)
         && n.ack_number == f.ack_number
         && n.window_len == f.window_len
         && n.timestamp == f.timestamp
@@ -707,6 +716,7 @@ fn send_runs(
     dst: IpAddress,
     hop_limit: u8,
     segs: &[Segment],
+    conn: &Connection,
 ) {
     let eth = match (mac, nic.info.mac) {
         (Some(to), Some(own)) => Some((to, EthernetAddress(own))),
@@ -728,22 +738,16 @@ fn send_runs(
     let mut i = 0;
     while i < segs.len() {
         let first = &segs[i];
-        let header_len = l2 + l3 + first.repr().header_len();
+        let header_len = l2 + l3 + first.header.header_len();
         let mut j = i + 1;
-        let mut len = header_len + first.payload.len();
-        if segmentation.is_some()
-            && first.header.control == TcpControl::None
-            && !first.payload.is_empty()
-        {
-            while j < segs.len()
-                && continues(&segs[i..j], &segs[j])
-                && len + segs[j].payload.len() <= limit
-            {
-                len += segs[j].payload.len();
+        let mut len = header_len + first.len;
+        if segmentation.is_some() && first.header.control == TcpControl::None && first.len > 0 {
+            while j < segs.len() && continues(&segs[i..j], &segs[j]) && len + segs[j].len <= limit {
+                len += segs[j].len;
                 j += 1;
             }
         }
-        let first_end = header_len + first.payload.len();
+        let first_end = header_len + first.len;
         let mut frame = nic.link.buffer();
         frame.clear();
         // Headers are written in place, payloads appended: a frame of up to
@@ -789,8 +793,11 @@ fn send_runs(
             &dst,
             &ChecksumCapabilities::ignored(),
         );
+        // The payloads straight from the send queue.
         for seg in &segs[i..j] {
-            frame.extend_from_slice(&seg.payload);
+            let (a, b) = conn.payload(seg);
+            frame.extend_from_slice(a);
+            frame.extend_from_slice(b);
         }
         // On an offloading link the link completes the TCP checksum (the
         // kernel, per segment); `csum` says so.
@@ -798,7 +805,7 @@ fn send_runs(
             TcpPacket::new_unchecked(&mut frame[l2 + l3..first_end]).fill_checksum(&src, &dst);
         }
         if j - i > 1 {
-            let mss = first.payload.len() as u16;
+            let mss = first.len as u16;
             nic.link.send_segmented(now, frame, mss);
         } else {
             nic.link.send(now, frame);

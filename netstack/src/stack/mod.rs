@@ -262,9 +262,7 @@ pub struct Stack {
     reassembler: Reassembler,
     pub(crate) rng: u64,
     pub(crate) intercepted: Vec<Intercepted>,
-    /// Bytes a TCP send copies through (kept, so sends do not allocate).
-    pub(crate) tcp_scratch: Vec<u8>,
-    /// Segments one TCP poll produced (kept for the same reason).
+    /// Segments one TCP poll produced (kept, so polls do not allocate).
     pub(crate) tcp_segments: Vec<crate::tcp_engine::Segment>,
 }
 
@@ -312,7 +310,6 @@ impl Stack {
             pool: BufferPool::default(),
             reassembler: Reassembler::default(),
             intercepted: Vec::new(),
-            tcp_scratch: Vec::new(),
             tcp_segments: Vec::new(),
         };
         let lo = NicConfig {

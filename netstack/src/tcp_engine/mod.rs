@@ -52,6 +52,7 @@ mod cc;
 mod loss;
 mod output;
 mod recv;
+mod ring;
 mod rtt;
 mod send;
 mod state;
@@ -206,17 +207,10 @@ pub struct Stats {
 pub struct Segment {
     /// Everything but the payload (its `payload` field is empty).
     pub header: TcpRepr<'static>,
-    pub payload: Vec<u8>,
-}
-
-impl Segment {
-    /// The complete representation, ready for `TcpRepr::emit`.
-    pub fn repr(&self) -> TcpRepr<'_> {
-        TcpRepr {
-            payload: &self.payload,
-            ..self.header
-        }
-    }
+    /// The payload's length. Its bytes stay in the send queue, from
+    /// `header.seq_number` on: [`Connection::payload`] gives them (to be
+    /// copied into the frame) until the connection is next used.
+    pub len: usize,
 }
 
 /// What a fast recovery changed, to put back if D-SACKs show that every
@@ -475,6 +469,22 @@ impl Connection {
         self.snd.push(data)
     }
 
+    /// Room in the send queue for up to `want` more bytes (empty when
+    /// `send` would take nothing), to be written in place and then passed
+    /// to `send_commit`: bytes read from a descriptor enter the queue
+    /// without a copy of our own.
+    pub fn send_spare(&mut self, want: usize) -> &mut [u8] {
+        if !self.state.may_send() || self.fin_queued {
+            return &mut [];
+        }
+        self.snd.spare(want)
+    }
+
+    /// The first `n` bytes of the region `send_spare` gave are queued.
+    pub fn send_commit(&mut self, n: usize) {
+        self.snd.commit(n);
+    }
+
     /// Bytes `send` would take now.
     pub fn send_room(&self) -> usize {
         if !self.state.may_send() || self.fin_queued {
@@ -637,7 +647,34 @@ impl Connection {
                 timestamp: None,
                 payload: &[],
             },
-            payload: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The payload of `seg`, a segment this connection's `poll` just gave,
+    /// as one or two slices of the send queue.
+    pub fn payload(&self, seg: &Segment) -> (&[u8], &[u8]) {
+        if seg.len == 0 {
+            return (&[], &[]);
+        }
+        self.snd.range(seg.header.seq_number, seg.len)
+    }
+
+    /// The complete representation of `seg`, ready for `TcpRepr::emit`
+    /// (its payload copied into `scratch` only where the queue wraps).
+    pub fn repr<'a>(&'a self, seg: &Segment, scratch: &'a mut Vec<u8>) -> TcpRepr<'a> {
+        let payload = match self.payload(seg) {
+            (a, []) => a,
+            (a, b) => {
+                scratch.clear();
+                scratch.extend_from_slice(a);
+                scratch.extend_from_slice(b);
+                &scratch[..]
+            }
+        };
+        TcpRepr {
+            payload,
+            ..seg.header
         }
     }
 

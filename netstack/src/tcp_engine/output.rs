@@ -62,7 +62,7 @@ impl Connection {
             self.tlp_at = self.probe_at(now);
         }
         if out.len() == sent_before && self.ack_now {
-            let seg = self.segment(now, self.snd.nxt, TcpControl::None, Vec::new(), true);
+            let seg = self.segment(now, self.snd.nxt, TcpControl::None, 0, true);
             self.stats.acks_sent += 1;
             out.push(seg);
         }
@@ -207,15 +207,14 @@ impl Connection {
 
     pub(super) fn send_new(&mut self, now: Instant, len: usize, out: &mut Vec<Segment>) {
         let start = self.snd.nxt;
-        let payload = self.snd.payload(start, len);
-        let len = payload.len();
+        let len = len.min(self.snd.unsent());
         let fin = self.fin_queued && len == self.snd.unsent() && self.state != State::CloseWait;
         let control = if fin {
             TcpControl::Fin
         } else {
             TcpControl::None
         };
-        let seg = self.segment(now, start, control, payload, true);
+        let seg = self.segment(now, start, control, len, true);
         self.snd.record(SentSegment {
             start,
             len: len + usize::from(fin),
@@ -236,7 +235,7 @@ impl Connection {
 
     pub(super) fn send_fin(&mut self, now: Instant, out: &mut Vec<Segment>) {
         let start = self.snd.nxt;
-        let seg = self.segment(now, start, TcpControl::Fin, Vec::new(), true);
+        let seg = self.segment(now, start, TcpControl::Fin, 0, true);
         self.snd.record(SentSegment {
             start,
             len: 1,
@@ -268,14 +267,14 @@ impl Connection {
         let seg = if syn {
             self.syn_segment(now)
         } else {
-            let payload = self.snd.payload(start, s.data_len());
+            let payload = s.data_len();
             let control = if fin {
                 TcpControl::Fin
             } else {
                 TcpControl::None
             };
             // A full-sized segment has no room for SACK blocks.
-            let sack_fits = payload.len() + SACK_ROOM <= self.mss;
+            let sack_fits = payload + SACK_ROOM <= self.mss;
             self.segment(now, start, control, payload, sack_fits)
         };
         let tsval = self.tsval(now);
@@ -303,13 +302,14 @@ impl Connection {
         out.push(seg);
     }
 
-    /// A non-SYN segment with ACK, window, timestamp and SACK blocks.
+    /// A non-SYN segment with ACK, window, timestamp and SACK blocks, and
+    /// `payload` bytes of the send queue from `seq`.
     pub(super) fn segment(
         &mut self,
         now: Instant,
         seq: TcpSeqNumber,
         control: TcpControl,
-        payload: Vec<u8>,
+        payload: usize,
         with_sack: bool,
     ) -> Segment {
         let mut s = self.bare(seq, control, Some(self.rcv.nxt()));
@@ -322,7 +322,7 @@ impl Connection {
         if self.opts.sack && with_sack {
             h.sack_ranges = self.rcv.sack_blocks();
         }
-        s.payload = payload;
+        s.len = payload;
         // Every segment carries an ACK: the delayed one is sent.
         self.ack_now = false;
         self.ack_at = None;

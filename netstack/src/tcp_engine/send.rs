@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use smoltcp::time::Instant;
 use smoltcp::wire::TcpSeqNumber;
 
+use super::ring::ByteRing;
 use super::{seq_add, seq_dist};
 
 /// One transmitted segment, in sequence space.
@@ -65,8 +66,7 @@ pub struct Acked {
 #[derive(Debug)]
 pub struct SendQueue {
     /// Application bytes from `data_seq` on: unacknowledged, then unsent.
-    data: VecDeque<u8>,
-    capacity: usize,
+    data: ByteRing,
     /// The sequence number of `data[0]`.
     data_seq: TcpSeqNumber,
     /// snd.una and snd.nxt.
@@ -92,8 +92,7 @@ pub struct SendQueue {
 impl SendQueue {
     pub fn new(capacity: usize, iss: TcpSeqNumber) -> Self {
         SendQueue {
-            data: VecDeque::new(),
-            capacity: capacity.max(1),
+            data: ByteRing::new(capacity),
             data_seq: seq_add(iss, 1),
             una: iss,
             nxt: iss,
@@ -110,13 +109,21 @@ impl SendQueue {
 
     /// Copies as much of `bytes` as fits; returns how much.
     pub fn push(&mut self, bytes: &[u8]) -> usize {
-        let n = bytes.len().min(self.room());
-        self.data.extend(&bytes[..n]);
-        n
+        self.data.push(bytes)
+    }
+
+    /// Free room for up to `want` more bytes, to be written in place and
+    /// then `commit`ted.
+    pub fn spare(&mut self, want: usize) -> &mut [u8] {
+        self.data.spare(want)
+    }
+
+    pub fn commit(&mut self, n: usize) {
+        self.data.commit(n);
     }
 
     pub fn room(&self) -> usize {
-        self.capacity.saturating_sub(self.data.len())
+        self.data.room()
     }
 
     /// Bytes written but not yet sent.
@@ -152,24 +159,15 @@ impl SendQueue {
         self.lost
     }
 
-    /// Copies `len` data bytes from sequence number `seq`.
-    pub fn payload(&self, seq: TcpSeqNumber, len: usize) -> Vec<u8> {
+    /// The `len` data bytes from sequence number `seq`, as one or two
+    /// slices.
+    pub fn range(&self, seq: TcpSeqNumber, len: usize) -> (&[u8], &[u8]) {
         let off = if seq > self.data_seq {
             seq_dist(self.data_seq, seq)
         } else {
             0
         };
-        let end = (off + len).min(self.data.len());
-        let off = off.min(end);
-        let (a, b) = self.data.as_slices();
-        let mut out = Vec::with_capacity(end - off);
-        if off < a.len() {
-            out.extend_from_slice(&a[off..end.min(a.len())]);
-        }
-        if end > a.len() {
-            out.extend_from_slice(&b[off.saturating_sub(a.len())..end - a.len()]);
-        }
-        out
+        self.data.range(off, len)
     }
 
     /// Records a first transmission at snd.nxt.
@@ -279,7 +277,7 @@ impl SendQueue {
         // Drop the acknowledged application bytes.
         if ack > self.data_seq {
             let n = seq_dist(self.data_seq, ack).min(self.data.len());
-            self.data.drain(..n);
+            self.data.consume(n);
             self.data_seq = seq_add(self.data_seq, n);
         }
         self.una = ack;
@@ -402,7 +400,8 @@ mod tests {
         assert_eq!((a.bytes, a.were_sacked), (450, 200));
         assert_eq!((q.pipe(), q.sacked, q.segs.len()), (150, 0, 2));
         assert_eq!(q.buffered(), 150);
-        assert_eq!(q.payload(TcpSeqNumber(450), 100).len(), 100);
+        let (a, b) = q.range(TcpSeqNumber(450), 100);
+        assert_eq!(a.len() + b.len(), 100);
         assert_eq!(q.sacked_retransmissions, 0);
     }
 }

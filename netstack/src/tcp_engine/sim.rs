@@ -350,7 +350,8 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: usize, seg: &Segment) {
-        let repr = seg.repr();
+        let mut scratch = Vec::new();
+        let repr = self.ends[from].repr(seg, &mut scratch);
         self.observers[from].sent(self.now, &repr);
         let len = repr.buffer_len();
         let bytes = &mut self.buf[..len];

@@ -1195,7 +1195,8 @@ fn mutated_wire_bytes_do_not_panic() {
         for i in 0..3000 {
             // A real segment from A, emitted, then damaged.
             let seg = &out[i % out.len()];
-            let repr = seg.repr();
+            let mut scratch = Vec::new();
+            let repr = sim.ends[A].repr(seg, &mut scratch);
             let mut bytes = vec![0u8; repr.buffer_len()];
             repr.emit(
                 &mut TcpPacket::new_unchecked(&mut bytes[..]),

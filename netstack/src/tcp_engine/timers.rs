@@ -121,7 +121,7 @@ impl Connection {
         }
         self.keepalive_probes += 1;
         let seq = TcpSeqNumber(self.snd.una.0.wrapping_sub(1));
-        let probe = self.segment(now, seq, TcpControl::None, Vec::new(), false);
+        let probe = self.segment(now, seq, TcpControl::None, 0, false);
         out.push(probe);
     }
 
