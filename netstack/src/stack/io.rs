@@ -432,7 +432,13 @@ impl Stack {
             // The interface's own output (MLD reports, say) still goes out
             // when a socket sends, and first, as through the raw socket.
             flush_tcp(n, now);
-            send_runs(n, now, mac, local, remote, hop_limit, &segs, &c.engine);
+            let to = Framing {
+                mac,
+                src: local,
+                dst: remote,
+                hop_limit,
+            };
+            send_runs(n, now, to, &segs, &c.engine);
             segs.clear();
         }
         if !segs.is_empty() {
@@ -702,22 +708,30 @@ fn continues(run: &[Segment], next: &Segment) -> bool {
         && !n.sack_permitted
 }
 
+/// Where a connection's framed segments go.
+#[derive(Debug, Clone, Copy)]
+struct Framing {
+    /// The next hop's MAC on Ethernet; `None` on an IP link.
+    mac: Option<EthernetAddress>,
+    src: IpAddress,
+    dst: IpAddress,
+    hop_limit: u8,
+}
+
 /// Frames a connection's segments for the link directly (behind an
 /// Ethernet header to `mac`, or bare on an IP link). On a link that
 /// offloads segmentation, consecutive full segments with one header go as
 /// a single run that the link (the kernel behind it) cuts back into those
 /// same segments: one frame per 64 KiB instead of one per segment, as
-/// smoltcp's TSO did.
-fn send_runs(
-    nic: &mut Nic,
-    now: Instant,
-    mac: Option<EthernetAddress>,
-    src: IpAddress,
-    dst: IpAddress,
-    hop_limit: u8,
-    segs: &[Segment],
-    conn: &Connection,
-) {
+/// smoltcp's TSO did. The payloads are copied from `conn`'s send queue
+/// into the frames.
+fn send_runs(nic: &mut Nic, now: Instant, to: Framing, segs: &[Segment], conn: &Connection) {
+    let Framing {
+        mac,
+        src,
+        dst,
+        hop_limit,
+    } = to;
     let eth = match (mac, nic.info.mac) {
         (Some(to), Some(own)) => Some((to, EthernetAddress(own))),
         (None, _) => None,
