@@ -97,6 +97,8 @@ pub struct PacketLink {
     stats: PacketStats,
     /// The thread that writes the batches, when there is one.
     sender: Option<SenderThread>,
+    /// An empty batch (with its capacity) for the next frames.
+    spare_batch: Batch,
 }
 
 /// A batch of frames behind their headers, as `sendmmsg` takes them.
@@ -114,10 +116,17 @@ struct SenderThread {
     batches: std::sync::mpsc::SyncSender<Batch>,
     /// Written batches come back with their counts, for their buffers.
     done: std::sync::mpsc::Receiver<(Batch, PacketStats)>,
+    /// Batches sent to the thread and not yet back.
+    in_thread: usize,
 }
 
 /// Batches the stack may queue ahead of the sender thread.
 const SENDER_QUEUE: usize = 4;
+
+/// A batch of at most this many bytes is written by the stack's own
+/// thread when the sender thread is idle: for a few ACKs, waking that
+/// thread costs more than the write it would take over.
+const INLINE_BYTES: usize = 4096;
 
 impl PacketLink {
     /// Opens a socket on the interface `ifindex` of the calling thread's
@@ -139,6 +148,7 @@ impl PacketLink {
             vouching: false,
             stats: PacketStats::default(),
             sender: None,
+            spare_batch: Vec::with_capacity(MAX_BATCH),
         })
     }
 
@@ -158,7 +168,11 @@ impl PacketLink {
                 }
             }
         })?;
-        self.sender = Some(SenderThread { batches, done });
+        self.sender = Some(SenderThread {
+            batches,
+            done,
+            in_thread: 0,
+        });
         Ok(self)
     }
 
@@ -225,27 +239,44 @@ impl PacketLink {
 
     /// Writes the queued frames; what the kernel refuses is dropped.
     fn send_queued(&mut self) {
-        let Some(sender) = &self.sender else {
+        let mut spare = None;
+        if let Some(sender) = &mut self.sender {
+            while let Ok((b, stats)) = sender.done.try_recv() {
+                sender.in_thread -= 1;
+                self.stats.add(&stats);
+                spare = Some(b);
+            }
+        }
+        if let Some(mut b) = spare {
+            self.recycle_batch(&mut b);
+            self.spare_batch = b;
+        }
+        // Without a thread, or when a small batch (ACKs, say) would wake
+        // an idle one only to write it: here and now. With batches still
+        // in the thread, behind them, so that frames keep their order.
+        let inline = match &self.sender {
+            None => true,
+            Some(sender) => {
+                sender.in_thread == 0
+                    && self.tx.iter().map(|(_, f)| f.len()).sum::<usize>() <= INLINE_BYTES
+            }
+        };
+        if inline {
             write_batch(self.fd.as_fd(), &self.tx, &mut self.stats);
             let mut tx = std::mem::take(&mut self.tx);
             self.recycle_batch(&mut tx);
             self.tx = tx;
             return;
-        };
-        let spare = match sender.done.try_recv() {
-            Ok((mut b, stats)) => {
-                self.stats.add(&stats);
-                self.recycle_batch(&mut b);
-                b
+        }
+        let next = std::mem::take(&mut self.spare_batch);
+        let batch = std::mem::replace(&mut self.tx, next);
+        if let Some(sender) = &mut self.sender {
+            if sender.batches.send(batch).is_err() {
+                // The thread ends only with the process: nothing is lost here.
+                self.sender = None;
+            } else {
+                sender.in_thread += 1;
             }
-            Err(_) => Vec::with_capacity(MAX_BATCH),
-        };
-        let batch = std::mem::replace(&mut self.tx, spare);
-        if let Some(sender) = &self.sender
-            && sender.batches.send(batch).is_err()
-        {
-            // The thread ends only with the process: nothing is lost here.
-            self.sender = None;
         }
     }
 
