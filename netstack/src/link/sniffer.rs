@@ -13,12 +13,13 @@
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Seek, Write};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration as StdDuration, SystemTime};
 
+use nix::fcntl::OFlag;
 use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
@@ -32,6 +33,9 @@ use pcap_file::{DataLink, Endianness};
 use smoltcp::time::{Duration, Instant};
 
 use super::{Layer, Layered, Link, Medium, pass_on};
+
+mod disk;
+use disk::{DISK_QUEUE, Disk, DiskFile, Job};
 
 /// Encoded bytes held in memory before they are written out in one go.
 const BUFFER_BYTES: usize = 1 << 20;
@@ -225,106 +229,11 @@ struct Writer {
 /// The frames of a buffer: where each one's block ends, and its interface.
 type Frames = Vec<(usize, CaptureInterface)>;
 
-/// What the writing thread is asked to do, in order.
-enum Job {
-    /// Append the bytes to file `n`.
-    Write(usize, Vec<u8>),
-    /// Empty file `n` and start over at its beginning (rotation).
-    Reset(usize),
-}
-
-/// What became of a job: the buffer back, how many of its bytes reached
-/// the file, and the error that stopped the capture, if one did.
-struct JobDone {
-    buf: Vec<u8>,
-    written: usize,
-    error: Option<Arc<io::Error>>,
-}
-
-/// The capture's writing thread. Writing to the file (a copy into the page
-/// cache, or into a pipe) costs as much as the rest of capture together:
-/// on a thread of its own it runs beside the stack. Jobs are taken in
-/// order and the queue is bounded, so a slow disk or reader holds the
-/// stack back rather than losing frames.
-struct Disk {
-    jobs: std::sync::mpsc::SyncSender<Job>,
-    /// Bounded too (no allocation per answer); whoever waits on a full
-    /// job queue takes answers meanwhile, so neither side waits forever.
-    done: std::sync::mpsc::Receiver<JobDone>,
-}
-
-/// Buffers queued ahead of the writing thread.
-const DISK_QUEUE: usize = 8;
 /// Buffers given to the thread and not yet settled, at most: the queue
 /// and the one being written.
 const MAX_OUT: usize = DISK_QUEUE + 1;
 /// Frames a buffer can hold: the smallest block is 44 bytes.
 const MAX_FRAMES: usize = (BUFFER_BYTES + (64 << 10)) / 44;
-
-impl Disk {
-    fn spawn(mut files: Vec<File>) -> io::Result<Disk> {
-        let (jobs, todo) = std::sync::mpsc::sync_channel::<Job>(DISK_QUEUE);
-        let (back, done) = std::sync::mpsc::sync_channel(2 * DISK_QUEUE);
-        crate::spawn_started("pcap-writer", move || {
-            let mut error: Option<Arc<io::Error>> = None;
-            for job in todo {
-                let (buf, written) = match job {
-                    Job::Write(n, buf) if error.is_none() => {
-                        let written = write_all(&mut files[n], &buf, &mut error);
-                        (buf, written)
-                    }
-                    Job::Write(_, buf) => (buf, 0),
-                    Job::Reset(n) => {
-                        let f = &mut files[n];
-                        if let Err(e) = f.set_len(0).and_then(|()| f.rewind()) {
-                            error.get_or_insert(Arc::new(e));
-                        }
-                        (Vec::new(), 0)
-                    }
-                };
-                let err = error.clone();
-                if back
-                    .send(JobDone {
-                        buf,
-                        written,
-                        error: err,
-                    })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        })?;
-        Ok(Disk { jobs, done })
-    }
-}
-
-/// Writes `buf` to `file`, waiting when a non-blocking one is full (stdout
-/// may be one), never dropping; returns the bytes written before an error.
-fn write_all(file: &mut File, buf: &[u8], error: &mut Option<Arc<io::Error>>) -> usize {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.write(&buf[done..]) {
-            Ok(0) => {
-                *error = Some(Arc::new(io::ErrorKind::WriteZero.into()));
-                break;
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(e) = wait_writable(file) {
-                    *error = Some(Arc::new(e));
-                    break;
-                }
-            }
-            Err(e) => {
-                *error = Some(Arc::new(e));
-                break;
-            }
-        }
-    }
-    done
-}
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -356,15 +265,32 @@ impl Capture {
         let mut raw = Vec::with_capacity(count);
         for i in 0..count {
             let path = ring_path(path, i);
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&path)
-                .map_err(|source| CaptureError::Create {
-                    path: path.clone(),
-                    source,
-                })?;
+            let open = |flags: OFlag| {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(flags.bits())
+                    .open(&path)
+            };
+            // Direct I/O where the file system has it (see `disk`).
+            let file = match open(OFlag::O_DIRECT) {
+                Ok(f) => DiskFile::direct(f),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    DiskFile::buffered(open(OFlag::empty()).map_err(|source| {
+                        CaptureError::Create {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?)
+                }
+                Err(source) => {
+                    return Err(CaptureError::Create {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+            };
             raw.push(file);
             files.push(Output {
                 path: Some(path),
@@ -386,12 +312,12 @@ impl Capture {
             frames: 0,
             used: false,
         };
-        Capture::with_files(vec![out], vec![file], cfg)
+        Capture::with_files(vec![out], vec![DiskFile::buffered(file)], cfg)
     }
 
     fn with_files(
         mut files: Vec<Output>,
-        raw: Vec<File>,
+        raw: Vec<DiskFile>,
         cfg: CaptureConfig,
     ) -> Result<Capture, CaptureError> {
         let disk = Disk::spawn(raw).map_err(CaptureError::Thread)?;
@@ -836,18 +762,6 @@ impl Drop for Writer {
         if !self.finished {
             self.write_out();
             self.settle(true);
-        }
-    }
-}
-
-fn wait_writable(file: &File) -> io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
-    loop {
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => return Ok(()),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
         }
     }
 }
