@@ -22,7 +22,7 @@ use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 
@@ -112,10 +112,7 @@ fn run(mut files: Vec<DiskFile>, todo: &Receiver<Job>, back: &SyncSender<JobDone
             },
         };
         // One job of lookahead: whether more comes at once for this file.
-        next = match todo.try_recv() {
-            Ok(j) => Some(j),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        };
+        next = todo.try_recv().ok();
         let (buf, written) = match job {
             Job::Write(n, buf) if error.is_none() => {
                 if staged_for != Some(n) {
