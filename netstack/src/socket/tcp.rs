@@ -96,9 +96,11 @@ pub(crate) fn engine_config(opts: &Options, mtu: usize, v6: bool) -> tcp_engine:
         send_buffer: opts.send_buffer,
         recv_buffer: opts.recv_buffer,
         // The stack reads frames in batches and polls once per batch (or
-        // every ACK_EVERY segments), which gives the ACK cadence; a delayed
-        // ACK would only stall small transfers.
-        ack_delay: None,
+        // every ACK_EVERY segments), which gives the ACK cadence of a
+        // stream; an exchange of requests and answers gets Linux's
+        // delayed ACKs (40 ms, its `TCP_ATO_MIN`), so that the answer
+        // carries the ACK.
+        acks: tcp_engine::AckPolicy::Interactive(Duration::from_millis(40)),
         nagle: !opts.nodelay,
         keepalive: keepalive(opts),
         ..tcp_engine::Config::default()

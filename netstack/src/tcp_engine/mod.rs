@@ -41,9 +41,10 @@
 //!   `POLLIN` and EOF; `close` is `shutdown(SHUT_WR)` and the FIN of
 //!   `close`; `abort` is linger 0 and close with unread data; `error()` is
 //!   `SO_ERROR`; `Config` comes from `Options` (buffers, MSS from the NIC's
-//!   MTU, `ack_delay: None` because the stack polls every few segments and
-//!   once per input batch), `set_nagle`/`set_keepalive` follow later
-//!   `setsockopt`s.
+//!   MTU, `AckPolicy::Interactive`: a stream is acknowledged as the stack
+//!   polls, every few segments and once per input batch, while a request
+//!   waits up to 40 ms for its answer to carry the ACK, as on Linux),
+//!   `set_nagle`/`set_keepalive` follow later `setsockopt`s.
 //! - **Not yet:** buffers lent by `BufferPool` (the engine owns its `Vec`s),
 //!   `TCP_INFO` from `stats()`/`srtt()`/`cwnd()`, `MSG_OOB`/urgent data
 //!   (ignored, as by smoltcp), PSH on the last segment of a write.
@@ -120,8 +121,8 @@ pub struct Config {
     /// Offer window scaling (RFC 7323).
     pub window_scale: bool,
     pub congestion: Algorithm,
-    /// How long an ACK for in-order data may wait (None: at once).
-    pub ack_delay: Option<Duration>,
+    /// When in-order data is acknowledged.
+    pub acks: AckPolicy,
     /// How long TIME-WAIT lasts (2 MSL; Linux: 60 s).
     pub time_wait: Duration,
     /// Retransmission timeouts in a row before giving up (Linux's
@@ -134,6 +135,25 @@ pub struct Config {
     pub nagle: bool,
     /// Probe an idle connection (`SO_KEEPALIVE`); `None` for never.
     pub keepalive: Option<Keepalive>,
+}
+
+/// When in-order data that fills less than two segments is acknowledged
+/// (two full segments, out-of-order data, a FIN and the like are
+/// acknowledged at once whatever the policy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckPolicy {
+    /// At once.
+    Immediate,
+    /// After at most the delay, unless data we send carries the ACK sooner
+    /// (RFC 1122 (4.2.3.2)).
+    Delayed(Duration),
+    /// As Linux does: at once, while the connection is not interactive;
+    /// once we answered data with data within the delay of its arrival
+    /// (Linux's ping-pong mode), delayed as with `Delayed`, so that the
+    /// answer carries the ACK. A delayed ACK that had to be sent alone ends
+    /// the interactive mode. For a request and its response this halves
+    /// the segments on the wire.
+    Interactive(Duration),
 }
 
 /// Linux's `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and `TCP_KEEPCNT`.
@@ -157,7 +177,7 @@ impl Default for Config {
             timestamps: true,
             window_scale: true,
             congestion: Algorithm::Cubic,
-            ack_delay: Some(Duration::from_millis(40)),
+            acks: AckPolicy::Delayed(Duration::from_millis(40)),
             time_wait: Duration::from_secs(60),
             max_retries: 15,
             syn_retries: 6,
@@ -301,6 +321,11 @@ pub struct Connection {
     ack_now: bool,
     /// In-order bytes received since our last ACK.
     unacked_bytes: usize,
+    /// When in-order data last arrived.
+    last_data_at: Option<Instant>,
+    /// We answer data with data: ACKs wait for the answer
+    /// (`AckPolicy::Interactive`).
+    interactive: bool,
     /// Resets and challenge ACKs to send before anything else.
     replies: Vec<Segment>,
     error: Option<ConnError>,
@@ -365,6 +390,8 @@ impl Connection {
             time_wait_at: None,
             ack_now: false,
             unacked_bytes: 0,
+            last_data_at: None,
+            interactive: false,
             replies: Vec::new(),
             error: None,
             stats: Stats::default(),
@@ -1349,16 +1376,20 @@ impl Connection {
             if arrival.out_of_order || arrival.filled_hole || arrival.duplicate {
                 self.ack_now = true;
             } else if arrival.advanced > 0 {
+                self.last_data_at = Some(now);
                 self.unacked_bytes += arrival.advanced;
                 // RFC 5681 (4.2): at least every second full segment.
                 if self.unacked_bytes >= 2 * self.mss {
                     self.ack_now = true;
                 } else {
-                    match self.cfg.ack_delay {
-                        None => self.ack_now = true,
-                        Some(d) => {
+                    match self.cfg.acks {
+                        AckPolicy::Delayed(d) => {
                             self.ack_at.get_or_insert(now + d);
                         }
+                        AckPolicy::Interactive(d) if self.interactive => {
+                            self.ack_at.get_or_insert(now + d);
+                        }
+                        AckPolicy::Immediate | AckPolicy::Interactive(_) => self.ack_now = true,
                     }
                 }
             } else {

@@ -12,7 +12,9 @@ use smoltcp::wire::{TcpControl, TcpSeqNumber, TcpTimestampRepr};
 
 use super::loss::Recovery;
 use super::send::SentSegment;
-use super::{Connection, SACK_ROOM, Segment, State, UNDO_MAX_RETRANSMISSIONS, seq_add, seq_dist};
+use super::{
+    AckPolicy, Connection, SACK_ROOM, Segment, State, UNDO_MAX_RETRANSMISSIONS, seq_add, seq_dist,
+};
 
 impl Connection {
     /// Runs due timers and appends every segment that may go out now.
@@ -214,6 +216,13 @@ impl Connection {
         } else {
             TcpControl::None
         };
+        // Data answering data that came within the delay: interactive.
+        if let AckPolicy::Interactive(d) = self.cfg.acks
+            && len > 0
+            && self.last_data_at.is_some_and(|t| now < t + d)
+        {
+            self.interactive = true;
+        }
         let seg = self.segment(now, start, control, len, true);
         self.snd.record(SentSegment {
             start,

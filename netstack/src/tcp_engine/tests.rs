@@ -834,6 +834,86 @@ fn accept_answers_a_syn_with_mirrored_options() {
 
 /// RFC 5681 (4.2): a lone segment's ACK waits (40 ms here), the second
 /// full segment is acknowledged at once, out-of-order data at once.
+/// A data segment from A's port to B's, without options.
+fn data_segment(seq: TcpSeqNumber, ack: TcpSeqNumber, payload: &[u8]) -> TcpRepr<'_> {
+    TcpRepr {
+        src_port: 40000,
+        dst_port: 80,
+        control: TcpControl::None,
+        seq_number: seq,
+        ack_number: Some(ack),
+        window_len: 65535,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    }
+}
+
+/// `AckPolicy::Interactive`: a request is acknowledged at once until we
+/// answer one; then the next request's ACK waits for the answer, which
+/// carries it; a request left unanswered for the delay gets its ACK alone,
+/// and the one after it is acknowledged at once again.
+#[test]
+fn interactive_acks_ride_on_the_answer() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let cfg = Config {
+        acks: super::AckPolicy::Interactive(Duration::from_millis(40)),
+        ..config(1 << 20)
+    };
+    let mut sim = establish(cfg.clone(), cfg, p, p, 33);
+    let (_, mut a_nxt) = sim.ends[B].sequence_numbers();
+    let (b_nxt, _) = sim.ends[B].sequence_numbers();
+    let mut b_nxt = b_nxt;
+    let request = |sim: &mut Sim, a_nxt: &mut TcpSeqNumber, b_nxt: TcpSeqNumber| {
+        let out = sim.inject(B, &data_segment(*a_nxt, b_nxt, b"GET / HTTP/1.1\r\n\r\n"));
+        *a_nxt = super::seq_add(*a_nxt, 18);
+        out
+    };
+    let answer = |sim: &mut Sim, b_nxt: &mut TcpSeqNumber| {
+        sim.ends[B].send(b"HTTP/1.1 200 OK\r\n\r\n");
+        let mut out = Vec::new();
+        sim.ends[B].poll(sim.now, &mut out);
+        *b_nxt = super::seq_add(*b_nxt, 19);
+        out
+    };
+    // Not interactive yet: the first request is acknowledged at once.
+    let out = request(&mut sim, &mut a_nxt, b_nxt);
+    assert_eq!(out.len(), 1, "a bare ACK at once");
+    assert_eq!((out[0].len, out[0].header.ack_number), (0, Some(a_nxt)));
+    sim.now += Duration::from_millis(1);
+    let out = answer(&mut sim, &mut b_nxt);
+    assert_eq!(out.len(), 1);
+    // Interactive now: the next request's ACK waits for the answer...
+    sim.now += Duration::from_millis(5);
+    assert!(
+        request(&mut sim, &mut a_nxt, b_nxt).is_empty(),
+        "the ACK waits"
+    );
+    assert_eq!(
+        sim.ends[B].poll_at().map(|t| t - sim.now),
+        Some(Duration::from_millis(40))
+    );
+    sim.now += Duration::from_millis(1);
+    let out = answer(&mut sim, &mut b_nxt);
+    assert_eq!(out.len(), 1, "one segment: the answer, with the ACK");
+    assert_eq!((out[0].len, out[0].header.ack_number), (19, Some(a_nxt)));
+    // ...and a request left unanswered is acknowledged alone at 40 ms,
+    // which ends the interactive mode.
+    sim.now += Duration::from_millis(5);
+    assert!(request(&mut sim, &mut a_nxt, b_nxt).is_empty());
+    sim.now += Duration::from_millis(40);
+    let mut out = Vec::new();
+    sim.ends[B].poll(sim.now, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].len, out[0].header.ack_number), (0, Some(a_nxt)));
+    let out = request(&mut sim, &mut a_nxt, b_nxt);
+    assert_eq!(out.len(), 1, "at once again");
+    assert_eq!(out[0].header.ack_number, Some(a_nxt));
+}
+
 #[test]
 fn delayed_ack_policy() {
     let p = LinkParams::clean(Duration::from_millis(1), 0);
@@ -843,22 +923,6 @@ fn delayed_ack_policy() {
     assert_eq!(snd_nxt, rcv_nxt);
     let data = vec![1u8; 1448];
     let (b_nxt, _) = sim.ends[B].sequence_numbers();
-    fn data_segment(seq: TcpSeqNumber, ack: TcpSeqNumber, payload: &[u8]) -> TcpRepr<'_> {
-        TcpRepr {
-            src_port: 40000,
-            dst_port: 80,
-            control: TcpControl::None,
-            seq_number: seq,
-            ack_number: Some(ack),
-            window_len: 65535,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload,
-        }
-    }
     let s1 = data_segment(rcv_nxt, b_nxt, &data);
     let s2 = data_segment(super::seq_add(rcv_nxt, 1448), b_nxt, &data);
     let s4 = data_segment(super::seq_add(rcv_nxt, 3 * 1448), b_nxt, &data);

@@ -42,6 +42,8 @@ impl Connection {
         if due(self.ack_at) {
             self.ack_at = None;
             self.ack_now = true;
+            // No answer came to carry it: not interactive after all.
+            self.interactive = false;
         }
         if due(self.reo_at) {
             self.reo_at = None;
