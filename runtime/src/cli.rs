@@ -362,7 +362,8 @@ pub struct DoArgs {
     /// Impair frames as a bad network would (netem's faults; this kernel
     /// has none): [NIC:]KEY=VALUE,... with keys loss=P%, delay=TIME,
     /// jitter=TIME, duplicate=P%, reorder=P%, corrupt=P%, rate=RATE
-    /// (10mbit, 1gbit, 100kbps), limit=FRAMES (queued, 1000), seed=N and
+    /// (10mbit, 1gbit, 100kbps), burst=SIZE (the rate's bucket, in bytes:
+    /// 32kb), limit=FRAMES (queued, 1000), seed=N and
     /// dir=in|out|both (to the guest, from it; both by default). Every NIC
     /// but lo unless NIC: names one. Repeatable (or `;` between specs);
     /// later keys win. The same seed drops the same frames. With

@@ -112,6 +112,20 @@ fn tcp_through_a_lossy_link_still_delivers_every_byte() {
     );
 }
 
+#[test]
+fn a_rate_limit_bounds_a_transfers_throughput() {
+    let net = Topology::new();
+    let bytes = 2 << 20;
+    // 16 Mbit: 2 MiB take at least a second.
+    let (sent, sink) = bulk_to_peer(&net, &["--impair", "dir=out,rate=16mbit"], "9000", bytes);
+    assert_same_stream("guest to peer at 16 Mbit/s", &sent, &sink, bytes);
+    let secs = sent.elapsed.as_secs_f64();
+    assert!(
+        (1.0..4.0).contains(&secs),
+        "2 MiB at 16 Mbit/s took {secs} s\n{sent}"
+    );
+}
+
 /// The icmp_seq of every reply ping received.
 fn answered(out: &Outcome) -> BTreeSet<u32> {
     rtts(out).into_iter().map(|r| r.0).collect()

@@ -59,9 +59,14 @@ pub struct Impairments {
     /// Each frame's delay varies by up to this much either way (uniformly);
     /// frames then leave in the order of their release times, as netem's.
     pub jitter: Duration,
-    /// Bits per second the direction carries (0: no limit): after each
-    /// frame the link is busy for its length at this rate, as netem's `rate`.
+    /// Bits per second the direction carries (0: no limit): a token
+    /// bucket filled at this rate, `burst` bytes deep; each frame takes
+    /// its length in tokens and waits until the bucket holds them.
     pub rate_bps: u64,
+    /// Depth of the rate's bucket, in bytes: how much may leave at once
+    /// after a pause. 0 is netem's `rate` (after each frame the link is
+    /// busy for its length at the rate).
+    pub burst: u64,
     /// Most frames waiting at once (0: [`DEFAULT_LIMIT`]); more are dropped.
     pub limit: usize,
     /// Seed of the generator (0 is replaced by a fixed non-zero value).
@@ -201,10 +206,16 @@ impl Way {
             at = Instant::from_micros((at.total_micros() + off).max(now.total_micros()));
         }
         if self.cfg.rate_bps > 0 {
-            let start = self.free_at.map_or(at, |f| f.max(at));
-            let busy = (len as u64 * 8 * 1_000_000).div_ceil(self.cfg.rate_bps);
-            self.free_at = Some(start + Duration::from_micros(busy));
-            at = start;
+            // The bucket as a theoretical arrival time (GCRA): `free_at` is
+            // when the bucket would be full again; a frame may leave as
+            // early as `burst` bytes' worth of time before that.
+            let micros = |bytes: u64| (bytes * 8 * 1_000_000).div_ceil(self.cfg.rate_bps);
+            let due = self.free_at.map_or(at, |f| f.max(at));
+            let slack = Duration::from_micros(micros(self.cfg.burst));
+            self.free_at = Some(due + Duration::from_micros(micros(len as u64)));
+            if due - slack > at {
+                at = due - slack;
+            }
         }
         at
     }
@@ -670,6 +681,31 @@ mod tests {
             .iter()
             .map(|(at, f)| (number(f), at.total_micros()))
             .collect()
+    }
+
+    #[test]
+    fn a_bucket_lets_a_burst_through_then_keeps_to_the_rate() {
+        let cfg = Impairments {
+            rate_bps: 1_000_000,
+            burst: 10_000,
+            limit: 100_000,
+            ..Impairments::default()
+        };
+        let mut l = Impaired::new(Sink::default(), cfg);
+        // All offered at once: 10,000 bytes' worth leave at once with the
+        // first (whose own tokens the full bucket holds too), then one
+        // every 8 ms.
+        let out = run_out(&mut l, 200, 0, 1000, 1_000_000);
+        let at_once = out.iter().filter(|&&(_, t)| t == 0).count();
+        assert_eq!(at_once, 11, "{:?}", &out[..12]);
+        assert_eq!(out[11].1, 8_000);
+        // In one second: the burst and one second at the rate.
+        let bits = (out.len() - at_once) as f64 * 8000.0;
+        assert!((990_000.0..=1_010_000.0).contains(&bits), "{bits}");
+        // After a pause the bucket is full again.
+        l.send(us(3_000_000), frame(999, 1000));
+        l.flush(us(3_000_000));
+        assert_eq!(l.get_ref().sent.last().unwrap().0, us(3_000_000));
     }
 
     #[test]

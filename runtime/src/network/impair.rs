@@ -15,7 +15,8 @@ use netstack::Duration;
 use netstack::link::Impairments;
 
 /// Every key a spec may hold, for error messages.
-const KEYS: &str = "loss, delay, jitter, duplicate, reorder, corrupt, rate, limit, seed, dir";
+const KEYS: &str =
+    "loss, delay, jitter, duplicate, reorder, corrupt, rate, burst, limit, seed, dir";
 
 /// One `--impair` spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,7 @@ enum Setting {
     Delay(Duration),
     Jitter(Duration),
     Rate(u64),
+    Burst(u64),
     Limit(usize),
     Seed(u64),
 }
@@ -52,6 +54,7 @@ impl Setting {
             Setting::Delay(d) => to.delay = d,
             Setting::Jitter(d) => to.jitter = d,
             Setting::Rate(r) => to.rate_bps = r,
+            Setting::Burst(b) => to.burst = b,
             Setting::Limit(n) => to.limit = n,
             Setting::Seed(s) => to.seed = s,
         }
@@ -110,6 +113,7 @@ impl FromStr for ImpairSpec {
                 "delay" => Setting::Delay(time(value).map_err(|e| bad(&e))?),
                 "jitter" => Setting::Jitter(time(value).map_err(|e| bad(&e))?),
                 "rate" => Setting::Rate(rate(value).map_err(|e| bad(&e))?),
+                "burst" => Setting::Burst(size(value).map_err(|e| bad(&e))?),
                 "limit" => Setting::Limit(match value.parse() {
                     Ok(n) if n > 0 => n,
                     _ => return Err(bad("expected a number of frames, at least 1")),
@@ -171,6 +175,23 @@ fn time(v: &str) -> Result<Duration, String> {
         Ok(_) => Err("longer than an hour".into()),
         Err(_) => Err("expected a number and a unit (e.g. 20ms)".into()),
     }
+}
+
+/// A size in bytes: `1500`, `32kb` or `1mb` (1024-based, as tc reads them).
+fn size(v: &str) -> Result<u64, String> {
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        _ => return Err(format!("unknown unit {unit:?} (expected b, kb or mb)")),
+    };
+    n.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&b| b < 1 << 40)
+        .ok_or_else(|| "expected a size in bytes (e.g. 32kb)".into())
 }
 
 /// A rate with its unit, in bits per second: `10mbit`, `1gbit`, `500kbit`,
@@ -265,6 +286,9 @@ mod tests {
         assert_eq!(time("250us"), Ok(Duration::from_micros(250)));
         assert_eq!(rate("1Gbit"), Ok(1_000_000_000));
         assert_eq!(rate("100kbps"), Ok(800_000));
+        let (out, _) = for_nic(&[spec("rate=1mbit,burst=32kb")], "eth0").unwrap();
+        assert_eq!((out.rate_bps, out.burst), (1_000_000, 32 * 1024));
+        assert_eq!(size("1500"), Ok(1500));
     }
 
     #[test]
@@ -306,6 +330,7 @@ mod tests {
             ("rate=10mb", "unknown unit \"mb\""),
             ("rate=0mbit", "positive rate"),
             ("limit=0", "at least 1"),
+            ("burst=2gbit", "unknown unit \"gbit\""),
             ("seed=-1", "whole number"),
             ("dir=up", "expected in (to the guest)"),
             ("lose=1%", "unknown key \"lose\""),

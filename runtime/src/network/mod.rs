@@ -201,6 +201,12 @@ impl NicWrap<'_> {
 fn check_impaired_nics(specs: &[ImpairSpec], net: &SentryNetwork) -> Result<(), Error> {
     let mut names: Vec<&str> = net.nics.iter().map(|n| n.config.name.as_str()).collect();
     names.push("lo");
+    if !specs.is_empty() && names.iter().all(|n| impair::for_nic(specs, n).is_none()) {
+        tracing::warn!(
+            "--impair changes nothing: it names no NIC of the sandbox's ({}; lo only when named)",
+            names.join(", ")
+        );
+    }
     match impair::unknown_nics(specs, &names)[..] {
         [] => Ok(()),
         [first, ..] => Err(format!(
