@@ -352,7 +352,7 @@ pub fn build_oci(
     Ok(out)
 }
 
-/// Wraps a NIC's link in the capture, when there is one.
+/// Wraps a NIC's link as [`NicWrap`] does: impaired, captured, or as it is.
 type Sniff<'a> = &'a dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>;
 
 /// Takes over the interfaces of the namespace at `path` for the Sentry.
