@@ -10,25 +10,17 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::Duration;
 
-use common::netns::{Topology, World, assert_same_stream, bulk_to_peer};
+use common::netns::{TakeOver, Topology, World, assert_same_stream, bulk_to_peer};
 use common::pcap::fields;
 use common::{Guest, Outcome, SMOLVISOR, ScratchDir};
 
 /// `ping -c COUNT -i 0.05 PEER` in the sandbox with `extra` options.
-fn ping(net: &Topology, extra: &[&str], count: u32) -> Outcome {
+fn ping(net: &impl World, extra: &[&str], count: u32) -> Outcome {
     let count = count.to_string();
-    let argv = [
-        "ping",
-        "-n",
-        "-c",
-        &count,
-        "-i",
-        "0.05",
-        "-W",
-        "1",
-        &net.b_ip(),
-    ];
+    let peer = net.peer_ip();
+    let argv = ["ping", "-n", "-c", &count, "-i", "0.05", "-W", "1", &peer];
     net.sandbox(extra, Guest::new(&argv)).run()
 }
 
@@ -124,6 +116,101 @@ fn a_rate_limit_bounds_a_transfers_throughput() {
         (1.0..4.0).contains(&secs),
         "2 MiB at 16 Mbit/s took {secs} s\n{sent}"
     );
+}
+
+/// Has the sandbox (with `extra` options) take `bytes` from a source in
+/// the peer on `port`; returns what the source and the receiver said.
+fn bulk_from_peer_with(
+    net: &Topology,
+    extra: &[&str],
+    port: &str,
+    bytes: u64,
+) -> (Outcome, Outcome) {
+    let peer = net.b_ip();
+    let mut source = net
+        .peer(Guest::python(
+            "nat_peer.py",
+            &["tcp-source", &peer, port, &bytes.to_string()],
+        ))
+        .deadline(Duration::from_secs(60))
+        .spawn();
+    source.wait_for_line("ready");
+    let received = net
+        .sandbox(
+            extra,
+            Guest::python("nat_peer.py", &["tcp-recv", &peer, port]),
+        )
+        .deadline(Duration::from_secs(60))
+        .run();
+    (source.wait(), received)
+}
+
+/// Frames of `file` whose comment holds `word`.
+fn commented(file: &std::path::Path, word: &str) -> usize {
+    fields(
+        file,
+        &format!("tcp && frame.comment contains \"{word}\""),
+        &["frame.number"],
+    )
+    .len()
+}
+
+#[test]
+fn corrupted_frames_never_reach_either_end() {
+    // nat's cable trusts its frames: corruption must make the stack check
+    // checksums (and fill them into frames from the gateway), or damaged
+    // bytes would reach the peer or the guest.
+    let net = Topology::new();
+    let bytes = 4 << 20;
+    let dir = ScratchDir::new("impair-corrupt");
+    let up = dir.path().join("up.pcapng");
+    let extra = [
+        "--impair",
+        "corrupt=5%,seed=8",
+        "--pcap-log",
+        up.to_str().unwrap(),
+    ];
+    let (sent, sink) = bulk_to_peer(&net, &extra, "9000", bytes);
+    assert_same_stream("guest to peer through corruption", &sent, &sink, bytes);
+    assert!(commented(&up, "corrupted") > 0, "nothing was corrupted");
+
+    let down = dir.path().join("down.pcapng");
+    let extra = [
+        "--impair",
+        "corrupt=5%,seed=9",
+        "--pcap-log",
+        down.to_str().unwrap(),
+    ];
+    let (source, received) = bulk_from_peer_with(&net, &extra, "9001", bytes);
+    assert_same_stream(
+        "peer to guest through corruption",
+        &source,
+        &received,
+        bytes,
+    );
+    let flagged = fields(
+        &down,
+        "frame.packet_flags_crc_error == 1",
+        &["frame.number"],
+    );
+    assert!(!flagged.is_empty(), "no frame carries the CRC-error flag");
+}
+
+#[test]
+fn a_taken_over_interface_is_impaired_too() {
+    // sandbox mode: AF_PACKET on the veth, whose offloads the impairment hides.
+    let net = Topology::new();
+    let world = TakeOver(&net);
+    let out = ping(&world, &["--impair", "delay=40ms"], 6);
+    let got = rtts(&out);
+    assert_eq!(got.len(), 6, "{out}");
+    for (seq, ms) in got {
+        let most = if seq < 4 { 300.0 } else { 200.0 };
+        assert!((80.0..most).contains(&ms), "icmp_seq={seq}: {ms} ms\n{out}");
+    }
+    let bytes = 4 << 20;
+    let (sent, sink) = bulk_to_peer(&world, &["--impair", "loss=2%,seed=4"], "9002", bytes);
+    assert_same_stream("taken-over veth through loss", &sent, &sink, bytes);
 }
 
 /// The icmp_seq of every reply ping received.
