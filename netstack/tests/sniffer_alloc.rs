@@ -59,8 +59,11 @@ fn recording_a_frame_allocates_nothing() {
             now += netstack::Duration::from_micros(10);
         }
     };
-    // Warm-up: the buffer and the per-frame bookkeeping reach their size.
+    // Warm-up: the buffer and the per-frame bookkeeping reach their size,
+    // and this thread waits once for the writer (as it may under load
+    // later), which sets up the channel's per-thread waiting state.
     record(5000);
+    cap.flush();
     COUNTING.with(|c| c.set(true));
     record(20_000);
     COUNTING.with(|c| c.set(false));

@@ -8,6 +8,8 @@ use std::str::FromStr;
 use clap::{Parser, Subcommand};
 use netstack::nat::Publish;
 
+use crate::network::impair::ImpairSpec;
+
 /// A network-centric container sandbox: every socket of the guest is served
 /// by a user-space TCP/IP stack.
 #[derive(Debug, Parser)]
@@ -55,6 +57,13 @@ pub struct GlobalArgs {
     /// OCI containers: record every trapped system call to FILE (`%ID%` as above).
     #[arg(long = "debug-log", value_name = "FILE")]
     pub debug_log: Option<String>,
+    /// OCI containers: impair the NICs' frames, as `do --impair` does.
+    #[arg(
+        long = "impair",
+        value_name = "[NIC:]KEY=VALUE,...",
+        value_delimiter = ';'
+    )]
+    pub impair: Vec<ImpairSpec>,
 }
 
 /// The --log file's format.
@@ -350,6 +359,21 @@ pub struct DoArgs {
     /// Record every trapped system call, its arguments and its answer.
     #[arg(long, value_name = "FILE")]
     pub debug_log: Option<PathBuf>,
+    /// Impair frames as a bad network would (netem's faults; this kernel
+    /// has none): [NIC:]KEY=VALUE,... with keys loss=P%, delay=TIME,
+    /// jitter=TIME, duplicate=P%, reorder=P%, corrupt=P%, rate=RATE
+    /// (10mbit, 1gbit, 100kbps), burst=SIZE (the rate's bucket, in bytes:
+    /// 32kb), limit=FRAMES (queued, 1000), seed=N and
+    /// dir=in|out|both (to the guest, from it; both by default). Every NIC
+    /// but lo unless NIC: names one. Repeatable (or `;` between specs);
+    /// later keys win. The same seed drops the same frames. With
+    /// --pcap-log, dropped frames are recorded with a comment.
+    #[arg(
+        long = "impair",
+        value_name = "[NIC:]KEY=VALUE,...",
+        value_delimiter = ';'
+    )]
+    pub impair: Vec<ImpairSpec>,
     /// The command and its arguments. Words after the command's first are
     /// its own, hyphens or not; before it, an unknown option is an error
     /// (`--` lets a command start with a hyphen).

@@ -952,3 +952,51 @@ fn the_sentry_daemon_keeps_only_the_privileges_each_thread_needs() {
     }
     oci.cmd(&["delete", "--force", &id]).assert_ok();
 }
+
+/// How long (s) a TCP exchange on the container's loopback takes:
+/// connect, a line, close, as busybox `time` says.
+fn loopback_exchange_seconds(oci: &Oci, label: &str, impair: Option<&str>) -> f64 {
+    let script = "nc -l -p 8080 >/dev/null & sleep 0.3; \
+                  busybox time sh -c 'echo hi | nc 127.0.0.1 8080'";
+    let bundle = Bundle::new(oci, label, &["sh", "-c", script]);
+    if let Some(spec) = impair {
+        bundle.edit(|c| c["annotations"]["dev.smolvisor.impair"] = Value::from(spec));
+    }
+    let id = unique_id(label);
+    oci.track(&id);
+    let out = oci.cmd(&["run", "--bundle", path_str(bundle.path()), &id]);
+    assert_eq!(out.code(), Some(0), "the exchange on lo failed\n{out}");
+    // "real\t0m 0.38s"
+    let real = out.stderr.lines().find_map(|l| {
+        let t = l.strip_prefix("real")?.trim();
+        let (m, s) = t.split_once('m')?;
+        Some(m.parse::<f64>().ok()? * 60.0 + s.trim().strip_suffix('s')?.parse::<f64>().ok()?)
+    });
+    real.unwrap_or_else(|| panic!("no time in the output\n{out}"))
+}
+
+#[test]
+fn the_impair_annotation_delays_the_containers_loopback() {
+    if skipped_under_runc("the impair annotation", "smolvisor's own annotation") {
+        return;
+    }
+    let oci = Oci::new("impair");
+    let plain = loopback_exchange_seconds(&oci, "impair-plain", None);
+    assert!(plain < 0.3, "unimpaired, the exchange took {plain} s");
+    // On lo each frame is sent once: 200 ms each way, so the handshake
+    // alone takes 0.4 s.
+    let slow = loopback_exchange_seconds(&oci, "impair-lo", Some("lo:delay=200ms"));
+    assert!(slow >= 0.5, "with 200 ms on lo the exchange took {slow} s");
+
+    // A malformed one stops `create`, naming the annotation.
+    let bad = Bundle::new(&oci, "impair-bad", &["true"]);
+    bad.edit(|c| c["annotations"]["dev.smolvisor.impair"] = Value::from("delay=soon"));
+    let id = unique_id("impair-bad");
+    oci.track(&id);
+    let out = oci.cmd(&["create", "--bundle", path_str(bad.path()), &id]);
+    assert_ne!(out.code(), Some(0), "{out}");
+    assert!(
+        out.stderr.contains("dev.smolvisor.impair") && out.stderr.contains("delay=soon"),
+        "{out}"
+    );
+}

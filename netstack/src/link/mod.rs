@@ -8,7 +8,8 @@
 //! `Device` built around the link for the duration of one call.
 //!
 //! Links: [`Loopback`] (`lo`), [`pair`] (an in-memory cable), [`Impaired`]
-//! (loss, duplication, reordering for tests), [`TapLink`] (an existing TAP
+//! (loss, delay, jitter, duplication, reordering, corruption and a rate,
+//! each way: `--impair`), [`TapLink`] (an existing TAP
 //! device), [`Sniffer`] (pcapng capture of any link into a [`Capture`]), and
 //! [`DnsRelay`] (the guest's queries to Docker's 127.0.0.11:53, relayed
 //! through host sockets). The wrappers among them are a [`Layer`] around
@@ -24,14 +25,14 @@ mod sniffer;
 mod tap;
 
 pub use dns_relay::{DnsRelay, DnsRelayer, MAX_RELAYS, RELAY_IDLE};
-pub use impair::{Impaired, Impairer, Impairments};
+pub use impair::{DEFAULT_LIMIT, ImpairCounts, Impaired, Impairer, Impairments};
 pub use layer::{Layer, Layered, pass_on};
 pub use loopback::Loopback;
 pub use packet::{PacketLink, PacketStats};
 pub use pair::{PairEnd, pair};
 pub use sniffer::{
     Capture, CaptureClock, CaptureConfig, CaptureError, CaptureFile, CaptureInterface,
-    CaptureSummary, Direction, FrameRecorder, InterfaceCounts, Ring, Sniffer,
+    CaptureSummary, Direction, FrameRecorder, InterfaceCounts, Mark, Ring, Sniffer,
 };
 pub use tap::{TapError, TapLink, TapStats};
 

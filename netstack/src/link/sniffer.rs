@@ -53,6 +53,8 @@ const ISB_BYTES: u64 = 52;
 /// pcapng `epb_flags` direction bits.
 const EPB_INBOUND: u32 = 0b01;
 const EPB_OUTBOUND: u32 = 0b10;
+/// pcapng `epb_flags` link-layer error bit: CRC error.
+const EPB_CRC_ERROR: u32 = 1 << 24;
 
 /// Where capture timestamps come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -168,6 +170,17 @@ pub enum Direction {
     Inbound,
     /// Sent to the link.
     Outbound,
+}
+
+/// What a frame is recorded with besides its direction: a comment (the
+/// EPB's `opt_comment`, which Wireshark shows and `frame.comment`
+/// filters) and the CRC-error flag of its `epb_flags`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mark<'a> {
+    /// Why the frame is remarkable (dropped, corrupted, ...).
+    pub comment: Option<&'a str>,
+    /// The frame is damaged, as a frame that failed its CRC is.
+    pub crc_error: bool,
 }
 
 /// A pcapng capture shared by the NICs of a stack: cloning is cheap, and
@@ -410,7 +423,20 @@ impl Capture {
     /// Records one frame now. Sniffers call this; it is public for links
     /// that are not wrapped (a frame injected by a fuzzer, say).
     pub fn record(&self, iface: CaptureInterface, dir: Direction, now: Instant, frame: &[u8]) {
-        self.lock().record(iface, dir, now, frame);
+        self.lock().record(iface, dir, now, frame, Mark::default());
+    }
+
+    /// Records one frame now, with a comment or error flag (an impairment
+    /// says so of the frames it dropped or damaged).
+    pub fn record_marked(
+        &self,
+        iface: CaptureInterface,
+        dir: Direction,
+        now: Instant,
+        frame: &[u8],
+        mark: Mark<'_>,
+    ) {
+        self.lock().record(iface, dir, now, frame, mark);
     }
 
     /// Writes out what is buffered now (the next poll would do it soon
@@ -491,7 +517,14 @@ impl Writer {
         }
     }
 
-    fn record(&mut self, iface: CaptureInterface, dir: Direction, now: Instant, frame: &[u8]) {
+    fn record(
+        &mut self,
+        iface: CaptureInterface,
+        dir: Direction,
+        now: Instant,
+        frame: &[u8],
+        mark: Mark<'_>,
+    ) {
         let Some(i) = self.interfaces.get_mut(iface as usize) else {
             return;
         };
@@ -505,12 +538,18 @@ impl Writer {
             0 => frame.len(),
             n => frame.len().min(n as usize),
         };
-        let flags = match dir {
+        let mut flags = match dir {
             Direction::Inbound => EPB_INBOUND,
             Direction::Outbound => EPB_OUTBOUND,
         };
+        if mark.crc_error {
+            flags |= EPB_CRC_ERROR;
+        }
         let mut opts = std::mem::take(&mut self.opts);
         opts.push(EnhancedPacketOption::Flags(flags));
+        if let Some(c) = mark.comment {
+            opts.push(EnhancedPacketOption::Comment(Cow::Owned(c.to_owned())));
+        }
         let mut block = Block::EnhancedPacket(EnhancedPacketBlock {
             interface_id: iface,
             timestamp: self.timestamp(now),

@@ -132,6 +132,7 @@ impl Net {
             reorder_ppm: 10_000,
             duplicate_ppm: 0,
             seed: 42,
+            ..Impairments::default()
         })
     }
 

@@ -3,16 +3,18 @@
 //! over for the sandbox, [`takeover`]), all set up before the guest starts
 //! and handed to the Sentry.
 
+pub mod impair;
 pub mod takeover;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use netstack::link::{Capture, DnsRelay, Loopback, TapLink};
+use netstack::link::{Capture, CaptureInterface, DnsRelay, Impairer, Layered, Loopback, TapLink};
 use netstack::nat::{Nat, NatConfig};
 use netstack::{Link, NicConfig, NicSetup};
 use sentry::SentryNetwork;
 
+use self::impair::ImpairSpec;
 use crate::cli::{DoArgs, Network, OciNetwork};
 
 type Error = Box<dyn std::error::Error>;
@@ -72,16 +74,17 @@ impl Restorer {
 /// The NICs for `--network`, set up before the guest starts, so that a
 /// busy published port or a missing device fails before anything runs.
 pub fn build(args: &DoArgs, capture: Option<&Capture>) -> Result<Networking, Error> {
-    let sniff = |link: Box<dyn Link>, name: &str| -> Box<dyn Link> {
-        match capture {
-            Some(c) => Box::new(c.wrap(link, name)),
-            None => link,
-        }
+    let wrap = NicWrap {
+        capture,
+        impair: &args.impair,
     };
+    let sniff = |link: Box<dyn Link>, name: &str| wrap.wrap(link, name).0;
+    // Loopback hands each frame straight back: one copy per packet.
+    let loopback = (capture.is_some() || impair::for_nic(&args.impair, "lo").is_some())
+        .then(|| sniff(Box::new(Loopback::new()), "lo"));
     let mut out = Networking {
         sentry: SentryNetwork {
-            // Loopback hands each frame straight back: one copy per packet.
-            loopback: capture.map(|c| Box::new(c.wrap(Loopback::new(), "lo").sent_only()) as _),
+            loopback,
             ..SentryNetwork::default()
         },
         guest_files: Vec::new(),
@@ -149,7 +152,69 @@ pub fn build(args: &DoArgs, capture: Option<&Capture>) -> Result<Networking, Err
             relay(net, path, true, &sniff)?;
         }
     }
+    check_impaired_nics(&args.impair, &out.sentry)?;
     Ok(out)
+}
+
+/// How each NIC's link is wrapped: impaired as `--impair` says, and
+/// recorded into the capture, when there is one (by its impairer, which
+/// marks the frames it drops, or else by a sniffer).
+struct NicWrap<'a> {
+    capture: Option<&'a Capture>,
+    impair: &'a [ImpairSpec],
+}
+
+impl NicWrap<'_> {
+    /// The link of NIC `name`, wrapped, and its interface in the capture.
+    fn wrap(&self, link: Box<dyn Link>, name: &str) -> (Box<dyn Link>, Option<CaptureInterface>) {
+        // On lo every frame sent comes back received: recorded once, when sent.
+        let lo = name == "lo";
+        match (impair::for_nic(self.impair, name), self.capture) {
+            (Some((out, to_guest)), capture) => {
+                let mut layer = Impairer::both(out, to_guest);
+                let mut iface = None;
+                if let Some(c) = capture {
+                    let id = c.add_interface(name, link.caps().medium);
+                    layer = layer.record_into(c.clone(), id);
+                    if lo {
+                        layer = layer.sent_only();
+                    }
+                    iface = Some(id);
+                }
+                tracing::info!("{name}: impaired, from the guest {out:?}, to it {to_guest:?}");
+                (Box::new(Layered::wrap(link, layer)), iface)
+            }
+            (None, Some(c)) => {
+                let mut s = c.wrap(link, name);
+                if lo {
+                    s = s.sent_only();
+                }
+                let iface = s.interface();
+                (Box::new(s), Some(iface))
+            }
+            (None, None) => (link, None),
+        }
+    }
+}
+
+/// A `--impair` that names a NIC the sandbox does not have is an error.
+fn check_impaired_nics(specs: &[ImpairSpec], net: &SentryNetwork) -> Result<(), Error> {
+    let mut names: Vec<&str> = net.nics.iter().map(|n| n.config.name.as_str()).collect();
+    names.push("lo");
+    if !specs.is_empty() && names.iter().all(|n| impair::for_nic(specs, n).is_none()) {
+        tracing::warn!(
+            "--impair changes nothing: it names no NIC of the sandbox's ({}; lo only when named)",
+            names.join(", ")
+        );
+    }
+    match impair::unknown_nics(specs, &names)[..] {
+        [] => Ok(()),
+        [first, ..] => Err(format!(
+            "--impair names {first}, but the sandbox's NICs are {}",
+            names.join(", ")
+        )
+        .into()),
+    }
 }
 
 /// `relay`: a gateway per interface of the namespace at `path` that is up
@@ -245,29 +310,18 @@ pub fn build_oci(
     mode: OciNetwork,
     restore: bool,
     capture: Option<&Capture>,
+    impair: &[ImpairSpec],
 ) -> Result<Networking, Error> {
-    let sniff = |link: Box<dyn Link>, name: &str| -> Box<dyn Link> {
-        match capture {
-            Some(c) => Box::new(c.wrap(link, name)),
-            None => link,
-        }
-    };
+    let wrap = NicWrap { capture, impair };
+    let sniff = |link: Box<dyn Link>, name: &str| wrap.wrap(link, name).0;
     // Docker's embedded resolver answers at 127.0.0.11 in the container's
     // namespace, where the Sentry lives: the guest's queries there go out
     // through host sockets (the capture still records them on lo).
-    let loopback: Box<dyn Link> = match capture {
-        Some(c) => {
-            let lo = c.wrap(Loopback::new(), "lo").sent_only();
-            let iface = lo.interface();
-            Box::new(
-                DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?.record_into(c.clone(), iface),
-            )
-        }
-        None => Box::new(DnsRelay::new(
-            Loopback::new(),
-            DOCKER_DNS,
-            DOCKER_DNS.into(),
-        )?),
+    let (lo, iface) = wrap.wrap(Box::new(Loopback::new()), "lo");
+    let relay_lo = DnsRelay::new(lo, DOCKER_DNS, DOCKER_DNS.into())?;
+    let loopback: Box<dyn Link> = match (capture, iface) {
+        (Some(c), Some(iface)) => Box::new(relay_lo.record_into(c.clone(), iface)),
+        _ => Box::new(relay_lo),
     };
     let mut out = Networking {
         sentry: SentryNetwork {
@@ -294,10 +348,11 @@ pub fn build_oci(
         // sockets are made there without entering it.
         OciNetwork::Relay => relay(&mut out.sentry, here, false, &sniff)?,
     }
+    check_impaired_nics(impair, &out.sentry)?;
     Ok(out)
 }
 
-/// Wraps a NIC's link in the capture, when there is one.
+/// Wraps a NIC's link as [`NicWrap`] does: impaired, captured, or as it is.
 type Sniff<'a> = &'a dyn Fn(Box<dyn Link>, &str) -> Box<dyn Link>;
 
 /// Takes over the interfaces of the namespace at `path` for the Sentry.

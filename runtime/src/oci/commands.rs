@@ -421,7 +421,8 @@ pub fn features() -> Result<i32, Error> {
         "annotations": {
             "dev.smolvisor.network": "sandbox | none",
             "dev.smolvisor.pcap-log": "FILE (%ID% is the container's id)",
-            "dev.smolvisor.debug-log": "FILE (%ID% is the container's id)"
+            "dev.smolvisor.debug-log": "FILE (%ID% is the container's id)",
+            "dev.smolvisor.impair": "[NIC:]KEY=VALUE,... as do --impair (several joined by ;)"
         }
     });
     println!("{}", serde_json::to_string_pretty(&v)?);

@@ -299,6 +299,9 @@ impl Daemon {
         if let Some(p) = &options.debug_log {
             cmd.arg("--debug-log").arg(p);
         }
+        for spec in &options.impair {
+            cmd.arg("--impair").arg(spec.to_string());
+        }
         cmd.arg("sentry-daemon").arg("--id").arg(id).arg("--netns");
         match netns {
             // Sharing the host's namespace, the Sentry would make its

@@ -70,7 +70,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
         None => None,
     };
     let mode = global.network.unwrap_or(OciNetwork::Sandbox);
-    let net = network::build_oci(mode, joined, capture.as_ref())?;
+    let net = network::build_oci(mode, joined, capture.as_ref(), &global.impair)?;
     say(ctl, "ready")?;
 
     // The hand-off channel, then the init's pid, once libcontainer made it.

@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::container::Container;
 
 use crate::cli::{GlobalArgs, OciNetwork};
+use crate::network::impair::ImpairSpec;
 
 pub type Error = Box<dyn std::error::Error>;
 
@@ -108,6 +109,7 @@ pub struct Options {
     pub network: Option<OciNetwork>,
     pub pcap_log: Option<PathBuf>,
     pub debug_log: Option<PathBuf>,
+    pub impair: Vec<ImpairSpec>,
 }
 
 /// The annotations' prefix.
@@ -122,6 +124,7 @@ impl Options {
         let mut network = global.network;
         let mut pcap = global.pcap_log.clone();
         let mut debug = global.debug_log.clone();
+        let mut impair = global.impair.clone();
         for (key, value) in annotations.into_iter().flatten() {
             let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
@@ -136,6 +139,10 @@ impl Options {
                 }
                 "pcap-log" => pcap = Some(value.clone()),
                 "debug-log" => debug = Some(value.clone()),
+                "impair" => {
+                    impair = crate::network::impair::parse_list(value)
+                        .map_err(|e| format!("annotation {key}: {e}"))?;
+                }
                 _ => return Err(format!("unknown annotation {key}").into()),
             }
         }
@@ -144,6 +151,7 @@ impl Options {
             network,
             pcap_log: pcap.map(expand),
             debug_log: debug.map(expand),
+            impair,
         })
     }
 }
@@ -225,6 +233,17 @@ mod tests {
         assert_eq!(o.network, Some(OciNetwork::Sandbox));
         assert_eq!(o.pcap_log, Some(PathBuf::from("/cap/x1.pcapng")));
         assert_eq!(o.debug_log, Some(PathBuf::from("/d/x1")));
+        assert!(o.impair.is_empty());
+
+        let g = global(&["--impair", "delay=5ms"]);
+        assert_eq!(Options::resolve(&g, None, "i").unwrap().impair.len(), 1);
+        let notes = HashMap::from([(
+            "dev.smolvisor.impair".to_owned(),
+            "dir=out,loss=1%;eth0:delay=20ms".to_owned(),
+        )]);
+        let o = Options::resolve(&g, Some(&notes), "i").unwrap();
+        let texts: Vec<String> = o.impair.iter().map(ToString::to_string).collect();
+        assert_eq!(texts, ["dir=out,loss=1%", "eth0:delay=20ms"]);
     }
 
     #[test]
@@ -233,6 +252,7 @@ mod tests {
         for (key, value) in [
             ("dev.smolvisor.network", "nat"),
             ("dev.smolvisor.pcap", "/x"),
+            ("dev.smolvisor.impair", "loss=lots"),
         ] {
             let notes = HashMap::from([(key.to_owned(), value.to_owned())]);
             let e = Options::resolve(&g, Some(&notes), "i")
