@@ -47,6 +47,8 @@ main() {
     step cargo bench --workspace --no-run
     # nextest does not run doctests.
     step cargo test --workspace --doc --release
+    # Every coverage-guided fuzz target for a bounded time (nightly).
+    step bash scripts/fuzz.sh --time 30
     # The test run comes last, so its summary is the closing line.
     if cargo nextest --version >/dev/null 2>&1; then
         step cargo nextest run --workspace --release
