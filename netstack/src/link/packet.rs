@@ -99,6 +99,12 @@ pub struct PacketLink {
     sender: Option<SenderThread>,
     /// An empty batch (with its capacity) for the next frames.
     spare_batch: Batch,
+    /// The last read took fewer frames than it had room for: the socket
+    /// was empty then (what arrives later makes it readable again for the
+    /// caller's epoll). The next `recv` that finds no frame left says so
+    /// without asking the socket, which would cost a system call that
+    /// fails with EAGAIN; the one after it asks again.
+    drained: bool,
 }
 
 /// A batch of frames behind their headers, as `sendmmsg` takes them.
@@ -152,6 +158,7 @@ impl PacketLink {
             stats: PacketStats::default(),
             sender: None,
             spare_batch: Vec::with_capacity(MAX_BATCH),
+            drained: false,
         })
     }
 
@@ -217,6 +224,7 @@ impl PacketLink {
         // WouldBlock is the usual error; any other (the interface went
         // down) looks the same to the stack: no frame now.
         let ok = sys::recv_batch(self.fd.as_fd(), &mut bufs, &mut self.batch).is_ok();
+        self.drained = !ok || self.batch.len() < bufs.len();
         if ok {
             let got = self.batch.len();
             // Kept in reverse, so that `pop` yields them in arrival order.
@@ -309,7 +317,7 @@ impl Link for PacketLink {
 
     fn recv(&mut self, _now: Instant) -> Option<Vec<u8>> {
         while self.rx.is_empty() {
-            if !self.fill() {
+            if std::mem::take(&mut self.drained) || !self.fill() {
                 return None;
             }
         }
