@@ -204,3 +204,137 @@ fn mutated_and_random_frames_do_not_break_the_stack() {
     w.b.close(l).unwrap();
     w.b.close(u).unwrap();
 }
+
+/// A SYN from an address on the subnet where no host answers (spoofed, or
+/// a host that went away) leaves a SYN-ACK waiting for a neighbour that
+/// never answers. smoltcp keeps such a packet at the head of the queue that
+/// carries TCP segments through its interface, with every later one behind
+/// it; the stack must not let it hold them: new connections still
+/// complete, over IPv4 once their peer's ARP entry has aged (so that their
+/// segments take that queue too) and over IPv6 (whose segments always do).
+/// The stack fuzzer (`fuzz/`, target `stack_frames`) found this.
+#[test]
+fn a_syn_from_a_silent_address_does_not_stall_later_connections() {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
+        Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    for (v6, aged) in [(false, 70), (true, 0)] {
+        let (ea, eb) = pair(1500, Duration::ZERO, false);
+        let inject_b: Frames = Arc::default();
+        let a = host(
+            Box::new(Tap {
+                inner: ea,
+                inject: Arc::default(),
+                sent: Arc::default(),
+            }),
+            1,
+            21,
+        );
+        let b = host(
+            Box::new(Tap {
+                inner: eb,
+                inject: Arc::clone(&inject_b),
+                sent: Arc::default(),
+            }),
+            2,
+            22,
+        );
+        let mut w = World {
+            a,
+            b,
+            now: Instant::from_secs(1),
+        };
+        let (b_ip, silent): (IpAddr, IpAddr) = if v6 {
+            ("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap())
+        } else {
+            ("10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap())
+        };
+        let to = SocketAddr::new(b_ip, 80);
+        let l = listen_on(&mut w.b, to, 8);
+
+        // The SYN from the silent address, well formed.
+        let (src, dst) = (IpAddress::from(silent), IpAddress::from(b_ip));
+        let tcp = TcpRepr {
+            src_port: 40_000,
+            dst_port: 80,
+            control: TcpControl::Syn,
+            seq_number: TcpSeqNumber(1000),
+            ack_number: None,
+            window_len: 65_535,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip_len = if v6 { 40 } else { 20 };
+        let mut frame = vec![0u8; 14 + ip_len + tcp.header_len()];
+        EthernetRepr {
+            src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x33]),
+            dst_addr: EthernetAddress([0x02, 0, 0, 0, 0, 2]),
+            ethertype: if v6 {
+                EthernetProtocol::Ipv6
+            } else {
+                EthernetProtocol::Ipv4
+            },
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
+        let csum = ChecksumCapabilities::default();
+        match (src, dst) {
+            (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => Ipv4Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.header_len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv4Packet::new_unchecked(&mut frame[14..34]), &csum),
+            (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Tcp,
+                payload_len: tcp.header_len(),
+                hop_limit: 64,
+            }
+            .emit(&mut Ipv6Packet::new_unchecked(&mut frame[14..54])),
+            _ => unreachable!(),
+        }
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(&mut frame[14 + ip_len..]),
+            &src,
+            &dst,
+            &csum,
+        );
+        inject_b.lock().unwrap().push_back(frame);
+        for _ in 0..10 {
+            w.poll();
+        }
+        // B's entry for A ages (IPv4), while the SYN-ACK for the silent
+        // address is retransmitted.
+        for _ in 0..aged {
+            w.now += Duration::from_secs(1);
+            w.a.poll(w.now);
+            w.b.poll(w.now);
+        }
+
+        // A new connection from A completes within 3 s.
+        let c = w.a.socket(domain_of(to), Protocol::Tcp).unwrap();
+        assert_eq!(w.a.connect(c, to), Err(NetError::InProgress));
+        let start = w.now;
+        let (mut accepted, mut connected) = (None, false);
+        while w.now < start + Duration::from_secs(3) && !(connected && accepted.is_some()) {
+            w.poll();
+            if accepted.is_none() {
+                accepted = w.b.accept(l).ok();
+            }
+            connected = connected || w.a.connect(c, to).is_ok();
+        }
+        assert!(
+            connected && accepted.is_some(),
+            "v6 {v6} aged {aged}: the connection did not complete within 3 s"
+        );
+    }
+}

@@ -18,7 +18,7 @@ use smoltcp::wire::{
     TcpPacket, TcpRepr,
 };
 
-use super::{Nic, NicId, Stack};
+use super::{NEIGHBOR_WAIT, Nic, NicId, Stack, tcp_tx_socket};
 use crate::demux::{self, Flow};
 use crate::error::{NetError, Result};
 use crate::frag6;
@@ -84,7 +84,8 @@ impl Stack {
     pub fn poll_at(&self) -> Option<Instant> {
         let mut at = self.timers.peek().map(|Reverse((t, _))| *t);
         for nic in &self.nics {
-            if let Some(t) = nic.link.poll_at() {
+            let give_up = nic.tcp_tx_waiting.map(|t| t + NEIGHBOR_WAIT);
+            for t in [nic.link.poll_at(), give_up].into_iter().flatten() {
                 at = Some(at.map_or(t, |a| a.min(t)));
             }
         }
@@ -196,14 +197,7 @@ impl Stack {
             {
                 self.flush_fragments(nic);
             }
-            let n = &mut self.nics[nic];
-            if n.tcp_tx
-                .get_mut::<raw::Socket<'static>>(n.tcp_tx_handle)
-                .send_queue()
-                > 0
-            {
-                flush_tcp(n, self.now);
-            }
+            flush_tcp(&mut self.nics[nic], self.now);
         }
         self.reassembler.expire(self.now);
         // Bounded: a flood of first fragments must not grow this without end.
@@ -661,8 +655,28 @@ fn emit_ip_tcp(
 
 /// Hands what the NIC's TCP raw socket holds to the link.
 fn flush_tcp(nic: &mut Nic, now: Instant) {
+    let queued = |nic: &mut Nic| {
+        nic.tcp_tx
+            .get_mut::<raw::Socket<'static>>(nic.tcp_tx_handle)
+            .send_queue()
+            > 0
+    };
+    if !queued(nic) {
+        nic.tcp_tx_waiting = None;
+        return;
+    }
     let mut dev = FrameDevice::new(&mut *nic.link, &nic.device, None, now);
     while nic.iface.poll_egress(now, &mut dev, &mut nic.tcp_tx) == PollResult::SocketStateChanged {}
+    if !queued(nic) {
+        nic.tcp_tx_waiting = None;
+        return;
+    }
+    // The head waits for a neighbour (see `Nic::tcp_tx_waiting`).
+    let since = *nic.tcp_tx_waiting.get_or_insert(now);
+    if now >= since + NEIGHBOR_WAIT {
+        (nic.tcp_tx, nic.tcp_tx_handle) = tcp_tx_socket();
+        nic.tcp_tx_waiting = None;
+    }
 }
 
 /// How long an ARP entry is trusted for framing TCP here; smoltcp's own

@@ -191,6 +191,13 @@ pub(crate) struct Nic {
     /// smoltcp still routes, resolves neighbours and frames them.
     pub tcp_tx: SocketSet<'static>,
     pub tcp_tx_handle: smoltcp::iface::SocketHandle,
+    /// Since when `tcp_tx` has held a packet it could not send. smoltcp
+    /// keeps a packet whose neighbour is unresolved at the head of the
+    /// queue, and every packet behind it waits: so one SYN from an address
+    /// where no host answers would stop this NIC's TCP through the queue
+    /// for good (a stack fuzzer found it). After `NEIGHBOR_WAIT` the queue
+    /// is emptied; TCP sends again what it held.
+    pub tcp_tx_waiting: Option<Instant>,
     /// Addresses whose link-layer address this NIC has heard (ARP, NDP);
     /// a connect whose next hop never shows up fails with EHOSTUNREACH.
     pub neighbors: std::collections::HashSet<IpAddress>,
@@ -227,6 +234,29 @@ pub struct Intercepted {
 
 /// Packets a NIC's TCP raw socket queues before it is flushed.
 const TCP_TX_PACKETS: usize = 256;
+
+/// How long `Nic::tcp_tx` may wait on a neighbour before it is emptied:
+/// smoltcp asks again for an unanswered neighbour after a second.
+pub(crate) const NEIGHBOR_WAIT: Duration = Duration::from_secs(1);
+
+/// The raw socket (in a set of its own) that carries a NIC's TCP segments
+/// through smoltcp's interface. Its queue holds what one poll of a busy
+/// connection may send before the link drains it; it is flushed as it
+/// fills.
+pub(crate) fn tcp_tx_socket() -> (SocketSet<'static>, smoltcp::iface::SocketHandle) {
+    let tcp_raw = raw::Socket::new(
+        None,
+        None,
+        raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], vec![0; 0]),
+        raw::PacketBuffer::new(
+            vec![PacketMetadata::EMPTY; TCP_TX_PACKETS],
+            vec![0; TCP_TX_BYTES],
+        ),
+    );
+    let mut set = SocketSet::new(Vec::with_capacity(1));
+    let handle = set.add(tcp_raw);
+    (set, handle)
+}
 /// Bytes the same queue holds: several of the largest segments.
 const TCP_TX_BYTES: usize = 1 << 20;
 
@@ -440,19 +470,7 @@ impl Stack {
             raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], rx),
             raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 512], tx),
         );
-        // TCP's queue holds what one poll of a busy connection may send
-        // before the link drains it; it is flushed as it fills.
-        let tcp_raw = raw::Socket::new(
-            None,
-            None,
-            raw::PacketBuffer::new(vec![PacketMetadata::EMPTY; 1], vec![0; 0]),
-            raw::PacketBuffer::new(
-                vec![PacketMetadata::EMPTY; TCP_TX_PACKETS],
-                vec![0; TCP_TX_BYTES],
-            ),
-        );
-        let mut tcp_tx = SocketSet::new(Vec::with_capacity(1));
-        let tcp_tx_handle = tcp_tx.add(tcp_raw);
+        let (tcp_tx, tcp_tx_handle) = tcp_tx_socket();
         self.nics.push(Nic {
             info,
             iface,
@@ -462,6 +480,7 @@ impl Stack {
             frag_tx: Slot::new(raw, [rx_lease, tx_lease]),
             tcp_tx,
             tcp_tx_handle,
+            tcp_tx_waiting: None,
             neighbors: std::collections::HashSet::new(),
             arp: HashMap::new(),
             solicited: HashMap::new(),
