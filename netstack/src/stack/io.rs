@@ -197,7 +197,15 @@ impl Stack {
             {
                 self.flush_fragments(nic);
             }
-            flush_tcp(&mut self.nics[nic], self.now);
+            let n = &mut self.nics[nic];
+            if n.tcp_tx_waiting.is_some()
+                || n.tcp_tx
+                    .get_mut::<raw::Socket<'static>>(n.tcp_tx_handle)
+                    .send_queue()
+                    > 0
+            {
+                flush_tcp(n, self.now);
+            }
         }
         self.reassembler.expire(self.now);
         // Bounded: a flood of first fragments must not grow this without end.
@@ -661,10 +669,7 @@ fn flush_tcp(nic: &mut Nic, now: Instant) {
             .send_queue()
             > 0
     };
-    if !queued(nic) {
-        nic.tcp_tx_waiting = None;
-        return;
-    }
+    // Also the interface's own output (MLD reports, say), queue or not.
     let mut dev = FrameDevice::new(&mut *nic.link, &nic.device, None, now);
     while nic.iface.poll_egress(now, &mut dev, &mut nic.tcp_tx) == PollResult::SocketStateChanged {}
     if !queued(nic) {
