@@ -99,7 +99,8 @@ impl Disk {
 
 fn run(mut files: Vec<DiskFile>, todo: &Receiver<Job>, back: &SyncSender<JobDone>) {
     let mut error: Option<Arc<io::Error>> = None;
-    let mut stage = Stage::new();
+    // Made on the first direct write: a pipe or stdout never needs it.
+    let mut stage: Option<Stage> = None;
     // The file whose bytes are staged.
     let mut staged_for = None;
     let mut next: Option<Job> = None;
@@ -116,13 +117,16 @@ fn run(mut files: Vec<DiskFile>, todo: &Receiver<Job>, back: &SyncSender<JobDone
         let (buf, written) = match job {
             Job::Write(n, buf) if error.is_none() => {
                 if staged_for != Some(n) {
-                    stage.clear();
+                    if let Some(s) = &mut stage {
+                        s.clear();
+                    }
                     staged_for = Some(n);
                 }
                 let more = matches!(next, Some(Job::Write(m, _)) if m == n);
                 let out = &mut files[n];
                 let result = if out.direct {
-                    append_direct(out, &mut stage, &buf, !more).map(|()| buf.len())
+                    let stage = stage.get_or_insert_with(Stage::new);
+                    append_direct(out, stage, &buf, !more).map(|()| buf.len())
                 } else {
                     write_all(&mut out.file, &buf)
                 };
@@ -137,7 +141,9 @@ fn run(mut files: Vec<DiskFile>, todo: &Receiver<Job>, back: &SyncSender<JobDone
             Job::Write(_, buf) => (buf, 0),
             Job::Reset(n) => {
                 let out = &mut files[n];
-                stage.clear();
+                if let Some(s) = &mut stage {
+                    s.clear();
+                }
                 staged_for = None;
                 out.base = 0;
                 let reset = out.file.set_len(0).and_then(|()| {
@@ -324,7 +330,8 @@ mod tests {
             return;
         };
         let mut out = DiskFile::direct(file);
-        let mut stage = Stage::new();
+        // Made on the first direct write: a pipe or stdout never needs it.
+        let mut stage: Option<Stage> = None;
         let mut want = Vec::new();
         let mut x = 0x2545_f491u32;
         for round in 0..300 {
