@@ -330,8 +330,7 @@ mod tests {
             return;
         };
         let mut out = DiskFile::direct(file);
-        // Made on the first direct write: a pipe or stdout never needs it.
-        let mut stage: Option<Stage> = None;
+        let mut stage = Stage::new();
         let mut want = Vec::new();
         let mut x = 0x2545_f491u32;
         for round in 0..300 {
