@@ -40,6 +40,65 @@ pub struct Delivered {
     pub to: Option<std::net::IpAddr>,
 }
 
+/// Connections a listener took from the stack's accept queue, which the
+/// guest has not accepted yet.
+#[derive(Debug, Default)]
+pub struct AcceptQueue {
+    /// The listen backlog.
+    pub backlog: usize,
+    /// The connections and their peers, oldest first.
+    pub stash: VecDeque<(SocketId, SocketAddr)>,
+    /// Token bytes in the pair (one per stashed connection, as far as
+    /// there was room), so that the guest's `poll` sees the listener readable.
+    pub tokens: usize,
+}
+
+impl AcceptQueue {
+    /// Whether the stash takes another connection (the backlog, plus one
+    /// as Linux's `sk_acceptq_is_full` allows).
+    pub fn has_room(&self) -> bool {
+        self.stash.len() < self.backlog + 1
+    }
+
+    /// Token bytes still to write into the pair.
+    pub fn tokens_owed(&self) -> usize {
+        self.stash.len().saturating_sub(self.tokens)
+    }
+}
+
+/// A guest socket's phase. The pair has no state of its own for two of
+/// them, so the Sentry fakes them: a listener's end holds a token byte per
+/// pending connection, and a connecting socket's end is kept not writable.
+///
+/// ```text
+///   Idle ──listen──▶ Listening            (and listen again: new backlog)
+///   Idle ──connect, pending──▶ Connecting ──ended──▶ Connected | Idle (failed)
+///   Idle ──connect done / accepted──▶ Connected ──reset, nobody waiting──▶ Reset
+/// ```
+/// Datagram and netlink sockets stay `Idle`: their pairs carry datagrams
+/// whatever the association.
+#[derive(Debug, Default)]
+pub enum Phase {
+    /// Neither connected nor listening (a new socket, a datagram socket, a
+    /// TCP socket whose connect failed).
+    #[default]
+    Idle,
+    /// A TCP connect is under way: `filler` bytes sit in the pair so that
+    /// the guest's end polls not writable (its send buffer shrunk, so a few
+    /// kilobytes do it).
+    Connecting {
+        /// Bytes written into the guest's end, to read back.
+        filler: usize,
+    },
+    /// Established (connect succeeded, or accepted): bytes move.
+    Connected,
+    /// Listening, with the connections waiting to be accepted.
+    Listening(AcceptQueue),
+    /// An established connection was reset with no call waiting on it: the
+    /// record goes, and the guest's end reports ECONNRESET by itself.
+    Reset,
+}
+
 /// One guest socket.
 #[derive(Debug)]
 pub struct GSock {
@@ -57,20 +116,9 @@ pub struct GSock {
     pub end: OwnedFd,
     /// `SO_COOKIE` of the guest's end.
     pub cookie: u64,
-    /// A TCP connection is established (accepted, or connect succeeded):
-    /// only then do bytes move, so a pending connect's error is left for
-    /// `connect` and `SO_ERROR` to report.
-    pub connected: bool,
-    /// `listen` was called.
-    pub listening: bool,
-    /// The listen backlog.
-    pub backlog: usize,
-    /// Connections taken from the stack's accept queue, not yet accepted by the guest.
-    pub stash: VecDeque<(SocketId, SocketAddr)>,
-    /// Token bytes in the pair (one per stashed connection).
-    pub tokens: usize,
-    /// Filler bytes in the pair while a non-blocking connect is under way.
-    pub filler: usize,
+    /// Where the socket is in its life: the part of its state that the
+    /// pair has to fake, and that decides what the pumps do.
+    pub phase: Phase,
     /// A non-blocking connect's failure, reported once by `SO_ERROR`.
     pub connect_error: Option<i32>,
     /// Bytes read from the pair that the stack has not taken yet.
@@ -110,9 +158,6 @@ pub struct GSock {
     /// number (the Sentry reaches the guest's end through it to report a
     /// reset, see `Sentry::report_reset`).
     pub home: Option<(u32, i32)>,
-    /// The connection was reset: once no call waits on it, the record goes
-    /// and the guest's end reports ECONNRESET by itself.
-    pub reset: bool,
 }
 
 impl GSock {
@@ -126,12 +171,7 @@ impl GSock {
             id: None,
             end,
             cookie,
-            connected: false,
-            listening: false,
-            backlog: 0,
-            stash: VecDeque::new(),
-            tokens: 0,
-            filler: 0,
+            phase: Phase::Idle,
             connect_error: None,
             tx: Vec::new(),
             rx: Vec::new(),
@@ -149,13 +189,128 @@ impl GSock {
             extra: std::collections::HashMap::new(),
             parked: VecDeque::new(),
             home: None,
-            reset: false,
         }
     }
 
     /// Whether the pair carries datagrams (SOCK_SEQPACKET) rather than a stream.
     pub fn is_dgram(&self) -> bool {
         self.kind != Kind::Tcp
+    }
+
+    /// Established: a stream's bytes move.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected)
+    }
+
+    /// `listen` was called.
+    pub fn is_listening(&self) -> bool {
+        matches!(self.phase, Phase::Listening(_))
+    }
+
+    /// A connect is under way (its filler is in the pair).
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { .. })
+    }
+
+    /// The listener's pending connections.
+    pub fn queue(&self) -> Option<&AcceptQueue> {
+        match &self.phase {
+            Phase::Listening(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The listener's pending connections, to change.
+    pub fn queue_mut(&mut self) -> Option<&mut AcceptQueue> {
+        match &mut self.phase {
+            Phase::Listening(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Whether the pumps move bytes from the guest into the stack: a
+    /// datagram socket always (each datagram carries or finds its peer), a
+    /// stream once established, a listener (to drain what the guest wrote
+    /// into it), or one the guest closed (to see the end of file); never
+    /// while the pair is faking a connect.
+    pub fn takes_from_guest(&self) -> bool {
+        match self.phase {
+            Phase::Connecting { .. } => false,
+            Phase::Connected | Phase::Listening(_) => true,
+            Phase::Idle | Phase::Reset => self.is_dgram() || self.guest_gone,
+        }
+    }
+
+    /// Whether the pumps move what the stack received into the pair.
+    pub fn gives_to_guest(&self) -> bool {
+        if self.guest_gone {
+            return false;
+        }
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Listening(_) | Phase::Reset => false,
+            Phase::Connected => true,
+            Phase::Idle => self.is_dgram(),
+        }
+    }
+
+    /// `listen` succeeded: a listener keeps its pending connections when
+    /// called again.
+    pub fn listen(&mut self, backlog: usize) {
+        match &mut self.phase {
+            Phase::Listening(q) => q.backlog = backlog,
+            _ => {
+                self.phase = Phase::Listening(AcceptQueue {
+                    backlog,
+                    ..AcceptQueue::default()
+                });
+            }
+        }
+    }
+
+    /// A connect is under way, with `filler` bytes in the pair.
+    pub fn connecting(&mut self, filler: usize) {
+        self.phase = Phase::Connecting { filler };
+    }
+
+    /// Established (a connect succeeded, or the socket was accepted).
+    pub fn established(&mut self) {
+        self.phase = Phase::Connected;
+    }
+
+    /// A pending connect ended, `established` or not (its error is kept for
+    /// `SO_ERROR`): the filler bytes to take back out of the pair.
+    pub fn connect_ended(&mut self, established: bool) -> usize {
+        let filler = match self.phase {
+            Phase::Connecting { filler } => filler,
+            _ => 0,
+        };
+        self.phase = if established {
+            Phase::Connected
+        } else {
+            Phase::Idle
+        };
+        filler
+    }
+
+    /// The stack reset the connection. Reported through the guest's end
+    /// alone when it was established and no call waits (true then);
+    /// otherwise the calls waiting hear it.
+    pub fn reset(&mut self) -> bool {
+        if self.is_connected() && self.parked.is_empty() {
+            self.phase = Phase::Reset;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the record can go: reset and nobody waits, or the guest
+    /// closed its end and everything it wrote reached the stack.
+    pub fn finished(&self) -> bool {
+        if !self.parked.is_empty() {
+            return false;
+        }
+        matches!(self.phase, Phase::Reset)
+            || (self.guest_gone && self.guest_eof && self.tx.is_empty())
     }
 }
 

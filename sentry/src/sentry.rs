@@ -33,7 +33,7 @@ mod connecting;
 mod event_loop;
 mod listening;
 mod parking;
-mod pool;
+pub(crate) mod pool;
 mod pumps;
 mod resolve;
 mod table;

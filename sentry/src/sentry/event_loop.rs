@@ -14,7 +14,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use slotmap::KeyData;
 
 use super::{Outcome, Parked, Sentry};
-use crate::gsock::GKey;
+use crate::gsock::{GKey, Phase};
 use crate::listeners::{ListenerInbox, Ready};
 use crate::sys::{self, Notif, Reply};
 
@@ -355,10 +355,10 @@ impl Sentry {
         let Some(s) = self.socks.get(key) else {
             return;
         };
-        if s.listening {
-            self.refill_stash(key);
-        } else if s.filler > 0 {
-            self.check_connected(key);
+        match s.phase {
+            Phase::Listening(_) => self.refill_stash(key),
+            Phase::Connecting { .. } => self.check_connected(key),
+            Phase::Idle | Phase::Connected | Phase::Reset => {}
         }
         self.pump_tx(key);
         self.pump_rx(key);

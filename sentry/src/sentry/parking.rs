@@ -158,7 +158,8 @@ impl Sentry {
             }
             let could = match p.notif.nr {
                 libc::SYS_accept | libc::SYS_accept4 => {
-                    !s.stash.is_empty() || ready.is_some_and(|r| r.readable)
+                    s.queue().is_some_and(|q| !q.stash.is_empty())
+                        || ready.is_some_and(|r| r.readable)
                 }
                 libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
                     ready.is_some_and(|r| r.readable || r.error)
@@ -177,7 +178,7 @@ impl Sentry {
                 "watchdog: blocked {:.1} s on a ready socket ({:?}, stash {}, readiness {:?})",
                 now.duration_since(p.since).as_secs_f64(),
                 s.kind,
-                s.stash.len(),
+                s.queue().map_or(0, |q| q.stash.len()),
                 ready,
             );
             tracing::warn!("{what}");

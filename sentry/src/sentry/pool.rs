@@ -3,7 +3,7 @@
 //! while the guest waits. Pairs leave by `take`, and the event loop tops
 //! the pool up at the end of each round.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::sys;
 
@@ -31,6 +31,9 @@ pub(crate) struct Pair {
 #[derive(Debug, Default)]
 pub(crate) struct PairPool {
     ready: [Vec<Pair>; 4],
+    /// `SO_SNDBUFFORCE` failed once (the Sentry shed CAP_NET_ADMIN): it
+    /// is not tried again.
+    unforced: bool,
 }
 
 impl PairPool {
@@ -39,8 +42,50 @@ impl PairPool {
     pub(crate) fn take(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
         match self.ready[pool_slot(stream, guest_nonblock)].pop() {
             Some(p) => Ok(p),
-            None => new_pair(stream, guest_nonblock),
+            None => self.new_pair(stream, guest_nonblock),
         }
+    }
+
+    /// Gives an end its send buffer: past `wmem_max` while the Sentry may,
+    /// as far as `wmem_max` allows otherwise.
+    pub(crate) fn size_send_buffer(&mut self, fd: BorrowedFd<'_>) {
+        use nix::sys::socket::{setsockopt, sockopt};
+        if !self.unforced {
+            if setsockopt(&fd, sockopt::SndBufForce, &PAIR_BUFFER).is_ok() {
+                return;
+            }
+            self.unforced = true;
+        }
+        let _ = setsockopt(&fd, sockopt::SndBuf, &PAIR_BUFFER);
+    }
+
+    /// Makes a pair: stream (TCP) or seqpacket (datagrams), close-on-exec,
+    /// with large send buffers; the Sentry's end non-blocking, the guest's
+    /// as asked.
+    fn new_pair(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let ty = if stream {
+            SockType::Stream
+        } else {
+            SockType::SeqPacket
+        };
+        let (end, guest) = socketpair(
+            AddressFamily::Unix,
+            ty,
+            None,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        )
+        .map_err(|e| e as i32)?;
+        if !guest_nonblock {
+            fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
+        }
+        for fd in [&end, &guest] {
+            self.size_send_buffer(fd.as_fd());
+        }
+        let cookie =
+            sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        Ok(Pair { end, guest, cookie })
     }
 
     /// Makes pairs until every kind has its share ready (or making one fails).
@@ -49,7 +94,7 @@ impl PairPool {
             for nonblock in [false, true] {
                 let (slot, want) = (pool_slot(stream, nonblock), pool_size(stream));
                 while self.ready[slot].len() < want {
-                    match new_pair(stream, nonblock) {
+                    match self.new_pair(stream, nonblock) {
                         Ok(p) => self.ready[slot].push(p),
                         Err(_) => break,
                     }
@@ -87,39 +132,6 @@ fn pool_slot(stream: bool, guest_nonblock: bool) -> usize {
 fn pool_size(stream: bool) -> usize {
     if stream { POOL_STREAM } else { POOL_SEQPACKET }
 }
-
-/// Makes a pair: stream (TCP) or seqpacket (datagrams), close-on-exec,
-/// with large send buffers; the Sentry's end non-blocking, the guest's as
-/// asked.
-fn new_pair(stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
-    use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
-    let ty = if stream {
-        SockType::Stream
-    } else {
-        SockType::SeqPacket
-    };
-    let (end, guest) = socketpair(
-        AddressFamily::Unix,
-        ty,
-        None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-    )
-    .map_err(|e| e as i32)?;
-    if !guest_nonblock {
-        fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(|e| e as i32)?;
-    }
-    // Root may exceed wmem_max; fall back quietly when not root.
-    for fd in [&end, &guest] {
-        if setsockopt(fd, sockopt::SndBufForce, &PAIR_BUFFER).is_err() {
-            let _ = setsockopt(fd, sockopt::SndBuf, &PAIR_BUFFER);
-        }
-    }
-    let cookie =
-        sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-    Ok(Pair { end, guest, cookie })
-}
-
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;

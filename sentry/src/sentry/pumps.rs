@@ -30,7 +30,7 @@ impl Sentry {
         let Some(s) = self.socks.get_mut(key) else {
             return;
         };
-        if s.filler > 0 || (!s.is_dgram() && !s.connected && !s.listening && !s.guest_gone) {
+        if !s.takes_from_guest() {
             return;
         }
         let Some(id) = s.id else {
@@ -39,10 +39,11 @@ impl Sentry {
             return;
         };
         let dgram = s.is_dgram();
-        if !dgram && s.connected {
+        if !dgram && s.is_connected() {
             self.pump_stream_tx(key, id);
             return;
         }
+        let listening = s.is_listening();
         loop {
             let s = &mut self.socks[key];
             if !s.tx.is_empty() {
@@ -76,7 +77,7 @@ impl Sentry {
                     // record goes) ends the connection as Linux's does,
                     // with RST for SO_LINGER 0 or unread data.
                     let closed = s.guest_gone || peer_closed(&s.end);
-                    if !dgram && !s.listening && !closed {
+                    if !dgram && !listening && !closed {
                         let _ = self.stack.shutdown(id, NetShutdown::Write);
                     }
                     return;
@@ -86,7 +87,7 @@ impl Sentry {
                     let _ = self.stack.send(id, &[]);
                 }
                 Ok(n) => {
-                    if s.listening {
+                    if listening {
                         continue;
                     }
                     s.tx.extend_from_slice(&self.scratch[..n]);
@@ -230,7 +231,7 @@ impl Sentry {
         let Some(id) = s.id else {
             return false;
         };
-        if s.listening || s.filler > 0 || s.guest_gone || (!s.is_dgram() && !s.connected) {
+        if !s.gives_to_guest() {
             return false;
         }
         if s.is_dgram() {
@@ -346,8 +347,7 @@ impl Sentry {
         if s.connect_error.is_none() {
             s.connect_error = Some(crate::errno::errno(e));
         }
-        if e == NetError::ConnectionReset && s.connected && s.parked.is_empty() {
-            s.reset = true;
+        if e == NetError::ConnectionReset && s.reset() {
             self.touched.push(key);
             return;
         }

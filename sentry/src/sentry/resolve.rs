@@ -123,26 +123,29 @@ impl Sentry {
     /// no record and run natively on the dead end, as on a closed socket).
     /// Without a copy (the descriptor moved on) the guest reads end of file.
     pub(super) fn report_reset(&mut self, key: GKey) {
-        let s = &self.socks[key];
-        let Some((tid, fd)) = s.home else {
+        let Some(copy) = self.guest_end(key) else {
             return;
         };
-        let cookie = s.cookie;
-        let copy = match self.pidfds.get(tid) {
-            Some(p) => sys::pidfd_getfd(p, fd),
-            None => sys::pidfd_open(tid as i32, true).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd)),
-        };
-        let Ok(copy) = copy else {
-            return;
-        };
-        if sys::socket_cookie(copy.as_fd()).ok() != Some(cookie) {
-            return;
-        }
         let _ = send(
             copy.as_raw_fd(),
             &[0],
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         );
+    }
+
+    /// A copy of the guest's end of `key`'s pair, taken where the guest last
+    /// named it; none when that descriptor is gone or is another socket now
+    /// (the cookie tells).
+    pub(super) fn guest_end(&mut self, key: GKey) -> Option<OwnedFd> {
+        let s = self.socks.get(key)?;
+        let (tid, fd) = s.home?;
+        let cookie = s.cookie;
+        let copy = match self.pidfds.get(tid) {
+            Some(p) => sys::pidfd_getfd(p, fd),
+            None => sys::pidfd_open(tid as i32, true).and_then(|p| sys::pidfd_getfd(p.as_fd(), fd)),
+        }
+        .ok()?;
+        (sys::socket_cookie(copy.as_fd()).ok() == Some(cookie)).then_some(copy)
     }
 }
 

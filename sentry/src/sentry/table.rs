@@ -12,7 +12,7 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use slotmap::{Key, SlotMap};
 
 use super::Sentry;
-use crate::gsock::{GKey, GSock};
+use crate::gsock::{GKey, GSock, Phase};
 use crate::sys::{self, Reply};
 
 /// Every guest socket's record, indexed three ways.
@@ -120,8 +120,10 @@ impl Sentry {
         if let Some(id) = s.id {
             let _ = self.stack.close(id);
         }
-        for (child, _) in s.stash {
-            let _ = self.stack.close(child);
+        if let Phase::Listening(q) = s.phase {
+            for (child, _) in q.stash {
+                let _ = self.stack.close(child);
+            }
         }
         for p in s.parked {
             let _ = sys::notif_send(
@@ -136,12 +138,13 @@ impl Sentry {
         let Some(s) = self.socks.get(key) else {
             return;
         };
-        if s.reset && s.parked.is_empty() {
-            self.report_reset(key);
-            self.remove(key);
-        } else if s.guest_gone && s.guest_eof && s.tx.is_empty() && s.parked.is_empty() {
-            self.remove(key);
+        if !s.finished() {
+            return;
         }
+        if matches!(s.phase, Phase::Reset) {
+            self.report_reset(key);
+        }
+        self.remove(key);
     }
 }
 
@@ -182,8 +185,8 @@ mod tests {
         assert_eq!(t.by_stack(ids[0]), Some(a));
         assert_eq!(t.by_stack(ids[1]), None);
         assert_eq!(t[a].cookie, 11);
-        t[b].backlog = 3;
-        assert_eq!(t.get(b).map(|s| s.backlog), Some(3));
+        t[b].listen(3);
+        assert_eq!(t.get(b).and_then(|s| s.queue()).map(|q| q.backlog), Some(3));
     }
 
     #[test]

@@ -53,7 +53,7 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
     let data = step!(s.rd(n, n.args[1], len).map_err(errno));
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     if s.socks[key].kind == Kind::Tcp {
-        if !s.socks[key].connected {
+        if !s.socks[key].is_connected() {
             return errno(libc::EPIPE);
         }
         // Connected TCP ignores the address: the bytes go the native way.

@@ -73,7 +73,7 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
         (SOL_SOCKET, libc::SO_TYPE) => return Ok(int(ty)),
         (SOL_SOCKET, libc::SO_DOMAIN) => return Ok(int(domain)),
         (SOL_SOCKET, libc::SO_PROTOCOL) => return Ok(int(protocol)),
-        (SOL_SOCKET, libc::SO_ACCEPTCONN) => return Ok(b(s.socks[key].listening)),
+        (SOL_SOCKET, libc::SO_ACCEPTCONN) => return Ok(b(s.socks[key].is_listening())),
         (SOL_SOCKET, libc::SO_RCVTIMEO) | (SOL_SOCKET, libc::SO_RCVTIMEO_NEW) => {
             return Ok(abi::encode_timeval(s.socks[key].rcvtimeo).to_vec());
         }
@@ -178,9 +178,9 @@ fn mss(s: &Sentry) -> i32 {
 
 fn tcp_info(s: &mut Sentry, key: GKey, id: SocketId) -> Vec<u8> {
     let mut v = vec![0u8; TCP_INFO_LEN];
-    let state = if s.socks[key].listening {
+    let state = if s.socks[key].is_listening() {
         TCP_LISTEN
-    } else if s.socks[key].filler > 0 {
+    } else if s.socks[key].is_connecting() {
         TCP_SYN_SENT
     } else if s.stack.peer_addr(id).is_ok() {
         match s.stack.readiness(id) {
@@ -498,7 +498,7 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
 /// stack); a datagram socket's next datagram size, as Linux answers.
 fn queued_in(s: &mut Sentry, key: GKey, guest: &std::os::fd::OwnedFd) -> Result<i32, i32> {
     let g = &s.socks[key];
-    if g.listening {
+    if g.is_listening() {
         return Err(libc::EINVAL);
     }
     let (kind, id) = (g.kind, g.id);
@@ -527,13 +527,20 @@ fn queued_in(s: &mut Sentry, key: GKey, guest: &std::os::fd::OwnedFd) -> Result<
 /// the Sentry has not taken from the pair included.
 fn queued_out(s: &mut Sentry, key: GKey) -> Result<i32, i32> {
     let g = &s.socks[key];
-    if g.listening {
+    if g.is_listening() {
         return Err(libc::EINVAL);
     }
     if g.kind != Kind::Tcp {
         return Ok(0);
     }
-    let in_pair = crate::sys::inq(g.end.as_fd()).unwrap_or(0);
+    // A connect's filler is not the guest's.
+    let filler = match g.phase {
+        crate::gsock::Phase::Connecting { filler } => i32::try_from(filler).unwrap_or(i32::MAX),
+        _ => 0,
+    };
+    let in_pair = crate::sys::inq(g.end.as_fd())
+        .unwrap_or(0)
+        .saturating_sub(filler);
     let pending = i32::try_from(g.tx.len()).unwrap_or(i32::MAX);
     let in_stack = g.id.map_or(0, |id| s.stack.send_queue(id).unwrap_or(0));
     Ok(in_pair

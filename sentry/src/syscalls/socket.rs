@@ -213,9 +213,7 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
     }
     match result {
         Ok(()) => {
-            let g = &mut s.socks[key];
-            g.listening = true;
-            g.backlog = backlog.clamp(0, 4096) as usize;
+            s.socks[key].listen(backlog.clamp(0, 4096) as usize);
             // Peers outside reach the listener once `listen` returned.
             s.sync_mirrors();
             value(0)
@@ -237,7 +235,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
     let addr = step!(inet_addr(s, key, &bytes, false).map_err(errno));
     let Some(addr) = addr else {
         // AF_UNSPEC: dissolve the association (nothing to do when there is none).
-        if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && s.socks[key].filler == 0 {
+        if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && !s.socks[key].is_connecting() {
             return value(0);
         }
         return match s.stack.disconnect(id) {
@@ -253,7 +251,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
             Err(e) => net(e),
         };
     }
-    if s.socks[key].filler > 0 {
+    if s.socks[key].is_connecting() {
         // A non-blocking attempt is still under way.
         return if r.nonblock() {
             errno(libc::EALREADY)
@@ -277,7 +275,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
                         s.socks[key].connect_error = Some(crate::errno::errno(e));
                     }
                 } else if ready.is_some_and(|r| r.writable) {
-                    s.socks[key].connected = true;
+                    s.socks[key].established();
                 } else {
                     s.fill(key, r.file.as_fd());
                 }
@@ -306,7 +304,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
 
 /// A connect succeeded: bytes may flow.
 fn connected(s: &mut Sentry, key: GKey) -> Outcome {
-    s.socks[key].connected = true;
+    s.socks[key].established();
     s.pump_rx(key);
     s.flush_tx(key);
     value(0)
@@ -321,21 +319,22 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
     if g.kind != Kind::Tcp {
         return errno(libc::EOPNOTSUPP);
     }
-    if !g.listening {
+    if !g.is_listening() {
         return errno(libc::EINVAL);
     }
     let Some(id) = g.id else {
         return errno(libc::EINVAL);
     };
-    if s.socks[key].stash.is_empty() {
+    let mut popped = s.socks[key].queue_mut().and_then(|q| q.stash.pop_front());
+    if popped.is_none() {
         match s.stack.accept(id) {
-            Ok(c) => s.socks[key].stash.push_back(c),
+            Ok(c) => popped = Some(c),
             Err(NetError::WouldBlock) => {}
             // A listener that was shut down, or is no longer listening.
             Err(e) => return net(e),
         }
     }
-    let Some((child, peer)) = s.socks[key].stash.pop_front() else {
+    let Some((child, peer)) = popped else {
         return if r.nonblock() {
             errno(libc::EAGAIN)
         } else {
@@ -349,7 +348,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
             Ok(()) => {}
             // Cancelled by a signal: the connection waits for the next accept.
             Err(crate::errno::CALLER_GONE) => {
-                s.socks[key].stash.push_front((child, peer));
+                put_back(s, key, (child, peer));
                 return errno(crate::errno::CALLER_GONE);
             }
             Err(e) => {
@@ -363,7 +362,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
     let (end, guest, cookie) = match s.take_pair(true, flags & libc::SOCK_NONBLOCK != 0) {
         Ok(p) => p,
         Err(e) => {
-            s.socks[key].stash.push_front((child, peer));
+            put_back(s, key, (child, peer));
             return errno(e);
         }
     };
@@ -376,23 +375,24 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
         cookie,
     );
     g.id = Some(child);
-    g.connected = true;
+    g.established();
     let child_key = match s.insert(g) {
         Ok(k) => k,
         Err(e) => {
-            s.socks[key].stash.push_front((child, peer));
+            put_back(s, key, (child, peer));
             return errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
         }
     };
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
     // One pending connection fewer: take its token before the guest runs
     // again, so a poll right after accept does not see it.
-    let g = &mut s.socks[key];
     let mut took_token = false;
-    if g.tokens > 0 {
+    if let Some(q) = s.socks[key].queue_mut()
+        && q.tokens > 0
+    {
         let mut b = [0u8; 1];
         if let Ok(1) = recv(r.file.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT) {
-            g.tokens -= 1;
+            q.tokens -= 1;
             took_token = true;
         }
     }
@@ -405,7 +405,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
         Err(e) => {
             // Put the connection (and its token) back for the next accept.
             s.forget(child_key);
-            s.socks[key].stash.push_front((child, peer));
+            put_back(s, key, (child, peer));
             if took_token {
                 s.write_tokens(key);
             }
@@ -415,6 +415,17 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
                 Some(code) => errno(code),
                 None => errno(libc::EIO),
             }
+        }
+    }
+}
+
+/// Puts an accepted connection back at the head of its listener's stash
+/// (or closes it, should the listener have gone).
+fn put_back(s: &mut Sentry, key: GKey, c: (netstack::SocketId, SocketAddr)) {
+    match s.socks.get_mut(key).and_then(|g| g.queue_mut()) {
+        Some(q) => q.stash.push_front(c),
+        None => {
+            let _ = s.stack.close(c.0);
         }
     }
 }
@@ -431,7 +442,7 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
         return errno(libc::EOPNOTSUPP);
     };
     let kind = s.socks[key].kind;
-    if kind == Kind::Tcp && !s.socks[key].listening && s.stack.peer_addr(id).is_err() {
+    if kind == Kind::Tcp && !s.socks[key].is_listening() && s.stack.peer_addr(id).is_err() {
         if let Ok(rd) = s.stack.readiness(id)
             && !rd.hangup
         {
