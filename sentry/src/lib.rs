@@ -29,3 +29,4 @@ pub mod trace;
 
 pub use listeners::{ListenerInbox, ListenerSender, listener_channel};
 pub use sentry::{Sentry, SentryConfig, SentryNetwork};
+pub use syscalls::Resume;

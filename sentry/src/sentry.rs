@@ -27,6 +27,7 @@ use crate::gsock::GKey;
 use crate::listeners::{Listeners, Ready};
 use crate::mem::Mem;
 use crate::sys::Reply;
+use crate::syscalls::Resume;
 use crate::trace::Tracer;
 
 mod connecting;
@@ -66,14 +67,15 @@ fn raise_fd_limit() {
 }
 
 /// What a handler decided.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub enum Outcome {
     /// Answer now.
     Reply(Reply),
     /// The handler already answered (a descriptor was installed).
     Done,
-    /// Wait for the socket to change, until the deadline.
-    Park(GKey, Option<Duration>),
+    /// Wait for the continuation's socket to change, until the deadline;
+    /// then resume from the continuation.
+    Park(Box<Resume>, Option<Duration>),
 }
 
 impl From<Result<i64, i32>> for Outcome {

@@ -17,6 +17,7 @@ use super::{Outcome, Parked, Sentry};
 use crate::gsock::{GKey, Phase};
 use crate::listeners::{ListenerInbox, Ready};
 use crate::sys::{self, Notif, Reply};
+use crate::syscalls::Resume;
 
 pub(super) const TOKEN_LISTENER: u64 = u64::MAX;
 pub(super) const TOKEN_INIT: u64 = u64::MAX - 1;
@@ -223,7 +224,7 @@ impl Sentry {
                 }
             };
             n.source = r.slot;
-            let outcome = crate::syscalls::handle(self, &n);
+            let outcome = crate::syscalls::handle(self, &n, None);
             self.finish(n, outcome);
         }
         self.ready = ready;
@@ -254,11 +255,12 @@ impl Sentry {
     /// Answers (or parks) a newly handled notification.
     pub(super) fn finish(&mut self, n: Notif, outcome: Outcome) {
         let now = StdInstant::now();
-        self.answer(n, outcome, |timeout| Parked {
+        self.answer(n, outcome, |timeout, resume| Parked {
             notif: n,
             deadline: timeout.map(|t| now + t),
             since: now,
             reported: false,
+            resume,
         });
     }
 
@@ -266,7 +268,7 @@ impl Sentry {
         &mut self,
         n: Notif,
         outcome: Outcome,
-        parked: impl FnOnce(Option<Duration>) -> Parked,
+        parked: impl FnOnce(Option<Duration>, Box<Resume>) -> Parked,
     ) {
         match outcome {
             Outcome::Reply(Reply::Errno(crate::errno::CALLER_GONE)) => {
@@ -285,13 +287,14 @@ impl Sentry {
                 }
             }
             Outcome::Done => {}
-            Outcome::Park(key, timeout) => {
+            Outcome::Park(resume, timeout) => {
                 self.trace(&n, "blocked");
+                let key = resume.key;
                 if let Some(s) = self.socks.get_mut(key) {
                     if s.parked.is_empty() {
                         self.parked_keys.push(key);
                     }
-                    s.parked.push_back(parked(timeout));
+                    s.parked.push_back(parked(timeout, resume));
                 } else {
                     let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(libc::EBADF));
                 }

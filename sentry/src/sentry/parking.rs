@@ -1,7 +1,8 @@
-//! Blocked calls: parked on the socket they wait for, handled again when it
-//! changes (unless a signal cancelled them), answered EAGAIN/EINPROGRESS at
-//! their deadline, dropped when their caller left, and watched for missed
-//! wake-ups.
+//! Blocked calls: parked on the socket they wait for with their
+//! continuation (the resolved socket, the copy of the guest's descriptor,
+//! the decoded arguments), resumed from it when the socket changes (unless
+//! a signal cancelled them), answered EAGAIN/EINPROGRESS at their deadline,
+//! dropped when their caller left, and watched for missed wake-ups.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant as StdInstant};
@@ -9,9 +10,10 @@ use std::time::{Duration, Instant as StdInstant};
 use super::{Outcome, SWEEP, Sentry};
 use crate::gsock::{GKey, GSock};
 use crate::sys::{self, Notif, Reply};
+use crate::syscalls::Resume;
 
 /// A blocked call, waiting on a socket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Parked {
     /// The notification to answer.
     pub notif: Notif,
@@ -21,13 +23,28 @@ pub struct Parked {
     pub since: StdInstant,
     /// The watchdog has reported this call.
     pub reported: bool,
+    /// Where it resumes.
+    pub resume: Box<Resume>,
 }
 
 impl Sentry {
     /// Answers (or parks again) a blocked call that was handled again: it
     /// keeps its deadline and its age.
-    fn finish_parked(&mut self, p: Parked, outcome: Outcome) {
-        self.answer(p.notif, outcome, |_| p);
+    fn finish_parked_at(
+        &mut self,
+        notif: Notif,
+        deadline: Option<StdInstant>,
+        since: StdInstant,
+        reported: bool,
+        outcome: Outcome,
+    ) {
+        self.answer(notif, outcome, |_, resume| Parked {
+            notif,
+            deadline,
+            since,
+            reported,
+            resume,
+        });
     }
 
     /// A connect failed while blocking calls waited for it: the first
@@ -71,8 +88,15 @@ impl Sentry {
                 self.trace(&p.notif, "cancelled while blocked");
                 continue;
             }
-            let outcome = crate::syscalls::handle(self, &p.notif);
-            self.finish_parked(p, outcome);
+            let Parked {
+                notif,
+                deadline,
+                since,
+                reported,
+                resume,
+            } = p;
+            let outcome = crate::syscalls::handle(self, &notif, Some(*resume));
+            self.finish_parked_at(notif, deadline, since, reported, outcome);
         }
         // Whatever was not taken by a blocked receiver goes into the pair.
         if self.socks.get(key).is_some_and(GSock::is_dgram) {
@@ -173,16 +197,16 @@ impl Sentry {
         for i in late {
             let s = &mut self.socks[key];
             s.parked[i].reported = true;
-            let p = s.parked[i];
+            let (notif, since) = (s.parked[i].notif, s.parked[i].since);
             let what = format!(
                 "watchdog: blocked {:.1} s on a ready socket ({:?}, stash {}, readiness {:?})",
-                now.duration_since(p.since).as_secs_f64(),
+                now.duration_since(since).as_secs_f64(),
                 s.kind,
                 s.queue().map_or(0, |q| q.stash.len()),
                 ready,
             );
             tracing::warn!("{what}");
-            self.trace(&p.notif, &what);
+            self.trace(&notif, &what);
         }
     }
 

@@ -12,10 +12,10 @@ use netstack::{NetError, RecvFlags, SocketId};
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, recv, send};
 
-use super::{errno, ours, value};
+use super::{Args, Resume, Target, errno, target, value};
 use crate::abi::{self, MsgHdr};
 use crate::gsock::{GKey, Kind};
-use crate::sentry::{Outcome, Resolved, Sentry};
+use crate::sentry::{Outcome, Sentry};
 use crate::sys::{Notif, Reply};
 
 /// The largest datagram payload the Sentry will gather from guest memory.
@@ -28,11 +28,7 @@ const MAX_DGRAM: usize = 65536;
 enum Commit {
     /// Drop the datagram at the head of the guest's end (and its address
     /// record, when one was matched).
-    Pair {
-        key: GKey,
-        file: OwnedFd,
-        matched: bool,
-    },
+    Pair { key: GKey, matched: bool },
     /// Drop the datagram at the head of the stack's queue.
     Stack { id: SocketId },
 }
@@ -46,13 +42,32 @@ struct Got {
     commit: Option<Commit>,
 }
 
-pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
     let flags = n.args[3] as i32;
-    let len = (n.args[2] as usize).min(abi_max(s, key));
-    let data = step!(s.rd(n, n.args[1], len).map_err(errno));
+    let decoded = r.take_args();
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    if s.socks[key].kind == Kind::Tcp {
+    let tcp = s.socks[key].kind == Kind::Tcp;
+    let (data, to) = match decoded {
+        Args::Send { data, to } => (data, to),
+        _ => {
+            let len = (n.args[2] as usize).min(abi_max(s, key));
+            let data = step!(s.rd(n, n.args[1], len).map_err(errno));
+            if tcp {
+                (data, None)
+            } else {
+                if flags & libc::MSG_OOB != 0 && s.socks[key].kind != Kind::Netlink {
+                    return errno(libc::EOPNOTSUPP);
+                }
+                if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
+                    return errno(libc::EINVAL);
+                }
+                let to = step!(dgram_dest(s, n, key, n.args[4], n.args[5]).map_err(errno));
+                (data, to)
+            }
+        }
+    };
+    if tcp {
         if !s.socks[key].is_connected() {
             return errno(libc::EPIPE);
         }
@@ -63,22 +78,18 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         ) {
             Ok(n) => value(n as i64),
-            Err(Errno::EAGAIN) if !nonblock => Outcome::Park(key, s.socks[key].sndtimeo),
+            Err(Errno::EAGAIN) if !nonblock => {
+                let timeout = s.socks[key].sndtimeo;
+                r.park(key, timeout, Args::Send { data, to: None })
+            }
             Err(e) => errno(e as i32),
         };
     }
-    if flags & libc::MSG_OOB != 0 && s.socks[key].kind != Kind::Netlink {
-        return errno(libc::EOPNOTSUPP);
-    }
-    if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
-        return errno(libc::EINVAL);
-    }
-    let to = step!(dgram_dest(s, n, key, n.args[4], n.args[5]).map_err(errno));
-    dgram_send(s, key, &data, to, nonblock)
+    dgram_send(s, key, r, data, to, nonblock)
 }
 
-pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, r) = step!(target(s, n, resume));
     if s.socks[key].kind == Kind::Tcp {
         // A stream pair reports no address, as TCP does.
         return Outcome::Reply(Reply::Continue);
@@ -86,10 +97,13 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
     let flags = n.args[3] as i32;
     let peek = flags & libc::MSG_PEEK != 0;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    let got = match take(s, key, r, peek) {
+    let got = match take(s, key, &r.file, peek) {
         Ok(Some(g)) => g,
         Ok(None) if nonblock => return errno(libc::EAGAIN),
-        Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+        Ok(None) => {
+            let timeout = s.socks[key].rcvtimeo;
+            return r.park(key, timeout, Args::None);
+        }
         Err(e) => return errno(e),
     };
     let room = n.args[2] as usize;
@@ -101,36 +115,50 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
     }
     if let Err(e) = result {
         // Linux has dequeued the datagram before the copy fails.
-        return fail_consumed(s, e, got.commit);
+        return fail_consumed(s, e, got.commit, &r.file);
     }
     let ret = if flags & libc::MSG_TRUNC != 0 {
         got.len
     } else {
         copied
     };
-    commit_reply(s, Reply::Value(ret as i64), got.commit)
+    commit_reply(s, Reply::Value(ret as i64), got.commit, &r.file)
 }
 
-pub(super) fn sendmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(datagram(s, n));
+pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[2] as i32;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    match send_one(s, n, key, n.args[1], nonblock) {
-        Ok(Some(len)) => value(len as i64),
-        Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
-        Err(e) => errno(e),
-    }
+    let (data, to) = match r.take_args() {
+        Args::Send { data, to } => (data, to),
+        _ => step!(decode_send(s, n, key, n.args[1]).map_err(errno)),
+    };
+    dgram_send(s, key, r, data, to, nonblock)
 }
 
-pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(datagram(s, n));
+pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
+    // Resumed: the first message was decoded before the call blocked.
+    let mut first = match r.take_args() {
+        Args::Send { data, to } => Some((data, to)),
+        _ => None,
+    };
     let mut sent = 0usize;
     for i in 0..vlen {
         let hdr = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
-        match send_one(s, n, key, hdr, nonblock || sent > 0) {
+        let decoded = match first.take() {
+            Some(m) => Ok(m),
+            None => decode_send(s, n, key, hdr),
+        };
+        let (data, to) = match decoded {
+            Ok(m) => m,
+            Err(e) if sent == 0 => return errno(e),
+            Err(_) => break,
+        };
+        match dgram_send_inner(s, key, &data, to, nonblock || sent > 0) {
             Ok(Some(len)) => {
                 let at = hdr.wrapping_add(abi::MMSGHDR_LEN_OFF);
                 if let Err(e) = s.wr(n, at, &(len as u32).to_ne_bytes()) {
@@ -146,7 +174,8 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
                 return if nonblock {
                     errno(libc::EAGAIN)
                 } else {
-                    Outcome::Park(key, s.socks[key].sndtimeo)
+                    let timeout = s.socks[key].sndtimeo;
+                    r.park(key, timeout, Args::Send { data, to })
                 };
             }
             Err(e) if sent == 0 => return errno(e),
@@ -156,8 +185,8 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
     value(sent as i64)
 }
 
-pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
     let flags = n.args[2] as i32;
     if flags & libc::MSG_ERRQUEUE != 0 {
         // Nothing is ever queued on the error queue.
@@ -167,52 +196,64 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
         return Outcome::Reply(Reply::Continue);
     }
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    let hdr = step!(read_msghdr(s, n, n.args[1]).map_err(errno));
+    let hdr = match r.take_args() {
+        Args::Recv(hdr) => hdr,
+        _ => step!(read_msghdr(s, n, n.args[1]).map_err(errno)),
+    };
     let peek = flags & libc::MSG_PEEK != 0;
-    let got = match take(s, key, r, peek) {
+    let got = match take(s, key, &r.file, peek) {
         Ok(Some(g)) => g,
         Ok(None) if nonblock => return errno(libc::EAGAIN),
-        Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+        Ok(None) => {
+            let timeout = s.socks[key].rcvtimeo;
+            return r.park(key, timeout, Args::Recv(hdr));
+        }
         Err(e) => return errno(e),
     };
     match deliver(s, n, key, n.args[1], &hdr, &got, flags) {
-        Ok(ret) => commit_reply(s, Reply::Value(ret as i64), got.commit),
-        Err(e) => fail_consumed(s, e, got.commit),
+        Ok(ret) => commit_reply(s, Reply::Value(ret as i64), got.commit, &r.file),
+        Err(e) => fail_consumed(s, e, got.commit, &r.file),
     }
 }
 
-pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(datagram(s, n));
+pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    if n.args[4] != 0
+    // Resumed: the timeout was checked and the first header read before
+    // the call blocked.
+    let mut first = match r.take_args() {
+        Args::Recv(hdr) => Some(hdr),
+        _ => None,
+    };
+    if first.is_none()
+        && n.args[4] != 0
         && let Err(e) = s.rd_array::<16>(n, n.args[4])
     {
         return errno(e);
     }
-    let file = r.file;
     let mut done = 0usize;
     for i in 0..vlen {
         let at = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
-        let hdr = match read_msghdr(s, n, at) {
+        let read = match first.take() {
+            Some(h) => Ok(h),
+            None => read_msghdr(s, n, at),
+        };
+        let hdr = match read {
             Ok(h) => h,
             Err(e) if done == 0 => return errno(e),
             Err(_) => break,
         };
-        let resolved = match file.try_clone() {
-            Ok(f) => Resolved {
-                key: Some(key),
-                file: f,
-            },
-            Err(_) => break,
-        };
         // Only the first datagram may wait; later ones take what is there.
-        let got = match take(s, key, resolved, false) {
+        let got = match take(s, key, &r.file, false) {
             Ok(Some(g)) => g,
             Ok(None) if done > 0 => break,
             Ok(None) if nonblock => return errno(libc::EAGAIN),
-            Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+            Ok(None) => {
+                let timeout = s.socks[key].rcvtimeo;
+                return r.park(key, timeout, Args::Recv(hdr));
+            }
             Err(e) if done == 0 => return errno(e),
             Err(_) => break,
         };
@@ -224,7 +265,7 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
             return errno(crate::errno::CALLER_GONE);
         }
         if let Some(c) = got.commit.as_ref() {
-            apply_commit(s, c);
+            apply_commit(s, c, &r.file);
         }
         match delivered {
             Ok(len) => {
@@ -253,8 +294,8 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
 
 /// The call's socket when it is a datagram one; a TCP socket's call runs
 /// natively on its stream pair.
-fn datagram(s: &mut Sentry, n: &Notif) -> Result<(GKey, Resolved), Outcome> {
-    let (key, r) = ours(s, n)?;
+fn datagram(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Result<(GKey, Target), Outcome> {
+    let (key, r) = target(s, n, resume)?;
     if s.socks[key].kind == Kind::Tcp {
         return Err(Outcome::Reply(Reply::Continue));
     }
@@ -314,17 +355,21 @@ fn dgram_dest(
     }
 }
 
-/// Sends one datagram; `Ok(None)` when it would block and may wait.
+/// Sends one datagram, or blocks the call until it can.
 fn dgram_send(
     s: &mut Sentry,
     key: GKey,
-    data: &[u8],
+    r: Target,
+    data: Vec<u8>,
     to: Option<SocketAddr>,
     nonblock: bool,
 ) -> Outcome {
-    match dgram_send_inner(s, key, data, to, nonblock) {
+    match dgram_send_inner(s, key, &data, to, nonblock) {
         Ok(Some(n)) => value(n as i64),
-        Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
+        Ok(None) => {
+            let timeout = s.socks[key].sndtimeo;
+            r.park(key, timeout, Args::Send { data, to })
+        }
         Err(e) => errno(e),
     }
 }
@@ -357,14 +402,13 @@ fn dgram_send_inner(
     }
 }
 
-/// One `struct msghdr` worth of sending.
-fn send_one(
+/// Reads one `struct msghdr` worth of sending: the payload and where it goes.
+fn decode_send(
     s: &mut Sentry,
     n: &Notif,
     key: GKey,
     hdr_ptr: u64,
-    nonblock: bool,
-) -> Result<Option<usize>, i32> {
+) -> Result<(Vec<u8>, Option<SocketAddr>), i32> {
     let hdr = read_msghdr(s, n, hdr_ptr)?;
     if hdr.controllen > 0 {
         // Linux copies the control messages in first (and refuses a bad
@@ -388,7 +432,7 @@ fn send_one(
     } else {
         None
     };
-    dgram_send_inner(s, key, &data, to, nonblock)
+    Ok((data, to))
 }
 
 fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, i32> {
@@ -421,9 +465,8 @@ fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)
 
 /// Takes the next datagram: from the guest's end first (older), then from
 /// the stack. Both are only peeked at; `commit` consumes after the answer.
-fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got>, i32> {
+fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<Got>, i32> {
     let kind = s.socks[key].kind;
-    let file: OwnedFd = r.file;
     match recv(
         file.as_raw_fd(),
         &mut s.scratch,
@@ -438,7 +481,6 @@ fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got
             };
             let commit = (!peek).then_some(Commit::Pair {
                 key,
-                file,
                 matched: found.is_some(),
             });
             return Ok(Some(Got {
@@ -615,11 +657,11 @@ fn ifindex_of(s: &Sentry, to: IpAddr) -> i32 {
 
 /// A receive whose copy-out failed: the datagram is gone, as on Linux,
 /// unless the call was cancelled, which leaves it for the next receive.
-fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
+fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>, file: &OwnedFd) -> Outcome {
     if e != crate::errno::CALLER_GONE
         && let Some(c) = commit
     {
-        apply_commit(s, &c);
+        apply_commit(s, &c, file);
     }
     errno(e)
 }
@@ -628,17 +670,17 @@ fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
 /// answer goes, since the guest may read its end natively the moment it
 /// has the answer. A received call waits killably (see `sigwatch.rs`), so
 /// no signal takes the answer away after this.
-fn commit_reply(s: &mut Sentry, reply: Reply, commit: Option<Commit>) -> Outcome {
+fn commit_reply(s: &mut Sentry, reply: Reply, commit: Option<Commit>, file: &OwnedFd) -> Outcome {
     if let Some(c) = commit {
-        apply_commit(s, &c);
+        apply_commit(s, &c, file);
     }
     Outcome::Reply(reply)
 }
 
-/// Consumes the datagram an answer delivered.
-fn apply_commit(s: &mut Sentry, c: &Commit) {
+/// Consumes the datagram an answer delivered (`file`: the guest's end).
+fn apply_commit(s: &mut Sentry, c: &Commit, file: &OwnedFd) {
     match c {
-        Commit::Pair { key, file, matched } => {
+        Commit::Pair { key, matched } => {
             let mut b = [0u8; 1];
             let _ = recv(
                 file.as_raw_fd(),

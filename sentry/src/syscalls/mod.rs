@@ -20,8 +20,13 @@ mod io;
 mod opts;
 mod socket;
 
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use crate::abi::MsgHdr;
 use crate::gsock::GKey;
-use crate::sentry::{Outcome, Resolved, Sentry};
+use crate::sentry::{Outcome, Sentry};
 use crate::sys::{Notif, Reply};
 
 /// `AUDIT_ARCH_X86_64`.
@@ -29,45 +34,143 @@ const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
 /// `sizeof(struct sockaddr_storage)`: the longest address a call may pass.
 const SOCKADDR_MAX: u64 = 128;
 
-/// Handles one notification (a parked one is handled again from scratch).
-pub fn handle(s: &mut Sentry, n: &Notif) -> Outcome {
+/// A parked call's continuation: what its handler resolved and decoded
+/// before the call had to wait. It resumes from here, without resolving
+/// its descriptor or reading its arguments from guest memory again.
+#[derive(Debug)]
+pub struct Resume {
+    /// The socket.
+    pub key: GKey,
+    /// The copy of the guest's descriptor the call named.
+    file: OwnedFd,
+    /// The arguments, decoded.
+    args: Args,
+}
+
+/// A blocked call's decoded arguments.
+#[derive(Debug, Default)]
+enum Args {
+    /// Nothing beyond the registers (accept, recvfrom).
+    #[default]
+    None,
+    /// `connect`'s address.
+    Connect(SocketAddr),
+    /// A send's payload and destination (sendto, sendmsg, the first
+    /// message of sendmmsg).
+    Send {
+        data: Vec<u8>,
+        to: Option<SocketAddr>,
+    },
+    /// The `msghdr` of recvmsg (the first one of recvmmsg).
+    Recv(MsgHdr),
+}
+
+/// Handles one notification; `resume` continues a parked one.
+pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     if n.arch != AUDIT_ARCH_X86_64 {
         return Outcome::Reply(Reply::Errno(libc::ENOSYS));
     }
+    let r = resume;
     match n.nr {
         libc::SYS_socket => socket::socket(s, n),
         libc::SYS_bind => socket::bind(s, n),
         libc::SYS_listen => socket::listen(s, n),
-        libc::SYS_connect => socket::connect(s, n),
-        libc::SYS_accept => socket::accept(s, n, 0),
-        libc::SYS_accept4 => socket::accept(s, n, n.args[3] as i32),
+        libc::SYS_connect => socket::connect(s, n, r),
+        libc::SYS_accept => socket::accept(s, n, 0, r),
+        libc::SYS_accept4 => socket::accept(s, n, n.args[3] as i32, r),
         libc::SYS_shutdown => socket::shutdown(s, n),
         libc::SYS_getsockname => socket::name(s, n, false),
         libc::SYS_getpeername => socket::name(s, n, true),
         libc::SYS_getsockopt => opts::getsockopt(s, n),
         libc::SYS_setsockopt => opts::setsockopt(s, n),
         libc::SYS_ioctl => opts::ioctl(s, n),
-        libc::SYS_sendto => io::sendto(s, n),
-        libc::SYS_recvfrom => io::recvfrom(s, n),
-        libc::SYS_sendmsg => io::sendmsg(s, n),
-        libc::SYS_recvmsg => io::recvmsg(s, n),
-        libc::SYS_sendmmsg => io::sendmmsg(s, n),
-        libc::SYS_recvmmsg => io::recvmmsg(s, n),
+        libc::SYS_sendto => io::sendto(s, n, r),
+        libc::SYS_recvfrom => io::recvfrom(s, n, r),
+        libc::SYS_sendmsg => io::sendmsg(s, n, r),
+        libc::SYS_recvmsg => io::recvmsg(s, n, r),
+        libc::SYS_sendmmsg => io::sendmmsg(s, n, r),
+        libc::SYS_recvmmsg => io::recvmmsg(s, n, r),
         // The filter traps nothing else; answer as a kernel without the call would.
         _ => Outcome::Reply(Reply::Errno(libc::ENOSYS)),
     }
 }
 
+/// The socket a call names, resolved now or carried by its continuation.
+#[derive(Debug)]
+struct Target {
+    /// The copy of the guest's descriptor.
+    file: OwnedFd,
+    /// Resumed after it blocked.
+    resumed: bool,
+    /// The arguments decoded before it blocked.
+    args: Args,
+}
+
+impl Target {
+    /// The descriptor's O_NONBLOCK (asked only by calls that may block). A
+    /// resumed call blocks whatever the flag says now, as on Linux.
+    fn nonblock(&self) -> bool {
+        !self.resumed
+            && nix::fcntl::fcntl(&self.file, nix::fcntl::FcntlArg::F_GETFL)
+                .is_ok_and(|f| f & libc::O_NONBLOCK != 0)
+    }
+
+    /// The arguments decoded before the call blocked, when it did.
+    fn take_args(&mut self) -> Args {
+        std::mem::take(&mut self.args)
+    }
+
+    /// Blocks the call on `key` until the socket changes or `timeout`
+    /// passes; it resumes from `args`.
+    fn park(self, key: GKey, timeout: Option<Duration>, args: Args) -> Outcome {
+        Outcome::Park(
+            Box::new(Resume {
+                key,
+                file: self.file,
+                args,
+            }),
+            timeout,
+        )
+    }
+}
+
 /// Resolves the call's first argument; `Err(outcome)` when the call is not
 /// ours to serve (continue natively) or the descriptor is bad.
-fn ours(s: &mut Sentry, n: &Notif) -> Result<(GKey, Resolved), Outcome> {
+fn ours(s: &mut Sentry, n: &Notif) -> Result<(GKey, Target), Outcome> {
     match s.resolve(n, n.args[0]) {
         Ok(r) => match r.key {
-            Some(k) => Ok((k, r)),
+            Some(k) => Ok((
+                k,
+                Target {
+                    file: r.file,
+                    resumed: false,
+                    args: Args::None,
+                },
+            )),
             None => Err(Outcome::Reply(Reply::Continue)),
         },
         Err(e) => Err(Outcome::Reply(Reply::Errno(e))),
     }
+}
+
+/// A blocking call's socket: from its continuation when it resumes (a
+/// socket whose record went meanwhile is a bad descriptor), resolved
+/// otherwise.
+fn target(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Result<(GKey, Target), Outcome> {
+    let Some(r) = resume else {
+        return ours(s, n);
+    };
+    if s.socks.get(r.key).is_none() {
+        return Err(Outcome::Reply(Reply::Errno(libc::EBADF)));
+    }
+    Ok((
+        r.key,
+        Target {
+            file: r.file,
+            resumed: true,
+            args: r.args,
+        },
+    ))
 }
 
 /// A call that returns 0, or the errno of the write that failed.
@@ -136,5 +239,40 @@ impl Sentry {
     /// Writes guest memory.
     pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), i32> {
         self.mem.write(self.listeners.of(n), n, ptr, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    use super::*;
+
+    fn target(resumed: bool) -> Target {
+        let (a, _b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        Target {
+            file: a,
+            resumed,
+            args: Args::Recv(MsgHdr::default()),
+        }
+    }
+
+    #[test]
+    fn a_resumed_call_blocks_whatever_its_descriptor_says_now() {
+        assert!(target(false).nonblock());
+        assert!(!target(true).nonblock());
+    }
+
+    #[test]
+    fn arguments_are_taken_once() {
+        let mut t = target(true);
+        assert!(matches!(t.take_args(), Args::Recv(_)));
+        assert!(matches!(t.take_args(), Args::None));
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use netstack::{Domain, NetError, Protocol, Shutdown as NetShutdown};
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::{done, errno, net, ours, value};
+use super::{Args, Resume, done, errno, net, ours, target, value};
 use crate::abi::{self, GuestAddr};
 use crate::gsock::{GKey, GSock, Kind};
 use crate::sentry::{Outcome, Sentry};
@@ -222,9 +222,19 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
     }
 }
 
-pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
-    let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
+pub(super) fn connect(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
+    let addr = match r.take_args() {
+        // Resumed: the address was read and decoded before it blocked.
+        Args::Connect(addr) => Some(addr),
+        _ => {
+            let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
+            if s.socks[key].kind == Kind::Netlink {
+                return value(0);
+            }
+            step!(inet_addr(s, key, &bytes, false).map_err(errno))
+        }
+    };
     let kind = s.socks[key].kind;
     if kind == Kind::Netlink {
         return value(0);
@@ -232,7 +242,6 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
     let Some(id) = s.stack_id(key) else {
         return errno(libc::EBADF);
     };
-    let addr = step!(inet_addr(s, key, &bytes, false).map_err(errno));
     let Some(addr) = addr else {
         // AF_UNSPEC: dissolve the association (nothing to do when there is none).
         if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && !s.socks[key].is_connecting() {
@@ -256,7 +265,8 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
         return if r.nonblock() {
             errno(libc::EALREADY)
         } else {
-            Outcome::Park(key, s.socks[key].sndtimeo)
+            let timeout = s.socks[key].sndtimeo;
+            r.park(key, timeout, Args::Connect(addr))
         };
     }
     let result = s.stack.connect(id, addr);
@@ -292,7 +302,8 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
                         // handshake ends, as Linux's does: a caller that a
                         // signal takes out of this wait polls for the result.
                         s.fill(key, r.file.as_fd());
-                        Outcome::Park(key, s.socks[key].sndtimeo)
+                        let timeout = s.socks[key].sndtimeo;
+                        r.park(key, timeout, Args::Connect(addr))
                     }
                     Err(e) => net(e),
                 }
@@ -310,8 +321,8 @@ fn connected(s: &mut Sentry, key: GKey) -> Outcome {
     value(0)
 }
 
-pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resume>) -> Outcome {
+    let (key, r) = step!(target(s, n, resume));
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return errno(libc::EINVAL);
     }
@@ -338,7 +349,8 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
         return if r.nonblock() {
             errno(libc::EAGAIN)
         } else {
-            Outcome::Park(key, s.socks[key].rcvtimeo)
+            let timeout = s.socks[key].rcvtimeo;
+            r.park(key, timeout, Args::None)
         };
     };
     let v6 = s.socks[key].v6;
