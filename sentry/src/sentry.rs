@@ -26,7 +26,7 @@ use std::os::fd::OwnedFd;
 use crate::gsock::GKey;
 use crate::listeners::{Listeners, Ready};
 use crate::mem::Mem;
-use crate::sys::Reply;
+use crate::sys::{Notif, Reply};
 use crate::syscalls::Resume;
 use crate::trace::Tracer;
 
@@ -76,6 +76,8 @@ pub enum Outcome {
     /// Wait for the continuation's socket to change, until the deadline;
     /// then resume from the continuation.
     Park(Box<Resume>, Option<Duration>),
+    /// Resume from the continuation after the event loop's next round.
+    Defer(Box<Resume>),
 }
 
 impl From<Result<i64, i32>> for Outcome {
@@ -146,6 +148,8 @@ pub struct Sentry {
     touched: Vec<GKey>,
     /// Sockets with blocked calls (may hold stale or repeated keys).
     parked_keys: Vec<GKey>,
+    /// Calls to try again after the next round.
+    deferred: Vec<(Notif, Box<Resume>)>,
     /// Ready pairs.
     pool: PairPool,
     confine: bool,
@@ -277,6 +281,7 @@ impl Sentry {
             events: Vec::new(),
             touched: Vec::new(),
             parked_keys: Vec::new(),
+            deferred: Vec::new(),
             pool: PairPool::default(),
             confine: cfg.confine,
             nat_mode,

@@ -19,6 +19,8 @@ use crate::listeners::{ListenerInbox, Ready};
 use crate::sys::{self, Notif, Reply};
 use crate::syscalls::Resume;
 
+/// Epoll tokens: these few at the top of the range; every other one is a
+/// pair end's `GKey`.
 pub(super) const TOKEN_LISTENER: u64 = u64::MAX;
 pub(super) const TOKEN_INIT: u64 = u64::MAX - 1;
 pub(super) const TOKEN_SIGNAL: u64 = u64::MAX - 2;
@@ -30,8 +32,6 @@ pub(super) const TOKEN_NAT: u64 = u64::MAX - 4;
 const TOKEN_MORE: u64 = u64::MAX - 5;
 /// An `exec`'s listener has a notification.
 pub(super) const TOKEN_EXECS: u64 = u64::MAX - 6;
-/// Tokens below this are pair ends (`GKey`s).
-const TOKEN_RESERVED: u64 = u64::MAX - 15;
 
 impl Sentry {
     /// Serves the guest until its init exits; returns the guest's exit
@@ -80,6 +80,11 @@ impl Sentry {
                     }
                 }
             }
+            if !self.deferred.is_empty() {
+                // The closes this round read may have freed their ports.
+                self.poll_stack();
+                self.retry_deferred();
+            }
             if notified || execs {
                 if ends {
                     self.poll_stack();
@@ -112,27 +117,8 @@ impl Sentry {
         self.stack.poll(now);
     }
 
-    /// Handles the guest's closes that already happened: a `close` is
-    /// native, so the Sentry learns of it from its end's hang-up, which the
-    /// kernel queued before `close` returned. A bind that finds its port
-    /// busy settles first, so a port the guest just released is free.
-    pub(crate) fn settle(&mut self) {
-        let mut events = [EpollEvent::empty(); 64];
-        let Ok(n) = self.epoll.wait(&mut events, EpollTimeout::ZERO) else {
-            return;
-        };
-        for ev in &events[..n] {
-            let token = ev.data();
-            if token < TOKEN_RESERVED {
-                let key = GKey::from(KeyData::from_ffi(token));
-                self.on_end_event(key, ev.events());
-            }
-        }
-        self.poll_stack();
-    }
-
     fn timeout(&self) -> EpollTimeout {
-        if !self.touched.is_empty() {
+        if !self.touched.is_empty() || !self.deferred.is_empty() {
             return EpollTimeout::ZERO;
         }
         let now = StdInstant::now();
@@ -252,6 +238,14 @@ impl Sentry {
         Ok(())
     }
 
+    /// Tries the calls deferred in the previous round once more.
+    fn retry_deferred(&mut self) {
+        for (n, resume) in std::mem::take(&mut self.deferred) {
+            let outcome = crate::syscalls::handle(self, &n, Some(*resume));
+            self.finish(n, outcome);
+        }
+    }
+
     /// Answers (or parks) a newly handled notification.
     pub(super) fn finish(&mut self, n: Notif, outcome: Outcome) {
         let now = StdInstant::now();
@@ -287,6 +281,10 @@ impl Sentry {
                 }
             }
             Outcome::Done => {}
+            Outcome::Defer(resume) => {
+                self.trace(&n, "deferred to the next round");
+                self.deferred.push((n, resume));
+            }
             Outcome::Park(resume, timeout) => {
                 self.trace(&n, "blocked");
                 let key = resume.key;

@@ -63,9 +63,11 @@ enum Args {
     },
     /// The `msghdr` of recvmsg (the first one of recvmmsg).
     Recv(MsgHdr),
+    /// `bind`'s address.
+    Bind(SocketAddr),
 }
 
-/// Handles one notification; `resume` continues a parked one.
+/// Handles one notification; `resume` continues a parked or deferred one.
 pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     if n.arch != AUDIT_ARCH_X86_64 {
         return Outcome::Reply(Reply::Errno(libc::ENOSYS));
@@ -73,8 +75,8 @@ pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     let r = resume;
     match n.nr {
         libc::SYS_socket => socket::socket(s, n),
-        libc::SYS_bind => socket::bind(s, n),
-        libc::SYS_listen => socket::listen(s, n),
+        libc::SYS_bind => socket::bind(s, n, r),
+        libc::SYS_listen => socket::listen(s, n, r),
         libc::SYS_connect => socket::connect(s, n, r),
         libc::SYS_accept => socket::accept(s, n, 0, r),
         libc::SYS_accept4 => socket::accept(s, n, n.args[3] as i32, r),
@@ -118,6 +120,16 @@ impl Target {
     /// The arguments decoded before the call blocked, when it did.
     fn take_args(&mut self) -> Args {
         std::mem::take(&mut self.args)
+    }
+
+    /// Tries the call again after the event loop's next round (which reads
+    /// the guest's latest closes), from `args`.
+    fn defer(self, key: GKey, args: Args) -> Outcome {
+        Outcome::Defer(Box::new(Resume {
+            key,
+            file: self.file,
+            args,
+        }))
     }
 
     /// Blocks the call on `key` until the socket changes or `timeout`

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use netstack::{Domain, NetError, Protocol, Shutdown as NetShutdown};
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::{Args, Resume, done, errno, net, ours, target, value};
+use super::{Args, Resume, Target, done, errno, net, ours, target, value};
 use crate::abi::{self, GuestAddr};
 use crate::gsock::{GKey, GSock, Kind};
 use crate::sentry::{Outcome, Sentry};
@@ -158,8 +158,11 @@ fn inet_addr(
     }
 }
 
-pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = step!(ours(s, n));
+pub(super) fn bind(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
+    if let Args::Bind(addr) = r.take_args() {
+        return bind_inet(s, key, r, addr);
+    }
     let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
     if s.socks[key].kind == Kind::Netlink {
         if bytes.len() < 12 {
@@ -181,15 +184,19 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
         Ok(None) => return errno(libc::EAFNOSUPPORT),
         Err(e) => return errno(e),
     };
+    bind_inet(s, key, r, addr)
+}
+
+/// Binds an inet socket. A port in use may be held by a socket the guest
+/// has just closed, whose hang-up the Sentry has not read yet: the call
+/// waits for the next round of the event loop (which reads it) and tries
+/// once more.
+fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome {
     let Some(id) = s.stack_id(key) else {
         return errno(libc::EBADF);
     };
-    let mut result = s.stack.bind(id, addr);
-    if result == Err(NetError::AddrInUse) {
-        s.settle();
-        result = s.stack.bind(id, addr);
-    }
-    match result {
+    match s.stack.bind(id, addr) {
+        Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::Bind(addr)),
         Ok(()) => {
             // A UDP port the guest chose takes datagrams from outside once
             // `bind` returned.
@@ -200,18 +207,15 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
     }
 }
 
-pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = step!(ours(s, n));
+pub(super) fn listen(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, r) = step!(target(s, n, resume));
     let Some(id) = s.stack_id(key) else {
         return errno(libc::EOPNOTSUPP);
     };
     let backlog = n.args[1] as i32;
-    let mut result = s.stack.listen(id, backlog);
-    if result == Err(NetError::AddrInUse) {
-        s.settle();
-        result = s.stack.listen(id, backlog);
-    }
-    match result {
+    match s.stack.listen(id, backlog) {
+        // As bind: the port may be held by a socket closed a moment ago.
+        Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::None),
         Ok(()) => {
             s.socks[key].listen(backlog.clamp(0, 4096) as usize);
             // Peers outside reach the listener once `listen` returned.
