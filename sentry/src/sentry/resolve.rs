@@ -26,14 +26,6 @@ pub struct Resolved {
     pub file: OwnedFd,
 }
 
-impl Resolved {
-    /// The descriptor's O_NONBLOCK (asked only by calls that may block).
-    pub fn nonblock(&self) -> bool {
-        nix::fcntl::fcntl(&self.file, nix::fcntl::FcntlArg::F_GETFL)
-            .is_ok_and(|f| f & libc::O_NONBLOCK != 0)
-    }
-}
-
 /// Pidfds of the guest threads that made trapped calls lately.
 #[derive(Debug, Default)]
 pub(crate) struct PidfdCache {
