@@ -120,7 +120,7 @@ pub struct GSock {
     /// pair has to fake, and that decides what the pumps do.
     pub phase: Phase,
     /// A non-blocking connect's failure, reported once by `SO_ERROR`.
-    pub connect_error: Option<i32>,
+    pub connect_error: Option<crate::errno::Errno>,
     /// Bytes read from the pair that the stack has not taken yet.
     pub tx: Vec<u8>,
     /// Bytes (or one datagram) from the stack that the pair has not taken yet.

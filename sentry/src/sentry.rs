@@ -23,6 +23,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::unistd::Pid;
 use std::os::fd::OwnedFd;
 
+use crate::errno::Errno;
 use crate::gsock::GKey;
 use crate::listeners::{Listeners, Ready};
 use crate::mem::Mem;
@@ -80,8 +81,8 @@ pub enum Outcome {
     Defer(Box<Resume>),
 }
 
-impl From<Result<i64, i32>> for Outcome {
-    fn from(r: Result<i64, i32>) -> Self {
+impl From<Result<i64, Errno>> for Outcome {
+    fn from(r: Result<i64, Errno>) -> Self {
         match r {
             Ok(v) => Outcome::Reply(Reply::Value(v)),
             Err(e) => Outcome::Reply(Reply::Errno(e)),

@@ -14,6 +14,7 @@ use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use slotmap::KeyData;
 
 use super::{Outcome, Parked, Sentry};
+use crate::errno::CALLER_GONE;
 use crate::gsock::{GKey, Phase};
 use crate::listeners::{ListenerInbox, Ready};
 use crate::sys::{self, Notif, Reply};
@@ -265,7 +266,7 @@ impl Sentry {
         parked: impl FnOnce(Option<Duration>, Box<Resume>) -> Parked,
     ) {
         match outcome {
-            Outcome::Reply(Reply::Errno(crate::errno::CALLER_GONE)) => {
+            Outcome::Reply(Reply::Errno(CALLER_GONE)) => {
                 // Cancelled while it was served; whatever it would have
                 // consumed was left in place.
                 self.trace(&n, "cancelled");
@@ -294,7 +295,11 @@ impl Sentry {
                     }
                     s.parked.push_back(parked(timeout, resume));
                 } else {
-                    let _ = sys::notif_send(self.listeners.of(&n), n.id, Reply::Errno(libc::EBADF));
+                    let _ = sys::notif_send(
+                        self.listeners.of(&n),
+                        n.id,
+                        Reply::Errno(crate::errno::Errno::EBADF),
+                    );
                 }
             }
         }

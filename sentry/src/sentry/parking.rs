@@ -66,7 +66,7 @@ impl Sentry {
             };
             let listener = self.listeners.of(&p.notif);
             if sys::notif_send(listener, p.notif.id, Reply::Errno(e)).is_ok() {
-                self.trace(&p.notif, &format!("Errno({e})"));
+                self.trace(&p.notif, &format!("Errno({e:?})"));
                 self.socks[key].connect_error = None;
             }
         }
@@ -151,9 +151,9 @@ impl Sentry {
             s.parked = keep;
             for p in expired {
                 let errno = if p.notif.nr == libc::SYS_connect {
-                    libc::EINPROGRESS
+                    crate::errno::Errno::EINPROGRESS
                 } else {
-                    libc::EAGAIN
+                    crate::errno::Errno::EAGAIN
                 };
                 self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)));
             }

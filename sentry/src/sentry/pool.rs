@@ -5,6 +5,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
+use crate::errno::Errno;
 use crate::sys;
 
 /// Send buffer of each pair end: room for a fast stream without a trip
@@ -39,7 +40,7 @@ pub(crate) struct PairPool {
 impl PairPool {
     /// A pair for a new guest socket, its guest end blocking unless asked
     /// otherwise: a ready one, or a new one when none is left.
-    pub(crate) fn take(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
+    pub(crate) fn take(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, Errno> {
         match self.ready[pool_slot(stream, guest_nonblock)].pop() {
             Some(p) => Ok(p),
             None => self.new_pair(stream, guest_nonblock),
@@ -64,7 +65,7 @@ impl PairPool {
     /// (the Sentry passes MSG_DONTWAIT on every send and receive of its
     /// own end, so its mode does not matter, and setting one end apart
     /// would cost a call).
-    fn new_pair(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, i32> {
+    fn new_pair(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, Errno> {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         let ty = if stream {
             SockType::Stream
@@ -75,13 +76,11 @@ impl PairPool {
         if guest_nonblock {
             flags |= SockFlag::SOCK_NONBLOCK;
         }
-        let (end, guest) =
-            socketpair(AddressFamily::Unix, ty, None, flags).map_err(|e| e as i32)?;
+        let (end, guest) = socketpair(AddressFamily::Unix, ty, None, flags).map_err(Errno::from)?;
         for fd in [&end, &guest] {
             self.size_send_buffer(fd.as_fd());
         }
-        let cookie =
-            sys::socket_cookie(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let cookie = sys::socket_cookie(guest.as_fd()).map_err(|e| Errno::of_io(&e, Errno::EIO))?;
         Ok(Pair { end, guest, cookie })
     }
 
@@ -114,7 +113,7 @@ impl super::Sentry {
         &mut self,
         stream: bool,
         guest_nonblock: bool,
-    ) -> Result<(OwnedFd, OwnedFd, u64), i32> {
+    ) -> Result<(OwnedFd, OwnedFd, u64), Errno> {
         let p = self.pool.take(stream, guest_nonblock)?;
         Ok((p.end, p.guest, p.cookie))
     }

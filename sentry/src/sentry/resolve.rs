@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use nix::sys::socket::{MsgFlags, send};
 
 use super::Sentry;
+use crate::errno::{CALLER_GONE, Errno};
 use crate::gsock::GKey;
 use crate::sys::{self, Notif};
 
@@ -51,10 +52,10 @@ impl PidfdCache {
 
 impl Sentry {
     /// Resolves guest descriptor `fd` of the calling thread.
-    pub(crate) fn resolve(&mut self, n: &Notif, fd: u64) -> Result<Resolved, i32> {
-        let fd = i32::try_from(fd as i64).map_err(|_| libc::EBADF)?;
+    pub(crate) fn resolve(&mut self, n: &Notif, fd: u64) -> Result<Resolved, Errno> {
+        let fd = i32::try_from(fd as i64).map_err(|_| Errno::EBADF)?;
         if fd < 0 {
-            return Err(libc::EBADF);
+            return Err(Errno::EBADF);
         }
         let file = self.guest_fd(n, fd)?;
         let key = match sys::socket_cookie(file.as_fd()) {
@@ -67,11 +68,11 @@ impl Sentry {
         Ok(Resolved { key, file })
     }
 
-    fn guest_fd(&mut self, n: &Notif, fd: RawFd) -> Result<OwnedFd, i32> {
+    fn guest_fd(&mut self, n: &Notif, fd: RawFd) -> Result<OwnedFd, Errno> {
         // Out of descriptors in the Sentry: the guest hears EMFILE/ENFILE,
         // as if its own call had run out.
         let own_limit = |e: &io::Error| match e.raw_os_error() {
-            Some(code @ (libc::EMFILE | libc::ENFILE)) => Some(code),
+            Some(code @ (libc::EMFILE | libc::ENFILE)) => Some(Errno::from_raw(code)),
             _ => None,
         };
         for attempt in 0..2 {
@@ -79,29 +80,29 @@ impl Sentry {
                 let pidfd = match sys::pidfd_open(n.tid as i32, true) {
                     Ok(p) => p,
                     Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                        return Err(crate::errno::CALLER_GONE);
+                        return Err(CALLER_GONE);
                     }
-                    Err(e) => return Err(own_limit(&e).unwrap_or(libc::EBADF)),
+                    Err(e) => return Err(own_limit(&e).unwrap_or(Errno::EBADF)),
                 };
                 if !sys::notif_id_valid(self.listeners.of(n), n.id) {
-                    return Err(crate::errno::CALLER_GONE);
+                    return Err(CALLER_GONE);
                 }
                 self.pidfds.insert(n.tid, pidfd);
             }
             let Some(pidfd) = self.pidfds.get(n.tid) else {
-                return Err(libc::EBADF);
+                return Err(Errno::EBADF);
             };
             match sys::pidfd_getfd(pidfd, fd) {
                 Ok(f) => return Ok(f),
-                Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(libc::EBADF),
+                Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Err(Errno::EBADF),
                 Err(e) if own_limit(&e).is_some() => {
-                    return Err(own_limit(&e).unwrap_or(libc::EMFILE));
+                    return Err(own_limit(&e).unwrap_or(Errno::EMFILE));
                 }
                 // ESRCH: a stale pidfd of a thread that exited; reopen once.
                 Err(_) => continue,
             }
         }
-        Err(libc::EBADF)
+        Err(Errno::EBADF)
     }
 
     /// A reset as Linux reports it on the native data path: the guest's

@@ -12,6 +12,7 @@ use nix::sys::epoll::{EpollEvent, EpollFlags};
 use slotmap::{Key, SlotMap};
 
 use super::Sentry;
+use crate::errno::Errno;
 use crate::gsock::{GKey, GSock, Phase};
 use crate::sys::{self, Reply};
 
@@ -129,7 +130,7 @@ impl Sentry {
             let _ = sys::notif_send(
                 self.listeners.of(&p.notif),
                 p.notif.id,
-                Reply::Errno(libc::EBADF),
+                Reply::Errno(Errno::EBADF),
             );
         }
     }

@@ -65,7 +65,7 @@ pub enum Reply {
     /// The call returns this value.
     Value(i64),
     /// The call fails with this errno.
-    Errno(i32),
+    Errno(crate::errno::Errno),
     /// The kernel runs the call itself, as if nothing had trapped it.
     Continue,
 }
@@ -75,7 +75,7 @@ pub enum Reply {
 pub fn notif_send(listener: BorrowedFd<'_>, id: u64, reply: Reply) -> io::Result<()> {
     let (val, error, flags) = match reply {
         Reply::Value(v) => (v, 0, 0),
-        Reply::Errno(e) => (0, -e, 0),
+        Reply::Errno(e) => (0, -e.raw(), 0),
         Reply::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
     };
     let resp = libc::seccomp_notif_resp {

@@ -9,11 +9,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use netstack::{NetError, RecvFlags, SocketId};
-use nix::errno::Errno;
+use nix::errno::Errno as NixErrno;
 use nix::sys::socket::{MsgFlags, recv, send};
 
 use super::{Args, Resume, Target, errno, target, value};
 use crate::abi::{self, MsgHdr};
+use crate::errno::{CALLER_GONE, Errno};
 use crate::gsock::{GKey, Kind};
 use crate::sentry::{Outcome, Sentry};
 use crate::sys::{Notif, Reply};
@@ -57,10 +58,10 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
                 (data, None)
             } else {
                 if flags & libc::MSG_OOB != 0 && s.socks[key].kind != Kind::Netlink {
-                    return errno(libc::EOPNOTSUPP);
+                    return errno(Errno::EOPNOTSUPP);
                 }
                 if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
-                    return errno(libc::EINVAL);
+                    return errno(Errno::EINVAL);
                 }
                 let to = step!(dgram_dest(s, n, key, n.args[4], n.args[5]).map_err(errno));
                 (data, to)
@@ -69,7 +70,7 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
     };
     if tcp {
         if !s.socks[key].is_connected() {
-            return errno(libc::EPIPE);
+            return errno(Errno::EPIPE);
         }
         // Connected TCP ignores the address: the bytes go the native way.
         return match send(
@@ -78,11 +79,11 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         ) {
             Ok(n) => value(n as i64),
-            Err(Errno::EAGAIN) if !nonblock => {
+            Err(NixErrno::EAGAIN) if !nonblock => {
                 let timeout = s.socks[key].sndtimeo;
                 r.park(key, timeout, Args::Send { data, to: None })
             }
-            Err(e) => errno(e as i32),
+            Err(e) => errno(Errno::from(e)),
         };
     }
     dgram_send(s, key, r, data, to, nonblock)
@@ -99,7 +100,7 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     let got = match take(s, key, &r.file, peek) {
         Ok(Some(g)) => g,
-        Ok(None) if nonblock => return errno(libc::EAGAIN),
+        Ok(None) if nonblock => return errno(Errno::EAGAIN),
         Ok(None) => {
             let timeout = s.socks[key].rcvtimeo;
             return r.park(key, timeout, Args::None);
@@ -172,7 +173,7 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
             }
             Ok(None) if sent == 0 => {
                 return if nonblock {
-                    errno(libc::EAGAIN)
+                    errno(Errno::EAGAIN)
                 } else {
                     let timeout = s.socks[key].sndtimeo;
                     r.park(key, timeout, Args::Send { data, to })
@@ -190,7 +191,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
     let flags = n.args[2] as i32;
     if flags & libc::MSG_ERRQUEUE != 0 {
         // Nothing is ever queued on the error queue.
-        return errno(libc::EAGAIN);
+        return errno(Errno::EAGAIN);
     }
     if s.socks[key].kind == Kind::Tcp {
         return Outcome::Reply(Reply::Continue);
@@ -203,7 +204,7 @@ pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
     let peek = flags & libc::MSG_PEEK != 0;
     let got = match take(s, key, &r.file, peek) {
         Ok(Some(g)) => g,
-        Ok(None) if nonblock => return errno(libc::EAGAIN),
+        Ok(None) if nonblock => return errno(Errno::EAGAIN),
         Ok(None) => {
             let timeout = s.socks[key].rcvtimeo;
             return r.park(key, timeout, Args::Recv(hdr));
@@ -249,7 +250,7 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
         let got = match take(s, key, &r.file, false) {
             Ok(Some(g)) => g,
             Ok(None) if done > 0 => break,
-            Ok(None) if nonblock => return errno(libc::EAGAIN),
+            Ok(None) if nonblock => return errno(Errno::EAGAIN),
             Ok(None) => {
                 let timeout = s.socks[key].rcvtimeo;
                 return r.park(key, timeout, Args::Recv(hdr));
@@ -261,8 +262,8 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
         // copied, since the next one is only visible after it. A copy the
         // call's cancellation stopped consumes nothing.
         let delivered = deliver(s, n, key, at, &hdr, &got, flags & !libc::MSG_PEEK);
-        if let Err(crate::errno::CALLER_GONE) = delivered {
-            return errno(crate::errno::CALLER_GONE);
+        if let Err(CALLER_GONE) = delivered {
+            return errno(CALLER_GONE);
         }
         if let Some(c) = got.commit.as_ref() {
             apply_commit(s, c, &r.file);
@@ -318,7 +319,7 @@ fn dgram_dest(
     key: GKey,
     ptr: u64,
     len: u64,
-) -> Result<Option<SocketAddr>, i32> {
+) -> Result<Option<SocketAddr>, Errno> {
     if ptr == 0 || len == 0 {
         return Ok(None);
     }
@@ -327,15 +328,15 @@ fn dgram_dest(
         return Ok(None);
     }
     if bytes.len() < 2 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     let v6 = s.socks[key].v6;
     let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
     if v6 && family == libc::AF_INET6 && bytes.len() < abi::SOCKADDR_IN6_MIN {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     if !v6 && bytes.len() < abi::SOCKADDR_IN_LEN {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     if !v6 && family == libc::AF_UNSPEC {
         // Old programs: an IPv4 socket takes AF_UNSPEC as AF_INET.
@@ -343,15 +344,15 @@ fn dgram_dest(
         b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         return match abi::decode_addr(&b)? {
             abi::GuestAddr::Inet(a) => Ok(Some(a)),
-            _ => Err(libc::EINVAL),
+            _ => Err(Errno::EINVAL),
         };
     }
     match abi::decode_addr(&bytes)? {
         abi::GuestAddr::Inet(a) if v6 => Ok(Some(abi::mapped(a))),
         abi::GuestAddr::Inet(a) if a.is_ipv4() => Ok(Some(a)),
         abi::GuestAddr::Unspec => Ok(None),
-        abi::GuestAddr::Other(_) if v6 => Err(libc::EINVAL),
-        abi::GuestAddr::Inet(_) | abi::GuestAddr::Other(_) => Err(libc::EAFNOSUPPORT),
+        abi::GuestAddr::Other(_) if v6 => Err(Errno::EINVAL),
+        abi::GuestAddr::Inet(_) | abi::GuestAddr::Other(_) => Err(Errno::EAFNOSUPPORT),
     }
 }
 
@@ -380,13 +381,13 @@ fn dgram_send_inner(
     data: &[u8],
     to: Option<SocketAddr>,
     nonblock: bool,
-) -> Result<Option<usize>, i32> {
+) -> Result<Option<usize>, Errno> {
     if s.socks[key].kind == Kind::Netlink {
         s.netlink_request(key, data);
         return Ok(Some(data.len()));
     }
     let Some(id) = s.stack_id(key) else {
-        return Err(libc::EBADF);
+        return Err(Errno::EBADF);
     };
     // Datagrams the guest wrote natively go first.
     s.flush_tx(key);
@@ -396,7 +397,7 @@ fn dgram_send_inner(
     };
     match r {
         Ok(n) => Ok(Some(n)),
-        Err(NetError::WouldBlock) if nonblock => Err(libc::EAGAIN),
+        Err(NetError::WouldBlock) if nonblock => Err(Errno::EAGAIN),
         Err(NetError::WouldBlock) => Ok(None),
         Err(e) => Err(crate::errno::errno(e)),
     }
@@ -408,13 +409,13 @@ fn decode_send(
     n: &Notif,
     key: GKey,
     hdr_ptr: u64,
-) -> Result<(Vec<u8>, Option<SocketAddr>), i32> {
+) -> Result<(Vec<u8>, Option<SocketAddr>), Errno> {
     let hdr = read_msghdr(s, n, hdr_ptr)?;
     if hdr.controllen > 0 {
         // Linux copies the control messages in first (and refuses a bad
         // pointer); none of them changes what the stack sends.
         if hdr.controllen > (1 << 16) {
-            return Err(libc::ENOBUFS);
+            return Err(Errno::ENOBUFS);
         }
         s.rd(n, hdr.control, hdr.controllen as usize)?;
     }
@@ -422,7 +423,7 @@ fn decode_send(
     let mut data = Vec::new();
     for (base, len) in iov {
         if data.len() + len as usize > MAX_DGRAM {
-            return Err(libc::EMSGSIZE);
+            return Err(Errno::EMSGSIZE);
         }
         let chunk = s.rd(n, base, len as usize)?;
         data.extend_from_slice(&chunk);
@@ -435,18 +436,18 @@ fn decode_send(
     Ok((data, to))
 }
 
-fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, i32> {
+fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, Errno> {
     let b = s.rd_array::<{ abi::MSGHDR_LEN }>(n, ptr)?;
     let h = MsgHdr::decode(&b);
     if (h.namelen as i32) < 0 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     Ok(h)
 }
 
-fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)>, i32> {
+fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)>, Errno> {
     if hdr.iovlen > abi::IOV_MAX as u64 {
-        return Err(libc::EMSGSIZE);
+        return Err(Errno::EMSGSIZE);
     }
     if hdr.iovlen == 0 {
         return Ok(Vec::new());
@@ -455,9 +456,9 @@ fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)
     let iov = abi::decode_iovecs(&raw);
     let mut total: u64 = 0;
     for &(_, len) in &iov {
-        total = total.checked_add(len).ok_or(libc::EINVAL)?;
+        total = total.checked_add(len).ok_or(Errno::EINVAL)?;
         if total > isize::MAX as u64 {
-            return Err(libc::EINVAL);
+            return Err(Errno::EINVAL);
         }
     }
     Ok(iov)
@@ -465,7 +466,7 @@ fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)
 
 /// Takes the next datagram: from the guest's end first (older), then from
 /// the stack. Both are only peeked at; `commit` consumes after the answer.
-fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<Got>, i32> {
+fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<Got>, Errno> {
     let kind = s.socks[key].kind;
     match recv(
         file.as_raw_fd(),
@@ -491,8 +492,8 @@ fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<
                 commit,
             }));
         }
-        Err(Errno::EAGAIN) => {}
-        Err(e) => return Err(e as i32),
+        Err(NixErrno::EAGAIN) => {}
+        Err(e) => return Err(Errno::from(e)),
     }
     let Some(id) = s.stack_id(key) else {
         return Ok(None);
@@ -533,7 +534,7 @@ fn deliver(
     hdr: &MsgHdr,
     got: &Got,
     flags: i32,
-) -> Result<usize, i32> {
+) -> Result<usize, Errno> {
     let iov = read_iovecs(s, n, hdr)?;
     let mut off = 0usize;
     for (base, len) in iov {
@@ -657,8 +658,8 @@ fn ifindex_of(s: &Sentry, to: IpAddr) -> i32 {
 
 /// A receive whose copy-out failed: the datagram is gone, as on Linux,
 /// unless the call was cancelled, which leaves it for the next receive.
-fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>, file: &OwnedFd) -> Outcome {
-    if e != crate::errno::CALLER_GONE
+fn fail_consumed(s: &mut Sentry, e: Errno, commit: Option<Commit>, file: &OwnedFd) -> Outcome {
+    if e != CALLER_GONE
         && let Some(c) = commit
     {
         apply_commit(s, &c, file);

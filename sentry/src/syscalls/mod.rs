@@ -25,6 +25,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use crate::abi::MsgHdr;
+use crate::errno::Errno;
 use crate::gsock::GKey;
 use crate::sentry::{Outcome, Sentry};
 use crate::sys::{Notif, Reply};
@@ -70,7 +71,7 @@ enum Args {
 /// Handles one notification; `resume` continues a parked or deferred one.
 pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     if n.arch != AUDIT_ARCH_X86_64 {
-        return Outcome::Reply(Reply::Errno(libc::ENOSYS));
+        return Outcome::Reply(Reply::Errno(Errno::ENOSYS));
     }
     let r = resume;
     match n.nr {
@@ -93,7 +94,7 @@ pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
         libc::SYS_sendmmsg => io::sendmmsg(s, n, r),
         libc::SYS_recvmmsg => io::recvmmsg(s, n, r),
         // The filter traps nothing else; answer as a kernel without the call would.
-        _ => Outcome::Reply(Reply::Errno(libc::ENOSYS)),
+        _ => Outcome::Reply(Reply::Errno(Errno::ENOSYS)),
     }
 }
 
@@ -173,7 +174,7 @@ fn target(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Result<(GKey, Ta
         return ours(s, n);
     };
     if s.socks.get(r.key).is_none() {
-        return Err(Outcome::Reply(Reply::Errno(libc::EBADF)));
+        return Err(Outcome::Reply(Reply::Errno(Errno::EBADF)));
     }
     Ok((
         r.key,
@@ -186,11 +187,11 @@ fn target(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Result<(GKey, Ta
 }
 
 /// A call that returns 0, or the errno of the write that failed.
-fn done(r: Result<(), i32>) -> Outcome {
+fn done(r: Result<(), Errno>) -> Outcome {
     r.map(|()| 0).into()
 }
 
-fn errno(e: i32) -> Outcome {
+fn errno(e: Errno) -> Outcome {
     Outcome::Reply(Reply::Errno(e))
 }
 
@@ -204,10 +205,15 @@ fn net(e: netstack::NetError) -> Outcome {
 
 impl Sentry {
     /// Reads a socket address argument (`move_addr_to_kernel`).
-    pub(crate) fn read_sockaddr(&mut self, n: &Notif, ptr: u64, len: u64) -> Result<Vec<u8>, i32> {
+    pub(crate) fn read_sockaddr(
+        &mut self,
+        n: &Notif,
+        ptr: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, Errno> {
         let len = len as i64 as i32;
         if len < 0 || len as u64 > SOCKADDR_MAX {
-            return Err(libc::EINVAL);
+            return Err(Errno::EINVAL);
         }
         if len == 0 {
             return Ok(Vec::new());
@@ -223,13 +229,13 @@ impl Sentry {
         ptr: u64,
         len_ptr: u64,
         addr: &[u8],
-    ) -> Result<(), i32> {
+    ) -> Result<(), Errno> {
         if len_ptr == 0 {
-            return Err(libc::EFAULT);
+            return Err(Errno::EFAULT);
         }
         let room = i32::from_ne_bytes(self.rd_array::<4>(n, len_ptr)?);
         if room < 0 {
-            return Err(libc::EINVAL);
+            return Err(Errno::EINVAL);
         }
         let take = addr.len().min(room as usize);
         if take > 0 {
@@ -239,17 +245,21 @@ impl Sentry {
     }
 
     /// Reads `len` bytes of guest memory.
-    pub(crate) fn rd(&mut self, n: &Notif, ptr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    pub(crate) fn rd(&mut self, n: &Notif, ptr: u64, len: usize) -> Result<Vec<u8>, Errno> {
         self.mem.read(self.listeners.of(n), n, ptr, len)
     }
 
     /// Reads a fixed number of bytes of guest memory.
-    pub(crate) fn rd_array<const N: usize>(&mut self, n: &Notif, ptr: u64) -> Result<[u8; N], i32> {
+    pub(crate) fn rd_array<const N: usize>(
+        &mut self,
+        n: &Notif,
+        ptr: u64,
+    ) -> Result<[u8; N], Errno> {
         self.mem.read_array(self.listeners.of(n), n, ptr)
     }
 
     /// Writes guest memory.
-    pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), i32> {
+    pub(crate) fn wr(&mut self, n: &Notif, ptr: u64, data: &[u8]) -> Result<(), Errno> {
         self.mem.write(self.listeners.of(n), n, ptr, data)
     }
 }

@@ -8,6 +8,7 @@ use nix::sys::socket::{MsgFlags, recv};
 
 use super::{Args, Resume, Target, done, errno, net, ours, target, value};
 use crate::abi::{self, GuestAddr};
+use crate::errno::{CALLER_GONE, Errno};
 use crate::gsock::{GKey, GSock, Kind};
 use crate::sentry::{Outcome, Sentry};
 use crate::sys::{self, Notif};
@@ -22,7 +23,7 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
     let base = ty & 0xf;
     let flags = ty & !0xf;
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 || !(0..SOCK_MAX).contains(&base) {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let v6 = domain == libc::AF_INET6;
     let kind = match domain {
@@ -31,16 +32,16 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
             libc::SOCK_DGRAM if proto == 0 || proto == libc::IPPROTO_UDP => Kind::Udp,
             libc::SOCK_DGRAM if !v6 && proto == libc::IPPROTO_ICMP => Kind::Icmp,
             libc::SOCK_DGRAM if v6 && proto == libc::IPPROTO_ICMPV6 => Kind::Icmp,
-            libc::SOCK_STREAM | libc::SOCK_DGRAM => return errno(libc::EPROTONOSUPPORT),
+            libc::SOCK_STREAM | libc::SOCK_DGRAM => return errno(Errno::EPROTONOSUPPORT),
             // Raw sockets need CAP_NET_RAW, which the guest does not have here.
-            libc::SOCK_RAW => return errno(libc::EPERM),
-            _ => return errno(libc::ESOCKTNOSUPPORT),
+            libc::SOCK_RAW => return errno(Errno::EPERM),
+            _ => return errno(Errno::ESOCKTNOSUPPORT),
         },
         libc::AF_NETLINK => match base {
             libc::SOCK_RAW | libc::SOCK_DGRAM => Kind::Netlink,
-            _ => return errno(libc::ESOCKTNOSUPPORT),
+            _ => return errno(Errno::ESOCKTNOSUPPORT),
         },
-        _ => return errno(libc::EAFNOSUPPORT),
+        _ => return errno(Errno::EAFNOSUPPORT),
     };
     let protocol = match kind {
         Kind::Tcp => libc::IPPROTO_TCP,
@@ -83,7 +84,7 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
 fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) -> Outcome {
     let key = match s.insert(g) {
         Ok(k) => k,
-        Err(e) => return errno(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+        Err(e) => return errno(Errno::of_io(&e, Errno::ENOMEM)),
     };
     match sys::notif_addfd_send(s.listeners.of(n), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
@@ -95,9 +96,9 @@ fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) 
             match e.raw_os_error() {
                 // The caller is gone: there is nobody to answer.
                 // The caller was interrupted (ESRCH: while the descriptor went in).
-                Some(libc::ENOENT | libc::ESRCH) => errno(crate::errno::CALLER_GONE),
-                Some(code) => errno(code),
-                None => errno(libc::EIO),
+                Some(libc::ENOENT | libc::ESRCH) => errno(CALLER_GONE),
+                Some(code) => errno(Errno::from_raw(code)),
+                None => errno(Errno::EIO),
             }
         }
     }
@@ -110,11 +111,11 @@ fn inet_addr(
     key: GKey,
     bytes: &[u8],
     for_bind: bool,
-) -> Result<Option<SocketAddr>, i32> {
+) -> Result<Option<SocketAddr>, Errno> {
     let g = &s.socks[key];
     let (v6, kind) = (g.v6, g.kind);
     if bytes.len() < 2 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
     if !for_bind && family == libc::AF_UNSPEC {
@@ -128,14 +129,14 @@ fn inet_addr(
         abi::SOCKADDR_IN6_MIN
     };
     if bytes.len() < min {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     match abi::decode_addr(bytes)? {
         GuestAddr::Inet(SocketAddr::V6(a))
             if for_bind && a.scope_id() == 0 && (a.ip().segments()[0] & 0xffc0) == 0xfe80 =>
         {
             // A link-local address means nothing without its interface.
-            Err(libc::EINVAL)
+            Err(Errno::EINVAL)
         }
         GuestAddr::Inet(a) if a.is_ipv4() != v6 => Ok(Some(a)),
         // A v6 socket may connect to (or send to) an IPv4 address, as the
@@ -151,10 +152,10 @@ fn inet_addr(
                     port,
                 ))))
             } else {
-                Err(libc::EAFNOSUPPORT)
+                Err(Errno::EAFNOSUPPORT)
             }
         }
-        _ => Err(libc::EAFNOSUPPORT),
+        _ => Err(Errno::EAFNOSUPPORT),
     }
 }
 
@@ -166,10 +167,10 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome
     let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
     if s.socks[key].kind == Kind::Netlink {
         if bytes.len() < 12 {
-            return errno(libc::EINVAL);
+            return errno(Errno::EINVAL);
         }
         if u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_NETLINK as u16 {
-            return errno(libc::EINVAL);
+            return errno(Errno::EINVAL);
         }
         let pid = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
         if pid != 0 {
@@ -181,7 +182,7 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome
     }
     let addr = match inet_addr(s, key, &bytes, true) {
         Ok(Some(a)) => a,
-        Ok(None) => return errno(libc::EAFNOSUPPORT),
+        Ok(None) => return errno(Errno::EAFNOSUPPORT),
         Err(e) => return errno(e),
     };
     bind_inet(s, key, r, addr)
@@ -193,7 +194,7 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome
 /// once more.
 fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome {
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EBADF);
+        return errno(Errno::EBADF);
     };
     match s.stack.bind(id, addr) {
         Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::Bind(addr)),
@@ -210,7 +211,7 @@ fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome 
 pub(super) fn listen(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     let (key, r) = step!(target(s, n, resume));
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EOPNOTSUPP);
+        return errno(Errno::EOPNOTSUPP);
     };
     let backlog = n.args[1] as i32;
     match s.stack.listen(id, backlog) {
@@ -244,7 +245,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
         return value(0);
     }
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EBADF);
+        return errno(Errno::EBADF);
     };
     let Some(addr) = addr else {
         // AF_UNSPEC: dissolve the association (nothing to do when there is none).
@@ -267,7 +268,7 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
     if s.socks[key].is_connecting() {
         // A non-blocking attempt is still under way.
         return if r.nonblock() {
-            errno(libc::EALREADY)
+            errno(Errno::EALREADY)
         } else {
             let timeout = s.socks[key].sndtimeo;
             r.park(key, timeout, Args::Connect(addr))
@@ -294,9 +295,9 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
                     s.fill(key, r.file.as_fd());
                 }
                 if result == Err(NetError::Already) {
-                    errno(libc::EALREADY)
+                    errno(Errno::EALREADY)
                 } else {
-                    errno(libc::EINPROGRESS)
+                    errno(Errno::EINPROGRESS)
                 }
             } else {
                 match s.stack.connect(id, addr) {
@@ -328,17 +329,17 @@ fn connected(s: &mut Sentry, key: GKey) -> Outcome {
 pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resume>) -> Outcome {
     let (key, r) = step!(target(s, n, resume));
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let g = &s.socks[key];
     if g.kind != Kind::Tcp {
-        return errno(libc::EOPNOTSUPP);
+        return errno(Errno::EOPNOTSUPP);
     }
     if !g.is_listening() {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let Some(id) = g.id else {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     };
     let mut popped = s.socks[key].queue_mut().and_then(|q| q.stash.pop_front());
     if popped.is_none() {
@@ -351,7 +352,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
     }
     let Some((child, peer)) = popped else {
         return if r.nonblock() {
-            errno(libc::EAGAIN)
+            errno(Errno::EAGAIN)
         } else {
             let timeout = s.socks[key].rcvtimeo;
             r.park(key, timeout, Args::None)
@@ -363,9 +364,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
         match s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
             Ok(()) => {}
             // Cancelled by a signal: the connection waits for the next accept.
-            Err(crate::errno::CALLER_GONE) => {
+            Err(CALLER_GONE) => {
                 put_back(s, key, (child, peer));
-                return errno(crate::errno::CALLER_GONE);
+                return errno(CALLER_GONE);
             }
             Err(e) => {
                 // Linux drops the connection it accepted when the address
@@ -396,7 +397,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
         Ok(k) => k,
         Err(e) => {
             put_back(s, key, (child, peer));
-            return errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
+            return errno(Errno::of_io(&e, Errno::ENOMEM));
         }
     };
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
@@ -427,9 +428,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
             }
             match e.raw_os_error() {
                 // The caller was interrupted (ESRCH: while the descriptor went in).
-                Some(libc::ENOENT | libc::ESRCH) => errno(crate::errno::CALLER_GONE),
-                Some(code) => errno(code),
-                None => errno(libc::EIO),
+                Some(libc::ENOENT | libc::ESRCH) => errno(CALLER_GONE),
+                Some(code) => errno(Errno::from_raw(code)),
+                None => errno(Errno::EIO),
             }
         }
     }
@@ -452,10 +453,10 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
         libc::SHUT_RD => NetShutdown::Read,
         libc::SHUT_WR => NetShutdown::Write,
         libc::SHUT_RDWR => NetShutdown::Both,
-        _ => return errno(libc::EINVAL),
+        _ => return errno(Errno::EINVAL),
     };
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EOPNOTSUPP);
+        return errno(Errno::EOPNOTSUPP);
     };
     let kind = s.socks[key].kind;
     if kind == Kind::Tcp && !s.socks[key].is_listening() && s.stack.peer_addr(id).is_err() {
@@ -464,7 +465,7 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
         {
             // Connecting: Linux allows it.
         } else {
-            return errno(libc::ENOTCONN);
+            return errno(Errno::ENOTCONN);
         }
     }
     if kind == Kind::Tcp && matches!(how, NetShutdown::Write | NetShutdown::Both) {
@@ -506,7 +507,7 @@ pub(super) fn name(s: &mut Sentry, n: &Notif, peer: bool) -> Outcome {
         crate::netlink::sockaddr_nl(port).to_vec()
     } else {
         let Some(id) = g.id else {
-            return errno(libc::EBADF);
+            return errno(Errno::EBADF);
         };
         let v6 = g.v6;
         let a = if peer {
