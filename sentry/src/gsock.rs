@@ -307,6 +307,28 @@ impl GSock {
         false
     }
 
+    /// The sender of the datagram the guest is about to read from its end
+    /// (`data`, of `full_len` bytes): the first record that matches it;
+    /// older records are of datagrams the guest read natively and go. The
+    /// match goes too unless the guest only `peek`s.
+    pub fn take_delivered(
+        &mut self,
+        data: &[u8],
+        full_len: usize,
+        peek: bool,
+    ) -> Option<(SocketAddr, Option<std::net::IpAddr>)> {
+        // A truncated copy cannot be hashed: its length alone must do.
+        let hash = (data.len() == full_len).then(|| payload_hash(data));
+        let pos = self
+            .delivered
+            .iter()
+            .position(|d| d.len == full_len && hash.is_none_or(|h| h == d.hash))?;
+        let found = (self.delivered[pos].from, self.delivered[pos].to);
+        let upto = if peek { pos } else { pos + 1 };
+        self.delivered.drain(..upto);
+        Some(found)
+    }
+
     /// Whether the record can go: reset and nobody waits, or the guest
     /// closed its end and everything it wrote reached the stack.
     pub fn finished(&self) -> bool {
@@ -332,4 +354,122 @@ pub fn payload_hash(data: &[u8]) -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h ^ data.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    fn sock(kind: Kind) -> GSock {
+        let end: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        GSock::new(kind, false, 0, 0, end, 1)
+    }
+
+    fn stack_id() -> SocketId {
+        let mut stack = netstack::Stack::new(
+            netstack::StackConfig::default(),
+            netstack::Instant::from_micros(0),
+        );
+        stack
+            .socket(netstack::Domain::Ipv4, netstack::Protocol::Tcp)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_listener_keeps_its_pending_connections_when_it_listens_again() {
+        let mut g = sock(Kind::Tcp);
+        assert!(g.queue().is_none());
+        g.listen(4);
+        let peer: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        g.queue_mut().unwrap().stash.push_back((stack_id(), peer));
+        g.listen(9);
+        let q = g.queue().unwrap();
+        assert_eq!((q.backlog, q.stash.len()), (9, 1));
+        assert!(g.is_listening() && !g.is_connected() && !g.is_connecting());
+    }
+
+    #[test]
+    fn a_connect_ends_connected_or_idle_and_gives_its_filler_back() {
+        let mut g = sock(Kind::Tcp);
+        g.connecting(4480);
+        assert!(g.is_connecting());
+        assert_eq!(g.connect_ended(true), 4480);
+        assert!(g.is_connected());
+        let mut g = sock(Kind::Tcp);
+        g.connecting(100);
+        assert_eq!(g.connect_ended(false), 100);
+        assert!(matches!(g.phase, Phase::Idle));
+        // No filler when no connect was under way.
+        assert_eq!(g.connect_ended(true), 0);
+    }
+
+    #[test]
+    fn a_reset_is_left_to_the_pair_only_when_established_and_nobody_waits() {
+        let mut g = sock(Kind::Tcp);
+        assert!(!g.reset(), "not established");
+        g.established();
+        assert!(g.reset());
+        assert!(matches!(g.phase, Phase::Reset));
+        assert!(g.finished());
+    }
+
+    #[test]
+    fn what_the_pumps_move_follows_the_phase() {
+        let mut tcp = sock(Kind::Tcp);
+        assert!(!tcp.takes_from_guest() && !tcp.gives_to_guest());
+        tcp.connecting(1);
+        assert!(!tcp.takes_from_guest() && !tcp.gives_to_guest());
+        tcp.established();
+        assert!(tcp.takes_from_guest() && tcp.gives_to_guest());
+        tcp.guest_gone = true;
+        assert!(tcp.takes_from_guest() && !tcp.gives_to_guest());
+        let mut l = sock(Kind::Tcp);
+        l.listen(1);
+        assert!(l.takes_from_guest() && !l.gives_to_guest());
+        let mut gone = sock(Kind::Tcp);
+        gone.guest_gone = true;
+        assert!(
+            gone.takes_from_guest(),
+            "an unconnected socket's close is read"
+        );
+        let udp = sock(Kind::Udp);
+        assert!(udp.takes_from_guest() && udp.gives_to_guest());
+    }
+
+    #[test]
+    fn a_closed_socket_goes_once_its_bytes_reached_the_stack() {
+        let mut g = sock(Kind::Tcp);
+        g.established();
+        g.guest_gone = true;
+        assert!(!g.finished());
+        g.guest_eof = true;
+        g.tx.push(1);
+        assert!(!g.finished());
+        g.tx.clear();
+        assert!(g.finished());
+    }
+
+    #[test]
+    fn delivered_records_match_what_the_guest_reads() {
+        let mut g = sock(Kind::Udp);
+        let from = |p| SocketAddr::from(([10, 0, 0, 1], p));
+        for (port, data) in [(1, &b"aa"[..]), (2, b"bbb"), (3, b"cc")] {
+            g.delivered.push_back(Delivered {
+                len: data.len(),
+                hash: payload_hash(data),
+                from: from(port),
+                to: None,
+            });
+        }
+        // The guest read "aa" natively: its record goes with the match.
+        assert_eq!(g.take_delivered(b"bbb", 3, true), Some((from(2), None)));
+        assert_eq!(g.delivered.len(), 2, "a peek keeps the match");
+        assert_eq!(g.take_delivered(b"bbb", 3, false), Some((from(2), None)));
+        // A truncated read matches by length.
+        assert_eq!(g.take_delivered(b"c", 2, false), Some((from(3), None)));
+        assert!(g.delivered.is_empty());
+        assert_eq!(g.take_delivered(b"zz", 2, false), None);
+    }
 }

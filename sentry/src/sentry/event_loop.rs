@@ -145,10 +145,7 @@ impl Sentry {
                 }
             }
         }
-        let wait = at.saturating_duration_since(now);
-        // Round up so a deadline is never missed by a millisecond.
-        let ms = wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16;
-        EpollTimeout::from(ms)
+        epoll_timeout(at.saturating_duration_since(now))
     }
 
     pub(super) fn now(&self) -> netstack::Instant {
@@ -370,5 +367,53 @@ impl Sentry {
         self.pump_rx(key);
         self.retry_parked(key);
         self.maybe_close(key);
+    }
+}
+
+/// The epoll timeout for a wait: rounded up so that a deadline is never
+/// missed by a millisecond, and capped at what epoll takes (the loop wakes
+/// and computes again).
+fn epoll_timeout(wait: Duration) -> EpollTimeout {
+    let ms = wait.as_micros().div_ceil(1000).min(u128::from(u16::MAX)) as u16;
+    EpollTimeout::from(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use slotmap::Key;
+
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_and_are_capped() {
+        let ms = |t: EpollTimeout| i32::from(t);
+        assert_eq!(ms(epoll_timeout(Duration::ZERO)), 0);
+        assert_eq!(ms(epoll_timeout(Duration::from_micros(1))), 1);
+        assert_eq!(ms(epoll_timeout(Duration::from_micros(1001))), 2);
+        assert_eq!(
+            ms(epoll_timeout(Duration::from_secs(3600))),
+            i32::from(u16::MAX)
+        );
+    }
+
+    #[test]
+    fn tokens_are_apart_from_every_pair_end() {
+        let tokens = [
+            TOKEN_LISTENER,
+            TOKEN_INIT,
+            TOKEN_SIGNAL,
+            TOKEN_LINK,
+            TOKEN_NAT,
+            TOKEN_MORE,
+            TOKEN_EXECS,
+        ];
+        let mut sorted = tokens.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), tokens.len());
+        // A slotmap key is a 32-bit index and a 32-bit odd version: far below.
+        let mut keys = slotmap::SlotMap::<GKey, ()>::with_key();
+        let k = keys.insert(());
+        assert!(tokens.iter().all(|&t| t > k.data().as_ffi() + (1 << 40)));
     }
 }

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant as StdInstant};
 
 use super::{Outcome, SWEEP, Sentry};
+use crate::errno::Errno;
 use crate::gsock::{GKey, GSock};
 use crate::sys::{self, Notif, Reply};
 use crate::syscalls::Resume;
@@ -150,11 +151,7 @@ impl Sentry {
             }
             s.parked = keep;
             for p in expired {
-                let errno = if p.notif.nr == libc::SYS_connect {
-                    crate::errno::Errno::EINPROGRESS
-                } else {
-                    crate::errno::Errno::EAGAIN
-                };
+                let errno = timed_out(p.notif.nr);
                 self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)));
             }
             if !self.socks[key].is_dgram() || self.socks[key].parked.is_empty() {
@@ -180,17 +177,8 @@ impl Sentry {
             if p.reported || now.duration_since(p.since) <= limit {
                 continue;
             }
-            let could = match p.notif.nr {
-                libc::SYS_accept | libc::SYS_accept4 => {
-                    s.queue().is_some_and(|q| !q.stash.is_empty())
-                        || ready.is_some_and(|r| r.readable)
-                }
-                libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
-                    ready.is_some_and(|r| r.readable || r.error)
-                }
-                _ => ready.is_some_and(|r| r.writable || r.error || r.hangup),
-            };
-            if could {
+            let stashed = s.queue().is_some_and(|q| !q.stash.is_empty());
+            if could_proceed(p.notif.nr, stashed, ready) {
                 late.push(i);
             }
         }
@@ -250,5 +238,81 @@ impl Sentry {
                 let _ = sys::notif_send(self.listeners.of(&p.notif), p.notif.id, restart);
             }
         }
+    }
+}
+
+/// What a blocked call answers at its deadline: `connect` goes on in the
+/// background (EINPROGRESS), anything else would have blocked (EAGAIN).
+fn timed_out(nr: i64) -> Errno {
+    if nr == libc::SYS_connect {
+        Errno::EINPROGRESS
+    } else {
+        Errno::EAGAIN
+    }
+}
+
+/// Whether a blocked call could have gone on: its socket is ready for it.
+fn could_proceed(nr: i64, stashed: bool, ready: Option<netstack::Readiness>) -> bool {
+    match nr {
+        libc::SYS_accept | libc::SYS_accept4 => stashed || ready.is_some_and(|r| r.readable),
+        libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
+            ready.is_some_and(|r| r.readable || r.error)
+        }
+        _ => ready.is_some_and(|r| r.writable || r.error || r.hangup),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netstack::Readiness;
+
+    use super::*;
+
+    #[test]
+    fn a_deadline_answers_as_linux_does() {
+        assert_eq!(timed_out(libc::SYS_connect), Errno::EINPROGRESS);
+        assert_eq!(timed_out(libc::SYS_accept4), Errno::EAGAIN);
+        assert_eq!(timed_out(libc::SYS_recvmsg), Errno::EAGAIN);
+    }
+
+    #[test]
+    fn the_watchdog_knows_what_each_call_waits_for() {
+        let r = |f: fn(&mut Readiness)| {
+            let mut r = Readiness::default();
+            f(&mut r);
+            Some(r)
+        };
+        assert!(could_proceed(libc::SYS_accept, true, None));
+        assert!(could_proceed(
+            libc::SYS_accept,
+            false,
+            r(|r| r.readable = true)
+        ));
+        assert!(!could_proceed(
+            libc::SYS_accept,
+            false,
+            r(|r| r.writable = true)
+        ));
+        assert!(could_proceed(
+            libc::SYS_recvfrom,
+            false,
+            r(|r| r.error = true)
+        ));
+        assert!(!could_proceed(
+            libc::SYS_recvmsg,
+            false,
+            r(|r| r.writable = true)
+        ));
+        assert!(could_proceed(
+            libc::SYS_connect,
+            false,
+            r(|r| r.hangup = true)
+        ));
+        assert!(could_proceed(
+            libc::SYS_sendto,
+            false,
+            r(|r| r.writable = true)
+        ));
+        assert!(!could_proceed(libc::SYS_sendmsg, false, None));
     }
 }

@@ -428,23 +428,9 @@ impl Sentry {
         full_len: usize,
         peek: bool,
     ) -> Option<(SocketAddr, Option<std::net::IpAddr>)> {
-        let s = self.socks.get_mut(key)?;
-        let hash = if data.len() == full_len {
-            Some(payload_hash(data))
-        } else {
-            None
-        };
-        let pos = s
-            .delivered
-            .iter()
-            .position(|d| d.len == full_len && hash.is_none_or(|h| h == d.hash))?;
-        let found = (s.delivered[pos].from, s.delivered[pos].to);
-        if peek {
-            s.delivered.drain(..pos);
-        } else {
-            s.delivered.drain(..=pos);
-        }
-        Some(found)
+        self.socks
+            .get_mut(key)?
+            .take_delivered(data, full_len, peek)
     }
 }
 
@@ -457,4 +443,26 @@ fn peer_closed(end: &OwnedFd) -> bool {
         && fds[0]
             .revents()
             .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+
+    use super::*;
+
+    #[test]
+    fn a_closed_guest_end_is_told_from_an_empty_datagram() {
+        let (end, guest) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_NONBLOCK,
+        )
+        .unwrap();
+        send(guest.as_raw_fd(), &[], MsgFlags::empty()).unwrap();
+        assert!(!peer_closed(&end), "an empty datagram is not the end");
+        drop(guest);
+        assert!(peer_closed(&end));
+    }
 }
