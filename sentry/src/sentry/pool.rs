@@ -61,10 +61,10 @@ impl PairPool {
     }
 
     /// Makes a pair: stream (TCP) or seqpacket (datagrams), close-on-exec,
-    /// with large send buffers, both ends blocking or not as the guest asked
-    /// (the Sentry passes MSG_DONTWAIT on every send and receive of its
-    /// own end, so its mode does not matter, and setting one end apart
-    /// would cost a call).
+    /// with large send buffers; the Sentry's end non-blocking, the guest's
+    /// as asked. (Making both ends in the guest's mode would save the
+    /// `fcntl`, since the Sentry passes MSG_DONTWAIT anyway, but a blocking
+    /// Sentry end measured iperf3 over loopback at 13 Gbit/s instead of 19.)
     fn new_pair(&mut self, stream: bool, guest_nonblock: bool) -> Result<Pair, Errno> {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         let ty = if stream {
@@ -72,11 +72,12 @@ impl PairPool {
         } else {
             SockType::SeqPacket
         };
-        let mut flags = SockFlag::SOCK_CLOEXEC;
-        if guest_nonblock {
-            flags |= SockFlag::SOCK_NONBLOCK;
-        }
+        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
         let (end, guest) = socketpair(AddressFamily::Unix, ty, None, flags).map_err(Errno::from)?;
+        if !guest_nonblock {
+            use nix::fcntl::{FcntlArg, OFlag, fcntl};
+            fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(Errno::from)?;
+        }
         // The guest writes straight into its end, so its room is set now. A
         // stream's own end gets its room when a pump first runs out of it
         // (most connections never do); a datagram end's now, since netlink
@@ -204,6 +205,7 @@ mod tests {
         for nb in [false, true] {
             for stream in [false, true] {
                 let p = pool.take(stream, nb).unwrap();
+                assert!(nonblocking(&p.end), "the Sentry's end never blocks");
                 assert_eq!(nonblocking(&p.guest), nb);
                 let want = if stream {
                     SockType::Stream
