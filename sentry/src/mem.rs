@@ -87,6 +87,36 @@ impl Mem {
             _ => Err(Errno::EFAULT),
         }
     }
+
+    /// Writes several ranges in order, with one validity check and one
+    /// system call, as `write` of each in turn would: the ranges before the
+    /// first bad one are written, then `EFAULT`.
+    pub fn write_parts(
+        &mut self,
+        listener: impl AsFd,
+        n: &Notif,
+        parts: &[(u64, &[u8])],
+    ) -> Result<(), Errno> {
+        let parts: Vec<(u64, &[u8])> = parts.iter().copied().filter(|p| !p.1.is_empty()).collect();
+        let good = parts
+            .iter()
+            .position(|&(addr, data)| check_range(addr, data.len()).is_err())
+            .unwrap_or(parts.len());
+        if good > 0 {
+            if !sys::notif_id_valid(listener.as_fd(), n.id) {
+                return Err(CALLER_GONE);
+            }
+            let want: usize = parts[..good].iter().map(|p| p.1.len()).sum();
+            match sys::vm_write_parts(n.tid, &parts[..good]) {
+                Ok(put) if put == want => {}
+                _ => return Err(Errno::EFAULT),
+            }
+        }
+        if good < parts.len() {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
+    }
 }
 
 fn check_range(addr: u64, len: usize) -> Result<(), Errno> {

@@ -255,6 +255,44 @@ pub fn vm_write(tid: u32, addr: u64, data: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// `process_vm_writev` of several ranges of thread `tid` in one call, in
+/// order (the kernel stops at the first range it cannot write whole);
+/// returns the bytes written.
+pub fn vm_write_parts(tid: u32, parts: &[(u64, &[u8])]) -> io::Result<usize> {
+    let local: Vec<libc::iovec> = parts
+        .iter()
+        .map(|(_, data)| libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = parts
+        .iter()
+        .map(|&(addr, data)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: data.len(),
+        })
+        .collect();
+    // SAFETY: each local iovec describes a slice of `parts`, which the
+    // kernel only reads; both arrays hold `parts.len()` entries; the remote
+    // ranges are written in the other process, checked by the kernel.
+    let rc = unsafe {
+        libc::process_vm_writev(
+            tid as libc::pid_t,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Bytes queued for reading on a socket (`FIONREAD`/`SIOCINQ`).
 pub fn inq(fd: BorrowedFd<'_>) -> io::Result<i32> {
     let mut n: libc::c_int = 0;

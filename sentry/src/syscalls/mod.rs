@@ -238,10 +238,13 @@ impl Sentry {
             return Err(Errno::EINVAL);
         }
         let take = addr.len().min(room as usize);
-        if take > 0 {
-            self.wr(n, ptr, &addr[..take])?;
-        }
-        self.wr(n, len_ptr, &(addr.len() as u32).to_ne_bytes())
+        let len = (addr.len() as u32).to_ne_bytes();
+        self.wr_parts(n, &[(ptr, &addr[..take]), (len_ptr, &len)])
+    }
+
+    /// Writes several ranges of guest memory in order, in one call.
+    pub(crate) fn wr_parts(&mut self, n: &Notif, parts: &[(u64, &[u8])]) -> Result<(), Errno> {
+        self.mem.write_parts(self.listeners.of(n), n, parts)
     }
 
     /// Reads `len` bytes of guest memory.

@@ -41,10 +41,8 @@ pub(super) fn getsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
     }
     let v = step!(get(s, key, level, name).map_err(errno));
     let take = v.len().min(room as usize);
-    if let Err(e) = s.wr(n, optval, &v[..take]) {
-        return errno(e);
-    }
-    done(s.wr(n, optlen, &(take as u32).to_ne_bytes()))
+    let len = (take as u32).to_ne_bytes();
+    done(s.wr_parts(n, &[(optval, &v[..take]), (optlen, &len)]))
 }
 
 fn int(v: i32) -> Vec<u8> {
