@@ -371,3 +371,22 @@ pub fn seccomp_load(bpf: &[u8], flags: u32) -> io::Result<i64> {
         Ok(rc)
     }
 }
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_written_in_order_up_to_the_first_bad_one() {
+        let tid = std::process::id();
+        let (mut a, mut b) = (vec![0u8; 4], vec![0u8; 2]);
+        let (pa, pb) = (a.as_mut_ptr() as u64, b.as_mut_ptr() as u64);
+        let put = vm_write_parts(tid, &[(pa, &[1, 2, 3, 4]), (pb, &[5, 6])]).unwrap();
+        assert_eq!(put, 6);
+        assert_eq!((&a[..], &b[..]), (&[1, 2, 3, 4][..], &[5, 6][..]));
+        // Page zero is never mapped: the first part goes in, then it stops.
+        let put = vm_write_parts(tid, &[(pa, &[9; 4]), (8, &[7, 7])]).unwrap();
+        assert_eq!(put, 4);
+        assert_eq!(a, [9; 4]);
+    }
+}
