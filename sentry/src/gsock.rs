@@ -133,6 +133,9 @@ pub struct GSock {
     pub readable: bool,
     /// The epoll registration includes EPOLLOUT (see `Sentry::arm_out`).
     pub out_armed: bool,
+    /// The Sentry's end has its full send buffer (a stream's is given it
+    /// when the pump first runs out of room).
+    pub end_sized: bool,
     /// The guest's side of the pair reached end of file.
     pub guest_eof: bool,
     /// The guest closed its last descriptor.
@@ -178,6 +181,7 @@ impl GSock {
             rx_from: None,
             readable: false,
             out_armed: false,
+            end_sized: kind != Kind::Tcp,
             guest_eof: false,
             guest_gone: false,
             shut_rd: false,

@@ -78,8 +78,13 @@ impl PairPool {
             use nix::fcntl::{FcntlArg, OFlag, fcntl};
             fcntl(&guest, FcntlArg::F_SETFL(OFlag::O_RDWR)).map_err(Errno::from)?;
         }
-        for fd in [&end, &guest] {
-            self.size_send_buffer(fd.as_fd());
+        // The guest writes straight into its end, so its room is set now. A
+        // stream's own end gets its room when a pump first runs out of it
+        // (most connections never do); a datagram end's now, since netlink
+        // answers are written into it without waiting.
+        self.size_send_buffer(guest.as_fd());
+        if !stream {
+            self.size_send_buffer(end.as_fd());
         }
         let cookie = sys::socket_cookie(guest.as_fd()).map_err(|e| Errno::of_io(&e, Errno::EIO))?;
         Ok(Pair { end, guest, cookie })
@@ -180,6 +185,18 @@ mod tests {
             getsockopt(&p.guest, sockopt::SockType).unwrap(),
             SockType::SeqPacket
         );
+    }
+
+    #[test]
+    fn a_stream_end_waits_for_its_room_and_a_datagram_end_does_not() {
+        let mut pool = PairPool::default();
+        let sndbuf = |fd: &OwnedFd| getsockopt(fd, sockopt::SndBuf).unwrap();
+        let p = pool.take(true, false).unwrap();
+        assert!(sndbuf(&p.guest) > sndbuf(&p.end));
+        pool.size_send_buffer(p.end.as_fd());
+        assert_eq!(sndbuf(&p.guest), sndbuf(&p.end));
+        let p = pool.take(false, false).unwrap();
+        assert_eq!(sndbuf(&p.guest), sndbuf(&p.end));
     }
 
     #[test]

@@ -200,7 +200,15 @@ impl Sentry {
 
     /// Moves what the stack received into the pair, towards the guest.
     pub(crate) fn pump_rx(&mut self, key: GKey) {
-        let blocked = self.pump_rx_inner(key);
+        let mut blocked = self.pump_rx_inner(key);
+        if blocked
+            && let Some(s) = self.socks.get_mut(key)
+            && !s.end_sized
+        {
+            s.end_sized = true;
+            self.pool.size_send_buffer(s.end.as_fd());
+            blocked = self.pump_rx_inner(key);
+        }
         self.arm_out(key, blocked);
     }
 
