@@ -2,6 +2,7 @@
 //! `iovec`, and the option value layouts, decoded from and encoded to the
 //! bytes that move through guest memory.
 
+use crate::errno::Errno;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// `sizeof(struct sockaddr_in)`.
@@ -30,15 +31,15 @@ pub enum GuestAddr {
 
 /// Decodes a socket address of `bytes.len()` bytes. Too short for its
 /// family is `EINVAL`, as Linux's inet and inet6 calls check it.
-pub fn decode_addr(bytes: &[u8]) -> Result<GuestAddr, i32> {
+pub fn decode_addr(bytes: &[u8]) -> Result<GuestAddr, Errno> {
     if bytes.len() < 2 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     let family = u16::from_ne_bytes([bytes[0], bytes[1]]);
     match i32::from(family) {
         libc::AF_INET => {
             if bytes.len() < SOCKADDR_IN_LEN {
-                return Err(libc::EINVAL);
+                return Err(Errno::EINVAL);
             }
             let port = u16::from_be_bytes([bytes[2], bytes[3]]);
             let ip = Ipv4Addr::new(bytes[4], bytes[5], bytes[6], bytes[7]);
@@ -46,7 +47,7 @@ pub fn decode_addr(bytes: &[u8]) -> Result<GuestAddr, i32> {
         }
         libc::AF_INET6 => {
             if bytes.len() < SOCKADDR_IN6_MIN {
-                return Err(libc::EINVAL);
+                return Err(Errno::EINVAL);
             }
             let port = u16::from_be_bytes([bytes[2], bytes[3]]);
             let flow = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
@@ -167,14 +168,14 @@ pub fn encode_linger(linger: Option<u32>) -> [u8; 8] {
 }
 
 /// `struct timeval` to a duration; `None` is "no timeout" (all zero).
-pub fn decode_timeval(b: &[u8]) -> Result<Option<std::time::Duration>, i32> {
+pub fn decode_timeval(b: &[u8]) -> Result<Option<std::time::Duration>, Errno> {
     if b.len() < 16 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     let sec = u64_at(b, 0) as i64;
     let usec = u64_at(b, 8) as i64;
     if !(0..1_000_000).contains(&usec) {
-        return Err(libc::EDOM);
+        return Err(Errno::EDOM);
     }
     if sec < 0 {
         // Linux treats a negative timeout as zero, i.e. no timeout.
@@ -236,11 +237,11 @@ mod tests {
     #[test]
     fn short_addresses_are_einval() {
         let b = encode_addr("10.0.0.1:1".parse().unwrap(), false);
-        assert_eq!(decode_addr(&b[..15]), Err(libc::EINVAL));
-        assert_eq!(decode_addr(&b[..1]), Err(libc::EINVAL));
+        assert_eq!(decode_addr(&b[..15]), Err(Errno::EINVAL));
+        assert_eq!(decode_addr(&b[..1]), Err(Errno::EINVAL));
         let b = encode_addr("[::1]:1".parse().unwrap(), false);
         assert!(matches!(decode_addr(&b[..24]), Ok(GuestAddr::Inet(_))));
-        assert_eq!(decode_addr(&b[..23]), Err(libc::EINVAL));
+        assert_eq!(decode_addr(&b[..23]), Err(Errno::EINVAL));
         assert_eq!(decode_addr(&[0, 0]), Ok(GuestAddr::Unspec));
         assert_eq!(decode_addr(&[1, 0, 0]), Ok(GuestAddr::Other(1)));
     }
@@ -252,6 +253,6 @@ mod tests {
         assert_eq!(decode_timeval(&encode_timeval(Some(d))), Ok(Some(d)));
         let mut bad = [0u8; 16];
         bad[8..].copy_from_slice(&2_000_000i64.to_ne_bytes());
-        assert_eq!(decode_timeval(&bad), Err(libc::EDOM));
+        assert_eq!(decode_timeval(&bad), Err(Errno::EDOM));
     }
 }

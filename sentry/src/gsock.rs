@@ -40,6 +40,65 @@ pub struct Delivered {
     pub to: Option<std::net::IpAddr>,
 }
 
+/// Connections a listener took from the stack's accept queue, which the
+/// guest has not accepted yet.
+#[derive(Debug, Default)]
+pub struct AcceptQueue {
+    /// The listen backlog.
+    pub backlog: usize,
+    /// The connections and their peers, oldest first.
+    pub stash: VecDeque<(SocketId, SocketAddr)>,
+    /// Token bytes in the pair (one per stashed connection, as far as
+    /// there was room), so that the guest's `poll` sees the listener readable.
+    pub tokens: usize,
+}
+
+impl AcceptQueue {
+    /// Whether the stash takes another connection (the backlog, plus one
+    /// as Linux's `sk_acceptq_is_full` allows).
+    pub fn has_room(&self) -> bool {
+        self.stash.len() < self.backlog + 1
+    }
+
+    /// Token bytes still to write into the pair.
+    pub fn tokens_owed(&self) -> usize {
+        self.stash.len().saturating_sub(self.tokens)
+    }
+}
+
+/// A guest socket's phase. The pair has no state of its own for two of
+/// them, so the Sentry fakes them: a listener's end holds a token byte per
+/// pending connection, and a connecting socket's end is kept not writable.
+///
+/// ```text
+///   Idle ──listen──▶ Listening            (and listen again: new backlog)
+///   Idle ──connect, pending──▶ Connecting ──ended──▶ Connected | Idle (failed)
+///   Idle ──connect done / accepted──▶ Connected ──reset, nobody waiting──▶ Reset
+/// ```
+/// Datagram and netlink sockets stay `Idle`: their pairs carry datagrams
+/// whatever the association.
+#[derive(Debug, Default)]
+pub enum Phase {
+    /// Neither connected nor listening (a new socket, a datagram socket, a
+    /// TCP socket whose connect failed).
+    #[default]
+    Idle,
+    /// A TCP connect is under way: `filler` bytes sit in the pair so that
+    /// the guest's end polls not writable (its send buffer shrunk, so a few
+    /// kilobytes do it).
+    Connecting {
+        /// Bytes written into the guest's end, to read back.
+        filler: usize,
+    },
+    /// Established (connect succeeded, or accepted): bytes move.
+    Connected,
+    /// Listening, with the connections waiting to be accepted.
+    Listening(AcceptQueue),
+    /// An established connection was reset with no call waiting on it: the
+    /// record goes, and the guest's end reports ECONNRESET by itself.
+    Reset,
+}
+
 /// One guest socket.
 #[derive(Debug)]
 pub struct GSock {
@@ -57,22 +116,11 @@ pub struct GSock {
     pub end: OwnedFd,
     /// `SO_COOKIE` of the guest's end.
     pub cookie: u64,
-    /// A TCP connection is established (accepted, or connect succeeded):
-    /// only then do bytes move, so a pending connect's error is left for
-    /// `connect` and `SO_ERROR` to report.
-    pub connected: bool,
-    /// `listen` was called.
-    pub listening: bool,
-    /// The listen backlog.
-    pub backlog: usize,
-    /// Connections taken from the stack's accept queue, not yet accepted by the guest.
-    pub stash: VecDeque<(SocketId, SocketAddr)>,
-    /// Token bytes in the pair (one per stashed connection).
-    pub tokens: usize,
-    /// Filler bytes in the pair while a non-blocking connect is under way.
-    pub filler: usize,
+    /// Where the socket is in its life: the part of its state that the
+    /// pair has to fake, and that decides what the pumps do.
+    pub phase: Phase,
     /// A non-blocking connect's failure, reported once by `SO_ERROR`.
-    pub connect_error: Option<i32>,
+    pub connect_error: Option<crate::errno::Errno>,
     /// Bytes read from the pair that the stack has not taken yet.
     pub tx: Vec<u8>,
     /// Bytes (or one datagram) from the stack that the pair has not taken yet.
@@ -85,6 +133,9 @@ pub struct GSock {
     pub readable: bool,
     /// The epoll registration includes EPOLLOUT (see `Sentry::arm_out`).
     pub out_armed: bool,
+    /// The Sentry's end has its full send buffer (a stream's is given it
+    /// when the pump first runs out of room).
+    pub end_sized: bool,
     /// The guest's side of the pair reached end of file.
     pub guest_eof: bool,
     /// The guest closed its last descriptor.
@@ -110,9 +161,6 @@ pub struct GSock {
     /// number (the Sentry reaches the guest's end through it to report a
     /// reset, see `Sentry::report_reset`).
     pub home: Option<(u32, i32)>,
-    /// The connection was reset: once no call waits on it, the record goes
-    /// and the guest's end reports ECONNRESET by itself.
-    pub reset: bool,
 }
 
 impl GSock {
@@ -126,18 +174,14 @@ impl GSock {
             id: None,
             end,
             cookie,
-            connected: false,
-            listening: false,
-            backlog: 0,
-            stash: VecDeque::new(),
-            tokens: 0,
-            filler: 0,
+            phase: Phase::Idle,
             connect_error: None,
             tx: Vec::new(),
             rx: Vec::new(),
             rx_from: None,
             readable: false,
             out_armed: false,
+            end_sized: kind != Kind::Tcp,
             guest_eof: false,
             guest_gone: false,
             shut_rd: false,
@@ -149,13 +193,150 @@ impl GSock {
             extra: std::collections::HashMap::new(),
             parked: VecDeque::new(),
             home: None,
-            reset: false,
         }
     }
 
     /// Whether the pair carries datagrams (SOCK_SEQPACKET) rather than a stream.
     pub fn is_dgram(&self) -> bool {
         self.kind != Kind::Tcp
+    }
+
+    /// Established: a stream's bytes move.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.phase, Phase::Connected)
+    }
+
+    /// `listen` was called.
+    pub fn is_listening(&self) -> bool {
+        matches!(self.phase, Phase::Listening(_))
+    }
+
+    /// A connect is under way (its filler is in the pair).
+    pub fn is_connecting(&self) -> bool {
+        matches!(self.phase, Phase::Connecting { .. })
+    }
+
+    /// The listener's pending connections.
+    pub fn queue(&self) -> Option<&AcceptQueue> {
+        match &self.phase {
+            Phase::Listening(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// The listener's pending connections, to change.
+    pub fn queue_mut(&mut self) -> Option<&mut AcceptQueue> {
+        match &mut self.phase {
+            Phase::Listening(q) => Some(q),
+            _ => None,
+        }
+    }
+
+    /// Whether the pumps move bytes from the guest into the stack: a
+    /// datagram socket always (each datagram carries or finds its peer), a
+    /// stream once established, a listener (to drain what the guest wrote
+    /// into it), or one the guest closed (to see the end of file); never
+    /// while the pair is faking a connect.
+    pub fn takes_from_guest(&self) -> bool {
+        match self.phase {
+            Phase::Connecting { .. } => false,
+            Phase::Connected | Phase::Listening(_) => true,
+            Phase::Idle | Phase::Reset => self.is_dgram() || self.guest_gone,
+        }
+    }
+
+    /// Whether the pumps move what the stack received into the pair.
+    pub fn gives_to_guest(&self) -> bool {
+        if self.guest_gone {
+            return false;
+        }
+        match self.phase {
+            Phase::Connecting { .. } | Phase::Listening(_) | Phase::Reset => false,
+            Phase::Connected => true,
+            Phase::Idle => self.is_dgram(),
+        }
+    }
+
+    /// `listen` succeeded: a listener keeps its pending connections when
+    /// called again.
+    pub fn listen(&mut self, backlog: usize) {
+        match &mut self.phase {
+            Phase::Listening(q) => q.backlog = backlog,
+            _ => {
+                self.phase = Phase::Listening(AcceptQueue {
+                    backlog,
+                    ..AcceptQueue::default()
+                });
+            }
+        }
+    }
+
+    /// A connect is under way, with `filler` bytes in the pair.
+    pub fn connecting(&mut self, filler: usize) {
+        self.phase = Phase::Connecting { filler };
+    }
+
+    /// Established (a connect succeeded, or the socket was accepted).
+    pub fn established(&mut self) {
+        self.phase = Phase::Connected;
+    }
+
+    /// A pending connect ended, `established` or not (its error is kept for
+    /// `SO_ERROR`): the filler bytes to take back out of the pair.
+    pub fn connect_ended(&mut self, established: bool) -> usize {
+        let filler = match self.phase {
+            Phase::Connecting { filler } => filler,
+            _ => 0,
+        };
+        self.phase = if established {
+            Phase::Connected
+        } else {
+            Phase::Idle
+        };
+        filler
+    }
+
+    /// The stack reset the connection. Reported through the guest's end
+    /// alone when it was established and no call waits (true then);
+    /// otherwise the calls waiting hear it.
+    pub fn reset(&mut self) -> bool {
+        if self.is_connected() && self.parked.is_empty() {
+            self.phase = Phase::Reset;
+            return true;
+        }
+        false
+    }
+
+    /// The sender of the datagram the guest is about to read from its end
+    /// (`data`, of `full_len` bytes): the first record that matches it;
+    /// older records are of datagrams the guest read natively and go. The
+    /// match goes too unless the guest only `peek`s.
+    pub fn take_delivered(
+        &mut self,
+        data: &[u8],
+        full_len: usize,
+        peek: bool,
+    ) -> Option<(SocketAddr, Option<std::net::IpAddr>)> {
+        // A truncated copy cannot be hashed: its length alone must do.
+        let hash = (data.len() == full_len).then(|| payload_hash(data));
+        let pos = self
+            .delivered
+            .iter()
+            .position(|d| d.len == full_len && hash.is_none_or(|h| h == d.hash))?;
+        let found = (self.delivered[pos].from, self.delivered[pos].to);
+        let upto = if peek { pos } else { pos + 1 };
+        self.delivered.drain(..upto);
+        Some(found)
+    }
+
+    /// Whether the record can go: reset and nobody waits, or the guest
+    /// closed its end and everything it wrote reached the stack.
+    pub fn finished(&self) -> bool {
+        if !self.parked.is_empty() {
+            return false;
+        }
+        matches!(self.phase, Phase::Reset)
+            || (self.guest_gone && self.guest_eof && self.tx.is_empty())
     }
 }
 
@@ -173,4 +354,122 @@ pub fn payload_hash(data: &[u8]) -> u64 {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
     h ^ data.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    fn sock(kind: Kind) -> GSock {
+        let end: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        GSock::new(kind, false, 0, 0, end, 1)
+    }
+
+    fn stack_id() -> SocketId {
+        let mut stack = netstack::Stack::new(
+            netstack::StackConfig::default(),
+            netstack::Instant::from_micros(0),
+        );
+        stack
+            .socket(netstack::Domain::Ipv4, netstack::Protocol::Tcp)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_listener_keeps_its_pending_connections_when_it_listens_again() {
+        let mut g = sock(Kind::Tcp);
+        assert!(g.queue().is_none());
+        g.listen(4);
+        let peer: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        g.queue_mut().unwrap().stash.push_back((stack_id(), peer));
+        g.listen(9);
+        let q = g.queue().unwrap();
+        assert_eq!((q.backlog, q.stash.len()), (9, 1));
+        assert!(g.is_listening() && !g.is_connected() && !g.is_connecting());
+    }
+
+    #[test]
+    fn a_connect_ends_connected_or_idle_and_gives_its_filler_back() {
+        let mut g = sock(Kind::Tcp);
+        g.connecting(4480);
+        assert!(g.is_connecting());
+        assert_eq!(g.connect_ended(true), 4480);
+        assert!(g.is_connected());
+        let mut g = sock(Kind::Tcp);
+        g.connecting(100);
+        assert_eq!(g.connect_ended(false), 100);
+        assert!(matches!(g.phase, Phase::Idle));
+        // No filler when no connect was under way.
+        assert_eq!(g.connect_ended(true), 0);
+    }
+
+    #[test]
+    fn a_reset_is_left_to_the_pair_only_when_established_and_nobody_waits() {
+        let mut g = sock(Kind::Tcp);
+        assert!(!g.reset(), "not established");
+        g.established();
+        assert!(g.reset());
+        assert!(matches!(g.phase, Phase::Reset));
+        assert!(g.finished());
+    }
+
+    #[test]
+    fn what_the_pumps_move_follows_the_phase() {
+        let mut tcp = sock(Kind::Tcp);
+        assert!(!tcp.takes_from_guest() && !tcp.gives_to_guest());
+        tcp.connecting(1);
+        assert!(!tcp.takes_from_guest() && !tcp.gives_to_guest());
+        tcp.established();
+        assert!(tcp.takes_from_guest() && tcp.gives_to_guest());
+        tcp.guest_gone = true;
+        assert!(tcp.takes_from_guest() && !tcp.gives_to_guest());
+        let mut l = sock(Kind::Tcp);
+        l.listen(1);
+        assert!(l.takes_from_guest() && !l.gives_to_guest());
+        let mut gone = sock(Kind::Tcp);
+        gone.guest_gone = true;
+        assert!(
+            gone.takes_from_guest(),
+            "an unconnected socket's close is read"
+        );
+        let udp = sock(Kind::Udp);
+        assert!(udp.takes_from_guest() && udp.gives_to_guest());
+    }
+
+    #[test]
+    fn a_closed_socket_goes_once_its_bytes_reached_the_stack() {
+        let mut g = sock(Kind::Tcp);
+        g.established();
+        g.guest_gone = true;
+        assert!(!g.finished());
+        g.guest_eof = true;
+        g.tx.push(1);
+        assert!(!g.finished());
+        g.tx.clear();
+        assert!(g.finished());
+    }
+
+    #[test]
+    fn delivered_records_match_what_the_guest_reads() {
+        let mut g = sock(Kind::Udp);
+        let from = |p| SocketAddr::from(([10, 0, 0, 1], p));
+        for (port, data) in [(1, &b"aa"[..]), (2, b"bbb"), (3, b"cc")] {
+            g.delivered.push_back(Delivered {
+                len: data.len(),
+                hash: payload_hash(data),
+                from: from(port),
+                to: None,
+            });
+        }
+        // The guest read "aa" natively: its record goes with the match.
+        assert_eq!(g.take_delivered(b"bbb", 3, true), Some((from(2), None)));
+        assert_eq!(g.delivered.len(), 2, "a peek keeps the match");
+        assert_eq!(g.take_delivered(b"bbb", 3, false), Some((from(2), None)));
+        // A truncated read matches by length.
+        assert_eq!(g.take_delivered(b"c", 2, false), Some((from(3), None)));
+        assert!(g.delivered.is_empty());
+        assert_eq!(g.take_delivered(b"zz", 2, false), None);
+    }
 }

@@ -32,7 +32,7 @@ use crate::sys::sigwatch::MAX_TIDS;
 
 /// The answer that has the kernel handle the signal and then restart the
 /// call or fail it with EINTR, by the handler's `SA_RESTART`.
-pub const ERESTARTSYS: i32 = 512;
+pub const ERESTARTSYS: crate::errno::Errno = crate::errno::Errno::ERESTARTSYS;
 
 /// How often blocked calls' threads are checked for signals: the most a
 /// handler waits for its blocked call to end.

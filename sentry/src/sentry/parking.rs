@@ -1,17 +1,20 @@
-//! Blocked calls: parked on the socket they wait for, handled again when it
-//! changes (unless a signal cancelled them), answered EAGAIN/EINPROGRESS at
-//! their deadline, dropped when their caller left, and watched for missed
-//! wake-ups.
+//! Blocked calls: parked on the socket they wait for with their
+//! continuation (the resolved socket, the copy of the guest's descriptor,
+//! the decoded arguments), resumed from it when the socket changes (unless
+//! a signal cancelled them), answered EAGAIN/EINPROGRESS at their deadline,
+//! dropped when their caller left, and watched for missed wake-ups.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant as StdInstant};
 
 use super::{Outcome, SWEEP, Sentry};
+use crate::errno::Errno;
 use crate::gsock::{GKey, GSock};
 use crate::sys::{self, Notif, Reply};
+use crate::syscalls::Resume;
 
 /// A blocked call, waiting on a socket.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub struct Parked {
     /// The notification to answer.
     pub notif: Notif,
@@ -21,13 +24,28 @@ pub struct Parked {
     pub since: StdInstant,
     /// The watchdog has reported this call.
     pub reported: bool,
+    /// Where it resumes.
+    pub resume: Box<Resume>,
 }
 
 impl Sentry {
     /// Answers (or parks again) a blocked call that was handled again: it
     /// keeps its deadline and its age.
-    fn finish_parked(&mut self, p: Parked, outcome: Outcome) {
-        self.answer(p.notif, outcome, |_| p);
+    fn finish_parked_at(
+        &mut self,
+        notif: Notif,
+        deadline: Option<StdInstant>,
+        since: StdInstant,
+        reported: bool,
+        outcome: Outcome,
+    ) {
+        self.answer(notif, outcome, |_, resume| Parked {
+            notif,
+            deadline,
+            since,
+            reported,
+            resume,
+        });
     }
 
     /// A connect failed while blocking calls waited for it: the first
@@ -49,7 +67,7 @@ impl Sentry {
             };
             let listener = self.listeners.of(&p.notif);
             if sys::notif_send(listener, p.notif.id, Reply::Errno(e)).is_ok() {
-                self.trace(&p.notif, &format!("Errno({e})"));
+                self.trace(&p.notif, &format!("Errno({e:?})"));
                 self.socks[key].connect_error = None;
             }
         }
@@ -71,8 +89,15 @@ impl Sentry {
                 self.trace(&p.notif, "cancelled while blocked");
                 continue;
             }
-            let outcome = crate::syscalls::handle(self, &p.notif);
-            self.finish_parked(p, outcome);
+            let Parked {
+                notif,
+                deadline,
+                since,
+                reported,
+                resume,
+            } = p;
+            let outcome = crate::syscalls::handle(self, &notif, Some(*resume));
+            self.finish_parked_at(notif, deadline, since, reported, outcome);
         }
         // Whatever was not taken by a blocked receiver goes into the pair.
         if self.socks.get(key).is_some_and(GSock::is_dgram) {
@@ -126,11 +151,7 @@ impl Sentry {
             }
             s.parked = keep;
             for p in expired {
-                let errno = if p.notif.nr == libc::SYS_connect {
-                    libc::EINPROGRESS
-                } else {
-                    libc::EAGAIN
-                };
+                let errno = timed_out(p.notif.nr);
                 self.finish(p.notif, Outcome::Reply(Reply::Errno(errno)));
             }
             if !self.socks[key].is_dgram() || self.socks[key].parked.is_empty() {
@@ -156,32 +177,24 @@ impl Sentry {
             if p.reported || now.duration_since(p.since) <= limit {
                 continue;
             }
-            let could = match p.notif.nr {
-                libc::SYS_accept | libc::SYS_accept4 => {
-                    !s.stash.is_empty() || ready.is_some_and(|r| r.readable)
-                }
-                libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
-                    ready.is_some_and(|r| r.readable || r.error)
-                }
-                _ => ready.is_some_and(|r| r.writable || r.error || r.hangup),
-            };
-            if could {
+            let stashed = s.queue().is_some_and(|q| !q.stash.is_empty());
+            if could_proceed(p.notif.nr, stashed, ready) {
                 late.push(i);
             }
         }
         for i in late {
             let s = &mut self.socks[key];
             s.parked[i].reported = true;
-            let p = s.parked[i];
+            let (notif, since) = (s.parked[i].notif, s.parked[i].since);
             let what = format!(
                 "watchdog: blocked {:.1} s on a ready socket ({:?}, stash {}, readiness {:?})",
-                now.duration_since(p.since).as_secs_f64(),
+                now.duration_since(since).as_secs_f64(),
                 s.kind,
-                s.stash.len(),
+                s.queue().map_or(0, |q| q.stash.len()),
                 ready,
             );
             tracing::warn!("{what}");
-            self.trace(&p.notif, &what);
+            self.trace(&notif, &what);
         }
     }
 
@@ -225,5 +238,81 @@ impl Sentry {
                 let _ = sys::notif_send(self.listeners.of(&p.notif), p.notif.id, restart);
             }
         }
+    }
+}
+
+/// What a blocked call answers at its deadline: `connect` goes on in the
+/// background (EINPROGRESS), anything else would have blocked (EAGAIN).
+fn timed_out(nr: i64) -> Errno {
+    if nr == libc::SYS_connect {
+        Errno::EINPROGRESS
+    } else {
+        Errno::EAGAIN
+    }
+}
+
+/// Whether a blocked call could have gone on: its socket is ready for it.
+fn could_proceed(nr: i64, stashed: bool, ready: Option<netstack::Readiness>) -> bool {
+    match nr {
+        libc::SYS_accept | libc::SYS_accept4 => stashed || ready.is_some_and(|r| r.readable),
+        libc::SYS_recvfrom | libc::SYS_recvmsg | libc::SYS_recvmmsg => {
+            ready.is_some_and(|r| r.readable || r.error)
+        }
+        _ => ready.is_some_and(|r| r.writable || r.error || r.hangup),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netstack::Readiness;
+
+    use super::*;
+
+    #[test]
+    fn a_deadline_answers_as_linux_does() {
+        assert_eq!(timed_out(libc::SYS_connect), Errno::EINPROGRESS);
+        assert_eq!(timed_out(libc::SYS_accept4), Errno::EAGAIN);
+        assert_eq!(timed_out(libc::SYS_recvmsg), Errno::EAGAIN);
+    }
+
+    #[test]
+    fn the_watchdog_knows_what_each_call_waits_for() {
+        let r = |f: fn(&mut Readiness)| {
+            let mut r = Readiness::default();
+            f(&mut r);
+            Some(r)
+        };
+        assert!(could_proceed(libc::SYS_accept, true, None));
+        assert!(could_proceed(
+            libc::SYS_accept,
+            false,
+            r(|r| r.readable = true)
+        ));
+        assert!(!could_proceed(
+            libc::SYS_accept,
+            false,
+            r(|r| r.writable = true)
+        ));
+        assert!(could_proceed(
+            libc::SYS_recvfrom,
+            false,
+            r(|r| r.error = true)
+        ));
+        assert!(!could_proceed(
+            libc::SYS_recvmsg,
+            false,
+            r(|r| r.writable = true)
+        ));
+        assert!(could_proceed(
+            libc::SYS_connect,
+            false,
+            r(|r| r.hangup = true)
+        ));
+        assert!(could_proceed(
+            libc::SYS_sendto,
+            false,
+            r(|r| r.writable = true)
+        ));
+        assert!(!could_proceed(libc::SYS_sendmsg, false, None));
     }
 }

@@ -65,7 +65,7 @@ pub enum Reply {
     /// The call returns this value.
     Value(i64),
     /// The call fails with this errno.
-    Errno(i32),
+    Errno(crate::errno::Errno),
     /// The kernel runs the call itself, as if nothing had trapped it.
     Continue,
 }
@@ -75,7 +75,7 @@ pub enum Reply {
 pub fn notif_send(listener: BorrowedFd<'_>, id: u64, reply: Reply) -> io::Result<()> {
     let (val, error, flags) = match reply {
         Reply::Value(v) => (v, 0, 0),
-        Reply::Errno(e) => (0, -e, 0),
+        Reply::Errno(e) => (0, -e.raw(), 0),
         Reply::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
     };
     let resp = libc::seccomp_notif_resp {
@@ -255,6 +255,44 @@ pub fn vm_write(tid: u32, addr: u64, data: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// `process_vm_writev` of several ranges of thread `tid` in one call, in
+/// order (the kernel stops at the first range it cannot write whole);
+/// returns the bytes written.
+pub fn vm_write_parts(tid: u32, parts: &[(u64, &[u8])]) -> io::Result<usize> {
+    let local: Vec<libc::iovec> = parts
+        .iter()
+        .map(|(_, data)| libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        })
+        .collect();
+    let remote: Vec<libc::iovec> = parts
+        .iter()
+        .map(|&(addr, data)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: data.len(),
+        })
+        .collect();
+    // SAFETY: each local iovec describes a slice of `parts`, which the
+    // kernel only reads; both arrays hold `parts.len()` entries; the remote
+    // ranges are written in the other process, checked by the kernel.
+    let rc = unsafe {
+        libc::process_vm_writev(
+            tid as libc::pid_t,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Bytes queued for reading on a socket (`FIONREAD`/`SIOCINQ`).
 pub fn inq(fd: BorrowedFd<'_>) -> io::Result<i32> {
     let mut n: libc::c_int = 0;
@@ -331,5 +369,24 @@ pub fn seccomp_load(bpf: &[u8], flags: u32) -> io::Result<i64> {
         Err(io::Error::last_os_error())
     } else {
         Ok(rc)
+    }
+}
+
+#[cfg(test)]
+mod vm_tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_written_in_order_up_to_the_first_bad_one() {
+        let tid = std::process::id();
+        let (mut a, mut b) = (vec![0u8; 4], vec![0u8; 2]);
+        let (pa, pb) = (a.as_mut_ptr() as u64, b.as_mut_ptr() as u64);
+        let put = vm_write_parts(tid, &[(pa, &[1, 2, 3, 4]), (pb, &[5, 6])]).unwrap();
+        assert_eq!(put, 6);
+        assert_eq!((&a[..], &b[..]), (&[1, 2, 3, 4][..], &[5, 6][..]));
+        // Page zero is never mapped: the first part goes in, then it stops.
+        let put = vm_write_parts(tid, &[(pa, &[9; 4]), (8, &[7, 7])]).unwrap();
+        assert_eq!(put, 4);
+        assert_eq!(a, [9; 4]);
     }
 }

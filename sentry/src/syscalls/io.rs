@@ -9,13 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use netstack::{NetError, RecvFlags, SocketId};
-use nix::errno::Errno;
+use nix::errno::Errno as NixErrno;
 use nix::sys::socket::{MsgFlags, recv, send};
 
-use super::{errno, ours, value};
+use super::{Args, Resume, Target, errno, target, value};
 use crate::abi::{self, MsgHdr};
+use crate::errno::{CALLER_GONE, Errno};
 use crate::gsock::{GKey, Kind};
-use crate::sentry::{Outcome, Resolved, Sentry};
+use crate::sentry::{Outcome, Sentry};
 use crate::sys::{Notif, Reply};
 
 /// The largest datagram payload the Sentry will gather from guest memory.
@@ -28,11 +29,7 @@ const MAX_DGRAM: usize = 65536;
 enum Commit {
     /// Drop the datagram at the head of the guest's end (and its address
     /// record, when one was matched).
-    Pair {
-        key: GKey,
-        file: OwnedFd,
-        matched: bool,
-    },
+    Pair { key: GKey, matched: bool },
     /// Drop the datagram at the head of the stack's queue.
     Stack { id: SocketId },
 }
@@ -46,15 +43,34 @@ struct Got {
     commit: Option<Commit>,
 }
 
-pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
     let flags = n.args[3] as i32;
-    let len = (n.args[2] as usize).min(abi_max(s, key));
-    let data = step!(s.rd(n, n.args[1], len).map_err(errno));
+    let decoded = r.take_args();
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    if s.socks[key].kind == Kind::Tcp {
-        if !s.socks[key].connected {
-            return errno(libc::EPIPE);
+    let tcp = s.socks[key].kind == Kind::Tcp;
+    let (data, to) = match decoded {
+        Args::Send { data, to } => (data, to),
+        _ => {
+            let len = (n.args[2] as usize).min(abi_max(s, key));
+            let data = step!(s.rd(n, n.args[1], len).map_err(errno));
+            if tcp {
+                (data, None)
+            } else {
+                if flags & libc::MSG_OOB != 0 && s.socks[key].kind != Kind::Netlink {
+                    return errno(Errno::EOPNOTSUPP);
+                }
+                if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
+                    return errno(Errno::EINVAL);
+                }
+                let to = step!(dgram_dest(s, n, key, n.args[4], n.args[5]).map_err(errno));
+                (data, to)
+            }
+        }
+    };
+    if tcp {
+        if !s.socks[key].is_connected() {
+            return errno(Errno::EPIPE);
         }
         // Connected TCP ignores the address: the bytes go the native way.
         return match send(
@@ -63,22 +79,18 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif) -> Outcome {
             MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
         ) {
             Ok(n) => value(n as i64),
-            Err(Errno::EAGAIN) if !nonblock => Outcome::Park(key, s.socks[key].sndtimeo),
-            Err(e) => errno(e as i32),
+            Err(NixErrno::EAGAIN) if !nonblock => {
+                let timeout = s.socks[key].sndtimeo;
+                r.park(key, timeout, Args::Send { data, to: None })
+            }
+            Err(e) => errno(Errno::from(e)),
         };
     }
-    if flags & libc::MSG_OOB != 0 && s.socks[key].kind != Kind::Netlink {
-        return errno(libc::EOPNOTSUPP);
-    }
-    if n.args[4] != 0 && n.args[5] == 0 && s.socks[key].kind != Kind::Netlink {
-        return errno(libc::EINVAL);
-    }
-    let to = step!(dgram_dest(s, n, key, n.args[4], n.args[5]).map_err(errno));
-    dgram_send(s, key, &data, to, nonblock)
+    dgram_send(s, key, r, data, to, nonblock)
 }
 
-pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, r) = step!(target(s, n, resume));
     if s.socks[key].kind == Kind::Tcp {
         // A stream pair reports no address, as TCP does.
         return Outcome::Reply(Reply::Continue);
@@ -86,10 +98,13 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
     let flags = n.args[3] as i32;
     let peek = flags & libc::MSG_PEEK != 0;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    let got = match take(s, key, r, peek) {
+    let got = match take(s, key, &r.file, peek) {
         Ok(Some(g)) => g,
-        Ok(None) if nonblock => return errno(libc::EAGAIN),
-        Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+        Ok(None) if nonblock => return errno(Errno::EAGAIN),
+        Ok(None) => {
+            let timeout = s.socks[key].rcvtimeo;
+            return r.park(key, timeout, Args::None);
+        }
         Err(e) => return errno(e),
     };
     let room = n.args[2] as usize;
@@ -101,36 +116,50 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif) -> Outcome {
     }
     if let Err(e) = result {
         // Linux has dequeued the datagram before the copy fails.
-        return fail_consumed(s, e, got.commit);
+        return fail_consumed(s, e, got.commit, &r.file);
     }
     let ret = if flags & libc::MSG_TRUNC != 0 {
         got.len
     } else {
         copied
     };
-    commit_reply(s, Reply::Value(ret as i64), got.commit)
+    commit_reply(s, Reply::Value(ret as i64), got.commit, &r.file)
 }
 
-pub(super) fn sendmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(datagram(s, n));
+pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[2] as i32;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    match send_one(s, n, key, n.args[1], nonblock) {
-        Ok(Some(len)) => value(len as i64),
-        Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
-        Err(e) => errno(e),
-    }
+    let (data, to) = match r.take_args() {
+        Args::Send { data, to } => (data, to),
+        _ => step!(decode_send(s, n, key, n.args[1]).map_err(errno)),
+    };
+    dgram_send(s, key, r, data, to, nonblock)
 }
 
-pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(datagram(s, n));
+pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
+    // Resumed: the first message was decoded before the call blocked.
+    let mut first = match r.take_args() {
+        Args::Send { data, to } => Some((data, to)),
+        _ => None,
+    };
     let mut sent = 0usize;
     for i in 0..vlen {
         let hdr = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
-        match send_one(s, n, key, hdr, nonblock || sent > 0) {
+        let decoded = match first.take() {
+            Some(m) => Ok(m),
+            None => decode_send(s, n, key, hdr),
+        };
+        let (data, to) = match decoded {
+            Ok(m) => m,
+            Err(e) if sent == 0 => return errno(e),
+            Err(_) => break,
+        };
+        match dgram_send_inner(s, key, &data, to, nonblock || sent > 0) {
             Ok(Some(len)) => {
                 let at = hdr.wrapping_add(abi::MMSGHDR_LEN_OFF);
                 if let Err(e) = s.wr(n, at, &(len as u32).to_ne_bytes()) {
@@ -144,9 +173,10 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
             }
             Ok(None) if sent == 0 => {
                 return if nonblock {
-                    errno(libc::EAGAIN)
+                    errno(Errno::EAGAIN)
                 } else {
-                    Outcome::Park(key, s.socks[key].sndtimeo)
+                    let timeout = s.socks[key].sndtimeo;
+                    r.park(key, timeout, Args::Send { data, to })
                 };
             }
             Err(e) if sent == 0 => return errno(e),
@@ -156,63 +186,75 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
     value(sent as i64)
 }
 
-pub(super) fn recvmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn recvmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
     let flags = n.args[2] as i32;
     if flags & libc::MSG_ERRQUEUE != 0 {
         // Nothing is ever queued on the error queue.
-        return errno(libc::EAGAIN);
+        return errno(Errno::EAGAIN);
     }
     if s.socks[key].kind == Kind::Tcp {
         return Outcome::Reply(Reply::Continue);
     }
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    let hdr = step!(read_msghdr(s, n, n.args[1]).map_err(errno));
+    let hdr = match r.take_args() {
+        Args::Recv(hdr) => hdr,
+        _ => step!(read_msghdr(s, n, n.args[1]).map_err(errno)),
+    };
     let peek = flags & libc::MSG_PEEK != 0;
-    let got = match take(s, key, r, peek) {
+    let got = match take(s, key, &r.file, peek) {
         Ok(Some(g)) => g,
-        Ok(None) if nonblock => return errno(libc::EAGAIN),
-        Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+        Ok(None) if nonblock => return errno(Errno::EAGAIN),
+        Ok(None) => {
+            let timeout = s.socks[key].rcvtimeo;
+            return r.park(key, timeout, Args::Recv(hdr));
+        }
         Err(e) => return errno(e),
     };
     match deliver(s, n, key, n.args[1], &hdr, &got, flags) {
-        Ok(ret) => commit_reply(s, Reply::Value(ret as i64), got.commit),
-        Err(e) => fail_consumed(s, e, got.commit),
+        Ok(ret) => commit_reply(s, Reply::Value(ret as i64), got.commit, &r.file),
+        Err(e) => fail_consumed(s, e, got.commit, &r.file),
     }
 }
 
-pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(datagram(s, n));
+pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[3] as i32;
     let vlen = (n.args[2] as u32 as usize).min(abi::IOV_MAX);
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    if n.args[4] != 0
+    // Resumed: the timeout was checked and the first header read before
+    // the call blocked.
+    let mut first = match r.take_args() {
+        Args::Recv(hdr) => Some(hdr),
+        _ => None,
+    };
+    if first.is_none()
+        && n.args[4] != 0
         && let Err(e) = s.rd_array::<16>(n, n.args[4])
     {
         return errno(e);
     }
-    let file = r.file;
     let mut done = 0usize;
     for i in 0..vlen {
         let at = n.args[1].wrapping_add((i * abi::MMSGHDR_LEN) as u64);
-        let hdr = match read_msghdr(s, n, at) {
+        let read = match first.take() {
+            Some(h) => Ok(h),
+            None => read_msghdr(s, n, at),
+        };
+        let hdr = match read {
             Ok(h) => h,
             Err(e) if done == 0 => return errno(e),
             Err(_) => break,
         };
-        let resolved = match file.try_clone() {
-            Ok(f) => Resolved {
-                key: Some(key),
-                file: f,
-            },
-            Err(_) => break,
-        };
         // Only the first datagram may wait; later ones take what is there.
-        let got = match take(s, key, resolved, false) {
+        let got = match take(s, key, &r.file, false) {
             Ok(Some(g)) => g,
             Ok(None) if done > 0 => break,
-            Ok(None) if nonblock => return errno(libc::EAGAIN),
-            Ok(None) => return Outcome::Park(key, s.socks[key].rcvtimeo),
+            Ok(None) if nonblock => return errno(Errno::EAGAIN),
+            Ok(None) => {
+                let timeout = s.socks[key].rcvtimeo;
+                return r.park(key, timeout, Args::Recv(hdr));
+            }
             Err(e) if done == 0 => return errno(e),
             Err(_) => break,
         };
@@ -220,11 +262,11 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
         // copied, since the next one is only visible after it. A copy the
         // call's cancellation stopped consumes nothing.
         let delivered = deliver(s, n, key, at, &hdr, &got, flags & !libc::MSG_PEEK);
-        if let Err(crate::errno::CALLER_GONE) = delivered {
-            return errno(crate::errno::CALLER_GONE);
+        if let Err(CALLER_GONE) = delivered {
+            return errno(CALLER_GONE);
         }
         if let Some(c) = got.commit.as_ref() {
-            apply_commit(s, c);
+            apply_commit(s, c, &r.file);
         }
         match delivered {
             Ok(len) => {
@@ -253,8 +295,8 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif) -> Outcome {
 
 /// The call's socket when it is a datagram one; a TCP socket's call runs
 /// natively on its stream pair.
-fn datagram(s: &mut Sentry, n: &Notif) -> Result<(GKey, Resolved), Outcome> {
-    let (key, r) = ours(s, n)?;
+fn datagram(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Result<(GKey, Target), Outcome> {
+    let (key, r) = target(s, n, resume)?;
     if s.socks[key].kind == Kind::Tcp {
         return Err(Outcome::Reply(Reply::Continue));
     }
@@ -277,7 +319,7 @@ fn dgram_dest(
     key: GKey,
     ptr: u64,
     len: u64,
-) -> Result<Option<SocketAddr>, i32> {
+) -> Result<Option<SocketAddr>, Errno> {
     if ptr == 0 || len == 0 {
         return Ok(None);
     }
@@ -286,15 +328,15 @@ fn dgram_dest(
         return Ok(None);
     }
     if bytes.len() < 2 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     let v6 = s.socks[key].v6;
     let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
     if v6 && family == libc::AF_INET6 && bytes.len() < abi::SOCKADDR_IN6_MIN {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     if !v6 && bytes.len() < abi::SOCKADDR_IN_LEN {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     if !v6 && family == libc::AF_UNSPEC {
         // Old programs: an IPv4 socket takes AF_UNSPEC as AF_INET.
@@ -302,29 +344,33 @@ fn dgram_dest(
         b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
         return match abi::decode_addr(&b)? {
             abi::GuestAddr::Inet(a) => Ok(Some(a)),
-            _ => Err(libc::EINVAL),
+            _ => Err(Errno::EINVAL),
         };
     }
     match abi::decode_addr(&bytes)? {
         abi::GuestAddr::Inet(a) if v6 => Ok(Some(abi::mapped(a))),
         abi::GuestAddr::Inet(a) if a.is_ipv4() => Ok(Some(a)),
         abi::GuestAddr::Unspec => Ok(None),
-        abi::GuestAddr::Other(_) if v6 => Err(libc::EINVAL),
-        abi::GuestAddr::Inet(_) | abi::GuestAddr::Other(_) => Err(libc::EAFNOSUPPORT),
+        abi::GuestAddr::Other(_) if v6 => Err(Errno::EINVAL),
+        abi::GuestAddr::Inet(_) | abi::GuestAddr::Other(_) => Err(Errno::EAFNOSUPPORT),
     }
 }
 
-/// Sends one datagram; `Ok(None)` when it would block and may wait.
+/// Sends one datagram, or blocks the call until it can.
 fn dgram_send(
     s: &mut Sentry,
     key: GKey,
-    data: &[u8],
+    r: Target,
+    data: Vec<u8>,
     to: Option<SocketAddr>,
     nonblock: bool,
 ) -> Outcome {
-    match dgram_send_inner(s, key, data, to, nonblock) {
+    match dgram_send_inner(s, key, &data, to, nonblock) {
         Ok(Some(n)) => value(n as i64),
-        Ok(None) => Outcome::Park(key, s.socks[key].sndtimeo),
+        Ok(None) => {
+            let timeout = s.socks[key].sndtimeo;
+            r.park(key, timeout, Args::Send { data, to })
+        }
         Err(e) => errno(e),
     }
 }
@@ -335,13 +381,13 @@ fn dgram_send_inner(
     data: &[u8],
     to: Option<SocketAddr>,
     nonblock: bool,
-) -> Result<Option<usize>, i32> {
+) -> Result<Option<usize>, Errno> {
     if s.socks[key].kind == Kind::Netlink {
         s.netlink_request(key, data);
         return Ok(Some(data.len()));
     }
     let Some(id) = s.stack_id(key) else {
-        return Err(libc::EBADF);
+        return Err(Errno::EBADF);
     };
     // Datagrams the guest wrote natively go first.
     s.flush_tx(key);
@@ -351,26 +397,25 @@ fn dgram_send_inner(
     };
     match r {
         Ok(n) => Ok(Some(n)),
-        Err(NetError::WouldBlock) if nonblock => Err(libc::EAGAIN),
+        Err(NetError::WouldBlock) if nonblock => Err(Errno::EAGAIN),
         Err(NetError::WouldBlock) => Ok(None),
         Err(e) => Err(crate::errno::errno(e)),
     }
 }
 
-/// One `struct msghdr` worth of sending.
-fn send_one(
+/// Reads one `struct msghdr` worth of sending: the payload and where it goes.
+fn decode_send(
     s: &mut Sentry,
     n: &Notif,
     key: GKey,
     hdr_ptr: u64,
-    nonblock: bool,
-) -> Result<Option<usize>, i32> {
+) -> Result<(Vec<u8>, Option<SocketAddr>), Errno> {
     let hdr = read_msghdr(s, n, hdr_ptr)?;
     if hdr.controllen > 0 {
         // Linux copies the control messages in first (and refuses a bad
         // pointer); none of them changes what the stack sends.
         if hdr.controllen > (1 << 16) {
-            return Err(libc::ENOBUFS);
+            return Err(Errno::ENOBUFS);
         }
         s.rd(n, hdr.control, hdr.controllen as usize)?;
     }
@@ -378,7 +423,7 @@ fn send_one(
     let mut data = Vec::new();
     for (base, len) in iov {
         if data.len() + len as usize > MAX_DGRAM {
-            return Err(libc::EMSGSIZE);
+            return Err(Errno::EMSGSIZE);
         }
         let chunk = s.rd(n, base, len as usize)?;
         data.extend_from_slice(&chunk);
@@ -388,21 +433,21 @@ fn send_one(
     } else {
         None
     };
-    dgram_send_inner(s, key, &data, to, nonblock)
+    Ok((data, to))
 }
 
-fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, i32> {
+fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, Errno> {
     let b = s.rd_array::<{ abi::MSGHDR_LEN }>(n, ptr)?;
     let h = MsgHdr::decode(&b);
     if (h.namelen as i32) < 0 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     Ok(h)
 }
 
-fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)>, i32> {
+fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)>, Errno> {
     if hdr.iovlen > abi::IOV_MAX as u64 {
-        return Err(libc::EMSGSIZE);
+        return Err(Errno::EMSGSIZE);
     }
     if hdr.iovlen == 0 {
         return Ok(Vec::new());
@@ -411,9 +456,9 @@ fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)
     let iov = abi::decode_iovecs(&raw);
     let mut total: u64 = 0;
     for &(_, len) in &iov {
-        total = total.checked_add(len).ok_or(libc::EINVAL)?;
+        total = total.checked_add(len).ok_or(Errno::EINVAL)?;
         if total > isize::MAX as u64 {
-            return Err(libc::EINVAL);
+            return Err(Errno::EINVAL);
         }
     }
     Ok(iov)
@@ -421,9 +466,8 @@ fn read_iovecs(s: &mut Sentry, n: &Notif, hdr: &MsgHdr) -> Result<Vec<(u64, u64)
 
 /// Takes the next datagram: from the guest's end first (older), then from
 /// the stack. Both are only peeked at; `commit` consumes after the answer.
-fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got>, i32> {
+fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<Got>, Errno> {
     let kind = s.socks[key].kind;
-    let file: OwnedFd = r.file;
     match recv(
         file.as_raw_fd(),
         &mut s.scratch,
@@ -438,7 +482,6 @@ fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got
             };
             let commit = (!peek).then_some(Commit::Pair {
                 key,
-                file,
                 matched: found.is_some(),
             });
             return Ok(Some(Got {
@@ -449,8 +492,8 @@ fn take(s: &mut Sentry, key: GKey, r: Resolved, peek: bool) -> Result<Option<Got
                 commit,
             }));
         }
-        Err(Errno::EAGAIN) => {}
-        Err(e) => return Err(e as i32),
+        Err(NixErrno::EAGAIN) => {}
+        Err(e) => return Err(Errno::from(e)),
     }
     let Some(id) = s.stack_id(key) else {
         return Ok(None);
@@ -491,7 +534,7 @@ fn deliver(
     hdr: &MsgHdr,
     got: &Got,
     flags: i32,
-) -> Result<usize, i32> {
+) -> Result<usize, Errno> {
     let iov = read_iovecs(s, n, hdr)?;
     let mut off = 0usize;
     for (base, len) in iov {
@@ -615,11 +658,11 @@ fn ifindex_of(s: &Sentry, to: IpAddr) -> i32 {
 
 /// A receive whose copy-out failed: the datagram is gone, as on Linux,
 /// unless the call was cancelled, which leaves it for the next receive.
-fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
-    if e != crate::errno::CALLER_GONE
+fn fail_consumed(s: &mut Sentry, e: Errno, commit: Option<Commit>, file: &OwnedFd) -> Outcome {
+    if e != CALLER_GONE
         && let Some(c) = commit
     {
-        apply_commit(s, &c);
+        apply_commit(s, &c, file);
     }
     errno(e)
 }
@@ -628,17 +671,17 @@ fn fail_consumed(s: &mut Sentry, e: i32, commit: Option<Commit>) -> Outcome {
 /// answer goes, since the guest may read its end natively the moment it
 /// has the answer. A received call waits killably (see `sigwatch.rs`), so
 /// no signal takes the answer away after this.
-fn commit_reply(s: &mut Sentry, reply: Reply, commit: Option<Commit>) -> Outcome {
+fn commit_reply(s: &mut Sentry, reply: Reply, commit: Option<Commit>, file: &OwnedFd) -> Outcome {
     if let Some(c) = commit {
-        apply_commit(s, &c);
+        apply_commit(s, &c, file);
     }
     Outcome::Reply(reply)
 }
 
-/// Consumes the datagram an answer delivered.
-fn apply_commit(s: &mut Sentry, c: &Commit) {
+/// Consumes the datagram an answer delivered (`file`: the guest's end).
+fn apply_commit(s: &mut Sentry, c: &Commit, file: &OwnedFd) {
     match c {
-        Commit::Pair { key, file, matched } => {
+        Commit::Pair { key, matched } => {
             let mut b = [0u8; 1];
             let _ = recv(
                 file.as_raw_fd(),

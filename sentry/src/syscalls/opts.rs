@@ -8,6 +8,7 @@ use nix::sys::time::TimeVal;
 
 use super::{done, errno, net, ours, value};
 use crate::abi;
+use crate::errno::Errno;
 use crate::gsock::{GKey, Kind};
 use crate::sentry::{Outcome, Sentry};
 use crate::sys::Notif;
@@ -36,25 +37,23 @@ pub(super) fn getsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         Err(e) => return errno(e),
     };
     if room < 0 {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let v = step!(get(s, key, level, name).map_err(errno));
     let take = v.len().min(room as usize);
-    if let Err(e) = s.wr(n, optval, &v[..take]) {
-        return errno(e);
-    }
-    done(s.wr(n, optlen, &(take as u32).to_ne_bytes()))
+    let len = (take as u32).to_ne_bytes();
+    done(s.wr_parts(n, &[(optval, &v[..take]), (optlen, &len)]))
 }
 
 fn int(v: i32) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
 }
 
-fn opt(s: &Sentry, id: SocketId, name: SockOptName) -> Result<SockOpt, i32> {
+fn opt(s: &Sentry, id: SocketId, name: SockOptName) -> Result<SockOpt, Errno> {
     s.stack.option(id, name).map_err(crate::errno::errno)
 }
 
-fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32> {
+fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errno> {
     let g = &s.socks[key];
     let (kind, v6, ty, protocol, id) = (g.kind, g.v6, g.ty, g.protocol, g.id);
     let domain = match (kind, v6) {
@@ -66,14 +65,14 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
         return Ok(v.clone());
     }
     if !level_known(kind, v6, level) {
-        return Err(libc::EOPNOTSUPP);
+        return Err(Errno::EOPNOTSUPP);
     }
     let b = |x: bool| int(i32::from(x));
     match (level, name) {
         (SOL_SOCKET, libc::SO_TYPE) => return Ok(int(ty)),
         (SOL_SOCKET, libc::SO_DOMAIN) => return Ok(int(domain)),
         (SOL_SOCKET, libc::SO_PROTOCOL) => return Ok(int(protocol)),
-        (SOL_SOCKET, libc::SO_ACCEPTCONN) => return Ok(b(s.socks[key].listening)),
+        (SOL_SOCKET, libc::SO_ACCEPTCONN) => return Ok(b(s.socks[key].is_listening())),
         (SOL_SOCKET, libc::SO_RCVTIMEO) | (SOL_SOCKET, libc::SO_RCVTIMEO_NEW) => {
             return Ok(abi::encode_timeval(s.socks[key].rcvtimeo).to_vec());
         }
@@ -85,11 +84,11 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
         (SOL_SOCKET, libc::SO_COOKIE) => return Ok(s.socks[key].cookie.to_ne_bytes().to_vec()),
         (SOL_SOCKET, libc::SO_ERROR) => {
             if let Some(e) = s.socks[key].connect_error.take() {
-                return Ok(int(e));
+                return Ok(int(e.raw()));
             }
             let Some(id) = id else { return Ok(int(0)) };
             return Ok(int(match s.stack.take_error(id) {
-                Ok(Some(e)) => crate::errno::errno(e),
+                Ok(Some(e)) => crate::errno::errno(e).raw(),
                 _ => 0,
             }));
         }
@@ -98,7 +97,7 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
     let Some(id) = id else {
         return match (level, name) {
             (SOL_SOCKET, libc::SO_RCVBUF) | (SOL_SOCKET, libc::SO_SNDBUF) => Ok(int(212_992)),
-            _ => Err(libc::ENOPROTOOPT),
+            _ => Err(Errno::ENOPROTOOPT),
         };
     };
     let tcp = kind == Kind::Tcp;
@@ -109,13 +108,13 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
         (SOL_SOCKET, libc::SO_LINGER) => {
             return match opt(s, id, SockOptName::Linger)? {
                 SockOpt::Linger(l) => Ok(abi::encode_linger(l).to_vec()),
-                _ => Err(libc::ENOPROTOOPT),
+                _ => Err(Errno::ENOPROTOOPT),
             };
         }
         (SOL_SOCKET, libc::SO_RCVBUF) => SockOptName::RecvBuffer,
         (SOL_SOCKET, libc::SO_SNDBUF) => SockOptName::SendBuffer,
         (SOL_SOCKET, libc::SO_BROADCAST) => SockOptName::Broadcast,
-        (SOL_TCP, _) if !tcp => return Err(libc::EOPNOTSUPP),
+        (SOL_TCP, _) if !tcp => return Err(Errno::EOPNOTSUPP),
         (SOL_TCP, libc::TCP_NODELAY) => SockOptName::NoDelay,
         (SOL_TCP, libc::TCP_KEEPIDLE) => SockOptName::KeepIdle,
         (SOL_TCP, libc::TCP_KEEPINTVL) => SockOptName::KeepInterval,
@@ -143,7 +142,7 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
             return Ok(int(0));
         }
         (SOL_IP, _) if v6 && name != libc::IP_TOS && name != libc::IP_TTL => {
-            return Err(libc::ENOPROTOOPT);
+            return Err(Errno::ENOPROTOOPT);
         }
         (SOL_IP, libc::IP_TTL) | (SOL_IPV6, libc::IPV6_UNICAST_HOPS) if level == SOL_IP || v6 => {
             SockOptName::Ttl
@@ -152,9 +151,9 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, i32>
             SockOptName::Tos
         }
         (SOL_IP, libc::IP_MTU_DISCOVER) => return Ok(int(libc::IP_PMTUDISC_DONT)),
-        (SOL_IPV6, _) if !v6 => return Err(libc::ENOPROTOOPT),
+        (SOL_IPV6, _) if !v6 => return Err(Errno::ENOPROTOOPT),
         (SOL_IPV6, libc::IPV6_V6ONLY) => SockOptName::V6Only,
-        _ => return Err(libc::ENOPROTOOPT),
+        _ => return Err(Errno::ENOPROTOOPT),
     };
     Ok(match opt(s, id, which)? {
         SockOpt::ReuseAddr(x)
@@ -178,9 +177,9 @@ fn mss(s: &Sentry) -> i32 {
 
 fn tcp_info(s: &mut Sentry, key: GKey, id: SocketId) -> Vec<u8> {
     let mut v = vec![0u8; TCP_INFO_LEN];
-    let state = if s.socks[key].listening {
+    let state = if s.socks[key].is_listening() {
         TCP_LISTEN
-    } else if s.socks[key].filler > 0 {
+    } else if s.socks[key].is_connecting() {
         TCP_SYN_SENT
     } else if s.stack.peer_addr(id).is_ok() {
         match s.stack.readiness(id) {
@@ -210,13 +209,13 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
     let name = n.args[2] as i32;
     let len = n.args[4] as i64 as i32;
     if len < 0 {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let len = (len as usize).min(256);
     let val = step!(s.rd(n, n.args[3], len).map_err(errno));
-    let ival = || -> Result<i32, i32> {
+    let ival = || -> Result<i32, Errno> {
         if val.len() < 4 {
-            Err(libc::EINVAL)
+            Err(Errno::EINVAL)
         } else {
             Ok(i32::from_ne_bytes([val[0], val[1], val[2], val[3]]))
         }
@@ -242,7 +241,7 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
             host_setsockopt(&r.file.as_fd(), sockopt::SendTimeout, &tv)
         };
         if let Err(e) = native {
-            return errno(e as i32);
+            return errno(Errno::from(e));
         }
         let g = &mut s.socks[key];
         if rcv {
@@ -255,7 +254,7 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
     // setsockopt answers ENOPROTOOPT for an unknown level too (getsockopt
     // says EOPNOTSUPP), as Linux does.
     if !level_known(kind, v6, level) {
-        return errno(libc::ENOPROTOOPT);
+        return errno(Errno::ENOPROTOOPT);
     }
     if kind == Kind::Netlink {
         return match (level, name) {
@@ -269,11 +268,11 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
                 | libc::SO_PASSCRED
                 | libc::SO_ATTACH_FILTER,
             ) => value(0),
-            _ => errno(libc::ENOPROTOOPT),
+            _ => errno(Errno::ENOPROTOOPT),
         };
     }
     let Some(id) = id else {
-        return errno(libc::ENOPROTOOPT);
+        return errno(Errno::ENOPROTOOPT);
     };
     let tcp = kind == Kind::Tcp;
     if kept(level, name, v6, tcp) {
@@ -292,14 +291,14 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         }
         (SOL_SOCKET, libc::SO_LINGER) => {
             if val.len() < 8 {
-                Err(libc::EINVAL)
+                Err(Errno::EINVAL)
             } else {
                 let on = i32::from_ne_bytes([val[0], val[1], val[2], val[3]]);
                 let secs = i32::from_ne_bytes([val[4], val[5], val[6], val[7]]);
                 Ok(SockOpt::Linger((on != 0).then_some(secs.max(0) as u32)))
             }
         }
-        (SOL_TCP, _) if !tcp => return errno(libc::ENOPROTOOPT),
+        (SOL_TCP, _) if !tcp => return errno(Errno::ENOPROTOOPT),
         (SOL_TCP, libc::TCP_NODELAY) => ival().map(|v| SockOpt::NoDelay(v != 0)),
         (SOL_TCP, libc::TCP_KEEPIDLE) => pos(ival()).map(SockOpt::KeepIdle),
         (SOL_TCP, libc::TCP_KEEPINTVL) => pos(ival()).map(SockOpt::KeepInterval),
@@ -307,18 +306,18 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         (SOL_IP, libc::IP_TTL) => ival().and_then(|v| match v {
             -1 => Ok(SockOpt::Ttl(64)),
             1..=255 => Ok(SockOpt::Ttl(v as u8)),
-            _ => Err(libc::EINVAL),
+            _ => Err(Errno::EINVAL),
         }),
         (SOL_IP, libc::IP_TOS) => ival().map(|v| SockOpt::Tos(v as u8)),
-        (SOL_IPV6, _) if !v6 => return errno(libc::ENOPROTOOPT),
+        (SOL_IPV6, _) if !v6 => return errno(Errno::ENOPROTOOPT),
         (SOL_IPV6, libc::IPV6_V6ONLY) => ival().map(|v| SockOpt::V6Only(v != 0)),
         (SOL_IPV6, libc::IPV6_UNICAST_HOPS) => ival().and_then(|v| match v {
             -1 => Ok(SockOpt::Ttl(64)),
             0..=255 => Ok(SockOpt::Ttl(v as u8)),
-            _ => Err(libc::EINVAL),
+            _ => Err(Errno::EINVAL),
         }),
         (SOL_IPV6, libc::IPV6_TCLASS) => ival().map(|v| SockOpt::Tos(v as u8)),
-        _ => Err(libc::ENOPROTOOPT),
+        _ => Err(Errno::ENOPROTOOPT),
     };
     match set {
         Ok(o) => match s.stack.set_option(id, o) {
@@ -397,10 +396,10 @@ fn kept(level: i32, name: i32, v6: bool, tcp: bool) -> bool {
     }
 }
 
-fn pos(v: Result<i32, i32>) -> Result<u32, i32> {
+fn pos(v: Result<i32, Errno>) -> Result<u32, Errno> {
     match v {
         Ok(x) if x >= 1 => Ok(x as u32),
-        Ok(_) => Err(libc::EINVAL),
+        Ok(_) => Err(Errno::EINVAL),
         Err(e) => Err(e),
     }
 }
@@ -411,7 +410,7 @@ fn store(s: &mut Sentry, key: GKey, level: i32, name: i32, val: &[u8]) -> Outcom
     let is_string = level == SOL_TCP && name == libc::TCP_CONGESTION
         || level == SOL_SOCKET && name == libc::SO_BINDTODEVICE;
     if !is_string && val.len() < 4 {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let v = if is_string {
         val.to_vec()
@@ -478,9 +477,9 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
         }
         // SIOCATMARK: TCP only; never at the urgent mark (no urgent data).
         0x8905 if tcp => done(s.wr(n, arg, &0i32.to_ne_bytes())),
-        0x8905 => errno(libc::ENOTTY),
+        0x8905 => errno(Errno::ENOTTY),
         // SIOCGSTAMP, SIOCGSTAMPNS: no packet was time-stamped.
-        0x8906 | 0x8907 => errno(libc::ENOENT),
+        0x8906 | 0x8907 => errno(Errno::ENOENT),
         _ => {
             let mut req = match s.rd_array::<{ ifreq::IFREQ_SIZE }>(n, arg) {
                 Ok(b) => b,
@@ -488,7 +487,7 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
             };
             match ifreq::ifreq_ioctl_on(family, cmd, &mut req, &nics) {
                 Ok(()) => done(s.wr(n, arg, &req)),
-                Err(e) => errno(e as i32),
+                Err(e) => errno(Errno::from(e)),
             }
         }
     }
@@ -496,15 +495,14 @@ pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {
 
 /// `FIONREAD`: a stream's bytes readable now (in the pair and still in the
 /// stack); a datagram socket's next datagram size, as Linux answers.
-fn queued_in(s: &mut Sentry, key: GKey, guest: &std::os::fd::OwnedFd) -> Result<i32, i32> {
+fn queued_in(s: &mut Sentry, key: GKey, guest: &std::os::fd::OwnedFd) -> Result<i32, Errno> {
     let g = &s.socks[key];
-    if g.listening {
-        return Err(libc::EINVAL);
+    if g.is_listening() {
+        return Err(Errno::EINVAL);
     }
     let (kind, id) = (g.kind, g.id);
     if kind == Kind::Tcp {
-        let in_pair =
-            crate::sys::inq(guest.as_fd()).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let in_pair = crate::sys::inq(guest.as_fd()).map_err(|e| Errno::of_io(&e, Errno::EIO))?;
         let in_stack = id.map_or(0, |id| s.stack.recv_queue(id).unwrap_or(0));
         return Ok(in_pair.saturating_add(i32::try_from(in_stack).unwrap_or(i32::MAX)));
     }
@@ -525,15 +523,22 @@ fn queued_in(s: &mut Sentry, key: GKey, guest: &std::os::fd::OwnedFd) -> Result<
 
 /// `TIOCOUTQ` (`SIOCOUTQ`): a stream's bytes not yet acknowledged, those
 /// the Sentry has not taken from the pair included.
-fn queued_out(s: &mut Sentry, key: GKey) -> Result<i32, i32> {
+fn queued_out(s: &mut Sentry, key: GKey) -> Result<i32, Errno> {
     let g = &s.socks[key];
-    if g.listening {
-        return Err(libc::EINVAL);
+    if g.is_listening() {
+        return Err(Errno::EINVAL);
     }
     if g.kind != Kind::Tcp {
         return Ok(0);
     }
-    let in_pair = crate::sys::inq(g.end.as_fd()).unwrap_or(0);
+    // A connect's filler is not the guest's.
+    let filler = match g.phase {
+        crate::gsock::Phase::Connecting { filler } => i32::try_from(filler).unwrap_or(i32::MAX),
+        _ => 0,
+    };
+    let in_pair = crate::sys::inq(g.end.as_fd())
+        .unwrap_or(0)
+        .saturating_sub(filler);
     let pending = i32::try_from(g.tx.len()).unwrap_or(i32::MAX);
     let in_stack = g.id.map_or(0, |id| s.stack.send_queue(id).unwrap_or(0));
     Ok(in_pair

@@ -6,8 +6,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use netstack::{Domain, NetError, Protocol, Shutdown as NetShutdown};
 use nix::sys::socket::{MsgFlags, recv};
 
-use super::{done, errno, net, ours, value};
+use super::{Args, Resume, Target, done, errno, net, ours, target, value};
 use crate::abi::{self, GuestAddr};
+use crate::errno::{CALLER_GONE, Errno};
 use crate::gsock::{GKey, GSock, Kind};
 use crate::sentry::{Outcome, Sentry};
 use crate::sys::{self, Notif};
@@ -22,7 +23,7 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
     let base = ty & 0xf;
     let flags = ty & !0xf;
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 || !(0..SOCK_MAX).contains(&base) {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let v6 = domain == libc::AF_INET6;
     let kind = match domain {
@@ -31,16 +32,16 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
             libc::SOCK_DGRAM if proto == 0 || proto == libc::IPPROTO_UDP => Kind::Udp,
             libc::SOCK_DGRAM if !v6 && proto == libc::IPPROTO_ICMP => Kind::Icmp,
             libc::SOCK_DGRAM if v6 && proto == libc::IPPROTO_ICMPV6 => Kind::Icmp,
-            libc::SOCK_STREAM | libc::SOCK_DGRAM => return errno(libc::EPROTONOSUPPORT),
+            libc::SOCK_STREAM | libc::SOCK_DGRAM => return errno(Errno::EPROTONOSUPPORT),
             // Raw sockets need CAP_NET_RAW, which the guest does not have here.
-            libc::SOCK_RAW => return errno(libc::EPERM),
-            _ => return errno(libc::ESOCKTNOSUPPORT),
+            libc::SOCK_RAW => return errno(Errno::EPERM),
+            _ => return errno(Errno::ESOCKTNOSUPPORT),
         },
         libc::AF_NETLINK => match base {
             libc::SOCK_RAW | libc::SOCK_DGRAM => Kind::Netlink,
-            _ => return errno(libc::ESOCKTNOSUPPORT),
+            _ => return errno(Errno::ESOCKTNOSUPPORT),
         },
-        _ => return errno(libc::EAFNOSUPPORT),
+        _ => return errno(Errno::EAFNOSUPPORT),
     };
     let protocol = match kind {
         Kind::Tcp => libc::IPPROTO_TCP,
@@ -83,7 +84,7 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
 fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) -> Outcome {
     let key = match s.insert(g) {
         Ok(k) => k,
-        Err(e) => return errno(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+        Err(e) => return errno(Errno::of_io(&e, Errno::ENOMEM)),
     };
     match sys::notif_addfd_send(s.listeners.of(n), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
@@ -95,9 +96,9 @@ fn install(s: &mut Sentry, n: &Notif, g: GSock, guest: &OwnedFd, cloexec: bool) 
             match e.raw_os_error() {
                 // The caller is gone: there is nobody to answer.
                 // The caller was interrupted (ESRCH: while the descriptor went in).
-                Some(libc::ENOENT | libc::ESRCH) => errno(crate::errno::CALLER_GONE),
-                Some(code) => errno(code),
-                None => errno(libc::EIO),
+                Some(libc::ENOENT | libc::ESRCH) => errno(CALLER_GONE),
+                Some(code) => errno(Errno::from_raw(code)),
+                None => errno(Errno::EIO),
             }
         }
     }
@@ -110,11 +111,11 @@ fn inet_addr(
     key: GKey,
     bytes: &[u8],
     for_bind: bool,
-) -> Result<Option<SocketAddr>, i32> {
+) -> Result<Option<SocketAddr>, Errno> {
     let g = &s.socks[key];
     let (v6, kind) = (g.v6, g.kind);
     if bytes.len() < 2 {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     let family = i32::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
     if !for_bind && family == libc::AF_UNSPEC {
@@ -128,14 +129,14 @@ fn inet_addr(
         abi::SOCKADDR_IN6_MIN
     };
     if bytes.len() < min {
-        return Err(libc::EINVAL);
+        return Err(Errno::EINVAL);
     }
     match abi::decode_addr(bytes)? {
         GuestAddr::Inet(SocketAddr::V6(a))
             if for_bind && a.scope_id() == 0 && (a.ip().segments()[0] & 0xffc0) == 0xfe80 =>
         {
             // A link-local address means nothing without its interface.
-            Err(libc::EINVAL)
+            Err(Errno::EINVAL)
         }
         GuestAddr::Inet(a) if a.is_ipv4() != v6 => Ok(Some(a)),
         // A v6 socket may connect to (or send to) an IPv4 address, as the
@@ -151,22 +152,25 @@ fn inet_addr(
                     port,
                 ))))
             } else {
-                Err(libc::EAFNOSUPPORT)
+                Err(Errno::EAFNOSUPPORT)
             }
         }
-        _ => Err(libc::EAFNOSUPPORT),
+        _ => Err(Errno::EAFNOSUPPORT),
     }
 }
 
-pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = step!(ours(s, n));
+pub(super) fn bind(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
+    if let Args::Bind(addr) = r.take_args() {
+        return bind_inet(s, key, r, addr);
+    }
     let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
     if s.socks[key].kind == Kind::Netlink {
         if bytes.len() < 12 {
-            return errno(libc::EINVAL);
+            return errno(Errno::EINVAL);
         }
         if u16::from_ne_bytes([bytes[0], bytes[1]]) != libc::AF_NETLINK as u16 {
-            return errno(libc::EINVAL);
+            return errno(Errno::EINVAL);
         }
         let pid = u32::from_ne_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
         if pid != 0 {
@@ -178,18 +182,22 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
     }
     let addr = match inet_addr(s, key, &bytes, true) {
         Ok(Some(a)) => a,
-        Ok(None) => return errno(libc::EAFNOSUPPORT),
+        Ok(None) => return errno(Errno::EAFNOSUPPORT),
         Err(e) => return errno(e),
     };
+    bind_inet(s, key, r, addr)
+}
+
+/// Binds an inet socket. A port in use may be held by a socket the guest
+/// has just closed, whose hang-up the Sentry has not read yet: the call
+/// waits for the next round of the event loop (which reads it) and tries
+/// once more.
+fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome {
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EBADF);
+        return errno(Errno::EBADF);
     };
-    let mut result = s.stack.bind(id, addr);
-    if result == Err(NetError::AddrInUse) {
-        s.settle();
-        result = s.stack.bind(id, addr);
-    }
-    match result {
+    match s.stack.bind(id, addr) {
+        Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::Bind(addr)),
         Ok(()) => {
             // A UDP port the guest chose takes datagrams from outside once
             // `bind` returned.
@@ -200,22 +208,17 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif) -> Outcome {
     }
 }
 
-pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, _r) = step!(ours(s, n));
+pub(super) fn listen(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, r) = step!(target(s, n, resume));
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EOPNOTSUPP);
+        return errno(Errno::EOPNOTSUPP);
     };
     let backlog = n.args[1] as i32;
-    let mut result = s.stack.listen(id, backlog);
-    if result == Err(NetError::AddrInUse) {
-        s.settle();
-        result = s.stack.listen(id, backlog);
-    }
-    match result {
+    match s.stack.listen(id, backlog) {
+        // As bind: the port may be held by a socket closed a moment ago.
+        Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::None),
         Ok(()) => {
-            let g = &mut s.socks[key];
-            g.listening = true;
-            g.backlog = backlog.clamp(0, 4096) as usize;
+            s.socks[key].listen(backlog.clamp(0, 4096) as usize);
             // Peers outside reach the listener once `listen` returned.
             s.sync_mirrors();
             value(0)
@@ -224,20 +227,29 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif) -> Outcome {
     }
 }
 
-pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
-    let (key, r) = step!(ours(s, n));
-    let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
+pub(super) fn connect(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
+    let (key, mut r) = step!(target(s, n, resume));
+    let addr = match r.take_args() {
+        // Resumed: the address was read and decoded before it blocked.
+        Args::Connect(addr) => Some(addr),
+        _ => {
+            let bytes = step!(s.read_sockaddr(n, n.args[1], n.args[2]).map_err(errno));
+            if s.socks[key].kind == Kind::Netlink {
+                return value(0);
+            }
+            step!(inet_addr(s, key, &bytes, false).map_err(errno))
+        }
+    };
     let kind = s.socks[key].kind;
     if kind == Kind::Netlink {
         return value(0);
     }
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EBADF);
+        return errno(Errno::EBADF);
     };
-    let addr = step!(inet_addr(s, key, &bytes, false).map_err(errno));
     let Some(addr) = addr else {
         // AF_UNSPEC: dissolve the association (nothing to do when there is none).
-        if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && s.socks[key].filler == 0 {
+        if kind == Kind::Tcp && s.stack.peer_addr(id).is_err() && !s.socks[key].is_connecting() {
             return value(0);
         }
         return match s.stack.disconnect(id) {
@@ -253,12 +265,13 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
             Err(e) => net(e),
         };
     }
-    if s.socks[key].filler > 0 {
+    if s.socks[key].is_connecting() {
         // A non-blocking attempt is still under way.
         return if r.nonblock() {
-            errno(libc::EALREADY)
+            errno(Errno::EALREADY)
         } else {
-            Outcome::Park(key, s.socks[key].sndtimeo)
+            let timeout = s.socks[key].sndtimeo;
+            r.park(key, timeout, Args::Connect(addr))
         };
     }
     let result = s.stack.connect(id, addr);
@@ -277,14 +290,14 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
                         s.socks[key].connect_error = Some(crate::errno::errno(e));
                     }
                 } else if ready.is_some_and(|r| r.writable) {
-                    s.socks[key].connected = true;
+                    s.socks[key].established();
                 } else {
                     s.fill(key, r.file.as_fd());
                 }
                 if result == Err(NetError::Already) {
-                    errno(libc::EALREADY)
+                    errno(Errno::EALREADY)
                 } else {
-                    errno(libc::EINPROGRESS)
+                    errno(Errno::EINPROGRESS)
                 }
             } else {
                 match s.stack.connect(id, addr) {
@@ -294,7 +307,8 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
                         // handshake ends, as Linux's does: a caller that a
                         // signal takes out of this wait polls for the result.
                         s.fill(key, r.file.as_fd());
-                        Outcome::Park(key, s.socks[key].sndtimeo)
+                        let timeout = s.socks[key].sndtimeo;
+                        r.park(key, timeout, Args::Connect(addr))
                     }
                     Err(e) => net(e),
                 }
@@ -306,40 +320,45 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif) -> Outcome {
 
 /// A connect succeeded: bytes may flow.
 fn connected(s: &mut Sentry, key: GKey) -> Outcome {
-    s.socks[key].connected = true;
+    s.socks[key].established();
     s.pump_rx(key);
-    s.flush_tx(key);
+    // Bytes the guest wrote before connect have set `readable` already (the
+    // loop reads an end's edge before the notifications that came after
+    // it), so there is nothing to read when it is clear.
+    s.pump_tx(key);
     value(0)
 }
 
-pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
-    let (key, r) = step!(ours(s, n));
+pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resume>) -> Outcome {
+    let (key, r) = step!(target(s, n, resume));
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     }
     let g = &s.socks[key];
     if g.kind != Kind::Tcp {
-        return errno(libc::EOPNOTSUPP);
+        return errno(Errno::EOPNOTSUPP);
     }
-    if !g.listening {
-        return errno(libc::EINVAL);
+    if !g.is_listening() {
+        return errno(Errno::EINVAL);
     }
     let Some(id) = g.id else {
-        return errno(libc::EINVAL);
+        return errno(Errno::EINVAL);
     };
-    if s.socks[key].stash.is_empty() {
+    let mut popped = s.socks[key].queue_mut().and_then(|q| q.stash.pop_front());
+    if popped.is_none() {
         match s.stack.accept(id) {
-            Ok(c) => s.socks[key].stash.push_back(c),
+            Ok(c) => popped = Some(c),
             Err(NetError::WouldBlock) => {}
             // A listener that was shut down, or is no longer listening.
             Err(e) => return net(e),
         }
     }
-    let Some((child, peer)) = s.socks[key].stash.pop_front() else {
+    let Some((child, peer)) = popped else {
         return if r.nonblock() {
-            errno(libc::EAGAIN)
+            errno(Errno::EAGAIN)
         } else {
-            Outcome::Park(key, s.socks[key].rcvtimeo)
+            let timeout = s.socks[key].rcvtimeo;
+            r.park(key, timeout, Args::None)
         };
     };
     let v6 = s.socks[key].v6;
@@ -348,9 +367,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
         match s.write_sockaddr(n, n.args[1], n.args[2], &bytes) {
             Ok(()) => {}
             // Cancelled by a signal: the connection waits for the next accept.
-            Err(crate::errno::CALLER_GONE) => {
-                s.socks[key].stash.push_front((child, peer));
-                return errno(crate::errno::CALLER_GONE);
+            Err(CALLER_GONE) => {
+                put_back(s, key, (child, peer));
+                return errno(CALLER_GONE);
             }
             Err(e) => {
                 // Linux drops the connection it accepted when the address
@@ -363,7 +382,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
     let (end, guest, cookie) = match s.take_pair(true, flags & libc::SOCK_NONBLOCK != 0) {
         Ok(p) => p,
         Err(e) => {
-            s.socks[key].stash.push_front((child, peer));
+            put_back(s, key, (child, peer));
             return errno(e);
         }
     };
@@ -376,23 +395,24 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
         cookie,
     );
     g.id = Some(child);
-    g.connected = true;
+    g.established();
     let child_key = match s.insert(g) {
         Ok(k) => k,
         Err(e) => {
-            s.socks[key].stash.push_front((child, peer));
-            return errno(e.raw_os_error().unwrap_or(libc::ENOMEM));
+            put_back(s, key, (child, peer));
+            return errno(Errno::of_io(&e, Errno::ENOMEM));
         }
     };
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
     // One pending connection fewer: take its token before the guest runs
     // again, so a poll right after accept does not see it.
-    let g = &mut s.socks[key];
     let mut took_token = false;
-    if g.tokens > 0 {
+    if let Some(q) = s.socks[key].queue_mut()
+        && q.tokens > 0
+    {
         let mut b = [0u8; 1];
         if let Ok(1) = recv(r.file.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT) {
-            g.tokens -= 1;
+            q.tokens -= 1;
             took_token = true;
         }
     }
@@ -405,16 +425,27 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32) -> Outcome {
         Err(e) => {
             // Put the connection (and its token) back for the next accept.
             s.forget(child_key);
-            s.socks[key].stash.push_front((child, peer));
+            put_back(s, key, (child, peer));
             if took_token {
                 s.write_tokens(key);
             }
             match e.raw_os_error() {
                 // The caller was interrupted (ESRCH: while the descriptor went in).
-                Some(libc::ENOENT | libc::ESRCH) => errno(crate::errno::CALLER_GONE),
-                Some(code) => errno(code),
-                None => errno(libc::EIO),
+                Some(libc::ENOENT | libc::ESRCH) => errno(CALLER_GONE),
+                Some(code) => errno(Errno::from_raw(code)),
+                None => errno(Errno::EIO),
             }
+        }
+    }
+}
+
+/// Puts an accepted connection back at the head of its listener's stash
+/// (or closes it, should the listener have gone).
+fn put_back(s: &mut Sentry, key: GKey, c: (netstack::SocketId, SocketAddr)) {
+    match s.socks.get_mut(key).and_then(|g| g.queue_mut()) {
+        Some(q) => q.stash.push_front(c),
+        None => {
+            let _ = s.stack.close(c.0);
         }
     }
 }
@@ -425,19 +456,19 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
         libc::SHUT_RD => NetShutdown::Read,
         libc::SHUT_WR => NetShutdown::Write,
         libc::SHUT_RDWR => NetShutdown::Both,
-        _ => return errno(libc::EINVAL),
+        _ => return errno(Errno::EINVAL),
     };
     let Some(id) = s.stack_id(key) else {
-        return errno(libc::EOPNOTSUPP);
+        return errno(Errno::EOPNOTSUPP);
     };
     let kind = s.socks[key].kind;
-    if kind == Kind::Tcp && !s.socks[key].listening && s.stack.peer_addr(id).is_err() {
+    if kind == Kind::Tcp && !s.socks[key].is_listening() && s.stack.peer_addr(id).is_err() {
         if let Ok(rd) = s.stack.readiness(id)
             && !rd.hangup
         {
             // Connecting: Linux allows it.
         } else {
-            return errno(libc::ENOTCONN);
+            return errno(Errno::ENOTCONN);
         }
     }
     if kind == Kind::Tcp && matches!(how, NetShutdown::Write | NetShutdown::Both) {
@@ -479,7 +510,7 @@ pub(super) fn name(s: &mut Sentry, n: &Notif, peer: bool) -> Outcome {
         crate::netlink::sockaddr_nl(port).to_vec()
     } else {
         let Some(id) = g.id else {
-            return errno(libc::EBADF);
+            return errno(Errno::EBADF);
         };
         let v6 = g.v6;
         let a = if peer {
