@@ -140,6 +140,10 @@ pub struct GSock {
     pub guest_eof: bool,
     /// The guest closed its last descriptor.
     pub guest_gone: bool,
+    /// The Sentry's end has seen its peer shut down or close (EPOLLRDHUP
+    /// or EPOLLHUP): an edge that does not come twice, so the pumps read
+    /// on to end of file rather than stopping at a short read.
+    pub hangup_seen: bool,
     /// The guest shut the receiving side of a datagram socket: nothing more
     /// goes into the pair.
     pub shut_rd: bool,
@@ -184,6 +188,7 @@ impl GSock {
             end_sized: kind != Kind::Tcp,
             guest_eof: false,
             guest_gone: false,
+            hangup_seen: false,
             shut_rd: false,
             stack_eof: false,
             delivered: VecDeque::new(),

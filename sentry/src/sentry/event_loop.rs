@@ -315,6 +315,9 @@ impl Sentry {
         if ev.contains(EpollFlags::EPOLLHUP) {
             s.guest_gone = true;
         }
+        if ev.intersects(EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
+            s.hangup_seen = true;
+        }
         if ev.intersects(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLHUP) {
             s.readable = true;
             self.pump_tx(key);

@@ -135,6 +135,7 @@ impl Sentry {
                 return;
             }
             let fd = s.end.as_raw_fd();
+            let hangup_seen = s.hangup_seen;
             let (mut eof, mut stop, mut unread) = (false, false, false);
             let r = self.stack.send_with(id, |room| {
                 if room.is_empty() {
@@ -145,6 +146,16 @@ impl Sentry {
                     Ok(0) => {
                         eof = true;
                         0
+                    }
+                    // Less than there was room for: the pair was empty. The
+                    // end is edge-triggered, so what the guest writes next
+                    // brings a new edge; asking again now would only cost a
+                    // read that fails with EAGAIN (one per request of a
+                    // keep-alive server). Not after a hang-up, whose edge
+                    // has come already: then the next read finds the end.
+                    Ok(n) if n < room.len() && !hangup_seen => {
+                        stop = true;
+                        n
                     }
                     Ok(n) => n,
                     // The guest closed its end with bytes it never read.
