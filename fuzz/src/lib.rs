@@ -12,10 +12,6 @@ use netstack::{
     Domain, Duration, Instant, NetError, Protocol, RecvFlags, Shutdown, SocketId, Stack,
     StackConfig, testbed,
 };
-use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
-    UdpPacket,
-};
 
 type Frames = Arc<Mutex<VecDeque<Vec<u8>>>>;
 
@@ -218,58 +214,9 @@ impl Default for World {
 
 /// Recomputes the IPv4 header checksum and the TCP or UDP checksum of an
 /// Ethernet frame wherever its headers still parse, so that a mutation
-/// reaches the code behind the checksum checks. Leaves what does not parse.
+/// reaches the code behind the checksum checks.
 pub fn fix_checksums(frame: &mut [u8]) {
-    let Ok(eth) = EthernetFrame::new_checked(&mut *frame) else {
-        return;
-    };
-    let ethertype = eth.ethertype();
-    let ip = &mut frame[EthernetFrame::<&[u8]>::header_len()..];
-    let (src, dst, proto, l4) = match ethertype {
-        EthernetProtocol::Ipv4 => {
-            let Ok(mut p) = Ipv4Packet::new_checked(&mut *ip) else {
-                return;
-            };
-            p.fill_checksum();
-            if p.more_frags() || p.frag_offset() != 0 {
-                return;
-            }
-            let (src, dst, proto) = (p.src_addr(), p.dst_addr(), p.next_header());
-            let hl = usize::from(p.header_len());
-            let total = usize::from(p.total_len()).min(ip.len());
-            if hl > total {
-                return;
-            }
-            (
-                IpAddress::Ipv4(src),
-                IpAddress::Ipv4(dst),
-                proto,
-                &mut ip[hl..total],
-            )
-        }
-        EthernetProtocol::Ipv6 => {
-            let Ok(p) = Ipv6Packet::new_checked(&mut *ip) else {
-                return;
-            };
-            let (src, dst, proto) = (p.src_addr(), p.dst_addr(), p.next_header());
-            let total = (40 + usize::from(p.payload_len())).min(ip.len());
-            (IpAddress::Ipv6(src), IpAddress::Ipv6(dst), proto, &mut ip[40..total])
-        }
-        _ => return,
-    };
-    match proto {
-        IpProtocol::Tcp => {
-            if let Ok(mut t) = TcpPacket::new_checked(l4) {
-                t.fill_checksum(&src, &dst);
-            }
-        }
-        IpProtocol::Udp => {
-            if let Ok(mut u) = UdpPacket::new_checked(l4) {
-                u.fill_checksum(&src, &dst);
-            }
-        }
-        _ => {}
-    }
+    netstack::link::fill_checksums(netstack::link::Medium::Ethernet, frame);
 }
 
 /// The NICs of host 2 (with loopback), as the Sentry's netlink and ioctl

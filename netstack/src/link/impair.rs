@@ -545,9 +545,10 @@ fn corrupt(medium: Medium, frame: &mut [u8], r: u64) {
 }
 
 /// Fills in the IPv4 header checksum and the TCP or UDP checksum of a
-/// frame from a link that makes none (an in-memory cable). Anything else
-/// is left as it is.
-fn fill_checksums(medium: Medium, frame: &mut [u8]) {
+/// frame from a link that makes none (an in-memory cable), or of one that
+/// was changed on purpose (the fuzz targets' mutations). Anything that
+/// does not parse is left as it is.
+pub fn fill_checksums(medium: Medium, frame: &mut [u8]) {
     let ip = match medium {
         Medium::Ethernet => {
             let Ok(eth) = EthernetFrame::new_checked(&*frame) else {

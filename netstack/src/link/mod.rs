@@ -25,7 +25,7 @@ mod sniffer;
 mod tap;
 
 pub use dns_relay::{DnsRelay, DnsRelayer, MAX_RELAYS, RELAY_IDLE};
-pub use impair::{DEFAULT_LIMIT, ImpairCounts, Impaired, Impairer, Impairments};
+pub use impair::{DEFAULT_LIMIT, ImpairCounts, Impaired, Impairer, Impairments, fill_checksums};
 pub use layer::{Layer, Layered, pass_on};
 pub use loopback::Loopback;
 pub use packet::{PacketLink, PacketStats};
