@@ -215,11 +215,6 @@ fn mutated_and_random_frames_do_not_break_the_stack() {
 /// The stack fuzzer (`fuzz/`, target `stack_frames`) found this.
 #[test]
 fn a_syn_from_a_silent_address_does_not_stall_later_connections() {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::{
-        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
-        Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-    };
     for (v6, aged) in [(false, 70), (true, 0)] {
         let (ea, eb) = pair(1500, Duration::ZERO, false);
         let inject_b: Frames = Arc::default();
@@ -255,59 +250,7 @@ fn a_syn_from_a_silent_address_does_not_stall_later_connections() {
         let l = listen_on(&mut w.b, to, 8);
 
         // The SYN from the silent address, well formed.
-        let (src, dst) = (IpAddress::from(silent), IpAddress::from(b_ip));
-        let tcp = TcpRepr {
-            src_port: 40_000,
-            dst_port: 80,
-            control: TcpControl::Syn,
-            seq_number: TcpSeqNumber(1000),
-            ack_number: None,
-            window_len: 65_535,
-            window_scale: None,
-            max_seg_size: Some(1460),
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
-        let ip_len = if v6 { 40 } else { 20 };
-        let mut frame = vec![0u8; 14 + ip_len + tcp.header_len()];
-        EthernetRepr {
-            src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x33]),
-            dst_addr: EthernetAddress([0x02, 0, 0, 0, 0, 2]),
-            ethertype: if v6 {
-                EthernetProtocol::Ipv6
-            } else {
-                EthernetProtocol::Ipv4
-            },
-        }
-        .emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
-        let csum = ChecksumCapabilities::default();
-        match (src, dst) {
-            (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => Ipv4Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Tcp,
-                payload_len: tcp.header_len(),
-                hop_limit: 64,
-            }
-            .emit(&mut Ipv4Packet::new_unchecked(&mut frame[14..34]), &csum),
-            (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => Ipv6Repr {
-                src_addr: s,
-                dst_addr: d,
-                next_header: IpProtocol::Tcp,
-                payload_len: tcp.header_len(),
-                hop_limit: 64,
-            }
-            .emit(&mut Ipv6Packet::new_unchecked(&mut frame[14..54])),
-            _ => unreachable!(),
-        }
-        tcp.emit(
-            &mut TcpPacket::new_unchecked(&mut frame[14 + ip_len..]),
-            &src,
-            &dst,
-            &csum,
-        );
+        let frame = syn_frame(silent, b_ip, [0x02, 0, 0, 0, 0, 2]);
         inject_b.lock().unwrap().push_back(frame);
         for _ in 0..10 {
             w.poll();
@@ -336,5 +279,121 @@ fn a_syn_from_a_silent_address_does_not_stall_later_connections() {
             connected && accepted.is_some(),
             "v6 {v6} aged {aged}: the connection did not complete within 3 s"
         );
+    }
+}
+
+/// A well-formed TCP SYN to port 80 of `dst` from `src` (port 40000), in an
+/// Ethernet frame to `dst_mac` from 02:00:00:00:00:33.
+fn syn_frame(src: IpAddr, dst: IpAddr, dst_mac: [u8; 6]) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress, IpProtocol,
+        Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
+    };
+    let v6 = dst.is_ipv6();
+    let (src, dst) = (IpAddress::from(src), IpAddress::from(dst));
+    let tcp = TcpRepr {
+        src_port: 40_000,
+        dst_port: 80,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 65_535,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip_len = if v6 { 40 } else { 20 };
+    let mut frame = vec![0u8; 14 + ip_len + tcp.header_len()];
+    EthernetRepr {
+        src_addr: EthernetAddress([0x02, 0, 0, 0, 0, 0x33]),
+        dst_addr: EthernetAddress(dst_mac),
+        ethertype: if v6 {
+            EthernetProtocol::Ipv6
+        } else {
+            EthernetProtocol::Ipv4
+        },
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
+    let csum = ChecksumCapabilities::default();
+    match (src, dst) {
+        (IpAddress::Ipv4(s), IpAddress::Ipv4(d)) => Ipv4Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.header_len(),
+            hop_limit: 64,
+        }
+        .emit(&mut Ipv4Packet::new_unchecked(&mut frame[14..34]), &csum),
+        (IpAddress::Ipv6(s), IpAddress::Ipv6(d)) => Ipv6Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.header_len(),
+            hop_limit: 64,
+        }
+        .emit(&mut Ipv6Packet::new_unchecked(&mut frame[14..54])),
+        _ => unreachable!("one family"),
+    }
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(&mut frame[14 + ip_len..]),
+        &src,
+        &dst,
+        &csum,
+    );
+    frame
+}
+
+/// A frame addressed to another host's MAC (a bridge floods unknown
+/// unicast) is not ours: Linux drops it as PACKET_OTHERHOST, so a SYN in
+/// it gets no SYN-ACK and no connection; the same SYN to our MAC does.
+#[test]
+fn frames_for_another_mac_are_not_ours() {
+    for (mac, answered) in [
+        ([0x02, 0, 0, 0, 0, 0x44], false),
+        ([0x02, 0, 0, 0, 0, 2], true),
+    ] {
+        let (ea, eb) = pair(1500, Duration::ZERO, false);
+        let inject_b: Frames = Arc::default();
+        let sent_b: Frames = Arc::default();
+        let mut b = host(
+            Box::new(Tap {
+                inner: eb,
+                inject: Arc::clone(&inject_b),
+                sent: Arc::clone(&sent_b),
+            }),
+            2,
+            31,
+        );
+        let b_ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let l = listen_on(&mut b, SocketAddr::new(b_ip, 80), 8);
+        // From A's address, so that B knows where to answer.
+        let a_ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut a = host(Box::new(ea), 1, 32);
+        inject_b
+            .lock()
+            .unwrap()
+            .push_back(syn_frame(a_ip, b_ip, mac));
+        let mut now = Instant::from_secs(1);
+        for _ in 0..20 {
+            now += Duration::from_millis(1);
+            a.poll(now);
+            b.poll(now);
+        }
+        let syn_acks = sent_b
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|f| f.len() >= 54 && f[12..14] == [0x08, 0x00] && f[47] == 0x12)
+            .count();
+        assert_eq!(
+            syn_acks > 0,
+            answered,
+            "to {mac:02x?}: SYN-ACKs sent {syn_acks}"
+        );
+        assert!(!b.readiness(l).unwrap().readable);
     }
 }

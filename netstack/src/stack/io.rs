@@ -221,6 +221,17 @@ impl Stack {
     }
 
     fn ingress(&mut self, nic: NicId, frame: &[u8]) {
+        // A frame for another host's MAC (a bridge floods unknown unicast,
+        // a veth's peer may send anything): Linux drops it as
+        // PACKET_OTHERHOST, and so do we, before any socket sees it.
+        if let Some(own) = self.nics[nic].info.mac
+            && self.nics[nic].caps.medium == Medium::Ethernet
+            && let Ok(eth) = EthernetFrame::new_checked(frame)
+            && eth.dst_addr().is_unicast()
+            && eth.dst_addr() != EthernetAddress(own)
+        {
+            return;
+        }
         let flow = demux::classify(self.nics[nic].caps.medium, frame);
         let target = match flow {
             Flow::Tcp {
