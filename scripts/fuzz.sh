@@ -5,8 +5,8 @@
 #   scripts/fuzz.sh                 every target, 30 s each
 #   scripts/fuzz.sh --time 3600 stack_frames
 #
-# Needs the nightly toolchain; installs cargo-fuzz from crates.io when it
-# is missing. Corpora grow in fuzz/corpus/TARGET (not committed); a crash
+# Needs rustup: installs the nightly toolchain and cargo-fuzz (from
+# crates.io) when they are missing. Corpora grow in fuzz/corpus/TARGET (not committed); a crash
 # stops the run, leaves its input in fuzz/artifacts/TARGET and fails.
 set -euo pipefail
 
@@ -23,8 +23,8 @@ while [ $# -gt 0 ]; do
 done
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
-    echo "fuzz.sh: the nightly toolchain is needed (rustup toolchain install nightly)" >&2
-    exit 1
+    echo "==> installing the nightly toolchain (cargo-fuzz's sanitizers need it)"
+    rustup toolchain install nightly --profile minimal
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "==> installing cargo-fuzz"

@@ -3,43 +3,15 @@
 //! states a peer can reach, and checksum repair so that mutated frames get
 //! past the checksum checks into the protocol code.
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use netstack::link::{Link, LinkCaps, PairEnd, pair};
+use netstack::link::{Link, pair};
+use netstack::testbed::{Frames, Wiretap};
 use netstack::{
     Domain, Duration, Instant, NetError, Protocol, RecvFlags, Shutdown, SocketId, Stack,
     StackConfig, testbed,
 };
-
-type Frames = Arc<Mutex<VecDeque<Vec<u8>>>>;
-
-/// A cable end that also yields the frames pushed into `inject`, and keeps
-/// a copy of what it sends in `sent` (the seeds to mutate).
-pub struct Tap {
-    inner: PairEnd,
-    inject: Frames,
-    sent: Frames,
-}
-
-impl Link for Tap {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let injected = self.inject.lock().ok()?.pop_front();
-        injected.or_else(|| self.inner.recv(now))
-    }
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        if let Ok(mut sent) = self.sent.lock()
-            && sent.len() < 256
-        {
-            sent.push_back(frame.clone());
-        }
-        self.inner.send(now, frame);
-    }
-}
 
 /// Host 1 (`a`, the well-behaved peer) and host 2 (`b`, fed the frames).
 pub struct World {
@@ -72,7 +44,7 @@ impl World {
         let now = Instant::from_secs(1);
         let a = testbed::host(
             1,
-            Box::new(Tap {
+            Box::new(Wiretap {
                 inner: ea,
                 inject: Arc::default(),
                 sent: Arc::clone(&sent),
@@ -82,7 +54,7 @@ impl World {
         );
         let b = testbed::host(
             2,
-            Box::new(Tap {
+            Box::new(Wiretap {
                 inner: eb,
                 inject: Arc::clone(&inject),
                 sent: Arc::default(),

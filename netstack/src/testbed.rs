@@ -65,3 +65,35 @@ pub fn two_hosts(mtu: usize, delay: Duration, now: Instant) -> (Stack, Stack) {
         host(2, Box::new(eb), &cfg, now),
     )
 }
+
+/// Frames queued between a test and a [`Wiretap`].
+pub type Frames = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>>;
+
+/// A cable end that also yields the frames a test pushes into `inject` (as
+/// if from the wire, before the cable's own), and keeps a copy of the first
+/// 4096 frames it sends in `sent`: for hostile-input tests and the fuzz
+/// targets.
+#[derive(Debug)]
+pub struct Wiretap {
+    pub inner: crate::link::PairEnd,
+    pub inject: Frames,
+    pub sent: Frames,
+}
+
+impl Link for Wiretap {
+    fn caps(&self) -> crate::link::LinkCaps {
+        self.inner.caps()
+    }
+    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let injected = self.inject.lock().ok()?.pop_front();
+        injected.or_else(|| self.inner.recv(now))
+    }
+    fn send(&mut self, now: Instant, frame: Vec<u8>) {
+        if let Ok(mut sent) = self.sent.lock()
+            && sent.len() < 4096
+        {
+            sent.push_back(frame.clone());
+        }
+        self.inner.send(now, frame);
+    }
+}

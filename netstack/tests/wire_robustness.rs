@@ -3,42 +3,15 @@
 
 mod common;
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::{Rng, domain_of, listen_on, udp_socket};
-use netstack::link::{Link, LinkCaps, PairEnd, pair};
+use netstack::link::{Link, pair};
+use netstack::testbed::{Frames, Wiretap};
 use netstack::{
     Domain, Duration, Instant, NetError, Protocol, RecvFlags, SocketId, Stack, StackConfig, testbed,
 };
-
-type Frames = Arc<Mutex<VecDeque<Vec<u8>>>>;
-
-/// A link that also receives frames pushed by the test, and records what it sends.
-struct Tap {
-    inner: PairEnd,
-    inject: Frames,
-    sent: Frames,
-}
-
-impl Link for Tap {
-    fn caps(&self) -> LinkCaps {
-        self.inner.caps()
-    }
-    fn recv(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let injected = self.inject.lock().unwrap().pop_front();
-        injected.or_else(|| self.inner.recv(now))
-    }
-    fn send(&mut self, now: Instant, frame: Vec<u8>) {
-        let mut sent = self.sent.lock().unwrap();
-        if sent.len() < 4096 {
-            sent.push_back(frame.clone());
-        }
-        drop(sent);
-        self.inner.send(now, frame);
-    }
-}
 
 fn host(link: Box<dyn Link>, n: u8, seed: u64) -> Stack {
     let cfg = StackConfig {
@@ -54,7 +27,40 @@ struct World {
     now: Instant,
 }
 
+/// The frames a test feeds host b, and what each host sent.
+struct Wires {
+    inject_b: Frames,
+    sent_a: Frames,
+    sent_b: Frames,
+}
+
 impl World {
+    /// Hosts a (1) and b (2) on a cable, b taking frames from the test.
+    fn wired(seed: u64) -> (World, Wires) {
+        let (ea, eb) = pair(1500, Duration::ZERO, false);
+        let wires = Wires {
+            inject_b: Arc::default(),
+            sent_a: Arc::default(),
+            sent_b: Arc::default(),
+        };
+        let a = Wiretap {
+            inner: ea,
+            inject: Arc::default(),
+            sent: Arc::clone(&wires.sent_a),
+        };
+        let b = Wiretap {
+            inner: eb,
+            inject: Arc::clone(&wires.inject_b),
+            sent: Arc::clone(&wires.sent_b),
+        };
+        let w = World {
+            a: host(Box::new(a), 1, seed),
+            b: host(Box::new(b), 2, seed + 1),
+            now: Instant::from_secs(1),
+        };
+        (w, wires)
+    }
+
     fn poll(&mut self) {
         self.now += Duration::from_millis(1);
         self.a.poll(self.now);
@@ -116,32 +122,12 @@ impl World {
 
 #[test]
 fn mutated_and_random_frames_do_not_break_the_stack() {
-    let (ea, eb) = pair(1500, Duration::ZERO, false);
-    let inject_b: Frames = Arc::default();
-    let sent_a: Frames = Arc::default();
-    let a = host(
-        Box::new(Tap {
-            inner: ea,
-            inject: Arc::default(),
-            sent: Arc::clone(&sent_a),
-        }),
-        1,
-        11,
-    );
-    let b = host(
-        Box::new(Tap {
-            inner: eb,
-            inject: Arc::clone(&inject_b),
-            sent: Arc::default(),
-        }),
-        2,
-        12,
-    );
-    let mut w = World {
-        a,
-        b,
-        now: Instant::from_secs(1),
-    };
+    let (
+        mut w,
+        Wires {
+            inject_b, sent_a, ..
+        },
+    ) = World::wired(11);
     // Real traffic first, so there are genuine frames to mutate.
     w.exchange(7000);
     // Fragmented datagrams of both families, and pings, as more seeds.
@@ -216,31 +202,7 @@ fn mutated_and_random_frames_do_not_break_the_stack() {
 #[test]
 fn a_syn_from_a_silent_address_does_not_stall_later_connections() {
     for (v6, aged) in [(false, 70), (true, 0)] {
-        let (ea, eb) = pair(1500, Duration::ZERO, false);
-        let inject_b: Frames = Arc::default();
-        let a = host(
-            Box::new(Tap {
-                inner: ea,
-                inject: Arc::default(),
-                sent: Arc::default(),
-            }),
-            1,
-            21,
-        );
-        let b = host(
-            Box::new(Tap {
-                inner: eb,
-                inject: Arc::clone(&inject_b),
-                sent: Arc::default(),
-            }),
-            2,
-            22,
-        );
-        let mut w = World {
-            a,
-            b,
-            now: Instant::from_secs(1),
-        };
+        let (mut w, Wires { inject_b, .. }) = World::wired(21);
         let (b_ip, silent): (IpAddr, IpAddr) = if v6 {
             ("fd00::2".parse().unwrap(), "fd00::3".parse().unwrap())
         } else {
@@ -356,32 +318,22 @@ fn frames_for_another_mac_are_not_ours() {
         ([0x02, 0, 0, 0, 0, 0x44], false),
         ([0x02, 0, 0, 0, 0, 2], true),
     ] {
-        let (ea, eb) = pair(1500, Duration::ZERO, false);
-        let inject_b: Frames = Arc::default();
-        let sent_b: Frames = Arc::default();
-        let mut b = host(
-            Box::new(Tap {
-                inner: eb,
-                inject: Arc::clone(&inject_b),
-                sent: Arc::clone(&sent_b),
-            }),
-            2,
-            31,
-        );
+        let (
+            mut w,
+            Wires {
+                inject_b, sent_b, ..
+            },
+        ) = World::wired(31);
         let b_ip: IpAddr = "10.0.0.2".parse().unwrap();
-        let l = listen_on(&mut b, SocketAddr::new(b_ip, 80), 8);
+        let l = listen_on(&mut w.b, SocketAddr::new(b_ip, 80), 8);
         // From A's address, so that B knows where to answer.
         let a_ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let mut a = host(Box::new(ea), 1, 32);
         inject_b
             .lock()
             .unwrap()
             .push_back(syn_frame(a_ip, b_ip, mac));
-        let mut now = Instant::from_secs(1);
         for _ in 0..20 {
-            now += Duration::from_millis(1);
-            a.poll(now);
-            b.poll(now);
+            w.poll();
         }
         let syn_acks = sent_b
             .lock()
@@ -394,6 +346,6 @@ fn frames_for_another_mac_are_not_ours() {
             answered,
             "to {mac:02x?}: SYN-ACKs sent {syn_acks}"
         );
-        assert!(!b.readiness(l).unwrap().readable);
+        assert!(!w.b.readiness(l).unwrap().readable);
     }
 }
