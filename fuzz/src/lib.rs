@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use netstack::link::{Link, pair};
+use netstack::link::pair;
 use netstack::testbed::{Frames, Wiretap};
 use netstack::{
     Domain, Duration, Instant, NetError, Protocol, RecvFlags, Shutdown, SocketId, Stack,
