@@ -320,15 +320,24 @@ mod tests {
     /// them, leaves the same bytes in a direct file as were given.
     #[test]
     fn direct_writes_keep_every_byte_in_order() {
-        let dir = std::env::temp_dir().join(format!("smolvisor-disk-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // The temporary directory, or (where that is a tmpfs without direct
+        // I/O) the build's own target directory, which is on a disk.
+        let name = format!("smolvisor-disk-{}", std::process::id());
+        let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+        let (dir, file) = [std::env::temp_dir().join(&name), target.join(&name)]
+            .into_iter()
+            .find_map(|dir| {
+                std::fs::create_dir_all(&dir).ok()?;
+                match open_direct(&dir.join("direct")) {
+                    Some(f) => Some((dir, f)),
+                    None => {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        None
+                    }
+                }
+            })
+            .expect("a directory whose file system takes O_DIRECT");
         let path = dir.join("direct");
-        let Some(file) = open_direct(&path) else {
-            // The temporary directory's file system has no direct I/O
-            // (tmpfs before 6.6): nothing of this path to test there.
-            std::fs::remove_dir_all(&dir).unwrap();
-            return;
-        };
         let mut out = DiskFile::direct(file);
         let mut stage = Stage::new();
         let mut want = Vec::new();
