@@ -370,6 +370,10 @@ const SENTRY_ALLOWED: &[(&str, &str)] = &[
     ("setsockopt", PAIRS),
     ("shutdown", PAIRS),
     ("fcntl", PAIRS),
+    (
+        "accept4",
+        "a guest TCP socket joins its pair when it connects or listens: the connector connects it to a listener of the Sentry's (sentry/src/connector.rs)",
+    ),
     ("recvmmsg", LINKS),
     ("sendmmsg", LINKS),
     ("readv", LINKS),
@@ -446,14 +450,7 @@ const NOTIFY: &str = "seccomp user notification: the guest's trapped calls";
 /// The calls a NAT gateway adds: it makes host sockets (TCP, UDP, ICMP;
 /// IPv4 and IPv6 only), connects them, and listens and accepts on
 /// published ports and on the relay's mirrors of the guest's listeners.
-const SENTRY_NAT: &[&str] = &[
-    "connect",
-    "bind",
-    "listen",
-    "accept4",
-    "getsockname",
-    "getpeername",
-];
+const SENTRY_NAT: &[&str] = &["connect", "bind", "listen", "getsockname", "getpeername"];
 
 /// The Sentry's own filter as data: [`SENTRY_ALLOWED`], the ioctls in
 /// [`SENTRY_IOCTLS`], and AF_UNIX `socketpair`; with `host_sockets` (a NAT

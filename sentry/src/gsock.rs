@@ -112,8 +112,10 @@ pub struct GSock {
     pub protocol: i32,
     /// The netstack socket (none for netlink).
     pub id: Option<SocketId>,
-    /// The Sentry's end of the pair.
-    pub end: OwnedFd,
+    /// The Sentry's end of the pair; none while a TCP socket is neither
+    /// connected nor listening (its guest end is then a lone socket, see
+    /// `crate::connector`).
+    pub end: Option<OwnedFd>,
     /// `SO_COOKIE` of the guest's end.
     pub cookie: u64,
     /// Where the socket is in its life: the part of its state that the
@@ -169,7 +171,14 @@ pub struct GSock {
 
 impl GSock {
     /// A fresh socket record.
-    pub fn new(kind: Kind, v6: bool, ty: i32, protocol: i32, end: OwnedFd, cookie: u64) -> Self {
+    pub fn new(
+        kind: Kind,
+        v6: bool,
+        ty: i32,
+        protocol: i32,
+        end: Option<OwnedFd>,
+        cookie: u64,
+    ) -> Self {
         GSock {
             kind,
             v6,
@@ -243,6 +252,9 @@ impl GSock {
     /// into it), or one the guest closed (to see the end of file); never
     /// while the pair is faking a connect.
     pub fn takes_from_guest(&self) -> bool {
+        if self.end.is_none() {
+            return false;
+        }
         match self.phase {
             Phase::Connecting { .. } => false,
             Phase::Connected | Phase::Listening(_) => true,
@@ -252,7 +264,7 @@ impl GSock {
 
     /// Whether the pumps move what the stack received into the pair.
     pub fn gives_to_guest(&self) -> bool {
-        if self.guest_gone {
+        if self.guest_gone || self.end.is_none() {
             return false;
         }
         match self.phase {
@@ -260,6 +272,15 @@ impl GSock {
             Phase::Connected => true,
             Phase::Idle => self.is_dgram(),
         }
+    }
+
+    /// The Sentry's end as a raw descriptor: -1 (so EBADF) before the pair
+    /// exists, when the pumps never run (`takes_from_guest`,
+    /// `gives_to_guest`).
+    pub fn end_fd(&self) -> std::os::fd::RawFd {
+        self.end
+            .as_ref()
+            .map_or(-1, std::os::fd::AsRawFd::as_raw_fd)
     }
 
     /// `listen` succeeded: a listener keeps its pending connections when
@@ -369,7 +390,7 @@ mod tests {
 
     fn sock(kind: Kind) -> GSock {
         let end: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
-        GSock::new(kind, false, 0, 0, end, 1)
+        GSock::new(kind, false, 0, 0, Some(end), 1)
     }
 
     fn stack_id() -> SocketId {

@@ -15,6 +15,7 @@
 //! - [`sys`]: the only module with `unsafe`.
 
 pub mod abi;
+pub mod connector;
 pub mod errno;
 pub mod filter;
 pub mod gsock;

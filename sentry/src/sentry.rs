@@ -8,6 +8,7 @@
 //! - `resolve`: from a guest descriptor to our record (pidfds, `pidfd_getfd`,
 //!   `SO_COOKIE`);
 //! - `pool`: AF_UNIX pairs made ahead of time;
+//! - `unconnected`: TCP sockets before they connect or listen;
 //! - `pumps`: bytes and datagrams between pair ends and stack sockets;
 //! - `listening`, `connecting`: the two states a pair fakes (pending
 //!   connections, a connect under way);
@@ -39,6 +40,7 @@ pub(crate) mod pool;
 mod pumps;
 mod resolve;
 mod table;
+mod unconnected;
 
 pub use parking::Parked;
 pub use resolve::Resolved;
@@ -153,6 +155,9 @@ pub struct Sentry {
     deferred: Vec<(Notif, Box<Resume>)>,
     /// Ready pairs.
     pool: PairPool,
+    /// TCP sockets before connect or listen: the connector, ready sockets,
+    /// and which of the guest's are open.
+    pub(crate) unconnected: unconnected::Unconnected,
     confine: bool,
     /// Threads of the Sentry make host sockets (the NAT gateway, an OCI
     /// container's control socket): the filter allows it.
@@ -222,6 +227,9 @@ impl Sentry {
             nat.spawn(start)?;
             nat_wakeups.push(wake);
         }
+        // A process of its own, which needs CAP_SYS_ADMIN for its network
+        // namespace: before the capabilities go.
+        let unconnected = unconnected::Unconnected::new()?;
         // Set-up is over (the gateways' threads entered their namespaces
         // and kept what they need): no thread holds more than it needs.
         if cfg.confine {
@@ -284,6 +292,7 @@ impl Sentry {
             parked_keys: Vec::new(),
             deferred: Vec::new(),
             pool: PairPool::default(),
+            unconnected,
             confine: cfg.confine,
             nat_mode,
             nat_wakeups,

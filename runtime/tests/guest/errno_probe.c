@@ -394,6 +394,14 @@ static void section_connect(void) {
     struct sockaddr_in ok = a4("127.0.0.1", port);
     struct sockaddr_in closed = a4("127.0.0.1", closed_port());
     int s = socket(AF_INET, SOCK_STREAM, 0);
+    // Before connect: nothing to read or write, and nothing blocks.
+    char b1[1] = {'x'};
+    R("recv before connect", recv(s, b1, 1, 0));
+    R("read before connect", read(s, b1, 1));
+    R("send before connect", send(s, b1, 1, MSG_NOSIGNAL));
+    struct pollfd fresh = {.fd = s, .events = POLLIN | POLLOUT | POLLRDHUP};
+    R("poll before connect", poll(&fresh, 1, 0));
+    fact("poll before connect revents", "%#x", fresh.revents);
     R("connect closed port", connect(s, (struct sockaddr *)&closed, sizeof closed));
     close(s);
     s = socket(AF_INET, SOCK_STREAM, 0);

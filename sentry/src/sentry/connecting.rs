@@ -45,7 +45,9 @@ impl Sentry {
             self.pool.size_send_buffer(guest.as_fd());
         }
         let s = &self.socks[key];
-        drain(s.end.as_fd(), filler, &mut self.scratch);
+        if let Some(end) = &s.end {
+            drain(end.as_fd(), filler, &mut self.scratch);
+        }
     }
 
     /// Holds the guest's end not writable until the connection is up.

@@ -40,6 +40,7 @@ impl Sentry {
     pub fn run(mut self) -> io::Result<i32> {
         let mut events = vec![EpollEvent::empty(); 256];
         self.pool.refill();
+        self.unconnected.refill(&mut self.pool);
         if self.confine {
             crate::filter::confine_sentry(self.nat_mode)?;
         }
@@ -96,6 +97,7 @@ impl Sentry {
             self.sync_mirrors();
             self.expire_parked();
             self.pool.refill();
+            self.unconnected.refill(&mut self.pool);
         }
     }
 

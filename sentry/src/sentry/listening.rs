@@ -2,7 +2,7 @@
 //! in the record's stash, and the listener's pair holds one token byte per
 //! stashed connection so that the guest's `poll` reports it readable.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use nix::sys::socket::{MsgFlags, send};
 
@@ -32,7 +32,7 @@ impl Sentry {
         let Some(s) = self.socks.get_mut(key) else {
             return;
         };
-        let end = s.end.as_raw_fd();
+        let end = s.end_fd();
         if let Some(q) = s.queue_mut() {
             q.tokens += write_tokens(end, q.tokens_owed());
         }
@@ -55,6 +55,7 @@ fn write_tokens(end: RawFd, owed: usize) -> usize {
 mod tests {
     use std::collections::VecDeque;
     use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
 
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, recv, socketpair};
 

@@ -4,7 +4,7 @@
 //! out of data or room, and resume on the next edge or stack event.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use netstack::{NetError, RecvFlags, Shutdown as NetShutdown, SockOpt, SocketId};
 use nix::errno::Errno;
@@ -69,14 +69,14 @@ impl Sentry {
             if s.guest_eof || !s.readable {
                 return;
             }
-            let r = recv(s.end.as_raw_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT);
+            let r = recv(s.end_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT);
             match r {
-                Ok(0) if !dgram || s.guest_gone || peer_closed(&s.end) => {
+                Ok(0) if !dgram || s.guest_gone || peer_closed(s.end.as_ref()) => {
                     s.guest_eof = true;
                     // A close, not a shutdown: the stack's close (when the
                     // record goes) ends the connection as Linux's does,
                     // with RST for SO_LINGER 0 or unread data.
-                    let closed = s.guest_gone || peer_closed(&s.end);
+                    let closed = s.guest_gone || peer_closed(s.end.as_ref());
                     if !dgram && !listening && !closed {
                         let _ = self.stack.shutdown(id, NetShutdown::Write);
                     }
@@ -134,7 +134,7 @@ impl Sentry {
             if s.guest_eof || !s.readable {
                 return;
             }
-            let fd = s.end.as_raw_fd();
+            let fd = s.end_fd();
             let hangup_seen = s.hangup_seen;
             let (mut eof, mut stop, mut unread) = (false, false, false);
             let r = self.stack.send_with(id, |room| {
@@ -204,7 +204,7 @@ impl Sentry {
         // A close, not a shutdown: the stack's close (when the record goes)
         // ends the connection as Linux's does, with RST for SO_LINGER 0 or
         // unread data.
-        if !(s.guest_gone || peer_closed(&s.end)) {
+        if !(s.guest_gone || peer_closed(s.end.as_ref())) {
             let _ = self.stack.shutdown(id, NetShutdown::Write);
         }
     }
@@ -217,7 +217,9 @@ impl Sentry {
             && !s.end_sized
         {
             s.end_sized = true;
-            self.pool.size_send_buffer(s.end.as_fd());
+            if let Some(end) = &s.end {
+                self.pool.size_send_buffer(end.as_fd());
+            }
             blocked = self.pump_rx_inner(key);
         }
         self.arm_out(key, blocked);
@@ -237,7 +239,9 @@ impl Sentry {
             flags |= EpollFlags::EPOLLOUT;
         }
         let mut ev = EpollEvent::new(flags, key.data().as_ffi());
-        if self.epoll.modify(&s.end, &mut ev).is_ok() {
+        if let Some(end) = &s.end
+            && self.epoll.modify(end, &mut ev).is_ok()
+        {
             s.out_armed = on;
         }
     }
@@ -263,7 +267,7 @@ impl Sentry {
                 // A datagram waiting for room (it may be empty).
                 if let Some((from, to)) = s.rx_from {
                     match send(
-                        s.end.as_raw_fd(),
+                        s.end_fd(),
                         &s.rx,
                         MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                     ) {
@@ -296,7 +300,7 @@ impl Sentry {
             let s = &mut self.socks[key];
             if !s.rx.is_empty() {
                 match send(
-                    s.end.as_raw_fd(),
+                    s.end_fd(),
                     &s.rx,
                     MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
                 ) {
@@ -315,7 +319,7 @@ impl Sentry {
                 return false;
             }
             // Straight from the stack's receive buffer into the pair.
-            let fd = s.end.as_raw_fd();
+            let fd = s.end_fd();
             let (mut called, mut stop) = (false, false);
             let r = self.stack.recv_with(id, |data| {
                 if data.is_empty() {
@@ -337,7 +341,7 @@ impl Sentry {
                 Ok(0) if !called => {
                     let s = &mut self.socks[key];
                     s.stack_eof = true;
-                    let _ = shutdown(s.end.as_raw_fd(), Shutdown::Write);
+                    let _ = shutdown(s.end_fd(), Shutdown::Write);
                     return false;
                 }
                 Ok(_) => {
@@ -370,7 +374,7 @@ impl Sentry {
             self.touched.push(key);
             return;
         }
-        let _ = shutdown(s.end.as_raw_fd(), Shutdown::Both);
+        let _ = shutdown(s.end_fd(), Shutdown::Both);
     }
 
     /// Answers a datagram socket's netlink requests written with plain `write`.
@@ -380,8 +384,8 @@ impl Sentry {
             if !s.readable {
                 return;
             }
-            match recv(s.end.as_raw_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) if s.guest_gone || peer_closed(&s.end) => {
+            match recv(s.end_fd(), &mut self.scratch, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) if s.guest_gone || peer_closed(s.end.as_ref()) => {
                     s.guest_gone = true;
                     s.guest_eof = true;
                     return;
@@ -414,7 +418,7 @@ impl Sentry {
         let s = &self.socks[key];
         for r in replies {
             let _ = send(
-                s.end.as_raw_fd(),
+                s.end_fd(),
                 &r,
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             );
@@ -447,8 +451,11 @@ impl Sentry {
 
 /// Whether the guest's end of a datagram pair is closed: a zero-length read
 /// is either an empty datagram or the end of file, and only poll tells.
-fn peer_closed(end: &OwnedFd) -> bool {
+fn peer_closed(end: Option<&OwnedFd>) -> bool {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let Some(end) = end else {
+        return false;
+    };
     let mut fds = [PollFd::new(end.as_fd(), PollFlags::POLLIN)];
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
         && fds[0]
@@ -459,6 +466,7 @@ fn peer_closed(end: &OwnedFd) -> bool {
 #[cfg(test)]
 mod tests {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsRawFd;
 
     use super::*;
 
@@ -472,8 +480,8 @@ mod tests {
         )
         .unwrap();
         send(guest.as_raw_fd(), &[], MsgFlags::empty()).unwrap();
-        assert!(!peer_closed(&end), "an empty datagram is not the end");
+        assert!(!peer_closed(Some(&end)), "an empty datagram is not the end");
         drop(guest);
-        assert!(peer_closed(&end));
+        assert!(peer_closed(Some(&end)));
     }
 }

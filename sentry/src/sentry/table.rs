@@ -61,6 +61,11 @@ impl SockTable {
         self.socks.get_mut(key)
     }
 
+    /// Every record.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (GKey, &GSock)> {
+        self.socks.iter()
+    }
+
     /// The socket whose guest end has this `SO_COOKIE`.
     pub(crate) fn by_cookie(&self, cookie: u64) -> Option<GKey> {
         self.by_cookie.get(&cookie).copied()
@@ -89,16 +94,22 @@ impl Sentry {
     /// Registers a new guest socket and its pair end.
     pub(crate) fn insert(&mut self, sock: GSock) -> io::Result<GKey> {
         let key = self.socks.insert(sock);
-        let s = &self.socks[key];
-        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
-        if let Err(e) = self
-            .epoll
-            .add(&s.end, EpollEvent::new(flags, key.data().as_ffi()))
-        {
+        if let Err(e) = self.watch_end(key) {
             self.socks.remove(key);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(key)
+    }
+
+    /// Adds a socket's pair end (if it has one yet) to the epoll set.
+    pub(crate) fn watch_end(&mut self, key: GKey) -> io::Result<()> {
+        let Some(end) = &self.socks[key].end else {
+            return Ok(());
+        };
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLET;
+        self.epoll
+            .add(end, EpollEvent::new(flags, key.data().as_ffi()))?;
+        Ok(())
     }
 
     /// Drops a socket whose descriptor never reached the guest.
@@ -163,7 +174,7 @@ mod tests {
     }
 
     fn sock(cookie: u64, id: Option<SocketId>) -> GSock {
-        let mut g = GSock::new(Kind::Tcp, false, libc::SOCK_STREAM, 6, end(), cookie);
+        let mut g = GSock::new(Kind::Tcp, false, libc::SOCK_STREAM, 6, Some(end()), cookie);
         g.id = id;
         g
     }

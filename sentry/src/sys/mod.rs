@@ -2,6 +2,7 @@
 //! notifications, pidfds, and socket cookies. Everything else goes through
 //! `nix` or `std`.
 
+pub mod connector;
 pub mod sigwatch;
 
 use std::io;

@@ -536,7 +536,10 @@ fn queued_out(s: &mut Sentry, key: GKey) -> Result<i32, Errno> {
         crate::gsock::Phase::Connecting { filler } => i32::try_from(filler).unwrap_or(i32::MAX),
         _ => 0,
     };
-    let in_pair = crate::sys::inq(g.end.as_fd())
+    let in_pair = g
+        .end
+        .as_ref()
+        .map_or(Ok(0), |end| crate::sys::inq(end.as_fd()))
         .unwrap_or(0)
         .saturating_sub(filler);
     let pending = i32::try_from(g.tx.len()).unwrap_or(i32::MAX);

@@ -65,6 +65,17 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
     };
     let nonblock = flags & libc::SOCK_NONBLOCK != 0;
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
+    if kind == Kind::Tcp && s.unconnected.available() {
+        // Unconnected until it connects or listens (`crate::connector`).
+        if s.unconnected.count_due() {
+            s.reap_unconnected();
+        }
+        if let Ok(lone) = s.take_lone(nonblock) {
+            let mut g = GSock::new(kind, v6, base, protocol, None, lone.cookie);
+            g.id = id;
+            return install(s, n, g, &lone.sock, cloexec);
+        }
+    }
     let pair = s.take_pair(kind == Kind::Tcp, nonblock);
     let (end, guest, cookie) = match pair {
         Ok(p) => p,
@@ -75,7 +86,7 @@ pub(super) fn socket(s: &mut Sentry, n: &Notif) -> Outcome {
             return errno(e);
         }
     };
-    let mut g = GSock::new(kind, v6, base, protocol, end, cookie);
+    let mut g = GSock::new(kind, v6, base, protocol, Some(end), cookie);
     g.id = id;
     install(s, n, g, &guest, cloexec)
 }
@@ -196,7 +207,12 @@ fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome 
     let Some(id) = s.stack_id(key) else {
         return errno(Errno::EBADF);
     };
-    match s.stack.bind(id, addr) {
+    let mut bound = s.stack.bind(id, addr);
+    if bound == Err(NetError::AddrInUse) && s.reap_unconnected() {
+        // It was held by an unconnected socket the guest has closed.
+        bound = s.stack.bind(id, addr);
+    }
+    match bound {
         Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::Bind(addr)),
         Ok(()) => {
             // A UDP port the guest chose takes datagrams from outside once
@@ -214,7 +230,15 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
         return errno(Errno::EOPNOTSUPP);
     };
     let backlog = n.args[1] as i32;
-    match s.stack.listen(id, backlog) {
+    // The token bytes need the pair: the guest's socket joins one.
+    if s.socks[key].kind == Kind::Tcp {
+        step!(s.attach(key, r.file.as_fd()).map_err(errno));
+    }
+    let mut listening = s.stack.listen(id, backlog);
+    if listening == Err(NetError::AddrInUse) && s.reap_unconnected() {
+        listening = s.stack.listen(id, backlog);
+    }
+    match listening {
         // As bind: the port may be held by a socket closed a moment ago.
         Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::None),
         Ok(()) => {
@@ -275,6 +299,15 @@ pub(super) fn connect(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
         };
     }
     let result = s.stack.connect(id, addr);
+    if matches!(
+        result,
+        Ok(()) | Err(NetError::InProgress) | Err(NetError::Already)
+    ) && let Err(e) = s.attach(key, r.file.as_fd())
+    {
+        // Bytes move from now on, through a pair the socket could not join.
+        let _ = s.stack.disconnect(id);
+        return errno(e);
+    }
     match result {
         Ok(()) => connected(s, key),
         Err(NetError::InProgress) | Err(NetError::Already) => {
@@ -391,7 +424,7 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
         v6,
         libc::SOCK_STREAM,
         libc::IPPROTO_TCP,
-        end,
+        Some(end),
         cookie,
     );
     g.id = Some(child);
@@ -491,7 +524,7 @@ pub(super) fn shutdown(s: &mut Sentry, n: &Notif) -> Outcome {
                     // Reads see end of file once the queued datagrams are taken.
                     s.socks[key].shut_rd = true;
                     let _ = nix::sys::socket::shutdown(
-                        s.socks[key].end.as_raw_fd(),
+                        s.socks[key].end_fd(),
                         nix::sys::socket::Shutdown::Write,
                     );
                 }

@@ -1,0 +1,251 @@
+//! TCP sockets that are not connected yet. Linux's fail `recv` and `send`
+//! (ENOTCONN, EPIPE) and poll `POLLOUT|POLLHUP`; an end of an AF_UNIX pair
+//! would block or take the bytes instead. So a guest's TCP socket starts as
+//! an unconnected AF_UNIX stream socket (its `recv` fails with EINVAL, its
+//! `send` with ENOTCONN, its poll mask is Linux's), and becomes one end of
+//! a pair when the guest connects it or listens on it: it is connected to a
+//! listener of the Sentry's, whose accepted end is the Sentry's end. The
+//! descriptor stays the same file, so the guest's duplicates, its epoll
+//! registrations, flags and options all carry over.
+//!
+//! The Sentry may not make or connect AF_UNIX sockets itself: with
+//! `connect` allowed, such a socket could reach any named socket on the
+//! host. A process of its own does both, the *connector*
+//! (`sys::connector`): it lives in an empty network namespace, where the
+//! only abstract address is its listener's, and connects only to that.
+//!
+//! Where the connector cannot start (no `CAP_SYS_ADMIN` for its namespace),
+//! TCP sockets are pairs from the start, as datagram sockets always are.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use nix::sys::socket::{
+    AddressFamily, SockFlag, SockType, accept4, setsockopt, socketpair, sockopt,
+};
+
+use crate::sys;
+
+pub use crate::sys::connector::MAX_BATCH;
+
+/// How long the Sentry waits for the connector's answer before it gives
+/// up on it (it answers in microseconds; a connector that stopped must not
+/// stall the Sentry).
+const PATIENCE: Duration = Duration::from_secs(1);
+
+/// The Sentry's side of the connector.
+#[derive(Debug)]
+pub struct Connector {
+    ctl: OwnedFd,
+    /// The listener the connector connects sockets to (non-blocking).
+    listener: OwnedFd,
+    /// A request or its answer failed to cross (the connector is gone or
+    /// too slow): a late answer would be taken for the next one's, so it is
+    /// asked nothing more.
+    broken: std::cell::Cell<bool>,
+}
+
+impl Connector {
+    /// Starts the connector process (before the Sentry confines itself).
+    pub fn spawn() -> io::Result<Connector> {
+        let bpf = connector_filter()?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        setsockopt(
+            &ours,
+            sockopt::ReceiveTimeout,
+            &nix::sys::time::TimeVal::new(PATIENCE.as_secs() as i64, 0),
+        )?;
+        sys::connector::spawn(theirs, &bpf)?;
+        let (err, mut fds) = sys::connector::recv_reply(ours.as_raw_fd())?;
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+        let listener = fds
+            .pop()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
+        nix::fcntl::fcntl(
+            &listener,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        Ok(Connector {
+            ctl: ours,
+            listener,
+            broken: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Whether it may be asked (see `broken`).
+    pub fn works(&self) -> bool {
+        !self.broken.get()
+    }
+
+    /// One request and its answer: the connector's errno and descriptors.
+    fn call(&self, req: [u8; 4], fd: Option<BorrowedFd<'_>>) -> io::Result<(i32, Vec<OwnedFd>)> {
+        if self.broken.get() {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        let passed: Vec<i32> = fd.iter().map(AsRawFd::as_raw_fd).collect();
+        let r = sys::connector::send_record(self.ctl.as_raw_fd(), &req, &passed)
+            .and_then(|()| sys::connector::recv_reply(self.ctl.as_raw_fd()));
+        if r.is_err() {
+            self.broken.set(true);
+        }
+        r
+    }
+
+    /// Up to `count` (at most [`MAX_BATCH`]) new unconnected stream
+    /// sockets, close-on-exec, blocking unless `nonblock`.
+    pub fn sockets(&self, count: usize, nonblock: bool) -> io::Result<Vec<OwnedFd>> {
+        let count = count.clamp(1, MAX_BATCH) as u8;
+        let (err, fds) = self.call([b'n', count, u8::from(nonblock), 0], None)?;
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+        if fds.is_empty() || fds.len() > usize::from(count) {
+            self.broken.set(true);
+            return Err(io::Error::from_raw_os_error(libc::EPROTO));
+        }
+        Ok(fds)
+    }
+
+    /// Connects `sock` (a socket the connector made) to the Sentry's
+    /// listener: the Sentry's end of the pair it now belongs to.
+    pub fn attach(&self, sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+        let (err, _) = self.call([b'c', 0, 0, 0], Some(sock))?;
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err));
+        }
+        // Only the connector reaches the listener, one socket at a time,
+        // and answers once it is queued: this is the one just connected.
+        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+        Ok(accept4(&self.listener, flags)?)
+    }
+
+    /// The listener (for tests).
+    #[cfg(test)]
+    fn listener(&self) -> BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.listener.as_fd()
+    }
+}
+
+/// The connector's own filter: AF_UNIX sockets made and connected, records
+/// in and out, descriptors closed; nothing else.
+fn connector_filter() -> io::Result<Vec<u8>> {
+    let other = |e: libseccomp::error::SeccompError| io::Error::other(e.to_string());
+    let mut f = ScmpFilterContext::new_filter(ScmpAction::KillProcess).map_err(other)?;
+    for name in [
+        "connect",
+        "recvmsg",
+        "sendmsg",
+        "close",
+        "exit",
+        "exit_group",
+    ] {
+        let call = ScmpSyscall::from_name(name).map_err(other)?;
+        f.add_rule(ScmpAction::Allow, call).map_err(other)?;
+    }
+    let socket = ScmpSyscall::from_name("socket").map_err(other)?;
+    f.add_rule_conditional(
+        ScmpAction::Allow,
+        socket,
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::Equal,
+            libc::AF_UNIX as u64,
+        )],
+    )
+    .map_err(other)?;
+    crate::filter::export(&f)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use nix::sys::socket::{MsgFlags, getsockopt, recv, send};
+
+    use super::*;
+
+    /// As root (CI): the connector needs a network namespace of its own.
+    #[test]
+    fn sockets_start_unconnected_and_attach_to_a_pair() {
+        let c = Connector::spawn().unwrap();
+        let socks = c.sockets(3, false).unwrap();
+        assert_eq!(socks.len(), 3);
+        let s = &socks[0];
+        assert_eq!(getsockopt(s, sockopt::SockType).unwrap(), SockType::Stream);
+        // Not connected: reads fail at once instead of blocking.
+        let mut b = [0u8; 4];
+        assert_eq!(
+            recv(s.as_raw_fd(), &mut b, MsgFlags::empty()),
+            Err(nix::errno::Errno::EINVAL)
+        );
+        assert_eq!(
+            send(s.as_raw_fd(), b"x", MsgFlags::MSG_NOSIGNAL),
+            Err(nix::errno::Errno::ENOTCONN)
+        );
+        let end = c.attach(s.as_fd()).unwrap();
+        send(s.as_raw_fd(), b"ping", MsgFlags::empty()).unwrap();
+        assert_eq!(recv(end.as_raw_fd(), &mut b, MsgFlags::empty()).unwrap(), 4);
+        assert_eq!(&b, b"ping");
+        send(end.as_raw_fd(), b"pong", MsgFlags::empty()).unwrap();
+        assert_eq!(recv(s.as_raw_fd(), &mut b, MsgFlags::empty()).unwrap(), 4);
+        assert_eq!(&b, b"pong");
+        // Each attach pairs the socket handed over, not another.
+        let end2 = c.attach(socks[2].as_fd()).unwrap();
+        send(socks[2].as_raw_fd(), b"two!", MsgFlags::empty()).unwrap();
+        assert_eq!(
+            recv(end.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT),
+            Err(nix::errno::Errno::EAGAIN)
+        );
+        assert_eq!(
+            recv(end2.as_raw_fd(), &mut b, MsgFlags::empty()).unwrap(),
+            4
+        );
+        // A connected socket cannot be attached again; nothing is queued.
+        assert!(c.attach(s.as_fd()).is_err());
+        assert_eq!(
+            accept4(c.listener(), SockFlag::empty()).err(),
+            Some(nix::errno::Errno::EAGAIN)
+        );
+    }
+
+    #[test]
+    fn non_blocking_sockets_are_made_so() {
+        let c = Connector::spawn().unwrap();
+        for nb in [false, true] {
+            let s = c.sockets(1, nb).unwrap().pop().unwrap();
+            let fl = nix::fcntl::fcntl(&s, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+            let got =
+                nix::fcntl::OFlag::from_bits_truncate(fl).contains(nix::fcntl::OFlag::O_NONBLOCK);
+            assert_eq!(got, nb);
+        }
+    }
+
+    #[test]
+    fn a_socket_not_of_the_connectors_is_refused() {
+        let c = Connector::spawn().unwrap();
+        let (a, _b) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::empty(),
+        )
+        .unwrap();
+        // Connected already: refused (ECONNREFUSED, as Linux answers for a
+        // socketpair's end), and nothing is queued at the listener.
+        assert!(c.attach(a.as_fd()).is_err());
+        assert!(c.works());
+        assert!(accept4(c.listener(), SockFlag::empty()).is_err());
+        // The connector still serves.
+        assert_eq!(c.sockets(1, false).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,300 @@
+//! The connector's process: a child forked from the Sentry before it
+//! confines itself, which makes the guest's TCP sockets before they connect
+//! and connects them later, so that the Sentry never holds a socket it
+//! could connect anywhere (its own filter allows no `socket` of AF_UNIX).
+//!
+//! It lives in a network namespace of its own, empty, where it binds one
+//! listener to an abstract address; nobody else can reach that address. It
+//! hands the listener to the Sentry and then, under a filter of its own,
+//! does two things on request:
+//! - makes unconnected AF_UNIX stream sockets (a TCP socket the guest has
+//!   not connected is one: `recv` fails, `poll` says `POLLOUT|POLLHUP`);
+//! - connects a socket it is handed to that one address, where the Sentry
+//!   accepts it: the guest's descriptor becomes one end of a pair.
+//!
+//! Protocol, over a SOCK_SEQPACKET pair, each record 4 bytes:
+//! - first, from the connector: a native-endian errno (0 when it is ready)
+//!   with the listener as `SCM_RIGHTS`;
+//! - request `[b'n', COUNT, NONBLOCK, 0]`: answer errno, and on success
+//!   COUNT (at most [`MAX_BATCH`]) new sockets as `SCM_RIGHTS`;
+//! - request `[b'c', 0, 0, 0]` with one descriptor as `SCM_RIGHTS`: answer
+//!   the errno of connecting it.
+//!
+//! The child runs in a copy of a process that has other threads, so it
+//! makes system calls only: no allocation, no lock. It dies with the
+//! Sentry (its end of the pair reads end of file; `PR_SET_PDEATHSIG`).
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Most sockets one request may ask for.
+pub const MAX_BATCH: usize = 16;
+
+/// Forks the connector; `end` is its end of the pair, `bpf` its filter.
+/// Returns the child's pid.
+pub fn spawn(end: OwnedFd, bpf: &[u8]) -> io::Result<i32> {
+    // SAFETY: the child calls only `child`, which makes raw system calls
+    // on memory of its own stack (and `bpf`, unchanged since the fork) and
+    // never returns: nothing it does needs a lock another thread held.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        child(end.as_raw_fd(), bpf);
+    }
+    drop(end);
+    Ok(pid)
+}
+
+fn exit(code: i32) -> ! {
+    // SAFETY: ends this process.
+    unsafe { libc::_exit(code) }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn child(fd: RawFd, bpf: &[u8]) -> ! {
+    // SAFETY: a plain system call with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if fd > 0 {
+        // SAFETY: closes descriptors no Rust object of this process uses.
+        unsafe { libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32) };
+    // SAFETY: a plain system call with a constant argument.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        send_reply(fd, errno(), &[]);
+        exit(1);
+    }
+    // SAFETY: a plain system call with constant arguments.
+    let listener =
+        unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if listener < 0 {
+        send_reply(fd, errno(), &[]);
+        exit(1);
+    }
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // Only the family: the kernel picks a free abstract name (autobind).
+    let family_len = size_of::<libc::sa_family_t>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_un, longer than the length given.
+    let bound = unsafe { libc::bind(listener, (&raw const addr).cast(), family_len) };
+    // SAFETY: a plain system call.
+    if bound != 0 || unsafe { libc::listen(listener, 8) } != 0 {
+        send_reply(fd, errno(), &[]);
+        exit(1);
+    }
+    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: `addr` is writable for `len` bytes.
+    if unsafe { libc::getsockname(listener, (&raw mut addr).cast(), &raw mut len) } != 0 {
+        send_reply(fd, errno(), &[]);
+        exit(1);
+    }
+    if !send_reply(fd, 0, &[listener]) {
+        exit(1);
+    }
+    // SAFETY: ours; the Sentry holds its own copy now.
+    unsafe { libc::close(listener) };
+    // SAFETY: a plain system call with constant arguments.
+    let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if nnp != 0 || super::seccomp_load(bpf, 0).is_err() {
+        exit(1);
+    }
+    loop {
+        let mut req = [0u8; 4];
+        let mut passed = [-1; 1];
+        let n = recv_request(fd, &mut req, &mut passed);
+        if n <= 0 {
+            exit(0);
+        }
+        match req {
+            [b'n', count, nonblock, _] => {
+                let count = usize::from(count).min(MAX_BATCH);
+                let mut made = [-1; MAX_BATCH];
+                let mut flags = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+                if nonblock != 0 {
+                    flags |= libc::SOCK_NONBLOCK;
+                }
+                let mut err = 0;
+                for slot in made.iter_mut().take(count) {
+                    // SAFETY: a plain system call.
+                    let s = unsafe { libc::socket(libc::AF_UNIX, flags, 0) };
+                    if s < 0 {
+                        err = errno();
+                        break;
+                    }
+                    *slot = s;
+                }
+                let got = made.iter().take_while(|&&s| s >= 0).count();
+                if err != 0 || got == 0 {
+                    send_reply(fd, if err != 0 { err } else { libc::EINVAL }, &[]);
+                } else {
+                    send_reply(fd, 0, &made[..got]);
+                }
+                for &s in &made[..got] {
+                    // SAFETY: ours; the Sentry holds its own copies now.
+                    unsafe { libc::close(s) };
+                }
+            }
+            [b'c', ..] if passed[0] >= 0 => {
+                // SAFETY: `addr` holds `len` valid bytes of the listener's
+                // address, as getsockname wrote them.
+                let rc = unsafe { libc::connect(passed[0], (&raw const addr).cast(), len) };
+                send_reply(fd, if rc == 0 { 0 } else { errno() }, &[]);
+            }
+            _ => {
+                send_reply(fd, libc::EINVAL, &[]);
+            }
+        }
+        if passed[0] >= 0 {
+            // SAFETY: the descriptor passed to us; ours to close.
+            unsafe { libc::close(passed[0]) };
+        }
+    }
+}
+
+/// Sends a 4-byte errno with `fds` attached; whether it went.
+fn send_reply(fd: RawFd, err: i32, fds: &[RawFd]) -> bool {
+    send_record(fd, &err.to_ne_bytes(), fds).is_ok()
+}
+
+/// A control message of up to [`MAX_BATCH`] descriptors, laid out as the
+/// kernel reads and writes one: the header, then the descriptors (the
+/// header's size is a multiple of the alignment a control message needs,
+/// so they follow it at once).
+#[repr(C)]
+struct Rights {
+    hdr: libc::cmsghdr,
+    fds: [RawFd; MAX_BATCH],
+}
+
+const _: () = assert!(size_of::<libc::cmsghdr>().is_multiple_of(size_of::<usize>()));
+
+impl Rights {
+    fn empty() -> Rights {
+        Rights {
+            hdr: libc::cmsghdr {
+                cmsg_len: 0,
+                cmsg_level: 0,
+                cmsg_type: 0,
+            },
+            fds: [-1; MAX_BATCH],
+        }
+    }
+
+    /// `CMSG_LEN` of `n` descriptors.
+    fn len(n: usize) -> usize {
+        size_of::<libc::cmsghdr>() + n * size_of::<RawFd>()
+    }
+}
+
+/// Sends one record with `fds` (at most [`MAX_BATCH`]) as `SCM_RIGHTS`.
+pub fn send_record(fd: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_BATCH {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut rights = Rights::empty();
+    rights.hdr.cmsg_len = Rights::len(fds.len());
+    rights.hdr.cmsg_level = libc::SOL_SOCKET;
+    rights.hdr.cmsg_type = libc::SCM_RIGHTS;
+    rights.fds[..fds.len()].copy_from_slice(fds);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        msg.msg_control = (&raw mut rights).cast();
+        // The space of the last (only) message: its length, aligned.
+        msg.msg_controllen = Rights::len(fds.len()).next_multiple_of(size_of::<usize>());
+    }
+    // SAFETY: `msg` points to live buffers (`data`, `rights`) of the
+    // lengths it states for the call; the kernel only reads them.
+    let rc = unsafe { libc::sendmsg(fd, &raw const msg, libc::MSG_NOSIGNAL) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Receives one record into `data` and up to `fds.len()` descriptors
+/// (the rest are closed); the record's length, or a negative value on
+/// error or end of file. Unused slots of `fds` stay -1.
+fn recv_request(fd: RawFd, data: &mut [u8], fds: &mut [RawFd]) -> isize {
+    let mut got = [-1; MAX_BATCH];
+    let n = recv_raw(fd, data, &mut got);
+    let mut kept = 0;
+    for &f in got.iter().filter(|&&f| f >= 0) {
+        if kept < fds.len() {
+            fds[kept] = f;
+            kept += 1;
+        } else {
+            // SAFETY: received by us and not kept: ours to close.
+            unsafe { libc::close(f) };
+        }
+    }
+    n
+}
+
+/// `recvmsg` of one record and its descriptors (close-on-exec), with no
+/// allocation; the count of bytes (negative on error).
+fn recv_raw(fd: RawFd, data: &mut [u8], fds: &mut [RawFd; MAX_BATCH]) -> isize {
+    let mut rights = Rights::empty();
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&raw mut rights).cast();
+    msg.msg_controllen = size_of::<Rights>();
+    // SAFETY: `msg` points to writable buffers of the lengths it states.
+    let n = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 || msg.msg_controllen < Rights::len(0) {
+        return n;
+    }
+    // Only descriptors are ever sent on this pair; the kernel installs no
+    // more than fit (MSG_CTRUNC), and the header says how many.
+    if rights.hdr.cmsg_level == libc::SOL_SOCKET && rights.hdr.cmsg_type == libc::SCM_RIGHTS {
+        let count = (rights.hdr.cmsg_len.saturating_sub(Rights::len(0)) / size_of::<RawFd>())
+            .min(MAX_BATCH);
+        fds[..count].copy_from_slice(&rights.fds[..count]);
+    }
+    n
+}
+
+/// The Sentry's side: receives one reply, its errno and descriptors.
+pub fn recv_reply(fd: RawFd) -> io::Result<(i32, Vec<OwnedFd>)> {
+    let mut data = [0u8; 4];
+    let mut fds = [-1; MAX_BATCH];
+    let n = recv_raw(fd, &mut data, &mut fds);
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let owned = fds
+        .iter()
+        .filter(|&&f| f >= 0)
+        // SAFETY: each was just received by this process and is owned by nobody else.
+        .map(|&f| unsafe { OwnedFd::from_raw_fd(f) })
+        .collect();
+    if n == 0 {
+        return Err(io::Error::from_raw_os_error(libc::EPIPE));
+    }
+    if n != 4 {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+    }
+    Ok((i32::from_ne_bytes(data), owned))
+}
