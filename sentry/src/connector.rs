@@ -8,11 +8,15 @@
 //! descriptor stays the same file, so the guest's duplicates, its epoll
 //! registrations, flags and options all carry over.
 //!
-//! The Sentry may not make or connect AF_UNIX sockets itself: with
-//! `connect` allowed, such a socket could reach any named socket on the
-//! host. A process of its own does both, the *connector*
-//! (`sys::connector`): it lives in an empty network namespace, where the
-//! only abstract address is its listener's, and connects only to that.
+//! The Sentry may not make AF_UNIX sockets itself (`socket` of AF_UNIX is
+//! not in its filter). A process of its own makes them, the *connector*
+//! (`sys::connector`): it lives in an empty network namespace, so the only
+//! abstract address its sockets can reach is its listener's, which it hands
+//! to the Sentry. The Sentry connects a socket to that address and accepts
+//! it, two system calls. Where the Sentry makes no host sockets, its filter
+//! lets `connect` take only an address as long as that one (4 bytes), so
+//! the only other sockets it could reach are named by paths of two bytes,
+//! relative to `/`, where it works (see `crate::filter`).
 //!
 //! Where the connector cannot start (no `CAP_SYS_ADMIN` for its namespace),
 //! TCP sockets are pairs from the start, as datagram sockets always are.
@@ -23,12 +27,16 @@ use std::time::Duration;
 
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, accept4, setsockopt, socketpair, sockopt,
+    AddressFamily, SockFlag, SockType, UnixAddr, accept4, connect, setsockopt, socketpair, sockopt,
 };
 
 use crate::sys;
 
-pub use crate::sys::connector::MAX_BATCH;
+pub use crate::sys::connector::{LISTENER_NAME, MAX_BATCH};
+
+/// The length of the listener's address: the family, the NUL of an
+/// abstract name, the name.
+pub const ADDRESS_LEN: usize = size_of::<libc::sa_family_t>() + 1 + LISTENER_NAME.len();
 
 /// How long the Sentry waits for the connector's answer before it gives
 /// up on it (it answers in microseconds; a connector that stopped must not
@@ -87,12 +95,11 @@ impl Connector {
     }
 
     /// One request and its answer: the connector's errno and descriptors.
-    fn call(&self, req: [u8; 4], fd: Option<BorrowedFd<'_>>) -> io::Result<(i32, Vec<OwnedFd>)> {
+    fn call(&self, req: [u8; 4]) -> io::Result<(i32, Vec<OwnedFd>)> {
         if self.broken.get() {
             return Err(io::Error::from_raw_os_error(libc::EPIPE));
         }
-        let passed: Vec<i32> = fd.iter().map(AsRawFd::as_raw_fd).collect();
-        let r = sys::connector::send_record(self.ctl.as_raw_fd(), &req, &passed)
+        let r = sys::connector::send_record(self.ctl.as_raw_fd(), &req, &[])
             .and_then(|()| sys::connector::recv_reply(self.ctl.as_raw_fd()));
         if r.is_err() {
             self.broken.set(true);
@@ -104,7 +111,7 @@ impl Connector {
     /// sockets, close-on-exec, blocking unless `nonblock`.
     pub fn sockets(&self, count: usize, nonblock: bool) -> io::Result<Vec<OwnedFd>> {
         let count = count.clamp(1, MAX_BATCH) as u8;
-        let (err, fds) = self.call([b'n', count, u8::from(nonblock), 0], None)?;
+        let (err, fds) = self.call([b'n', count, u8::from(nonblock), 0])?;
         if err != 0 {
             return Err(io::Error::from_raw_os_error(err));
         }
@@ -115,15 +122,14 @@ impl Connector {
         Ok(fds)
     }
 
-    /// Connects `sock` (a socket the connector made) to the Sentry's
-    /// listener: the Sentry's end of the pair it now belongs to.
+    /// Connects `sock` (a socket the connector made) to the listener: the
+    /// Sentry's end of the pair it now belongs to.
     pub fn attach(&self, sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-        let (err, _) = self.call([b'c', 0, 0, 0], Some(sock))?;
-        if err != 0 {
-            return Err(io::Error::from_raw_os_error(err));
-        }
-        // Only the connector reaches the listener, one socket at a time,
-        // and answers once it is queued: this is the one just connected.
+        let addr = UnixAddr::new_abstract(LISTENER_NAME)?;
+        // Its backlog is never full: each connect is accepted at once.
+        connect(sock.as_raw_fd(), &addr)?;
+        // Only sockets the connector made reach the listener, and only the
+        // Sentry connects them, one at a time: this is the one just connected.
         let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
         Ok(accept4(&self.listener, flags)?)
     }
@@ -136,19 +142,12 @@ impl Connector {
     }
 }
 
-/// The connector's own filter: AF_UNIX sockets made and connected, records
-/// in and out, descriptors closed; nothing else.
+/// The connector's own filter: AF_UNIX sockets made, records in and out,
+/// descriptors closed; nothing else.
 fn connector_filter() -> io::Result<Vec<u8>> {
     let other = |e: libseccomp::error::SeccompError| io::Error::other(e.to_string());
     let mut f = ScmpFilterContext::new_filter(ScmpAction::KillProcess).map_err(other)?;
-    for name in [
-        "connect",
-        "recvmsg",
-        "sendmsg",
-        "close",
-        "exit",
-        "exit_group",
-    ] {
+    for name in ["recvmsg", "sendmsg", "close", "exit", "exit_group"] {
         let call = ScmpSyscall::from_name(name).map_err(other)?;
         f.add_rule(ScmpAction::Allow, call).map_err(other)?;
     }
@@ -233,17 +232,15 @@ mod tests {
     #[test]
     fn a_socket_not_of_the_connectors_is_refused() {
         let c = Connector::spawn().unwrap();
-        let (a, _b) = socketpair(
+        // Made in the test's namespace, where the name is not found.
+        let a = nix::sys::socket::socket(
             AddressFamily::Unix,
             SockType::Stream,
-            None,
             SockFlag::empty(),
+            None,
         )
         .unwrap();
-        // Connected already: refused (ECONNREFUSED, as Linux answers for a
-        // socketpair's end), and nothing is queued at the listener.
         assert!(c.attach(a.as_fd()).is_err());
-        assert!(c.works());
         assert!(accept4(c.listener(), SockFlag::empty()).is_err());
         // The connector still serves.
         assert_eq!(c.sockets(1, false).unwrap().len(), 1);

@@ -475,6 +475,15 @@ pub fn sentry_table(host_sockets: bool) -> Table {
         Action::Allow,
         "each guest socket is a pair of AF_UNIX ends",
     ));
+    if !host_sockets {
+        // With host sockets, `connect` is allowed whatever the address.
+        rules.push(rule(
+            "connect",
+            &[Cond::Masked(2, 0xffff_ffff, crate::connector::ADDRESS_LEN as u64)],
+            Action::Allow,
+            "a guest TCP socket joins its pair: connected to the connector's listener, whose address is the only one this length reaches (paths of two bytes aside) (sentry/src/connector.rs)",
+        ));
+    }
     if host_sockets {
         let why = "host sockets of a gateway, a relay or an OCI daemon's control socket";
         for name in SENTRY_NAT {

@@ -42,6 +42,9 @@ impl Sentry {
         self.pool.refill();
         self.unconnected.refill(&mut self.pool);
         if self.confine {
+            // Nothing is opened by path from here on; a path `connect` may
+            // still name (see `crate::connector`) is relative to `/`.
+            nix::unistd::chdir("/")?;
             crate::filter::confine_sentry(self.nat_mode)?;
         }
         loop {

@@ -26,7 +26,7 @@ use crate::sys;
 /// Sockets kept ready per blocking mode.
 const READY: usize = 4;
 /// Sockets asked for at once.
-const BATCH: usize = 8;
+const BATCH: usize = crate::connector::MAX_BATCH;
 
 /// An unconnected socket for the guest, and its cookie.
 #[derive(Debug)]
@@ -42,11 +42,10 @@ pub(crate) struct Unconnected {
     connector: Option<Connector>,
     /// Ready sockets, blocking ones first.
     ready: [Vec<Lone>; 2],
-    /// Every unconnected socket the Sentry handed out or holds ready
-    /// (event data: its cookie).
+    /// Every socket the connector made that is still open (event data: its
+    /// cookie), connected since or not.
     set: Epoll,
-    /// How many the set holds, as far as the Sentry knows (closed ones
-    /// leave it silently).
+    /// How many the set holds at most (closed ones leave it silently).
     watched: usize,
     /// `watched` after the last count.
     counted: usize,
@@ -125,16 +124,14 @@ impl Unconnected {
     /// Makes the guest's unconnected socket one end of a pair: the other
     /// end, the Sentry's.
     pub(crate) fn attach(&mut self, sock: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
-        let Some(c) = self.connector() else {
+        // (A connector that stopped answering made this one all the same.)
+        let Some(c) = &self.connector else {
             return Err(Errno::ENOBUFS);
         };
-        let end = c
-            .attach(sock)
-            .map_err(|e| Errno::of_io(&e, Errno::ENOBUFS))?;
-        if self.set.delete(sock).is_ok() {
-            self.watched = self.watched.saturating_sub(1);
-        }
-        Ok(end)
+        // It stays in the set (which holds it by the descriptor number it was
+        // added under, long closed) until its last descriptor closes; it is
+        // no longer unconnected, so a count ignores it.
+        c.attach(sock).map_err(|e| Errno::of_io(&e, Errno::ENOBUFS))
     }
 
     /// Whether enough sockets were handed out since the last count for
@@ -146,14 +143,23 @@ impl Unconnected {
     /// The cookies of the unconnected sockets still open (ready ones
     /// included).
     pub(crate) fn open(&mut self) -> Result<HashSet<u64>, Errno> {
-        let mut events = vec![EpollEvent::empty(); self.watched + 1];
-        let n = self
-            .set
-            .wait(&mut events, EpollTimeout::ZERO)
-            .map_err(Errno::from)?;
-        self.watched = n;
-        self.counted = n;
-        Ok(events[..n].iter().map(EpollEvent::data).collect())
+        // One wait reports each ready socket once when there is room for
+        // all; a full answer may have left some out, so it is asked again
+        // with twice the room.
+        let mut room = self.watched.max(64);
+        loop {
+            let mut events = vec![EpollEvent::empty(); room];
+            let n = self
+                .set
+                .wait(&mut events, EpollTimeout::ZERO)
+                .map_err(Errno::from)?;
+            if n < room {
+                self.watched = n;
+                self.counted = n;
+                return Ok(events[..n].iter().map(EpollEvent::data).collect());
+            }
+            room *= 2;
+        }
     }
 }
 

@@ -1,24 +1,21 @@
 //! The connector's process: a child forked from the Sentry before it
 //! confines itself, which makes the guest's TCP sockets before they connect
-//! and connects them later, so that the Sentry never holds a socket it
-//! could connect anywhere (its own filter allows no `socket` of AF_UNIX).
+//! (the Sentry's own filter allows no `socket` of AF_UNIX).
 //!
-//! It lives in a network namespace of its own, empty, where it binds one
-//! listener to an abstract address; nobody else can reach that address. It
-//! hands the listener to the Sentry and then, under a filter of its own,
-//! does two things on request:
-//! - makes unconnected AF_UNIX stream sockets (a TCP socket the guest has
-//!   not connected is one: `recv` fails, `poll` says `POLLOUT|POLLHUP`);
-//! - connects a socket it is handed to that one address, where the Sentry
-//!   accepts it: the guest's descriptor becomes one end of a pair.
+//! It lives in a network namespace of its own, empty, and binds one
+//! listener there to the abstract address [`LISTENER_NAME`]; a socket's
+//! abstract addresses are looked up in the namespace it was made in, so
+//! only the sockets the connector makes reach that listener, and nothing
+//! else can. It hands the listener to the Sentry and then, under a filter
+//! of its own, makes unconnected AF_UNIX stream sockets on request (a TCP
+//! socket the guest has not connected is one: `recv` fails, `poll` says
+//! `POLLOUT|POLLHUP`). The Sentry connects them to the listener itself.
 //!
 //! Protocol, over a SOCK_SEQPACKET pair, each record 4 bytes:
 //! - first, from the connector: a native-endian errno (0 when it is ready)
 //!   with the listener as `SCM_RIGHTS`;
 //! - request `[b'n', COUNT, NONBLOCK, 0]`: answer errno, and on success
-//!   COUNT (at most [`MAX_BATCH`]) new sockets as `SCM_RIGHTS`;
-//! - request `[b'c', 0, 0, 0]` with one descriptor as `SCM_RIGHTS`: answer
-//!   the errno of connecting it.
+//!   COUNT (at most [`MAX_BATCH`]) new sockets as `SCM_RIGHTS`.
 //!
 //! The child runs in a copy of a process that has other threads, so it
 //! makes system calls only: no allocation, no lock. It dies with the
@@ -29,6 +26,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Most sockets one request may ask for.
 pub const MAX_BATCH: usize = 16;
+
+/// The listener's abstract name (after the leading NUL). One byte, so that
+/// its address is 4 bytes long, the only length the Sentry's filter lets
+/// `connect` take where it makes no host sockets (see `crate::filter`).
+pub const LISTENER_NAME: &[u8] = b"L";
 
 /// Forks the connector; `end` is its end of the pair, `bpf` its filter.
 /// Returns the child's pid.
@@ -82,18 +84,15 @@ fn child(fd: RawFd, bpf: &[u8]) -> ! {
     // SAFETY: all-zero is a valid sockaddr_un.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // Only the family: the kernel picks a free abstract name (autobind).
-    let family_len = size_of::<libc::sa_family_t>() as libc::socklen_t;
+    // sun_path[0] stays NUL: an abstract name.
+    for (i, &b) in LISTENER_NAME.iter().enumerate() {
+        addr.sun_path[1 + i] = b as libc::c_char;
+    }
+    let len = (size_of::<libc::sa_family_t>() + 1 + LISTENER_NAME.len()) as libc::socklen_t;
     // SAFETY: `addr` is a valid sockaddr_un, longer than the length given.
-    let bound = unsafe { libc::bind(listener, (&raw const addr).cast(), family_len) };
+    let bound = unsafe { libc::bind(listener, (&raw const addr).cast(), len) };
     // SAFETY: a plain system call.
     if bound != 0 || unsafe { libc::listen(listener, 8) } != 0 {
-        send_reply(fd, errno(), &[]);
-        exit(1);
-    }
-    let mut len = size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: `addr` is writable for `len` bytes.
-    if unsafe { libc::getsockname(listener, (&raw mut addr).cast(), &raw mut len) } != 0 {
         send_reply(fd, errno(), &[]);
         exit(1);
     }
@@ -142,12 +141,6 @@ fn child(fd: RawFd, bpf: &[u8]) -> ! {
                     // SAFETY: ours; the Sentry holds its own copies now.
                     unsafe { libc::close(s) };
                 }
-            }
-            [b'c', ..] if passed[0] >= 0 => {
-                // SAFETY: `addr` holds `len` valid bytes of the listener's
-                // address, as getsockname wrote them.
-                let rc = unsafe { libc::connect(passed[0], (&raw const addr).cast(), len) };
-                send_reply(fd, if rc == 0 { 0 } else { errno() }, &[]);
             }
             _ => {
                 send_reply(fd, libc::EINVAL, &[]);
