@@ -916,3 +916,102 @@ fn the_guest_holds_no_descriptor_it_did_not_open() {
     out.assert_line("first [0, 1, 2]")
         .assert_line("self [0, 1, 2, 3]");
 }
+
+/// The processes whose command line holds `marker`: a guest's, and the
+/// Sentry's own children (forks of `smolvisor`, whose arguments name the
+/// guest's command).
+fn processes_marked(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(marker) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// SIGKILL to the Sentry at random moments (from start-up to a busy
+/// workload of two processes, TCP and UDP), 100 times, in `none` and `nat`
+/// mode: every time the sandbox ends at once, and no process of it is left
+/// (the guest's, the Sentry's watcher and connector), nor a mount on the host.
+#[test]
+fn the_sandbox_ends_whenever_its_sentry_is_killed() {
+    use std::time::Instant;
+    if mode() == Mode::Native {
+        return;
+    }
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .count();
+    let busy = std::sync::atomic::AtomicUsize::new(0);
+    let busy = &busy;
+    std::thread::scope(|scope| {
+        for lane in 0..4u64 {
+            scope.spawn(move || {
+                // A small generator of our own, seeded by the lane, so a
+                // failing run can be repeated.
+                let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ lane;
+                for round in 0..25 {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let delay = Duration::from_millis((state >> 33) % 400);
+                    let marker = format!("smv-kill-{}-{lane}-{round}", std::process::id());
+                    let network = if round % 2 == 0 { "none" } else { "nat" };
+                    let running = Guest::python("busy.py", &[marker.as_str()])
+                        .do_args(&["--network", network])
+                        .deadline(Duration::from_secs(30))
+                        .spawn();
+                    std::thread::sleep(delay);
+                    let pid = nix::unistd::Pid::from_raw(running.pid() as i32);
+                    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL)
+                        .expect("kill smolvisor");
+                    let killed = Instant::now();
+                    let out = running.wait();
+                    if out.stdout.contains("busy") {
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    assert!(
+                        killed.elapsed() < Duration::from_secs(5),
+                        "{marker}: smolvisor took {:?} to end\n{out}",
+                        killed.elapsed()
+                    );
+                    let mut left = processes_marked(&marker);
+                    while !left.is_empty() && killed.elapsed() < Duration::from_secs(5) {
+                        std::thread::sleep(Duration::from_millis(20));
+                        left = processes_marked(&marker);
+                    }
+                    assert!(
+                        left.is_empty(),
+                        "{marker} (killed after {delay:?}): still running 5 s later:\n{}",
+                        left.join("\n")
+                    );
+                }
+            });
+        }
+    });
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .count();
+    assert_eq!(mounts_after, mounts_before, "mounts left on the host");
+    // The moments spread over start-up and the workload.
+    let busy = busy.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{busy} of 100 guests were busy when their Sentry was killed");
+    assert!(
+        (10..=90).contains(&busy),
+        "{busy} of 100 guests were busy when killed"
+    );
+}
