@@ -967,7 +967,7 @@ fn the_sandbox_ends_whenever_its_sentry_is_killed() {
                     state = state
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1_442_695_040_888_963_407);
-                    let delay = Duration::from_millis((state >> 33) % 400);
+                    let delay = Duration::from_millis((state >> 33) % 800);
                     let marker = format!("smv-kill-{}-{lane}-{round}", std::process::id());
                     let network = if round % 2 == 0 { "none" } else { "nat" };
                     let running = Guest::python("busy.py", &[marker.as_str()])
