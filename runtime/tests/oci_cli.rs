@@ -878,6 +878,122 @@ fn killing_the_sentry_ends_the_container() {
     oci.cmd(&["delete", &id]).assert_ok();
 }
 
+/// The Sentry's pid from container `id`'s `smolvisor.json`.
+fn sentry_of(oci: &Oci, id: &str) -> i32 {
+    let meta: Value = serde_json::from_slice(
+        &fs::read(oci.root().join(id).join("smolvisor.json")).expect("smolvisor.json"),
+    )
+    .expect("smolvisor.json is JSON");
+    meta["sentry_pid"].as_i64().expect("the Sentry's pid") as i32
+}
+
+/// The page the pod tests' server gives.
+const POD_PAGE: &str = "served in the pod\n";
+
+/// A pod as Docker's `--network container:A` makes one: B's spec names
+/// `/proc/A's init/ns/net`. B joins A's Sentry (one daemon for both) and
+/// its stack: it fetches from A's server on 127.0.0.1, finds A's port
+/// taken, and `ps` keeps each container's processes apart. A's kill and
+/// delete leave B running and served; killing the Sentry ends B.
+#[test]
+fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
+    if skipped_under_runc(
+        "a_pod_shares_one_sentry_that_outlives_its_first_container",
+        "runc has no Sentry",
+    ) {
+        return;
+    }
+    let oci = Oci::new("pod");
+    let a = Bundle::new(
+        &oci,
+        "pod-a",
+        &["busybox", "httpd", "-f", "-p", "7000", "-h", "/www"],
+    );
+    common::rootfs::write(&a.path().join("rootfs"), "www/index.html", POD_PAGE);
+    let id_a = unique_id("pod-a");
+    let (_, pid_a) = oci.create_ok(&a, &id_a);
+    oci.cmd(&["start", &id_a]).assert_ok();
+
+    let b = Bundle::new(&oci, "pod-b", &["sleep", "1000"]);
+    let named = format!("/proc/{pid_a}/ns/net");
+    b.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+            if ns["type"] == "network" {
+                ns["path"] = Value::from(named.as_str());
+            }
+        }
+    });
+    let id_b = unique_id("pod-b");
+    let (_, pid_b) = oci.create_ok(&b, &id_b);
+    oci.cmd(&["start", &id_b]).assert_ok();
+    let sentry = sentry_of(&oci, &id_a);
+    assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
+    for (id, pid) in [(&id_a, pid_a), (&id_b, pid_b)] {
+        let ps = oci.cmd(&["ps", "--format", "json", id]).assert_ok().json();
+        assert_eq!(ps, serde_json::json!([pid]), "ps {id}");
+    }
+
+    let fetch = [
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:7000/index.html",
+    ];
+    let mut last = None;
+    wait_for(Duration::from_secs(10), "B fetches A's page", || {
+        let out = exec(&oci, &b, &id_b, &fetch);
+        let fetched = out.success() && out.stdout == POD_PAGE;
+        last = Some(out);
+        fetched
+    });
+    let taken = exec(
+        &oci,
+        &b,
+        &id_b,
+        &[
+            "busybox", "timeout", "2", "busybox", "nc", "-l", "-p", "7000",
+        ],
+    );
+    assert!(
+        taken.stderr.contains("in use"),
+        "B could listen on A's port 7000\n{taken}"
+    );
+    // A ends and goes; B keeps the pod's stack, and its own listeners.
+    oci.cmd(&["kill", &id_a, "KILL"]).assert_ok();
+    assert_eq!(
+        reap(pid_a, STOP_WITHIN),
+        Ok(Ended::Signaled(Signal::SIGKILL))
+    );
+    oci.wait_status(&id_a, "stopped", STOP_WITHIN);
+    oci.cmd(&["delete", &id_a]).assert_ok();
+    assert_eq!(oci.status(&id_b), "running");
+    assert!(alive(sentry), "the Sentry ended with A");
+    let own = exec(
+        &oci,
+        &b,
+        &id_b,
+        &[
+            "sh",
+            "-c",
+            "echo from-b | busybox nc -l -p 7000 & sleep 0.3; busybox nc 127.0.0.1 7000 </dev/null",
+        ],
+    );
+    assert_eq!(own.stdout, "from-b\n", "B's exchange on 127.0.0.1\n{own}");
+
+    // The warden ends B with the Sentry.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentry), Signal::SIGKILL)
+        .expect("kill the Sentry");
+    assert_eq!(
+        reap(pid_b, STOP_WITHIN),
+        Ok(Ended::Signaled(Signal::SIGKILL)),
+        "B outlived the pod's Sentry"
+    );
+    oci.wait_status(&id_b, "stopped", STOP_WITHIN);
+    oci.cmd(&["delete", &id_b]).assert_ok();
+    let left: Vec<String> = oci.root_entries().into_iter().collect();
+    assert!(left.is_empty(), "left under --root: {left:?}");
+}
+
 /// The Sentry's resources are the container's: its daemon sits in every
 /// cgroup the init is in, so the container's limits bound it; `ps` still
 /// lists only the container's own processes.
@@ -920,8 +1036,8 @@ fn the_sentry_is_charged_to_the_containers_cgroups() {
 }
 
 /// A container's Sentry daemon, once it serves, keeps only the capabilities
-/// each of its threads needs (`sentry-control`, which takes `exec`'s
-/// listeners, none), under no_new_privs and its seccomp filter; and the
+/// each of its threads needs (`sentry-control`, which takes `exec`'s and
+/// pod members' listeners, CAP_SYS_PTRACE alone), under no_new_privs and its seccomp filter; and the
 /// container's init holds only its standard streams.
 #[test]
 fn the_sentry_daemon_keeps_only_the_privileges_each_thread_needs() {

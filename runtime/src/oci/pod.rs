@@ -1,0 +1,158 @@
+//! Pods: the containers that share one network namespace share its Sentry.
+//!
+//! The first container of a namespace starts the Sentry; `create` of any
+//! later one finds it here, by the identity (device and inode of the nsfs
+//! file) of the namespace its spec names, or by the CRI annotations where
+//! containerd's CRI plugin wrote them. Docker's `--network container:X`
+//! names `/proc/PID/ns/net` of X's init, which under smolvisor is the
+//! init's own empty namespace: each container's [`Meta`] records both that
+//! one and the Sentry's.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::Container;
+
+use super::{Error, Meta};
+
+/// The CRI plugin's annotation: `sandbox` for the pod's pause container,
+/// `container` for the others.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// The CRI plugin's annotation naming the pod's sandbox (pause) container.
+pub const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// A namespace's identity: the device and inode of its nsfs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NsId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl NsId {
+    /// The identity of the namespace file at `path`.
+    pub fn of(path: &Path) -> Result<NsId, Error> {
+        let m =
+            fs::metadata(path).map_err(|e| format!("network namespace {}: {e}", path.display()))?;
+        Ok(NsId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// A running Sentry that a new container joins.
+#[derive(Debug, Clone)]
+pub struct Pod {
+    pub sentry_pid: i32,
+    /// The container that started it (its socket is named after it).
+    pub first: String,
+    pub netns: Option<NsId>,
+}
+
+/// The running Sentry whose pod a new container with these annotations
+/// and this network namespace (None: a new one, or the host's) belongs to.
+pub fn find(
+    root: &Path,
+    annotations: Option<&std::collections::HashMap<String, String>>,
+    netns: Option<&Path>,
+) -> Result<Option<Pod>, Error> {
+    let note = |k: &str| annotations.and_then(|a| a.get(k)).map(String::as_str);
+    match note(CRI_CONTAINER_TYPE) {
+        // A pod's sandbox always starts its Sentry.
+        Some("sandbox") => return Ok(None),
+        Some("container") => {
+            if let Some(sandbox) = note(CRI_SANDBOX_ID)
+                && super::check_id(sandbox).is_ok()
+                && let Ok(meta) = Meta::load(&root.join(sandbox))
+                && sentry_alive(meta.sentry_pid)
+            {
+                return Ok(Some(Pod {
+                    sentry_pid: meta.sentry_pid,
+                    first: meta.first(sandbox).to_owned(),
+                    netns: meta.netns,
+                }));
+            }
+        }
+        _ => {}
+    }
+    let Some(path) = netns else {
+        return Ok(None);
+    };
+    let wanted = NsId::of(path)?;
+    for (id, meta) in metas(root) {
+        let named = meta.netns == Some(wanted) || meta.guest_netns == Some(wanted);
+        if named && sentry_alive(meta.sentry_pid) {
+            return Ok(Some(Pod {
+                sentry_pid: meta.sentry_pid,
+                first: meta.first(&id).to_owned(),
+                netns: meta.netns,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Every container's id and record under `root`.
+fn metas(root: &Path) -> Vec<(String, Meta)> {
+    let Ok(entries) = fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let id = e.file_name().to_str()?.to_owned();
+            if id.starts_with('.') {
+                return None;
+            }
+            Some((id, Meta::load(&e.path()).ok()?))
+        })
+        .collect()
+}
+
+/// The inits, still running (or created), of the other containers served
+/// by Sentry `sentry_pid`.
+pub fn other_members(root: &Path, id: &str, sentry_pid: i32) -> Vec<i32> {
+    metas(root)
+        .into_iter()
+        .filter(|(other, meta)| other != id && meta.sentry_pid == sentry_pid)
+        .filter_map(|(other, _)| {
+            let c = Container::load(PathBuf::from(root).join(&other)).ok()?;
+            if super::status_word(&c) == "stopped" {
+                return None;
+            }
+            c.pid().map(i32::from)
+        })
+        .collect()
+}
+
+/// Whether `pid` is a Sentry daemon, alive (not a zombie its reaper has yet
+/// to collect).
+pub fn sentry_alive(pid: i32) -> bool {
+    pid > 0
+        && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            let (name, rest) = s.split_once(") ").unwrap_or_default();
+            name.ends_with("(smolvisor-sentr") && !rest.starts_with('Z')
+        })
+}
+
+/// The parent of process `pid`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")?
+                .1
+                .split(' ')
+                .nth(1)?
+                .parse::<i32>()
+                .ok()
+        })
+}
+
+/// Whether `pid` is Sentry `sentry`'s or one of its helpers (the warden,
+/// the signal watcher), which share a container's cgroups but are not the
+/// container's processes.
+pub fn is_sentrys(pid: i32, sentry: i32) -> bool {
+    sentry != 0 && (pid == sentry || parent_of(pid) == Some(sentry))
+}
