@@ -887,14 +887,29 @@ fn sentry_of(oci: &Oci, id: &str) -> i32 {
     meta["sentry_pid"].as_i64().expect("the Sentry's pid") as i32
 }
 
+/// The warden of Sentry `sentry`: its child of that name.
+fn warden_of(sentry: i32) -> i32 {
+    fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&p| {
+            ppid(p) == Some(sentry)
+                && fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim_end() == "smolvisor-warde")
+        })
+        .unwrap_or_else(|| panic!("no warden of the Sentry {sentry}"))
+}
+
 /// The page the pod tests' server gives.
 const POD_PAGE: &str = "served in the pod\n";
 
 /// A pod as Docker's `--network container:A` makes one: B's spec names
 /// `/proc/A's init/ns/net`. B joins A's Sentry (one daemon for both) and
 /// its stack: it fetches from A's server on 127.0.0.1, finds A's port
-/// taken, and `ps` keeps each container's processes apart. A's kill and
-/// delete leave B running and served; killing the Sentry ends B.
+/// taken, and `ps` keeps each container's processes apart; a third, C,
+/// runs to its end in the pod and goes. A's kill and delete leave B running
+/// and served; killing the Sentry ends B.
 #[test]
 fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
     if skipped_under_runc(
@@ -913,6 +928,9 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
     let id_a = unique_id("pod-a");
     let (_, pid_a) = oci.create_ok(&a, &id_a);
     oci.cmd(&["start", &id_a]).assert_ok();
+    let warden = warden_of(sentry_of(&oci, &id_a));
+    let fds = || fs::read_dir(format!("/proc/{warden}/fd")).map_or(0, Iterator::count);
+    let alone = fds();
 
     let b = Bundle::new(&oci, "pod-b", &["sleep", "1000"]);
     let named = format!("/proc/{pid_a}/ns/net");
@@ -939,12 +957,23 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
         "-qO-",
         "http://127.0.0.1:7000/index.html",
     ];
-    let mut last = None;
     wait_for(Duration::from_secs(10), "B fetches A's page", || {
         let out = exec(&oci, &b, &id_b, &fetch);
-        let fetched = out.success() && out.stdout == POD_PAGE;
-        last = Some(out);
-        fetched
+        out.success() && out.stdout == POD_PAGE
+    });
+    // The warden holds B's pidfd; a member that runs to its end (`run`)
+    // and is deleted, C, it lets go of.
+    wait_for(STOP_WITHIN, "the warden holds B's pidfd", || {
+        fds() == alone + 1
+    });
+    let c = Bundle::new(&oci, "pod-c", &fetch);
+    c.edit(|cfg| cfg["linux"]["namespaces"] = b.config()["linux"]["namespaces"].clone());
+    let id_c = unique_id("pod-c");
+    oci.track(&id_c);
+    let out = oci.cmd(&["run", "--bundle", path_str(c.path()), &id_c]);
+    assert!(out.success() && out.stdout == POD_PAGE, "C's fetch\n{out}");
+    wait_for(STOP_WITHIN, "the warden lets go of C", || {
+        fds() == alone + 1
     });
     let taken = exec(
         &oci,

@@ -77,9 +77,12 @@ pub fn kill(global: &GlobalArgs, args: &KillArgs) -> Result<i32, Error> {
     let signal = Signal::try_from(args.signal.as_str())
         .map_err(|_| format!("unknown signal {:?}", args.signal))?;
     let sentry = Meta::load(&container_dir(&global.root, &args.id)?).map_or(0, |m| m.sentry_pid);
-    if args.all && sentry != 0 && status_word(&c) != "stopped" {
-        // Every process of the container's, but not the Sentry that may
-        // share its cgroups: in a pod it serves the other containers too.
+    if args.all
+        && status_word(&c) == "running"
+        && !pod::other_members(&global.root, &args.id, sentry).is_empty()
+    {
+        // Every process of the container's, but not the pod's Sentry,
+        // which may share its cgroups and serves the other containers.
         let signal = nix_signal(&args.signal)?;
         for pid in guest_pids(&c, sentry)? {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);

@@ -94,8 +94,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     };
     let init = Pid::from_raw(init);
     let pidfd = sentry::sys::pidfd_open(init.as_raw(), false)?;
-    // The pod members' pidfds reach the warden through this pair, whose
-    // queue it reads only once the Sentry is gone.
+    // The pod members' pidfds reach the warden through this pair.
     let (to_warden, warden_inbox) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -162,27 +161,20 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
 /// confines itself waits for the end of a pipe that only the Sentry holds,
 /// so a Sentry that crashes or is killed outright is noticed, and then
 /// kills the container's init through its pidfd (a no-op once the init has
-/// ended: the pidfd names that process only), and every pod member's init
-/// whose pidfd is queued in `members` (non-blocking; the Sentry's control
-/// thread sends them as members join). The caller holds what it returns
-/// until it ends.
+/// ended: the pidfd names that process only), and every pod member's init:
+/// the Sentry's control thread sends their pidfds on `members` as they
+/// join, and the warden holds those whose process lives. The caller holds
+/// what it returns until it ends.
 fn spawn_warden(
     init: BorrowedFd<'_>,
     members: BorrowedFd<'_>,
 ) -> Result<crate::watcher::Watcher, Error> {
-    match crate::watcher::fork(c"smolvisor-warden", &[init, members])? {
-        crate::watcher::Forked::Parent(watcher) => Ok(watcher),
-        crate::watcher::Forked::Child => {
+    match crate::watcher::fork_collecting(c"smolvisor-warden", &[init, members], members)? {
+        crate::watcher::Collected::Parent(watcher) => Ok(watcher),
+        crate::watcher::Collected::Child(members) => {
             let _ = sentry::sys::pidfd_send_signal(init, libc::SIGKILL);
-            let mut buf = [0u8; 16];
-            while let Ok((n, fd)) = sys::recv_fd(members, &mut buf) {
-                match fd {
-                    Some(member) => {
-                        let _ = sentry::sys::pidfd_send_signal(member.as_fd(), libc::SIGKILL);
-                    }
-                    None if n == 0 => break,
-                    None => {}
-                }
+            for member in &members {
+                let _ = sentry::sys::pidfd_send_signal(member.as_fd(), libc::SIGKILL);
             }
             crate::sandbox::sys::exit_now(0)
         }

@@ -32,7 +32,7 @@ pub mod daemon;
 pub mod executor;
 pub mod install;
 pub mod pod;
-mod sys;
+pub(crate) mod sys;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
