@@ -158,12 +158,12 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
         && status_word(&c) == "stopped"
         && let Some(m) = &meta
     {
-        end_sentry(m.sentry_pid);
+        end_sentry(m);
     }
     c.delete(args.force || created)
         .map_err(|e| format!("deleting container {}: {e}", args.id))?;
     if last && let Some(m) = &meta {
-        end_sentry(m.sentry_pid);
+        end_sentry(m);
         // The Sentry cannot unlink its socket once confined.
         let _ = fs::remove_file(
             global
@@ -179,13 +179,14 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
 /// The Sentry daemon ends with the container's init (in a pod, with the
 /// last member's); one that lingers (an init killed before `start`, say)
 /// is stopped here.
-fn end_sentry(pid: i32) {
+fn end_sentry(meta: &Meta) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while pod::sentry_alive(pid) && Instant::now() < deadline {
+    while pod::sentry_alive(meta) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if pod::sentry_alive(pid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    if pod::sentry_alive(meta) {
+        let pid = Pid::from_raw(meta.sentry_pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -105,6 +105,18 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     let mut sentry = match pod {
         Some(pod) => {
             tracing::debug!(sentry = pod.sentry_pid, first = %pod.first, "joining a pod");
+            let own = spec.annotations().iter().flatten();
+            if own
+                .into_iter()
+                .any(|(k, _)| k.starts_with(super::ANNOTATION_PREFIX))
+            {
+                tracing::warn!(
+                    "container {} joins the pod of {}: that container's smolvisor \
+                     options apply, not its own",
+                    args.id,
+                    pod.first
+                );
+            }
             SentryOf::Pod(pod)
         }
         None => {

@@ -65,7 +65,7 @@ pub fn find(
             if let Some(sandbox) = note(CRI_SANDBOX_ID)
                 && super::check_id(sandbox).is_ok()
                 && let Ok(meta) = Meta::load(&root.join(sandbox))
-                && sentry_alive(meta.sentry_pid)
+                && sentry_alive(&meta)
             {
                 return Ok(Some(Pod {
                     sentry_pid: meta.sentry_pid,
@@ -81,8 +81,11 @@ pub fn find(
     };
     let wanted = NsId::of(path)?;
     for (id, meta) in metas(root) {
-        let named = meta.netns == Some(wanted) || meta.guest_netns == Some(wanted);
-        if named && sentry_alive(meta.sentry_pid) {
+        // A live Sentry keeps its namespace, whose identity cannot then
+        // be another's; an init's own namespace counts while it runs.
+        let named = meta.netns == Some(wanted)
+            || (meta.guest_netns == Some(wanted) && runs(&root.join(&id)));
+        if named && sentry_alive(&meta) {
             return Ok(Some(Pod {
                 sentry_pid: meta.sentry_pid,
                 first: meta.first(&id).to_owned(),
@@ -91,6 +94,11 @@ pub fn find(
         }
     }
     Ok(None)
+}
+
+/// Whether the container in `dir` has an init that has not ended.
+fn runs(dir: &Path) -> bool {
+    Container::load(dir.to_path_buf()).is_ok_and(|c| super::status_word(&c) != "stopped")
 }
 
 /// Every container's id and record under `root`.
@@ -126,13 +134,19 @@ pub fn other_members(root: &Path, id: &str, sentry_pid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// Whether `pid` is a Sentry daemon, alive (not a zombie its reaper has yet
-/// to collect).
-pub fn sentry_alive(pid: i32) -> bool {
-    pid > 0
+/// Whether the Sentry `meta` names is alive (not a zombie its reaper has
+/// yet to collect), and is that Sentry: a Sentry daemon in the namespace
+/// recorded, not another that took its pid.
+pub fn sentry_alive(meta: &Meta) -> bool {
+    let pid = meta.sentry_pid;
+    let named = pid > 0
         && fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
             let (name, rest) = s.split_once(") ").unwrap_or_default();
             name.ends_with("(smolvisor-sentr") && !rest.starts_with('Z')
+        });
+    named
+        && meta.netns.is_none_or(|ns| {
+            NsId::of(Path::new(&format!("/proc/{pid}/ns/net"))).is_ok_and(|n| n == ns)
         })
 }
 
