@@ -276,3 +276,39 @@ impl Members {
         self.live.iter().flatten().count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn a_member_arrives_through_the_inbox_and_goes_when_its_process_ends() {
+        let stand_in = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).unwrap();
+        let mut listeners = Listeners::new(OwnedFd::from(stand_in)).unwrap();
+        let (sender, inbox) = listener_channel().unwrap();
+        listeners.set_inbox(inbox);
+        let mut members = Members::new().unwrap();
+
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let pidfd = sys::pidfd_open(child.id() as i32, false).unwrap();
+        sender.send_member(pidfd).unwrap();
+        listeners.take_arrivals(&mut members);
+        members.reap();
+        assert_eq!(members.count(), 1);
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        members.reap();
+        assert_eq!(members.count(), 0);
+        // Its slot serves the next member.
+        let mut next = Command::new("sleep").arg("10").spawn().unwrap();
+        members
+            .add(sys::pidfd_open(next.id() as i32, false).unwrap())
+            .unwrap();
+        assert_eq!((members.count(), members.live.len()), (1, 1));
+        next.kill().unwrap();
+        next.wait().unwrap();
+    }
+}
