@@ -73,6 +73,7 @@ const CHECKS: &[(&str, Check)] = &[
     ("dns_by_name", dns_by_name),
     ("exec_loopback", exec_loopback),
     ("network_container", network_container),
+    ("pod_capture", pod_capture),
     ("tty", tty),
     ("stop_and_rm", stop_and_rm),
     ("pcap", pcap),
@@ -800,6 +801,68 @@ fn pcap(ctx: &Ctx) {
         bytes >= ctx.host_body.len(),
         "the capture holds {bytes} bytes from the server, the body alone is {}",
         ctx.host_body.len()
+    );
+}
+
+/// One capture per pod: a server under `smolvisor-pcap`, and a member
+/// under plain `smolvisor` in its network (the pod's options are its first
+/// container's): the member's request to 127.0.0.1 is in the server's
+/// capture file.
+fn pod_capture(ctx: &Ctx) {
+    let d = &ctx.d;
+    let out = d
+        .docker(
+            &[
+                &[
+                    "run",
+                    "-d",
+                    "--runtime=smolvisor-pcap",
+                    "--name",
+                    "pod-cap",
+                    IMAGE,
+                ][..],
+                HTTPD,
+            ]
+            .concat(),
+        )
+        .run();
+    d.assert_success(&out);
+    let srv = out.stdout.trim().to_owned();
+    eventually(
+        "the member's wget 127.0.0.1/index.html",
+        Duration::from_secs(20),
+        || {
+            let out = run_rm(
+                ctx,
+                &["--network", "container:pod-cap"],
+                &["wget", "-qO-", "http://127.0.0.1/index.html"],
+            )
+            .run();
+            if out.status.success() && out.stdout == INDEX {
+                Ok(())
+            } else {
+                Err(format!("{out}"))
+            }
+        },
+    );
+    d.ok(&["stop", "-t", "3", &srv]);
+    d.ok(&["rm", &srv]);
+    if !ctx.smolvisor {
+        common::note_skipped(
+            &runtime_name(),
+            "docker check pod_capture's capture file",
+            "only smolvisor writes one (--pcap-log); the member's fetch was checked",
+        );
+        return;
+    }
+    let file = d.path(&format!("pcap/{srv}.pcapng"));
+    let requests = fields(&file, "http.request", &["ip.dst", "http.request.uri"]);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r[0] == "127.0.0.1" && r[1] == "/index.html"),
+        "no GET /index.html to 127.0.0.1 in {}: {requests:?}",
+        file.display()
     );
 }
 
