@@ -170,3 +170,92 @@ pub fn parent_of(pid: i32) -> Option<i32> {
 pub fn is_sentrys(pid: i32, sentry: i32) -> bool {
     sentry != 0 && (pid == sentry || parent_of(pid) == Some(sentry))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A thread named as a Sentry daemon is (its tid has a `/proc/TID`),
+    /// standing in for one until `done` drops.
+    fn stand_in_sentry() -> (i32, mpsc::Sender<()>) {
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let (done, wait) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = nix::sys::prctl::set_name(c"smolvisor-sentry");
+            tid_tx.send(nix::unistd::gettid().as_raw()).unwrap();
+            let _ = wait.recv();
+        });
+        (tid_rx.recv().unwrap(), done)
+    }
+
+    fn meta(sentry_pid: i32, netns: &str, guest: &str) -> Meta {
+        Meta {
+            bundle: PathBuf::from("/b"),
+            rootfs: PathBuf::from("/b/rootfs"),
+            sentry_pid,
+            sentry_of: None,
+            netns: Some(NsId::of(Path::new(netns)).unwrap()),
+            guest_netns: Some(NsId::of(Path::new(guest)).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_pod_is_found_by_its_namespace_or_the_cri_sandbox_and_only_while_its_sentry_lives() {
+        let root = std::env::temp_dir().join(format!("smv-pod-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let (sentry, done) = stand_in_sentry();
+        // The Sentry's namespace: ours; the init's own: a stand-in identity.
+        let (net, guest) = ("/proc/self/ns/net", "/proc/self/ns/uts");
+        fs::create_dir_all(root.join("first")).unwrap();
+        meta(sentry, net, guest).save(&root.join("first")).unwrap();
+
+        let found = find(&root, None, Some(Path::new(net))).unwrap().unwrap();
+        assert_eq!((found.sentry_pid, found.first.as_str()), (sentry, "first"));
+        // The init's own namespace counts only while the init runs (no state
+        // here): an nsfs inode is reused once its namespace is gone.
+        assert!(find(&root, None, Some(Path::new(guest))).unwrap().is_none());
+        assert!(find(&root, None, None).unwrap().is_none());
+
+        let cri = |kind: &str, sandbox: &str| {
+            HashMap::from([
+                (CRI_CONTAINER_TYPE.to_owned(), kind.to_owned()),
+                (CRI_SANDBOX_ID.to_owned(), sandbox.to_owned()),
+            ])
+        };
+        let notes = cri("container", "first");
+        let found = find(&root, Some(&notes), None).unwrap().unwrap();
+        assert_eq!(found.first, "first");
+        // A sandbox starts its own, whatever its namespace.
+        let notes = cri("sandbox", "first");
+        assert!(
+            find(&root, Some(&notes), Some(Path::new(net)))
+                .unwrap()
+                .is_none()
+        );
+        // A sandbox id that is not an id is not a path either.
+        let notes = cri("container", "../first");
+        assert!(find(&root, Some(&notes), None).unwrap().is_none());
+
+        // A Sentry in another namespace than recorded is not the pod's.
+        meta(sentry, "/proc/self/ns/ipc", guest)
+            .save(&root.join("first"))
+            .unwrap();
+        assert!(
+            find(&root, None, Some(Path::new("/proc/self/ns/ipc")))
+                .unwrap()
+                .is_none()
+        );
+        meta(sentry, net, guest).save(&root.join("first")).unwrap();
+
+        drop(done);
+        let gone = std::time::Instant::now();
+        while find(&root, None, Some(Path::new(net))).unwrap().is_some() {
+            assert!(gone.elapsed() < std::time::Duration::from_secs(5));
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fs::remove_dir_all(&root).unwrap();
+    }
+}
