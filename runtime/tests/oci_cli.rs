@@ -946,9 +946,10 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
     oci.cmd(&["start", &id_b]).assert_ok();
     let sentry = sentry_of(&oci, &id_a);
     assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
-    for (id, pid) in [(&id_a, pid_a), (&id_b, pid_b)] {
+    for (id, pid, bundle) in [(&id_a, pid_a, &a), (&id_b, pid_b, &b)] {
         let ps = oci.cmd(&["ps", "--format", "json", id]).assert_ok().json();
         assert_eq!(ps, serde_json::json!([pid]), "ps {id}");
+        check_state(&oci.state(id), id, "running", pid, bundle);
     }
 
     let fetch = [
@@ -980,11 +981,13 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
         &b,
         &id_b,
         &[
-            "busybox", "timeout", "2", "busybox", "nc", "-l", "-p", "7000",
+            "sh",
+            "-c",
+            "busybox nc -l -p 7000 2>&1 & p=$!; sleep 0.3; kill $p 2>/dev/null; wait",
         ],
     );
     assert!(
-        taken.stderr.contains("in use"),
+        taken.stdout.contains("in use"),
         "B could listen on A's port 7000\n{taken}"
     );
     // A ends and goes; B keeps the pod's stack, and its own listeners.
@@ -994,8 +997,31 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
         Ok(Ended::Signaled(Signal::SIGKILL))
     );
     oci.wait_status(&id_a, "stopped", STOP_WITHIN);
+    check_state(&oci.state(&id_a), &id_a, "stopped", 0, &a);
     oci.cmd(&["delete", &id_a]).assert_ok();
-    assert_eq!(oci.status(&id_b), "running");
+    check_state(&oci.state(&id_b), &id_b, "running", pid_b, &b);
+    let cgroups = |pid: i32| -> BTreeSet<String> {
+        fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .expect("/proc/PID/cgroup")
+            .lines()
+            .filter(|l| !l.ends_with(":/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        cgroups(sentry),
+        cgroups(pid_b),
+        "the Sentry's cgroups once A is gone"
+    );
+    let ps = oci
+        .cmd(&["ps", "--format", "json", &id_b])
+        .assert_ok()
+        .json();
+    assert_eq!(
+        ps,
+        serde_json::json!([pid_b]),
+        "ps of B, the Sentry now in its cgroups"
+    );
     assert!(alive(sentry), "the Sentry ended with A");
     let own = exec(
         &oci,
