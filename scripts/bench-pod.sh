@@ -108,7 +108,6 @@ done | wc -l)
 
 echo "| measure | runc | smolvisor |"
 echo "|---|---|---|"
-for rt in runc smolvisor; do :; done
 printf '| first container, docker run --rm true (ms, median of %s) | %s | %s |\n' "$REPS" \
     "$(echo "${FIRST[runc]}" | tr ' ' '\n' | grep . | median)" \
     "$(echo "${FIRST[smolvisor]}" | tr ' ' '\n' | grep . | median)"
