@@ -1013,6 +1013,18 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
         cgroups(pid_b),
         "the Sentry's cgroups once A is gone"
     );
+    // The Sentry idles (A's listener, with no user left, is not polled
+    // again and again).
+    let cpu = |pid: i32| -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+        let after = stat.rsplit_once(") ").expect("stat").1;
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu(sentry);
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu(sentry) - before;
+    assert!(used < 20, "the idle Sentry used {used} ticks in 1 s");
     let ps = oci
         .cmd(&["ps", "--format", "json", &id_b])
         .assert_ok()

@@ -176,7 +176,7 @@ impl Listeners {
     }
 
     /// Stops watching and closes an `exec`'s listener without users (the
-    /// init's stays: its end is the Sentry's).
+    /// init's stays open: the event loop stops watching it itself).
     pub fn retire(&mut self, slot: usize) {
         let Some(Some(fd)) = slot.checked_sub(1).and_then(|i| self.more.get_mut(i)) else {
             return;

@@ -59,6 +59,13 @@ impl Sentry {
             let (mut notified, mut execs, mut ends) = (false, false, false);
             for ev in &events[..n] {
                 match ev.data() {
+                    // No process uses the init's filter any more (in a pod,
+                    // the others' go on): its hang-up, level-triggered,
+                    // would wake every round.
+                    TOKEN_LISTENER if ev.events().contains(EpollFlags::EPOLLHUP) => {
+                        let _ = self.epoll.delete(self.listeners.first());
+                        self.retire_listener(0);
+                    }
                     TOKEN_LISTENER => notified = true,
                     TOKEN_EXECS => execs = true,
                     TOKEN_INIT => {
