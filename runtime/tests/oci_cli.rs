@@ -908,7 +908,7 @@ const POD_PAGE: &str = "served in the pod\n";
 /// `/proc/A's init/ns/net`. B joins A's Sentry (one daemon for both) and
 /// its stack: it fetches from A's server on 127.0.0.1, finds A's port
 /// taken, and `ps` keeps each container's processes apart; a third, C,
-/// runs to its end in the pod and goes. A's kill and delete leave B running
+/// runs to its end in the pod and goes. A's `kill --all` and delete leave B running
 /// and served; killing the Sentry ends B.
 #[test]
 fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
@@ -991,7 +991,8 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
         "B could listen on A's port 7000\n{taken}"
     );
     // A ends and goes; B keeps the pod's stack, and its own listeners.
-    oci.cmd(&["kill", &id_a, "KILL"]).assert_ok();
+    // `kill --all` spares the Sentry, in A's cgroups, that serves B.
+    oci.cmd(&["kill", "--all", &id_a, "KILL"]).assert_ok();
     assert_eq!(
         reap(pid_a, STOP_WITHIN),
         Ok(Ended::Signaled(Signal::SIGKILL))
