@@ -1065,6 +1065,61 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
     assert!(left.is_empty(), "left under --root: {left:?}");
 }
 
+/// Pausing a pod's first container, in whose cgroups the Sentry sits,
+/// freezes that container only: the Sentry moves to a running member's
+/// cgroups first, so the member is still served, and after `resume` the
+/// Sentry's control thread still takes an `exec` into the first.
+#[test]
+fn pausing_a_pods_first_container_leaves_the_others_served() {
+    if skipped_under_runc(
+        "pausing_a_pods_first_container_leaves_the_others_served",
+        "runc has no Sentry",
+    ) {
+        return;
+    }
+    let oci = Oci::new("pod-pause");
+    let a = Bundle::new(&oci, "pause-a", &["sleep", "1000"]);
+    let id_a = unique_id("pause-a");
+    let (_, pid_a) = oci.create_ok(&a, &id_a);
+    oci.cmd(&["start", &id_a]).assert_ok();
+    let b = Bundle::new(&oci, "pause-b", &["sleep", "1000"]);
+    let named = format!("/proc/{pid_a}/ns/net");
+    b.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+            if ns["type"] == "network" {
+                ns["path"] = Value::from(named.as_str());
+            }
+        }
+    });
+    let id_b = unique_id("pause-b");
+    let (_, pid_b) = oci.create_ok(&b, &id_b);
+    oci.cmd(&["start", &id_b]).assert_ok();
+    let sentry = sentry_of(&oci, &id_a);
+    assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
+
+    oci.cmd(&["pause", &id_a]).assert_ok();
+    assert_eq!(oci.status(&id_a), "paused");
+    let exchange =
+        "echo served | busybox nc -l -p 7001 & sleep 0.3; busybox nc 127.0.0.1 7001 </dev/null";
+    let own = exec(&oci, &b, &id_b, &["sh", "-c", exchange]);
+    assert_eq!(
+        own.stdout, "served\n",
+        "B's exchange while A is paused\n{own}"
+    );
+    let cgroup = |pid: i32| fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    assert_eq!(
+        cgroup(sentry),
+        cgroup(pid_b),
+        "the Sentry's cgroups while A is paused"
+    );
+    oci.cmd(&["resume", &id_a]).assert_ok();
+    let own = exec(&oci, &a, &id_a, &["sh", "-c", exchange]);
+    assert_eq!(own.stdout, "served\n", "A's exchange after resume\n{own}");
+    for id in [&id_a, &id_b] {
+        oci.cmd(&["delete", "--force", id]).assert_ok();
+    }
+}
+
 /// The Sentry's resources are the container's: its daemon sits in every
 /// cgroup the init is in, so the container's limits bound it; `ps` still
 /// lists only the container's own processes.

@@ -140,16 +140,8 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
     let members = meta.as_ref().map_or_else(Vec::new, |m| {
         pod::other_members(&global.root, &args.id, m.sentry_pid)
     });
-    if let (Some(m), Some(&member)) = (&meta, members.first())
-        && let Ok(pids) = cgroup_manager(&c).and_then(|g| Ok(g.get_all_pids()?))
-    {
-        for p in pids.into_iter().map(i32::from) {
-            if pod::is_sentrys(p, m.sentry_pid)
-                && let Err(e) = super::cgroups::join_cgroups_of(member, p)
-            {
-                tracing::warn!("the pod's Sentry may end with container {}: {e}", args.id);
-            }
-        }
+    if let Some(m) = &meta {
+        move_sentry_off(&c, &args.id, m.sentry_pid, &members);
     }
     let last = members.is_empty();
     // A stopped container's Sentry first finishes (its capture written
@@ -359,9 +351,39 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// If the pod's Sentry (with its helpers) is in container `c`'s cgroups,
+/// moves it into those of another member, a running one if there is one
+/// (a frozen cgroup would freeze it).
+fn move_sentry_off(c: &Container, id: &str, sentry: i32, members: &[pod::Member]) {
+    let Some(target) = members
+        .iter()
+        .find(|m| m.running)
+        .or_else(|| members.first())
+    else {
+        return;
+    };
+    let Ok(pids) = cgroup_manager(c).and_then(|g| Ok(g.get_all_pids()?)) else {
+        return;
+    };
+    for p in pids.into_iter().map(i32::from) {
+        if pod::is_sentrys(p, sentry)
+            && let Err(e) = super::cgroups::join_cgroups_of(target.init, p)
+        {
+            tracing::warn!("the pod's Sentry stays in container {id}'s cgroups: {e}");
+        }
+    }
+}
+
 pub fn pause(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
-    load(&global.root, id)?
-        .pause()
+    let mut c = load(&global.root, id)?;
+    // Pausing one container of a pod must not freeze the others' network.
+    if let Ok(m) = Meta::load(&container_dir(&global.root, id)?) {
+        let members = pod::other_members(&global.root, id, m.sentry_pid);
+        if members.iter().any(|m| m.running) {
+            move_sentry_off(&c, id, m.sentry_pid, &members);
+        }
+    }
+    c.pause()
         .map_err(|e| format!("pausing container {id}: {e}"))?;
     Ok(0)
 }

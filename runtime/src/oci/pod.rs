@@ -118,18 +118,30 @@ fn metas(root: &Path) -> Vec<(String, Meta)> {
         .collect()
 }
 
-/// The inits, still running (or created), of the other containers served
-/// by Sentry `sentry_pid`.
-pub fn other_members(root: &Path, id: &str, sentry_pid: i32) -> Vec<i32> {
+/// Another container of a pod, not stopped.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub init: i32,
+    /// Running, not paused or created: its cgroups are not frozen.
+    pub running: bool,
+}
+
+/// The other containers served by Sentry `sentry_pid` whose inits have
+/// not ended.
+pub fn other_members(root: &Path, id: &str, sentry_pid: i32) -> Vec<Member> {
     metas(root)
         .into_iter()
         .filter(|(other, meta)| other != id && meta.sentry_pid == sentry_pid)
         .filter_map(|(other, _)| {
             let c = Container::load(PathBuf::from(root).join(&other)).ok()?;
-            if super::status_word(&c) == "stopped" {
+            let status = super::status_word(&c);
+            if status == "stopped" {
                 return None;
             }
-            c.pid().map(i32::from)
+            Some(Member {
+                init: c.pid().map(i32::from)?,
+                running: status == "running",
+            })
         })
         .collect()
 }
