@@ -2,7 +2,9 @@
 //! by a crash, or by SIGKILL. It waits for the end of a pipe whose writing
 //! end only the parent holds. The restorer of `sandbox` mode (which gives a
 //! namespace its addresses back) and the OCI Sentry's warden (which ends
-//! the container with its Sentry) are such children.
+//! the container, and every container of its pod, with its Sentry) are
+//! such children; the warden collects the pod members' pidfds while it
+//! waits ([`fork_collecting`]).
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
