@@ -11,9 +11,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # tests (ping also for the kernel's side of the TAP test); a C compiler for
 # their guest programs; tshark (with capinfos) to read back pcapng captures;
 # a real Docker engine and busybox for the image of the Docker tests (and
-# wrk for scripts/bench-docker.sh).
+# wrk for scripts/bench-docker.sh); podman and catatonit, containerd (and
+# its ctr) for the pod tests.
 APT_PACKAGES=(iproute2 iputils-ping procps iperf3 python3 libseccomp-dev pkg-config curl gcc
-    libc6-dev tshark docker.io busybox-static wrk)
+    libc6-dev tshark docker.io busybox-static wrk podman catatonit containerd)
 
 ensure_apt_packages() {
     local missing=() pkg

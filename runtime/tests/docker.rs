@@ -72,6 +72,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("publish", publish),
     ("dns_by_name", dns_by_name),
     ("exec_loopback", exec_loopback),
+    ("network_container", network_container),
+    ("pod_capture", pod_capture),
     ("tty", tty),
     ("stop_and_rm", stop_and_rm),
     ("pcap", pcap),
@@ -492,6 +494,111 @@ fn exec_loopback(ctx: &Ctx) {
     assert_output(ctx, &out, &ctx.big);
 }
 
+/// `docker exec ID wget -qO- URL`: Ok if it printed exactly `want`.
+fn exec_fetch(ctx: &Ctx, id: &str, url: &str, want: &str) -> Result<(), String> {
+    let out = ctx.d.docker(&["exec", id, "wget", "-qO-", url]).run();
+    if out.status.success() && out.stdout == want {
+        Ok(())
+    } else {
+        Err(format!("{out}"))
+    }
+}
+
+/// The Sentry daemons of this test's dockerd (by their `--root`; not
+/// their signal watchers, forked children of the same name).
+fn sentries_of(d: &Dockerd) -> Vec<i32> {
+    let named: Vec<i32> = pids_mentioning(&format!("{}/", d.dir.display()))
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim_end() == "smolvisor-sentr")
+        })
+        .collect();
+    let parent = |p: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+        after.split(' ').nth(1).and_then(|v| v.parse::<i32>().ok())
+    };
+    named
+        .iter()
+        .copied()
+        .filter(|&p| parent(p).is_none_or(|pp| !named.contains(&pp)))
+        .collect()
+}
+
+/// What binding TCP port 80 gives in a container: `bound`, or the errno's
+/// name.
+const BIND_80: &str = "import errno, socket\n\
+    try:\n    socket.socket().bind(('0.0.0.0', 80)); print('bound')\n\
+    except OSError as e:\n    print(errno.errorcode[e.errno])";
+
+/// `--network container:SRV` puts a container in SRV's network stack (one
+/// Sentry for the pod under smolvisor): it reaches SRV's server on
+/// 127.0.0.1 and on SRV's address, finds SRV's port taken, and SRV reaches
+/// its server on 127.0.0.1 in turn. Removing a member leaves SRV serving
+/// and a third still joins; removing SRV leaves the other member serving.
+fn network_container(ctx: &Ctx) {
+    let d = &ctx.d;
+    let srv = run_detached(ctx, &["--name", "pod-srv"], HTTPD);
+    let srv_ip = d.inspect(&srv, "{{.NetworkSettings.IPAddress}}");
+    assert!(!srv_ip.is_empty(), "pod-srv has no address");
+    let pod = ["--network", "container:pod-srv"];
+    eventually(
+        "a pod member's wget 127.0.0.1/index.html",
+        Duration::from_secs(20),
+        || {
+            let out = run_rm(ctx, &pod, &["wget", "-qO-", "http://127.0.0.1/index.html"]).run();
+            if out.status.success() && out.stdout == INDEX {
+                Ok(())
+            } else {
+                Err(format!("{out}"))
+            }
+        },
+    );
+    let url = format!("http://{srv_ip}/big.txt");
+    let out = run_rm(ctx, &pod, &["wget", "-qO-", &url]).run();
+    assert_output(ctx, &out, &ctx.big);
+    let out = run_rm(ctx, &pod, &["python3", "-c", BIND_80]).run();
+    assert_output(ctx, &out, "EADDRINUSE\n");
+
+    // A member's own server, reached from pod-srv.
+    let side = run_detached(
+        ctx,
+        &[&pod[..], &["--name", "pod-side"]].concat(),
+        &["httpd", "-f", "-p", "8080", "-h", "/www"],
+    );
+    eventually(
+        "pod-srv's wget 127.0.0.1:8080 (pod-side's server)",
+        Duration::from_secs(20),
+        || exec_fetch(ctx, &srv, "http://127.0.0.1:8080/index.html", INDEX),
+    );
+    if ctx.smolvisor {
+        let sentries = sentries_of(&ctx.d);
+        assert_eq!(sentries.len(), 1, "Sentries of the pod: {sentries:?}");
+    }
+    d.ok(&["rm", "-f", &side]);
+    let out = run_rm(ctx, &pod, &["wget", "-qO-", "http://127.0.0.1/index.html"]).run();
+    assert_output(ctx, &out, INDEX);
+    exec_fetch(ctx, &srv, "http://127.0.0.1/index.html", INDEX)
+        .unwrap_or_else(|e| panic!("pod-srv after pod-side's removal: {e}"));
+
+    // The first container goes; the member it left keeps the pod's stack.
+    let side = run_detached(
+        ctx,
+        &[&pod[..], &["--name", "pod-side2"]].concat(),
+        &["httpd", "-f", "-p", "8080", "-h", "/www"],
+    );
+    eventually(
+        "pod-side2's wget 127.0.0.1:8080",
+        Duration::from_secs(20),
+        || exec_fetch(ctx, &side, "http://127.0.0.1:8080/index.html", INDEX),
+    );
+    d.ok(&["rm", "-f", &srv]);
+    exec_fetch(ctx, &side, "http://127.0.0.1:8080/big.txt", &ctx.big)
+        .unwrap_or_else(|e| panic!("pod-side2 after pod-srv's removal: {e}"));
+    assert_eq!(d.inspect(&side, "{{.State.Running}}"), "true");
+}
+
 /// `docker run -it` under `script`: the shell has a terminal of the client's
 /// size, and a line typed into the client reaches it.
 fn tty(ctx: &Ctx) {
@@ -694,6 +801,68 @@ fn pcap(ctx: &Ctx) {
         bytes >= ctx.host_body.len(),
         "the capture holds {bytes} bytes from the server, the body alone is {}",
         ctx.host_body.len()
+    );
+}
+
+/// One capture per pod: a server under `smolvisor-pcap`, and a member
+/// under plain `smolvisor` in its network (the pod's options are its first
+/// container's): the member's request to 127.0.0.1 is in the server's
+/// capture file.
+fn pod_capture(ctx: &Ctx) {
+    let d = &ctx.d;
+    let out = d
+        .docker(
+            &[
+                &[
+                    "run",
+                    "-d",
+                    "--runtime=smolvisor-pcap",
+                    "--name",
+                    "pod-cap",
+                    IMAGE,
+                ][..],
+                HTTPD,
+            ]
+            .concat(),
+        )
+        .run();
+    d.assert_success(&out);
+    let srv = out.stdout.trim().to_owned();
+    eventually(
+        "the member's wget 127.0.0.1/index.html",
+        Duration::from_secs(20),
+        || {
+            let out = run_rm(
+                ctx,
+                &["--network", "container:pod-cap"],
+                &["wget", "-qO-", "http://127.0.0.1/index.html"],
+            )
+            .run();
+            if out.status.success() && out.stdout == INDEX {
+                Ok(())
+            } else {
+                Err(format!("{out}"))
+            }
+        },
+    );
+    d.ok(&["stop", "-t", "3", &srv]);
+    d.ok(&["rm", &srv]);
+    if !ctx.smolvisor {
+        common::note_skipped(
+            &runtime_name(),
+            "docker check pod_capture's capture file",
+            "only smolvisor writes one (--pcap-log); the member's fetch was checked",
+        );
+        return;
+    }
+    let file = d.path(&format!("pcap/{srv}.pcapng"));
+    let requests = fields(&file, "http.request", &["ip.dst", "http.request.uri"]);
+    assert!(
+        requests
+            .iter()
+            .any(|r| r[0] == "127.0.0.1" && r[1] == "/index.html"),
+        "no GET /index.html to 127.0.0.1 in {}: {requests:?}",
+        file.display()
     );
 }
 

@@ -225,6 +225,9 @@ fn lifecycle_create_start_pause_resume_kill_delete() {
     oci.cmd(&["resume", &id]).assert_ok();
     assert_eq!(oci.status(&id), "running");
     assert!(alive(pid), "the init died across pause/resume");
+    // Under smolvisor the Sentry was frozen with the container: its
+    // control thread, interrupted in poll, still takes an exec's listener.
+    exec(&oci, &bundle, &id, &["busybox", "true"]).assert_ok();
 
     oci.cmd(&["kill", &id, "KILL"]).assert_ok();
     assert_eq!(
@@ -878,6 +881,245 @@ fn killing_the_sentry_ends_the_container() {
     oci.cmd(&["delete", &id]).assert_ok();
 }
 
+/// The Sentry's pid from container `id`'s `smolvisor.json`.
+fn sentry_of(oci: &Oci, id: &str) -> i32 {
+    let meta: Value = serde_json::from_slice(
+        &fs::read(oci.root().join(id).join("smolvisor.json")).expect("smolvisor.json"),
+    )
+    .expect("smolvisor.json is JSON");
+    meta["sentry_pid"].as_i64().expect("the Sentry's pid") as i32
+}
+
+/// The warden of Sentry `sentry`: its child of that name.
+fn warden_of(sentry: i32) -> i32 {
+    fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&p| {
+            ppid(p) == Some(sentry)
+                && fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim_end() == "smolvisor-warde")
+        })
+        .unwrap_or_else(|| panic!("no warden of the Sentry {sentry}"))
+}
+
+/// The page the pod tests' server gives.
+const POD_PAGE: &str = "served in the pod\n";
+
+/// A pod as Docker's `--network container:A` makes one: B's spec names
+/// `/proc/A's init/ns/net`. B joins A's Sentry (one daemon for both) and
+/// its stack: it fetches from A's server on 127.0.0.1, finds A's port
+/// taken, and `ps` keeps each container's processes apart; a third, C,
+/// runs to its end in the pod and goes. A's `kill --all` and delete leave B running
+/// and served; killing the Sentry ends B.
+#[test]
+fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
+    if skipped_under_runc(
+        "a_pod_shares_one_sentry_that_outlives_its_first_container",
+        "runc has no Sentry",
+    ) {
+        return;
+    }
+    let oci = Oci::new("pod");
+    let a = Bundle::new(
+        &oci,
+        "pod-a",
+        &["busybox", "httpd", "-f", "-p", "7000", "-h", "/www"],
+    );
+    common::rootfs::write(&a.path().join("rootfs"), "www/index.html", POD_PAGE);
+    let id_a = unique_id("pod-a");
+    let (_, pid_a) = oci.create_ok(&a, &id_a);
+    oci.cmd(&["start", &id_a]).assert_ok();
+    let warden = warden_of(sentry_of(&oci, &id_a));
+    let fds = || fs::read_dir(format!("/proc/{warden}/fd")).map_or(0, Iterator::count);
+    let alone = fds();
+
+    let b = Bundle::new(&oci, "pod-b", &["sleep", "1000"]);
+    let named = format!("/proc/{pid_a}/ns/net");
+    b.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+            if ns["type"] == "network" {
+                ns["path"] = Value::from(named.as_str());
+            }
+        }
+    });
+    let id_b = unique_id("pod-b");
+    let (_, pid_b) = oci.create_ok(&b, &id_b);
+    oci.cmd(&["start", &id_b]).assert_ok();
+    let sentry = sentry_of(&oci, &id_a);
+    assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
+    for (id, pid, bundle) in [(&id_a, pid_a, &a), (&id_b, pid_b, &b)] {
+        let ps = oci.cmd(&["ps", "--format", "json", id]).assert_ok().json();
+        assert_eq!(ps, serde_json::json!([pid]), "ps {id}");
+        check_state(&oci.state(id), id, "running", pid, bundle);
+    }
+
+    let fetch = [
+        "busybox",
+        "wget",
+        "-qO-",
+        "http://127.0.0.1:7000/index.html",
+    ];
+    wait_for(Duration::from_secs(10), "B fetches A's page", || {
+        let out = exec(&oci, &b, &id_b, &fetch);
+        out.success() && out.stdout == POD_PAGE
+    });
+    // The warden holds B's pidfd; a member that runs to its end (`run`)
+    // and is deleted, C, it lets go of.
+    wait_for(STOP_WITHIN, "the warden holds B's pidfd", || {
+        fds() == alone + 1
+    });
+    let c = Bundle::new(&oci, "pod-c", &fetch);
+    c.edit(|cfg| cfg["linux"]["namespaces"] = b.config()["linux"]["namespaces"].clone());
+    let id_c = unique_id("pod-c");
+    oci.track(&id_c);
+    let out = oci.cmd(&["run", "--bundle", path_str(c.path()), &id_c]);
+    assert!(out.success() && out.stdout == POD_PAGE, "C's fetch\n{out}");
+    wait_for(STOP_WITHIN, "the warden lets go of C", || {
+        fds() == alone + 1
+    });
+    let taken = exec(
+        &oci,
+        &b,
+        &id_b,
+        &[
+            "sh",
+            "-c",
+            "busybox nc -l -p 7000 2>&1 & p=$!; sleep 0.3; kill $p 2>/dev/null; wait",
+        ],
+    );
+    assert!(
+        taken.stdout.contains("in use"),
+        "B could listen on A's port 7000\n{taken}"
+    );
+    // A ends and goes; B keeps the pod's stack, and its own listeners.
+    // `kill --all` spares the Sentry, in A's cgroups, that serves B.
+    oci.cmd(&["kill", "--all", &id_a, "KILL"]).assert_ok();
+    assert_eq!(
+        reap(pid_a, STOP_WITHIN),
+        Ok(Ended::Signaled(Signal::SIGKILL))
+    );
+    oci.wait_status(&id_a, "stopped", STOP_WITHIN);
+    check_state(&oci.state(&id_a), &id_a, "stopped", 0, &a);
+    oci.cmd(&["delete", &id_a]).assert_ok();
+    check_state(&oci.state(&id_b), &id_b, "running", pid_b, &b);
+    let cgroups = |pid: i32| -> BTreeSet<String> {
+        fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .expect("/proc/PID/cgroup")
+            .lines()
+            .filter(|l| !l.ends_with(":/"))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        cgroups(sentry),
+        cgroups(pid_b),
+        "the Sentry's cgroups once A is gone"
+    );
+    // The Sentry idles (A's listener, with no user left, is not polled
+    // again and again).
+    let cpu = |pid: i32| -> u64 {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+        let after = stat.rsplit_once(") ").expect("stat").1;
+        let f: Vec<&str> = after.split(' ').collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let before = cpu(sentry);
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu(sentry) - before;
+    assert!(used < 20, "the idle Sentry used {used} ticks in 1 s");
+    let ps = oci
+        .cmd(&["ps", "--format", "json", &id_b])
+        .assert_ok()
+        .json();
+    assert_eq!(
+        ps,
+        serde_json::json!([pid_b]),
+        "ps of B, the Sentry now in its cgroups"
+    );
+    assert!(alive(sentry), "the Sentry ended with A");
+    let own = exec(
+        &oci,
+        &b,
+        &id_b,
+        &[
+            "sh",
+            "-c",
+            "echo from-b | busybox nc -l -p 7000 & sleep 0.3; busybox nc 127.0.0.1 7000 </dev/null",
+        ],
+    );
+    assert_eq!(own.stdout, "from-b\n", "B's exchange on 127.0.0.1\n{own}");
+
+    // The warden ends B with the Sentry.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentry), Signal::SIGKILL)
+        .expect("kill the Sentry");
+    assert_eq!(
+        reap(pid_b, STOP_WITHIN),
+        Ok(Ended::Signaled(Signal::SIGKILL)),
+        "B outlived the pod's Sentry"
+    );
+    oci.wait_status(&id_b, "stopped", STOP_WITHIN);
+    oci.cmd(&["delete", &id_b]).assert_ok();
+    let left: Vec<String> = oci.root_entries().into_iter().collect();
+    assert!(left.is_empty(), "left under --root: {left:?}");
+}
+
+/// Pausing a pod's first container, in whose cgroups the Sentry sits,
+/// freezes that container only: the Sentry moves to a running member's
+/// cgroups first, so the member is still served, and after `resume` the
+/// Sentry's control thread still takes an `exec` into the first.
+#[test]
+fn pausing_a_pods_first_container_leaves_the_others_served() {
+    if skipped_under_runc(
+        "pausing_a_pods_first_container_leaves_the_others_served",
+        "runc has no Sentry",
+    ) {
+        return;
+    }
+    let oci = Oci::new("pod-pause");
+    let a = Bundle::new(&oci, "pause-a", &["sleep", "1000"]);
+    let id_a = unique_id("pause-a");
+    let (_, pid_a) = oci.create_ok(&a, &id_a);
+    oci.cmd(&["start", &id_a]).assert_ok();
+    let b = Bundle::new(&oci, "pause-b", &["sleep", "1000"]);
+    let named = format!("/proc/{pid_a}/ns/net");
+    b.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+            if ns["type"] == "network" {
+                ns["path"] = Value::from(named.as_str());
+            }
+        }
+    });
+    let id_b = unique_id("pause-b");
+    let (_, pid_b) = oci.create_ok(&b, &id_b);
+    oci.cmd(&["start", &id_b]).assert_ok();
+    let sentry = sentry_of(&oci, &id_a);
+    assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
+
+    oci.cmd(&["pause", &id_a]).assert_ok();
+    assert_eq!(oci.status(&id_a), "paused");
+    let exchange =
+        "echo served | busybox nc -l -p 7001 & sleep 0.3; busybox nc 127.0.0.1 7001 </dev/null";
+    let own = exec(&oci, &b, &id_b, &["sh", "-c", exchange]);
+    assert_eq!(
+        own.stdout, "served\n",
+        "B's exchange while A is paused\n{own}"
+    );
+    let cgroup = |pid: i32| fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    assert_eq!(
+        cgroup(sentry),
+        cgroup(pid_b),
+        "the Sentry's cgroups while A is paused"
+    );
+    oci.cmd(&["resume", &id_a]).assert_ok();
+    let own = exec(&oci, &a, &id_a, &["sh", "-c", exchange]);
+    assert_eq!(own.stdout, "served\n", "A's exchange after resume\n{own}");
+    for id in [&id_a, &id_b] {
+        oci.cmd(&["delete", "--force", id]).assert_ok();
+    }
+}
+
 /// The Sentry's resources are the container's: its daemon sits in every
 /// cgroup the init is in, so the container's limits bound it; `ps` still
 /// lists only the container's own processes.
@@ -920,8 +1162,8 @@ fn the_sentry_is_charged_to_the_containers_cgroups() {
 }
 
 /// A container's Sentry daemon, once it serves, keeps only the capabilities
-/// each of its threads needs (`sentry-control`, which takes `exec`'s
-/// listeners, none), under no_new_privs and its seccomp filter; and the
+/// each of its threads needs (`sentry-control`, which takes `exec`'s and
+/// pod members' listeners, CAP_SYS_PTRACE alone), under no_new_privs and its seccomp filter; and the
 /// container's init holds only its standard streams.
 #[test]
 fn the_sentry_daemon_keeps_only_the_privileges_each_thread_needs() {

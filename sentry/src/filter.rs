@@ -417,6 +417,10 @@ const SENTRY_ALLOWED: &[(&str, &str)] = &[
     ("sigaltstack", SIGNALS),
     ("tgkill", "a panicking thread aborts the process"),
     ("sched_yield", THREADS),
+    (
+        "restart_syscall",
+        "a call the freezer (`pause`) or a stop interrupted resumes through it (poll does)",
+    ),
     ("exit", THREADS),
     ("exit_group", THREADS),
 ];

@@ -6,6 +6,11 @@
 //! a filter of its own, whose listener reaches the running Sentry through a
 //! [`ListenerSender`]. All of them wait in one epoll set of their own, which
 //! the event loop watches as a single descriptor.
+//!
+//! In a pod, another container's init is a *member*: the same sender brings
+//! its pidfd when the container is created (long before its listener, which
+//! comes at `start`), and the Sentry serves until the last member has ended
+//! ([`Members`]).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -17,10 +22,20 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::sys::{self, Notif};
 
-/// Hands listeners to a running Sentry, from another thread.
+/// What reaches a running Sentry through a [`ListenerSender`].
+#[derive(Debug)]
+enum Arrival {
+    /// A seccomp listener to serve (an `exec`'s, or a pod member's init's).
+    Listener(OwnedFd),
+    /// The pidfd of a pod member's init: the Sentry lives while it does.
+    Member(OwnedFd),
+}
+
+/// Hands listeners and pod members to a running Sentry, from another
+/// thread.
 #[derive(Debug, Clone)]
 pub struct ListenerSender {
-    tx: Sender<OwnedFd>,
+    tx: Sender<Arrival>,
     wake: Arc<EventFd>,
 }
 
@@ -28,8 +43,19 @@ impl ListenerSender {
     /// Queues `listener` for the Sentry and wakes it. Fails only once the
     /// Sentry has ended.
     pub fn send(&self, listener: OwnedFd) -> io::Result<()> {
+        self.queue(Arrival::Listener(listener))
+    }
+
+    /// Makes the process behind `pidfd` (a pod member's init) one the
+    /// Sentry waits for before it ends. Fails only once the Sentry has
+    /// ended.
+    pub fn send_member(&self, pidfd: OwnedFd) -> io::Result<()> {
+        self.queue(Arrival::Member(pidfd))
+    }
+
+    fn queue(&self, arrival: Arrival) -> io::Result<()> {
         self.tx
-            .send(listener)
+            .send(arrival)
             .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         self.wake.write(1)?;
         Ok(())
@@ -39,7 +65,7 @@ impl ListenerSender {
 /// The Sentry's side of [`listener_channel`].
 #[derive(Debug)]
 pub struct ListenerInbox {
-    rx: Receiver<OwnedFd>,
+    rx: Receiver<Arrival>,
     wake: Arc<EventFd>,
 }
 
@@ -150,7 +176,7 @@ impl Listeners {
     }
 
     /// Stops watching and closes an `exec`'s listener without users (the
-    /// init's stays: its end is the Sentry's).
+    /// init's stays open: the event loop stops watching it itself).
     pub fn retire(&mut self, slot: usize) {
         let Some(Some(fd)) = slot.checked_sub(1).and_then(|i| self.more.get_mut(i)) else {
             return;
@@ -167,18 +193,122 @@ impl Listeners {
         self.inbox.as_ref().map(|i| i.wake.as_fd())
     }
 
-    /// Takes in what arrived through the inbox.
-    pub fn take_arrivals(&mut self) {
+    /// Takes in what arrived through the inbox: listeners are served from
+    /// now on, members join `members`.
+    pub fn take_arrivals(&mut self, members: &mut Members) {
         let Some(inbox) = self.inbox.take() else {
             return;
         };
         let _ = inbox.wake.read();
-        while let Ok(fd) = inbox.rx.try_recv() {
-            match self.add(fd) {
-                Ok(slot) => tracing::debug!(slot, "serving one more seccomp listener"),
-                Err(e) => tracing::warn!("cannot watch a new seccomp listener: {e}"),
+        while let Ok(arrival) = inbox.rx.try_recv() {
+            match arrival {
+                Arrival::Listener(fd) => match self.add(fd) {
+                    Ok(slot) => tracing::debug!(slot, "serving one more seccomp listener"),
+                    Err(e) => tracing::warn!("cannot watch a new seccomp listener: {e}"),
+                },
+                Arrival::Member(pidfd) => {
+                    if let Err(e) = members.add(pidfd) {
+                        tracing::warn!("cannot watch a pod member's init: {e}");
+                    }
+                }
             }
         }
         self.inbox = Some(inbox);
+    }
+}
+
+/// The inits of a pod's other containers, by their pidfds, in an epoll set
+/// of their own (a pidfd turns readable when its process ends).
+#[derive(Debug)]
+pub(crate) struct Members {
+    live: Vec<Option<OwnedFd>>,
+    epoll: Epoll,
+}
+
+impl Members {
+    pub fn new() -> io::Result<Members> {
+        Ok(Members {
+            live: Vec::new(),
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+        })
+    }
+
+    /// Readable when a member has ended.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
+    }
+
+    pub fn add(&mut self, pidfd: OwnedFd) -> io::Result<()> {
+        let index = self
+            .live
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.live.len());
+        self.epoll
+            .add(&pidfd, EpollEvent::new(EpollFlags::EPOLLIN, index as u64))?;
+        if index == self.live.len() {
+            self.live.push(Some(pidfd));
+        } else {
+            self.live[index] = Some(pidfd);
+        }
+        tracing::debug!(members = self.count(), "a pod member joined");
+        Ok(())
+    }
+
+    /// Forgets the members that have ended, without waiting.
+    pub fn reap(&mut self) {
+        let mut events = [EpollEvent::empty(); 16];
+        while let Ok(n @ 1..) = self.epoll.wait(&mut events, EpollTimeout::ZERO) {
+            for ev in &events[..n] {
+                let Some(slot) = self.live.get_mut(ev.data() as usize) else {
+                    continue;
+                };
+                if let Some(fd) = slot.take() {
+                    let _ = self.epoll.delete(&fd);
+                }
+            }
+        }
+        tracing::debug!(members = self.count(), "a pod member ended");
+    }
+
+    /// How many members live.
+    pub fn count(&self) -> usize {
+        self.live.iter().flatten().count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn a_member_arrives_through_the_inbox_and_goes_when_its_process_ends() {
+        let stand_in = EventFd::from_flags(EfdFlags::EFD_CLOEXEC).unwrap();
+        let mut listeners = Listeners::new(OwnedFd::from(stand_in)).unwrap();
+        let (sender, inbox) = listener_channel().unwrap();
+        listeners.set_inbox(inbox);
+        let mut members = Members::new().unwrap();
+
+        let mut child = Command::new("sleep").arg("10").spawn().unwrap();
+        let pidfd = sys::pidfd_open(child.id() as i32, false).unwrap();
+        sender.send_member(pidfd).unwrap();
+        listeners.take_arrivals(&mut members);
+        members.reap();
+        assert_eq!(members.count(), 1);
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        members.reap();
+        assert_eq!(members.count(), 0);
+        // Its slot serves the next member.
+        let mut next = Command::new("sleep").arg("10").spawn().unwrap();
+        members
+            .add(sys::pidfd_open(next.id() as i32, false).unwrap())
+            .unwrap();
+        assert_eq!((members.count(), members.live.len()), (1, 1));
+        next.kill().unwrap();
+        next.wait().unwrap();
     }
 }

@@ -6,8 +6,9 @@
 //! - every thread of the netstack's runs [`thread_hook`] when it starts
 //!   (installed by [`install_thread_hook`] before the set-up starts any),
 //!   after its own preparation (a gateway enters its namespace): it keeps
-//!   [`for_thread`]'s, a gateway [`GATEWAY`], every other thread (a link's
-//!   writer, the capture's, an OCI daemon's control thread) nothing;
+//!   [`for_thread`]'s, a gateway [`GATEWAY`], an OCI daemon's control
+//!   thread [`CONTROL`], every other thread (a link's writer, the
+//!   capture's) nothing;
 //! - [`shed_process`], in [`crate::Sentry::new`] once the gateways run: the
 //!   event loop's thread keeps [`MAIN`], the bounding set keeps only what
 //!   some thread keeps, nothing is inheritable or ambient, and the process
@@ -31,10 +32,16 @@ pub const MAIN: &[Capability] = &[Capability::CAP_SYS_PTRACE, Capability::CAP_KI
 /// A gateway thread's (`nat`): raw ICMP, and host listeners on low ports.
 pub const GATEWAY: &[Capability] = &[Capability::CAP_NET_RAW, Capability::CAP_NET_BIND_SERVICE];
 
+/// An OCI daemon's control thread (`sentry-control`): it takes a pod
+/// member's listener from the member's init with `pidfd_getfd` at its
+/// `start`, whatever the init's user and capabilities.
+pub const CONTROL: &[Capability] = &[Capability::CAP_SYS_PTRACE];
+
 /// What a thread of the netstack keeps, by its name.
 pub fn for_thread(name: &str) -> &'static [Capability] {
     match name {
         "nat" => GATEWAY,
+        "sentry-control" => CONTROL,
         _ => &[],
     }
 }
@@ -107,5 +114,6 @@ mod tests {
         assert_eq!(prm, set_of(GATEWAY));
         assert!(for_thread("packet-tx").is_empty());
         assert_eq!(for_thread("nat"), GATEWAY);
+        assert_eq!(for_thread("sentry-control"), CONTROL);
     }
 }

@@ -26,7 +26,7 @@ use std::os::fd::OwnedFd;
 
 use crate::errno::Errno;
 use crate::gsock::GKey;
-use crate::listeners::{Listeners, Ready};
+use crate::listeners::{Listeners, Members, Ready};
 use crate::mem::Mem;
 use crate::sys::{Notif, Reply};
 use crate::syscalls::Resume;
@@ -46,7 +46,9 @@ pub use parking::Parked;
 pub use resolve::Resolved;
 pub(crate) use table::SockTable;
 
-use event_loop::{TOKEN_EXECS, TOKEN_INIT, TOKEN_LINK, TOKEN_LISTENER, TOKEN_NAT, TOKEN_SIGNAL};
+use event_loop::{
+    TOKEN_EXECS, TOKEN_INIT, TOKEN_LINK, TOKEN_LISTENER, TOKEN_MEMBERS, TOKEN_NAT, TOKEN_SIGNAL,
+};
 use pool::PairPool;
 use resolve::PidfdCache;
 
@@ -144,6 +146,10 @@ pub struct Sentry {
     pub(crate) tracer: Option<Tracer>,
     init: Pid,
     init_pidfd: OwnedFd,
+    /// The init's status once it has ended (while pod members live on).
+    init_status: Option<i32>,
+    /// A pod's other containers' inits: the Sentry serves until they end too.
+    members: Members,
     signals: SignalFd,
     next_sweep: StdInstant,
     pub(crate) next_nl_port: u32,
@@ -248,6 +254,11 @@ impl Sentry {
             &init_pidfd,
             EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_INIT),
         )?;
+        let members = Members::new()?;
+        epoll.add(
+            members.fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_MEMBERS),
+        )?;
         let mut mask = SigSet::empty();
         for s in [
             Signal::SIGTERM,
@@ -284,6 +295,8 @@ impl Sentry {
             tracer,
             init,
             init_pidfd,
+            init_status: None,
+            members,
             signals,
             next_sweep: start + SWEEP,
             next_nl_port: 0x4000_0000,

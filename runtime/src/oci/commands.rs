@@ -17,7 +17,7 @@ use oci_spec::runtime::{LinuxResources, Spec};
 
 use super::create::{self, handoff_channel};
 use super::executor::Launch;
-use super::{Error, Meta, container_dir, daemon, load, status_word};
+use super::{Error, Meta, container_dir, daemon, load, pod, status_word};
 use crate::cli::{
     DeleteArgs, ExecArgs, GlobalArgs, KillArgs, ListArgs, PsArgs, RunArgs, SpecArgs, UpdateArgs,
 };
@@ -76,9 +76,38 @@ pub fn kill(global: &GlobalArgs, args: &KillArgs) -> Result<i32, Error> {
     let mut c = load(&global.root, &args.id)?;
     let signal = Signal::try_from(args.signal.as_str())
         .map_err(|_| format!("unknown signal {:?}", args.signal))?;
+    let sentry = Meta::load(&container_dir(&global.root, &args.id)?).map_or(0, |m| m.sentry_pid);
+    if args.all
+        && status_word(&c) == "running"
+        && !pod::other_members(&global.root, &args.id, sentry).is_empty()
+    {
+        // Every process of the container's, but not the pod's Sentry,
+        // which may share its cgroups and serves the other containers.
+        let signal = nix_signal(&args.signal)?;
+        for pid in guest_pids(&c, sentry)? {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+        }
+        return Ok(0);
+    }
     c.kill(signal, args.all)
         .map_err(|e| format!("signalling container {}: {e}", args.id))?;
     Ok(0)
+}
+
+/// A signal as `kill` takes it (`9`, `KILL`, `SIGKILL`), for nix; the
+/// caller checked it with libcontainer's parser.
+fn nix_signal(word: &str) -> Result<nix::sys::signal::Signal, Error> {
+    use std::str::FromStr;
+    if let Ok(n) = word.parse::<i32>() {
+        return Ok(nix::sys::signal::Signal::try_from(n)?);
+    }
+    let upper = word.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    Ok(nix::sys::signal::Signal::from_str(&name)?)
 }
 
 pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
@@ -105,40 +134,51 @@ pub fn delete(global: &GlobalArgs, args: &DeleteArgs) -> Result<i32, Error> {
         )
         .into());
     }
-    // The Sentry is in the container's cgroups, whose removal kills what is
-    // left in them: a stopped container's Sentry first finishes (its
-    // capture written out) by itself.
-    if status_word(&c) == "stopped"
+    // Other containers of the pod keep the Sentry: if it (with its
+    // helpers) is in this container's cgroups, whose removal kills what is
+    // left in them, it moves to a live member's first.
+    let members = meta.as_ref().map_or_else(Vec::new, |m| {
+        pod::other_members(&global.root, &args.id, m.sentry_pid)
+    });
+    if let Some(m) = &meta {
+        move_sentry_off(&c, &args.id, m.sentry_pid, &members);
+    }
+    let last = members.is_empty();
+    // A stopped container's Sentry first finishes (its capture written
+    // out) by itself.
+    if last
+        && status_word(&c) == "stopped"
         && let Some(m) = &meta
     {
-        end_sentry(m.sentry_pid);
+        end_sentry(m);
     }
     c.delete(args.force || created)
         .map_err(|e| format!("deleting container {}: {e}", args.id))?;
-    if let Some(m) = meta {
-        end_sentry(m.sentry_pid);
+    if last && let Some(m) = &meta {
+        end_sentry(m);
+        // The Sentry cannot unlink its socket once confined.
+        let _ = fs::remove_file(
+            global
+                .root
+                .join(super::sentry_socket_name(m.first(&args.id))),
+        );
     }
     // libcontainer leaves nothing in the directory but may leave it.
     let _ = fs::remove_dir_all(&dir);
     Ok(0)
 }
 
-/// The Sentry daemon ends with the container's init; one that lingers
-/// (an init killed before `start`, say) is stopped here.
-fn end_sentry(pid: i32) {
-    // Alive (not a zombie its reaper has yet to collect) and ours.
-    let is_ours = |pid: i32| {
-        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            let (name, rest) = s.split_once(") ").unwrap_or_default();
-            name.ends_with("(smolvisor-sentr") && !rest.starts_with('Z')
-        })
-    };
+/// The Sentry daemon ends with the container's init (in a pod, with the
+/// last member's); one that lingers (an init killed before `start`, say)
+/// is stopped here.
+fn end_sentry(meta: &Meta) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while is_ours(pid) && Instant::now() < deadline {
+    while pod::sentry_alive(meta) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if is_ours(pid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    if pod::sentry_alive(meta) {
+        let pid = Pid::from_raw(meta.sentry_pid);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 
@@ -151,16 +191,16 @@ pub fn exec(global: &GlobalArgs, args: &ExecArgs) -> Result<i32, Error> {
     if args.process.is_none() && args.command.is_empty() {
         return Err("exec needs --process FILE or a command".into());
     }
+    let socket = super::sentry_socket_name(Meta::load(&dir)?.first(&args.id));
     let (ours, theirs) = handoff_channel()?;
     // libcontainer returns once the process executed its program, which it
     // does only after the Sentry took its listener: relay it meanwhile.
     let relay = {
-        let dir = dir.clone();
+        let root = global.root.clone();
         std::thread::spawn(move || -> Result<(), String> {
             match daemon::take_listener(ours.as_fd(), None).map_err(|e| e.to_string())? {
-                Some(listener) => {
-                    daemon::give_listener(&dir, listener.as_fd()).map_err(|e| e.to_string())
-                }
+                Some(listener) => daemon::give_listener(&root, &socket, listener.as_fd())
+                    .map_err(|e| e.to_string()),
                 None => Err("the process ended before it could run".into()),
             }
         })
@@ -221,31 +261,23 @@ fn cgroup_manager(c: &Container) -> Result<libcgroups::common::AnyCgroupManager,
     })?)
 }
 
-pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
-    let c = load(&global.root, &args.id)?;
-    // The Sentry and its warden share the container's cgroups but are not
-    // the container's processes.
-    let sentry = Meta::load(&container_dir(&global.root, &args.id)?)
-        .map(|m| m.sentry_pid)
-        .unwrap_or(0);
-    let ppid = |pid: i32| {
-        fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(") ")?
-                    .1
-                    .split(' ')
-                    .nth(1)?
-                    .parse::<i32>()
-                    .ok()
-            })
-    };
-    let pids: Vec<i32> = cgroup_manager(&c)?
+/// The container's processes: its cgroups' but for the Sentry and its
+/// helpers, which share them (with the pod's first container).
+fn guest_pids(c: &Container, sentry: i32) -> Result<Vec<i32>, Error> {
+    Ok(cgroup_manager(c)?
         .get_all_pids()?
         .into_iter()
         .map(i32::from)
-        .filter(|&p| sentry == 0 || (p != sentry && ppid(p) != Some(sentry)))
-        .collect();
+        .filter(|&p| !pod::is_sentrys(p, sentry))
+        .collect())
+}
+
+pub fn ps(global: &GlobalArgs, args: &PsArgs) -> Result<i32, Error> {
+    let c = load(&global.root, &args.id)?;
+    let sentry = Meta::load(&container_dir(&global.root, &args.id)?)
+        .map(|m| m.sentry_pid)
+        .unwrap_or(0);
+    let pids = guest_pids(&c, sentry)?;
     if args.format == "json" {
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
@@ -319,9 +351,39 @@ pub fn list(global: &GlobalArgs, args: &ListArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
+/// If the pod's Sentry (with its helpers) is in container `c`'s cgroups,
+/// moves it into those of another member, a running one if there is one
+/// (a frozen cgroup would freeze it).
+fn move_sentry_off(c: &Container, id: &str, sentry: i32, members: &[pod::Member]) {
+    let Some(target) = members
+        .iter()
+        .find(|m| m.running)
+        .or_else(|| members.first())
+    else {
+        return;
+    };
+    let Ok(pids) = cgroup_manager(c).and_then(|g| Ok(g.get_all_pids()?)) else {
+        return;
+    };
+    for p in pids.into_iter().map(i32::from) {
+        if pod::is_sentrys(p, sentry)
+            && let Err(e) = super::cgroups::join_cgroups_of(target.init, p)
+        {
+            tracing::warn!("the pod's Sentry stays in container {id}'s cgroups: {e}");
+        }
+    }
+}
+
 pub fn pause(global: &GlobalArgs, id: &str) -> Result<i32, Error> {
-    load(&global.root, id)?
-        .pause()
+    let mut c = load(&global.root, id)?;
+    // Pausing one container of a pod must not freeze the others' network.
+    if let Ok(m) = Meta::load(&container_dir(&global.root, id)?) {
+        let members = pod::other_members(&global.root, id, m.sentry_pid);
+        if members.iter().any(|m| m.running) {
+            move_sentry_off(&c, id, m.sentry_pid, &members);
+        }
+    }
+    c.pause()
         .map_err(|e| format!("pausing container {id}: {e}"))?;
     Ok(0)
 }

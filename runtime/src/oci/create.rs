@@ -1,7 +1,8 @@
 //! `create` (and `run`): the Sentry daemon first, in the container's
 //! network namespace; then Docker's hooks with the daemon's pid; then the
 //! container through libcontainer, its network namespace swapped for an
-//! empty one.
+//! empty one. A container of a pod whose Sentry runs already (see
+//! [`pod`](super::pod)) starts none: its init joins that Sentry.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -16,6 +17,7 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair
 use oci_spec::runtime::{LinuxNamespaceBuilder, LinuxNamespaceType, Spec};
 
 use super::executor::Launch;
+use super::pod::{self, NsId, Pod};
 use super::{Error, Meta, Options, container_dir, sys};
 use crate::cli::{CreateArgs, GlobalArgs, OciNetwork};
 
@@ -94,8 +96,37 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
         guest_ns.as_raw_fd()
     ));
 
-    let mut daemon = Daemon::spawn(global, &args.id, &netns, &options)?;
-    daemon.expect("ns")?;
+    let named = match &netns {
+        SentryNetns::Join(p) => Some(p.as_path()),
+        SentryNetns::New | SentryNetns::Host => None,
+    };
+    let pod = pod::find(&global.root, spec.annotations().as_ref(), named)?;
+    // The pod's Sentry, or a new one.
+    let mut sentry = match pod {
+        Some(pod) => {
+            tracing::debug!(sentry = pod.sentry_pid, first = %pod.first, "joining a pod");
+            let own = spec.annotations().iter().flatten();
+            if own
+                .into_iter()
+                .any(|(k, _)| k.starts_with(super::ANNOTATION_PREFIX))
+            {
+                tracing::warn!(
+                    "container {} joins the pod of {}: that container's smolvisor \
+                     options apply, not its own",
+                    args.id,
+                    pod.first
+                );
+            }
+            SentryOf::Pod(pod)
+        }
+        None => {
+            let daemon = Daemon::spawn(global, &args.id, &netns, &options)?;
+            SentryOf::Own(daemon)
+        }
+    };
+    if let SentryOf::Own(daemon) = &mut sentry {
+        daemon.expect("ns")?;
+    }
 
     // Docker's network set-up (libnetwork-setkey) is a prestart hook: it
     // configures the namespace of the pid it is given, the Sentry's.
@@ -107,7 +138,7 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     let mut state = State::new(
         &args.id,
         ContainerStatus::Creating,
-        Some(daemon.pid()),
+        Some(sentry.pid()),
         bundle.clone(),
     );
     state.annotations = spec.annotations().clone();
@@ -115,8 +146,14 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
         libcontainer::hooks::run_hooks(hooks.as_ref(), Some(&state), Some(&bundle), None, None)
             .map_err(|e| format!("running the spec's hooks: {e}"))?;
     }
-    daemon.say("go")?;
-    daemon.expect("ready")?;
+    let sentry_netns = match &mut sentry {
+        SentryOf::Own(daemon) => {
+            daemon.say("go")?;
+            daemon.expect("ready")?;
+            NsId::of(Path::new(&format!("/proc/{}/ns/net", daemon.pid()))).ok()
+        }
+        SentryOf::Pod(pod) => pod.netns,
+    };
 
     // libcontainer reads a copy of the spec: the guest's namespace, no
     // runtime hooks (they ran), an absolute root.
@@ -151,13 +188,21 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
     };
     let pid = container.pid().map_or(0, i32::from);
     let finish = (|| -> Result<(), Error> {
-        // Before the daemon forks its warden, which then follows it.
-        if let Err(e) = super::cgroups::join_cgroups_of(pid, daemon.pid()) {
-            tracing::warn!("the Sentry stays outside the container's cgroups: {e}");
+        match &mut sentry {
+            SentryOf::Own(daemon) => {
+                // Before the daemon forks its warden, which then follows it.
+                if let Err(e) = super::cgroups::join_cgroups_of(pid, daemon.pid()) {
+                    tracing::warn!("the Sentry stays outside the container's cgroups: {e}");
+                }
+                daemon.give(&ours)?;
+                daemon.say(&format!("init {pid}"))?;
+                daemon.expect("served")?;
+            }
+            SentryOf::Pod(pod) => {
+                let socket = super::sentry_socket_name(&pod.first);
+                super::daemon::join(&global.root, &socket, ours.as_fd(), pid)?;
+            }
         }
-        daemon.give(&ours)?;
-        daemon.say(&format!("init {pid}"))?;
-        daemon.expect("served")?;
         // The caller's bundle, not the private copy, is the container's.
         let mut state = State::load(&dir)?;
         state.bundle = bundle.clone();
@@ -166,7 +211,13 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
         Meta {
             bundle: bundle.clone(),
             rootfs,
-            sentry_pid: daemon.pid(),
+            sentry_pid: sentry.pid(),
+            sentry_of: match &sentry {
+                SentryOf::Own(_) => None,
+                SentryOf::Pod(pod) => Some(pod.first.clone()),
+            },
+            netns: sentry_netns,
+            guest_netns: NsId::of(&guest_ns_path).ok(),
         }
         .save(&dir)
     })();
@@ -175,7 +226,9 @@ pub fn create(global: &GlobalArgs, args: &CreateArgs) -> Result<Created, Error> 
         remove_partial(&dir);
         return Err(e);
     }
-    daemon.release();
+    if let SentryOf::Own(daemon) = sentry {
+        daemon.release();
+    }
     drop(guest_ns);
     Ok(Created { container })
 }
@@ -252,6 +305,23 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Sentry a new container gets.
+enum SentryOf {
+    /// Its own, started now.
+    Own(Daemon),
+    /// Its pod's, running already.
+    Pod(Pod),
+}
+
+impl SentryOf {
+    fn pid(&self) -> i32 {
+        match self {
+            SentryOf::Own(d) => d.pid(),
+            SentryOf::Pod(p) => p.sentry_pid,
+        }
     }
 }
 

@@ -5,8 +5,17 @@
 //! the runtime's hooks (Docker's network set-up) to have run, takes the
 //! namespace's interfaces over, and then waits for the container's init to
 //! announce its seccomp listener (at `start`). It serves the container
-//! until the init ends; `exec` hands it one more listener per process
-//! through [`SENTRY_SOCKET`](super::SENTRY_SOCKET).
+//! until the init ends, and in a pod until every member's init has ended;
+//! `exec` hands it one more listener per process through its control socket
+//! ([`sentry_socket_name`](super::sentry_socket_name)), and `create` of a
+//! pod's later container hands it that container's hand-off channel there.
+//!
+//! On the control socket, one connection per request, each one message
+//! with a descriptor and answered with one byte: `listener` (an `exec`'s
+//! listener, served at once) or `member PID` (the hand-off channel of a
+//! pod member whose init is PID: the Sentry lives while PID does, the
+//! warden kills it with the Sentry, and its listener is taken from the
+//! channel at its `start`).
 //!
 //! The conversation with `create`, one SOCK_SEQPACKET message each:
 //! daemon `ns` · create `go` · daemon `ready` (or `error: WHY`) · create
@@ -15,7 +24,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
@@ -23,10 +32,11 @@ use std::time::Duration;
 use netstack::link::{Capture, CaptureConfig};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CloneFlags, setns, unshare};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use nix::unistd::Pid;
 use sentry::{ListenerSender, Sentry, SentryConfig};
 
-use super::{Error, SENTRY_SOCKET, SocketPath, container_dir, sys};
+use super::{Error, SocketPath, sentry_socket_name, sys};
 use crate::cli::{GlobalArgs, OciNetwork, SentryDaemonArgs};
 use crate::network;
 use crate::sandbox::handoff::{self, Report};
@@ -84,14 +94,28 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     };
     let init = Pid::from_raw(init);
     let pidfd = sentry::sys::pidfd_open(init.as_raw(), false)?;
+    // The pod members' pidfds reach the warden through this pair.
+    let (to_warden, warden_inbox) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
     // Held until this process ends, whichever way.
-    let _warden = spawn_warden(pidfd.as_fd())?;
-    let dir = container_dir(&global.root, &args.id)?;
-    let socket = SocketPath::new(&dir)?;
+    let _warden = spawn_warden(pidfd.as_fd(), warden_inbox.as_fd())?;
+    drop(warden_inbox);
+    let name = sentry_socket_name(&args.id);
+    let socket = SocketPath::new(&global.root, &name)?;
     let socket_path = socket.path();
     let _ = std::fs::remove_file(socket_path);
     let control = UnixListener::bind(socket_path)
-        .map_err(|e| format!("binding {}: {e}", dir.join(SENTRY_SOCKET).display()))?;
+        .map_err(|e| format!("binding {}: {e}", global.root.join(&name).display()))?;
+    // Pod members may join before the init's `start`: the control socket
+    // is served from now on, and what it brings waits in the inbox.
+    let (sender, inbox) = sentry::listener_channel()?;
+    netstack::spawn_started("sentry-control", move || {
+        serve_control(&control, &sender, &to_warden);
+    })?;
     say(ctl, "served")?;
 
     // Until `start`, the init waits; it may also be deleted unstarted.
@@ -99,8 +123,6 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
         let _ = std::fs::remove_file(socket_path);
         return Ok(0);
     };
-    let (sender, inbox) = sentry::listener_channel()?;
-    netstack::spawn_started("sentry-control", move || accept_execs(&control, &sender))?;
     let cfg = SentryConfig {
         debug_log: global.debug_log.as_ref().map(Into::into),
         confine: true,
@@ -139,13 +161,21 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
 /// confines itself waits for the end of a pipe that only the Sentry holds,
 /// so a Sentry that crashes or is killed outright is noticed, and then
 /// kills the container's init through its pidfd (a no-op once the init has
-/// ended: the pidfd names that process only). The caller holds what it
-/// returns until it ends.
-fn spawn_warden(init: BorrowedFd<'_>) -> Result<crate::watcher::Watcher, Error> {
-    match crate::watcher::fork(c"smolvisor-warden", &[init])? {
-        crate::watcher::Forked::Parent(watcher) => Ok(watcher),
-        crate::watcher::Forked::Child => {
+/// ended: the pidfd names that process only), and every pod member's init:
+/// the Sentry's control thread sends their pidfds on `members` as they
+/// join, and the warden holds those whose process lives. The caller holds
+/// what it returns until it ends.
+fn spawn_warden(
+    init: BorrowedFd<'_>,
+    members: BorrowedFd<'_>,
+) -> Result<crate::watcher::Watcher, Error> {
+    match crate::watcher::fork_collecting(c"smolvisor-warden", &[init, members], members)? {
+        crate::watcher::Collected::Parent(watcher) => Ok(watcher),
+        crate::watcher::Collected::Child(members) => {
             let _ = sentry::sys::pidfd_send_signal(init, libc::SIGKILL);
+            for member in &members {
+                let _ = sentry::sys::pidfd_send_signal(member.as_fd(), libc::SIGKILL);
+            }
             crate::sandbox::sys::exit_now(0)
         }
     }
@@ -200,37 +230,141 @@ pub(super) fn take_listener(
     Ok(Some(fd))
 }
 
-/// The control socket's thread: each connection brings one listener (an
-/// `exec`'s), with SCM_RIGHTS, and gets one byte back once it is queued.
-fn accept_execs(control: &UnixListener, sender: &ListenerSender) {
-    for conn in control.incoming() {
-        let Ok(mut conn) = conn else {
-            continue;
-        };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-        let mut buf = [0u8; 16];
-        if let Ok((_, Some(fd))) = sys::recv_fd(conn.as_fd(), &mut buf) {
-            if sender.send(fd).is_err() {
+/// A pod member created but not started: its init announces its
+/// listener on `channel` at `start`.
+struct Joining {
+    init: Pid,
+    channel: OwnedFd,
+}
+
+/// The control socket's thread: requests on the socket (see the module's
+/// text), and the channels of pod members waiting for their `start`. It
+/// ends when the Sentry does.
+fn serve_control(control: &UnixListener, sender: &ListenerSender, warden: &OwnedFd) {
+    let mut joining: Vec<Joining> = Vec::new();
+    loop {
+        let mut fds = vec![PollFd::new(control.as_fd(), PollFlags::POLLIN)];
+        fds.extend(
+            joining
+                .iter()
+                .map(|j| PollFd::new(j.channel.as_fd(), PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!("the Sentry's control socket failed: {e}");
                 return;
             }
-            let _ = conn.write_all(&[handoff::ACK]);
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        // Announced listeners first (their processes wait for the answer).
+        for i in (0..joining.len()).rev() {
+            if !ready[i + 1] {
+                continue;
+            }
+            let j = joining.swap_remove(i);
+            match take_listener(j.channel.as_fd(), Some(j.init)) {
+                Ok(Some(listener)) => {
+                    if sender.send(listener).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("pod member {}: {e}", j.init),
+            }
+        }
+        if !ready[0] {
+            continue;
+        }
+        let Ok((conn, _)) = control.accept() else {
+            continue;
+        };
+        match request(conn, sender, warden) {
+            Ok(Some(j)) => joining.push(j),
+            Ok(None) => {}
+            Err(Ended) => return,
         }
     }
 }
 
-/// Hands a listener to the Sentry of a running container (for `exec`).
-pub(super) fn give_listener(dir: &Path, listener: BorrowedFd<'_>) -> Result<(), Error> {
-    let socket = SocketPath::new(dir)?;
-    let mut conn = UnixStream::connect(socket.path()).map_err(|e| {
-        let path = dir.join(SENTRY_SOCKET);
-        format!("reaching the container's Sentry ({}): {e}", path.display())
-    })?;
+/// The Sentry has ended.
+struct Ended;
+
+/// Answers one connection to the control socket.
+fn request(
+    mut conn: UnixStream,
+    sender: &ListenerSender,
+    warden: &OwnedFd,
+) -> Result<Option<Joining>, Ended> {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = [0u8; 32];
+    let Ok((n, Some(fd))) = sys::recv_fd(conn.as_fd(), &mut buf) else {
+        return Ok(None);
+    };
+    let text = String::from_utf8_lossy(&buf[..n]);
+    let mut joined = None;
+    if text == "listener" {
+        sender.send(fd).map_err(|_| Ended)?;
+    } else if let Some(pid) = text.strip_prefix("member ").and_then(|p| p.parse().ok()) {
+        let Ok(pidfd) = sentry::sys::pidfd_open(pid, false) else {
+            return Ok(None);
+        };
+        if let Err(e) = sys::send_fd(warden.as_fd(), pidfd.as_fd(), b"member") {
+            // Without its warden a member could outlive the Sentry.
+            tracing::warn!("pod member {pid}: the warden cannot take it: {e}");
+            return Ok(None);
+        }
+        sender.send_member(pidfd).map_err(|_| Ended)?;
+        tracing::debug!(pid, channel = fd.as_raw_fd(), "a pod member joins");
+        joined = Some(Joining {
+            init: Pid::from_raw(pid),
+            channel: fd,
+        });
+    } else {
+        return Ok(None);
+    }
+    let _ = conn.write_all(&[handoff::ACK]);
+    Ok(joined)
+}
+
+/// Hands the Sentry behind `socket` (a path in `root`) a listener (for
+/// `exec`).
+pub(super) fn give_listener(
+    root: &Path,
+    socket: &str,
+    listener: BorrowedFd<'_>,
+) -> Result<(), Error> {
+    ask(root, socket, listener, "listener")
+        .map_err(|e| format!("the container's Sentry did not take the new process: {e}").into())
+}
+
+/// Makes the process `init` a member of the pod whose Sentry is behind
+/// `socket` (a path in `root`); `channel` is its hand-off channel.
+pub(super) fn join(
+    root: &Path,
+    socket: &str,
+    channel: BorrowedFd<'_>,
+    init: i32,
+) -> Result<(), Error> {
+    ask(root, socket, channel, &format!("member {init}"))
+        .map_err(|e| format!("joining the pod's Sentry: {e}").into())
+}
+
+fn ask(root: &Path, socket: &str, fd: BorrowedFd<'_>, what: &str) -> Result<(), Error> {
+    let path = SocketPath::new(root, socket)?;
+    let mut conn = UnixStream::connect(path.path())
+        .map_err(|e| format!("reaching {}: {e}", root.join(socket).display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    sys::send_fd(conn.as_fd(), listener, b"listener")?;
+    sys::send_fd(conn.as_fd(), fd, what.as_bytes())?;
     let mut ack = [0u8; 1];
     match conn.read(&mut ack) {
         Ok(1) if ack[0] == handoff::ACK => Ok(()),
-        _ => Err("the container's Sentry did not take the new process".into()),
+        Ok(_) => Err("it refused".into()),
+        Err(e) => Err(e.into()),
     }
 }
 

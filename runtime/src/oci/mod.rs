@@ -13,11 +13,17 @@
 //!
 //! The spec's `prestart` and `createRuntime` hooks (Docker's network
 //! set-up) run with the Sentry's pid, so they configure the namespace the
-//! Sentry lives in. `exec` connects to the Sentry's socket in the
-//! container's state directory and hands it the new process's listener.
+//! Sentry lives in. `exec` connects to the Sentry's control socket and hands
+//! it the new process's listener.
+//!
+//! A pod is the containers of one network namespace: one Sentry serves
+//! them all ([`pod`]). A container whose spec names a namespace a running
+//! Sentry serves does not start one; its init joins that Sentry.
 //!
 //! State lives in `--root/ID`: libcontainer's `state.json` and ours,
-//! `smolvisor.json` ([`Meta`]).
+//! `smolvisor.json` ([`Meta`]); a Sentry's control socket is
+//! `--root/.ID.sentry.sock`, named after the container that started it, so
+//! that it outlives that container's state while the pod lives.
 
 mod cgroups;
 pub mod commands;
@@ -25,7 +31,8 @@ pub mod create;
 pub mod daemon;
 pub mod executor;
 pub mod install;
-mod sys;
+pub mod pod;
+pub(crate) mod sys;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,14 +53,29 @@ pub struct Meta {
     pub rootfs: PathBuf,
     /// The Sentry daemon's pid.
     pub sentry_pid: i32,
+    /// The container whose `create` started the Sentry: this one, unless it
+    /// joined a pod.
+    #[serde(default)]
+    pub sentry_of: Option<String>,
+    /// The network namespace the Sentry serves.
+    #[serde(default)]
+    pub netns: Option<pod::NsId>,
+    /// The init's own, empty, network namespace: what `/proc/PID/ns/net`
+    /// of this container's init names (Docker's `container:X`).
+    #[serde(default)]
+    pub guest_netns: Option<pod::NsId>,
 }
 
 /// The file holding [`Meta`].
 const META_FILE: &str = "smolvisor.json";
-/// The Sentry daemon's socket, through which `exec` hands it listeners.
-pub const SENTRY_SOCKET: &str = "sentry.sock";
 
-/// The Sentry's socket in the state directory `dir`, held open: a Unix
+/// The control socket, in `--root`, of the Sentry that container `first`
+/// started: `exec`s and pod members hand it their listeners.
+pub fn sentry_socket_name(first: &str) -> String {
+    format!(".{first}.sentry.sock")
+}
+
+/// A Sentry's socket `name` in the directory `dir`, held open: a Unix
 /// socket's path may not exceed 107 bytes, and Docker's state directories
 /// (`/run/docker/runtime-runc/moby/` and a 64-digit id) come close, so the
 /// socket is named through the directory's descriptor.
@@ -64,7 +86,7 @@ pub struct SocketPath {
 }
 
 impl SocketPath {
-    pub fn new(dir: &Path) -> Result<SocketPath, Error> {
+    pub fn new(dir: &Path, name: &str) -> Result<SocketPath, Error> {
         use std::os::fd::AsRawFd;
         use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
@@ -72,10 +94,7 @@ impl SocketPath {
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(dir)
             .map_err(|e| format!("state directory {}: {e}", dir.display()))?;
-        let short = PathBuf::from(format!(
-            "/proc/self/fd/{}/{SENTRY_SOCKET}",
-            file.as_raw_fd()
-        ));
+        let short = PathBuf::from(format!("/proc/self/fd/{}/{name}", file.as_raw_fd()));
         Ok(SocketPath {
             _dir: file.into(),
             short,
@@ -92,6 +111,11 @@ impl Meta {
     pub fn load(dir: &Path) -> Result<Meta, Error> {
         let text = std::fs::read(dir.join(META_FILE))?;
         Ok(serde_json::from_slice(&text)?)
+    }
+
+    /// The container whose `create` started this container's Sentry.
+    pub fn first<'a>(&'a self, id: &'a str) -> &'a str {
+        self.sentry_of.as_deref().unwrap_or(id)
     }
 
     pub fn save(&self, dir: &Path) -> Result<(), Error> {

@@ -535,12 +535,14 @@ pub fn host_connect(port: u16) -> io::Result<std::net::TcpStream> {
 /// Checks what the Sentry process `pid` may still do once it serves
 /// (`sentry::privileges`): per thread, the capabilities it keeps by its
 /// name (the event loop CAP_KILL and CAP_SYS_PTRACE, a gateway CAP_NET_RAW
-/// and CAP_NET_BIND_SERVICE, every other thread none), a bounding set of
+/// and CAP_NET_BIND_SERVICE, an OCI control thread CAP_SYS_PTRACE, every other
+/// thread none), a bounding set of
 /// their union, nothing inheritable or ambient, no_new_privs and a seccomp
 /// filter. Returns the threads' names.
 pub fn assert_sentry_privileges(pid: u32) -> Vec<String> {
     const KILL_PTRACE: u64 = (1 << 5) | (1 << 19);
     const RAW_BIND: u64 = (1 << 13) | (1 << 10);
+    const PTRACE: u64 = 1 << 19;
     let mut names = Vec::new();
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("the Sentry's threads");
     for task in tasks {
@@ -563,6 +565,8 @@ pub fn assert_sentry_privileges(pid: u32) -> Vec<String> {
         };
         let want = match comm.as_str() {
             "nat" => RAW_BIND,
+            // Takes pod members' listeners with pidfd_getfd.
+            "sentry-control" => PTRACE,
             c if c.starts_with("smolvisor") => KILL_PTRACE,
             _ => 0,
         };

@@ -33,10 +33,13 @@ pub(super) const TOKEN_NAT: u64 = u64::MAX - 4;
 const TOKEN_MORE: u64 = u64::MAX - 5;
 /// An `exec`'s listener has a notification.
 pub(super) const TOKEN_EXECS: u64 = u64::MAX - 6;
+/// A pod member's init ended.
+pub(super) const TOKEN_MEMBERS: u64 = u64::MAX - 7;
 
 impl Sentry {
-    /// Serves the guest until its init exits; returns the guest's exit
-    /// status (its code, or 128+N for a signal N).
+    /// Serves the guest until its init exits, and in a pod until every
+    /// member's init has too; returns the init's exit status (its code, or
+    /// 128+N for a signal N).
     pub fn run(mut self) -> io::Result<i32> {
         let mut events = vec![EpollEvent::empty(); 256];
         self.pool.refill();
@@ -60,12 +63,27 @@ impl Sentry {
             let (mut notified, mut execs, mut ends) = (false, false, false);
             for ev in &events[..n] {
                 match ev.data() {
+                    // No process uses the init's filter any more (in a pod,
+                    // the others' go on): its hang-up, level-triggered,
+                    // would wake every round.
+                    TOKEN_LISTENER if ev.events().contains(EpollFlags::EPOLLHUP) => {
+                        let _ = self.epoll.delete(self.listeners.first());
+                        self.retire_listener(0);
+                    }
                     TOKEN_LISTENER => notified = true,
                     TOKEN_EXECS => execs = true,
                     TOKEN_INIT => {
                         if let Some(code) = self.reap_init()? {
-                            return Ok(code);
+                            // Level-triggered: an ended init's pidfd stays
+                            // readable.
+                            let _ = self.epoll.delete(&self.init_pidfd);
+                            self.init_status = Some(code);
+                            self.sweep_now();
                         }
+                    }
+                    TOKEN_MEMBERS => {
+                        self.members.reap();
+                        self.sweep_now();
                     }
                     TOKEN_SIGNAL => self.on_signal(),
                     // The stack reads its links on every round.
@@ -77,12 +95,19 @@ impl Sentry {
                             let _ = nix::unistd::read(fd, &mut [0u8; 8]);
                         }
                     }
-                    TOKEN_MORE => self.listeners.take_arrivals(),
+                    TOKEN_MORE => self.listeners.take_arrivals(&mut self.members),
                     token => {
                         let key = GKey::from(KeyData::from_ffi(token));
                         self.on_end_event(key, ev.events());
                         ends = true;
                     }
+                }
+            }
+            if let Some(code) = self.init_status {
+                // A member queued this round counts before the pod ends.
+                self.listeners.take_arrivals(&mut self.members);
+                if self.members.count() == 0 {
+                    return Ok(code);
                 }
             }
             if !self.deferred.is_empty() {
@@ -155,6 +180,14 @@ impl Sentry {
 
     pub(super) fn now(&self) -> netstack::Instant {
         netstack::Instant::from_micros(self.start.elapsed().as_micros() as i64)
+    }
+
+    /// A container of the pod ended: the calls its processes left blocked
+    /// go at the end of this round, not at the next sweep, so that the
+    /// copies of their descriptors they hold close and their ports are
+    /// free for the pod's other containers at once, as on Linux.
+    fn sweep_now(&mut self) {
+        self.next_sweep = StdInstant::now();
     }
 
     fn reap_init(&mut self) -> io::Result<Option<i32>> {
@@ -414,6 +447,7 @@ mod tests {
             TOKEN_NAT,
             TOKEN_MORE,
             TOKEN_EXECS,
+            TOKEN_MEMBERS,
         ];
         let mut sorted = tokens.to_vec();
         sorted.sort_unstable();
