@@ -570,12 +570,15 @@ impl Connection {
     }
 
     /// After a read: Linux sends a window update once the window it could
-    /// offer is twice what the peer last heard (and at least a segment more).
+    /// offer is twice what the peer last heard (and at least a segment more,
+    /// where a segment counts at most half the buffer: a buffer smaller than
+    /// a segment, a small `SO_RCVBUF` over loopback, must reopen too).
     fn note_read(&mut self, before: usize) {
         if self.state.may_receive() {
             let offered = seq_dist(self.rcv.nxt(), self.rcv_adv);
             let now_free = self.rcv.window();
-            if now_free >= 2 * offered && now_free - offered >= self.mss && now_free > before {
+            let segment = self.mss.min(self.rcv.capacity() / 2).max(1);
+            if now_free >= 2 * offered && now_free - offered >= segment && now_free > before {
                 self.ack_now = true;
             }
         }

@@ -1377,3 +1377,63 @@ fn repaired_holes_do_not_inflate_the_rtt() {
         "SRTT went from {before} to {after}"
     );
 }
+
+/// A receive buffer smaller than a segment (a small `SO_RCVBUF` over
+/// loopback, whose MSS is near 64 KiB): a read that frees room the peer
+/// has not heard of reopens the window at once, so a reader that lets its
+/// buffer fill gets the rest at once, not a window per delayed ACK.
+#[test]
+fn a_buffer_smaller_than_a_segment_reopens_on_reads() {
+    let p = LinkParams::clean(Duration::from_micros(50), 0);
+    let big = |buffer| Config {
+        mss: 65_000,
+        ..config(buffer)
+    };
+    let mut sim = establish(big(1 << 20), big(8192), p, p, 31);
+    let total: u64 = 256 * 1024 + 1;
+    let mut written = 0u64;
+    let read = std::cell::Cell::new(0u64);
+    let mut closed = false;
+    let mut buf = vec![0u8; 1 << 16];
+    let start = sim.now;
+    let ok = sim.run(
+        // 50 µs round trips: the delayed ACK's 40 ms per window (over a
+        // second) is far too slow.
+        start + Duration::from_millis(100),
+        |s| {
+            while written < total && s.ends[A].send_room() > 0 {
+                let n = s.ends[A]
+                    .send_room()
+                    .min(buf.len())
+                    .min((total - written) as usize);
+                super::sim::fill(3, written, &mut buf[..n]);
+                written += s.ends[A].send(&buf[..n]) as u64;
+            }
+            if written == total && !closed {
+                s.ends[A].close();
+                closed = true;
+            }
+            // The reader lets its buffer fill (the window closes) before it
+            // reads, and reads the rest after the FIN.
+            if s.ends[B].recv_ready() >= 8192 || s.ends[B].state() == State::CloseWait {
+                loop {
+                    let n = s.ends[B].recv(&mut buf);
+                    if n == 0 {
+                        break;
+                    }
+                    let mut want = vec![0u8; n];
+                    super::sim::fill(3, read.get(), &mut want);
+                    assert_eq!(want[..], buf[..n], "bytes at {} differ", read.get());
+                    read.set(read.get() + n as u64);
+                }
+            }
+        },
+        |s| read.get() == total && s.ends[B].recv_finished(),
+    );
+    assert!(
+        ok,
+        "{} of {total} bytes read after {} (simulated)",
+        read.get(),
+        sim.now - start
+    );
+}
