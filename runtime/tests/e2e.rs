@@ -842,21 +842,26 @@ fn every_call_the_printed_table_refuses_fails_inside_with_its_errno() {
 /// forever (CPython's asyncio `test_drain_raises`). Same lines natively.
 #[test]
 fn a_reset_reads_as_econnreset_and_writes_fail_as_on_linux() {
-    let native = Guest::python("reset.py", &[] as &[&str])
+    same_lines_as_native("reset.py", "linger: b'hello' ECONNRESET b'' EPIPE 0");
+}
+
+/// Runs guest script `script` natively, where it must succeed, print
+/// "done" and a line holding `linux_says`, and in the suite's mode, where
+/// it must print the very same lines.
+fn same_lines_as_native(script: &str, linux_says: &str) {
+    let native = Guest::python(script, &[] as &[&str])
         .mode(Mode::Native)
         .deadline(Duration::from_secs(60))
         .run();
     native.assert_success().assert_line("done");
     assert!(
-        native
-            .stdout
-            .contains("linger: b'hello' ECONNRESET b'' EPIPE 0"),
+        native.stdout.contains(linux_says),
         "Linux said something else:\n{native}"
     );
     if mode() == Mode::Native {
         return;
     }
-    let inside = Guest::python("reset.py", &[] as &[&str])
+    let inside = Guest::python(script, &[] as &[&str])
         .deadline(Duration::from_secs(60))
         .run();
     inside.assert_success();
@@ -874,26 +879,7 @@ fn a_reset_reads_as_econnreset_and_writes_fail_as_on_linux() {
 /// Same lines natively.
 #[test]
 fn unconnected_tcp_sockets_fail_fast_and_keep_their_identity() {
-    let native = Guest::python("unconnected.py", &[] as &[&str])
-        .mode(Mode::Native)
-        .deadline(Duration::from_secs(60))
-        .run();
-    native.assert_success().assert_line("done");
-    assert!(
-        native.stdout.contains("fresh: failed failed ENOTCONN 0x14"),
-        "Linux said something else:\n{native}"
-    );
-    if mode() == Mode::Native {
-        return;
-    }
-    let inside = Guest::python("unconnected.py", &[] as &[&str])
-        .deadline(Duration::from_secs(60))
-        .run();
-    inside.assert_success();
-    assert_eq!(
-        inside.stdout, native.stdout,
-        "natively:\n{native}\ninside:\n{inside}"
-    );
+    same_lines_as_native("unconnected.py", "fresh: failed failed ENOTCONN 0x14");
 }
 
 /// A small receive buffer over loopback (4 KiB against a segment of near

@@ -26,9 +26,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-use nix::sys::socket::{
-    AddressFamily, SockFlag, SockType, UnixAddr, accept4, connect, setsockopt, socketpair, sockopt,
-};
+use nix::sys::socket::{SockFlag, UnixAddr, accept4, connect};
 
 use crate::sys;
 
@@ -59,17 +57,7 @@ impl Connector {
     /// Starts the connector process (before the Sentry confines itself).
     pub fn spawn() -> io::Result<Connector> {
         let bpf = connector_filter()?;
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        setsockopt(
-            &ours,
-            sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(PATIENCE.as_secs() as i64, 0),
-        )?;
+        let (ours, theirs) = sys::helper_channel(PATIENCE)?;
         sys::connector::spawn(theirs, &bpf)?;
         let (err, mut fds) = sys::connector::recv_reply(ours.as_raw_fd())?;
         if err != 0 {
@@ -169,7 +157,7 @@ fn connector_filter() -> io::Result<Vec<u8>> {
 mod tests {
     use std::os::fd::AsFd;
 
-    use nix::sys::socket::{MsgFlags, getsockopt, recv, send};
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockType, getsockopt, recv, send, sockopt};
 
     use super::*;
 

@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
-use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, send, socketpair};
+use nix::sys::socket::{MsgFlags, recv, send};
 
 use crate::sys;
 use crate::sys::sigwatch::MAX_TIDS;
@@ -59,18 +59,7 @@ impl SignalWatch {
     /// Starts the watcher process (before the Sentry confines itself).
     pub fn spawn() -> io::Result<SignalWatch> {
         let bpf = watcher_filter()?;
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        // A watcher that stopped answering must not stall the Sentry.
-        nix::sys::socket::setsockopt(
-            &ours,
-            nix::sys::socket::sockopt::ReceiveTimeout,
-            &nix::sys::time::TimeVal::new(0, 200_000),
-        )?;
+        let (ours, theirs) = sys::helper_channel(Duration::from_millis(200))?;
         sys::sigwatch::spawn(theirs, &bpf)?;
         Ok(SignalWatch {
             sock: ours,

@@ -22,7 +22,7 @@
 //! Sentry (its end of the pair reads end of file; `PR_SET_PDEATHSIG`).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Most sockets one request may ask for.
 pub const MAX_BATCH: usize = 16;
@@ -35,18 +35,7 @@ pub const LISTENER_NAME: &[u8] = b"L";
 /// Forks the connector; `end` is its end of the pair, `bpf` its filter.
 /// Returns the child's pid.
 pub fn spawn(end: OwnedFd, bpf: &[u8]) -> io::Result<i32> {
-    // SAFETY: the child calls only `child`, which makes raw system calls
-    // on memory of its own stack (and `bpf`, unchanged since the fork) and
-    // never returns: nothing it does needs a lock another thread held.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        child(end.as_raw_fd(), bpf);
-    }
-    drop(end);
-    Ok(pid)
+    super::spawn_helper(end, bpf, child)
 }
 
 fn exit(code: i32) -> ! {
@@ -61,14 +50,6 @@ fn errno() -> i32 {
 }
 
 fn child(fd: RawFd, bpf: &[u8]) -> ! {
-    // SAFETY: a plain system call with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    if fd > 0 {
-        // SAFETY: closes descriptors no Rust object of this process uses.
-        unsafe { libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32) };
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32) };
     // SAFETY: a plain system call with a constant argument.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
         send_reply(fd, errno(), &[]);

@@ -306,6 +306,57 @@ pub fn inq(fd: BorrowedFd<'_>) -> io::Result<i32> {
     }
 }
 
+/// Forks a helper process of the Sentry's (the signal watcher, the
+/// connector): the child dies with the Sentry (`PR_SET_PDEATHSIG`), keeps
+/// only `end` of all its descriptors, and runs `child(end, bpf)`, which
+/// never returns. `child` runs in a copy of a process that has other
+/// threads, so it must make system calls only: no allocation, no lock.
+/// Returns the child's pid.
+pub fn spawn_helper(end: OwnedFd, bpf: &[u8], child: fn(RawFd, &[u8]) -> !) -> io::Result<i32> {
+    // SAFETY: the child runs only the code below and `child`, which make
+    // raw system calls on memory of their own stack (and `bpf`, unchanged
+    // since the fork) and never return: nothing they do needs a lock
+    // another thread held.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        let fd = end.as_raw_fd();
+        // SAFETY: a plain system call with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if fd > 0 {
+            // SAFETY: closes descriptors no Rust object of this process uses.
+            unsafe { libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32) };
+        }
+        // SAFETY: as above.
+        unsafe { libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32) };
+        child(fd, bpf);
+    }
+    // The child holds its own copy.
+    drop(end);
+    Ok(pid)
+}
+
+/// The Sentry's channel to a helper process: a SOCK_SEQPACKET pair, the
+/// Sentry's end (first) giving up on an answer after `patience`, so that a
+/// helper that stopped answering never stalls it.
+pub fn helper_channel(patience: std::time::Duration) -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, setsockopt, socketpair, sockopt};
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    let timeout = nix::sys::time::TimeVal::new(
+        patience.as_secs() as i64,
+        i64::from(patience.subsec_micros()),
+    );
+    setsockopt(&ours, sockopt::ReceiveTimeout, &timeout)?;
+    Ok((ours, theirs))
+}
+
 fn owned(rc: libc::c_long) -> io::Result<OwnedFd> {
     if rc < 0 {
         return Err(io::Error::last_os_error());

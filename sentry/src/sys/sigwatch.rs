@@ -16,7 +16,7 @@
 //! of note.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 
 /// Most threads one request may name.
 pub const MAX_TIDS: usize = 256;
@@ -24,31 +24,10 @@ pub const MAX_TIDS: usize = 256;
 /// Forks the watcher; `end` is its end of the pair, `bpf` its filter.
 /// Returns the child's pid.
 pub fn spawn(end: OwnedFd, bpf: &[u8]) -> io::Result<i32> {
-    // SAFETY: the child calls only `child`, which makes raw system calls
-    // on memory of its own stack (and `bpf`, unchanged since the fork) and
-    // never returns: nothing it does needs a lock another thread held.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        child(end.as_raw_fd(), bpf);
-    }
-    // The child holds its own copy.
-    drop(end);
-    Ok(pid)
+    super::spawn_helper(end, bpf, child)
 }
 
 fn child(fd: RawFd, bpf: &[u8]) -> ! {
-    // SAFETY: a plain system call with constant arguments.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    // Every descriptor but the pair's end goes.
-    if fd > 0 {
-        // SAFETY: closes descriptors no Rust object of this process uses.
-        unsafe { libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32) };
-    }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32) };
     // SAFETY: a plain system call with constant arguments.
     let nnp = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     if nnp != 0 || super::seccomp_load(bpf, 0).is_err() {
