@@ -882,6 +882,25 @@ fn killing_the_sentry_ends_the_container() {
 }
 
 /// The Sentry's pid from container `id`'s `smolvisor.json`.
+/// Creates and starts a container running `sleep 1000` whose spec names
+/// the network namespace of the running init `pid` (as Docker's
+/// `--network container:` does): its bundle, id and init's pid.
+fn start_in_pod(oci: &Oci, label: &str, pid: i32) -> (Bundle, String, i32) {
+    let b = Bundle::new(oci, label, &["sleep", "1000"]);
+    let named = format!("/proc/{pid}/ns/net");
+    b.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
+            if ns["type"] == "network" {
+                ns["path"] = Value::from(named.as_str());
+            }
+        }
+    });
+    let id = unique_id(label);
+    let (_, init) = oci.create_ok(&b, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+    (b, id, init)
+}
+
 fn sentry_of(oci: &Oci, id: &str) -> i32 {
     let meta: Value = serde_json::from_slice(
         &fs::read(oci.root().join(id).join("smolvisor.json")).expect("smolvisor.json"),
@@ -935,18 +954,7 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
     let fds = || fs::read_dir(format!("/proc/{warden}/fd")).map_or(0, Iterator::count);
     let alone = fds();
 
-    let b = Bundle::new(&oci, "pod-b", &["sleep", "1000"]);
-    let named = format!("/proc/{pid_a}/ns/net");
-    b.edit(|c| {
-        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
-            if ns["type"] == "network" {
-                ns["path"] = Value::from(named.as_str());
-            }
-        }
-    });
-    let id_b = unique_id("pod-b");
-    let (_, pid_b) = oci.create_ok(&b, &id_b);
-    oci.cmd(&["start", &id_b]).assert_ok();
+    let (b, id_b, pid_b) = start_in_pod(&oci, "pod-b", pid_a);
     let sentry = sentry_of(&oci, &id_a);
     assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
     for (id, pid, bundle) in [(&id_a, pid_a, &a), (&id_b, pid_b, &b)] {
@@ -1082,18 +1090,7 @@ fn pausing_a_pods_first_container_leaves_the_others_served() {
     let id_a = unique_id("pause-a");
     let (_, pid_a) = oci.create_ok(&a, &id_a);
     oci.cmd(&["start", &id_a]).assert_ok();
-    let b = Bundle::new(&oci, "pause-b", &["sleep", "1000"]);
-    let named = format!("/proc/{pid_a}/ns/net");
-    b.edit(|c| {
-        for ns in c["linux"]["namespaces"].as_array_mut().expect("namespaces") {
-            if ns["type"] == "network" {
-                ns["path"] = Value::from(named.as_str());
-            }
-        }
-    });
-    let id_b = unique_id("pause-b");
-    let (_, pid_b) = oci.create_ok(&b, &id_b);
-    oci.cmd(&["start", &id_b]).assert_ok();
+    let (b, id_b, pid_b) = start_in_pod(&oci, "pause-b", pid_a);
     let sentry = sentry_of(&oci, &id_a);
     assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
 
