@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ScratchDir, rootfs};
+use common::{Ran as Out, ScratchDir, rootfs, run_timed};
 
 /// `/www/index.html` in the root file system.
 const PAGE: &str = "smolvisor containerd test: index\n";
@@ -34,37 +34,9 @@ struct Containerd {
     _scratch: ScratchDir,
 }
 
-/// What a command gave.
-struct Out {
-    line: String,
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--- command: {}\n--- ok: {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.line, self.ok, self.stdout, self.stderr
-        )
-    }
-}
-
 /// `argv` with a deadline of 60 s.
 fn run(argv: &[&str]) -> Out {
-    let out = Command::new("timeout")
-        .args(["-k", "5", "60"])
-        .args(argv)
-        .output()
-        .expect("run a command");
-    Out {
-        line: argv.join(" "),
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run_timed(argv, &[])
 }
 
 impl Containerd {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ScratchDir, rootfs};
+use common::{Ran as Out, ScratchDir, rootfs, run_timed};
 
 /// The image, imported from a busybox root file system.
 const IMAGE: &str = "localhost/smolvisor-podman-test:1";
@@ -33,24 +33,6 @@ struct Podman {
     dir: PathBuf,
     ns: String,
     _scratch: ScratchDir,
-}
-
-/// What a podman command gave.
-struct Out {
-    line: String,
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "--- command: {}\n--- ok: {}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.line, self.ok, self.stdout, self.stderr
-        )
-    }
 }
 
 impl Podman {
@@ -109,10 +91,6 @@ impl Podman {
     fn run(&self, args: &[&str]) -> Out {
         let d = self.dir.display();
         let mut argv: Vec<String> = [
-            "timeout",
-            "-k",
-            "5",
-            "60",
             "nsenter",
             &format!("--net=/run/netns/{}", self.ns),
             "podman",
@@ -129,17 +107,10 @@ impl Podman {
         .map(|s| (*s).to_owned())
         .collect();
         argv.extend(args.iter().map(|s| (*s).to_owned()));
-        let out = Command::new(&argv[0])
-            .args(&argv[1..])
-            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .output()
-            .expect("run podman");
-        Out {
-            line: argv.join(" "),
-            ok: out.status.success(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_timed(
+            &argv,
+            &[("CONTAINERS_CONF", &self.dir.join("containers.conf"))],
+        )
     }
 
     /// `podman ARGS`, which must succeed; its stdout, trimmed.

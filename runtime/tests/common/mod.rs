@@ -585,3 +585,39 @@ pub fn assert_sentry_privileges(pid: u32) -> Vec<String> {
     names.sort();
     names
 }
+
+/// What a command run by [`run_timed`] gave.
+pub struct Ran {
+    /// The command line.
+    pub line: String,
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl fmt::Display for Ran {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "--- command: {}\n--- ok: {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.line, self.ok, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `argv` with `envs` added, killed after 60 s (`timeout -k 5 60`).
+pub fn run_timed<S: AsRef<str>>(argv: &[S], envs: &[(&str, &Path)]) -> Ran {
+    let argv: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "60"]).args(&argv);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run a command");
+    Ran {
+        line: argv.join(" "),
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
