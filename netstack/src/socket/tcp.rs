@@ -118,6 +118,7 @@ fn keepalive(opts: &Options) -> Option<Keepalive> {
 fn configure(e: &mut Connection, opts: &Options) {
     e.set_nagle(!opts.nodelay);
     e.set_keepalive(keepalive(opts));
+    e.set_send_buffer(opts.send_buffer);
 }
 
 /// The IP hop limit for a socket's segments.

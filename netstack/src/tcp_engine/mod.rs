@@ -582,6 +582,12 @@ impl Connection {
     }
 
     /// Turns Nagle's algorithm on or off (`TCP_NODELAY` may change any time).
+    /// A new send-buffer size (`SO_SNDBUF` on an open connection): a
+    /// larger one has room at once for a writer that was waiting.
+    pub fn set_send_buffer(&mut self, bytes: usize) {
+        self.snd.set_capacity(bytes.clamp(1, MAX_BUFFER));
+    }
+
     pub fn set_nagle(&mut self, on: bool) {
         self.cfg.nagle = on;
     }

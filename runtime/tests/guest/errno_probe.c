@@ -19,6 +19,7 @@
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1443,6 +1444,197 @@ static void section_fds(void) {
     close(c);
 }
 
+
+// Reads an int option; prints "len=<n> v=<value>" or the errno.
+static void opt_fact(const char *name, int fd, int level, int opt) {
+    int v = -12345;
+    socklen_t len = sizeof v;
+    errno = 0;
+    long r = getsockopt(fd, level, opt, &v, &len);
+    rep(name, r, errno, 0, r < 0 ? "" : "len=%u v=%d", len, v);
+}
+
+static void set_then_get(const char *name, int fd, int level, int opt, int v) {
+    char label[160];
+    snprintf(label, sizeof label, "set %s %d", name, v);
+    R(label, seti(fd, level, opt, v));
+    snprintf(label, sizeof label, "get %s after %d", name, v);
+    opt_fact(label, fd, level, opt);
+}
+
+// Blocks in a 1-byte send on fd; the parent raises SO_SNDBUF meanwhile.
+static void *send_one(void *arg) {
+    char b = 'x';
+    long r = send(*(int *)arg, &b, 1, 0);
+    return (void *)r;
+}
+
+// Options Linux accepts, stores and reads back (with its own rounding and
+// limits), timeouts below zero, and send-buffer growth waking a writer.
+static void section_options(void) {
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct {
+        const char *name;
+        int opt;
+    } tcp_defaults[] = {
+        {"TCP_SYNCNT", TCP_SYNCNT},         {"TCP_LINGER2", TCP_LINGER2},
+        {"TCP_QUICKACK", TCP_QUICKACK},     {"TCP_MAXSEG", TCP_MAXSEG},
+        {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT}, {"TCP_WINDOW_CLAMP", TCP_WINDOW_CLAMP},
+        {"TCP_USER_TIMEOUT", TCP_USER_TIMEOUT}, {"TCP_INQ", TCP_INQ},
+        {"TCP_CORK", TCP_CORK},
+    };
+    char label[160];
+    for (size_t i = 0; i < sizeof tcp_defaults / sizeof tcp_defaults[0]; i++) {
+        snprintf(label, sizeof label, "default %s", tcp_defaults[i].name);
+        opt_fact(label, t, IPPROTO_TCP, tcp_defaults[i].opt);
+    }
+    opt_fact("default IP_MTU_DISCOVER tcp", t, IPPROTO_IP, IP_MTU_DISCOVER);
+    opt_fact("default IP_MULTICAST_TTL tcp", t, IPPROTO_IP, IP_MULTICAST_TTL);
+    opt_fact("default IP_MULTICAST_LOOP tcp", t, IPPROTO_IP, IP_MULTICAST_LOOP);
+    opt_fact("default IP_MULTICAST_TTL udp", u, IPPROTO_IP, IP_MULTICAST_TTL);
+    opt_fact("default IP_RECVTTL udp", u, IPPROTO_IP, IP_RECVTTL);
+    opt_fact("default SO_NO_CHECK udp", u, SOL_SOCKET, SO_NO_CHECK);
+    opt_fact("default SO_TIMESTAMP udp", u, SOL_SOCKET, SO_TIMESTAMP);
+    opt_fact("default SO_TIMESTAMPNS udp", u, SOL_SOCKET, SO_TIMESTAMPNS);
+
+    int syncnt[] = {0, -1, 1, 20, 255, 256};
+    for (size_t i = 0; i < 6; i++)
+        set_then_get("TCP_SYNCNT", t, IPPROTO_TCP, TCP_SYNCNT, syncnt[i]);
+    int linger2[] = {-1234, 0, 59, 121, 30};
+    for (size_t i = 0; i < 5; i++)
+        set_then_get("TCP_LINGER2", t, IPPROTO_TCP, TCP_LINGER2, linger2[i]);
+    int defer[] = {-1, 0, 1, 5, 100};
+    for (size_t i = 0; i < 5; i++)
+        set_then_get("TCP_DEFER_ACCEPT", t, IPPROTO_TCP, TCP_DEFER_ACCEPT, defer[i]);
+    int user[] = {-10, 0, 100};
+    for (size_t i = 0; i < 3; i++)
+        set_then_get("TCP_USER_TIMEOUT", t, IPPROTO_TCP, TCP_USER_TIMEOUT, user[i]);
+    int mss[] = {10, 75000, 87, 88, 1000, 0};
+    for (size_t i = 0; i < 6; i++)
+        set_then_get("TCP_MAXSEG", t, IPPROTO_TCP, TCP_MAXSEG, mss[i]);
+    int quick[] = {0, 1, 2, 3};
+    for (size_t i = 0; i < 4; i++)
+        set_then_get("TCP_QUICKACK", t, IPPROTO_TCP, TCP_QUICKACK, quick[i]);
+    int inq[] = {1, 0, 2, -1};
+    for (size_t i = 0; i < 4; i++)
+        set_then_get("TCP_INQ", t, IPPROTO_TCP, TCP_INQ, inq[i]);
+    int cork[] = {5, 0};
+    for (size_t i = 0; i < 2; i++)
+        set_then_get("TCP_CORK", t, IPPROTO_TCP, TCP_CORK, cork[i]);
+    int pmtu[] = {IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, 5, 6, 99, -1};
+    for (size_t i = 0; i < 7; i++)
+        set_then_get("IP_MTU_DISCOVER", t, IPPROTO_IP, IP_MTU_DISCOVER, pmtu[i]);
+    int mttl[] = {-1, 0, 7, 256, -2};
+    for (size_t i = 0; i < 5; i++)
+        set_then_get("IP_MULTICAST_TTL", u, IPPROTO_IP, IP_MULTICAST_TTL, mttl[i]);
+    int mloop[] = {0, 5};
+    for (size_t i = 0; i < 2; i++)
+        set_then_get("IP_MULTICAST_LOOP", u, IPPROTO_IP, IP_MULTICAST_LOOP, mloop[i]);
+    set_then_get("IP_RECVTTL", u, IPPROTO_IP, IP_RECVTTL, 3);
+    set_then_get("SO_NO_CHECK", u, SOL_SOCKET, SO_NO_CHECK, 4);
+    set_then_get("SO_TIMESTAMP", u, SOL_SOCKET, SO_TIMESTAMP, 6);
+
+    // Window clamp: 0 is taken on a closed socket only; small values are
+    // raised to half the smallest receive buffer.
+    seti(t, SOL_SOCKET, SO_RCVBUF, 0);
+    int min_rcvbuf = geti(t, SOL_SOCKET, SO_RCVBUF);
+    fact("SO_RCVBUF after 0", "%d", min_rcvbuf);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, 0);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, 10);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, 5000);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, -3);
+
+    // Congestion control: known names are taken, others are ENOENT; reads
+    // give at most 16 bytes.
+    const char *ccs[] = {"reno", "cubic", "no_such_cc"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(label, sizeof label, "set TCP_CONGESTION %s", ccs[i]);
+        R(label, setsockopt(t, IPPROTO_TCP, TCP_CONGESTION, ccs[i], strlen(ccs[i])));
+        char got[24];
+        memset(got, '#', sizeof got);
+        socklen_t len = sizeof got;
+        snprintf(label, sizeof label, "get TCP_CONGESTION after %s", ccs[i]);
+        RX(label, getsockopt(t, IPPROTO_TCP, TCP_CONGESTION, got, &len), "len=%u name=%s tail=%d",
+           len, got, got[15]);
+    }
+    char small[3];
+    socklen_t slen = sizeof small;
+    RX("get TCP_CONGESTION len 3", getsockopt(t, IPPROTO_TCP, TCP_CONGESTION, small, &slen),
+       "len=%u head=%.3s", slen, small);
+
+    // SO_LINGER: turning it off keeps the time that was set.
+    struct linger lg = {1, 5}, got;
+    socklen_t glen = sizeof got;
+    R("set SO_LINGER on 5", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    lg.l_onoff = 0;
+    lg.l_linger = 9;
+    R("set SO_LINGER off 9", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    RX("get SO_LINGER after off", getsockopt(t, SOL_SOCKET, SO_LINGER, &got, &glen),
+       "onoff=%d linger=%d", got.l_onoff, got.l_linger);
+    lg.l_onoff = 7;
+    lg.l_linger = 3;
+    R("set SO_LINGER on(7) 3", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    glen = sizeof got;
+    RX("get SO_LINGER after on(7)", getsockopt(t, SOL_SOCKET, SO_LINGER, &got, &glen),
+       "onoff=%d linger=%d", got.l_onoff, got.l_linger);
+    close(t);
+    close(u);
+
+    // A negative receive or send timeout gives up at once, and reads back 0.
+    int c, s;
+    tcp_pair(&c, &s);
+    struct timeval neg = {.tv_sec = -1, .tv_usec = 0}, tv;
+    R("set SO_RCVTIMEO -1s", setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
+    socklen_t tlen = sizeof tv;
+    RX("get SO_RCVTIMEO after -1s", getsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, &tlen),
+       "%ld.%06ld", (long)tv.tv_sec, (long)tv.tv_usec);
+    char buf[16];
+    R("read with SO_RCVTIMEO -1s", read(s, buf, sizeof buf));
+    R("recv with SO_RCVTIMEO -1s", recv(s, buf, sizeof buf, 0));
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    R("recvmsg with SO_RCVTIMEO -1s", recvmsg(s, &mh, 0));
+    int ud = udp4_bound();
+    R("set SO_RCVTIMEO -1s udp", setsockopt(ud, SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
+    struct sockaddr_in from;
+    socklen_t flen = sizeof from;
+    R("recvfrom udp with SO_RCVTIMEO -1s", recvfrom(ud, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen));
+    close(ud);
+
+    // Fill the send side with a small buffer, then grow it: a blocked
+    // writer goes on.
+    int small_buf = 4096;
+    seti(c, SOL_SOCKET, SO_SNDBUF, small_buf);
+    fcntl(c, F_SETFL, O_NONBLOCK);
+    static char chunk[65536];
+    long total = 0;
+    for (int i = 0; i < 100000; i++) {
+        long n = send(c, chunk, sizeof chunk, 0);
+        if (n < 0) {
+            if (errno != EAGAIN)
+                break;
+            usleep(10000);
+            if ((n = send(c, chunk, sizeof chunk, 0)) < 0)
+                break;
+        }
+        total += n;
+    }
+    fact("nonblocking send fills up", "%s", errno == EAGAIN && total > 0 ? "EAGAIN" : en(errno));
+    fcntl(c, F_SETFL, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, send_one, &c);
+    usleep(200000);
+    int big = 4 << 20;
+    R("raise SO_SNDBUF while a send blocks", seti(c, SOL_SOCKET, SO_SNDBUF, big));
+    void *ret;
+    current = "blocked send after SO_SNDBUF grows";
+    pthread_join(th, &ret);
+    fact("blocked send after SO_SNDBUF grows", "%ld", (long)ret);
+    close(c);
+    close(s);
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -1451,7 +1643,7 @@ static const struct {
     {"connect", section_connect}, {"accept", section_accept}, {"names", section_names},
     {"sockopt", section_sockopt}, {"shutdown", section_shutdown}, {"sendto", section_sendto},
     {"msg", section_msg},         {"ioctl", section_ioctl},   {"netlink", section_netlink},
-    {"fds", section_fds},
+    {"fds", section_fds},         {"options", section_options},
 };
 
 // Usage: errno_probe [SECTION...] (default: all, in order).
