@@ -1602,6 +1602,18 @@ static void section_options(void) {
     R("recvfrom udp with SO_RCVTIMEO -1s", recvfrom(ud, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen));
     close(ud);
 
+    // SO_SNDBUF and SO_RCVBUF read their size unsigned: -1 is the most.
+    int most = 1 << 30, minus = -1;
+    seti(c, SOL_SOCKET, SO_SNDBUF, most);
+    most = geti(c, SOL_SOCKET, SO_SNDBUF);
+    seti(c, SOL_SOCKET, SO_SNDBUF, minus);
+    fact("SO_SNDBUF -1 is the largest", "%d", geti(c, SOL_SOCKET, SO_SNDBUF) == most);
+    most = 1 << 30;
+    seti(c, SOL_SOCKET, SO_RCVBUF, most);
+    most = geti(c, SOL_SOCKET, SO_RCVBUF);
+    seti(c, SOL_SOCKET, SO_RCVBUF, minus);
+    fact("SO_RCVBUF -1 is the largest", "%d", geti(c, SOL_SOCKET, SO_RCVBUF) == most);
+
     // Fill the send side with a small buffer, then grow it: a blocked
     // writer goes on.
     int small_buf = 4096;

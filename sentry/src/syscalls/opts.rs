@@ -283,10 +283,13 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         (SOL_SOCKET, libc::SO_REUSEPORT) => ival().map(|v| SockOpt::ReusePort(v != 0)),
         (SOL_SOCKET, libc::SO_KEEPALIVE) => ival().map(|v| SockOpt::KeepAlive(v != 0)),
         (SOL_SOCKET, libc::SO_BROADCAST) => ival().map(|v| SockOpt::Broadcast(v != 0)),
-        (SOL_SOCKET, libc::SO_RCVBUF) | (SOL_SOCKET, libc::SO_RCVBUFFORCE) => {
+        // Linux reads the size as unsigned: -1 asks for the most there is.
+        (SOL_SOCKET, libc::SO_RCVBUF) => ival().map(|v| SockOpt::RecvBuffer(v as u32 as usize)),
+        (SOL_SOCKET, libc::SO_SNDBUF) => ival().map(|v| SockOpt::SendBuffer(v as u32 as usize)),
+        (SOL_SOCKET, libc::SO_RCVBUFFORCE) => {
             ival().map(|v| SockOpt::RecvBuffer(v.max(0) as usize))
         }
-        (SOL_SOCKET, libc::SO_SNDBUF) | (SOL_SOCKET, libc::SO_SNDBUFFORCE) => {
+        (SOL_SOCKET, libc::SO_SNDBUFFORCE) => {
             ival().map(|v| SockOpt::SendBuffer(v.max(0) as usize))
         }
         (SOL_SOCKET, libc::SO_LINGER) => {
