@@ -1647,6 +1647,50 @@ static void section_options(void) {
     close(s);
 }
 
+
+// Resets seen by an accepted socket that made no trapped call since
+// accept: the peer closes with data it never read.
+static void section_reset(void) {
+    for (int v6 = 0; v6 < 2; v6++) {
+        int l = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = a4("127.0.0.1", 0);
+        struct sockaddr_in6 b = a6("::1", 0);
+        struct sockaddr *addr = v6 ? (struct sockaddr *)&b : (struct sockaddr *)&a;
+        socklen_t alen = v6 ? sizeof b : sizeof a;
+        if (bind(l, addr, alen) < 0 || listen(l, 4) < 0) {
+            perror("section_reset listener");
+            exit(2);
+        }
+        if (v6)
+            b.sin6_port = htons(port_of(l));
+        else
+            a.sin_port = htons(port_of(l));
+        int c = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+        if (connect(c, addr, alen) < 0) {
+            perror("section_reset connect");
+            exit(2);
+        }
+        int s = accept(l, NULL, NULL);
+        close(l);
+        char buf[10] = {0};
+        const char *fam = v6 ? "v6" : "v4";
+        char label[96];
+        snprintf(label, sizeof label, "%s accepted end writes", fam);
+        R(label, write(s, buf, sizeof buf));
+        snprintf(label, sizeof label, "%s client sees the data", fam);
+        R(label, readable(c, 5000));
+        close(c);
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        snprintf(label, sizeof label, "%s accepted end polls after the reset", fam);
+        RX(label, poll(&p, 1, 5000), "revents=%#x", p.revents & (POLLIN | POLLHUP | POLLERR));
+        snprintf(label, sizeof label, "%s accepted end reads after the reset", fam);
+        R(label, read(s, buf, sizeof buf));
+        snprintf(label, sizeof label, "%s accepted end reads again", fam);
+        R(label, read(s, buf, sizeof buf));
+        close(s);
+    }
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -1656,6 +1700,7 @@ static const struct {
     {"sockopt", section_sockopt}, {"shutdown", section_shutdown}, {"sendto", section_sendto},
     {"msg", section_msg},         {"ioctl", section_ioctl},   {"netlink", section_netlink},
     {"fds", section_fds},         {"options", section_options},
+    {"reset", section_reset},
 };
 
 // Usage: errno_probe [SECTION...] (default: all, in order).

@@ -419,6 +419,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
     match sys::notif_addfd_send(s.listeners.of(n), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
             s.trace(n, &format!("fd {fd}"));
+            // Where the guest holds it: a reset that comes before any other
+            // trapped call on it can still be reported (`report_reset`).
+            s.socks[child_key].home = Some((n.tid, fd));
             s.pump_rx(child_key);
             Outcome::Done
         }
