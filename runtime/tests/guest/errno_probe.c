@@ -1691,6 +1691,35 @@ static void section_reset(void) {
     }
 }
 
+
+// recv with MSG_TRUNC on TCP: bytes are dropped (or, with MSG_PEEK,
+// counted) and none are copied.
+static void section_stream_trunc(void) {
+    int c, s;
+    tcp_pair(&c, &s);
+    char out[512], in[1024];
+    for (int i = 0; i < 512; i++)
+        out[i] = (char)(i * 7 + 1);
+    write(c, out, sizeof out);
+    readable(s, 5000);
+    usleep(100000);
+    memset(in, 0, sizeof in);
+    RX("recv MSG_TRUNC|MSG_PEEK 100", recv(s, in, 100, MSG_TRUNC | MSG_PEEK), "untouched=%d",
+       in[0] == 0 && in[99] == 0);
+    RX("recv MSG_TRUNC 100", recv(s, in, 100, MSG_TRUNC), "untouched=%d", in[0] == 0 && in[99] == 0);
+    RX("recv after MSG_TRUNC 100", recv(s, in, 10, 0), "from byte 100=%d", memcmp(in, out + 100, 10) == 0);
+    R("recv MSG_TRUNC NULL 1000", recv(s, NULL, 1000, MSG_TRUNC));
+    R("recv MSG_TRUNC|MSG_DONTWAIT empty", recv(s, in, 10, MSG_TRUNC | MSG_DONTWAIT));
+    R("recv MSG_TRUNC|MSG_DONTWAIT len 0 empty", recv(s, in, 0, MSG_TRUNC | MSG_DONTWAIT));
+    write(c, out, 5);
+    readable(s, 5000);
+    usleep(100000);
+    R("recv MSG_TRUNC len 0 with data", recv(s, in, 0, MSG_TRUNC));
+    close(c);
+    R("recv MSG_TRUNC at end of file", recv(s, in, 10, MSG_TRUNC));
+    close(s);
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -1700,7 +1729,7 @@ static const struct {
     {"sockopt", section_sockopt}, {"shutdown", section_shutdown}, {"sendto", section_sendto},
     {"msg", section_msg},         {"ioctl", section_ioctl},   {"netlink", section_netlink},
     {"fds", section_fds},         {"options", section_options},
-    {"reset", section_reset},
+    {"reset", section_reset},     {"stream_trunc", section_stream_trunc},
 };
 
 // Usage: errno_probe [SECTION...] (default: all, in order).
