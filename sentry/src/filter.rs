@@ -177,7 +177,11 @@ pub fn guest_table() -> Table {
     }
     rules.push(rule(
         "recvfrom",
-        &[Cond::Masked(3, libc::MSG_TRUNC as u64, libc::MSG_TRUNC as u64)],
+        &[Cond::Masked(
+            3,
+            libc::MSG_TRUNC as u64,
+            libc::MSG_TRUNC as u64,
+        )],
         Action::Trap,
         "MSG_TRUNC on TCP drops bytes without copying them; a stream pair end would copy them",
     ));

@@ -1602,6 +1602,15 @@ static void section_options(void) {
     R("recvfrom udp with SO_RCVTIMEO -1s", recvfrom(ud, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen));
     close(ud);
 
+    // TCP_CORK holds a small write until it is cleared.
+    R("set TCP_CORK on a connection", seti(c, IPPROTO_TCP, TCP_CORK, 1));
+    R("corked write", write(c, "abc", 3));
+    usleep(50000);
+    R("recv while corked", recv(s, buf, sizeof buf, MSG_DONTWAIT));
+    R("clear TCP_CORK", seti(c, IPPROTO_TCP, TCP_CORK, 0));
+    R("readable once uncorked", readable(s, 5000));
+    R("recv once uncorked", recv(s, buf, sizeof buf, MSG_DONTWAIT));
+
     // SO_SNDBUF and SO_RCVBUF read their size unsigned: -1 is the most.
     int most = 1 << 30, minus = -1;
     seti(c, SOL_SOCKET, SO_SNDBUF, most);

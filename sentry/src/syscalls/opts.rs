@@ -132,6 +132,7 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         (SOL_SOCKET, libc::SO_BROADCAST) => SockOptName::Broadcast,
         (SOL_TCP, _) if !tcp => return Err(Errno::EOPNOTSUPP),
         (SOL_TCP, libc::TCP_NODELAY) => SockOptName::NoDelay,
+        (SOL_TCP, libc::TCP_CORK) => SockOptName::Cork,
         (SOL_TCP, libc::TCP_KEEPIDLE) => SockOptName::KeepIdle,
         (SOL_TCP, libc::TCP_KEEPINTVL) => SockOptName::KeepInterval,
         (SOL_TCP, libc::TCP_KEEPCNT) => SockOptName::KeepCount,
@@ -155,6 +156,7 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         | SockOpt::KeepAlive(x)
         | SockOpt::Broadcast(x)
         | SockOpt::NoDelay(x)
+        | SockOpt::Cork(x)
         | SockOpt::V6Only(x) => b(x),
         SockOpt::RecvBuffer(v) | SockOpt::SendBuffer(v) => int(v as i32),
         SockOpt::KeepIdle(v) | SockOpt::KeepInterval(v) | SockOpt::KeepCount(v) => int(v as i32),
@@ -306,6 +308,7 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         }
         (SOL_TCP, _) if !tcp => return errno(Errno::ENOPROTOOPT),
         (SOL_TCP, libc::TCP_NODELAY) => ival().map(|v| SockOpt::NoDelay(v != 0)),
+        (SOL_TCP, libc::TCP_CORK) => ival().map(|v| SockOpt::Cork(v != 0)),
         (SOL_TCP, libc::TCP_KEEPIDLE) => pos(ival()).map(SockOpt::KeepIdle),
         (SOL_TCP, libc::TCP_KEEPINTVL) => pos(ival()).map(SockOpt::KeepInterval),
         (SOL_TCP, libc::TCP_KEEPCNT) => pos(ival()).map(SockOpt::KeepCount),
@@ -378,8 +381,7 @@ fn kept(level: i32, name: i32, v6: bool, tcp: bool) -> bool {
         SOL_TCP => {
             tcp && matches!(
                 name,
-                libc::TCP_CORK
-                    | libc::TCP_QUICKACK
+                libc::TCP_QUICKACK
                     | libc::TCP_DEFER_ACCEPT
                     | libc::TCP_USER_TIMEOUT
                     | libc::TCP_FASTOPEN
@@ -528,7 +530,7 @@ fn kept_value(level: i32, name: i32, val: &[u8], closed: bool) -> Result<Vec<u8>
             0 => int(0),
             _ => int(v.max(MIN_RCVBUF / 2)),
         },
-        (SOL_TCP, libc::TCP_CORK | libc::TCP_QUICKACK) => bool_of(v),
+        (SOL_TCP, libc::TCP_QUICKACK) => bool_of(v),
         (SOL_IP, libc::IP_MTU_DISCOVER) if !(0..=5).contains(&v) => return Err(Errno::EINVAL),
         (SOL_IP, libc::IP_MULTICAST_TTL) => match v {
             -1 => int(1),
