@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1534,6 +1535,16 @@ static void section_options(void) {
     set_then_get("IP_RECVTTL", u, IPPROTO_IP, IP_RECVTTL, 3);
     set_then_get("SO_NO_CHECK", u, SOL_SOCKET, SO_NO_CHECK, 4);
     set_then_get("SO_TIMESTAMP", u, SOL_SOCKET, SO_TIMESTAMP, 6);
+    // Since Linux 6.16 SO_PASSCRED is for AF_UNIX and netlink only; the
+    // sandbox answers as 6.16 does, so older kernels are not compared.
+    struct utsname un;
+    int major = 0, minor = 0;
+    if (uname(&un) == 0)
+        sscanf(un.release, "%d.%d", &major, &minor);
+    if (major > 6 || (major == 6 && minor >= 16)) {
+        opt_fact("default SO_PASSCRED tcp", t, SOL_SOCKET, SO_PASSCRED);
+        set_then_get("SO_PASSCRED tcp", t, SOL_SOCKET, SO_PASSCRED, 9);
+    }
 
     // Window clamp: 0 is taken on a closed socket only; small values are
     // raised to half the smallest receive buffer.

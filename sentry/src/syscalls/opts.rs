@@ -61,6 +61,9 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         (_, true) => libc::AF_INET6,
         (_, false) => libc::AF_INET,
     };
+    if kind != Kind::Netlink && (level, name) == (SOL_SOCKET, libc::SO_PASSCRED) {
+        return Err(Errno::EOPNOTSUPP);
+    }
     if kind == Kind::Tcp && (level, name) == (SOL_TCP, libc::TCP_MAXSEG) {
         return Ok(int(max_seg(s, key)));
     }
@@ -265,6 +268,10 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
             ) => value(0),
             _ => errno(Errno::ENOPROTOOPT),
         };
+    }
+    // Linux 6.16 keeps credentials passing to AF_UNIX and netlink.
+    if (level, name) == (SOL_SOCKET, libc::SO_PASSCRED) {
+        return errno(Errno::EOPNOTSUPP);
     }
     let Some(id) = id else {
         return errno(Errno::ENOPROTOOPT);
