@@ -1069,7 +1069,6 @@ fn nagle_coalesces_small_writes() {
 fn cork_holds_partial_segments_until_cleared_or_200ms() {
     let p = LinkParams::clean(Duration::from_millis(1), 0);
     let mut sim = establish(config(65536), config(65536), p, p, 35);
-    let start = sim.now;
     sim.ends[A].set_cork(true);
     let before = sim.observers[A].data_segments;
     for _ in 0..3 {

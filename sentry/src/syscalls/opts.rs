@@ -459,13 +459,13 @@ fn kept_default(level: i32, name: i32) -> Vec<u8> {
     match (level, name) {
         (SOL_TCP, libc::TCP_SYNCNT) => int(6),
         (SOL_TCP, libc::TCP_LINGER2) => int(FIN_TIMEOUT),
-        (SOL_TCP, libc::TCP_QUICKACK) => int(1),
         (SOL_TCP, libc::TCP_NOTSENT_LOWAT) => int(-1),
         (SOL_TCP, libc::TCP_CONGESTION) => cc_name(b"cubic"),
         (SOL_IP, libc::IP_MTU_DISCOVER) => int(libc::IP_PMTUDISC_WANT),
-        (SOL_IP, libc::IP_MULTICAST_TTL | libc::IP_MULTICAST_LOOP) => int(1),
-        (SOL_SOCKET, libc::SO_RCVLOWAT) => int(1),
-        (SOL_IPV6, libc::IPV6_MULTICAST_HOPS | libc::IPV6_MULTICAST_LOOP) => int(1),
+        (SOL_TCP, libc::TCP_QUICKACK)
+        | (SOL_IP, libc::IP_MULTICAST_TTL | libc::IP_MULTICAST_LOOP)
+        | (SOL_SOCKET, libc::SO_RCVLOWAT)
+        | (SOL_IPV6, libc::IPV6_MULTICAST_HOPS | libc::IPV6_MULTICAST_LOOP) => int(1),
         _ => int(0),
     }
 }
@@ -537,14 +537,14 @@ fn kept_value(level: i32, name: i32, val: &[u8], closed: bool) -> Result<Vec<u8>
             0 => int(0),
             _ => int(v.max(MIN_RCVBUF / 2)),
         },
-        (SOL_TCP, libc::TCP_QUICKACK) => bool_of(v),
         (SOL_IP, libc::IP_MTU_DISCOVER) if !(0..=5).contains(&v) => return Err(Errno::EINVAL),
         (SOL_IP, libc::IP_MULTICAST_TTL) => match v {
             -1 => int(1),
             0..=255 => int(v),
             _ => return Err(Errno::EINVAL),
         },
-        (
+        (SOL_TCP, libc::TCP_QUICKACK)
+        | (
             SOL_IP,
             libc::IP_MULTICAST_LOOP
             | libc::IP_RECVTTL
@@ -553,8 +553,8 @@ fn kept_value(level: i32, name: i32, val: &[u8], closed: bool) -> Result<Vec<u8>
             | libc::IP_RECVTOS
             | libc::IP_FREEBIND
             | libc::IP_TRANSPARENT,
-        ) => bool_of(v),
-        (
+        )
+        | (
             SOL_SOCKET,
             libc::SO_TIMESTAMP
             | libc::SO_TIMESTAMPNS
