@@ -1592,6 +1592,20 @@ static void section_options(void) {
     close(t);
     close(u);
 
+    // An accepted socket inherits its listener's options.
+    int l = listener4();
+    seti(l, IPPROTO_TCP, TCP_USER_TIMEOUT, 1234);
+    seti(l, IPPROTO_TCP, TCP_LINGER2, 33);
+    seti(l, IPPROTO_TCP, TCP_SYNCNT, 9);
+    int lc = connect4(port_of(l));
+    int la = accept(l, NULL, NULL);
+    opt_fact("accepted TCP_USER_TIMEOUT from listener", la, IPPROTO_TCP, TCP_USER_TIMEOUT);
+    opt_fact("accepted TCP_LINGER2 from listener", la, IPPROTO_TCP, TCP_LINGER2);
+    opt_fact("accepted TCP_SYNCNT from listener", la, IPPROTO_TCP, TCP_SYNCNT);
+    close(la);
+    close(lc);
+    close(l);
+
     // A negative receive or send timeout gives up at once, and reads back 0.
     int c, s;
     tcp_pair(&c, &s);

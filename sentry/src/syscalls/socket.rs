@@ -396,6 +396,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
     );
     g.id = Some(child);
     g.established();
+    // A Linux child socket starts as a copy of its listener: the options
+    // the Sentry keeps come along (TCP_USER_TIMEOUT, TCP_LINGER2, ...).
+    g.extra = s.socks[key].extra.clone();
     let child_key = match s.insert(g) {
         Ok(k) => k,
         Err(e) => {
