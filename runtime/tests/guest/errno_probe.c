@@ -1625,6 +1625,10 @@ static void section_options(void) {
     struct sockaddr_in from;
     socklen_t flen = sizeof from;
     R("recvfrom udp with SO_RCVTIMEO -1s", recvfrom(ud, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen));
+    struct mmsghdr mm = {.msg_hdr = {.msg_iov = &iov, .msg_iovlen = 1}};
+    struct timespec bad_ts = {-1, -1}, bad_ns = {0, 1000000000};
+    R("recvmmsg udp timeout {-1,-1}", recvmmsg(ud, &mm, 1, 0, &bad_ts));
+    R("recvmmsg udp timeout {0,1e9}", recvmmsg(ud, &mm, 1, 0, &bad_ns));
     close(ud);
 
     // TCP_CORK holds a small write until it is cleared.

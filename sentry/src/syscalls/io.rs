@@ -269,11 +269,18 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
         Args::Recv(hdr) => Some(hdr),
         _ => None,
     };
-    if first.is_none()
-        && n.args[4] != 0
-        && let Err(e) = s.rd_array::<16>(n, n.args[4])
-    {
-        return errno(e);
+    if first.is_none() && n.args[4] != 0 {
+        match s.rd_array::<16>(n, n.args[4]) {
+            Err(e) => return errno(e),
+            // Linux refuses a timespec that is not one (seconds below zero,
+            // nanoseconds out of range) before it receives anything.
+            Ok(t) => {
+                let (sec, nsec) = (abi::u64_at(&t, 0) as i64, abi::u64_at(&t, 8) as i64);
+                if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                    return errno(Errno::EINVAL);
+                }
+            }
+        }
     }
     let mut done = 0usize;
     for i in 0..vlen {
