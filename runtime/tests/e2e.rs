@@ -603,9 +603,23 @@ fn hammer_of_random_arguments_leaves_the_sentry_serving() {
 
 /// The errno probe's sections (`tests/guest/errno_probe.c`), each run in
 /// its own sandbox so that a stall in one cannot hide the others.
-const PROBE_SECTIONS: [&str; 13] = [
-    "socket", "bind", "listen", "connect", "accept", "names", "sockopt", "shutdown", "sendto",
-    "msg", "ioctl", "netlink", "fds",
+const PROBE_SECTIONS: [&str; 16] = [
+    "socket",
+    "bind",
+    "listen",
+    "connect",
+    "accept",
+    "names",
+    "sockopt",
+    "shutdown",
+    "sendto",
+    "msg",
+    "ioctl",
+    "netlink",
+    "fds",
+    "options",
+    "reset",
+    "stream_trunc",
 ];
 
 /// Cases where the sandbox knowingly differs from Linux, with the answer it

@@ -178,8 +178,9 @@ pub fn decode_timeval(b: &[u8]) -> Result<Option<std::time::Duration>, Errno> {
         return Err(Errno::EDOM);
     }
     if sec < 0 {
-        // Linux treats a negative timeout as zero, i.e. no timeout.
-        return Ok(None);
+        // Linux stores a negative timeout as zero ticks: the call gives up
+        // at once (EAGAIN) instead of waiting, and it reads back as {0, 0}.
+        return Ok(Some(std::time::Duration::ZERO));
     }
     if sec == 0 && usec == 0 {
         return Ok(None);
@@ -254,5 +255,10 @@ mod tests {
         let mut bad = [0u8; 16];
         bad[8..].copy_from_slice(&2_000_000i64.to_ne_bytes());
         assert_eq!(decode_timeval(&bad), Err(Errno::EDOM));
+        let mut negative = [0u8; 16];
+        negative[..8].copy_from_slice(&(-1i64).to_ne_bytes());
+        let immediate = decode_timeval(&negative);
+        assert_eq!(immediate, Ok(Some(std::time::Duration::ZERO)));
+        assert_eq!(encode_timeval(immediate.unwrap()), [0u8; 16]);
     }
 }

@@ -176,6 +176,16 @@ pub fn guest_table() -> Table {
         ));
     }
     rules.push(rule(
+        "recvfrom",
+        &[Cond::Masked(
+            3,
+            libc::MSG_TRUNC as u64,
+            libc::MSG_TRUNC as u64,
+        )],
+        Action::Trap,
+        "MSG_TRUNC on TCP drops bytes without copying them; a stream pair end would copy them",
+    ));
+    rules.push(rule(
         "ioctl",
         &[Cond::Masked(1, 0xffff_ff00, SIOC_GROUP)],
         Action::Trap,

@@ -108,6 +108,8 @@ pub enum SockOpt {
     Broadcast(bool),
     /// TCP_NODELAY.
     NoDelay(bool),
+    /// TCP_CORK: partial segments wait (at most 200 ms) until it is cleared.
+    Cork(bool),
     /// TCP_KEEPIDLE, seconds.
     KeepIdle(u32),
     /// TCP_KEEPINTVL, seconds.
@@ -141,6 +143,8 @@ pub enum SockOptName {
     Broadcast,
     /// TCP_NODELAY.
     NoDelay,
+    /// TCP_CORK.
+    Cork,
     /// TCP_KEEPIDLE.
     KeepIdle,
     /// TCP_KEEPINTVL.
@@ -175,6 +179,7 @@ pub(crate) struct Options {
     pub send_buffer: usize,
     pub broadcast: bool,
     pub nodelay: bool,
+    pub cork: bool,
     pub ttl: Option<u8>,
     pub tos: u8,
     pub v6only: bool,
@@ -194,6 +199,7 @@ impl Options {
             send_buffer,
             broadcast: false,
             nodelay: false,
+            cork: false,
             ttl: None,
             tos: 0,
             v6only: false,

@@ -118,6 +118,8 @@ fn keepalive(opts: &Options) -> Option<Keepalive> {
 fn configure(e: &mut Connection, opts: &Options) {
     e.set_nagle(!opts.nodelay);
     e.set_keepalive(keepalive(opts));
+    e.set_send_buffer(opts.send_buffer);
+    e.set_cork(opts.cork);
 }
 
 /// The IP hop limit for a socket's segments.

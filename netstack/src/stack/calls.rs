@@ -249,6 +249,10 @@ impl Stack {
                 tcp_only(proto == Protocol::Tcp)?;
                 sock.opts.nodelay = v;
             }
+            SockOpt::Cork(v) => {
+                tcp_only(proto == Protocol::Tcp)?;
+                sock.opts.cork = v;
+            }
             SockOpt::KeepIdle(v) | SockOpt::KeepInterval(v) => {
                 tcp_only(proto == Protocol::Tcp)?;
                 if !(1..=32767).contains(&v) {
@@ -313,6 +317,7 @@ impl Stack {
             SockOptName::SendBuffer => SockOpt::SendBuffer(o.send_buffer),
             SockOptName::Broadcast => SockOpt::Broadcast(o.broadcast),
             SockOptName::NoDelay => tcp_only(SockOpt::NoDelay(o.nodelay))?,
+            SockOptName::Cork => tcp_only(SockOpt::Cork(o.cork))?,
             SockOptName::KeepIdle => tcp_only(SockOpt::KeepIdle(o.keep_idle))?,
             SockOptName::KeepInterval => tcp_only(SockOpt::KeepInterval(o.keep_interval))?,
             SockOptName::KeepCount => tcp_only(SockOpt::KeepCount(o.keep_count))?,

@@ -271,6 +271,10 @@ pub struct Connection {
     irs: TcpSeqNumber,
     ts_offset: u32,
     ts_recent: u32,
+    /// TCP_CORK: while set, a partial segment waits, until this instant
+    /// (200 ms after the oldest unsent byte was queued, Linux's ceiling).
+    corked: bool,
+    cork_deadline: Option<Instant>,
     /// The acknowledgement number we sent last (RFC 7323's Last.ACK.sent).
     last_ack_sent: TcpSeqNumber,
     opts: Negotiated,
@@ -332,6 +336,9 @@ pub struct Connection {
     stats: Stats,
 }
 
+/// Longest a corked partial segment waits (Linux's TCP_CORK ceiling).
+const CORK_CEILING: Duration = Duration::from_millis(200);
+
 impl Connection {
     fn new(
         cfg: Config,
@@ -354,6 +361,8 @@ impl Connection {
             irs: TcpSeqNumber(0),
             ts_offset,
             ts_recent: 0,
+            corked: false,
+            cork_deadline: None,
             last_ack_sent: TcpSeqNumber(0),
             opts: Negotiated::default(),
             mss,
@@ -493,7 +502,27 @@ impl Connection {
         if !self.state.may_send() || self.fin_queued {
             return 0;
         }
+        self.note_queued();
         self.snd.push(data)
+    }
+
+    /// Before bytes are queued: starts the cork's clock if they are the
+    /// first unsent ones.
+    fn note_queued(&mut self) {
+        if self.corked && self.snd.unsent() == 0 {
+            self.cork_deadline = Some(self.now + CORK_CEILING);
+        }
+    }
+
+    /// Sets or clears TCP_CORK; clearing lets held bytes go at once.
+    pub fn set_cork(&mut self, on: bool) {
+        if on && !self.corked {
+            self.cork_deadline = Some(self.now + CORK_CEILING);
+        }
+        if !on {
+            self.cork_deadline = None;
+        }
+        self.corked = on;
     }
 
     /// Room in the send queue for up to `want` more bytes (empty when
@@ -504,6 +533,7 @@ impl Connection {
         if !self.state.may_send() || self.fin_queued {
             return &mut [];
         }
+        self.note_queued();
         self.snd.spare(want)
     }
 
@@ -585,6 +615,12 @@ impl Connection {
     }
 
     /// Turns Nagle's algorithm on or off (`TCP_NODELAY` may change any time).
+    /// A new send-buffer size (`SO_SNDBUF` on an open connection): a
+    /// larger one has room at once for a writer that was waiting.
+    pub fn set_send_buffer(&mut self, bytes: usize) {
+        self.snd.set_capacity(bytes.clamp(1, MAX_BUFFER));
+    }
+
     pub fn set_nagle(&mut self, on: bool) {
         self.cfg.nagle = on;
     }

@@ -139,6 +139,15 @@ impl Connection {
         if self.cfg.nagle && len < mss && self.snd.outstanding() > 0 && !self.fin_queued {
             return None;
         }
+        // Cork: a partial segment waits for more bytes, the cork's removal
+        // or its ceiling.
+        if self.corked
+            && len < mss
+            && !self.fin_queued
+            && self.cork_deadline.is_none_or(|d| self.now < d)
+        {
+            return None;
+        }
         // Sender SWS avoidance (RFC 9293 (3.8.6.2.1)): a small segment only
         // when it empties the queue or the window is half open.
         if len < mss && len < unsent && len < self.max_snd_wnd / 2 {

@@ -34,6 +34,12 @@ impl ByteRing {
         self.len
     }
 
+    /// A new limit (`SO_SNDBUF` changed); never below what is held, so no
+    /// byte is lost and `room` stays sound.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(self.len).max(1);
+    }
+
     pub fn room(&self) -> usize {
         self.capacity - self.len
     }
@@ -149,6 +155,24 @@ mod tests {
     fn held(r: &ByteRing) -> Vec<u8> {
         let (a, b) = r.range(0, r.len());
         [a, b].concat()
+    }
+
+    #[test]
+    fn a_new_capacity_gives_room_and_never_drops_held_bytes() {
+        let mut r = ByteRing::new(8);
+        assert_eq!(r.push(b"0123456789"), 8);
+        assert_eq!(r.room(), 0);
+        r.set_capacity(12);
+        assert_eq!(r.room(), 4);
+        assert_eq!(r.push(b"89ab"), 4);
+        assert_eq!(held(&r), b"0123456789ab");
+        // Below what is held: nothing is lost, there is just no room.
+        r.set_capacity(2);
+        assert_eq!(r.room(), 0);
+        assert_eq!(held(&r), b"0123456789ab");
+        // The limit stays where the held bytes put it.
+        r.consume(11);
+        assert_eq!(r.room(), 11);
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl SendQueue {
         self.data.room()
     }
 
+    /// Resizes the queue's limit (`SO_SNDBUF`); what it holds stays.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.data.set_capacity(capacity);
+    }
+
     /// Bytes written but not yet sent.
     pub fn unsent(&self) -> usize {
         let sent = if self.nxt > self.data_seq {

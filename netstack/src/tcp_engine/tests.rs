@@ -1063,6 +1063,51 @@ fn nagle_coalesces_small_writes() {
     }
 }
 
+/// TCP_CORK: small writes wait while corked, for at most 200 ms, and go as
+/// one segment; uncorking sends what is held at once.
+#[test]
+fn cork_holds_partial_segments_until_cleared_or_200ms() {
+    let p = LinkParams::clean(Duration::from_millis(1), 0);
+    let mut sim = establish(config(65536), config(65536), p, p, 35);
+    sim.ends[A].set_cork(true);
+    let before = sim.observers[A].data_segments;
+    for _ in 0..3 {
+        assert_eq!(sim.ends[A].send(&[1u8; 100]), 100);
+        let t = sim.now;
+        sim.run(t + Duration::from_millis(10), |_| {}, |_| false);
+    }
+    let t = sim.now;
+    let arrived = sim.run(
+        t + Duration::from_millis(100),
+        |_| {},
+        |s| s.ends[B].recv_ready() > 0,
+    );
+    assert!(!arrived, "corked bytes left before 200 ms");
+    sim.ends[A].set_cork(false);
+    let t = sim.now;
+    assert!(sim.run(
+        t + Duration::from_millis(20),
+        |_| {},
+        |s| s.ends[B].recv_ready() == 300
+    ));
+    assert_eq!(sim.observers[A].data_segments - before, 1);
+
+    // Corked again and never cleared: the ceiling lets the bytes go.
+    sim.ends[A].set_cork(true);
+    assert_eq!(sim.ends[A].send(&[2u8; 10]), 10);
+    let t = sim.now;
+    assert!(!sim.run(
+        t + Duration::from_millis(150),
+        |_| {},
+        |s| s.ends[B].recv_ready() == 310
+    ));
+    assert!(sim.run(
+        t + Duration::from_millis(300),
+        |_| {},
+        |s| s.ends[B].recv_ready() == 310
+    ));
+}
+
 /// Both receivers stop reading while both send: each window shuts, and the
 /// ACKs that ride on the zero-window probes still move the other side on,
 /// so once both read again everything arrives.

@@ -26,6 +26,8 @@ impl Connection {
             self.persist_at,
             self.time_wait_at,
             self.keepalive_at(),
+            self.cork_deadline
+                .filter(|_| self.corked && self.snd.unsent() > 0),
         ]
         .into_iter()
         .flatten()

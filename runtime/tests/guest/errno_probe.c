@@ -19,6 +19,7 @@
 #include <netinet/ip.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1451,6 +1453,319 @@ static void section_fds(void) {
     close(c);
 }
 
+
+// Reads an int option; prints "len=<n> v=<value>" or the errno.
+static void opt_fact(const char *name, int fd, int level, int opt) {
+    int v = -12345;
+    socklen_t len = sizeof v;
+    errno = 0;
+    long r = getsockopt(fd, level, opt, &v, &len);
+    rep(name, r, errno, 0, r < 0 ? "" : "len=%u v=%d", len, v);
+}
+
+static void set_then_get(const char *name, int fd, int level, int opt, int v) {
+    char label[160];
+    snprintf(label, sizeof label, "set %s %d", name, v);
+    R(label, seti(fd, level, opt, v));
+    snprintf(label, sizeof label, "get %s after %d", name, v);
+    opt_fact(label, fd, level, opt);
+}
+
+// Blocks in a 1-byte send on fd; the parent raises SO_SNDBUF meanwhile.
+static void *send_one(void *arg) {
+    char b = 'x';
+    long r = send(*(int *)arg, &b, 1, 0);
+    return (void *)r;
+}
+
+// Options Linux accepts, stores and reads back (with its own rounding and
+// limits), timeouts below zero, and send-buffer growth waking a writer.
+static void section_options(void) {
+    int t = socket(AF_INET, SOCK_STREAM, 0);
+    int u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct {
+        const char *name;
+        int opt;
+    } tcp_defaults[] = {
+        {"TCP_SYNCNT", TCP_SYNCNT},         {"TCP_LINGER2", TCP_LINGER2},
+        {"TCP_QUICKACK", TCP_QUICKACK},     {"TCP_MAXSEG", TCP_MAXSEG},
+        {"TCP_DEFER_ACCEPT", TCP_DEFER_ACCEPT}, {"TCP_WINDOW_CLAMP", TCP_WINDOW_CLAMP},
+        {"TCP_USER_TIMEOUT", TCP_USER_TIMEOUT}, {"TCP_INQ", TCP_INQ},
+        {"TCP_CORK", TCP_CORK},
+    };
+    char label[160];
+    for (size_t i = 0; i < sizeof tcp_defaults / sizeof tcp_defaults[0]; i++) {
+        snprintf(label, sizeof label, "default %s", tcp_defaults[i].name);
+        opt_fact(label, t, IPPROTO_TCP, tcp_defaults[i].opt);
+    }
+    opt_fact("default IP_MTU_DISCOVER tcp", t, IPPROTO_IP, IP_MTU_DISCOVER);
+    opt_fact("default IP_MULTICAST_TTL tcp", t, IPPROTO_IP, IP_MULTICAST_TTL);
+    opt_fact("default IP_MULTICAST_LOOP tcp", t, IPPROTO_IP, IP_MULTICAST_LOOP);
+    opt_fact("default IP_MULTICAST_TTL udp", u, IPPROTO_IP, IP_MULTICAST_TTL);
+    opt_fact("default IP_RECVTTL udp", u, IPPROTO_IP, IP_RECVTTL);
+    opt_fact("default SO_NO_CHECK udp", u, SOL_SOCKET, SO_NO_CHECK);
+    opt_fact("default SO_TIMESTAMP udp", u, SOL_SOCKET, SO_TIMESTAMP);
+    opt_fact("default SO_TIMESTAMPNS udp", u, SOL_SOCKET, SO_TIMESTAMPNS);
+
+    int syncnt[] = {0, -1, 1, 20, 255, 256};
+    for (size_t i = 0; i < 6; i++)
+        set_then_get("TCP_SYNCNT", t, IPPROTO_TCP, TCP_SYNCNT, syncnt[i]);
+    int linger2[] = {-1234, 0, 59, 121, 30};
+    for (size_t i = 0; i < 5; i++)
+        set_then_get("TCP_LINGER2", t, IPPROTO_TCP, TCP_LINGER2, linger2[i]);
+    int defer[] = {-1, 0, 1, 5, 100};
+    for (size_t i = 0; i < 5; i++)
+        set_then_get("TCP_DEFER_ACCEPT", t, IPPROTO_TCP, TCP_DEFER_ACCEPT, defer[i]);
+    int user[] = {-10, 0, 100};
+    for (size_t i = 0; i < 3; i++)
+        set_then_get("TCP_USER_TIMEOUT", t, IPPROTO_TCP, TCP_USER_TIMEOUT, user[i]);
+    int mss[] = {10, 75000, 87, 88, 1000, 0};
+    for (size_t i = 0; i < 6; i++)
+        set_then_get("TCP_MAXSEG", t, IPPROTO_TCP, TCP_MAXSEG, mss[i]);
+    int quick[] = {0, 1, 2, 3};
+    for (size_t i = 0; i < 4; i++)
+        set_then_get("TCP_QUICKACK", t, IPPROTO_TCP, TCP_QUICKACK, quick[i]);
+    int inq[] = {1, 0, 2, -1};
+    for (size_t i = 0; i < 4; i++)
+        set_then_get("TCP_INQ", t, IPPROTO_TCP, TCP_INQ, inq[i]);
+    int cork[] = {5, 0};
+    for (size_t i = 0; i < 2; i++)
+        set_then_get("TCP_CORK", t, IPPROTO_TCP, TCP_CORK, cork[i]);
+    int pmtu[] = {IP_PMTUDISC_DONT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE, 5, 6, 99, -1};
+    for (size_t i = 0; i < 7; i++)
+        set_then_get("IP_MTU_DISCOVER", t, IPPROTO_IP, IP_MTU_DISCOVER, pmtu[i]);
+    int mttl[] = {-1, 0, 7, 256, -2};
+    for (size_t i = 0; i < 5; i++)
+        set_then_get("IP_MULTICAST_TTL", u, IPPROTO_IP, IP_MULTICAST_TTL, mttl[i]);
+    int mloop[] = {0, 5};
+    for (size_t i = 0; i < 2; i++)
+        set_then_get("IP_MULTICAST_LOOP", u, IPPROTO_IP, IP_MULTICAST_LOOP, mloop[i]);
+    set_then_get("IP_RECVTTL", u, IPPROTO_IP, IP_RECVTTL, 3);
+    set_then_get("SO_NO_CHECK", u, SOL_SOCKET, SO_NO_CHECK, 4);
+    set_then_get("SO_TIMESTAMP", u, SOL_SOCKET, SO_TIMESTAMP, 6);
+    // Since Linux 6.16 SO_PASSCRED is for AF_UNIX and netlink only; the
+    // sandbox answers as 6.16 does, so older kernels are not compared.
+    struct utsname un;
+    int major = 0, minor = 0;
+    if (uname(&un) == 0)
+        sscanf(un.release, "%d.%d", &major, &minor);
+    if (major > 6 || (major == 6 && minor >= 16)) {
+        opt_fact("default SO_PASSCRED tcp", t, SOL_SOCKET, SO_PASSCRED);
+        set_then_get("SO_PASSCRED tcp", t, SOL_SOCKET, SO_PASSCRED, 9);
+    }
+
+    // Window clamp: 0 is taken on a closed socket only; small values are
+    // raised to half the smallest receive buffer.
+    seti(t, SOL_SOCKET, SO_RCVBUF, 0);
+    int min_rcvbuf = geti(t, SOL_SOCKET, SO_RCVBUF);
+    fact("SO_RCVBUF after 0", "%d", min_rcvbuf);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, 0);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, 10);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, 5000);
+    set_then_get("TCP_WINDOW_CLAMP", t, IPPROTO_TCP, TCP_WINDOW_CLAMP, -3);
+
+    // Congestion control: known names are taken, others are ENOENT; reads
+    // give at most 16 bytes.
+    const char *ccs[] = {"reno", "cubic", "no_such_cc"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(label, sizeof label, "set TCP_CONGESTION %s", ccs[i]);
+        R(label, setsockopt(t, IPPROTO_TCP, TCP_CONGESTION, ccs[i], strlen(ccs[i])));
+        char got[24];
+        memset(got, '#', sizeof got);
+        socklen_t len = sizeof got;
+        snprintf(label, sizeof label, "get TCP_CONGESTION after %s", ccs[i]);
+        RX(label, getsockopt(t, IPPROTO_TCP, TCP_CONGESTION, got, &len), "len=%u name=%s tail=%d",
+           len, got, got[15]);
+    }
+    char small[3];
+    socklen_t slen = sizeof small;
+    RX("get TCP_CONGESTION len 3", getsockopt(t, IPPROTO_TCP, TCP_CONGESTION, small, &slen),
+       "len=%u head=%.3s", slen, small);
+
+    // SO_LINGER: turning it off keeps the time that was set.
+    struct linger lg = {1, 5}, got;
+    socklen_t glen = sizeof got;
+    R("set SO_LINGER on 5", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    lg.l_onoff = 0;
+    lg.l_linger = 9;
+    R("set SO_LINGER off 9", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    RX("get SO_LINGER after off", getsockopt(t, SOL_SOCKET, SO_LINGER, &got, &glen),
+       "onoff=%d linger=%d", got.l_onoff, got.l_linger);
+    lg.l_onoff = 7;
+    lg.l_linger = 3;
+    R("set SO_LINGER on(7) 3", setsockopt(t, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    glen = sizeof got;
+    RX("get SO_LINGER after on(7)", getsockopt(t, SOL_SOCKET, SO_LINGER, &got, &glen),
+       "onoff=%d linger=%d", got.l_onoff, got.l_linger);
+    close(t);
+    close(u);
+
+    // An accepted socket inherits its listener's options.
+    int l = listener4();
+    seti(l, IPPROTO_TCP, TCP_USER_TIMEOUT, 1234);
+    seti(l, IPPROTO_TCP, TCP_LINGER2, 33);
+    seti(l, IPPROTO_TCP, TCP_SYNCNT, 9);
+    int lc = connect4(port_of(l));
+    int la = accept(l, NULL, NULL);
+    opt_fact("accepted TCP_USER_TIMEOUT from listener", la, IPPROTO_TCP, TCP_USER_TIMEOUT);
+    opt_fact("accepted TCP_LINGER2 from listener", la, IPPROTO_TCP, TCP_LINGER2);
+    opt_fact("accepted TCP_SYNCNT from listener", la, IPPROTO_TCP, TCP_SYNCNT);
+    close(la);
+    close(lc);
+    close(l);
+
+    // A negative receive or send timeout gives up at once, and reads back 0.
+    int c, s;
+    tcp_pair(&c, &s);
+    struct timeval neg = {.tv_sec = -1, .tv_usec = 0}, tv;
+    R("set SO_RCVTIMEO -1s", setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
+    socklen_t tlen = sizeof tv;
+    RX("get SO_RCVTIMEO after -1s", getsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, &tlen),
+       "%ld.%06ld", (long)tv.tv_sec, (long)tv.tv_usec);
+    char buf[16];
+    R("read with SO_RCVTIMEO -1s", read(s, buf, sizeof buf));
+    R("recv with SO_RCVTIMEO -1s", recv(s, buf, sizeof buf, 0));
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    R("recvmsg with SO_RCVTIMEO -1s", recvmsg(s, &mh, 0));
+    int ud = udp4_bound();
+    R("set SO_RCVTIMEO -1s udp", setsockopt(ud, SOL_SOCKET, SO_RCVTIMEO, &neg, sizeof neg));
+    struct sockaddr_in from;
+    socklen_t flen = sizeof from;
+    R("recvfrom udp with SO_RCVTIMEO -1s", recvfrom(ud, buf, sizeof buf, 0, (struct sockaddr *)&from, &flen));
+    struct mmsghdr mm = {.msg_hdr = {.msg_iov = &iov, .msg_iovlen = 1}};
+    struct timespec bad_ts = {-1, -1}, bad_ns = {0, 1000000000};
+    R("recvmmsg udp timeout {-1,-1}", recvmmsg(ud, &mm, 1, 0, &bad_ts));
+    R("recvmmsg udp timeout {0,1e9}", recvmmsg(ud, &mm, 1, 0, &bad_ns));
+    close(ud);
+
+    // TCP_CORK holds a small write until it is cleared.
+    R("set TCP_CORK on a connection", seti(c, IPPROTO_TCP, TCP_CORK, 1));
+    R("corked write", write(c, "abc", 3));
+    usleep(50000);
+    R("recv while corked", recv(s, buf, sizeof buf, MSG_DONTWAIT));
+    R("clear TCP_CORK", seti(c, IPPROTO_TCP, TCP_CORK, 0));
+    R("readable once uncorked", readable(s, 5000));
+    R("recv once uncorked", recv(s, buf, sizeof buf, MSG_DONTWAIT));
+
+    // SO_SNDBUF and SO_RCVBUF read their size unsigned: -1 is the most.
+    int most = 1 << 30, minus = -1;
+    seti(c, SOL_SOCKET, SO_SNDBUF, most);
+    most = geti(c, SOL_SOCKET, SO_SNDBUF);
+    seti(c, SOL_SOCKET, SO_SNDBUF, minus);
+    fact("SO_SNDBUF -1 is the largest", "%d", geti(c, SOL_SOCKET, SO_SNDBUF) == most);
+    most = 1 << 30;
+    seti(c, SOL_SOCKET, SO_RCVBUF, most);
+    most = geti(c, SOL_SOCKET, SO_RCVBUF);
+    seti(c, SOL_SOCKET, SO_RCVBUF, minus);
+    fact("SO_RCVBUF -1 is the largest", "%d", geti(c, SOL_SOCKET, SO_RCVBUF) == most);
+
+    // Fill the send side with a small buffer, then grow it: a blocked
+    // writer goes on.
+    int small_buf = 4096;
+    seti(c, SOL_SOCKET, SO_SNDBUF, small_buf);
+    fcntl(c, F_SETFL, O_NONBLOCK);
+    static char chunk[65536];
+    long total = 0;
+    for (int i = 0; i < 100000; i++) {
+        long n = send(c, chunk, sizeof chunk, 0);
+        if (n < 0) {
+            if (errno != EAGAIN)
+                break;
+            usleep(10000);
+            if ((n = send(c, chunk, sizeof chunk, 0)) < 0)
+                break;
+        }
+        total += n;
+    }
+    fact("nonblocking send fills up", "%s", errno == EAGAIN && total > 0 ? "EAGAIN" : en(errno));
+    fcntl(c, F_SETFL, 0);
+    pthread_t th;
+    pthread_create(&th, NULL, send_one, &c);
+    usleep(200000);
+    int big = 4 << 20;
+    R("raise SO_SNDBUF while a send blocks", seti(c, SOL_SOCKET, SO_SNDBUF, big));
+    void *ret;
+    current = "blocked send after SO_SNDBUF grows";
+    pthread_join(th, &ret);
+    fact("blocked send after SO_SNDBUF grows", "%ld", (long)ret);
+    close(c);
+    close(s);
+}
+
+
+// Resets seen by an accepted socket that made no trapped call since
+// accept: the peer closes with data it never read.
+static void section_reset(void) {
+    for (int v6 = 0; v6 < 2; v6++) {
+        int l = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = a4("127.0.0.1", 0);
+        struct sockaddr_in6 b = a6("::1", 0);
+        struct sockaddr *addr = v6 ? (struct sockaddr *)&b : (struct sockaddr *)&a;
+        socklen_t alen = v6 ? sizeof b : sizeof a;
+        if (bind(l, addr, alen) < 0 || listen(l, 4) < 0) {
+            perror("section_reset listener");
+            exit(2);
+        }
+        if (v6)
+            b.sin6_port = htons(port_of(l));
+        else
+            a.sin_port = htons(port_of(l));
+        int c = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+        if (connect(c, addr, alen) < 0) {
+            perror("section_reset connect");
+            exit(2);
+        }
+        int s = accept(l, NULL, NULL);
+        close(l);
+        char buf[10] = {0};
+        const char *fam = v6 ? "v6" : "v4";
+        char label[96];
+        snprintf(label, sizeof label, "%s accepted end writes", fam);
+        R(label, write(s, buf, sizeof buf));
+        snprintf(label, sizeof label, "%s client sees the data", fam);
+        R(label, readable(c, 5000));
+        close(c);
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        snprintf(label, sizeof label, "%s accepted end polls after the reset", fam);
+        RX(label, poll(&p, 1, 5000), "revents=%#x", p.revents & (POLLIN | POLLHUP | POLLERR));
+        snprintf(label, sizeof label, "%s accepted end reads after the reset", fam);
+        R(label, read(s, buf, sizeof buf));
+        snprintf(label, sizeof label, "%s accepted end reads again", fam);
+        R(label, read(s, buf, sizeof buf));
+        close(s);
+    }
+}
+
+
+// recv with MSG_TRUNC on TCP: bytes are dropped (or, with MSG_PEEK,
+// counted) and none are copied.
+static void section_stream_trunc(void) {
+    int c, s;
+    tcp_pair(&c, &s);
+    char out[512], in[1024];
+    for (int i = 0; i < 512; i++)
+        out[i] = (char)(i * 7 + 1);
+    write(c, out, sizeof out);
+    readable(s, 5000);
+    usleep(100000);
+    memset(in, 0, sizeof in);
+    RX("recv MSG_TRUNC|MSG_PEEK 100", recv(s, in, 100, MSG_TRUNC | MSG_PEEK), "untouched=%d",
+       in[0] == 0 && in[99] == 0);
+    RX("recv MSG_TRUNC 100", recv(s, in, 100, MSG_TRUNC), "untouched=%d", in[0] == 0 && in[99] == 0);
+    RX("recv after MSG_TRUNC 100", recv(s, in, 10, 0), "from byte 100=%d", memcmp(in, out + 100, 10) == 0);
+    R("recv MSG_TRUNC NULL 1000", recv(s, NULL, 1000, MSG_TRUNC));
+    R("recv MSG_TRUNC|MSG_DONTWAIT empty", recv(s, in, 10, MSG_TRUNC | MSG_DONTWAIT));
+    R("recv MSG_TRUNC|MSG_DONTWAIT len 0 empty", recv(s, in, 0, MSG_TRUNC | MSG_DONTWAIT));
+    write(c, out, 5);
+    readable(s, 5000);
+    usleep(100000);
+    R("recv MSG_TRUNC len 0 with data", recv(s, in, 0, MSG_TRUNC));
+    close(c);
+    R("recv MSG_TRUNC at end of file", recv(s, in, 10, MSG_TRUNC));
+    close(s);
+}
+
 static const struct {
     const char *name;
     void (*run)(void);
@@ -1459,7 +1774,8 @@ static const struct {
     {"connect", section_connect}, {"accept", section_accept}, {"names", section_names},
     {"sockopt", section_sockopt}, {"shutdown", section_shutdown}, {"sendto", section_sendto},
     {"msg", section_msg},         {"ioctl", section_ioctl},   {"netlink", section_netlink},
-    {"fds", section_fds},
+    {"fds", section_fds},         {"options", section_options},
+    {"reset", section_reset},     {"stream_trunc", section_stream_trunc},
 };
 
 // Usage: errno_probe [SECTION...] (default: all, in order).

@@ -91,11 +91,14 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
 
 pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     let (key, r) = step!(target(s, n, resume));
+    let flags = n.args[3] as i32;
     if s.socks[key].kind == Kind::Tcp {
+        if flags & libc::MSG_TRUNC != 0 {
+            return stream_truncating_recv(s, n, key, r, flags);
+        }
         // A stream pair reports no address, as TCP does.
         return Outcome::Reply(Reply::Continue);
     }
-    let flags = n.args[3] as i32;
     let peek = flags & libc::MSG_PEEK != 0;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     let got = match take(s, key, &r.file, peek) {
@@ -124,6 +127,44 @@ pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
         copied
     };
     commit_reply(s, Reply::Value(ret as i64), got.commit, &r.file)
+}
+
+/// `recv` with `MSG_TRUNC` on a TCP socket: Linux hands over no bytes; it
+/// drops up to `len` of them (with `MSG_PEEK`, only counts them) and
+/// returns how many. An AF_UNIX stream would copy them, so the filter
+/// traps this case and it is done here on the guest's end.
+fn stream_truncating_recv(s: &mut Sentry, n: &Notif, key: GKey, r: Target, flags: i32) -> Outcome {
+    let len = n.args[2] as usize;
+    let peek = flags & libc::MSG_PEEK != 0;
+    let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
+    let fd = r.file.as_raw_fd();
+    // Even for `len` 0, Linux waits for data (or end of file) first.
+    let mut first = [0u8; 1];
+    match recv(fd, &mut first, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT) {
+        // End of file.
+        Ok(0) => return value(0),
+        Ok(_) => {}
+        Err(NixErrno::EAGAIN) if nonblock => return errno(Errno::EAGAIN),
+        Err(NixErrno::EAGAIN) => {
+            let timeout = s.socks[key].rcvtimeo;
+            return r.park(key, timeout, Args::None);
+        }
+        Err(e) => return errno(Errno::from(e)),
+    }
+    let held = crate::sys::inq(std::os::fd::AsFd::as_fd(&r.file)).unwrap_or(1);
+    let count = len.min(usize::try_from(held).unwrap_or(1).max(1));
+    if peek {
+        return value(count as i64);
+    }
+    let mut dropped = 0;
+    while dropped < count {
+        let chunk = (count - dropped).min(s.scratch.len());
+        match recv(fd, &mut s.scratch[..chunk], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => dropped += k,
+        }
+    }
+    value(dropped as i64)
 }
 
 pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
@@ -228,11 +269,18 @@ pub(super) fn recvmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
         Args::Recv(hdr) => Some(hdr),
         _ => None,
     };
-    if first.is_none()
-        && n.args[4] != 0
-        && let Err(e) = s.rd_array::<16>(n, n.args[4])
-    {
-        return errno(e);
+    if first.is_none() && n.args[4] != 0 {
+        match s.rd_array::<16>(n, n.args[4]) {
+            Err(e) => return errno(e),
+            // Linux refuses a timespec that is not one (seconds below zero,
+            // nanoseconds out of range) before it receives anything.
+            Ok(t) => {
+                let (sec, nsec) = (abi::u64_at(&t, 0) as i64, abi::u64_at(&t, 8) as i64);
+                if sec < 0 || !(0..1_000_000_000).contains(&nsec) {
+                    return errno(Errno::EINVAL);
+                }
+            }
+        }
     }
     let mut done = 0usize;
     for i in 0..vlen {

@@ -61,11 +61,20 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         (_, true) => libc::AF_INET6,
         (_, false) => libc::AF_INET,
     };
+    if kind != Kind::Netlink && (level, name) == (SOL_SOCKET, libc::SO_PASSCRED) {
+        return Err(Errno::EOPNOTSUPP);
+    }
+    if kind == Kind::Tcp && (level, name) == (SOL_TCP, libc::TCP_MAXSEG) {
+        return Ok(int(max_seg(s, key)));
+    }
     if let Some(v) = s.socks[key].extra.get(&(level, name)) {
         return Ok(v.clone());
     }
     if !level_known(kind, v6, level) {
         return Err(Errno::EOPNOTSUPP);
+    }
+    if kept(level, name, v6, kind == Kind::Tcp) {
+        return Ok(kept_default(level, name));
     }
     let b = |x: bool| int(i32::from(x));
     match (level, name) {
@@ -107,6 +116,16 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         (SOL_SOCKET, libc::SO_KEEPALIVE) => SockOptName::KeepAlive,
         (SOL_SOCKET, libc::SO_LINGER) => {
             return match opt(s, id, SockOptName::Linger)? {
+                SockOpt::Linger(None) => {
+                    // Off, with the time last set (Linux keeps it).
+                    let secs = s.socks[key]
+                        .extra
+                        .get(&LINGER_TIME)
+                        .map_or(0, |v| read_int(v));
+                    let mut v = int(0);
+                    v.extend_from_slice(&secs.to_ne_bytes());
+                    Ok(v)
+                }
                 SockOpt::Linger(l) => Ok(abi::encode_linger(l).to_vec()),
                 _ => Err(Errno::ENOPROTOOPT),
             };
@@ -116,31 +135,11 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         (SOL_SOCKET, libc::SO_BROADCAST) => SockOptName::Broadcast,
         (SOL_TCP, _) if !tcp => return Err(Errno::EOPNOTSUPP),
         (SOL_TCP, libc::TCP_NODELAY) => SockOptName::NoDelay,
+        (SOL_TCP, libc::TCP_CORK) => SockOptName::Cork,
         (SOL_TCP, libc::TCP_KEEPIDLE) => SockOptName::KeepIdle,
         (SOL_TCP, libc::TCP_KEEPINTVL) => SockOptName::KeepInterval,
         (SOL_TCP, libc::TCP_KEEPCNT) => SockOptName::KeepCount,
         (SOL_TCP, libc::TCP_INFO) => return Ok(tcp_info(s, key, id)),
-        (SOL_TCP, libc::TCP_MAXSEG) => return Ok(int(mss(s))),
-        (SOL_TCP, libc::TCP_CONGESTION) => {
-            let mut v = b"cubic".to_vec();
-            v.resize(16, 0);
-            return Ok(v);
-        }
-        (
-            SOL_TCP,
-            libc::TCP_CORK
-            | libc::TCP_QUICKACK
-            | libc::TCP_DEFER_ACCEPT
-            | libc::TCP_USER_TIMEOUT
-            | libc::TCP_FASTOPEN
-            | libc::TCP_NOTSENT_LOWAT,
-        )
-        | (SOL_IP, libc::IP_RECVERR | libc::IP_PKTINFO | libc::IP_RECVTOS)
-        | (SOL_IPV6, libc::IPV6_RECVERR | libc::IPV6_RECVPKTINFO)
-            if level != SOL_IPV6 || v6 =>
-        {
-            return Ok(int(0));
-        }
         (SOL_IP, _) if v6 && name != libc::IP_TOS && name != libc::IP_TTL => {
             return Err(Errno::ENOPROTOOPT);
         }
@@ -150,7 +149,6 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         (SOL_IP, libc::IP_TOS) | (SOL_IPV6, libc::IPV6_TCLASS) if level == SOL_IP || v6 => {
             SockOptName::Tos
         }
-        (SOL_IP, libc::IP_MTU_DISCOVER) => return Ok(int(libc::IP_PMTUDISC_DONT)),
         (SOL_IPV6, _) if !v6 => return Err(Errno::ENOPROTOOPT),
         (SOL_IPV6, libc::IPV6_V6ONLY) => SockOptName::V6Only,
         _ => return Err(Errno::ENOPROTOOPT),
@@ -161,6 +159,7 @@ fn get(s: &mut Sentry, key: GKey, level: i32, name: i32) -> Result<Vec<u8>, Errn
         | SockOpt::KeepAlive(x)
         | SockOpt::Broadcast(x)
         | SockOpt::NoDelay(x)
+        | SockOpt::Cork(x)
         | SockOpt::V6Only(x) => b(x),
         SockOpt::RecvBuffer(v) | SockOpt::SendBuffer(v) => int(v as i32),
         SockOpt::KeepIdle(v) | SockOpt::KeepInterval(v) | SockOpt::KeepCount(v) => int(v as i32),
@@ -230,10 +229,9 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         )
     {
         let t = step!(abi::decode_timeval(&val).map_err(errno));
-        let tv = TimeVal::new(
-            t.map_or(0, |d| d.as_secs() as i64),
-            t.map_or(0, |d| i64::from(d.subsec_micros())),
-        );
+        // The guest's end gets the value as given: a negative one makes its
+        // native reads and writes give up at once, as on a Linux socket.
+        let tv = TimeVal::new(abi::u64_at(&val, 0) as i64, abi::u64_at(&val, 8) as i64);
         let rcv = matches!(name, libc::SO_RCVTIMEO | libc::SO_RCVTIMEO_NEW);
         let native = if rcv {
             host_setsockopt(&r.file.as_fd(), sockopt::ReceiveTimeout, &tv)
@@ -271,22 +269,36 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
             _ => errno(Errno::ENOPROTOOPT),
         };
     }
+    // Linux 6.16 keeps credentials passing to AF_UNIX and netlink.
+    if (level, name) == (SOL_SOCKET, libc::SO_PASSCRED) {
+        return errno(Errno::EOPNOTSUPP);
+    }
     let Some(id) = id else {
         return errno(Errno::ENOPROTOOPT);
     };
     let tcp = kind == Kind::Tcp;
     if kept(level, name, v6, tcp) {
-        return store(s, key, level, name, &val);
+        let closed = !s.socks[key].is_connected() && !s.socks[key].is_listening();
+        return match kept_value(level, name, &val, closed) {
+            Ok(v) => {
+                s.socks[key].extra.insert((level, name), v);
+                value(0)
+            }
+            Err(e) => errno(e),
+        };
     }
     let set = match (level, name) {
         (SOL_SOCKET, libc::SO_REUSEADDR) => ival().map(|v| SockOpt::ReuseAddr(v != 0)),
         (SOL_SOCKET, libc::SO_REUSEPORT) => ival().map(|v| SockOpt::ReusePort(v != 0)),
         (SOL_SOCKET, libc::SO_KEEPALIVE) => ival().map(|v| SockOpt::KeepAlive(v != 0)),
         (SOL_SOCKET, libc::SO_BROADCAST) => ival().map(|v| SockOpt::Broadcast(v != 0)),
-        (SOL_SOCKET, libc::SO_RCVBUF) | (SOL_SOCKET, libc::SO_RCVBUFFORCE) => {
+        // Linux reads the size as unsigned: -1 asks for the most there is.
+        (SOL_SOCKET, libc::SO_RCVBUF) => ival().map(|v| SockOpt::RecvBuffer(v as u32 as usize)),
+        (SOL_SOCKET, libc::SO_SNDBUF) => ival().map(|v| SockOpt::SendBuffer(v as u32 as usize)),
+        (SOL_SOCKET, libc::SO_RCVBUFFORCE) => {
             ival().map(|v| SockOpt::RecvBuffer(v.max(0) as usize))
         }
-        (SOL_SOCKET, libc::SO_SNDBUF) | (SOL_SOCKET, libc::SO_SNDBUFFORCE) => {
+        (SOL_SOCKET, libc::SO_SNDBUFFORCE) => {
             ival().map(|v| SockOpt::SendBuffer(v.max(0) as usize))
         }
         (SOL_SOCKET, libc::SO_LINGER) => {
@@ -295,11 +307,15 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
             } else {
                 let on = i32::from_ne_bytes([val[0], val[1], val[2], val[3]]);
                 let secs = i32::from_ne_bytes([val[4], val[5], val[6], val[7]]);
+                if on != 0 {
+                    s.socks[key].extra.insert(LINGER_TIME, int(secs.max(0)));
+                }
                 Ok(SockOpt::Linger((on != 0).then_some(secs.max(0) as u32)))
             }
         }
         (SOL_TCP, _) if !tcp => return errno(Errno::ENOPROTOOPT),
         (SOL_TCP, libc::TCP_NODELAY) => ival().map(|v| SockOpt::NoDelay(v != 0)),
+        (SOL_TCP, libc::TCP_CORK) => ival().map(|v| SockOpt::Cork(v != 0)),
         (SOL_TCP, libc::TCP_KEEPIDLE) => pos(ival()).map(SockOpt::KeepIdle),
         (SOL_TCP, libc::TCP_KEEPINTVL) => pos(ival()).map(SockOpt::KeepInterval),
         (SOL_TCP, libc::TCP_KEEPCNT) => pos(ival()).map(SockOpt::KeepCount),
@@ -320,10 +336,20 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         _ => Err(Errno::ENOPROTOOPT),
     };
     match set {
-        Ok(o) => match s.stack.set_option(id, o) {
-            Ok(()) => value(0),
-            Err(e) => net(e),
-        },
+        Ok(o) => {
+            let grows_send = matches!(o, SockOpt::SendBuffer(_));
+            match s.stack.set_option(id, o) {
+                Ok(()) => {
+                    // A larger send buffer has room for what waits in the
+                    // pair: a writer blocked there goes on, as on Linux.
+                    if grows_send {
+                        s.flush_tx(key);
+                    }
+                    value(0)
+                }
+                Err(e) => net(e),
+            }
+        }
         Err(e) => errno(e),
     }
 }
@@ -357,18 +383,22 @@ fn kept(level: i32, name: i32, v6: bool, tcp: bool) -> bool {
                 | libc::SO_BINDTODEVICE
                 | libc::SO_ZEROCOPY
                 | libc::SO_DONTROUTE
+                | libc::SO_NO_CHECK
         ),
         SOL_TCP => {
             tcp && matches!(
                 name,
-                libc::TCP_CORK
-                    | libc::TCP_QUICKACK
+                libc::TCP_QUICKACK
                     | libc::TCP_DEFER_ACCEPT
                     | libc::TCP_USER_TIMEOUT
                     | libc::TCP_FASTOPEN
                     | libc::TCP_NOTSENT_LOWAT
                     | libc::TCP_MAXSEG
                     | libc::TCP_CONGESTION
+                    | libc::TCP_SYNCNT
+                    | libc::TCP_LINGER2
+                    | libc::TCP_WINDOW_CLAMP
+                    | libc::TCP_INQ
             )
         }
         SOL_IP => matches!(
@@ -381,6 +411,7 @@ fn kept(level: i32, name: i32, v6: bool, tcp: bool) -> bool {
                 | libc::IP_TRANSPARENT
                 | libc::IP_MULTICAST_TTL
                 | libc::IP_MULTICAST_LOOP
+                | libc::IP_RECVTTL
         ),
         SOL_IPV6 => {
             v6 && matches!(
@@ -404,21 +435,155 @@ fn pos(v: Result<i32, Errno>) -> Result<u32, Errno> {
     }
 }
 
-/// Options the stack has no use for: kept, so `getsockopt` reads back what
-/// was set (an int, or the bytes given).
-fn store(s: &mut Sentry, key: GKey, level: i32, name: i32, val: &[u8]) -> Outcome {
-    let is_string = level == SOL_TCP && name == libc::TCP_CONGESTION
-        || level == SOL_SOCKET && name == libc::SO_BINDTODEVICE;
-    if !is_string && val.len() < 4 {
-        return errno(Errno::EINVAL);
+/// Where `SO_LINGER`'s time is kept while lingering is off.
+const LINGER_TIME: (i32, i32) = (SOL_SOCKET, -libc::SO_LINGER);
+/// Linux's smallest receive buffer (`SOCK_MIN_RCVBUF`, what `SO_RCVBUF` 0
+/// reads back); `TCP_WINDOW_CLAMP` is raised to half of it.
+const MIN_RCVBUF: i32 = 2304;
+/// Linux's bounds: `MAX_TCP_SYNCNT`, `TCP_FIN_TIMEOUT_MAX` (s), `TCP_MIN_MSS`,
+/// `MAX_TCP_WINDOW`, and the default `TCP_MAXSEG` of a socket not connected.
+const MAX_SYNCNT: i32 = 127;
+const MAX_LINGER2: i32 = 120;
+const FIN_TIMEOUT: i32 = 60;
+const MIN_MSS: i32 = 88;
+const MAX_MSS: i32 = 32767;
+const DEFAULT_MSS: i32 = 536;
+
+fn read_int(v: &[u8]) -> i32 {
+    v.get(..4)
+        .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// What getsockopt reads for a kept option never set: Linux's defaults.
+fn kept_default(level: i32, name: i32) -> Vec<u8> {
+    match (level, name) {
+        (SOL_TCP, libc::TCP_SYNCNT) => int(6),
+        (SOL_TCP, libc::TCP_LINGER2) => int(FIN_TIMEOUT),
+        (SOL_TCP, libc::TCP_NOTSENT_LOWAT) => int(-1),
+        (SOL_TCP, libc::TCP_CONGESTION) => cc_name(b"cubic"),
+        (SOL_IP, libc::IP_MTU_DISCOVER) => int(libc::IP_PMTUDISC_WANT),
+        (SOL_TCP, libc::TCP_QUICKACK)
+        | (SOL_IP, libc::IP_MULTICAST_TTL | libc::IP_MULTICAST_LOOP)
+        | (SOL_SOCKET, libc::SO_RCVLOWAT)
+        | (SOL_IPV6, libc::IPV6_MULTICAST_HOPS | libc::IPV6_MULTICAST_LOOP) => int(1),
+        _ => int(0),
     }
-    let v = if is_string {
-        val.to_vec()
-    } else {
-        val[..4].to_vec()
+}
+
+/// A congestion control name as `TCP_CONGESTION` reads it: 16 bytes.
+fn cc_name(name: &[u8]) -> Vec<u8> {
+    let mut v = name.to_vec();
+    v.resize(16, 0);
+    v
+}
+
+/// Linux's `TCP_DEFER_ACCEPT` rounding: seconds become SYN-ACK
+/// retransmissions (1 s, doubling, at most 120 s apart) and back.
+fn defer_accept_rounded(secs: i32) -> i32 {
+    if secs <= 0 {
+        return 0;
+    }
+    let (mut timeout, mut period, mut retrans) = (1i32, 1i32, 1i32);
+    while secs > period && retrans < 255 {
+        retrans += 1;
+        timeout = (timeout * 2).min(120);
+        period += timeout;
+    }
+    let (mut timeout, mut total) = (1i32, 1i32);
+    for _ in 1..retrans {
+        timeout = (timeout * 2).min(120);
+        total += timeout;
+    }
+    total
+}
+
+/// An option the stack has no use for, checked and rounded as Linux does:
+/// the bytes getsockopt reads back afterwards, or Linux's errno.
+/// `closed`: the socket is neither connected nor listening.
+fn kept_value(level: i32, name: i32, val: &[u8], closed: bool) -> Result<Vec<u8>, Errno> {
+    if (level, name) == (SOL_TCP, libc::TCP_CONGESTION) {
+        let name = &val[..val.len().min(15)];
+        let name = name.split(|&b| b == 0).next().unwrap_or(&[]);
+        return match name {
+            b"reno" | b"cubic" => Ok(cc_name(name)),
+            _ => Err(Errno::ENOENT),
+        };
+    }
+    if (level, name) == (SOL_SOCKET, libc::SO_BINDTODEVICE) {
+        return Ok(val.to_vec());
+    }
+    // IP-level integers may be given as one byte.
+    let v = match val.len() {
+        4.. => read_int(val),
+        1.. if level == SOL_IP => i32::from(val[0]),
+        _ => return Err(Errno::EINVAL),
     };
-    s.socks[key].extra.insert((level, name), v);
-    value(0)
+    let bool_of = |v: i32| int(i32::from(v != 0));
+    Ok(match (level, name) {
+        (SOL_TCP, libc::TCP_SYNCNT) if !(1..=MAX_SYNCNT).contains(&v) => return Err(Errno::EINVAL),
+        (SOL_TCP, libc::TCP_LINGER2) => int(match v {
+            ..0 => -1,
+            0 => FIN_TIMEOUT,
+            _ => v.min(MAX_LINGER2),
+        }),
+        (SOL_TCP, libc::TCP_DEFER_ACCEPT) => int(defer_accept_rounded(v)),
+        (SOL_TCP, libc::TCP_USER_TIMEOUT) if v < 0 => return Err(Errno::EINVAL),
+        (SOL_TCP, libc::TCP_MAXSEG) if v != 0 && !(MIN_MSS..=MAX_MSS).contains(&v) => {
+            return Err(Errno::EINVAL);
+        }
+        (SOL_TCP, libc::TCP_INQ) if !(0..=1).contains(&v) => return Err(Errno::EINVAL),
+        (SOL_TCP, libc::TCP_WINDOW_CLAMP) => match v {
+            0 if !closed => return Err(Errno::EINVAL),
+            0 => int(0),
+            _ => int(v.max(MIN_RCVBUF / 2)),
+        },
+        (SOL_IP, libc::IP_MTU_DISCOVER) if !(0..=5).contains(&v) => return Err(Errno::EINVAL),
+        (SOL_IP, libc::IP_MULTICAST_TTL) => match v {
+            -1 => int(1),
+            0..=255 => int(v),
+            _ => return Err(Errno::EINVAL),
+        },
+        (SOL_TCP, libc::TCP_QUICKACK)
+        | (
+            SOL_IP,
+            libc::IP_MULTICAST_LOOP
+            | libc::IP_RECVTTL
+            | libc::IP_RECVERR
+            | libc::IP_PKTINFO
+            | libc::IP_RECVTOS
+            | libc::IP_FREEBIND
+            | libc::IP_TRANSPARENT,
+        )
+        | (
+            SOL_SOCKET,
+            libc::SO_TIMESTAMP
+            | libc::SO_TIMESTAMPNS
+            | libc::SO_NO_CHECK
+            | libc::SO_OOBINLINE
+            | libc::SO_DONTROUTE
+            | libc::SO_ZEROCOPY,
+        ) => bool_of(v),
+        (SOL_SOCKET, libc::SO_RCVLOWAT) => int(if v == 0 { 1 } else { v }),
+        _ => int(v),
+    })
+}
+
+/// `TCP_MAXSEG` as Linux reads it: the value set (or 536) before the
+/// connection exists, the segment size in use after.
+fn max_seg(s: &Sentry, key: GKey) -> i32 {
+    let g = &s.socks[key];
+    let user = g
+        .extra
+        .get(&(SOL_TCP, libc::TCP_MAXSEG))
+        .map_or(0, |v| read_int(v));
+    if g.is_connected() {
+        let mss = mss(s);
+        if user > 0 { mss.min(user) } else { mss }
+    } else if user > 0 {
+        user
+    } else {
+        DEFAULT_MSS
+    }
 }
 
 pub(super) fn ioctl(s: &mut Sentry, n: &Notif) -> Outcome {

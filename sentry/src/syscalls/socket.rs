@@ -429,6 +429,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
     );
     g.id = Some(child);
     g.established();
+    // A Linux child socket starts as a copy of its listener: the options
+    // the Sentry keeps come along (TCP_USER_TIMEOUT, TCP_LINGER2, ...).
+    g.extra = s.socks[key].extra.clone();
     let child_key = match s.insert(g) {
         Ok(k) => k,
         Err(e) => {
@@ -452,6 +455,9 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
     match sys::notif_addfd_send(s.listeners.of(n), n.id, guest.as_fd(), cloexec) {
         Ok(fd) => {
             s.trace(n, &format!("fd {fd}"));
+            // Where the guest holds it: a reset that comes before any other
+            // trapped call on it can still be reported (`report_reset`).
+            s.socks[child_key].home = Some((n.tid, fd));
             s.pump_rx(child_key);
             Outcome::Done
         }
