@@ -163,9 +163,6 @@ pub struct GSock {
     pub extra: std::collections::HashMap<(i32, i32), Vec<u8>>,
     /// Blocked calls waiting on this socket.
     pub parked: VecDeque<crate::sentry::Parked>,
-    /// Until when a `bind` or `listen` that found its port in use waits
-    /// for unconnected sockets' closes (see `Sentry::wait_for_closes`).
-    pub close_wait_until: Option<std::time::Instant>,
     /// Where the guest last named this socket: a thread and its descriptor
     /// number (the Sentry reaches the guest's end through it to report a
     /// reset, see `Sentry::report_reset`).
@@ -209,7 +206,6 @@ impl GSock {
             sndtimeo: None,
             extra: std::collections::HashMap::new(),
             parked: VecDeque::new(),
-            close_wait_until: None,
             home: None,
         }
     }

@@ -25,9 +25,6 @@ use crate::sys;
 
 /// Sockets kept ready per blocking mode.
 const READY: usize = 4;
-/// The longest a `bind` or `listen` waits for unconnected sockets' closes
-/// to finish (see `Sentry::wait_for_closes`).
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// Sockets asked for at once.
 const BATCH: usize = crate::connector::MAX_BATCH;
 
@@ -183,28 +180,6 @@ impl Sentry {
         self.socks[key].end = Some(end);
         self.watch_end(key)
             .map_err(|e| Errno::of_io(&e, Errno::ENOMEM))
-    }
-
-    /// Whether a `bind` or `listen` of `key` that found its port in use
-    /// should wait another round: while other unconnected sockets are
-    /// still open, for at most [`CLOSE_WAIT`]. Under load the kernel has
-    /// been seen to finish the release of a socket the guest had just
-    /// closed (so that it leaves the set) a round or two after the close
-    /// returned; a port it held is free then.
-    pub(crate) fn wait_for_closes(&mut self, key: GKey) -> bool {
-        let others = self.socks.iter().any(|(k, s)| k != key && s.end.is_none());
-        let now = std::time::Instant::now();
-        let g = &mut self.socks[key];
-        if !others {
-            g.close_wait_until = None;
-            return false;
-        }
-        let until = *g.close_wait_until.get_or_insert(now + CLOSE_WAIT);
-        if now < until {
-            return true;
-        }
-        g.close_wait_until = None;
-        false
     }
 
     /// Drops the records of unconnected sockets the guest has closed;

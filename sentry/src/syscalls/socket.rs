@@ -202,8 +202,7 @@ pub(super) fn bind(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome
 /// Binds an inet socket. A port in use may be held by a socket the guest
 /// has just closed, whose hang-up the Sentry has not read yet: the call
 /// waits for the next round of the event loop (which reads it) and tries
-/// once more; or by an unconnected socket whose close the kernel has not
-/// finished (see `Sentry::wait_for_closes`).
+/// once more.
 fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome {
     let Some(id) = s.stack_id(key) else {
         return errno(Errno::EBADF);
@@ -214,9 +213,7 @@ fn bind_inet(s: &mut Sentry, key: GKey, r: Target, addr: SocketAddr) -> Outcome 
         bound = s.stack.bind(id, addr);
     }
     match bound {
-        Err(NetError::AddrInUse) if !r.resumed || s.wait_for_closes(key) => {
-            r.defer(key, Args::Bind(addr))
-        }
+        Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::Bind(addr)),
         Ok(()) => {
             // A UDP port the guest chose takes datagrams from outside once
             // `bind` returned.
@@ -243,9 +240,7 @@ pub(super) fn listen(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
     }
     match listening {
         // As bind: the port may be held by a socket closed a moment ago.
-        Err(NetError::AddrInUse) if !r.resumed || s.wait_for_closes(key) => {
-            r.defer(key, Args::None)
-        }
+        Err(NetError::AddrInUse) if !r.resumed => r.defer(key, Args::None),
         Ok(()) => {
             s.socks[key].listen(backlog.clamp(0, 4096) as usize);
             // Peers outside reach the listener once `listen` returned.
