@@ -107,6 +107,16 @@ impl Connector {
             self.broken.set(true);
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         }
+        // The connector has closed its copies once it says so: a socket
+        // the guest then closes is closed at once (and leaves the set that
+        // tells which are open, `sentry::unconnected`).
+        match sys::connector::recv_reply(self.ctl.as_raw_fd()) {
+            Ok((0, extra)) if extra.is_empty() => {}
+            _ => {
+                self.broken.set(true);
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+        }
         Ok(fds)
     }
 
@@ -203,6 +213,31 @@ mod tests {
             accept4(c.listener(), SockFlag::empty()).err(),
             Some(nix::errno::Errno::EAGAIN)
         );
+    }
+
+    /// Once `sockets` returns, the connector holds no copy: closing ours
+    /// closes the socket at once (it leaves an epoll set it was in), which
+    /// is how the Sentry learns a guest closed an unconnected socket.
+    #[test]
+    fn the_connector_keeps_no_copy_of_what_it_handed_over() {
+        use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+        let c = Connector::spawn().unwrap();
+        for _ in 0..20 {
+            let mut socks = c.sockets(MAX_BATCH, false).unwrap();
+            let set = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
+            for (i, s) in socks.iter().enumerate() {
+                set.add(s, EpollEvent::new(EpollFlags::EPOLLOUT, i as u64))
+                    .unwrap();
+            }
+            let mut events = vec![EpollEvent::empty(); MAX_BATCH + 1];
+            assert_eq!(
+                set.wait(&mut events, EpollTimeout::ZERO).unwrap(),
+                MAX_BATCH
+            );
+            socks.truncate(1);
+            assert_eq!(set.wait(&mut events, EpollTimeout::ZERO).unwrap(), 1);
+            assert_eq!(events[0].data(), 0);
+        }
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! - first, from the connector: a native-endian errno (0 when it is ready)
 //!   with the listener as `SCM_RIGHTS`;
 //! - request `[b'n', COUNT, NONBLOCK, 0]`: answer errno, and on success
-//!   COUNT (at most [`MAX_BATCH`]) new sockets as `SCM_RIGHTS`.
+//!   COUNT (at most [`MAX_BATCH`]) new sockets as `SCM_RIGHTS`, then a
+//!   second answer 0 once the connector has closed its own copies (until
+//!   then a socket the guest closes would stay open, its port taken).
 //!
 //! The child runs in a copy of a process that has other threads, so it
 //! makes system calls only: no allocation, no lock. It dies with the
@@ -121,6 +123,11 @@ fn child(fd: RawFd, bpf: &[u8]) -> ! {
                 for &s in &made[..got] {
                     // SAFETY: ours; the Sentry holds its own copies now.
                     unsafe { libc::close(s) };
+                }
+                if err == 0 && got > 0 {
+                    // Only now is the guest's close of one of them the
+                    // last: the Sentry waits for this before it uses them.
+                    send_reply(fd, 0, &[]);
                 }
             }
             _ => {
