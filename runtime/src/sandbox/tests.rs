@@ -34,13 +34,22 @@ fn spec(cwd: &Path, argv: &[&str]) -> GuestSpec {
 }
 
 /// The host's mount table, less named network namespaces (`nsfs` mounts
-/// under /run/netns): other programs on the machine add and remove those
-/// while the tests run, and the sandbox never makes one.
+/// under /run/netns) and what is mounted under `/tmp/smv*` (the Docker,
+/// podman and containerd suites' own daemons): other programs on the
+/// machine add and remove those while the tests run, and the sandbox never
+/// makes one.
 fn mount_table() -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter(|line| !line.contains(" - nsfs "))
+        // The private dockerd, podman and containerd of other suites that
+        // run at the same time mount under their scratch directories.
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_none_or(|at| !at.starts_with("/tmp/smv"))
+        })
         .map(str::to_owned)
         .collect()
 }
