@@ -820,10 +820,7 @@ fn a_spec_sharing_the_hosts_network_gets_loopback_only() {
 #[test]
 fn update_changes_the_cgroup_limits() {
     let oci = Oci::new("update");
-    let bundle = Bundle::new(&oci, "update", &["sleep", "1000"]);
-    let id = unique_id("update");
-    let (_, pid) = oci.create_ok(&bundle, &id);
-    oci.cmd(&["start", &id]).assert_ok();
+    let (_bundle, id, pid) = start_sleeper(&oci, "update");
     let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("/proc/PID/cgroup");
     let memory = cgroups
         .lines()
@@ -860,28 +857,42 @@ fn killing_the_sentry_ends_the_container() {
         return;
     }
     let oci = Oci::new("warden");
-    let bundle = Bundle::new(&oci, "warden", &["sleep", "1000"]);
-    let id = unique_id("warden");
-    let (_, pid) = oci.create_ok(&bundle, &id);
-    oci.cmd(&["start", &id]).assert_ok();
+    let (_bundle, id, pid) = start_sleeper(&oci, "warden");
     let meta: Value = serde_json::from_slice(
         &fs::read(oci.root().join(&id).join("smolvisor.json")).expect("smolvisor.json"),
     )
     .expect("smolvisor.json is JSON");
     let sentry = meta["sentry_pid"].as_i64().expect("the Sentry's pid") as i32;
     assert_eq!(oci.status(&id), "running");
+    kill_sentry_ends(&oci, sentry, &id, pid, "the init outlived its Sentry");
+}
+
+/// Kills the Sentry `sentry` outright: its warden must end container
+/// `id`'s init `pid` with SIGKILL (`what` says otherwise), which is then
+/// stopped and deleted.
+fn kill_sentry_ends(oci: &Oci, sentry: i32, id: &str, pid: i32, what: &str) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentry), Signal::SIGKILL)
         .expect("kill the Sentry");
     assert_eq!(
         reap(pid, STOP_WITHIN),
         Ok(Ended::Signaled(Signal::SIGKILL)),
-        "the init outlived its Sentry"
+        "{what}"
     );
-    oci.wait_status(&id, "stopped", STOP_WITHIN);
-    oci.cmd(&["delete", &id]).assert_ok();
+    oci.wait_status(id, "stopped", STOP_WITHIN);
+    oci.cmd(&["delete", id]).assert_ok();
 }
 
 /// The Sentry's pid from container `id`'s `smolvisor.json`.
+/// Creates and starts a container running `sleep 1000`: its bundle, id
+/// and init's pid.
+fn start_sleeper(oci: &Oci, label: &str) -> (Bundle, String, i32) {
+    let b = Bundle::new(oci, label, &["sleep", "1000"]);
+    let id = unique_id(label);
+    let (_, init) = oci.create_ok(&b, &id);
+    oci.cmd(&["start", &id]).assert_ok();
+    (b, id, init)
+}
+
 /// Creates and starts a container running `sleep 1000` whose spec names
 /// the network namespace of the running init `pid` (as Docker's
 /// `--network container:` does): its bundle, id and init's pid.
@@ -1060,15 +1071,7 @@ fn a_pod_shares_one_sentry_that_outlives_its_first_container() {
     assert_eq!(own.stdout, "from-b\n", "B's exchange on 127.0.0.1\n{own}");
 
     // The warden ends B with the Sentry.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sentry), Signal::SIGKILL)
-        .expect("kill the Sentry");
-    assert_eq!(
-        reap(pid_b, STOP_WITHIN),
-        Ok(Ended::Signaled(Signal::SIGKILL)),
-        "B outlived the pod's Sentry"
-    );
-    oci.wait_status(&id_b, "stopped", STOP_WITHIN);
-    oci.cmd(&["delete", &id_b]).assert_ok();
+    kill_sentry_ends(&oci, sentry, &id_b, pid_b, "B outlived the pod's Sentry");
     let left: Vec<String> = oci.root_entries().into_iter().collect();
     assert!(left.is_empty(), "left under --root: {left:?}");
 }
@@ -1086,10 +1089,7 @@ fn pausing_a_pods_first_container_leaves_the_others_served() {
         return;
     }
     let oci = Oci::new("pod-pause");
-    let a = Bundle::new(&oci, "pause-a", &["sleep", "1000"]);
-    let id_a = unique_id("pause-a");
-    let (_, pid_a) = oci.create_ok(&a, &id_a);
-    oci.cmd(&["start", &id_a]).assert_ok();
+    let (a, id_a, pid_a) = start_sleeper(&oci, "pause-a");
     let (b, id_b, pid_b) = start_in_pod(&oci, "pause-b", pid_a);
     let sentry = sentry_of(&oci, &id_a);
     assert_eq!(sentry_of(&oci, &id_b), sentry, "B has a Sentry of its own");
@@ -1129,10 +1129,7 @@ fn the_sentry_is_charged_to_the_containers_cgroups() {
         return;
     }
     let oci = Oci::new("charged");
-    let bundle = Bundle::new(&oci, "charged", &["sleep", "1000"]);
-    let id = unique_id("charged");
-    let (_, pid) = oci.create_ok(&bundle, &id);
-    oci.cmd(&["start", &id]).assert_ok();
+    let (_bundle, id, pid) = start_sleeper(&oci, "charged");
     let meta: Value = serde_json::from_slice(
         &fs::read(oci.root().join(&id).join("smolvisor.json")).expect("smolvisor.json"),
     )
