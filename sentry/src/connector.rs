@@ -215,9 +215,11 @@ mod tests {
         );
     }
 
-    /// Once `sockets` returns, the connector holds no copy: closing ours
-    /// closes the socket at once (it leaves an epoll set it was in), which
-    /// is how the Sentry learns a guest closed an unconnected socket.
+    /// Closing the only copy of a socket the connector made takes it out
+    /// of an epoll set at once: how the Sentry learns that a guest closed
+    /// an unconnected socket. (Whether the connector still held a copy is
+    /// a race this test seldom loses on an idle machine; e2e
+    /// `a_closed_sockets_port_is_free_at_once` catches it under load.)
     #[test]
     fn the_connector_keeps_no_copy_of_what_it_handed_over() {
         use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
