@@ -34,6 +34,7 @@
 //! links; every TCP socket runs on it (its module doc says how the socket
 //! layer and the stack drive it). smoltcp's TCP socket is no longer used.
 
+pub mod budget;
 mod buffers;
 mod demux;
 mod error;
@@ -45,6 +46,7 @@ mod stack;
 pub mod tcp_engine;
 pub mod testbed;
 
+pub use budget::Budget;
 pub use error::{NetError, Result};
 pub use link::Link;
 pub use smoltcp::time::{Duration, Instant};

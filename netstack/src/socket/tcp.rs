@@ -16,6 +16,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint, TcpRepr, TcpSeqNumber};
 
 use super::{Binding, Kind, Options, Readiness, RecvFlags, Shutdown, Socket, SocketId};
+use crate::budget::Budget;
 use crate::error::{NetError, Result};
 use crate::stack::{Intercepted, NicId, Stack};
 use crate::tcp_engine::{self, ConnError, Connection, Keepalive, State};
@@ -89,7 +90,12 @@ pub(crate) struct Conn {
 
 /// The engine's configuration from the socket's options; `mss` from the
 /// MTU of the NIC the connection uses.
-pub(crate) fn engine_config(opts: &Options, mtu: usize, v6: bool) -> tcp_engine::Config {
+pub(crate) fn engine_config(
+    opts: &Options,
+    mtu: usize,
+    v6: bool,
+    budget: &Budget,
+) -> tcp_engine::Config {
     let headers = if v6 { 60 } else { 40 };
     tcp_engine::Config {
         mss: mtu.saturating_sub(headers).min(usize::from(u16::MAX)) as u16,
@@ -103,6 +109,7 @@ pub(crate) fn engine_config(opts: &Options, mtu: usize, v6: bool) -> tcp_engine:
         acks: tcp_engine::AckPolicy::Interactive(Duration::from_millis(40)),
         nagle: !opts.nodelay,
         keepalive: keepalive(opts),
+        budget: budget.clone(),
         ..tcp_engine::Config::default()
     }
 }
@@ -363,7 +370,8 @@ impl Stack {
         let ts_offset = self.next_random() as u32;
         let mtu = self.nics[nic].ip_mtu();
         let opts = &self.sockets.get(id).ok_or(NetError::BadHandle)?.opts;
-        let cfg = engine_config(opts, mtu, matches!(remote.addr, IpAddress::Ipv6(_)));
+        let v6 = matches!(remote.addr, IpAddress::Ipv6(_));
+        let cfg = engine_config(opts, mtu, v6, &self.cfg.tcp_memory);
         let engine = Connection::connect(cfg, local.port, remote.port, iss, ts_offset, self.now);
         let sock = self.get_mut(id)?;
         sock.nic = nic;
@@ -755,7 +763,8 @@ impl Stack {
         let iss = TcpSeqNumber(self.next_random() as i32);
         let ts_offset = self.next_random() as u32;
         let mtu = self.nics.get(nic)?.ip_mtu();
-        let cfg = engine_config(&opts, mtu, matches!(remote.addr, IpAddress::Ipv6(_)));
+        let v6 = matches!(remote.addr, IpAddress::Ipv6(_));
+        let cfg = engine_config(&opts, mtu, v6, &self.cfg.tcp_memory);
         let engine = Connection::accept(cfg, syn, iss, ts_offset, self.now)?;
         let conn = Conn {
             engine,

@@ -27,6 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use slotmap::SlotMap;
 
+use crate::budget::Budget;
 use crate::buffers::BufferPool;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::DeviceCapabilities;
@@ -70,6 +71,9 @@ pub struct StackConfig {
     pub udp_send_buffer: usize,
     /// How long a connect may wait for the handshake (Linux: 6 SYN retries, about 127 s).
     pub connect_timeout: Duration,
+    /// What every TCP buffer's storage is charged to (`net.ipv4.tcp_mem`);
+    /// unlimited by default.
+    pub tcp_memory: Budget,
 }
 
 impl StackConfig {
@@ -97,6 +101,7 @@ impl Default for StackConfig {
             udp_recv_buffer: 256 << 10,
             udp_send_buffer: 256 << 10,
             connect_timeout: Duration::from_secs(127),
+            tcp_memory: Budget::unlimited(),
         }
     }
 }
@@ -310,6 +315,11 @@ impl std::fmt::Debug for Stack {
 
 impl Stack {
     /// A stack with only the loopback NIC (`lo`: 127.0.0.1/8 and ::1/128).
+    /// What the TCP buffers' storage is charged to.
+    pub fn tcp_memory(&self) -> &Budget {
+        &self.cfg.tcp_memory
+    }
+
     pub fn new(cfg: StackConfig, now: Instant) -> Stack {
         Stack::with_loopback(cfg, now, Box::new(Loopback::new()))
     }

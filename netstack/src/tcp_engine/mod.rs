@@ -64,6 +64,7 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
+use crate::budget::Budget;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
@@ -135,6 +136,8 @@ pub struct Config {
     pub nagle: bool,
     /// Probe an idle connection (`SO_KEEPALIVE`); `None` for never.
     pub keepalive: Option<Keepalive>,
+    /// What the buffers' storage is charged to (shared by the stack).
+    pub budget: Budget,
 }
 
 /// When in-order data that fills less than two segments is acknowledged
@@ -183,6 +186,7 @@ impl Default for Config {
             syn_retries: 6,
             nagle: false,
             keepalive: None,
+            budget: Budget::unlimited(),
         }
     }
 }
@@ -366,12 +370,12 @@ impl Connection {
             last_ack_sent: TcpSeqNumber(0),
             opts: Negotiated::default(),
             mss,
-            snd: SendQueue::new(cfg.send_buffer, iss),
+            snd: SendQueue::with_budget(cfg.send_buffer, iss, cfg.budget.clone()),
             snd_wnd: 0,
             max_snd_wnd: 0,
             snd_wl1: TcpSeqNumber(0),
             snd_wl2: iss,
-            rcv: RecvBuffer::new(cfg.recv_buffer),
+            rcv: RecvBuffer::with_budget(cfg.recv_buffer, cfg.budget.clone()),
             rcv_adv: TcpSeqNumber(0),
             peer_fin: None,
             fin_received: false,

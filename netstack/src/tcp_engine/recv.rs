@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use smoltcp::wire::TcpSeqNumber;
 
 use super::{seq_add, seq_dist};
+use crate::budget::Budget;
 
 /// The smallest ring allocated once data arrives.
 const MIN_RING: usize = 4096;
@@ -67,10 +68,23 @@ pub struct RecvBuffer {
     recent: [Option<u64>; 3],
     /// A duplicate range to report once.
     dsack: Option<(TcpSeqNumber, TcpSeqNumber)>,
+    /// Charged for `ring`; bounds the window when memory is short.
+    budget: Budget,
+}
+
+impl Drop for RecvBuffer {
+    fn drop(&mut self) {
+        self.budget.resized(self.ring.len(), 0);
+    }
 }
 
 impl RecvBuffer {
+    #[cfg(test)]
     pub fn new(capacity: usize) -> Self {
+        RecvBuffer::with_budget(capacity, Budget::unlimited())
+    }
+
+    pub fn with_budget(capacity: usize, budget: Budget) -> Self {
         let capacity = capacity.max(1);
         RecvBuffer {
             ring: Vec::new(),
@@ -83,6 +97,7 @@ impl RecvBuffer {
             max_ranges: (capacity / 1024 * OOO_RANGES_PER_KIB).max(MIN_OOO_RANGES),
             recent: [None; 3],
             dsack: None,
+            budget,
         }
     }
 
@@ -109,9 +124,13 @@ impl RecvBuffer {
         self.ready
     }
 
-    /// Room from rcv.nxt to the end of the ring: the most we may advertise.
+    /// Room from rcv.nxt to the end of the ring: the most we may advertise
+    /// (the buffer's size, or less where the budget stops the ring's
+    /// storage from growing that far).
     pub fn window(&self) -> usize {
-        self.capacity - self.ready
+        self.budget
+            .storage_limit(self.ring.len(), self.capacity)
+            .saturating_sub(self.ready)
     }
 
     pub fn has_holes(&self) -> bool {
@@ -244,8 +263,9 @@ impl RecvBuffer {
         let len = span
             .next_power_of_two()
             .max(MIN_RING)
-            .min(self.capacity)
+            .min(self.budget.storage_limit(old, self.capacity))
             .max(span);
+        self.budget.resized(old, len);
         let mut ring = vec![0; len];
         ring[..old - self.head].copy_from_slice(&self.ring[self.head..]);
         ring[old - self.head..old].copy_from_slice(&self.ring[..self.head]);
@@ -272,6 +292,7 @@ impl RecvBuffer {
         }
         self.head = (self.head + n) % self.ring.len();
         self.ready -= n;
+        self.release_if_idle();
     }
 
     /// Copies readable bytes out; returns how many.
@@ -286,7 +307,18 @@ impl RecvBuffer {
         buf[first..n].copy_from_slice(&self.ring[..n - first]);
         self.head = (self.head + n) % cap;
         self.ready -= n;
+        self.release_if_idle();
         n
+    }
+
+    /// Nothing held and memory short: the storage goes back to the budget
+    /// (the next bytes allocate again).
+    fn release_if_idle(&mut self) {
+        if self.ready == 0 && self.ooo.is_empty() && !self.ring.is_empty() && self.budget.short() {
+            self.budget.resized(self.ring.len(), 0);
+            self.ring = Vec::new();
+            self.head = 0;
+        }
     }
 
     /// The SACK blocks for the next ACK: a pending D-SACK first (taken,

@@ -2,8 +2,12 @@
 //! place (`spare` then `commit`, so a host socket or a pair end can be read
 //! straight into it) and that the framer reads segments out of
 //! (`range`), so a byte is copied once on its way in and once into the
-//! frame. It grows on demand, up to its capacity, so an idle connection
-//! holds no more than it ever buffered.
+//! frame. It grows on demand, up to its capacity and as far as the stack's
+//! [`Budget`] allows, so an idle connection holds no more than it ever
+//! buffered; when the stack is short of memory an emptied ring gives its
+//! storage back.
+
+use crate::budget::Budget;
 
 /// Smallest storage allocated once bytes arrive.
 const MIN_RING: usize = 4096;
@@ -18,15 +22,29 @@ pub struct ByteRing {
     head: usize,
     /// Bytes held from `head`.
     len: usize,
+    /// Charged for `buf`.
+    budget: Budget,
+}
+
+impl Drop for ByteRing {
+    fn drop(&mut self) {
+        self.budget.resized(self.buf.len(), 0);
+    }
 }
 
 impl ByteRing {
+    #[cfg(test)]
     pub fn new(capacity: usize) -> Self {
+        ByteRing::with_budget(capacity, Budget::unlimited())
+    }
+
+    pub fn with_budget(capacity: usize, budget: Budget) -> Self {
         ByteRing {
             buf: Vec::new(),
             capacity: capacity.max(1),
             head: 0,
             len: 0,
+            budget,
         }
     }
 
@@ -40,8 +58,12 @@ impl ByteRing {
         self.capacity = capacity.max(self.len).max(1);
     }
 
+    /// Bytes it may take now: up to its capacity, as far as the budget
+    /// lets its storage grow.
     pub fn room(&self) -> usize {
-        self.capacity - self.len
+        self.budget
+            .storage_limit(self.buf.len(), self.capacity)
+            .saturating_sub(self.len)
     }
 
     /// A contiguous free region for up to `want` more bytes (fewer when the
@@ -91,8 +113,12 @@ impl ByteRing {
         self.len -= n;
         if self.len == 0 {
             // Empty: start again at the front, so the next writes are one
-            // contiguous region.
+            // contiguous region; give the storage back if memory is short.
             self.head = 0;
+            if self.budget.short() && !self.buf.is_empty() {
+                self.budget.resized(self.buf.len(), 0);
+                self.buf = Vec::new();
+            }
         } else {
             self.head = (self.head + n) % self.buf.len();
         }
@@ -134,10 +160,11 @@ impl ByteRing {
         let size = need
             .min(self.buf.len() * 2)
             .max(MIN_RING)
-            .min(self.capacity);
+            .min(self.budget.storage_limit(self.buf.len(), self.capacity));
         if size <= self.buf.len() {
             return;
         }
+        self.budget.resized(self.buf.len(), size);
         let mut buf = Vec::with_capacity(size);
         let (a, b) = self.range(0, self.len);
         buf.extend_from_slice(a);

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 
+use crate::budget::Budget;
 use smoltcp::time::Instant;
 use smoltcp::wire::TcpSeqNumber;
 
@@ -90,9 +91,14 @@ pub struct SendQueue {
 }
 
 impl SendQueue {
+    #[cfg(test)]
     pub fn new(capacity: usize, iss: TcpSeqNumber) -> Self {
+        SendQueue::with_budget(capacity, iss, Budget::unlimited())
+    }
+
+    pub fn with_budget(capacity: usize, iss: TcpSeqNumber, budget: Budget) -> Self {
         SendQueue {
-            data: ByteRing::new(capacity),
+            data: ByteRing::with_budget(capacity, budget),
             data_seq: seq_add(iss, 1),
             una: iss,
             nxt: iss,

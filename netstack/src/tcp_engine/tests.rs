@@ -11,7 +11,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber};
 
 use super::Segment;
-use super::sim::{LinkParams, Rng, Sim, Stream};
+use super::sim::{LinkParams, Rng, Sim, Stream, fill};
 use super::{Config, ConnError, Connection, Keepalive, State};
 
 const A: usize = 0;
@@ -598,7 +598,7 @@ fn zero_window_probes_then_resume() {
                 .send_room()
                 .min(buf.len())
                 .min((stream.total - stream.written) as usize);
-            super::sim::fill(stream.seed, stream.written, &mut buf[..n]);
+            fill(stream.seed, stream.written, &mut buf[..n]);
             stream.written += s.ends[A].send(&buf[..n]) as u64;
         }
         stream.read = saved;
@@ -1127,7 +1127,7 @@ fn both_windows_shut_then_resume() {
             let mut buf = [0u8; 4096];
             for (i, f) in fills.iter_mut().enumerate() {
                 let n = s.ends[i].send_room().min(buf.len());
-                super::sim::fill(streams[i].seed, *f, &mut buf[..n]);
+                fill(streams[i].seed, *f, &mut buf[..n]);
                 *f += s.ends[i].send(&buf[..n]) as u64;
             }
         },
@@ -1451,7 +1451,7 @@ fn a_buffer_smaller_than_a_segment_reopens_on_reads() {
                     .send_room()
                     .min(buf.len())
                     .min((total - written) as usize);
-                super::sim::fill(3, written, &mut buf[..n]);
+                fill(3, written, &mut buf[..n]);
                 written += s.ends[A].send(&buf[..n]) as u64;
             }
             if written == total && !closed {
@@ -1467,7 +1467,7 @@ fn a_buffer_smaller_than_a_segment_reopens_on_reads() {
                         break;
                     }
                     let mut want = vec![0u8; n];
-                    super::sim::fill(3, read.get(), &mut want);
+                    fill(3, read.get(), &mut want);
                     assert_eq!(want[..], buf[..n], "bytes at {} differ", read.get());
                     read.set(read.get() + n as u64);
                 }
@@ -1481,4 +1481,50 @@ fn a_buffer_smaller_than_a_segment_reopens_on_reads() {
         read.get(),
         sim.now - start
     );
+}
+
+/// Two ends whose four buffers share a 64 KiB budget, each buffer 1 MiB:
+/// while the reader reads nothing the buffers hold no more than the budget
+/// (and a floor each), and once it reads every byte arrives; storage is
+/// given back when the connection goes.
+#[test]
+fn a_memory_budget_bounds_the_buffers_and_the_stream_still_completes() {
+    use crate::budget::{Budget, FLOOR};
+    let limit = 64 << 10;
+    let budget = Budget::new(limit);
+    let cfg = Config {
+        budget: budget.clone(),
+        ..config(1 << 20)
+    };
+    let (ab, ba) = both(LinkParams::clean(Duration::from_millis(1), 1_000_000_000));
+    let mut sim = establish(cfg.clone(), cfg, ab, ba, 11);
+    let total: u64 = 4 << 20;
+    let mut stream = Stream::new(A, 5, total, true);
+    let mut scratch = vec![0u8; 256 << 10];
+    let mut peak = 0;
+    // The writer alone for two simulated seconds.
+    let until = sim.now + Duration::from_secs(2);
+    sim.run(
+        until,
+        |s| {
+            let room = s.ends[A].send_room().min(scratch.len());
+            if room > 0 {
+                fill(5, stream.written, &mut scratch[..room]);
+                stream.written += s.ends[A].send(&scratch[..room]) as u64;
+            }
+            peak = peak.max(budget.used());
+        },
+        |_| false,
+    );
+    assert!(stream.written > 0 && stream.written < total);
+    assert!(
+        peak <= limit + 4 * FLOOR,
+        "buffers held {peak} bytes against a budget of {limit}"
+    );
+    assert!(sim.ends[B].recv_ready() > 0);
+    let deadline = sim.now + Duration::from_secs(60);
+    transfer_and_close(&mut sim, std::slice::from_mut(&mut stream), deadline);
+    assert!(budget.used() <= limit + 4 * FLOOR);
+    drop(sim);
+    assert_eq!(budget.used(), 0, "storage not given back");
 }
