@@ -64,6 +64,18 @@ pub struct GlobalArgs {
         value_delimiter = ';'
     )]
     pub impair: Vec<ImpairSpec>,
+    /// OCI containers: the TCP buffers' memory limit, as `do --tcp-memory`.
+    #[arg(long = "tcp-memory", value_name = "SIZE", value_parser = memory_size)]
+    pub tcp_memory: Option<usize>,
+}
+
+/// A `--tcp-memory` size: bytes, or with kb, mb or gb; at least 64kb.
+fn memory_size(v: &str) -> Result<usize, String> {
+    let n = crate::network::impair::size(v)?;
+    if n < 64 << 10 {
+        return Err("at least 64kb".into());
+    }
+    Ok(n as usize)
 }
 
 /// The --log file's format.
@@ -374,6 +386,13 @@ pub struct DoArgs {
         value_delimiter = ';'
     )]
     pub impair: Vec<ImpairSpec>,
+    /// Most memory the sandbox's TCP buffers hold together (as Linux's
+    /// net.ipv4.tcp_mem bounds its own): SIZE in bytes or with kb, mb or
+    /// gb; 256mb by default. Past it each connection keeps 4 KiB of buffer
+    /// each way, so a guest or a peer that fills thousands of buffers
+    /// slows connections down instead of growing the Sentry.
+    #[arg(long = "tcp-memory", value_name = "SIZE", value_parser = memory_size)]
+    pub tcp_memory: Option<usize>,
     /// The command and its arguments. Words after the command's first are
     /// its own, hyphens or not; before it, an unknown option is an error
     /// (`--` lets a command start with a hyphen).

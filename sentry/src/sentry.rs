@@ -103,7 +103,16 @@ pub struct SentryConfig {
     /// ([`crate::filter::confine_sentry`]) before serving. On for
     /// `smolvisor`; tests that embed a Sentry in a test process turn it off.
     pub confine: bool,
+    /// Most bytes the TCP buffers of the guest's stack hold together
+    /// (`--tcp-memory`); [`DEFAULT_TCP_MEMORY`] when unset.
+    pub tcp_memory: Option<usize>,
 }
+
+/// The TCP buffers' memory limit unless `--tcp-memory` says otherwise:
+/// room for about fifty connections with full 4 MiB windows at once.
+/// Past it every connection still moves, through a 4 KiB floor each way
+/// (see [`netstack::budget`]).
+pub const DEFAULT_TCP_MEMORY: usize = 256 << 20;
 
 /// The sandbox's network, set up before the Sentry starts: `--network`.
 #[derive(Default)]
@@ -200,6 +209,7 @@ impl Sentry {
         let stack_cfg = StackConfig {
             tcp_recv_buffer: 4 << 20,
             tcp_send_buffer: 1 << 20,
+            tcp_memory: netstack::Budget::new(cfg.tcp_memory.unwrap_or(DEFAULT_TCP_MEMORY)),
             ..StackConfig::unpredictable()
         };
         let mut stack = match net.loopback {

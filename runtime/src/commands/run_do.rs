@@ -39,6 +39,7 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
     let cfg = SentryConfig {
         debug_log: args.debug_log,
         confine: true,
+        tcp_memory: args.tcp_memory,
     };
     let pidfd = guest.pidfd.try_clone()?;
     let sentry = match Sentry::new(&cfg, net.sentry, guest.listener, guest.pid, guest.pidfd) {

@@ -177,15 +177,17 @@ fn time(v: &str) -> Result<Duration, String> {
     }
 }
 
-/// A size in bytes: `1500`, `32kb` or `1mb` (1024-based, as tc reads them).
-fn size(v: &str) -> Result<u64, String> {
+/// A size in bytes: `1500`, `32kb`, `1mb` or `1gb` (1024-based, as tc
+/// reads them).
+pub(crate) fn size(v: &str) -> Result<u64, String> {
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (n, unit) = v.split_at(split);
     let scale: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1 << 10,
         "m" | "mb" => 1 << 20,
-        _ => return Err(format!("unknown unit {unit:?} (expected b, kb or mb)")),
+        "g" | "gb" => 1 << 30,
+        _ => return Err(format!("unknown unit {unit:?} (expected b, kb, mb or gb)")),
     };
     n.parse::<u64>()
         .ok()

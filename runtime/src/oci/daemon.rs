@@ -126,6 +126,7 @@ fn serve(global: &GlobalArgs, args: &SentryDaemonArgs, ctl: &OwnedFd) -> Result<
     let cfg = SentryConfig {
         debug_log: global.debug_log.as_ref().map(Into::into),
         confine: true,
+        tcp_memory: global.tcp_memory,
     };
     let mut net = net;
     // The control socket's thread accepts connections.

@@ -124,6 +124,7 @@ impl Sentry {
             self.poll_stack();
             self.sync_mirrors();
             self.expire_parked();
+            self.pool.set_short(self.stack.tcp_memory().short());
             self.pool.refill();
             self.unconnected.refill(&mut self.pool);
         }

@@ -11,6 +11,11 @@ use crate::sys;
 /// Send buffer of each pair end: room for a fast stream without a trip
 /// through the Sentry for every few kilobytes.
 const PAIR_BUFFER: usize = 1 << 20;
+/// The same while the stack is short of buffer memory (see
+/// [`netstack::budget`]): the kernel holds up to twice an end's send
+/// buffer in its queue, and a guest that fills thousands of connections
+/// must not make it hold gigabytes either.
+const SHORT_PAIR_BUFFER: usize = 32 << 10;
 /// Pairs kept ready, per kind and guest-end mode: making one costs several
 /// system calls, which are better spent while the guest runs than while it
 /// waits in socket() or accept().
@@ -35,6 +40,8 @@ pub(crate) struct PairPool {
     /// `SO_SNDBUFFORCE` failed once (the Sentry shed CAP_NET_ADMIN): it
     /// is not tried again.
     unforced: bool,
+    /// The stack's buffers are short of memory: ends get small buffers.
+    short: bool,
 }
 
 impl PairPool {
@@ -47,10 +54,20 @@ impl PairPool {
         }
     }
 
+    /// Whether the stack's buffers are short of memory now.
+    pub(crate) fn set_short(&mut self, short: bool) {
+        self.short = short;
+    }
+
     /// Gives an end its send buffer: past `wmem_max` while the Sentry may,
-    /// as far as `wmem_max` allows otherwise.
+    /// as far as `wmem_max` allows otherwise; a small one while memory is
+    /// short.
     pub(crate) fn size_send_buffer(&mut self, fd: BorrowedFd<'_>) {
         use nix::sys::socket::{setsockopt, sockopt};
+        if self.short {
+            let _ = setsockopt(&fd, sockopt::SndBuf, &SHORT_PAIR_BUFFER);
+            return;
+        }
         if !self.unforced {
             if setsockopt(&fd, sockopt::SndBufForce, &PAIR_BUFFER).is_ok() {
                 return;

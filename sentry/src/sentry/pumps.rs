@@ -212,7 +212,10 @@ impl Sentry {
     /// Moves what the stack received into the pair, towards the guest.
     pub(crate) fn pump_rx(&mut self, key: GKey) {
         let mut blocked = self.pump_rx_inner(key);
+        // Not while memory is short: the end keeps the kernel's default
+        // and may grow later.
         if blocked
+            && !self.stack.tcp_memory().short()
             && let Some(s) = self.socks.get_mut(key)
             && !s.end_sized
         {
