@@ -26,7 +26,7 @@ use common::netns::{
 use common::pcap::{
     assert_counts_match, assert_guest_stream_complete, assert_nothing_dropped, fields,
 };
-use common::{Guest, Outcome, ScratchDir};
+use common::{Guest, Outcome, ScratchDir, vm_rss_kib};
 
 /// A namespace's addresses and routes (every table, both families) as `ip`
 /// lists them.
@@ -584,17 +584,6 @@ fn iperf3_runs_both_ways_between_the_guest_and_the_peer() {
         .filter(|l| l.contains(&format!("Accepted connection from {}", net.a_ip())))
         .count();
     assert_eq!(accepted, 2, "the server's log:\n{log}");
-}
-
-/// The Sentry's resident memory, in KiB.
-fn vm_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS in status")
 }
 
 /// Malformed frames sent into a live sandbox from the peer.
