@@ -57,11 +57,15 @@ const MAX_TIME_WAIT: usize = 65536;
 
 /// How long a connection stays in TIME_WAIT (Linux: 60 s).
 const TIME_WAIT: Duration = Duration::from_secs(60);
+/// How long a half-open request keeps its place in a full request queue:
+/// a real peer answers the SYN-ACK (or its retransmission after the 1 s
+/// initial RTO) well within it.
+const HALF_OPEN_PATIENCE: Duration = Duration::from_secs(3);
 
 pub(crate) struct Listener {
     pub backlog: usize,
     /// Children whose handshake is under way.
-    pub half_open: Vec<SocketId>,
+    pub half_open: Vec<(SocketId, Instant)>,
     /// Children ready to be accepted.
     pub queue: VecDeque<SocketId>,
 }
@@ -225,10 +229,23 @@ impl Stack {
             return Some(None);
         };
         let l = self.sockets.get_mut(lid).and_then(listener)?;
-        // Linux without SYN cookies: a full accept queue or a full request
-        // queue drops the SYN; the peer retransmits it.
-        if l.queue.len() > l.backlog || l.half_open.len() > l.backlog {
+        // A full accept queue drops the SYN; the peer retransmits it.
+        if l.queue.len() > l.backlog {
             return None;
+        }
+        // A full request queue: a SYN flood, peers that went away, or a burst
+        // of clients. Linux answers with SYN cookies (`tcp_syncookies`),
+        // so real clients get through a flood. Here a request that has
+        // waited past HALF_OPEN_PATIENCE gives its place to the new SYN (its
+        // peer would have answered by then, were it real); a burst of young
+        // requests drops the SYN, and the peer retransmits it.
+        if l.half_open.len() > l.backlog {
+            match l.half_open.first() {
+                Some(&(oldest, since)) if self.now - since >= HALF_OPEN_PATIENCE => {
+                    self.free(oldest)
+                }
+                _ => return None,
+            }
         }
         Some(Some(lid))
     }
@@ -569,8 +586,12 @@ impl Stack {
             }
             Kind::Tcp(TcpState::Listening(l)) => {
                 // Connections nobody accepted are reset, as Linux does.
-                let children: Vec<SocketId> =
-                    l.half_open.drain(..).chain(l.queue.drain(..)).collect();
+                let children: Vec<SocketId> = l
+                    .half_open
+                    .drain(..)
+                    .map(|(id, _)| id)
+                    .chain(l.queue.drain(..))
+                    .collect();
                 self.free(id);
                 for child in children {
                     self.tcp_abort_orphan(child);
@@ -745,7 +766,7 @@ impl Stack {
         if let Some(cid) = self.tcp_adopt(nic, domain, opts, key, syn, Some(lid))
             && let Some(l) = self.sockets.get_mut(lid).and_then(listener)
         {
-            l.half_open.push(cid);
+            l.half_open.push((cid, self.now));
         }
     }
 
@@ -955,14 +976,14 @@ impl Stack {
         }
         if let Some(p) = became_established {
             if let Some(l) = self.sockets.get_mut(p).and_then(listener) {
-                l.half_open.retain(|&x| x != id);
+                l.half_open.retain(|&(x, _)| x != id);
                 l.queue.push_back(id);
             }
             self.mark_event(p);
         }
         if let Some(p) = failed_child {
             if let Some(l) = self.sockets.get_mut(p).and_then(listener) {
-                l.half_open.retain(|&x| x != id);
+                l.half_open.retain(|&(x, _)| x != id);
             }
             self.free(id);
             return;
@@ -990,7 +1011,7 @@ impl Stack {
                 if let Some(p) = c.parent
                     && let Some(l) = self.sockets.get_mut(p).and_then(listener)
                 {
-                    l.half_open.retain(|&x| x != id);
+                    l.half_open.retain(|&(x, _)| x != id);
                     l.queue.retain(|&x| x != id);
                 }
             }

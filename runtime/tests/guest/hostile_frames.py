@@ -3,14 +3,20 @@
     echo PORT
         (in the guest) a TCP server that echoes every connection back;
         prints "ready" once it listens, and ends when its stdin does.
-    peer HOST PORT IFACE DSTMAC COUNT SEED
+    peer HOST PORT IFACE DSTMAC COUNT SEED [KIND]
         (in the peer's namespace) connects to the guest's echo server, then
         prints "connected" after a first round, waits a second, then sends
-        COUNT malformed frames to DSTMAC out of IFACE from a thread of its
+        COUNT frames of KIND to DSTMAC out of IFACE from a thread of its
         own while the main thread keeps echoing 256 KiB rounds of random
         bytes through the one connection and checks each comes back intact.
         After the flood, one more round. Prints "flood N frames", "rounds R
         intact" and "done"; any difference or stall fails.
+
+KIND is "malformed" (the default, below), "syn" (well-formed SYNs to the
+echo server's port from random addresses and ports, on the guest's subnet
+and beyond it: a SYN flood) or "udp" (well-formed datagrams, half to the
+UDP socket the echo server binds on PORT+1 and never reads, half to random
+closed ports).
 
 The frames are Ethernet frames built from what a stack must parse (ARP,
 IPv4 with options and fragments, IPv6 with extension headers, TCP with
@@ -33,6 +39,9 @@ ROUND = 256 << 10
 
 def echo(port):
     lsn = socket.create_server(("0.0.0.0", int(port)))
+    # A socket that is sent to and never read.
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("0.0.0.0", int(port) + 1))
     print("ready", flush=True)
 
     def until_stdin_ends():
@@ -127,14 +136,73 @@ def frames(rng, dst, src, guest_ip, count):
     return out
 
 
-def peer(host, port, iface, dstmac, count, seed):
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ipv4(src_ip, dst_ip, proto, l4):
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, src_ip, dst_ip
+    )
+    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + l4
+
+
+def with_l4_checksum(src_ip, dst_ip, proto, l4, at):
+    pseudo = src_ip + dst_ip + struct.pack("!BBH", 0, proto, len(l4))
+    total = checksum(pseudo + l4)
+    if proto == 17 and total == 0:
+        total = 0xFFFF
+    return l4[:at] + struct.pack("!H", total) + l4[at + 2:]
+
+
+def well_formed(rng, dst, src, guest_ip, port, kind, count):
+    """`count` valid frames of `kind` ("syn" or "udp") for the guest."""
+    out = []
+    for _ in range(count):
+        if rng.random() < 0.5:
+            # On the guest's subnet: it must resolve each address to answer.
+            src_ip = bytes([guest_ip[0], guest_ip[1], guest_ip[2], rng.randrange(3, 255)])
+        else:
+            src_ip = bytes([198, 18 + rng.randrange(2), rng.randrange(256), rng.randrange(1, 255)])
+        sport = rng.randrange(1024, 65536)
+        if kind == "syn":
+            # SYN with MSS, SACK-permitted, timestamps and window scale.
+            opts = struct.pack("!BBH", 2, 4, 1460) + b"\x04\x02" + struct.pack(
+                "!BBII", 8, 10, rng.randrange(1 << 32), 0
+            ) + b"\x01\x03\x03\x07"
+            l4 = struct.pack(
+                "!HHIIBBHHH", sport, port, rng.randrange(1 << 32), 0,
+                (5 + len(opts) // 4) << 4, 0x02, 64240, 0, 0,
+            ) + opts
+            l4 = with_l4_checksum(src_ip, guest_ip, 6, l4, 16)
+            packet = ipv4(src_ip, guest_ip, 6, l4)
+        else:
+            dport = port + 1 if rng.random() < 0.5 else rng.randrange(20000, 30000)
+            payload = os.urandom(rng.randrange(1, 1400))
+            l4 = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+            l4 = with_l4_checksum(src_ip, guest_ip, 17, l4, 6)
+            packet = ipv4(src_ip, guest_ip, 17, l4)
+        out.append(dst + src + struct.pack("!H", 0x0800) + packet)
+    return out
+
+
+def peer(host, port, iface, dstmac, count, seed, kind="malformed"):
     count = int(count)
     rng = random.Random(int(seed))
     conn = socket.create_connection((host, int(port)), timeout=30)
     raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     raw.bind((iface, 0))
     src = raw.getsockname()[4]
-    pool = frames(rng, mac_bytes(dstmac), src, socket.inet_aton(host), 4096)
+    guest_ip = socket.inet_aton(host)
+    if kind == "malformed":
+        pool = frames(rng, mac_bytes(dstmac), src, guest_ip, 4096)
+    else:
+        pool = well_formed(rng, mac_bytes(dstmac), src, guest_ip, int(port), kind, 8192)
     sent = [0]
     errors = [0]
 
