@@ -242,7 +242,7 @@ impl Stack {
         if l.half_open.len() > l.backlog {
             match l.half_open.first() {
                 Some(&(oldest, since)) if self.now - since >= HALF_OPEN_PATIENCE => {
-                    self.free(oldest)
+                    self.free(oldest);
                 }
                 _ => return None,
             }
