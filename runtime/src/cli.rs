@@ -70,7 +70,7 @@ pub struct GlobalArgs {
 }
 
 /// A `--tcp-memory` size: bytes, or with kb, mb or gb; at least 64kb.
-fn memory_size(v: &str) -> Result<usize, String> {
+pub(crate) fn memory_size(v: &str) -> Result<usize, String> {
     let n = crate::network::impair::size(v)?;
     if n < 64 << 10 {
         return Err("at least 64kb".into());

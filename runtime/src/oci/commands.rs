@@ -484,7 +484,8 @@ pub fn features() -> Result<i32, Error> {
             "dev.smolvisor.network": "sandbox | none",
             "dev.smolvisor.pcap-log": "FILE (%ID% is the container's id)",
             "dev.smolvisor.debug-log": "FILE (%ID% is the container's id)",
-            "dev.smolvisor.impair": "[NIC:]KEY=VALUE,... as do --impair (several joined by ;)"
+            "dev.smolvisor.impair": "[NIC:]KEY=VALUE,... as do --impair (several joined by ;)",
+            "dev.smolvisor.tcp-memory": "SIZE as do --tcp-memory"
         }
     });
     println!("{}", serde_json::to_string_pretty(&v)?);

@@ -372,6 +372,9 @@ impl Daemon {
         for spec in &options.impair {
             cmd.arg("--impair").arg(spec.to_string());
         }
+        if let Some(bytes) = options.tcp_memory {
+            cmd.arg("--tcp-memory").arg(bytes.to_string());
+        }
         cmd.arg("sentry-daemon").arg("--id").arg(id).arg("--netns");
         match netns {
             // Sharing the host's namespace, the Sentry would make its

@@ -134,6 +134,7 @@ pub struct Options {
     pub pcap_log: Option<PathBuf>,
     pub debug_log: Option<PathBuf>,
     pub impair: Vec<ImpairSpec>,
+    pub tcp_memory: Option<usize>,
 }
 
 /// The annotations' prefix.
@@ -149,6 +150,7 @@ impl Options {
         let mut pcap = global.pcap_log.clone();
         let mut debug = global.debug_log.clone();
         let mut impair = global.impair.clone();
+        let mut tcp_memory = global.tcp_memory;
         for (key, value) in annotations.into_iter().flatten() {
             let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
@@ -167,6 +169,12 @@ impl Options {
                     impair = crate::network::impair::parse_list(value)
                         .map_err(|e| format!("annotation {key}: {e}"))?;
                 }
+                "tcp-memory" => {
+                    tcp_memory = Some(
+                        crate::cli::memory_size(value)
+                            .map_err(|e| format!("annotation {key}: {e}"))?,
+                    );
+                }
                 _ => return Err(format!("unknown annotation {key}").into()),
             }
         }
@@ -176,6 +184,7 @@ impl Options {
             pcap_log: pcap.map(expand),
             debug_log: debug.map(expand),
             impair,
+            tcp_memory,
         })
     }
 }
@@ -268,6 +277,15 @@ mod tests {
         let o = Options::resolve(&g, Some(&notes), "i").unwrap();
         let texts: Vec<String> = o.impair.iter().map(ToString::to_string).collect();
         assert_eq!(texts, ["dir=out,loss=1%", "eth0:delay=20ms"]);
+
+        let g = global(&["--tcp-memory", "64mb"]);
+        assert_eq!(
+            Options::resolve(&g, None, "i").unwrap().tcp_memory,
+            Some(64 << 20)
+        );
+        let notes = HashMap::from([("dev.smolvisor.tcp-memory".to_owned(), "1gb".to_owned())]);
+        let o = Options::resolve(&g, Some(&notes), "i").unwrap();
+        assert_eq!(o.tcp_memory, Some(1 << 30));
     }
 
     #[test]
@@ -277,6 +295,7 @@ mod tests {
             ("dev.smolvisor.network", "nat"),
             ("dev.smolvisor.pcap", "/x"),
             ("dev.smolvisor.impair", "loss=lots"),
+            ("dev.smolvisor.tcp-memory", "1kb"),
         ] {
             let notes = HashMap::from([(key.to_owned(), value.to_owned())]);
             let e = Options::resolve(&g, Some(&notes), "i")
