@@ -1189,3 +1189,40 @@ fn udp_sockets_past_the_sentrys_descriptors_fail_with_emfile() {
     );
     eprintln!("{made} UDP sockets: the Sentry's VmRSS {rss_kib} KiB");
 }
+
+/// A setuid-root program run as nobody gains root inside as it does
+/// natively (and under runc): `do`'s guest loads its filter while it holds
+/// CAP_SYS_ADMIN, so it needs no `no_new_privs`. So does `ping`'s file
+/// capability.
+#[test]
+fn setuid_programs_gain_their_privileges_as_on_linux() {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = ScratchDir::new("setuid");
+    let helper = dir.path().join("whoami");
+    fs::copy(compile_c("whoami_setuid"), &helper).expect("copy the helper");
+    nix::unistd::chown(&helper, Some(0.into()), Some(0.into())).expect("chown");
+    fs::set_permissions(&helper, fs::Permissions::from_mode(0o4755)).expect("chmod");
+    let helper = helper.to_str().unwrap();
+    let as_nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let argv: Vec<&str> = as_nobody.iter().copied().chain([helper]).collect();
+    let native = Guest::new(&argv).mode(Mode::Native).run();
+    native.assert_success();
+    assert_eq!(native.stdout.trim(), "ruid 65534 euid 0 nnp 0", "{native}");
+    let inside = Guest::new(&argv).run();
+    inside.assert_success();
+    assert_eq!(inside.stdout.trim(), native.stdout.trim(), "{inside}");
+    let ping: Vec<&str> = as_nobody
+        .iter()
+        .copied()
+        .chain(["ping", "-c1", "-W2", "127.0.0.1"])
+        .collect();
+    let inside = Guest::new(&ping).run();
+    inside.assert_success();
+    assert!(inside.stdout.contains("1 received"), "{inside}");
+}

@@ -326,9 +326,16 @@ fn scmp(action: Action) -> ScmpAction {
     }
 }
 
-/// Loads the filter on the calling thread (with `no_new_privs`) and returns
-/// the new user-notification listener's descriptor number. Called by the
-/// guest's first process right before `execve`.
+/// Loads the filter on the calling thread and returns the new
+/// user-notification listener's descriptor number. Called by the guest's
+/// first process right before `execve`.
+///
+/// `no_new_privs` is set only where the kernel demands it, for a thread
+/// without CAP_SYS_ADMIN (an OCI container's process, after its
+/// capabilities were set). A thread that holds it (`do`'s, run by root)
+/// loads the filter without, so setuid programs and file capabilities
+/// work in the guest as under runc; the filter stays on them all the same,
+/// since a filter outlives every `execve`.
 ///
 /// Where the kernel has it (5.19), the filter makes a received call wait
 /// killably (`SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV`): a signal can then no
@@ -338,7 +345,15 @@ fn scmp(action: Action) -> ScmpAction {
 pub fn install() -> io::Result<RawFd> {
     let f = build()?;
     let bpf = export(&f)?;
-    nix::sys::prctl::set_no_new_privs()?;
+    let privileged = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false);
+    if !privileged {
+        nix::sys::prctl::set_no_new_privs()?;
+    }
     let mut flags = crate::sys::SECCOMP_NEW_LISTENER;
     if crate::sigwatch::waits_killable() {
         flags |= crate::sys::SECCOMP_WAIT_KILLABLE_RECV;
