@@ -871,6 +871,13 @@ fn a_reset_reads_as_econnreset_and_writes_fail_as_on_linux() {
 /// Runs guest script `script` natively, where it must succeed, print
 /// "done" and a line holding `linux_says`, and in the suite's mode, where
 /// it must print the very same lines.
+/// SO_RCVLOWAT makes a blocking recv wait for that many bytes, as on Linux
+/// (the guest's end of the pair takes it too).
+#[test]
+fn rcvlowat_holds_a_blocking_read_back_as_on_linux() {
+    same_lines_as_native("rcvlowat.py", "recv got 10\nafter lowering, recv got 1");
+}
+
 fn same_lines_as_native(script: &str, linux_says: &str) {
     let native = Guest::python(script, &[] as &[&str])
         .mode(Mode::Native)

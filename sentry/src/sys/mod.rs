@@ -158,6 +158,26 @@ pub fn notif_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// `SO_RCVLOWAT` on a socket of the Sentry's (nix has no wrapper for it).
+pub fn set_rcvlowat(fd: BorrowedFd<'_>, bytes: i32) -> io::Result<()> {
+    // SAFETY: setsockopt reads `size_of::<i32>()` bytes from the pointer,
+    // which points at a live i32.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const bytes).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `pidfd_open(2)`; `thread` asks for a pidfd naming one thread (`PIDFD_THREAD`).
 pub fn pidfd_open(pid: i32, thread: bool) -> io::Result<OwnedFd> {
     let flags = if thread { libc::PIDFD_THREAD } else { 0 };

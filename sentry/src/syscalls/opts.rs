@@ -281,6 +281,14 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
         let closed = !s.socks[key].is_connected() && !s.socks[key].is_listening();
         return match kept_value(level, name, &val, closed) {
             Ok(v) => {
+                // A stream's reads are native: the guest's end of the pair
+                // waits for that many bytes as a TCP socket does.
+                if tcp && (level, name) == (SOL_SOCKET, libc::SO_RCVLOWAT) {
+                    let bytes = read_int(&v);
+                    if let Err(e) = crate::sys::set_rcvlowat(r.file.as_fd(), bytes) {
+                        return errno(Errno::of_io(&e, Errno::EINVAL));
+                    }
+                }
                 s.socks[key].extra.insert((level, name), v);
                 value(0)
             }
