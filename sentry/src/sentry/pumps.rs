@@ -209,6 +209,27 @@ impl Sentry {
         }
     }
 
+    /// The guest chose the socket's receive buffer (`SO_RCVBUF`, maybe on
+    /// its listener): what waits for it in the pair is bounded alike. The
+    /// Sentry's end gets that send buffer (the kernel caps and doubles it,
+    /// as it does a TCP socket's receive buffer) and keeps it, so a peer's
+    /// window closes when the guest stops reading, as on Linux, instead of
+    /// after a megabyte.
+    pub(crate) fn fit_end_to_recv_buffer(&mut self, key: GKey) {
+        let Some(g) = self.socks.get_mut(key) else {
+            return;
+        };
+        let (Some(id), Some(end)) = (g.id, g.end.as_ref()) else {
+            return;
+        };
+        if let Ok(SockOpt::RecvBuffer(bytes)) =
+            self.stack.option(id, netstack::SockOptName::RecvBuffer)
+        {
+            let _ = nix::sys::socket::setsockopt(end, nix::sys::socket::sockopt::SndBuf, &bytes);
+            g.end_sized = true;
+        }
+    }
+
     /// Moves what the stack received into the pair, towards the guest.
     pub(crate) fn pump_rx(&mut self, key: GKey) {
         let mut blocked = self.pump_rx_inner(key);

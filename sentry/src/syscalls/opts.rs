@@ -345,13 +345,29 @@ pub(super) fn setsockopt(s: &mut Sentry, n: &Notif) -> Outcome {
     };
     match set {
         Ok(o) => {
-            let grows_send = matches!(o, SockOpt::SendBuffer(_));
+            let send_buffer = match o {
+                SockOpt::SendBuffer(v) => Some(v),
+                _ => None,
+            };
+            let recv_buffer = matches!(o, SockOpt::RecvBuffer(_));
             match s.stack.set_option(id, o) {
                 Ok(()) => {
-                    // A larger send buffer has room for what waits in the
-                    // pair: a writer blocked there goes on, as on Linux.
-                    if grows_send {
+                    if let Some(bytes) = send_buffer {
+                        // A stream's writes land in the guest's end of the
+                        // pair first: it gets the size too (the kernel caps
+                        // and doubles it as a TCP socket's), so a writer
+                        // blocks, or hears of a reset, after as many bytes
+                        // as on Linux instead of a megabyte later.
+                        if tcp {
+                            let _ = host_setsockopt(&r.file.as_fd(), sockopt::SndBuf, &bytes);
+                        }
+                        // A larger send buffer has room for what waits in
+                        // the pair: a writer blocked there goes on.
                         s.flush_tx(key);
+                    }
+                    if recv_buffer && tcp {
+                        s.socks[key].extra.insert(RCVBUF_CHOSEN, Vec::new());
+                        s.fit_end_to_recv_buffer(key);
                     }
                     value(0)
                 }
@@ -445,6 +461,9 @@ fn pos(v: Result<i32, Errno>) -> Result<u32, Errno> {
 
 /// Where `SO_LINGER`'s time is kept while lingering is off.
 const LINGER_TIME: (i32, i32) = (SOL_SOCKET, -libc::SO_LINGER);
+/// Marks a TCP socket (and so the children of a listener) whose receive
+/// buffer the guest chose: its pair end is sized to it.
+pub(crate) const RCVBUF_CHOSEN: (i32, i32) = (SOL_SOCKET, -libc::SO_RCVBUF);
 /// Linux's smallest receive buffer (`SOCK_MIN_RCVBUF`, what `SO_RCVBUF` 0
 /// reads back); `TCP_WINDOW_CLAMP` is raised to half of it.
 const MIN_RCVBUF: i32 = 2304;

@@ -439,6 +439,12 @@ pub(super) fn accept(s: &mut Sentry, n: &Notif, flags: i32, resume: Option<Resum
             return errno(Errno::of_io(&e, Errno::ENOMEM));
         }
     };
+    if s.socks[child_key]
+        .extra
+        .contains_key(&super::opts::RCVBUF_CHOSEN)
+    {
+        s.fit_end_to_recv_buffer(child_key);
+    }
     let cloexec = flags & libc::SOCK_CLOEXEC != 0;
     // One pending connection fewer: take its token before the guest runs
     // again, so a poll right after accept does not see it.
