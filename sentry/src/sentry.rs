@@ -177,6 +177,8 @@ pub struct Sentry {
     sigwatch: Option<crate::sigwatch::SignalWatch>,
     /// When blocked callers are next checked for signals.
     next_signal_check: StdInstant,
+    /// The Gofer that makes the guest's file changes (`syscalls/files.rs`).
+    pub(crate) gofer: Option<gofer::Client>,
 }
 
 impl Sentry {
@@ -312,7 +314,14 @@ impl Sentry {
             mirrors,
             sigwatch,
             next_signal_check: start,
+            gofer: None,
         })
+    }
+
+    /// Sends the guest's file changes to `gofer` (without one, the calls
+    /// that change files run natively).
+    pub fn set_gofer(&mut self, gofer: gofer::Client) {
+        self.gofer = Some(gofer);
     }
 
     /// The stack socket behind a resolved guest socket.

@@ -16,6 +16,7 @@ macro_rules! step {
     };
 }
 
+mod files;
 mod io;
 mod opts;
 mod socket;
@@ -93,6 +94,7 @@ pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
         libc::SYS_recvmsg => io::recvmsg(s, n, r),
         libc::SYS_sendmmsg => io::sendmmsg(s, n, r),
         libc::SYS_recvmmsg => io::recvmmsg(s, n, r),
+        nr if files::CALLS.contains(&nr) => files::handle(s, n),
         // The filter traps nothing else; answer as a kernel without the call would.
         _ => Outcome::Reply(Reply::Errno(Errno::ENOSYS)),
     }
