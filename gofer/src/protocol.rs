@@ -109,6 +109,14 @@ pub enum Op {
         name: Vec<u8>,
         flags: u32,
     },
+    /// access, faccessat, faccessat2 (only those that ask W_OK trap).
+    Access {
+        mode: u32,
+        flags: u32,
+    },
+    /// bind of an AF_UNIX socket to path A; the socket is the first
+    /// descriptor sent.
+    Bind,
 }
 
 impl Op {
@@ -129,6 +137,8 @@ impl Op {
             Op::Utimes { .. } => "utimens",
             Op::SetXattr { .. } => "setxattr",
             Op::RemoveXattr { .. } => "removexattr",
+            Op::Access { .. } => "access",
+            Op::Bind => "bind",
         }
     }
 
@@ -233,7 +243,7 @@ fn put_path(out: &mut Vec<u8>, p: &PathArg) {
 impl Request {
     /// How many descriptors go with the request.
     pub fn fds(&self) -> usize {
-        let a = usize::from(self.a.base == Base::Fd);
+        let a = usize::from(self.a.base == Base::Fd) + usize::from(self.op == Op::Bind);
         a + self
             .b
             .as_ref()
@@ -293,6 +303,10 @@ impl Request {
                 value,
             ),
             Op::RemoveXattr { name, flags } => (13, [u64::from(*flags), 0, 0, 0], name, &[]),
+            Op::Access { mode, flags } => {
+                (14, [u64::from(*mode), u64::from(*flags), 0, 0], &[], &[])
+            }
+            Op::Bind => (15, [0; 4], &[], &[]),
         };
         let mut out = Vec::with_capacity(64 + self.a.path.len() + blob1.len() + blob2.len());
         out.push(VERSION);
@@ -422,6 +436,11 @@ impl Request {
                     flags: small(n[0])?,
                 }
             }
+            14 => Op::Access {
+                mode: small(n[0])?,
+                flags: small(n[1])?,
+            },
+            15 => Op::Bind,
             _ => return Err(Malformed::Tag),
         };
         // Only the ops that carry blobs may have them.
@@ -569,6 +588,7 @@ mod tests {
                 name: b"user.k".to_vec(),
                 flags: 0x100,
             }),
+            one(Op::Access { mode: 2, flags: 0 }),
         ]
     }
 
@@ -582,6 +602,20 @@ mod tests {
                 "{req:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_bind_carries_its_socket() {
+        let bind = Request {
+            op: Op::Bind,
+            tid: 1,
+            a: path(Base::Fd, "s"),
+            b: None,
+            cwd: Vec::new(),
+        };
+        assert_eq!(bind.fds(), 2);
+        assert_eq!(Request::parse(&bind.emit(), 2), Ok(bind.clone()));
+        assert_eq!(Request::parse(&bind.emit(), 1), Err(Malformed::Descriptors));
     }
 
     #[test]

@@ -154,13 +154,18 @@ impl Gofer {
     /// [`Response::Fd`].
     pub fn handle(&mut self, req: &Request, fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
         let mut fds = fds.into_iter();
+        let sock = if req.op == Op::Bind { fds.next() } else { None };
         let fd_a = (req.a.base == Base::Fd).then(|| fds.next()).flatten();
         let fd_b = req
             .b
             .as_ref()
             .and_then(|b| (b.base == Base::Fd).then(|| fds.next()).flatten());
         let mut logged = Vec::new();
-        let result = self.act(req, fd_a, fd_b, &mut logged);
+        let result = match (&req.op, sock) {
+            (Op::Bind, Some(sock)) => self.bind(req, &sock, fd_a, &mut logged).map(|()| (0, None)),
+            (Op::Bind, None) => Err(Fail::Errno(libc::EINVAL)),
+            _ => self.act(req, fd_a, fd_b, &mut logged),
+        };
         let (resp, fd) = match result {
             Ok((v, fd)) => match fd {
                 Some(fd) => (Response::Fd, Some(fd)),
@@ -333,12 +338,60 @@ impl Gofer {
                 sys::set_xattr(fd.as_fd(), &cstr(name)?, value, *xflags)?;
                 Ok((0, None))
             }
+            Op::Access { mode, flags } => {
+                if mode & !7 != 0 {
+                    return Err(Fail::Errno(libc::EINVAL));
+                }
+                let at = libc::AT_EACCESS as u32;
+                let fd = self.target(tid, a, fd_a, flags & !at, logged)?;
+                let flags = (flags & at) | AT_EMPTY_PATH;
+                sys::at_call(
+                    libc::SYS_faccessat2,
+                    fd.as_fd(),
+                    c"",
+                    [(*mode).into(), flags.into(), 0],
+                )?;
+                Ok((0, None))
+            }
+            Op::Bind => Err(Fail::Errno(libc::EINVAL)),
             Op::RemoveXattr { name, flags } => {
                 let fd = self.xattr_target(tid, a, fd_a, *flags, logged)?;
                 sys::remove_xattr(fd.as_fd(), &cstr(name)?)?;
                 Ok((0, None))
             }
         }
+    }
+
+    /// Binds the guest's AF_UNIX socket `sock` to path A: from inside its
+    /// parent (bind has no `*at` form), with the guest's umask.
+    fn bind(
+        &self,
+        req: &Request,
+        sock: &OwnedFd,
+        fd_a: Option<OwnedFd>,
+        logged: &mut Vec<Vec<u8>>,
+    ) -> Res<()> {
+        let who = Who {
+            tid: req.tid,
+            cwd: &req.cwd,
+        };
+        let (parent, name) = self.parent(&who, &req.a, fd_a, logged)?;
+        let name = name.as_bytes();
+        let mut addr = libc::sockaddr_un {
+            sun_family: libc::AF_UNIX as libc::sa_family_t,
+            sun_path: [0; 108],
+        };
+        if name.len() >= addr.sun_path.len() {
+            return Err(Fail::Errno(libc::EINVAL));
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(name) {
+            *d = *s as libc::c_char;
+        }
+        let umask = self.umask(req.tid);
+        nix::unistd::fchdir(&parent).map_err(|e| e as i32)?;
+        let done = sys::bind_unix(sock.as_fd(), &addr, umask);
+        nix::unistd::fchdir(&self.root).map_err(|e| e as i32)?;
+        Ok(done?)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -245,6 +245,25 @@ pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
     if rc < 0 { Err(errno()) } else { Ok(()) }
 }
 
+/// Binds `sock` to `addr` (relative to the cwd) with the process's umask
+/// set to `umask` for the call (the socket's inode mode comes from it).
+pub fn bind_unix(sock: BorrowedFd<'_>, addr: &libc::sockaddr_un, umask: u32) -> Result<(), Errno> {
+    // SAFETY: umask takes an integer.
+    let old = unsafe { libc::umask(umask) };
+    // SAFETY: `addr` is a valid sockaddr_un, read for its full size.
+    let rc = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            (addr as *const libc::sockaddr_un).cast(),
+            size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    let e = errno();
+    // SAFETY: umask takes an integer.
+    unsafe { libc::umask(old) };
+    if rc < 0 { Err(e) } else { Ok(()) }
+}
+
 /// Reads `len` bytes at most from `fd`.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
     // SAFETY: `buf` is valid for writes of its length.

@@ -367,6 +367,10 @@ pub struct DoArgs {
     /// result (appended to FILE).
     #[arg(long, value_name = "FILE")]
     pub file_log: Option<PathBuf>,
+    /// Without a Gofer: the guest writes its copy-on-write tree itself (as
+    /// before the Gofer; for comparisons and benchmarks).
+    #[arg(long, hide = true, conflicts_with = "file_log")]
+    pub no_gofer: bool,
     /// Impair frames as a bad network would (netem's faults; this kernel
     /// has none): [NIC:]KEY=VALUE,... with keys loss=P%, delay=TIME,
     /// jitter=TIME, duplicate=P%, reorder=P%, corrupt=P%, rate=RATE

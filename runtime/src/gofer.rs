@@ -24,13 +24,16 @@ use nix::sys::stat::Mode;
 type Error = Box<dyn std::error::Error>;
 
 /// What the Gofer may do as root: act on files whatever their owner and
-/// mode, as the guest's root would.
+/// mode, as the guest's root would, and set `trusted.*` xattrs (which
+/// takes CAP_SYS_ADMIN; its filter leaves nothing else of that capability
+/// reachable: no mount, namespace or handle call).
 const KEPT: &[Capability] = &[
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_DAC_READ_SEARCH,
     Capability::CAP_FOWNER,
     Capability::CAP_FSETID,
+    Capability::CAP_SYS_ADMIN,
 ];
 
 /// The first message's bytes (with the tree and /proc beside it).
@@ -108,6 +111,9 @@ pub fn serve() -> Result<i32, Error> {
     nix::unistd::fchdir(&tree)?;
     nix::unistd::chroot(".")?;
     nix::unistd::chdir("/")?;
+    // The guest's umask is applied to each mode it asks for; the Gofer's
+    // own must take nothing more away.
+    nix::sys::stat::umask(Mode::empty());
     sentry::privileges::shed_thread(KEPT)?;
     nix::sys::prctl::set_dumpable(false)?;
     let log = logging.then(|| {

@@ -85,6 +85,13 @@ pub fn rules() -> Vec<Rule> {
     for call in ALWAYS {
         rules.push(trap(call, Vec::new(), WHY));
     }
+    for (call, arg) in [("access", 1), ("faccessat", 2), ("faccessat2", 2)] {
+        rules.push(trap(
+            call,
+            vec![Cond::Masked(arg, libc::W_OK as u64, libc::W_OK as u64)],
+            "W_OK is answered from the tree (the guest's view would say EROFS)",
+        ));
+    }
     // Device nodes stay refused by the guest's own rules.
     for (call, arg) in [("mknod", 1), ("mknodat", 2)] {
         for kind in [0, libc::S_IFREG, libc::S_IFIFO, libc::S_IFSOCK] {

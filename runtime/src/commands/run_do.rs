@@ -27,7 +27,7 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
         argv: args.command,
         cwd: std::env::current_dir()?,
         files: net.guest_files,
-        gofer: true,
+        gofer: !args.no_gofer,
     };
     let guest = match sandbox::spawn(&spec) {
         Ok(g) => g,

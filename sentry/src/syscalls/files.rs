@@ -415,6 +415,31 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             let (pa, flags) = path_of_xattr_call(s, n, &mut fds)?;
             one(Op::RemoveXattr { name, flags }, pa)
         }
+        libc::SYS_access | libc::SYS_faccessat | libc::SYS_faccessat2 => {
+            let (dirfd, ptr, mode, flags) = match n.nr {
+                libc::SYS_access => (AT_FDCWD, a[0], a[1], 0),
+                libc::SYS_faccessat => (int(a[0]), a[1], a[2], 0),
+                _ => (int(a[0]), a[1], a[2], a[3] as u32),
+            };
+            if mode as u32 & libc::W_OK as u32 == 0 {
+                return Ok(None);
+            }
+            let empty_ok = flags & libc::AT_EMPTY_PATH as u32 != 0;
+            let path = read_path(s, n, ptr)?;
+            let pa = path_at(s, n, dirfd, path, empty_ok, &mut fds)?;
+            let flags = if pa.path.is_empty() {
+                flags | libc::AT_EMPTY_PATH as u32
+            } else {
+                flags
+            };
+            one(
+                Op::Access {
+                    mode: mode as u32,
+                    flags,
+                },
+                pa,
+            )
+        }
         _ => return Ok(None),
     };
     let from_cwd = |p: &PathArg| p.base == Base::Cwd && p.path.first() != Some(&b'/');
@@ -550,4 +575,63 @@ pub(super) const CALLS: &[i64] = &[
     libc::SYS_removexattr,
     libc::SYS_lremovexattr,
     libc::SYS_fremovexattr,
+    libc::SYS_access,
+    libc::SYS_faccessat,
+    libc::SYS_faccessat2,
 ];
+
+/// `sizeof(struct sockaddr_un)`.
+const SOCKADDR_UN_LEN: u64 = 110;
+
+/// A `bind` of one of the guest's own AF_UNIX sockets to a path: the
+/// Gofer makes the socket's inode in the tree. `None` for every other bind
+/// (an abstract name, another family, one of the Sentry's sockets, no
+/// Gofer), which the socket layer serves as before.
+pub(super) fn bind_unix(s: &mut Sentry, n: &Notif) -> Option<Outcome> {
+    s.gofer.as_ref()?;
+    let (fd, ptr, len) = (n.args[0], n.args[1], n.args[2] as u32 as u64);
+    if !(3..=SOCKADDR_UN_LEN).contains(&len) {
+        return None;
+    }
+    let addr = s.rd(n, ptr, len as usize).ok()?;
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    if i32::from(family) != libc::AF_UNIX || addr[2] == 0 {
+        return None;
+    }
+    let resolved = match s.resolve(n, fd) {
+        Ok(r) => r,
+        Err(e) => return Some(errno(e)),
+    };
+    if resolved.key.is_some() {
+        return None;
+    }
+    let path: Vec<u8> = addr[2..].iter().copied().take_while(|&b| b != 0).collect();
+    let mut fds = vec![resolved.file];
+    let call = (|| {
+        let pa = path_at(s, n, AT_FDCWD, path, false, &mut fds)?;
+        let cwd = if pa.path.first() == Some(&b'/') {
+            Vec::new()
+        } else {
+            guest_cwd(s, n)?
+        };
+        Ok::<_, Errno>(Request {
+            op: Op::Bind,
+            tid: n.tid,
+            a: pa,
+            b: None,
+            cwd,
+        })
+    })();
+    Some(match call {
+        Ok(req) => ask(
+            s,
+            n,
+            Call {
+                req,
+                fds,
+                cloexec: false,
+            },
+        ),
+        Err(e) => errno(e),
+    })
+}

@@ -77,7 +77,10 @@ pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     let r = resume;
     match n.nr {
         libc::SYS_socket => socket::socket(s, n),
-        libc::SYS_bind => socket::bind(s, n, r),
+        libc::SYS_bind => match files::bind_unix(s, n) {
+            Some(done) => done,
+            None => socket::bind(s, n, r),
+        },
         libc::SYS_listen => socket::listen(s, n, r),
         libc::SYS_connect => socket::connect(s, n, r),
         libc::SYS_accept => socket::accept(s, n, 0, r),
