@@ -102,6 +102,15 @@ struct Dir {
     fd: OwnedFd,
 }
 
+/// What an xattr call acts on.
+#[derive(Debug)]
+enum XattrOn {
+    /// A regular file or a directory, opened.
+    File(OwnedFd),
+    /// A symlink: its directory and its name.
+    Link(OwnedFd, CString),
+}
+
 /// One Gofer: the writable tree it serves and how it logs.
 #[derive(Debug)]
 pub struct Gofer {
@@ -334,8 +343,13 @@ impl Gofer {
                 if xflags & !((libc::XATTR_CREATE | libc::XATTR_REPLACE) as u32) != 0 {
                     return Err(Fail::Errno(libc::EINVAL));
                 }
-                let fd = self.xattr_target(tid, a, fd_a, *flags, logged)?;
-                sys::set_xattr(fd.as_fd(), &cstr(name)?, value, *xflags)?;
+                let name = cstr(name)?;
+                match self.xattr_target(tid, a, fd_a, *flags, logged)? {
+                    XattrOn::File(fd) => sys::set_xattr(fd.as_fd(), &name, value, *xflags)?,
+                    XattrOn::Link(dir, link) => {
+                        self.in_dir(&dir, || sys::lset_xattr(&link, &name, value, *xflags))?
+                    }
+                }
                 Ok((0, None))
             }
             Op::Access { mode, flags } => {
@@ -355,8 +369,13 @@ impl Gofer {
             }
             Op::Bind => Err(Fail::Errno(libc::EINVAL)),
             Op::RemoveXattr { name, flags } => {
-                let fd = self.xattr_target(tid, a, fd_a, *flags, logged)?;
-                sys::remove_xattr(fd.as_fd(), &cstr(name)?)?;
+                let name = cstr(name)?;
+                match self.xattr_target(tid, a, fd_a, *flags, logged)? {
+                    XattrOn::File(fd) => sys::remove_xattr(fd.as_fd(), &name)?,
+                    XattrOn::Link(dir, link) => {
+                        self.in_dir(&dir, || sys::lremove_xattr(&link, &name))?;
+                    }
+                }
                 Ok((0, None))
             }
         }
@@ -388,10 +407,7 @@ impl Gofer {
             *d = *s as libc::c_char;
         }
         let umask = self.umask(req.tid);
-        nix::unistd::fchdir(&parent).map_err(|e| e as i32)?;
-        let done = sys::bind_unix(sock.as_fd(), &addr, umask);
-        nix::unistd::fchdir(&self.root).map_err(|e| e as i32)?;
-        Ok(done?)
+        self.in_dir(&parent, || sys::bind_unix(sock.as_fd(), &addr, umask))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -625,16 +641,31 @@ impl Gofer {
         fd: Option<OwnedFd>,
         flags: u32,
         logged: &mut Vec<Vec<u8>>,
-    ) -> Res<OwnedFd> {
-        let fd = self.target(tid, a, fd, flags, logged)?;
+    ) -> Res<XattrOn> {
+        let mut ignored = Vec::new();
+        let fd = self.target(tid, a, fd, flags, &mut ignored)?;
         match file_type(fd.as_fd())? {
             libc::S_IFREG | libc::S_IFDIR => {}
-            libc::S_IFLNK => return Err(Fail::Errno(libc::EPERM)),
+            libc::S_IFLNK if !a.path.is_empty() => {
+                // A symlink itself (lsetxattr): from inside its directory,
+                // as the l*xattr calls have no *at form.
+                let (dir, name) = self.parent(tid, a, None, logged)?;
+                return Ok(XattrOn::Link(dir, name));
+            }
             _ => return Err(Fail::Native),
         }
+        logged.append(&mut ignored);
         let name = CString::new(format!("self/fd/{}", fd.as_raw_fd())).map_err(|_| libc::EINVAL)?;
         let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-        Ok(sys::openat(self.proc.as_fd(), &name, flags)?)
+        Ok(XattrOn::File(sys::openat(self.proc.as_fd(), &name, flags)?))
+    }
+
+    /// Runs `f` with the Gofer's cwd in `dir`, then back at the root.
+    fn in_dir(&self, dir: &OwnedFd, f: impl FnOnce() -> Result<(), Errno>) -> Res<()> {
+        nix::unistd::fchdir(dir).map_err(|e| e as i32)?;
+        let done = f();
+        nix::unistd::fchdir(&self.root).map_err(|e| e as i32)?;
+        Ok(done?)
     }
 
     /// One line of the file log: the call, where it acted, the answer.

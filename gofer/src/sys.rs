@@ -238,6 +238,28 @@ pub fn set_xattr(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], xflags: u32) -> 
     if rc < 0 { Err(errno()) } else { Ok(()) }
 }
 
+/// `lsetxattr` of `name` relative to the cwd.
+pub fn lset_xattr(path: &CStr, name: &CStr, value: &[u8], xflags: u32) -> Result<(), Errno> {
+    // SAFETY: the strings are NUL-terminated, `value` valid for its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            xflags as i32,
+        )
+    };
+    if rc < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `lremovexattr` of `name` relative to the cwd.
+pub fn lremove_xattr(path: &CStr, name: &CStr) -> Result<(), Errno> {
+    // SAFETY: the strings are NUL-terminated.
+    let rc = unsafe { libc::lremovexattr(path.as_ptr(), name.as_ptr()) };
+    if rc < 0 { Err(errno()) } else { Ok(()) }
+}
+
 /// `fremovexattr`.
 pub fn remove_xattr(fd: BorrowedFd<'_>, name: &CStr) -> Result<(), Errno> {
     // SAFETY: `name` is NUL-terminated.
