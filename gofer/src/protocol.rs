@@ -278,7 +278,7 @@ impl Request {
                 let t = times.unwrap_or([(0, 0); 2]);
                 // The flags word carries bit 63 when times were given.
                 let given = if times.is_some() { 1u64 << 63 } else { 0 };
-                let nsecs = (t[0].1 as u32 as u64) | ((t[1].1 as u32 as u64) << 32);
+                let nsecs = u64::from(t[0].1 as u32) | (u64::from(t[1].1 as u32) << 32);
                 (
                     11,
                     [

@@ -347,7 +347,7 @@ impl Gofer {
                 match self.xattr_target(tid, a, fd_a, *flags, logged)? {
                     XattrOn::File(fd) => sys::set_xattr(fd.as_fd(), &name, value, *xflags)?,
                     XattrOn::Link(dir, link) => {
-                        self.in_dir(&dir, || sys::lset_xattr(&link, &name, value, *xflags))?
+                        self.in_dir(&dir, || sys::lset_xattr(&link, &name, value, *xflags))?;
                     }
                 }
                 Ok((0, None))

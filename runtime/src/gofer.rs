@@ -83,6 +83,8 @@ pub fn start(tree: OwnedFd, log: Option<&Path>) -> Result<Started, Error> {
             nix::errno::Errno::from_raw(e)
         )
     })?;
+    // Only the Gofer keeps a writable handle on the guest's files.
+    drop(tree);
     Ok(Started {
         child,
         channel: ours,

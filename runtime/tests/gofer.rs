@@ -88,7 +88,7 @@ fn probe(sections: &[&str], expected: &[&str]) {
     );
     let leaked: Vec<_> = fs::read_dir("/etc")
         .unwrap()
-        .filter_map(|e| e.ok())
+        .filter_map(Result::ok)
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()

@@ -589,7 +589,7 @@ const SOCKADDR_UN_LEN: u64 = 110;
 /// Gofer), which the socket layer serves as before.
 pub(super) fn bind_unix(s: &mut Sentry, n: &Notif) -> Option<Outcome> {
     s.gofer.as_ref()?;
-    let (fd, ptr, len) = (n.args[0], n.args[1], n.args[2] as u32 as u64);
+    let (fd, ptr, len) = (n.args[0], n.args[1], u64::from(n.args[2] as u32));
     if !(3..=SOCKADDR_UN_LEN).contains(&len) {
         return None;
     }
