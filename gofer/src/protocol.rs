@@ -35,6 +35,9 @@ pub enum Base {
     /// A descriptor sent with the request (a guest's dirfd, or with an
     /// empty path the file itself).
     Fd,
+    /// The descriptor sent, itself, named by a magic link the call follows
+    /// (`/proc/self/fd/N`); the path is empty.
+    Magic,
 }
 
 /// One path argument.
@@ -223,10 +226,14 @@ impl<'a> Reader<'a> {
         let base = match self.u8()? {
             0 => Base::Cwd,
             1 => Base::Fd,
+            2 => Base::Magic,
             _ => return Err(Malformed::Tag),
         };
         let len = usize::from(self.u16()?);
         let path = self.bytes(len, PATH_MAX, false)?;
+        if base == Base::Magic && !path.is_empty() {
+            return Err(Malformed::Field);
+        }
         Ok(PathArg { base, path })
     }
 }
@@ -235,6 +242,7 @@ fn put_path(out: &mut Vec<u8>, p: &PathArg) {
     out.push(match p.base {
         Base::Cwd => 0,
         Base::Fd => 1,
+        Base::Magic => 2,
     });
     out.extend_from_slice(&(p.path.len() as u16).to_le_bytes());
     out.extend_from_slice(&p.path);
@@ -243,11 +251,8 @@ fn put_path(out: &mut Vec<u8>, p: &PathArg) {
 impl Request {
     /// How many descriptors go with the request.
     pub fn fds(&self) -> usize {
-        let a = usize::from(self.a.base == Base::Fd) + usize::from(self.op == Op::Bind);
-        a + self
-            .b
-            .as_ref()
-            .map_or(0, |b| usize::from(b.base == Base::Fd))
+        let sent = |p: &PathArg| usize::from(p.base != Base::Cwd);
+        sent(&self.a) + usize::from(self.op == Op::Bind) + self.b.as_ref().map_or(0, sent)
     }
 
     /// The wire form. Fields longer than [`Request::parse`] takes are cut
@@ -672,6 +677,12 @@ mod tests {
         let mut half = rename.clone();
         half.b = None;
         assert_eq!(Request::parse(&half.emit(), 1), Err(Malformed::Field));
+        // A magic base with a path.
+        let mut magic = req.clone();
+        magic.a.base = Base::Magic;
+        assert_eq!(Request::parse(&magic.emit(), 1), Err(Malformed::Field));
+        magic.a.path.clear();
+        assert_eq!(Request::parse(&magic.emit(), 1), Ok(magic.clone()));
         // A mode that does not fit.
         let mut bytes = samples()[1].emit();
         let at = bytes.len() - 6 - 32;
@@ -700,5 +711,29 @@ mod tests {
         let mut bad = Response::Native.emit();
         bad[0] = 9;
         assert!(Response::parse(&bad, 0).is_err());
+    }
+}
+
+#[cfg(test)]
+mod magic_tests {
+    use super::*;
+
+    #[test]
+    fn a_magic_path_round_trips() {
+        let req = Request {
+            op: Op::Chmod {
+                mode: 0o755,
+                flags: 0,
+            },
+            tid: 9,
+            a: PathArg {
+                base: Base::Magic,
+                path: Vec::new(),
+            },
+            b: None,
+            cwd: Vec::new(),
+        };
+        assert_eq!(req.fds(), 1);
+        assert_eq!(Request::parse(&req.emit(), 1), Ok(req));
     }
 }

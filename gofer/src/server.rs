@@ -164,11 +164,11 @@ impl Gofer {
     pub fn handle(&mut self, req: &Request, fds: Vec<OwnedFd>) -> (Response, Option<OwnedFd>) {
         let mut fds = fds.into_iter();
         let sock = if req.op == Op::Bind { fds.next() } else { None };
-        let fd_a = (req.a.base == Base::Fd).then(|| fds.next()).flatten();
+        let fd_a = (req.a.base != Base::Cwd).then(|| fds.next()).flatten();
         let fd_b = req
             .b
             .as_ref()
-            .and_then(|b| (b.base == Base::Fd).then(|| fds.next()).flatten());
+            .and_then(|b| (b.base != Base::Cwd).then(|| fds.next()).flatten());
         let mut logged = Vec::new();
         let result = match (&req.op, sock) {
             (Op::Bind, Some(sock)) => self.bind(req, &sock, fd_a, &mut logged).map(|()| (0, None)),
@@ -267,12 +267,12 @@ impl Gofer {
                     return Err(Fail::Errno(libc::EINVAL));
                 }
                 let b = req.b.as_ref().ok_or(Fail::Errno(libc::EINVAL))?;
-                if a.path.is_empty() && flags & AT_EMPTY_PATH != 0 {
+                if a.base == Base::Magic || (a.path.is_empty() && flags & AT_EMPTY_PATH != 0) {
                     // The file itself (an O_TMPFILE made by the Gofer, say).
                     // The kernel links it only within its own mount: a
                     // descriptor from outside the tree gets EXDEV.
                     let file = match (a.base, fd_a) {
-                        (Base::Fd, Some(fd)) => fd,
+                        (Base::Fd | Base::Magic, Some(fd)) => fd,
                         _ => self.map(tid, None, false)?.fd,
                     };
                     let (p2, n2) = self.parent(tid, b, fd_b, logged)?;
@@ -438,9 +438,16 @@ impl Gofer {
         }
         // Never block here (a FIFO without a reader): a special file is the
         // guest kernel's to open.
-        let ours = flags | (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64;
+        let ours = flags | (libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY) as u64;
         let confined = resolve & (libc::RESOLVE_BENEATH | libc::RESOLVE_IN_ROOT) != 0;
-        let fd = if confined {
+        let fd = if a.base == Base::Magic {
+            // Reopened through our own magic link to the file's copy.
+            let file = self.map(tid, fd_a, false)?.fd;
+            let name =
+                CString::new(format!("self/fd/{}", file.as_raw_fd())).map_err(|_| libc::EINVAL)?;
+            let flags = (ours & !(libc::O_CREAT as u64 | libc::O_TMPFILE as u64)) as i32;
+            sys::openat(self.proc.as_fd(), &name, flags)
+        } else if confined {
             // Confined to the guest's directory: resolve from its copy.
             let dir = if a.path.first() == Some(&b'/') && resolve & libc::RESOLVE_BENEATH != 0 {
                 return Err(Fail::Errno(libc::EXDEV));
@@ -562,6 +569,10 @@ impl Gofer {
 
     /// The absolute path of `a` inside the root.
     fn full(&self, tid: &Who<'_>, a: &PathArg, fd: Option<OwnedFd>) -> Res<Vec<u8>> {
+        if a.base == Base::Magic {
+            // Only calls that follow a last magic link may name one.
+            return Err(Fail::Native);
+        }
         if a.path.is_empty() {
             return Err(Fail::Errno(libc::ENOENT));
         }
@@ -611,7 +622,9 @@ impl Gofer {
         if flags & !(AT_NOFOLLOW | AT_EMPTY_PATH) != 0 {
             return Err(Fail::Errno(libc::EINVAL));
         }
-        let fd = if a.path.is_empty() {
+        let fd = if a.base == Base::Magic {
+            self.map(tid, fd, false)?.fd
+        } else if a.path.is_empty() {
             if flags & AT_EMPTY_PATH == 0 {
                 return Err(Fail::Errno(libc::ENOENT));
             }
@@ -646,7 +659,7 @@ impl Gofer {
         let fd = self.target(tid, a, fd, flags, &mut ignored)?;
         match file_type(fd.as_fd())? {
             libc::S_IFREG | libc::S_IFDIR => {}
-            libc::S_IFLNK if !a.path.is_empty() => {
+            libc::S_IFLNK if !a.path.is_empty() && a.base != Base::Magic => {
                 // A symlink itself (lsetxattr): from inside its directory,
                 // as the l*xattr calls have no *at form.
                 let (dir, name) = self.parent(tid, a, None, logged)?;

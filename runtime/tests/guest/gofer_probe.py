@@ -136,8 +136,13 @@ def escapes():
     # Magic links: the guest's kernel answers them on its read-only view.
     expect_errno("/proc/self/root: EROFS", errno.EROFS, os.open, "/proc/self/root/etc/passwd", os.O_WRONLY)
     expect_errno("/proc/self/cwd: EROFS", errno.EROFS, os.open, "/proc/self/cwd/magic", os.O_CREAT | os.O_WRONLY)
-    rfd = os.open("/etc/hostname" if os.path.exists("/etc/hostname") else "/etc/passwd", os.O_RDONLY)
-    expect_errno("/proc/self/fd: EROFS", errno.EROFS, os.open, "/proc/self/fd/%d" % rfd, os.O_WRONLY)
+    # Reopening one's own descriptor through /proc/self/fd is a reopen of
+    # the sandbox's copy, as on Linux.
+    rfd = os.open("existing.txt", os.O_RDONLY)
+    wfd = os.open("/proc/self/fd/%d" % rfd, os.O_WRONLY | os.O_APPEND)
+    os.write(wfd, b"reopened\n")
+    os.close(wfd)
+    check("/proc/self/fd reopens the sandbox's copy", open("existing.txt").read() == "original\nreopened\n")
     os.symlink("/proc/self/root/etc/passwd", "magic")
     expect_errno("symlink to a magic link: EROFS", errno.EROFS, os.open, "magic", os.O_WRONLY)
     expect_errno("mkdir through /proc/self/root: EROFS", errno.EROFS, os.mkdir, "/proc/self/root/tmp/magic")

@@ -28,6 +28,7 @@ const PAGE: u64 = 4096;
 /// Open flags that write or create: only these make an open the Gofer's.
 const WRITES: u64 = (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC) as u64
     | (libc::O_TMPFILE & !libc::O_DIRECTORY) as u64;
+const NOFOLLOW: u32 = libc::AT_SYMLINK_NOFOLLOW as u32;
 /// Nanoseconds that mean "now" and "leave alone" (`UTIME_NOW`, `UTIME_OMIT`).
 const UTIME_SPECIAL: [i64; 2] = [libc::UTIME_NOW, libc::UTIME_OMIT];
 
@@ -146,6 +147,47 @@ fn path_at(
     })
 }
 
+/// The descriptor a magic link names: `/proc/self/fd/N`,
+/// `/proc/thread-self/fd/N`, `/dev/fd/N`.
+fn magic_fd(path: &[u8]) -> Option<i32> {
+    let n = [
+        &b"/proc/self/fd/"[..],
+        b"/proc/thread-self/fd/",
+        b"/dev/fd/",
+    ]
+    .iter()
+    .find_map(|p| path.strip_prefix(*p))?;
+    if n.is_empty() || n.len() > 10 || !n.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(n).ok()?.parse().ok()
+}
+
+/// `pa` as the file itself when it is a magic link to one of the guest's
+/// descriptors and the call follows it (glibc's fchmodat falls back to
+/// `chmod("/proc/self/fd/N")`; an O_TMPFILE is linked the same way): the
+/// Gofer maps that descriptor as it maps a dirfd.
+fn follow_magic(
+    s: &mut Sentry,
+    n: &Notif,
+    pa: PathArg,
+    follows: bool,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<PathArg, Errno> {
+    if !follows || pa.base != Base::Cwd {
+        return Ok(pa);
+    }
+    let Some(fd) = magic_fd(&pa.path) else {
+        return Ok(pa);
+    };
+    let file = s.resolve(n, u64::from(fd as u32))?.file;
+    fds.push(file);
+    Ok(PathArg {
+        base: Base::Magic,
+        path: Vec::new(),
+    })
+}
+
 /// The guest's descriptor `fd` itself (fchmod, fchown, fsetxattr...).
 fn the_fd(s: &mut Sentry, n: &Notif, fd: i32, fds: &mut Vec<OwnedFd>) -> Result<PathArg, Errno> {
     let file = s.resolve(n, u64::from(fd as u32))?.file;
@@ -182,6 +224,8 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             cloexec = flags & libc::O_CLOEXEC as u64 != 0;
             let path = read_path(s, n, ptr)?;
             let pa = path_at(s, n, dirfd, path, false, &mut fds)?;
+            let follows = flags & libc::O_NOFOLLOW as u64 == 0;
+            let pa = follow_magic(s, n, pa, follows, &mut fds)?;
             let op = Op::Open {
                 flags,
                 mode: u64::from(mode as u32),
@@ -211,6 +255,9 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             cloexec = flags & libc::O_CLOEXEC as u64 != 0;
             let path = read_path(s, n, a[1])?;
             let pa = path_at(s, n, int(a[0]), path, false, &mut fds)?;
+            let follows = flags & libc::O_NOFOLLOW as u64 == 0
+                && resolve & (libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_SYMLINKS) == 0;
+            let pa = follow_magic(s, n, pa, follows, &mut fds)?;
             one(
                 Op::Open {
                     flags,
@@ -279,6 +326,8 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             let old = read_path(s, n, p1)?;
             let new = read_path(s, n, p2)?;
             let pa = path_at(s, n, d1, old, empty_ok, &mut fds)?;
+            let follows = flags & libc::AT_SYMLINK_FOLLOW as u32 != 0;
+            let pa = follow_magic(s, n, pa, follows, &mut fds)?;
             let pb = path_at(s, n, d2, new, false, &mut fds)?;
             (Op::Link { flags }, pa, Some(pb))
         }
@@ -302,6 +351,7 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             let empty_ok = flags & libc::AT_EMPTY_PATH as u32 != 0;
             let path = read_path(s, n, ptr)?;
             let pa = path_at(s, n, dirfd, path, empty_ok, &mut fds)?;
+            let pa = follow_magic(s, n, pa, flags & NOFOLLOW == 0, &mut fds)?;
             one(
                 Op::Chmod {
                     mode: mode as u32 & 0o7777,
@@ -335,7 +385,9 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
                     let flags = a[4] as u32;
                     let empty_ok = flags & libc::AT_EMPTY_PATH as u32 != 0;
                     let path = read_path(s, n, a[1])?;
-                    (path_at(s, n, int(a[0]), path, empty_ok, &mut fds)?, flags)
+                    let pa = path_at(s, n, int(a[0]), path, empty_ok, &mut fds)?;
+                    let pa = follow_magic(s, n, pa, flags & NOFOLLOW == 0, &mut fds)?;
+                    (pa, flags)
                 }
                 nr => {
                     let path = read_path(s, n, a[0])?;
@@ -344,7 +396,9 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
                     } else {
                         0
                     };
-                    (path_at(s, n, AT_FDCWD, path, false, &mut fds)?, flags)
+                    let pa = path_at(s, n, AT_FDCWD, path, false, &mut fds)?;
+                    let pa = follow_magic(s, n, pa, flags & NOFOLLOW == 0, &mut fds)?;
+                    (pa, flags)
                 }
             };
             one(Op::Chown { uid, gid, flags }, pa)
@@ -373,7 +427,8 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             } else {
                 let path = read_path(s, n, ptr)?;
                 let empty_ok = flags & libc::AT_EMPTY_PATH as u32 != 0;
-                path_at(s, n, dirfd, path, empty_ok, &mut fds)?
+                let pa = path_at(s, n, dirfd, path, empty_ok, &mut fds)?;
+                follow_magic(s, n, pa, flags & NOFOLLOW == 0, &mut fds)?
             };
             let flags = if pa.path.is_empty() {
                 flags | libc::AT_EMPTY_PATH as u32
@@ -427,6 +482,7 @@ fn decode(s: &mut Sentry, n: &Notif) -> Result<Option<Call>, Errno> {
             let empty_ok = flags & libc::AT_EMPTY_PATH as u32 != 0;
             let path = read_path(s, n, ptr)?;
             let pa = path_at(s, n, dirfd, path, empty_ok, &mut fds)?;
+            let pa = follow_magic(s, n, pa, flags & NOFOLLOW == 0, &mut fds)?;
             let flags = if pa.path.is_empty() {
                 flags | libc::AT_EMPTY_PATH as u32
             } else {
@@ -490,7 +546,8 @@ fn path_of_xattr_call(
             } else {
                 0
             };
-            Ok((path_at(s, n, AT_FDCWD, path, false, fds)?, flags))
+            let pa = path_at(s, n, AT_FDCWD, path, false, fds)?;
+            Ok((follow_magic(s, n, pa, flags & NOFOLLOW == 0, fds)?, flags))
         }
     }
 }
