@@ -15,6 +15,7 @@
 #
 # Options:
 #   --reps N           repetitions per side (default 3)
+#   --only LIST        rows to run, e.g. --only open,rename
 #   --smolvisor PATH   binary to test (default target/release/smolvisor)
 #   --out FILE         where to write the table
 #
@@ -24,11 +25,13 @@ set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 REPS=3
+ROWS=open,rename,build
 SV="$REPO/target/release/smolvisor"
 OUT_MD="$REPO/target/bench-files.md"
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) shift; REPS=${1:-} ;;
+        --only) shift; ROWS=${1:-} ;;
         --smolvisor) shift; SV=${1:-} ;;
         --out) shift; OUT_MD=${1:-} ;;
         -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -111,7 +114,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 {
     echo "| row | native | sandbox (Gofer) | sandbox/native | sandbox (no Gofer) |"
     echo "|---|---|---|---|---|"
-    for row in open rename build; do
+    for row in ${ROWS//,/ }; do
         declare -A vals=()
         for side in native gofer no-gofer; do
             vals[$side]=$(for _ in $(seq "$REPS"); do run_side "$side" "$row"; done | median)

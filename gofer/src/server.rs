@@ -433,7 +433,11 @@ impl Gofer {
         } else if resolve & !RESOLVE_KNOWN != 0 {
             return Err(Fail::Errno(libc::EINVAL));
         }
-        if flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0 {
+        // The guest's umask is read (from /proc) only for a file that is
+        // made: an O_CREAT open of an existing one tries without first.
+        let o_creat = libc::O_CREAT as u64;
+        let made = flags & o_creat != 0 && flags & libc::O_EXCL as u64 == 0;
+        if flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0 && !made {
             mode &= !u64::from(self.umask(tid.tid));
         }
         // Never block here (a FIFO without a reader): a special file is the
@@ -462,14 +466,19 @@ impl Gofer {
                 resolve | libc::RESOLVE_NO_MAGICLINKS,
             )
         } else {
-            let full = self.full(tid, a, fd_a)?;
-            sys::openat2(
-                self.root.as_fd(),
-                &cstr(&full)?,
-                ours,
-                mode,
-                IN_TREE | resolve,
-            )
+            let full = cstr(&self.full(tid, a, fd_a)?)?;
+            let open = |flags: u64, mode: u64| {
+                sys::openat2(self.root.as_fd(), &full, flags, mode, IN_TREE | resolve)
+            };
+            if made {
+                match open(ours & !o_creat, 0) {
+                    Err(libc::ENOENT) => open(ours, mode & !u64::from(self.umask(tid.tid))),
+                    Ok(fd) if file_type(fd.as_fd())? == libc::S_IFDIR => Err(libc::EISDIR),
+                    other => other,
+                }
+            } else {
+                open(ours, mode)
+            }
         };
         let fd = fd.map_err(resolving)?;
         if flags & libc::O_PATH as u64 == 0 {
@@ -579,8 +588,12 @@ impl Gofer {
         if a.path[0] == b'/' {
             return Ok(a.path.clone());
         }
-        let dir = self.map(tid, fd, true)?;
-        let mut full = dir.path;
+        let mut full = match fd {
+            // The cwd's path is all that is needed (resolved below).
+            None if tid.cwd.first() == Some(&b'/') => tid.cwd.to_vec(),
+            None => return Err(Fail::Native),
+            Some(fd) => self.map(tid, Some(fd), true)?.path,
+        };
         if full != b"/" {
             full.push(b'/');
         }
