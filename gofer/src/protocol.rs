@@ -610,6 +610,25 @@ mod tests {
     }
 
     #[test]
+    fn a_magic_path_round_trips() {
+        let req = Request {
+            op: Op::Chmod {
+                mode: 0o755,
+                flags: 0,
+            },
+            tid: 9,
+            a: PathArg {
+                base: Base::Magic,
+                path: Vec::new(),
+            },
+            b: None,
+            cwd: Vec::new(),
+        };
+        assert_eq!(req.fds(), 1);
+        assert_eq!(Request::parse(&req.emit(), 1), Ok(req));
+    }
+
+    #[test]
     fn a_bind_carries_its_socket() {
         let bind = Request {
             op: Op::Bind,
@@ -711,29 +730,5 @@ mod tests {
         let mut bad = Response::Native.emit();
         bad[0] = 9;
         assert!(Response::parse(&bad, 0).is_err());
-    }
-}
-
-#[cfg(test)]
-mod magic_tests {
-    use super::*;
-
-    #[test]
-    fn a_magic_path_round_trips() {
-        let req = Request {
-            op: Op::Chmod {
-                mode: 0o755,
-                flags: 0,
-            },
-            tid: 9,
-            a: PathArg {
-                base: Base::Magic,
-                path: Vec::new(),
-            },
-            b: None,
-            cwd: Vec::new(),
-        };
-        assert_eq!(req.fds(), 1);
-        assert_eq!(Request::parse(&req.emit(), 1), Ok(req));
     }
 }

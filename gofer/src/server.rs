@@ -810,6 +810,177 @@ mod tests {
         assert_eq!(split(b"/a/.."), (&b"/a"[..], &b".."[..]));
     }
 
+    use std::os::unix::fs::symlink;
+    use std::path::PathBuf;
+
+    use crate::protocol::Times;
+
+    /// A tree of its own under the test's temporary directory, served by a
+    /// Gofer (the process's root is the host's here: only `openat2`'s own
+    /// confinement keeps paths inside).
+    struct Tree {
+        dir: PathBuf,
+        gofer: Gofer,
+    }
+
+    impl Tree {
+        fn new(name: &str) -> Tree {
+            let dir = std::env::temp_dir().join(format!("gofer-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("etc")).unwrap();
+            std::fs::create_dir_all(dir.join("proc")).unwrap();
+            std::fs::write(dir.join("etc/passwd"), "inside\n").unwrap();
+            let open = |p: &std::path::Path| -> OwnedFd { std::fs::File::open(p).unwrap().into() };
+            let gofer = Gofer::new(open(&dir), open(std::path::Path::new("/proc")), None);
+            Tree { dir, gofer }
+        }
+
+        fn ask(&mut self, op: Op, path: &str, cwd: &str, fds: Vec<OwnedFd>) -> Response {
+            let base = if fds.is_empty() { Base::Cwd } else { Base::Fd };
+            let req = Request {
+                op,
+                tid: std::process::id(),
+                a: PathArg {
+                    base,
+                    path: path.as_bytes().to_vec(),
+                },
+                b: None,
+                cwd: cwd.as_bytes().to_vec(),
+            };
+            self.gofer.handle(&req, fds).0
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn open_for_append() -> Op {
+        Op::Open {
+            flags: (libc::O_WRONLY | libc::O_APPEND) as u64,
+            mode: 0,
+            resolve: 0,
+            strict: false,
+        }
+    }
+
+    #[test]
+    fn absolute_symlinks_and_dotdot_stay_in_the_root() {
+        let mut t = Tree::new("escape");
+        symlink("/etc/passwd", t.dir.join("passwd")).unwrap();
+        let host = std::fs::read("/etc/passwd").unwrap();
+        assert_eq!(
+            t.ask(open_for_append(), "/passwd", "/", vec![]),
+            Response::Fd
+        );
+        assert_eq!(
+            t.ask(open_for_append(), "../../../../etc/passwd", "/etc", vec![]),
+            Response::Fd
+        );
+        assert_eq!(
+            t.ask(
+                Op::Mkdir { mode: 0o700 },
+                "../../../../made",
+                "/etc",
+                vec![]
+            ),
+            Response::Value(0)
+        );
+        assert!(t.dir.join("made").is_dir());
+        assert_eq!(std::fs::read("/etc/passwd").unwrap(), host);
+        assert!(!std::path::Path::new("/made").exists());
+    }
+
+    #[test]
+    fn magic_links_and_missing_parents_are_the_guest_kernels() {
+        let mut t = Tree::new("magic");
+        symlink("/proc/self/root/etc/passwd", t.dir.join("magic")).unwrap();
+        // The tree's /proc is an empty placeholder: a change there, or
+        // through a magic link, is answered natively.
+        assert_eq!(
+            t.ask(open_for_append(), "/magic", "/", vec![]),
+            Response::Native
+        );
+        assert_eq!(
+            t.ask(Op::Mkdir { mode: 0o700 }, "/proc/x", "/", vec![]),
+            Response::Native
+        );
+        assert_eq!(
+            t.ask(Op::Mkdir { mode: 0o700 }, "/nope/x", "/", vec![]),
+            Response::Native
+        );
+        assert!(!t.dir.join("proc/x").exists());
+        // A cwd that is not a path inside.
+        assert_eq!(
+            t.ask(Op::Mkdir { mode: 0o700 }, "x", "pipe:[1]", vec![]),
+            Response::Native
+        );
+    }
+
+    #[test]
+    fn a_dirfd_maps_only_to_the_same_inode() {
+        let mut t = Tree::new("dirfd");
+        // A directory outside the tree whose path does not exist inside.
+        let outside: OwnedFd = std::fs::File::open(std::env::temp_dir()).unwrap().into();
+        assert_eq!(
+            t.ask(Op::Mkdir { mode: 0o700 }, "x", "/", vec![outside]),
+            Response::Native
+        );
+        // The host's /etc: its path exists inside, but is another inode.
+        let etc: OwnedFd = std::fs::File::open("/etc").unwrap().into();
+        assert_eq!(
+            t.ask(
+                Op::Mkdir { mode: 0o700 },
+                "smolvisor-gofer-test",
+                "/",
+                vec![etc]
+            ),
+            Response::Native
+        );
+        assert!(!std::path::Path::new("/etc/smolvisor-gofer-test").exists());
+    }
+
+    #[test]
+    fn errnos_are_the_kernels() {
+        let mut t = Tree::new("errno");
+        let mkdir = || Op::Mkdir { mode: 0o755 };
+        assert_eq!(
+            t.ask(mkdir(), "/etc", "/", vec![]),
+            Response::Errno(libc::EEXIST)
+        );
+        assert_eq!(
+            t.ask(Op::Unlink { flags: 0 }, "/etc", "/", vec![]),
+            Response::Errno(libc::EISDIR)
+        );
+        assert_eq!(
+            t.ask(Op::Unlink { flags: 0 }, "/etc/none", "/", vec![]),
+            Response::Errno(libc::ENOENT)
+        );
+        assert_eq!(
+            t.ask(Op::Unlink { flags: 0x1 }, "/etc/passwd", "/", vec![]),
+            Response::Errno(libc::EINVAL)
+        );
+        let times: Times = None;
+        assert_eq!(
+            t.ask(Op::Utimes { times, flags: 0 }, "/etc/passwd", "/", vec![]),
+            Response::Value(0)
+        );
+        assert_eq!(
+            t.ask(
+                Op::Mknod {
+                    mode: libc::S_IFCHR | 0o600,
+                    dev: 0
+                },
+                "/dev",
+                "/",
+                vec![]
+            ),
+            Response::Errno(libc::EPERM)
+        );
+    }
+
     #[test]
     fn log_paths_are_one_line() {
         assert_eq!(escape(b"a b\n\xff"), "a\\x20b\\x0a\\xff");
