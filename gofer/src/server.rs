@@ -830,7 +830,7 @@ mod tests {
             std::fs::create_dir_all(dir.join("etc")).unwrap();
             std::fs::create_dir_all(dir.join("proc")).unwrap();
             std::fs::write(dir.join("etc/passwd"), "inside\n").unwrap();
-            let open = |p: &std::path::Path| -> OwnedFd { std::fs::File::open(p).unwrap().into() };
+            let open = |p: &std::path::Path| -> OwnedFd { File::open(p).unwrap().into() };
             let gofer = Gofer::new(open(&dir), open(std::path::Path::new("/proc")), None);
             Tree { dir, gofer }
         }
@@ -923,13 +923,13 @@ mod tests {
     fn a_dirfd_maps_only_to_the_same_inode() {
         let mut t = Tree::new("dirfd");
         // A directory outside the tree whose path does not exist inside.
-        let outside: OwnedFd = std::fs::File::open(std::env::temp_dir()).unwrap().into();
+        let outside: OwnedFd = File::open(std::env::temp_dir()).unwrap().into();
         assert_eq!(
             t.ask(Op::Mkdir { mode: 0o700 }, "x", "/", vec![outside]),
             Response::Native
         );
         // The host's /etc: its path exists inside, but is another inode.
-        let etc: OwnedFd = std::fs::File::open("/etc").unwrap().into();
+        let etc: OwnedFd = File::open("/etc").unwrap().into();
         assert_eq!(
             t.ask(
                 Op::Mkdir { mode: 0o700 },
