@@ -483,11 +483,10 @@ impl Gofer {
         let fd = fd.map_err(resolving)?;
         if flags & libc::O_PATH as u64 == 0 {
             match file_type(fd.as_fd())? {
-                libc::S_IFREG | libc::S_IFDIR => {}
+                libc::S_IFREG => {}
+                // The placeholders are directories.
+                libc::S_IFDIR if !self.is_hidden(fd.as_fd()) => {}
                 _ => return Err(Fail::Native),
-            }
-            if self.is_hidden(fd.as_fd()) {
-                return Err(Fail::Native);
             }
             if flags & libc::O_NONBLOCK as u64 == 0 {
                 let back = (flags & !(libc::O_CLOEXEC as u64)) as i32;
