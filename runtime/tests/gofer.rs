@@ -292,3 +292,41 @@ fn cpython_file_suites_pass_as_without_the_gofer() {
     .into();
     assert!(with.is_subset(&known), "unexpected failures: {with:?}");
 }
+
+/// The Gofer process of the sandbox whose `smolvisor` is `pid`.
+fn gofer_of(pid: u32) -> Option<i32> {
+    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .find(|c: &i32| {
+            fs::read_to_string(format!("/proc/{c}/comm"))
+                .is_ok_and(|n| n.trim() == "smolvisor-gofer")
+        })
+}
+
+#[test]
+fn the_sandbox_ends_when_its_gofer_dies() {
+    if !sandbox_only() {
+        return;
+    }
+    let dir = ScratchDir::new("gofer-dies");
+    let mut running = Guest::sh("echo ready; while true; do echo x > f; sleep 0.05; done")
+        .cwd(dir.path())
+        .deadline(Duration::from_secs(20))
+        .spawn();
+    running.wait_for_line("ready");
+    let gofer = gofer_of(running.pid()).expect("the sandbox has a Gofer");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(gofer),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let out = running.wait();
+    assert!(!out.timed_out, "the sandbox outlived its Gofer\n{out}");
+    assert_eq!(out.status.code(), Some(137), "{out}");
+    assert!(
+        out.stderr.contains("the Gofer did not answer"),
+        "the end was not said\n{out}"
+    );
+}

@@ -324,6 +324,15 @@ impl Sentry {
         self.gofer = Some(gofer);
     }
 
+    /// Ends the sandbox: kills its init, so every guest process goes and
+    /// the event loop returns (the Gofer stopped answering).
+    pub(crate) fn end_sandbox(&self) {
+        let _ = crate::sys::pidfd_send_signal(
+            std::os::fd::AsFd::as_fd(&self.init_pidfd),
+            libc::SIGKILL,
+        );
+    }
+
     /// The stack socket behind a resolved guest socket.
     pub(crate) fn stack_id(&self, key: GKey) -> Option<SocketId> {
         self.socks.get(key).and_then(|s| s.id)

@@ -75,8 +75,14 @@ fn ask(s: &mut Sentry, n: &Notif, call: Call) -> Outcome {
         }
         Ok((Response::Fd, None)) | Err(_) => {
             // The Gofer is gone or broke the protocol: no change can be
-            // made any more, and the guest hears it on every one.
-            tracing::error!("the Gofer did not answer a {} call", call.req.op.name());
+            // made any more. The sandbox ends, visibly, rather than run on
+            // with files it cannot change.
+            tracing::error!(
+                "the Gofer did not answer a {} call: ending the sandbox",
+                call.req.op.name()
+            );
+            s.gofer = None;
+            s.end_sandbox();
             errno(Errno::EIO)
         }
     }
