@@ -140,6 +140,9 @@ pub enum Command {
     /// The Sentry of one OCI container (started by `create`).
     #[command(hide = true)]
     SentryDaemon(SentryDaemonArgs),
+    /// The Gofer of one `do` sandbox (started by `do`).
+    #[command(hide = true)]
+    Gofer,
 }
 
 #[derive(Debug, clap::Args)]
@@ -371,6 +374,15 @@ pub struct DoArgs {
     /// Record every trapped system call, its arguments and its answer.
     #[arg(long, value_name = "FILE")]
     pub debug_log: Option<PathBuf>,
+    /// Record every change the guest makes to its files, one line each:
+    /// the call, the path as resolved inside the sandbox's root, and the
+    /// result (appended to FILE).
+    #[arg(long, value_name = "FILE")]
+    pub file_log: Option<PathBuf>,
+    /// Without a Gofer: the guest writes its copy-on-write tree itself (as
+    /// before the Gofer; for comparisons and benchmarks).
+    #[arg(long, hide = true, conflicts_with = "file_log")]
+    pub no_gofer: bool,
     /// Impair frames as a bad network would (netem's faults; this kernel
     /// has none): [NIC:]KEY=VALUE,... with keys loss=P%, delay=TIME,
     /// jitter=TIME, duplicate=P%, reorder=P%, corrupt=P%, rate=RATE

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod gofer;
 mod logging;
 mod network;
 mod oci;
@@ -13,7 +14,7 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let oci = !matches!(cli.command, cli::Command::Do(_));
+    let oci = !matches!(cli.command, cli::Command::Do(_) | cli::Command::Gofer);
     let logged = oci && cli.global.log.is_some();
     if oci {
         logging::for_oci(&cli.global);

@@ -291,6 +291,15 @@ pub fn build() -> io::Result<ScmpFilterContext> {
     compile(&guest_table())
 }
 
+/// The guest's filter when a Gofer changes its files: [`guest_table`] and
+/// the file calls that trap (`filter_files.rs`).
+pub fn guest_table_with_gofer() -> Table {
+    let mut t = guest_table();
+    t.name = "guest (with a Gofer)".into();
+    t.rules.extend(crate::filter_files::rules());
+    t
+}
+
 /// A libseccomp filter of `table`: any other architecture (i386 through int
 /// 0x80, x32) would be a way around every rule, so it kills; no_new_privs.
 pub fn compile(table: &Table) -> io::Result<ScmpFilterContext> {
@@ -343,7 +352,16 @@ fn scmp(action: Action) -> ScmpAction {
 /// blocked calls for signals itself (`sigwatch.rs`). libseccomp 2.5 cannot
 /// set that flag, so its program is exported and loaded here.
 pub fn install() -> io::Result<RawFd> {
-    let f = build()?;
+    install_table(&guest_table())
+}
+
+/// [`install`] with [`guest_table_with_gofer`].
+pub fn install_with_gofer() -> io::Result<RawFd> {
+    install_table(&guest_table_with_gofer())
+}
+
+fn install_table(table: &Table) -> io::Result<RawFd> {
+    let f = compile(table)?;
     let bpf = export(&f)?;
     let privileged = caps::has_cap(
         None,
@@ -413,6 +431,14 @@ const SENTRY_ALLOWED: &[(&str, &str)] = &[
     ("read", PAIRS),
     ("write", PAIRS),
     ("writev", LINKS),
+    (
+        "readlink",
+        "a guest thread's cwd (/proc/TID/cwd) for a file change that is relative to it",
+    ),
+    (
+        "readlinkat",
+        "a guest thread's cwd (/proc/TID/cwd) for a file change that is relative to it",
+    ),
     ("pidfd_open", GUEST),
     ("pidfd_getfd", GUEST),
     ("pidfd_send_signal", GUEST),
@@ -563,9 +589,16 @@ pub fn syscall_number(name: &str) -> Option<i32> {
 }
 
 /// Every filter smolvisor installs, as [`render`] prints them (`smolvisor
-/// filters`): the guest's, and the Sentry's without and with host sockets.
+/// filters`): the guest's (without and with a Gofer), the Sentry's without
+/// and with host sockets, and the Gofer's.
 pub fn tables() -> Vec<Table> {
-    vec![guest_table(), sentry_table(false), sentry_table(true)]
+    vec![
+        guest_table(),
+        guest_table_with_gofer(),
+        sentry_table(false),
+        sentry_table(true),
+        crate::filter_files::gofer_table(),
+    ]
 }
 
 fn action_text(a: Action) -> String {
@@ -705,8 +738,10 @@ mod table_tests {
         assert_eq!(back, tables());
         let installed = [
             export(&build().unwrap()).unwrap(),
+            export(&compile(&guest_table_with_gofer()).unwrap()).unwrap(),
             export(&compile(&sentry_table(false)).unwrap()).unwrap(),
             export(&compile(&sentry_table(true)).unwrap()).unwrap(),
+            export(&compile(&crate::filter_files::gofer_table()).unwrap()).unwrap(),
         ];
         for (t, program) in back.iter().zip(installed) {
             assert_eq!(export(&compile(t).unwrap()).unwrap(), program, "{}", t.name);

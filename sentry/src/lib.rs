@@ -18,6 +18,7 @@ pub mod abi;
 pub mod connector;
 pub mod errno;
 pub mod filter;
+pub mod filter_files;
 pub mod gsock;
 pub mod ifreq;
 mod listeners;

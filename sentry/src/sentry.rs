@@ -186,6 +186,8 @@ pub struct Sentry {
     sigwatch: Option<crate::sigwatch::SignalWatch>,
     /// When blocked callers are next checked for signals.
     next_signal_check: StdInstant,
+    /// The Gofer that makes the guest's file changes (`syscalls/files.rs`).
+    pub(crate) gofer: Option<gofer::Client>,
 }
 
 impl Sentry {
@@ -322,7 +324,23 @@ impl Sentry {
             mirrors,
             sigwatch,
             next_signal_check: start,
+            gofer: None,
         })
+    }
+
+    /// Sends the guest's file changes to `gofer` (without one, the calls
+    /// that change files run natively).
+    pub fn set_gofer(&mut self, gofer: gofer::Client) {
+        self.gofer = Some(gofer);
+    }
+
+    /// Ends the sandbox: kills its init, so every guest process goes and
+    /// the event loop returns (the Gofer stopped answering).
+    pub(crate) fn end_sandbox(&self) {
+        let _ = crate::sys::pidfd_send_signal(
+            std::os::fd::AsFd::as_fd(&self.init_pidfd),
+            libc::SIGKILL,
+        );
     }
 
     /// The stack socket behind a resolved guest socket.

@@ -34,5 +34,6 @@ pub fn run(cli: Cli) -> Result<i32, Box<dyn std::error::Error>> {
             Ok(0)
         }
         Command::SentryDaemon(args) => oci::daemon::run(g, &args),
+        Command::Gofer => crate::gofer::serve(),
     }
 }

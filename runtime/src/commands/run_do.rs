@@ -27,6 +27,7 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
         argv: args.command,
         cwd: std::env::current_dir()?,
         files: net.guest_files,
+        gofer: !args.no_gofer,
     };
     let guest = match sandbox::spawn(&spec) {
         Ok(g) => g,
@@ -42,16 +43,39 @@ pub fn run(args: DoArgs) -> Result<i32, Error> {
         tcp_memory: args.tcp_memory,
     };
     let pidfd = guest.pidfd.try_clone()?;
-    let sentry = match Sentry::new(&cfg, net.sentry, guest.listener, guest.pid, guest.pidfd) {
+    let kill_guest = || {
+        // Never leave a guest running without its Sentry or its Gofer.
+        let _ = sentry::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = nix::sys::wait::waitpid(guest.pid, None);
+    };
+    let gofer = match guest
+        .tree
+        .map(|t| crate::gofer::start(t, args.file_log.as_deref()))
+    {
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => {
+            kill_guest();
+            return Err(e);
+        }
+        None => None,
+    };
+    let mut sentry = match Sentry::new(&cfg, net.sentry, guest.listener, guest.pid, guest.pidfd) {
         Ok(s) => s,
         Err(e) => {
-            // Never leave a guest running without its Sentry.
-            let _ = sentry::sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-            let _ = nix::sys::wait::waitpid(guest.pid, None);
+            kill_guest();
             return Err(format!("starting the Sentry: {e}").into());
         }
     };
+    let mut gofer_child = None;
+    if let Some(g) = gofer {
+        sentry.set_gofer(gofer::Client::new(g.channel));
+        gofer_child = Some(g.child);
+    }
     let code = sentry.run()?;
+    if let Some(mut child) = gofer_child {
+        // The Sentry's end is closed: the Gofer is on its way out.
+        let _ = child.wait();
+    }
     if let (Some(c), Some(to)) = (capture, &args.pcap_log) {
         report_capture(&c.finish(), to);
     }

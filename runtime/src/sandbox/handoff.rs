@@ -30,6 +30,7 @@ const TAG_WARNING: u8 = b'W';
 const TAG_SETUP_FAILED: u8 = b'E';
 const TAG_LISTENER: u8 = b'L';
 const TAG_EXEC_FAILED: u8 = b'X';
+const TAG_TREE: u8 = b'T';
 
 /// What the guest side tells the runtime during start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub(crate) enum Report {
     Listener(RawFd),
     /// `execvp` of the command failed with this errno; the guest exits.
     ExecFailed(Errno),
+    /// The Gofer's writable clone of the file tree: its descriptor number
+    /// in the init's file table (the init closes it once acknowledged).
+    Tree(RawFd),
 }
 
 impl Report {
@@ -53,6 +57,7 @@ impl Report {
             Report::SetupFailed(text) => (TAG_SETUP_FAILED, text.as_bytes().to_vec()),
             Report::Listener(fd) => (TAG_LISTENER, fd.to_le_bytes().to_vec()),
             Report::ExecFailed(errno) => (TAG_EXEC_FAILED, (*errno as i32).to_le_bytes().to_vec()),
+            Report::Tree(fd) => (TAG_TREE, fd.to_le_bytes().to_vec()),
         };
         let mut out = Vec::with_capacity(1 + payload.len());
         out.push(tag);
@@ -71,6 +76,7 @@ impl Report {
             TAG_SETUP_FAILED => Some(Report::SetupFailed(text())),
             TAG_LISTENER => number().filter(|fd| *fd >= 0).map(Report::Listener),
             TAG_EXEC_FAILED => number().map(|e| Report::ExecFailed(Errno::from_raw(e))),
+            TAG_TREE => number().filter(|fd| *fd >= 0).map(Report::Tree),
             _ => None,
         }
     }
@@ -154,6 +160,7 @@ mod tests {
             Report::SetupFailed("mounting /proc: EPERM".into()),
             Report::Listener(7),
             Report::ExecFailed(Errno::ENOENT),
+            Report::Tree(5),
         ] {
             assert_eq!(Report::parse(&report.emit()), Some(report));
         }
@@ -165,6 +172,7 @@ mod tests {
         assert_eq!(Report::parse(b"Q"), None);
         assert_eq!(Report::parse(b"L\x01\x00\x00"), None);
         assert_eq!(Report::parse(b"L\xff\xff\xff\xff"), None);
+        assert_eq!(Report::parse(b"T\xff\xff\xff\xff"), None);
         assert_eq!(Report::parse(b"X\x02\x00\x00\x00\x00"), None);
     }
 

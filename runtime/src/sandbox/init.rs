@@ -13,7 +13,7 @@
 //! unwinding) into the runtime's code.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
@@ -45,6 +45,8 @@ pub(super) struct Command {
     pub cwd: PathBuf,
     /// Files placed over the host's (see `GuestSpec::files`).
     pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Whether a Gofer makes the guest's file changes (see `GuestSpec::gofer`).
+    pub gofer: bool,
 }
 
 /// Signals that the init leaves alone: the terminal sends them to the whole
@@ -76,9 +78,22 @@ pub(super) fn run(channel: OwnedFd, command: &Command) -> ! {
 }
 
 fn init(channel: OwnedFd, command: &Command) -> i32 {
-    if let Err(message) = prepare(&channel, command) {
-        report(&channel, &Report::SetupFailed(message));
-        return SETUP_FAILED_STATUS;
+    let tree = match prepare(&channel, command) {
+        Ok(tree) => tree,
+        Err(message) => {
+            report(&channel, &Report::SetupFailed(message));
+            return SETUP_FAILED_STATUS;
+        }
+    };
+    // The Gofer's writable tree goes to the runtime and must be closed
+    // here before the command exists: the guest must never hold it.
+    if let Some(tree) = tree {
+        if handoff::send(channel.as_fd(), &Report::Tree(tree.as_raw_fd())).is_err()
+            || !handoff::wait_for_ack(channel.as_fd())
+        {
+            return SETUP_FAILED_STATUS;
+        }
+        drop(tree);
     }
     // Block exactly what the init waits for, before the command exists, so
     // that neither its SIGCHLD nor a signal to forward can be lost (and
@@ -103,8 +118,9 @@ fn init(channel: OwnedFd, command: &Command) -> i32 {
     }
 }
 
-/// Everything between the fork and the command: namespaces and file tree.
-fn prepare(channel: &OwnedFd, command: &Command) -> Result<(), String> {
+/// Everything between the fork and the command: namespaces and file tree
+/// (and the Gofer's writable clone of it).
+fn prepare(channel: &OwnedFd, command: &Command) -> Result<Option<OwnedFd>, String> {
     prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(|e| format!("setting the parent-death signal: {}", e.desc()))?;
     if runtime_gone(channel) {
@@ -126,9 +142,14 @@ fn prepare(channel: &OwnedFd, command: &Command) -> Result<(), String> {
             | CloneFlags::CLONE_NEWNET,
     )
     .map_err(|e| format!("creating the sandbox's namespaces: {}", e.desc()))?;
-    rootfs::build(&command.cwd, &command.files, &mut |warning| {
-        report(channel, &Report::Warning(warning));
-    })
+    rootfs::build(
+        &command.cwd,
+        &command.files,
+        command.gofer,
+        &mut |warning| {
+            report(channel, &Report::Warning(warning));
+        },
+    )
 }
 
 /// Whether the runtime died before the parent-death signal was armed: its
@@ -184,7 +205,12 @@ fn exec_command(channel: &OwnedFd, command: &Command) -> ! {
         report(channel, &failure("unblocking signals in the command", e));
         sys::exit_now(SETUP_FAILED_STATUS);
     }
-    let listener = match sentry::filter::install() {
+    let installed = if command.gofer {
+        sentry::filter::install_with_gofer()
+    } else {
+        sentry::filter::install()
+    };
+    let listener = match installed {
         Ok(fd) => fd,
         Err(e) => {
             report(

@@ -20,6 +20,7 @@ mod init;
 mod mountinfo;
 mod rootfs;
 pub(crate) mod sys;
+mod sys_tree;
 #[cfg(test)]
 mod tests;
 
@@ -59,6 +60,9 @@ pub struct GuestSpec {
     /// such as `/etc/resolv.conf` naming the NAT's DNS forwarder. Each is a
     /// writable file in the sandbox's memory.
     pub files: Vec<(PathBuf, Vec<u8>)>,
+    /// Whether a Gofer makes the guest's file changes: the guest's view is
+    /// then read-only, and [`Guest::tree`] the Gofer's writable clone.
+    pub gofer: bool,
 }
 
 /// A started guest: its command has been executed under the filter.
@@ -73,6 +77,9 @@ pub struct Guest {
     /// The guest's seccomp user-notification listener. The guest holds no
     /// copy of it.
     pub listener: OwnedFd,
+    /// With [`GuestSpec::gofer`]: the writable clone of the guest's mounts
+    /// (a detached tree from `open_tree`), for the Gofer alone.
+    pub tree: Option<OwnedFd>,
 }
 
 /// Why a guest could not be started.
@@ -156,10 +163,11 @@ pub fn spawn(spec: &GuestSpec) -> Result<Guest, SandboxError> {
         }
     };
     match take_listener(ours.as_fd(), init.pid, &program) {
-        Ok(listener) => Ok(Guest {
+        Ok((listener, tree)) => Ok(Guest {
             pid: init.disarm(),
             pidfd,
             listener,
+            tree,
         }),
         Err(Failure::GuestEnded(reason)) => {
             let ended = init.reap(pidfd.as_fd());
@@ -188,6 +196,7 @@ fn prepare_command(spec: &GuestSpec) -> Result<init::Command, SandboxError> {
         argv,
         cwd: spec.cwd.clone(),
         files: spec.files.clone(),
+        gofer: spec.gofer,
     })
 }
 
@@ -284,13 +293,21 @@ enum Failure {
 /// Reads the guest's reports until the command has been executed: takes the
 /// listener the command announces, acknowledges it, and returns it at the
 /// end-of-file that the command's exec causes.
-fn take_listener(channel: BorrowedFd<'_>, init: Pid, program: &str) -> Result<OwnedFd, Failure> {
+fn take_listener(
+    channel: BorrowedFd<'_>,
+    init: Pid,
+    program: &str,
+) -> Result<(OwnedFd, Option<OwnedFd>), Failure> {
     let mut listener = None;
+    let mut tree = None;
     loop {
         let received = handoff::receive(channel)
             .map_err(|e| Failure::Runtime(host("reading the start-up channel")(e)))?;
         let Some(Received { report, sender }) = received else {
-            return listener.ok_or(Failure::GuestEnded(None));
+            return match listener {
+                Some(l) => Ok((l, tree)),
+                None => Err(Failure::GuestEnded(None)),
+            };
         };
         match report {
             Some(Report::Warning(text)) => tracing::warn!("{text}"),
@@ -312,6 +329,14 @@ fn take_listener(channel: BorrowedFd<'_>, init: Pid, program: &str) -> Result<Ow
                 let fd = fetch_fd(command, number).map_err(Failure::Runtime)?;
                 tracing::debug!(%command, number, "took the guest's seccomp listener");
                 listener = Some(fd);
+                acknowledge(channel).map_err(Failure::Runtime)?;
+            }
+            Some(Report::Tree(number)) if tree.is_none() && listener.is_none() => {
+                // Only the init holds the tree (the command does not exist yet).
+                if sender != Some(init) {
+                    return Err(Failure::Runtime(SandboxError::Protocol));
+                }
+                tree = Some(fetch_fd(init, number).map_err(Failure::Runtime)?);
                 acknowledge(channel).map_err(Failure::Runtime)?;
             }
             _ => return Err(Failure::Runtime(SandboxError::Protocol)),

@@ -44,12 +44,15 @@ const READ_ONLY_PROC_PATHS: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigge
 
 const NONE: Option<&str> = None;
 
-/// Builds the guest's root and enters it, then changes to `cwd`.
+/// Builds the guest's root and enters it, then changes to `cwd`. With
+/// `gofer`, the guest's mounts are read-only, and a writable clone of them
+/// (`/proc` and `/sys` aside) is returned for the Gofer.
 pub(super) fn build(
     cwd: &Path,
     files: &[(PathBuf, Vec<u8>)],
+    gofer: bool,
     warn: &mut dyn FnMut(String),
-) -> Result<(), SetupFailure> {
+) -> Result<Option<OwnedFd>, SetupFailure> {
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(failed("making the mount tree private"))?;
     let table = fs::read_to_string("/proc/self/mountinfo")
@@ -65,10 +68,15 @@ pub(super) fn build(
         let upper = scratch.join(format!("layers/{index}"));
         copy_on_write(lower, &upper, &new_root, warn)?;
     }
-    mount_proc(&new_root)?;
-    mount_sys(&new_root)?;
     mount_dev(&new_root, &devices)?;
     place_files(&scratch, &new_root, files)?;
+    let tree = if gofer {
+        Some(split_for_gofer(&new_root)?)
+    } else {
+        None
+    };
+    mount_proc(&new_root)?;
+    mount_sys(&new_root)?;
     drop(lowers);
     drop(devices);
 
@@ -76,7 +84,23 @@ pub(super) fn build(
     chdir(cwd).map_err(failed(format!(
         "changing to the working directory {}",
         cwd.display()
-    )))
+    )))?;
+    Ok(tree)
+}
+
+/// Takes the Gofer's writable clone of the tree built so far, then makes
+/// the guest's own mounts read-only. `/proc` and `/sys` are mounted after,
+/// in the guest's view only (their mount points are made first, while the
+/// root can still be written).
+fn split_for_gofer(new_root: &Path) -> Result<OwnedFd, SetupFailure> {
+    for dir in ["proc", "sys"] {
+        create_dir(&new_root.join(dir))?;
+    }
+    let tree = super::sys_tree::clone_tree(new_root)
+        .map_err(|e| format!("cloning the file tree for the Gofer: {e}"))?;
+    super::sys_tree::make_read_only(new_root)
+        .map_err(|e| format!("making the guest's file tree read-only: {e}"))?;
+    Ok(tree)
 }
 
 /// A host mount to show through a copy-on-write layer, held open.
@@ -350,7 +374,12 @@ fn mount_dev(new_root: &Path, devices: &HostDevices) -> Result<(), SetupFailure>
     for (name, fd) in &devices.nodes {
         let node = dev.join(name);
         fs::File::create_new(&node).map_err(|e| format!("creating /dev/{name}: {e}"))?;
-        bind(fd, &node).map_err(failed(format!("bind-mounting /dev/{name}")))?;
+        // Read-only mounts: the nodes still open for writing (a device is
+        // not written through its mount), but the host's inodes cannot be
+        // chmod-ed or chown-ed from the sandbox.
+        bind(fd, &node)
+            .and_then(|()| remount_read_only(&node, MsFlags::empty()))
+            .map_err(failed(format!("bind-mounting /dev/{name}")))?;
     }
     let pts = dev.join("pts");
     create_dir(&pts)?;

@@ -30,6 +30,7 @@ fn spec(cwd: &Path, argv: &[&str]) -> GuestSpec {
         argv: argv.iter().map(OsString::from).collect(),
         cwd: cwd.to_owned(),
         files: Vec::new(),
+        gofer: false,
     }
 }
 

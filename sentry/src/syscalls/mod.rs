@@ -16,6 +16,7 @@ macro_rules! step {
     };
 }
 
+mod files;
 mod io;
 mod opts;
 mod socket;
@@ -76,7 +77,10 @@ pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
     let r = resume;
     match n.nr {
         libc::SYS_socket => socket::socket(s, n),
-        libc::SYS_bind => socket::bind(s, n, r),
+        libc::SYS_bind => match files::bind_unix(s, n) {
+            Some(done) => done,
+            None => socket::bind(s, n, r),
+        },
         libc::SYS_listen => socket::listen(s, n, r),
         libc::SYS_connect => socket::connect(s, n, r),
         libc::SYS_accept => socket::accept(s, n, 0, r),
@@ -93,6 +97,7 @@ pub fn handle(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
         libc::SYS_recvmsg => io::recvmsg(s, n, r),
         libc::SYS_sendmmsg => io::sendmmsg(s, n, r),
         libc::SYS_recvmmsg => io::recvmmsg(s, n, r),
+        nr if files::CALLS.contains(&nr) => files::handle(s, n),
         // The filter traps nothing else; answer as a kernel without the call would.
         _ => Outcome::Reply(Reply::Errno(Errno::ENOSYS)),
     }
