@@ -51,8 +51,8 @@ pub use error::{NetError, Result};
 pub use link::Link;
 pub use smoltcp::time::{Duration, Instant};
 pub use socket::{
-    Datagram, Domain, MAX_BUFFER, MIN_BUFFER, Protocol, Readiness, RecvFlags, Shutdown, SockOpt,
-    SockOptName, SocketId,
+    Datagram, Domain, IpMarks, MAX_BUFFER, MIN_BUFFER, Protocol, Readiness, RecvFlags, Shutdown,
+    SockOpt, SockOptName, SocketId,
 };
 pub use stack::{
     GatewayRoute, IfAddr, Intercepted, LOOPBACK, NicConfig, NicId, NicInfo, NicSetup, Stack,

@@ -7,7 +7,15 @@ mod common;
 use std::net::Ipv4Addr;
 
 use common::*;
-use netstack::{Datagram, Domain, Duration, NetError, Protocol, SockOpt, SockOptName, SocketId};
+use netstack::{
+    Datagram, Domain, Duration, IpMarks, NetError, Protocol, SockOpt, SockOptName, SocketId,
+};
+
+/// The IP marks of a datagram sent with the default hop limit and class.
+const SENT_AS_IS: IpMarks = IpMarks {
+    hop_limit: Some(64),
+    class: Some(0),
+};
 
 /// A server socket on `b` bound to 10.0.0.2:5000 and a client on `a` bound
 /// to 10.0.0.1:4000, as (server, client).
@@ -46,7 +54,8 @@ fn sendto_recvfrom_reports_source_addresses() {
             copied: 4,
             len: 4,
             from: sa(A4, 4000),
-            to: Some(std::net::IpAddr::V4(B4))
+            to: Some(std::net::IpAddr::V4(B4)),
+            marks: SENT_AS_IS,
         }
     );
     assert_eq!(&buf[..4], b"ping");
@@ -111,7 +120,8 @@ fn truncated_datagram_reports_full_length_and_discards_the_rest() {
             copied: 10,
             len: 100,
             from: sa(A4, 4000),
-            to: Some(std::net::IpAddr::V4(B4))
+            to: Some(std::net::IpAddr::V4(B4)),
+            marks: SENT_AS_IS,
         }
     );
     assert_eq!(small[..], big[..10]);
@@ -149,7 +159,8 @@ fn peek_leaves_the_datagram_queued() {
                 copied: 5,
                 len: 14,
                 from: sa(A4, 4000),
-                to: Some(std::net::IpAddr::V4(B4))
+                to: Some(std::net::IpAddr::V4(B4)),
+                marks: SENT_AS_IS,
             }
         );
         assert_eq!(&buf, b"first");
@@ -204,7 +215,8 @@ fn zero_length_datagram_is_delivered() {
             copied: 0,
             len: 0,
             from: sa(A4, 4000),
-            to: Some(std::net::IpAddr::V4(B4))
+            to: Some(std::net::IpAddr::V4(B4)),
+            marks: SENT_AS_IS,
         }
     );
     net.run_until(Duration::from_secs(1), |n| {

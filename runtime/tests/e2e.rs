@@ -878,6 +878,16 @@ fn rcvlowat_holds_a_blocking_read_back_as_on_linux() {
     same_lines_as_native("rcvlowat.py", "recv got 10\nafter lowering, recv got 1");
 }
 
+/// Datagrams carry their hop limit and traffic class as control messages,
+/// and a sender's IP_TOS / IPV6_TCLASS reaches the header, as on Linux.
+#[test]
+fn hop_limit_and_traffic_class_control_messages_match_linux() {
+    same_lines_as_native(
+        "ip_marks.py",
+        "(b'marked', [(0, 2, b'\\x07\\x00\\x00\\x00'), (0, 1, b'\\x10')], 0)",
+    );
+}
+
 fn same_lines_as_native(script: &str, linux_says: &str) {
     let native = Guest::python(script, &[] as &[&str])
         .mode(Mode::Native)

@@ -38,7 +38,13 @@ pub struct Delivered {
     pub from: SocketAddr,
     /// Where it was sent to (for `IP_PKTINFO`).
     pub to: Option<std::net::IpAddr>,
+    /// Its hop limit and traffic class (for `IP_RECVTTL` and the like).
+    pub marks: netstack::IpMarks,
 }
+
+/// Where a datagram came from and went to, and its IP marks: what its
+/// control messages and address say when the guest reads it.
+pub type Origin = (SocketAddr, Option<std::net::IpAddr>, netstack::IpMarks);
 
 /// Connections a listener took from the stack's accept queue, which the
 /// guest has not accepted yet.
@@ -128,7 +134,7 @@ pub struct GSock {
     /// Bytes (or one datagram) from the stack that the pair has not taken yet.
     pub rx: Vec<u8>,
     /// Where `rx` came from and was sent to (datagram sockets).
-    pub rx_from: Option<(SocketAddr, Option<std::net::IpAddr>)>,
+    pub rx_from: Option<Origin>,
     /// The Sentry's end may hold something to read: set by each readable
     /// edge, cleared when a read finds it empty, so that a socket the stack
     /// wakes does not cost a read that finds nothing.
@@ -337,19 +343,15 @@ impl GSock {
     /// (`data`, of `full_len` bytes): the first record that matches it;
     /// older records are of datagrams the guest read natively and go. The
     /// match goes too unless the guest only `peek`s.
-    pub fn take_delivered(
-        &mut self,
-        data: &[u8],
-        full_len: usize,
-        peek: bool,
-    ) -> Option<(SocketAddr, Option<std::net::IpAddr>)> {
+    pub fn take_delivered(&mut self, data: &[u8], full_len: usize, peek: bool) -> Option<Origin> {
         // A truncated copy cannot be hashed: its length alone must do.
         let hash = (data.len() == full_len).then(|| payload_hash(data));
         let pos = self
             .delivered
             .iter()
             .position(|d| d.len == full_len && hash.is_none_or(|h| h == d.hash))?;
-        let found = (self.delivered[pos].from, self.delivered[pos].to);
+        let d = &self.delivered[pos];
+        let found = (d.from, d.to, d.marks);
         let upto = if peek { pos } else { pos + 1 };
         self.delivered.drain(..upto);
         Some(found)
@@ -487,14 +489,24 @@ mod tests {
                 hash: payload_hash(data),
                 from: from(port),
                 to: None,
+                marks: netstack::IpMarks::default(),
             });
         }
         // The guest read "aa" natively: its record goes with the match.
-        assert_eq!(g.take_delivered(b"bbb", 3, true), Some((from(2), None)));
+        assert_eq!(
+            g.take_delivered(b"bbb", 3, true),
+            Some((from(2), None, netstack::IpMarks::default()))
+        );
         assert_eq!(g.delivered.len(), 2, "a peek keeps the match");
-        assert_eq!(g.take_delivered(b"bbb", 3, false), Some((from(2), None)));
+        assert_eq!(
+            g.take_delivered(b"bbb", 3, false),
+            Some((from(2), None, netstack::IpMarks::default()))
+        );
         // A truncated read matches by length.
-        assert_eq!(g.take_delivered(b"c", 2, false), Some((from(3), None)));
+        assert_eq!(
+            g.take_delivered(b"c", 2, false),
+            Some((from(3), None, netstack::IpMarks::default()))
+        );
         assert!(g.delivered.is_empty());
         assert_eq!(g.take_delivered(b"zz", 2, false), None);
     }

@@ -157,6 +157,9 @@ pub(crate) struct FrameDevice<'a> {
     frame: Option<&'a [u8]>,
     caps: &'a DeviceCapabilities,
     now: Instant,
+    /// The traffic class (TOS) of the UDP datagrams sent, which smoltcp
+    /// always leaves 0 (`IP_TOS`, `IPV6_TCLASS`).
+    class: u8,
 }
 
 impl<'a> FrameDevice<'a> {
@@ -172,6 +175,57 @@ impl<'a> FrameDevice<'a> {
             frame,
             caps,
             now,
+            class: 0,
+        }
+    }
+
+    /// UDP datagrams sent through it carry traffic class `class`.
+    pub(crate) fn with_class(mut self, class: u8) -> Self {
+        self.class = class;
+        self
+    }
+
+    /// How a frame sent through it is marked: where its IP header starts,
+    /// the class, and whether the IPv4 header checksum is ours to redo.
+    fn mark(&self) -> Option<ClassMark> {
+        (self.class != 0).then(|| ClassMark {
+            ip_at: if self.caps.medium == Medium::Ethernet {
+                14
+            } else {
+                0
+            },
+            class: self.class,
+            ipv4_checksum: self.caps.checksum.ipv4.tx(),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct ClassMark {
+    ip_at: usize,
+    class: u8,
+    ipv4_checksum: bool,
+}
+
+impl ClassMark {
+    /// Writes the class into a UDP packet's IP header.
+    fn apply(self, frame: &mut [u8]) {
+        let Some(ip) = frame.get_mut(self.ip_at..) else {
+            return;
+        };
+        match ip.first().map(|b| b >> 4) {
+            Some(4) if ip.len() >= 20 && ip[9] == 17 => {
+                ip[1] = self.class;
+                let ihl = usize::from(ip[0] & 0x0f) * 4;
+                if self.ipv4_checksum && (20..=ip.len()).contains(&ihl) {
+                    smoltcp::wire::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
+                }
+            }
+            Some(6) if ip.len() >= 40 && ip[6] == 17 => {
+                ip[0] = (ip[0] & 0xf0) | (self.class >> 4);
+                ip[1] = (ip[1] & 0x0f) | (self.class << 4);
+            }
+            _ => {}
         }
     }
 }
@@ -218,21 +272,32 @@ impl phy::Device for FrameDevice<'_> {
 
     fn receive(&mut self, _now: Instant) -> Option<(FrameRx<'_>, FrameTx<'_>)> {
         let frame = self.frame.take()?;
+        let ip_at = if self.caps.medium == Medium::Ethernet {
+            14
+        } else {
+            0
+        };
+        let mut meta = PacketMeta::default();
+        meta.id = crate::socket::IpMarks::of_frame(frame, ip_at).pack();
+        let mark = self.mark();
         Some((
-            FrameRx { frame },
+            FrameRx { frame, meta },
             FrameTx {
                 link: &mut *self.link,
                 now: self.now,
                 mss: None,
+                mark,
             },
         ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_>> {
+        let mark = self.mark();
         Some(FrameTx {
             link: &mut *self.link,
             now: self.now,
             mss: None,
+            mark,
         })
     }
 
@@ -243,11 +308,18 @@ impl phy::Device for FrameDevice<'_> {
 
 pub(crate) struct FrameRx<'a> {
     frame: &'a [u8],
+    /// Carries the IP header's hop limit and traffic class into smoltcp's
+    /// UDP metadata, which keeps neither.
+    meta: PacketMeta,
 }
 
 impl phy::RxToken for FrameRx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         f(self.frame)
+    }
+
+    fn meta(&self) -> PacketMeta {
+        self.meta
     }
 }
 
@@ -256,6 +328,7 @@ pub(crate) struct FrameTx<'a> {
     now: Instant,
     /// The segment size smoltcp asked for, when the frame is to be cut.
     mss: Option<u16>,
+    mark: Option<ClassMark>,
 }
 
 impl phy::TxToken for FrameTx<'_> {
@@ -269,6 +342,9 @@ impl phy::TxToken for FrameTx<'_> {
             buf.resize(len, 0);
         }
         let r = f(&mut buf);
+        if let Some(m) = self.mark {
+            m.apply(&mut buf);
+        }
         match self.mss {
             Some(mss) => self.link.send_segmented(self.now, buf, mss),
             None => self.link.send(self.now, buf),

@@ -224,6 +224,7 @@ impl Stack {
             len: payload.len(),
             from: super::sockaddr(domain, from, 0),
             to: None,
+            marks: super::IpMarks::default(),
         })
     }
 

@@ -87,6 +87,59 @@ pub struct Datagram {
     pub from: SocketAddr,
     /// The address the datagram was sent to (UDP; `IP_PKTINFO`'s `ipi_addr`).
     pub to: Option<IpAddr>,
+    /// Its IP header's hop limit and traffic class (UDP).
+    pub marks: IpMarks,
+}
+
+/// A datagram's IP hop limit (TTL) and traffic class (TOS), for
+/// `IP_RECVTTL`, `IP_RECVTOS`, `IPV6_RECVHOPLIMIT` and `IPV6_RECVTCLASS`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IpMarks {
+    pub hop_limit: Option<u8>,
+    pub class: Option<u8>,
+}
+
+impl IpMarks {
+    /// Read from a frame whose IP header starts at `ip_at` (after an
+    /// Ethernet header or not); none when it is no IPv4 or IPv6 packet.
+    pub(crate) fn of_frame(frame: &[u8], ip_at: usize) -> IpMarks {
+        if ip_at == 14 && !matches!(frame.get(12..14), Some([0x08, 0x00] | [0x86, 0xdd])) {
+            return IpMarks::default();
+        }
+        let Some(ip) = frame.get(ip_at..) else {
+            return IpMarks::default();
+        };
+        match (ip.first().map(|b| b >> 4), ip.len()) {
+            (Some(4), 20..) => IpMarks {
+                hop_limit: Some(ip[8]),
+                class: Some(ip[1]),
+            },
+            (Some(6), 40..) => IpMarks {
+                hop_limit: Some(ip[7]),
+                class: Some((ip[0] << 4) | (ip[1] >> 4)),
+            },
+            _ => IpMarks::default(),
+        }
+    }
+
+    /// As smoltcp's packet metadata id carries it: bit 16 says the marks
+    /// are there, then the hop limit and the class.
+    pub(crate) fn pack(self) -> u32 {
+        match (self.hop_limit, self.class) {
+            (Some(h), Some(c)) => 1 << 16 | u32::from(h) << 8 | u32::from(c),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn unpack(id: u32) -> IpMarks {
+        if id & (1 << 16) == 0 {
+            return IpMarks::default();
+        }
+        IpMarks {
+            hop_limit: Some((id >> 8) as u8),
+            class: Some(id as u8),
+        }
+    }
 }
 
 /// A socket option, with its value.

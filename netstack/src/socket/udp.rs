@@ -265,12 +265,14 @@ impl Stack {
         let u = udp(sock).ok_or(NetError::InvalidInput)?;
         let s = u.socket();
         let got = if flags.peek {
-            s.peek().map(|(p, m)| (p, m.endpoint, m.local_address))
+            s.peek()
+                .map(|(p, m)| (p, m.endpoint, m.local_address, m.meta.id))
         } else {
-            s.recv().map(|(p, m)| (p, m.endpoint, m.local_address))
+            s.recv()
+                .map(|(p, m)| (p, m.endpoint, m.local_address, m.meta.id))
         };
         match got {
-            Ok((payload, from, to)) => {
+            Ok((payload, from, to, marks)) => {
                 let n = payload.len().min(buf.len());
                 buf[..n].copy_from_slice(&payload[..n]);
                 Ok(Datagram {
@@ -278,6 +280,7 @@ impl Stack {
                     len: payload.len(),
                     from: super::sockaddr(domain, from.addr, from.port),
                     to: to.map(std::net::IpAddr::from),
+                    marks: super::IpMarks::unpack(marks),
                 })
             }
             Err(_) => {
@@ -287,6 +290,7 @@ impl Stack {
                         len: 0,
                         from: super::sockaddr(domain, IpAddress::Ipv4([0, 0, 0, 0].into()), 0),
                         to: None,
+                        marks: super::IpMarks::default(),
                     });
                 }
                 Err(NetError::WouldBlock)

@@ -125,6 +125,7 @@ impl Stack {
                     len: copied,
                     from,
                     to: None,
+                    marks: crate::socket::IpMarks::default(),
                 })
             }
             Kind::Udp(_) => self.udp_recv_from(id, buf, flags),

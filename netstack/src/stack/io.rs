@@ -396,6 +396,7 @@ impl Stack {
             self.tcp_after_egress(id);
             return;
         }
+        let class = sock.opts.tos;
         let slot = match &mut sock.kind {
             Kind::Tcp(_) => None,
             Kind::Udp(u) => Some(&mut u.slot),
@@ -403,7 +404,7 @@ impl Stack {
         };
         let mut at = extra_deadline;
         if let Some(slot) = slot {
-            at = earliest(at, drive_egress(&mut self.nics[nic], slot, self.now));
+            at = earliest(at, drive_egress(&mut self.nics[nic], slot, self.now, class));
         }
         let extra_tx = match &mut sock.kind {
             Kind::Udp(u) => u.extra_tx.as_mut_slice(),
@@ -411,7 +412,10 @@ impl Stack {
             Kind::Tcp(_) => &mut [],
         };
         for (xnic, slot) in extra_tx {
-            at = earliest(at, drive_egress(&mut self.nics[*xnic], slot, self.now));
+            at = earliest(
+                at,
+                drive_egress(&mut self.nics[*xnic], slot, self.now, class),
+            );
         }
         self.arm_timer(id, at);
         let is_tcp = matches!(self.sockets.get(id).map(|s| &s.kind), Some(Kind::Tcp(_)));
@@ -525,9 +529,10 @@ impl Stack {
 /// Least time between two scans for sockets waiting on a neighbour.
 const WAKE_INTERVAL: Duration = Duration::from_millis(5);
 
-/// Sends everything one socket set has for `nic`; returns its next deadline.
-fn drive_egress(nic: &mut Nic, slot: &mut Slot, now: Instant) -> Option<Instant> {
-    let mut dev = FrameDevice::new(&mut *nic.link, &nic.device, None, now);
+/// Sends everything one socket set has for `nic`, its UDP datagrams with
+/// traffic class `class`; returns its next deadline.
+fn drive_egress(nic: &mut Nic, slot: &mut Slot, now: Instant, class: u8) -> Option<Instant> {
+    let mut dev = FrameDevice::new(&mut *nic.link, &nic.device, None, now).with_class(class);
     while nic.iface.poll_egress(now, &mut dev, &mut slot.set) == PollResult::SocketStateChanged {}
     nic.iface.poll_at(now, &slot.set)
 }

@@ -3,7 +3,6 @@
 //! what the stack received into the pair; both stop when either side is
 //! out of data or room, and resume on the next edge or stack event.
 
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 
 use netstack::{NetError, RecvFlags, Shutdown as NetShutdown, SockOpt, SocketId};
@@ -289,7 +288,7 @@ impl Sentry {
             loop {
                 let s = &mut self.socks[key];
                 // A datagram waiting for room (it may be empty).
-                if let Some((from, to)) = s.rx_from {
+                if let Some((from, to, marks)) = s.rx_from {
                     match send(
                         s.end_fd(),
                         &s.rx,
@@ -300,6 +299,7 @@ impl Sentry {
                             hash: payload_hash(&s.rx),
                             from,
                             to,
+                            marks,
                         }),
                         Err(Errno::EAGAIN) => return true,
                         Err(_) => {}
@@ -314,7 +314,7 @@ impl Sentry {
                     Ok(d) => {
                         let s = &mut self.socks[key];
                         s.rx.extend_from_slice(&self.scratch[..d.copied]);
-                        s.rx_from = Some((d.from, d.to));
+                        s.rx_from = Some((d.from, d.to, d.marks));
                     }
                     Err(_) => return false,
                 }
@@ -466,7 +466,7 @@ impl Sentry {
         data: &[u8],
         full_len: usize,
         peek: bool,
-    ) -> Option<(SocketAddr, Option<std::net::IpAddr>)> {
+    ) -> Option<crate::gsock::Origin> {
         self.socks
             .get_mut(key)?
             .take_delivered(data, full_len, peek)

@@ -40,6 +40,7 @@ struct Got {
     len: usize,
     from: Option<SocketAddr>,
     to: Option<IpAddr>,
+    marks: netstack::IpMarks,
     commit: Option<Commit>,
 }
 
@@ -537,6 +538,7 @@ fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<
                 len: full,
                 from: found.map(|f| f.0),
                 to: found.and_then(|f| f.1),
+                marks: found.map(|f| f.2).unwrap_or_default(),
                 commit,
             }));
         }
@@ -555,6 +557,7 @@ fn take(s: &mut Sentry, key: GKey, file: &OwnedFd, peek: bool) -> Result<Option<
             len: d.len,
             from: Some(d.from),
             to: d.to,
+            marks: d.marks,
             commit: (!peek).then_some(Commit::Stack { id }),
         })),
         Err(NetError::WouldBlock) => Ok(None),
@@ -607,7 +610,7 @@ fn deliver(
     }
     // Control messages: IP_PKTINFO / IPV6_PKTINFO when asked for.
     let mut out_flags = 0;
-    let (cmsgs, all) = control_messages(s, key, got.to, hdr.controllen as usize);
+    let (cmsgs, all) = control_messages(s, key, got.to, got.marks, hdr.controllen as usize);
     if !all {
         out_flags |= libc::MSG_CTRUNC;
     }
@@ -632,7 +635,13 @@ fn deliver(
 
 /// The control messages a datagram carries for this socket's options, as
 /// many as fit in `room` bytes; false when one did not fit (MSG_CTRUNC).
-fn control_messages(s: &Sentry, key: GKey, to: Option<IpAddr>, room: usize) -> (Vec<u8>, bool) {
+fn control_messages(
+    s: &Sentry,
+    key: GKey,
+    to: Option<IpAddr>,
+    marks: netstack::IpMarks,
+    room: usize,
+) -> (Vec<u8>, bool) {
     let g = &s.socks[key];
     let on = |level: i32, name: i32| {
         g.extra
@@ -665,6 +674,26 @@ fn control_messages(s: &Sentry, key: GKey, to: Option<IpAddr>, room: usize) -> (
             d.extend_from_slice(&a.octets());
             d.extend_from_slice(&a.octets());
             wanted.push((libc::IPPROTO_IP, libc::IP_PKTINFO, d));
+        }
+    }
+    // Then the hop limit and the traffic class, in Linux's order: an int
+    // each, but IP_TOS's single byte.
+    let int = |v: u8| i32::from(v).to_ne_bytes().to_vec();
+    if let (Some(hop), Some(class)) = (marks.hop_limit, marks.class) {
+        if g.v6 {
+            if on(libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT) {
+                wanted.push((libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, int(hop)));
+            }
+            if on(libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS) {
+                wanted.push((libc::IPPROTO_IPV6, libc::IPV6_TCLASS, int(class)));
+            }
+        } else {
+            if on(libc::IPPROTO_IP, libc::IP_RECVTTL) {
+                wanted.push((libc::IPPROTO_IP, libc::IP_TTL, int(hop)));
+            }
+            if on(libc::IPPROTO_IP, libc::IP_RECVTOS) {
+                wanted.push((libc::IPPROTO_IP, libc::IP_TOS, vec![class]));
+            }
         }
     }
     let mut out = Vec::new();

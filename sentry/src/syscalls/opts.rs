@@ -442,6 +442,8 @@ fn kept(level: i32, name: i32, v6: bool, tcp: bool) -> bool {
                 name,
                 libc::IPV6_RECVERR
                     | libc::IPV6_RECVPKTINFO
+                    | libc::IPV6_RECVHOPLIMIT
+                    | libc::IPV6_RECVTCLASS
                     | libc::IPV6_MTU_DISCOVER
                     | libc::IPV6_MULTICAST_HOPS
                     | libc::IPV6_MULTICAST_LOOP
