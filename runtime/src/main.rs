@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod fuzz;
 mod logging;
 mod network;
 mod oci;
@@ -13,7 +14,10 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let oci = !matches!(cli.command, cli::Command::Do(_));
+    let oci = !matches!(
+        cli.command,
+        cli::Command::Do(_) | cli::Command::Fuzz(_) | cli::Command::Replay(_)
+    );
     let logged = oci && cli.global.log.is_some();
     if oci {
         logging::for_oci(&cli.global);

@@ -1,5 +1,7 @@
 //! One module per command.
 
+mod fuzz;
+mod replay;
 mod run_do;
 
 use crate::cli::{Cli, Command};
@@ -33,6 +35,8 @@ pub fn run(cli: Cli) -> Result<i32, Box<dyn std::error::Error>> {
             print!("{}", tables.join("\n"));
             Ok(0)
         }
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::SentryDaemon(args) => oci::daemon::run(g, &args),
     }
 }

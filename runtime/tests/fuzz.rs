@@ -1,0 +1,191 @@
+//! `smolvisor fuzz` and `smolvisor replay` against a small C server
+//! (`guest/fuzz_server.c`): a planted out-of-bounds write is found from a
+//! seed close to it, and its reproducer crashes a fresh server again; an
+//! echo server, which has no bug, yields no crash.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{SMOLVISOR, compile_c};
+
+/// The planted bug must be found within this.
+const FIND_WITHIN: Duration = Duration::from_secs(60);
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("fuzz-{name}"));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs smolvisor with `args`, killed after `limit` whatever happens.
+fn smolvisor(args: &[&str], limit: Duration) -> Output {
+    Command::new("timeout")
+        .args(["-s", "KILL", &limit.as_secs().to_string(), SMOLVISOR])
+        .args(args)
+        .output()
+        .expect("run smolvisor")
+}
+
+fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn fuzz_finds_the_planted_out_of_bounds_write_and_replay_reproduces_it() {
+    let server = compile_c("fuzz_server");
+    let server = server.to_str().unwrap();
+    let dir = scratch("planted");
+    let seeds = dir.join("seeds");
+    fs::create_dir_all(&seeds).unwrap();
+    // One bit away from the bug: "FUZZ " where "FUZZ!" crashes.
+    fs::write(seeds.join("near"), b"FUZZ \x01hello").unwrap();
+    let out = dir.join("out");
+    let begin = Instant::now();
+    let run = smolvisor(
+        &[
+            "fuzz",
+            "--port",
+            "7000",
+            "--seeds",
+            seeds.to_str().unwrap(),
+            "--time",
+            &FIND_WITHIN.as_secs().to_string(),
+            "--stop-on-crash",
+            "--seed",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            server,
+            "7000",
+            "planted",
+        ],
+        FIND_WITHIN * 3,
+    );
+    let took = begin.elapsed();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(
+        run.status.code(),
+        Some(3),
+        "fuzz found no crash in {took:?}"
+    );
+    let crashes = files_named(&out, "crash-");
+    assert_eq!(crashes.len(), 1, "{crashes:?}");
+    let name = crashes[0].file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.ends_with("-SIGSEGV.pcapng") || name.ends_with("-SIGABRT.pcapng"),
+        "{name}"
+    );
+    // The time to find it, reproducer and minimizing included, is bounded.
+    let found = stderr
+        .lines()
+        .find(|l| l.contains("killed by"))
+        .expect("a crash line");
+    assert!(
+        took < FIND_WITHIN + Duration::from_secs(30),
+        "{took:?}: {found}"
+    );
+
+    // The reproducer crashes a fresh server, by the same signal...
+    let replay = smolvisor(
+        &[
+            "replay",
+            crashes[0].to_str().unwrap(),
+            "--",
+            server,
+            "7000",
+            "planted",
+        ],
+        Duration::from_secs(60),
+    );
+    let code = replay.status.code();
+    assert!(
+        code == Some(128 + libc::SIGSEGV) || code == Some(128 + libc::SIGABRT),
+        "replay: {code:?} {}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    // ...and is harmless to a server without the bug.
+    let replay = smolvisor(
+        &[
+            "replay",
+            crashes[0].to_str().unwrap(),
+            "--",
+            server,
+            "7000",
+            "echo",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        replay.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+}
+
+#[test]
+fn an_echo_server_yields_no_false_crash() {
+    let server = compile_c("fuzz_server");
+    let server = server.to_str().unwrap();
+    let dir = scratch("echo");
+    let out = dir.join("out");
+    let run = smolvisor(
+        &[
+            "fuzz",
+            "--port",
+            "7001",
+            "--time",
+            "10",
+            "--seed",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            server,
+            "7001",
+            "echo",
+        ],
+        Duration::from_secs(90),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(run.status.code(), Some(0), "{stderr}");
+    assert!(files_named(&out, "crash-").is_empty());
+    assert!(files_named(&out, "hang-").is_empty());
+    // It did run: a status line a second, and a total.
+    let done = stderr
+        .lines()
+        .find(|l| l.contains("done after"))
+        .expect("a summary");
+    let execs: u64 = done
+        .split_whitespace()
+        .skip_while(|w| *w != "s:")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("an exec count");
+    assert!(execs >= 1_000, "{done}");
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("/s  crashes 0"))
+            .count()
+            >= 5
+    );
+}
