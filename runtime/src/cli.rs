@@ -132,6 +132,9 @@ pub enum Command {
     /// Play a reproducer written by `fuzz` into a fresh sandbox running
     /// the server; the exit status is 128+N if the server died by signal N.
     Replay(ReplayArgs),
+    /// Inside a fuzzed sandbox: makes the coverage map, then runs the server.
+    #[command(hide = true)]
+    AflShim(AflShimArgs),
     /// The Sentry of one OCI container (started by `create`).
     #[command(hide = true)]
     SentryDaemon(SentryDaemonArgs),
@@ -637,6 +640,13 @@ pub struct FuzzArgs {
 pub struct ReplayArgs {
     /// A reproducer written by `smolvisor fuzz`.
     pub file: PathBuf,
+    /// The server and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AflShimArgs {
     /// The server and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<OsString>,

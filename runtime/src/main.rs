@@ -16,7 +16,10 @@ fn main() {
     let cli = cli::Cli::parse();
     let oci = !matches!(
         cli.command,
-        cli::Command::Do(_) | cli::Command::Fuzz(_) | cli::Command::Replay(_)
+        cli::Command::Do(_)
+            | cli::Command::Fuzz(_)
+            | cli::Command::Replay(_)
+            | cli::Command::AflShim(_)
     );
     let logged = oci && cli.global.log.is_some();
     if oci {

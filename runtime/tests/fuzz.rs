@@ -189,3 +189,72 @@ fn an_echo_server_yields_no_false_crash() {
             >= 5
     );
 }
+
+/// `fuzz_server` built with an AFL-style map (`afl_map.c`, gcc's
+/// `-fsanitize-coverage=trace-pc`; -O0 keeps its two byte tests apart).
+fn instrumented_server(dir: &Path) -> PathBuf {
+    let out = dir.join("fuzz_server_cov");
+    let guest = Path::new(common::GUEST_DIR);
+    let status = Command::new("cc")
+        .args(["-O0", "-fsanitize-coverage=trace-pc", "-o"])
+        .arg(&out)
+        .arg(guest.join("fuzz_server.c"))
+        .arg(guest.join("afl_map.c"))
+        .status()
+        .expect("run cc");
+    assert!(
+        status.success(),
+        "compiling the instrumented server: {status}"
+    );
+    out
+}
+
+/// The `deep` bug needs two given bytes ("DP"): blind, about one input in
+/// 4096² finds it; with the map each byte is a step of its own.
+#[test]
+fn coverage_feedback_finds_a_bug_two_bytes_deep() {
+    let dir = scratch("deep");
+    let server = instrumented_server(&dir);
+    let seeds = dir.join("seeds");
+    fs::create_dir_all(&seeds).unwrap();
+    fs::write(seeds.join("far"), b"AA").unwrap();
+    let out = dir.join("out");
+    let run = smolvisor(
+        &[
+            "fuzz",
+            "--port",
+            "7002",
+            "--seeds",
+            seeds.to_str().unwrap(),
+            "--time",
+            "150",
+            "--stop-on-crash",
+            "--seed",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            server.to_str().unwrap(),
+            "7002",
+            "deep",
+        ],
+        Duration::from_secs(300),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert!(stderr.contains("  edges "), "the map was never read");
+    assert_eq!(run.status.code(), Some(3), "no crash found");
+    let crashes = files_named(&out, "crash-");
+    let replay = smolvisor(
+        &[
+            "replay",
+            crashes[0].to_str().unwrap(),
+            "--",
+            server.to_str().unwrap(),
+            "7002",
+            "deep",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(replay.status.code(), Some(128 + libc::SIGSEGV));
+}

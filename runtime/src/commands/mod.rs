@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod afl_shim;
 mod fuzz;
 mod replay;
 mod run_do;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<i32, Box<dyn std::error::Error>> {
             Ok(0)
         }
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::AflShim(args) => afl_shim::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::SentryDaemon(args) => oci::daemon::run(g, &args),
     }

@@ -9,9 +9,11 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::coverage::{self, Coverage};
 use super::driver::{Driver, Outcome, Record};
 use super::mutate::{self, Rng};
 use super::script::{Script, scripts_from_frames};
+use super::sys::MapMemory;
 use super::target::{Ended, Target};
 use super::wire::Proto;
 use super::{FuzzError, repro};
@@ -21,6 +23,8 @@ use super::{FuzzError, repro};
 const HISTORY: usize = 32;
 /// Of those, how many a reproducer holds when no single one reproduces.
 const SUSPECTS: usize = 16;
+/// The most inputs the corpus grows to.
+const MAX_CORPUS: usize = 4096;
 /// How long an ordinary input waits for its answer in a replay.
 const REPLAY_WAIT: Duration = Duration::from_secs(1);
 /// How long a fresh server may take to listen.
@@ -60,6 +64,8 @@ pub struct Findings {
 pub struct Running {
     pub target: Target,
     pub driver: Driver,
+    /// Its coverage map, if the server keeps one.
+    pub map: Option<MapMemory>,
 }
 
 /// Ports the fuzzer's connections come from, in turn.
@@ -105,10 +111,11 @@ pub fn start(
             return Err(FuzzError::NotListening(port));
         }
         let sport = ports.next(&driver);
-        let probe = match proto {
+        let mut probe = match proto {
             Proto::Tcp => Script::tcp(sport, port, 1, b""),
             Proto::Udp => Script::udp(sport, port, b""),
         };
+        probe.probe = true;
         driver.start(probe, Instant::now());
         let mut outcome = None;
         while outcome.is_none() && target.ended().is_none() {
@@ -120,8 +127,18 @@ pub fn start(
         }
         match outcome {
             Some(Outcome::Refused) => std::thread::sleep(Duration::from_millis(20)),
-            Some(_) => return Ok(Running { target, driver }),
-            None => {}
+            // A datagram that met no port-unreachable found a socket.
+            Some(Outcome::Answered) | Some(Outcome::Quiet)
+                if outcome != Some(Outcome::Quiet) || proto == Proto::Udp =>
+            {
+                let map = coverage::attach(target.pid());
+                return Ok(Running {
+                    target,
+                    driver,
+                    map,
+                });
+            }
+            _ => {}
         }
     }
 }
@@ -147,6 +164,7 @@ pub fn replay(
     let Running {
         mut target,
         mut driver,
+        ..
     } = start(argv, port, proto, log, hang_wait, &mut ports)?;
     for s in scripts {
         if target.ended().is_some() {
@@ -180,7 +198,8 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
     let mut n_input: u64 = 0;
     let mut run = start(&s.argv, s.port, s.proto, &log, s.hang_wait, &mut ports)?;
     let mut last_answer = Instant::now();
-    let seeds: Vec<Vec<u8>> = if s.seeds.is_empty() {
+    let mut coverage = Coverage::default();
+    let mut seeds: Vec<Vec<u8>> = if s.seeds.is_empty() {
         (0..8)
             .map(|_| (0..1 + rng.below(16)).map(|_| rng.byte()).collect())
             .collect()
@@ -197,10 +216,18 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
             let script = next_input(s, &seeds, &mut rng, &mut ports, &run.driver, n_input);
             run.driver.start(script, Instant::now());
         }
-        for (record, outcome) in run
+        let ended = run
             .driver
-            .step(Duration::from_millis(10), Some(run.target.pidfd()))
+            .step(Duration::from_millis(10), Some(run.target.pidfd()));
+        // New edges: the inputs that just ended join the corpus.
+        if !ended.is_empty()
+            && let Some(map) = &run.map
+            && coverage.update(map)
+            && seeds.len() < MAX_CORPUS
         {
+            seeds.extend(ended.iter().map(|(r, _)| r.payload.clone()));
+        }
+        for (record, outcome) in ended {
             found.execs += 1;
             if outcome == Outcome::Answered {
                 last_answer = Instant::now();
@@ -258,6 +285,7 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
                 ),
                 Ended::Signal(sig) | Ended::SentryDied(sig) => {
                     found.crashes += 1;
+                    let found_at = begin.elapsed();
                     let (records, note) = minimize(s, &suspects, &log);
                     let key = (sig, hash(&records));
                     let new = !found.unique.contains(&key);
@@ -269,7 +297,9 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
                             .join(format!("crash-{}-{}.pcapng", found.crashes, signame(sig)));
                     repro::write(&path, &records)?;
                     eprintln!(
-                        "fuzz: the server was {ended} ({}); {note}: {}",
+                        "fuzz: the server was {ended} after {:.1} s, {} execs ({}); {note}: {}",
+                        found_at.as_secs_f64(),
+                        found.execs,
                         if new { "new" } else { "seen before" },
                         path.display()
                     );
@@ -286,8 +316,13 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             let secs = last_print.elapsed().as_secs_f64();
+            let cov = if coverage.edges > 0 {
+                format!("  edges {}  corpus {}", coverage.edges, seeds.len())
+            } else {
+                String::new()
+            };
             eprintln!(
-                "fuzz: {:>5}s  execs {}  {:.0}/s  crashes {} (unique {})  hangs {}",
+                "fuzz: {:>5}s  execs {}  {:.0}/s  crashes {} (unique {})  hangs {}{cov}",
                 begin.elapsed().as_secs(),
                 found.execs,
                 (found.execs - execs_at_print) as f64 / secs,

@@ -16,7 +16,9 @@ use super::link::MAX_FRAME;
 use super::script::Script;
 use super::wire::{self, ACK, FIN, FromGuest, Proto, RST, SYN, Segment};
 
-/// How long a SYN waits for its SYN-ACK before the rest is sent anyway.
+/// How long a frame-mutated input's SYN waits for its SYN-ACK before the
+/// rest is sent anyway (an ordinary input waits as long as for an answer:
+/// a listener that takes no connection is a hung server).
 const HANDSHAKE_WAIT: Duration = Duration::from_millis(100);
 /// How long a frame-mutated TCP input, or a datagram, waits for an answer.
 pub const SHORT_WAIT: Duration = Duration::from_millis(5);
@@ -29,6 +31,8 @@ pub struct Record {
     pub note: String,
     /// The input's number.
     pub id: u64,
+    /// The client bytes it carried.
+    pub payload: Vec<u8>,
     pub frames: Vec<(bool, Vec<u8>)>,
 }
 
@@ -64,6 +68,8 @@ struct Conn {
     answered: bool,
     /// The server ended the connection (FIN acknowledged, or RST).
     finished: bool,
+    /// SYNs sent again after a challenge ACK.
+    syn_retries: u8,
     refused: bool,
     record: Record,
 }
@@ -112,10 +118,12 @@ impl Driver {
             server_ack: None,
             answered: false,
             finished: false,
+            syn_retries: 0,
             refused: false,
             record: Record {
                 note: script.note.clone(),
                 id: script.id,
+                payload: script.payload.clone(),
                 frames: Vec::new(),
             },
             script,
@@ -130,7 +138,12 @@ impl Driver {
         }
         if c.script.proto == Proto::Tcp && syn {
             c.phase = Phase::Handshake;
-            c.until = now + HANDSHAKE_WAIT;
+            c.until = now
+                + if c.script.frame_mutated || c.script.probe {
+                    HANDSHAKE_WAIT
+                } else {
+                    self.hang_wait
+                };
         } else {
             self.send_rest(&mut c, now);
         }
@@ -233,10 +246,15 @@ impl Driver {
             .collect();
         for port in done {
             if let Some(c) = self.conns.remove(&port) {
+                let ordinary = c.script.proto == Proto::Tcp && !c.script.frame_mutated;
                 let outcome = if c.refused {
                     Outcome::Refused
-                } else {
+                } else if c.answered {
                     Outcome::Answered
+                } else if ordinary {
+                    Outcome::Hung
+                } else {
+                    Outcome::Quiet
                 };
                 ended.push((c.record, outcome));
             }
@@ -300,7 +318,7 @@ impl Driver {
             c.finished = true;
             return;
         };
-        if flags & ACK != 0 {
+        if flags & ACK != 0 && flags & RST == 0 {
             c.server_ack = Some(ack);
         }
         if flags & (SYN | ACK) == SYN | ACK && c.irs.is_none() {
@@ -313,13 +331,31 @@ impl Driver {
                 c.refused = !c.script.frame_mutated;
                 c.phase = Phase::Sent;
             } else {
-                c.answered = true;
+                // A reset of a connection the server had is its answer;
+                // one for segments of no connection is not.
+                c.answered |= c.irs.is_some();
             }
             c.finished = true;
+            // The server's reset of a bad segment need not end a half-open
+            // connection (RFC 9293: it answers an unacceptable ACK in
+            // SYN-RECEIVED and stays): end it, or the listener's queue of
+            // half-open ones fills for minutes.
+            if let Some(ack) = c.server_ack.filter(|_| c.irs.is_some()) {
+                self.control(c, sport, ack, 0, RST);
+            }
             return;
         }
         if c.phase == Phase::Handshake && c.irs.is_some() {
             self.send_rest(c, now);
+        } else if c.phase == Phase::Handshake && flags & (SYN | ACK) == ACK && c.syn_retries < 3 {
+            // A challenge ACK: our port's last connection lives on in the
+            // server. A reset at the number it names ends it; then SYN again.
+            c.syn_retries += 1;
+            self.control(c, sport, ack, 0, RST);
+            if let Some(syn) = c.script.frames.first().map(|f| f.render(None)) {
+                self.send(&mut c.record, syn);
+            }
+            return;
         }
         if len > 0 || flags & FIN != 0 {
             c.answered = true;
@@ -357,6 +393,11 @@ impl Driver {
     /// A connection's deadline passed: `Some` when it has ended.
     fn timeout(&mut self, c: &mut Conn, now: Instant) -> Option<Outcome> {
         match c.phase {
+            // The listener took no connection in the hang deadline.
+            Phase::Handshake if c.script.probe => Some(Outcome::Quiet),
+            Phase::Handshake if !c.script.frame_mutated && c.script.proto == Proto::Tcp => {
+                Some(Outcome::Hung)
+            }
             Phase::Handshake => {
                 self.send_rest(c, now);
                 None

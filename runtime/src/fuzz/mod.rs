@@ -15,15 +15,17 @@
 //! restarts the server and goes on. `replay` rebuilds the inputs from such
 //! a file and plays them into a fresh sandbox.
 //!
-//! The mutation is blind: no coverage map is read from the guest.
+//! Where the server keeps an AFL-style coverage map ([`coverage`]), inputs
+//! that light new edges join the corpus; otherwise the mutation is blind.
 
 pub mod campaign;
+pub mod coverage;
 pub mod driver;
 pub mod link;
 pub mod mutate;
 pub mod repro;
 pub mod script;
-mod sys;
+pub mod sys;
 pub mod target;
 pub mod wire;
 

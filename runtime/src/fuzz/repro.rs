@@ -250,6 +250,7 @@ mod tests {
         let rec = Record {
             note: "input 1".into(),
             id: 1,
+            payload: Vec::new(),
             frames: s
                 .frames
                 .iter()

@@ -65,6 +65,10 @@ pub struct Script {
     pub note: String,
     /// Its number in the campaign (inputs are started in this order).
     pub id: u64,
+    /// The client bytes it carries (for the corpus; empty in a replay).
+    pub payload: Vec<u8>,
+    /// A probe for a listener: it gives up on its handshake soon.
+    pub probe: bool,
 }
 
 impl Script {
@@ -116,6 +120,8 @@ impl Script {
             frame_mutated: false,
             note: String::new(),
             id: 0,
+            payload: payload.to_vec(),
+            probe: false,
         }
     }
 
@@ -134,6 +140,8 @@ impl Script {
             frame_mutated: false,
             note: String::new(),
             id: 0,
+            payload: payload.to_vec(),
+            probe: false,
         }
     }
 
@@ -215,6 +223,8 @@ pub fn scripts_from_frames(frames: &[(bool, Vec<u8>)]) -> Vec<Script> {
                     frame_mutated: false,
                     note: String::new(),
                     id: 0,
+                    payload: Vec::new(),
+                    probe: false,
                 });
                 scripts.len() - 1
             }

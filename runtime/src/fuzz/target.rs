@@ -98,6 +98,11 @@ impl Target {
         }
     }
 
+    /// The Sentry's pid.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
     /// Turns readable when the sandbox has ended.
     pub fn pidfd(&self) -> BorrowedFd<'_> {
         self.pidfd.as_fd()
@@ -187,8 +192,15 @@ fn serve_guest(argv: &[OsString], cable: OwnedFd) -> Result<i32, Box<dyn std::er
         nics: vec![nic],
         ..SentryNetwork::default()
     };
+    // Through the shim, which makes the coverage map in the sandbox.
+    let mut shimmed = vec![
+        std::env::current_exe()?.into_os_string(),
+        "afl-shim".into(),
+        "--".into(),
+    ];
+    shimmed.extend_from_slice(argv);
     let spec = GuestSpec {
-        argv: argv.to_vec(),
+        argv: shimmed,
         cwd: std::env::current_dir()?,
         files: Vec::new(),
     };

@@ -3,6 +3,9 @@
  * planted` reads a message (until end of file) and answers "ok", but has
  * a planted out-of-bounds write: a message that starts "FUZZ!" followed
  * by a non-zero byte N writes N * 16 MiB past a 16-byte buffer (SIGSEGV).
+ * `fuzz_server PORT deep` has the same write behind a message that starts
+ * "DP", tested one byte at a time (what coverage feedback finds, built
+ * with afl_map.c and -fsanitize-coverage=trace-pc).
  * One connection at a time, as simple servers are. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -14,17 +17,28 @@
 
 static char small[16];
 
+static void oob_write(unsigned char n) {
+    volatile char *p = small;
+    p[(size_t)n << 24] = 1; /* the planted bug */
+}
+
 static void handle(const unsigned char *buf, size_t n) {
-    if (n >= 6 && memcmp(buf, "FUZZ!", 5) == 0) {
-        volatile char *p = small;
-        p[(size_t)buf[5] << 24] = 1; /* the planted bug */
+    if (n >= 6 && memcmp(buf, "FUZZ!", 5) == 0)
+        oob_write(buf[5]);
+}
+
+static void handle_deep(const unsigned char *buf, size_t n) {
+    if (n >= 2 && buf[0] == 'D') {
+        if (buf[1] == 'P')
+            oob_write(0xff);
     }
 }
 
 int main(int argc, char **argv) {
     if (argc < 3)
         return 2;
-    int planted = strcmp(argv[2], "planted") == 0;
+    int deep = strcmp(argv[2], "deep") == 0;
+    int planted = deep || strcmp(argv[2], "planted") == 0;
     /* As servers do: a peer that resets is an error, not a death. */
     signal(SIGPIPE, SIG_IGN);
     int s = socket(AF_INET, SOCK_STREAM, 0);
@@ -48,7 +62,10 @@ int main(int argc, char **argv) {
                 have = 0;
         }
         if (planted) {
-            handle(buf, have);
+            if (deep)
+                handle_deep(buf, have);
+            else
+                handle(buf, have);
             (void)!write(c, "ok\n", 3);
         }
         close(c);
