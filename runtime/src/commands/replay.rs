@@ -19,7 +19,7 @@ pub fn run(args: &ReplayArgs) -> Result<i32, Error> {
     }
     // The server's output goes where ours does.
     let log = File::from(std::io::stderr().as_fd().try_clone_to_owned()?);
-    let ended = campaign::replay_file(&args.command, &args.file, &log, Duration::from_secs(1))?;
+    let ended = campaign::replay_file(&args.command, &args.file, &log, Duration::from_secs(5))?;
     match ended {
         Some(Ended::Signal(sig)) | Some(Ended::SentryDied(sig)) => {
             eprintln!(

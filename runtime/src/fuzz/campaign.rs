@@ -26,7 +26,7 @@ const SUSPECTS: usize = 16;
 /// The most inputs the corpus grows to.
 const MAX_CORPUS: usize = 4096;
 /// How long an ordinary input waits for its answer in a replay.
-const REPLAY_WAIT: Duration = Duration::from_secs(1);
+const REPLAY_WAIT: Duration = Duration::from_secs(3);
 /// How long a fresh server may take to listen.
 const START_WAIT: Duration = Duration::from_secs(15);
 /// How long a replay waits, after its last input, for the server to die.

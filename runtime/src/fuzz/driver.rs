@@ -22,8 +22,8 @@ use super::wire::{self, ACK, FIN, FromGuest, Proto, RST, SYN, Segment};
 const HANDSHAKE_WAIT: Duration = Duration::from_millis(100);
 /// How long a frame-mutated TCP input, or a datagram, waits for an answer.
 pub const SHORT_WAIT: Duration = Duration::from_millis(5);
-/// How long a reset waits for a challenge ACK (and is sent again after one).
-const RESET_WAIT: Duration = Duration::from_millis(3);
+/// How long the fuzzer answers challenge ACKs on a connection it reset.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// One input's frames, both ways, in order (`from_guest`, bytes).
 #[derive(Debug, Clone, Default)]
@@ -55,7 +55,17 @@ pub enum Outcome {
 enum Phase {
     Handshake,
     Sent,
-    Resetting(u8),
+}
+
+/// A connection the fuzzer reset after its input ended: a reset the
+/// server found inexact gets a challenge ACK, whose number the next
+/// reset takes (RFC 5961), so that no connection outlives its input in
+/// the server (a server reading one that never ends would stall).
+#[derive(Debug)]
+struct Linger {
+    dport: u16,
+    until: Instant,
+    tries: u8,
 }
 
 #[derive(Debug)]
@@ -79,6 +89,7 @@ struct Conn {
 pub struct Driver {
     cable: OwnedFd,
     conns: HashMap<u16, Conn>,
+    lingering: HashMap<u16, Linger>,
     /// Frames the cable could not take yet.
     backlog: VecDeque<Vec<u8>>,
     hang_wait: Duration,
@@ -92,6 +103,7 @@ impl Driver {
         Driver {
             cable,
             conns: HashMap::new(),
+            lingering: HashMap::new(),
             backlog: VecDeque::new(),
             hang_wait,
             scratch: vec![0; MAX_FRAME + 1],
@@ -106,7 +118,7 @@ impl Driver {
 
     /// Whether a connection from `sport` is under way.
     pub fn busy(&self, sport: u16) -> bool {
-        self.conns.contains_key(&sport)
+        self.conns.contains_key(&sport) || self.lingering.contains_key(&sport)
     }
 
     /// Starts playing `script`.
@@ -221,6 +233,7 @@ impl Driver {
             self.read_all();
         }
         let now = Instant::now();
+        self.lingering.retain(|_, l| l.until > now);
         let mut ended = Vec::new();
         let due: Vec<u16> = self
             .conns
@@ -246,6 +259,11 @@ impl Driver {
             .collect();
         for port in done {
             if let Some(c) = self.conns.remove(&port) {
+                // Edited frames may have left the server's side open.
+                if c.script.frame_mutated && c.script.proto == Proto::Tcp && !c.refused {
+                    let dport = wire::own_dport(&c.script.frames[0].bytes).unwrap_or(0);
+                    self.abort(&c, dport, now);
+                }
                 let ordinary = c.script.proto == Proto::Tcp && !c.script.frame_mutated;
                 let outcome = if c.refused {
                     Outcome::Refused
@@ -298,6 +316,8 @@ impl Driver {
                 c.record.frames.push((true, frame));
                 self.take(&mut c, parsed);
                 self.conns.insert(port, c);
+            } else {
+                self.linger(port, parsed);
             }
         }
     }
@@ -340,8 +360,8 @@ impl Driver {
             // connection (RFC 9293: it answers an unacceptable ACK in
             // SYN-RECEIVED and stays): end it, or the listener's queue of
             // half-open ones fills for minutes.
-            if let Some(ack) = c.server_ack.filter(|_| c.irs.is_some()) {
-                self.control(c, sport, ack, 0, RST);
+            if c.irs.is_some() {
+                self.abort(c, sport, now);
             }
             return;
         }
@@ -351,7 +371,7 @@ impl Driver {
             // A challenge ACK: our port's last connection lives on in the
             // server. A reset at the number it names ends it; then SYN again.
             c.syn_retries += 1;
-            self.control(c, sport, ack, 0, RST);
+            self.control(c.script.sport, sport, ack, 0, RST);
             if let Some(syn) = c.script.frames.first().map(|f| f.render(None)) {
                 self.send(&mut c.record, syn);
             }
@@ -362,23 +382,14 @@ impl Driver {
         }
         if flags & FIN != 0 {
             let ack = seq.wrapping_add(len).wrapping_add(1);
-            self.control(c, sport, c.script.end_seq, ack, ACK);
+            self.control(c.script.sport, sport, c.script.end_seq, ack, ACK);
             c.finished = true;
-        } else if let Phase::Resetting(n) = c.phase
-            && n < 3
-            && flags & ACK != 0
-            && len == 0
-        {
-            // A challenge ACK names the sequence number a reset must have.
-            self.control(c, sport, ack, 0, RST);
-            c.phase = Phase::Resetting(n + 1);
-            c.until = now + RESET_WAIT;
         }
     }
 
-    fn control(&mut self, c: &Conn, dport: u16, seq: u32, ack: u32, flags: u8) {
+    fn control(&mut self, sport: u16, dport: u16, seq: u32, ack: u32, flags: u8) {
         let f = wire::tcp_frame(&Segment {
-            sport: c.script.sport,
+            sport,
             dport,
             seq,
             ack,
@@ -404,22 +415,54 @@ impl Driver {
             }
             Phase::Sent if c.script.proto == Proto::Udp => Some(Outcome::Quiet),
             Phase::Sent => {
-                let hung = !c.script.frame_mutated && !c.answered;
                 let dport = wire::own_dport(&c.script.frames[0].bytes).unwrap_or(0);
-                let seq = c.server_ack.unwrap_or_else(|| c.script.isn.wrapping_add(1));
-                self.control(c, dport, seq, 0, RST);
-                if hung {
-                    return Some(Outcome::Hung);
-                }
-                c.phase = Phase::Resetting(0);
-                c.until = now + RESET_WAIT;
-                None
+                self.abort(c, dport, now);
+                Some(if c.answered || c.finished {
+                    Outcome::Answered
+                } else if c.script.frame_mutated {
+                    Outcome::Quiet
+                } else {
+                    Outcome::Hung
+                })
             }
-            Phase::Resetting(_) => Some(if c.answered || c.finished {
-                Outcome::Answered
-            } else {
-                Outcome::Quiet
-            }),
+        }
+    }
+
+    /// Resets what the server may hold of `c`'s connection: at the number
+    /// it last acknowledged, and at the ends of what was sent (one of them
+    /// is exact, or draws a challenge ACK); then lingers for those.
+    fn abort(&mut self, c: &Conn, dport: u16, now: Instant) {
+        let s = &c.script;
+        let mut seqs = vec![s.isn.wrapping_add(1), s.end_seq.wrapping_sub(1), s.end_seq];
+        if let Some(a) = c.server_ack {
+            seqs.insert(0, a);
+        }
+        seqs.dedup();
+        for seq in seqs {
+            self.control(c.script.sport, dport, seq, 0, RST);
+        }
+        self.lingering.insert(
+            s.sport,
+            Linger {
+                dport,
+                until: now + LINGER,
+                tries: 0,
+            },
+        );
+    }
+
+    /// A frame for a connection the fuzzer reset.
+    fn linger(&mut self, port: u16, parsed: FromGuest) {
+        let FromGuest::Tcp { ack, flags, .. } = parsed else {
+            return;
+        };
+        let Some(l) = self.lingering.get_mut(&port) else {
+            return;
+        };
+        if flags & (SYN | RST) == 0 && flags & ACK != 0 && l.tries < 4 {
+            l.tries += 1;
+            let dport = l.dport;
+            self.control(port, dport, ack, 0, RST);
         }
     }
 
