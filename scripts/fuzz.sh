@@ -6,7 +6,8 @@
 #   scripts/fuzz.sh --time 3600 stack_frames
 #
 # Needs rustup: installs the nightly toolchain and cargo-fuzz (from
-# crates.io) when they are missing. Corpora grow in fuzz/corpus/TARGET
+# crates.io) when they are missing. nat_frames needs root: it makes a
+# network namespace of its own for the gateway's host sockets. Corpora grow in fuzz/corpus/TARGET
 # (not committed); a crash stops the run, leaves its input in
 # fuzz/artifacts/TARGET and fails.
 set -euo pipefail
@@ -18,7 +19,7 @@ TARGETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --time) SECS=$2; shift 2 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
         *) TARGETS+=("$1"); shift ;;
     esac
 done
