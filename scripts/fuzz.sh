@@ -19,7 +19,7 @@ TARGETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --time) SECS=$2; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) TARGETS+=("$1"); shift ;;
     esac
 done
