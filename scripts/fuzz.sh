@@ -7,9 +7,9 @@
 #
 # Needs rustup: installs the nightly toolchain and cargo-fuzz (from
 # crates.io) when they are missing. nat_frames needs root: it makes a
-# network namespace of its own for the gateway's host sockets. Corpora grow in fuzz/corpus/TARGET
-# (not committed); a crash stops the run, leaves its input in
-# fuzz/artifacts/TARGET and fails.
+# network namespace of its own for the gateway's host sockets. Corpora
+# grow in fuzz/corpus/TARGET (not committed); a crash stops the run,
+# leaves its input in fuzz/artifacts/TARGET and fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,7 +19,7 @@ TARGETS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --time) SECS=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
         *) TARGETS+=("$1"); shift ;;
     esac
 done
