@@ -265,3 +265,61 @@ fn coverage_feedback_finds_a_bug_two_bytes_deep() {
     );
     assert_eq!(replay.status.code(), Some(128 + libc::SIGSEGV));
 }
+
+/// The same planted bug over UDP: one datagram per input, and the
+/// reproducer replays it.
+#[test]
+fn fuzz_over_udp_finds_the_planted_bug_and_replay_reproduces_it() {
+    let server = compile_c("fuzz_server");
+    let server = server.to_str().unwrap();
+    let dir = scratch("udp");
+    let seeds = dir.join("seeds");
+    fs::create_dir_all(&seeds).unwrap();
+    fs::write(seeds.join("near"), b"FUZZ \x01hello").unwrap();
+    let out = dir.join("out");
+    let run = smolvisor(
+        &[
+            "fuzz",
+            "--proto",
+            "udp",
+            "--port",
+            "7003",
+            "--seeds",
+            seeds.to_str().unwrap(),
+            "--time",
+            "60",
+            "--stop-on-crash",
+            "--seed",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--",
+            server,
+            "7003",
+            "udp",
+        ],
+        Duration::from_secs(180),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    eprintln!("{stderr}");
+    assert_eq!(run.status.code(), Some(3), "no crash found");
+    let crashes = files_named(&out, "crash-");
+    assert_eq!(crashes.len(), 1, "{crashes:?}");
+    let replay = smolvisor(
+        &[
+            "replay",
+            crashes[0].to_str().unwrap(),
+            "--",
+            server,
+            "7003",
+            "udp",
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        replay.status.code(),
+        Some(128 + libc::SIGSEGV),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+}

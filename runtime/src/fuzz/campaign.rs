@@ -18,10 +18,10 @@ use super::target::{Ended, Target};
 use super::wire::Proto;
 use super::{FuzzError, repro};
 
-/// Completed inputs kept for a reproducer, besides those in flight (the
-/// refused ones, sent after the server died, are left out of it).
+/// Completed inputs kept for a reproducer, besides those in flight.
 const HISTORY: usize = 32;
-/// Of those, how many a reproducer holds when no single one reproduces.
+/// The most suspects of a crash tried, and written when no single one
+/// reproduces it.
 const SUSPECTS: usize = 16;
 /// The most inputs the corpus grows to.
 const MAX_CORPUS: usize = 4096;
@@ -266,18 +266,21 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
             run.target.ended()
         };
         if let Some(ended) = ended {
+            // Suspects, the last to end first: the connection a server
+            // dies on ends as it dies (its socket closed by the kernel,
+            // which the Sentry passes on as a FIN); then those in flight.
+            // Refused ones (sent after it died) are left out, and so are
+            // answered datagrams (each answer came after its handling).
             let mut suspects: Vec<Record> = history
                 .drain(..)
-                .filter(|(_, o)| *o != Outcome::Refused)
+                .rev()
+                .filter(|(_, o)| {
+                    *o != Outcome::Refused && (s.proto == Proto::Tcp || *o != Outcome::Answered)
+                })
                 .map(|(r, _)| r)
+                .chain(run.driver.abandon())
                 .collect();
-            let keep = suspects.len().saturating_sub(SUSPECTS);
-            suspects.drain(..keep);
-            // In flight, newest last: the oldest is the one a server that
-            // serves one connection at a time was likely serving.
-            let mut pending = run.driver.abandon();
-            pending.sort_by_key(|r| std::cmp::Reverse(r.id));
-            suspects.extend(pending);
+            suspects.truncate(SUSPECTS);
             match ended {
                 Ended::Signal(libc::SIGPIPE) => eprintln!(
                     "fuzz: the server died of SIGPIPE (it wrote after the fuzzer reset a \
@@ -367,9 +370,9 @@ fn next_input(
 }
 
 /// The one suspect that crashes a fresh server alone, if one does (tried
-/// from the end of `suspects`); else all of them.
+/// in order); else all of them.
 fn minimize(s: &Settings, suspects: &[Record], log: &File) -> (Vec<Record>, String) {
-    for r in suspects.iter().rev() {
+    for r in suspects {
         let scripts = scripts_from_frames(&r.frames);
         if scripts.is_empty() {
             continue;

@@ -172,7 +172,15 @@ impl Driver {
         }
         c.phase = Phase::Sent;
         let ordinary = c.script.proto == Proto::Tcp && !c.script.frame_mutated;
-        c.until = now + if ordinary { self.hang_wait } else { SHORT_WAIT };
+        c.until = now
+            + if ordinary {
+                self.hang_wait
+            } else if c.script.probe {
+                // A datagram probe is ready when no port-unreachable came.
+                HANDSHAKE_WAIT
+            } else {
+                SHORT_WAIT
+            };
     }
 
     fn send(&mut self, record: &mut Record, frame: Vec<u8>) {

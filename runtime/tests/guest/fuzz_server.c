@@ -5,7 +5,8 @@
  * by a non-zero byte N writes N * 16 MiB past a 16-byte buffer (SIGSEGV).
  * `fuzz_server PORT deep` has the same write behind a message that starts
  * "DP", tested one byte at a time (what coverage feedback finds, built
- * with afl_map.c and -fsanitize-coverage=trace-pc).
+ * with afl_map.c and -fsanitize-coverage=trace-pc). `fuzz_server PORT
+ * udp` is `planted` over UDP: each datagram is a message, answered "ok".
  * One connection at a time, as simple servers are. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -39,14 +40,25 @@ int main(int argc, char **argv) {
         return 2;
     int deep = strcmp(argv[2], "deep") == 0;
     int planted = deep || strcmp(argv[2], "planted") == 0;
+    int udp = strcmp(argv[2], "udp") == 0;
     /* As servers do: a peer that resets is an error, not a death. */
     signal(SIGPIPE, SIG_IGN);
-    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int s = socket(AF_INET, udp ? SOCK_DGRAM : SOCK_STREAM, 0);
     int one = 1;
     setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-    if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 128))
+    if (bind(s, (struct sockaddr *)&a, sizeof a) || (!udp && listen(s, 128)))
         return 1;
+    while (udp) {
+        unsigned char buf[4096];
+        struct sockaddr_in peer;
+        socklen_t len = sizeof peer;
+        ssize_t r = recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&peer, &len);
+        if (r < 0)
+            continue;
+        handle(buf, r);
+        sendto(s, "ok\n", 3, 0, (struct sockaddr *)&peer, len);
+    }
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0)
