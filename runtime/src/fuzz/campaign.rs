@@ -269,17 +269,28 @@ pub fn run(s: &Settings) -> Result<Findings, FuzzError> {
             // Suspects, the last to end first: the connection a server
             // dies on ends as it dies (its socket closed by the kernel,
             // which the Sentry passes on as a FIN); then those in flight.
-            // Refused ones (sent after it died) are left out, and so are
-            // answered datagrams (each answer came after its handling).
-            let mut suspects: Vec<Record> = history
-                .drain(..)
-                .rev()
-                .filter(|(_, o)| {
-                    *o != Outcome::Refused && (s.proto == Proto::Tcp || *o != Outcome::Answered)
+            // Left out: what never reached the program (refused, or no
+            // SYN-ACK), and answered datagrams (each answer came after
+            // its handling).
+            let mut all: Vec<(Record, Outcome)> = history.drain(..).rev().collect();
+            all.extend(
+                run.driver
+                    .abandon()
+                    .into_iter()
+                    .map(|r| (r, Outcome::Quiet)),
+            );
+            let mut suspects: Vec<Record> = all
+                .iter()
+                .filter(|(r, o)| {
+                    r.reached
+                        && *o != Outcome::Refused
+                        && (s.proto == Proto::Tcp || *o != Outcome::Answered)
                 })
-                .map(|(r, _)| r)
-                .chain(run.driver.abandon())
+                .map(|(r, _)| r.clone())
                 .collect();
+            if suspects.is_empty() {
+                suspects = all.into_iter().map(|(r, _)| r).collect();
+            }
             suspects.truncate(SUSPECTS);
             match ended {
                 Ended::Signal(libc::SIGPIPE) => eprintln!(

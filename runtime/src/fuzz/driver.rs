@@ -33,6 +33,9 @@ pub struct Record {
     pub id: u64,
     /// The client bytes it carried.
     pub payload: Vec<u8>,
+    /// Whether it could reach the server's program: a datagram, or a
+    /// connection the server's stack took (a SYN-ACK came).
+    pub reached: bool,
     pub frames: Vec<(bool, Vec<u8>)>,
 }
 
@@ -136,6 +139,7 @@ impl Driver {
                 note: script.note.clone(),
                 id: script.id,
                 payload: script.payload.clone(),
+                reached: script.proto == Proto::Udp,
                 frames: Vec::new(),
             },
             script,
@@ -351,12 +355,13 @@ impl Driver {
         }
         if flags & (SYN | ACK) == SYN | ACK && c.irs.is_none() {
             c.irs = Some(seq);
+            c.record.reached = true;
         }
         if flags & RST != 0 {
             // Before the handshake: refused (no listener yet, or a mangled
             // SYN). Either way the input is over.
             if c.phase == Phase::Handshake {
-                c.refused = !c.script.frame_mutated;
+                c.refused = true;
                 c.phase = Phase::Sent;
             } else {
                 // A reset of a connection the server had is its answer;

@@ -251,6 +251,7 @@ mod tests {
             note: "input 1".into(),
             id: 1,
             payload: Vec::new(),
+            reached: true,
             frames: s
                 .frames
                 .iter()
