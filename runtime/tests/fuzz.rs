@@ -255,8 +255,8 @@ fn coverage_feedback_grows_the_corpus() {
     // "fuzz:  9s  execs ...  hangs 0  edges E  corpus C"
     let last = stderr
         .lines()
-        .filter(|l| l.contains("  edges "))
-        .last()
+        .rev()
+        .find(|l| l.contains("  edges "))
         .expect("the map was never read");
     let number_after = |word: &str| -> usize {
         let mut w = last.split_whitespace().skip_while(|x| *x != word);
