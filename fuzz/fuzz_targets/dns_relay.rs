@@ -25,15 +25,28 @@ const LISTEN: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 11), 53)
 #[derive(Debug, Arbitrary)]
 enum Op {
     /// A query from guest source `src` (one of a few addresses and ports).
-    Query { src: u8, payload: Vec<u8> },
+    Query {
+        src: u8,
+        payload: Vec<u8>,
+    },
     /// A packet from the templates below, edited.
-    Mutate { template: u8, edits: Vec<Edit>, fix: bool },
+    Mutate {
+        template: u8,
+        edits: Vec<Edit>,
+        fix: bool,
+    },
     Raw(Vec<u8>),
     /// The resolver sends `payload` to the relay socket of the `to`-th
     /// source it has heard from.
-    Answer { to: u8, payload: Vec<u8> },
+    Answer {
+        to: u8,
+        payload: Vec<u8>,
+    },
     /// Someone else sends to a relay socket: never to reach the guest.
-    Stranger { to: u8, payload: Vec<u8> },
+    Stranger {
+        to: u8,
+        payload: Vec<u8>,
+    },
     /// The guest's stack reads what the relay has for it.
     Drain,
     Wait(u16),
@@ -41,7 +54,10 @@ enum Op {
 }
 
 fn source(i: u8) -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1 + i % 3), 40000 + u16::from(i % 5))
+    SocketAddrV4::new(
+        Ipv4Addr::new(127, 0, 0, 1 + i % 3),
+        40000 + u16::from(i % 5),
+    )
 }
 
 /// An IPv4 UDP packet (medium IP, as on `lo`), checksums made.
@@ -61,7 +77,8 @@ fn udp(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
 }
 
 fn templates() -> Vec<Vec<u8>> {
-    let q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
+    let q =
+        b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01";
     let mut tcp = udp(source(0), LISTEN, q);
     tcp[9] = 6;
     fill_checksums(Medium::Ip, &mut tcp);
@@ -167,7 +184,11 @@ fuzz_target!(|ops: Vec<Op>| {
         }
         relay.flush(now);
         now += Duration::from_millis(1);
-        assert!(relay.relay_count() <= max, "{} relay sockets", relay.relay_count());
+        assert!(
+            relay.relay_count() <= max,
+            "{} relay sockets",
+            relay.relay_count()
+        );
         // The resolver hears each query once, with its payload, from the
         // socket of the source that asked.
         while let Ok((n, from)) = resolver.recv_from(&mut buf) {
@@ -198,7 +219,9 @@ fuzz_target!(|ops: Vec<Op>| {
 
 /// Whether `part` lies within `p` past its first 20 bytes.
 fn holds(p: &[u8], part: &[u8]) -> bool {
-    part.is_empty() || p.get(20..).is_some_and(|rest| rest.windows(part.len()).any(|w| w == part))
+    part.is_empty()
+        || p.get(20..)
+            .is_some_and(|rest| rest.windows(part.len()).any(|w| w == part))
 }
 
 /// A packet the relay handed up: the loopback's own, or an answer.
@@ -207,7 +230,11 @@ fn check_from_relay(p: &[u8], passed: &[Vec<u8>], answers: &HashMap<SocketAddrV4
         return;
     }
     assert!(p.len() >= 28, "a short packet from the relay: {p:02x?}");
-    assert_eq!(&p[12..16], &LISTEN.ip().octets(), "not from the relay's address");
+    assert_eq!(
+        &p[12..16],
+        &LISTEN.ip().octets(),
+        "not from the relay's address"
+    );
     assert_eq!(u16::from_be_bytes([p[20], p[21]]), LISTEN.port());
     let dst = SocketAddrV4::new(
         Ipv4Addr::new(p[16], p[17], p[18], p[19]),

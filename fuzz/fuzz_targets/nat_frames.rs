@@ -38,9 +38,15 @@ enum Op {
     },
     /// The guest answers the last TCP segment the gateway sent it: an ACK
     /// with the right numbers, maybe data, maybe FIN or RST.
-    Answer { data: Vec<u8>, flags: u8 },
+    Answer {
+        data: Vec<u8>,
+        flags: u8,
+    },
     /// The host's side of the newest accepted connection writes, or closes.
-    Host { write: Vec<u8>, close: bool },
+    Host {
+        write: Vec<u8>,
+        close: bool,
+    },
     Wait(u16),
 }
 
@@ -83,7 +89,13 @@ fn templates(cfg: &NatConfig) -> &'static [Vec<u8>] {
         t.push(frames::arp_request(&g, cfg.gateway));
         t.push(frames::tcp(&g, cfg.gateway, 40000, TCP_PORT, 0x02, b""));
         t.push(frames::tcp(&g, [10, 0, 0, 2].into(), 40001, 80, 0x02, b""));
-        t.push(frames::udp(&g, cfg.dns, 5353, 53, b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01"));
+        t.push(frames::udp(
+            &g,
+            cfg.dns,
+            5353,
+            53,
+            b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x00\x00\x01\x00\x01",
+        ));
         t.push(frames::udp(&g, cfg.gateway, 40002, UDP_PORT, b"datagram"));
         t.push(frames::udp(&g, [10, 0, 0, 2].into(), 40003, 9, b"away"));
         t.push(frames::ping(&g, cfg.gateway, 7, 1));

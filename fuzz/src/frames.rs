@@ -6,9 +6,9 @@
 use std::net::Ipv4Addr;
 
 use arbitrary::Arbitrary;
+use pcap_file::DataLink;
 use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
-use pcap_file::DataLink;
 
 use crate::fix_checksums;
 
@@ -24,12 +24,22 @@ pub struct Addrs {
 /// One change to a frame's bytes.
 #[derive(Debug, Arbitrary)]
 pub enum Edit {
-    Set { at: u16, byte: u8 },
-    Flip { at: u16, bit: u8 },
+    Set {
+        at: u16,
+        byte: u8,
+    },
+    Flip {
+        at: u16,
+        bit: u8,
+    },
     Truncate(u16),
     Append(Vec<u8>),
     /// A 16- or 32-bit field (lengths, ports, sequence numbers) set.
-    Word { at: u16, value: u32, wide: bool },
+    Word {
+        at: u16,
+        value: u32,
+        wide: bool,
+    },
 }
 
 impl Edit {
@@ -111,7 +121,12 @@ fn tcp_header(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[
 
 /// A TCP segment to `dst`.
 pub fn tcp(a: &Addrs, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    ipv4(a, dst, 6, &tcp_header(sport, dport, 1000, 0, flags, payload))
+    ipv4(
+        a,
+        dst,
+        6,
+        &tcp_header(sport, dport, 1000, 0, flags, payload),
+    )
 }
 
 /// A UDP datagram to `dst`.
@@ -173,7 +188,14 @@ pub fn reply(f: &[u8], data: &[u8], flags: u8) -> Option<Vec<u8>> {
     let dport = u16::from_be_bytes([t[0], t[1]]);
     let flags = 0x10 | (flags & 0x0d);
     let data = &data[..data.len().min(1400)];
-    let seg = tcp_header(sport, dport, word(8), word(4).wrapping_add(len), flags, data);
+    let seg = tcp_header(
+        sport,
+        dport,
+        word(8),
+        word(4).wrapping_add(len),
+        flags,
+        data,
+    );
     Some(ipv4(&a, a.peer_ip, 6, &seg))
 }
 
