@@ -34,11 +34,7 @@ fuzz_target!(|input: (u8, Vec<Record>)| {
     let cap = Capture::from_file(writer, cfg).expect("a capture");
     let ifaces: Vec<_> = (0..nics)
         .map(|i| {
-            let medium = if i % 2 == 0 {
-                Medium::Ethernet
-            } else {
-                Medium::Ip
-            };
+            let medium = if i % 2 == 0 { Medium::Ethernet } else { Medium::Ip };
             cap.add_interface(&format!("eth{i}"), medium)
         })
         .collect();
@@ -67,12 +63,7 @@ fuzz_target!(|input: (u8, Vec<Record>)| {
             got.push((p.interface_id, p.data.into_owned()));
         }
     }
-    assert!(
-        got == want,
-        "{} frames read back, {} recorded",
-        got.len(),
-        want.len()
-    );
+    assert!(got == want, "{} frames read back, {} recorded", got.len(), want.len());
 });
 
 /// A file of this run's own, already unlinked.

@@ -27,22 +27,12 @@ enum Op {
 
 #[derive(Debug, Arbitrary)]
 enum Edit {
-    Set {
-        at: u16,
-        byte: u8,
-    },
-    Flip {
-        at: u16,
-        bit: u8,
-    },
+    Set { at: u16, byte: u8 },
+    Flip { at: u16, bit: u8 },
     Truncate(u16),
     Append(Vec<u8>),
     /// A 16- or 32-bit field (lengths, ports, sequence numbers) set.
-    Word {
-        at: u16,
-        value: u32,
-        wide: bool,
-    },
+    Word { at: u16, value: u32, wide: bool },
 }
 
 fn apply(frame: &mut Vec<u8>, edit: &Edit) {

@@ -103,19 +103,12 @@ impl World {
             let _ = w.a.send_to(v, b"datagram", to);
         }
         w.settle();
-        w.seeds = sent
-            .lock()
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default();
+        w.seeds = sent.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default();
         w
     }
 
     fn listen(&mut self, addr: SocketAddr) -> SocketId {
-        let domain = if addr.is_ipv4() {
-            Domain::Ipv4
-        } else {
-            Domain::Ipv6
-        };
+        let domain = if addr.is_ipv4() { Domain::Ipv4 } else { Domain::Ipv6 };
         let l = self.b.socket(domain, Protocol::Tcp).expect("socket");
         self.b.bind(l, addr).expect("bind");
         self.b.listen(l, 64).expect("listen");
@@ -124,11 +117,7 @@ impl World {
 
     /// Connects a to `to`; returns a's socket and b's accepted one.
     fn connect(&mut self, to: SocketAddr, listener: SocketId) -> (SocketId, SocketId) {
-        let domain = if to.is_ipv4() {
-            Domain::Ipv4
-        } else {
-            Domain::Ipv6
-        };
+        let domain = if to.is_ipv4() { Domain::Ipv4 } else { Domain::Ipv6 };
         let c = self.a.socket(domain, Protocol::Tcp).expect("socket");
         assert_eq!(self.a.connect(c, to), Err(NetError::InProgress));
         let mut s = None;
@@ -210,12 +199,7 @@ pub fn nics() -> &'static [netstack::NicInfo] {
     static NICS: std::sync::OnceLock<Vec<netstack::NicInfo>> = std::sync::OnceLock::new();
     NICS.get_or_init(|| {
         let (ea, _eb) = pair(1500, Duration::ZERO, false);
-        let stack = testbed::host(
-            2,
-            Box::new(ea),
-            &StackConfig::default(),
-            Instant::from_secs(1),
-        );
+        let stack = testbed::host(2, Box::new(ea), &StackConfig::default(), Instant::from_secs(1));
         stack.nics().cloned().collect()
     })
 }
