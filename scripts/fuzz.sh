@@ -6,9 +6,10 @@
 #   scripts/fuzz.sh --time 3600 stack_frames
 #
 # Needs rustup: installs the nightly toolchain and cargo-fuzz (from
-# crates.io) when they are missing. Corpora grow in fuzz/corpus/TARGET
-# (not committed); a crash stops the run, leaves its input in
-# fuzz/artifacts/TARGET and fails.
+# crates.io) when they are missing. nat_frames needs root: it makes a
+# network namespace of its own for the gateway's host sockets. Corpora
+# grow in fuzz/corpus/TARGET (not committed); a crash stops the run,
+# leaves its input in fuzz/artifacts/TARGET and fails.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -3,6 +3,8 @@
 //! states a peer can reach, and checksum repair so that mutated frames get
 //! past the checksum checks into the protocol code.
 
+pub mod frames;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 

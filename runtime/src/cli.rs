@@ -137,6 +137,16 @@ pub enum Command {
     /// Sentry's, as Markdown tables: each rule's call, condition, action
     /// and reason.
     Filters,
+    /// Fuzz a server: run it sandboxed and feed it mutated client traffic
+    /// through the netstack; crashes and hangs are written as pcapng
+    /// reproducers.
+    Fuzz(FuzzArgs),
+    /// Play a reproducer written by `fuzz` into a fresh sandbox running
+    /// the server; the exit status is 128+N if the server died by signal N.
+    Replay(ReplayArgs),
+    /// Inside a fuzzed sandbox: makes the coverage map, then runs the server.
+    #[command(hide = true)]
+    AflShim(AflShimArgs),
     /// The Sentry of one OCI container (started by `create`).
     #[command(hide = true)]
     SentryDaemon(SentryDaemonArgs),
@@ -604,4 +614,71 @@ mod tests {
         assert_eq!(a.publish.len(), 1);
         assert_eq!(a.command, words(&["true", "--", "-p"]));
     }
+}
+
+/// The transport of the server under `fuzz`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FuzzProto {
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FuzzArgs {
+    /// The port the server listens on (in the sandbox, at 10.0.2.15).
+    #[arg(long)]
+    pub port: u16,
+    /// Its transport.
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: FuzzProto,
+    /// Seeds: a pcap/pcapng file (the client bytes of each connection, or
+    /// each datagram, to --port), or a directory of captures and raw files.
+    /// Without seeds, inputs start as small random ones.
+    #[arg(long, value_name = "PCAP|DIR")]
+    pub seeds: Option<PathBuf>,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long, value_name = "S")]
+    pub time: Option<u64>,
+    /// Where reproducers (crash-N-SIGNAL.pcapng, hang-N.pcapng) and the
+    /// server's output (server.log) go.
+    #[arg(long, value_name = "DIR", default_value = "fuzz-out")]
+    pub out: PathBuf,
+    /// Inputs in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
+    /// Longest input, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub max_len: usize,
+    /// Percent of inputs whose frames' headers are edited too.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub frame_share: u8,
+    /// Seconds an ordinary input may go unanswered before the server
+    /// counts as hung (0: never).
+    #[arg(long, default_value_t = 5.0)]
+    pub hang_timeout: f64,
+    /// The mutator's seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Stop at the first crash (exit status 3).
+    #[arg(long)]
+    pub stop_on_crash: bool,
+    /// The server and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// A reproducer written by `smolvisor fuzz`.
+    pub file: PathBuf,
+    /// The server and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AflShimArgs {
+    /// The server and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
 }

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod fuzz;
 mod gofer;
 mod logging;
 mod network;
@@ -14,7 +15,14 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let oci = !matches!(cli.command, cli::Command::Do(_) | cli::Command::Gofer);
+    let oci = !matches!(
+        cli.command,
+        cli::Command::Do(_)
+            | cli::Command::Gofer
+            | cli::Command::Fuzz(_)
+            | cli::Command::Replay(_)
+            | cli::Command::AflShim(_)
+    );
     let logged = oci && cli.global.log.is_some();
     if oci {
         logging::for_oci(&cli.global);

@@ -1,5 +1,8 @@
 //! One module per command.
 
+mod afl_shim;
+mod fuzz;
+mod replay;
 mod run_do;
 
 use crate::cli::{Cli, Command};
@@ -33,6 +36,9 @@ pub fn run(cli: Cli) -> Result<i32, Box<dyn std::error::Error>> {
             print!("{}", tables.join("\n"));
             Ok(0)
         }
+        Command::Fuzz(args) => fuzz::run(&args),
+        Command::AflShim(args) => afl_shim::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::SentryDaemon(args) => oci::daemon::run(g, &args),
         Command::Gofer => crate::gofer::serve(),
     }
