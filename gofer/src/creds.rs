@@ -157,7 +157,7 @@ impl Own {
         let groups = nix::unistd::getgroups()
             .map_err(|e| e as i32)?
             .into_iter()
-            .map(|g| g.as_raw())
+            .map(nix::unistd::Gid::as_raw)
             .collect();
         Ok(Own {
             fsuid: nix::unistd::geteuid().as_raw(),
