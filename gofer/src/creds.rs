@@ -196,6 +196,15 @@ impl Creds {
         }
     }
 
+    /// Whether the Gofer's own credentials are these already (a root
+    /// caller with every capability the Gofer has): nothing to take on.
+    pub fn same_as(&self, own: &Own) -> bool {
+        self.fsuid == own.fsuid
+            && self.fsgid == own.fsgid
+            && self.groups == own.groups
+            && self.cap_eff & own.cap_prm == own.cap_eff
+    }
+
     /// Takes these on for the calling thread, within `own` (whose
     /// capabilities it never exceeds). On an error the caller restores.
     pub fn assume(&self, own: &Own) -> Result<(), Errno> {
