@@ -316,7 +316,15 @@ fn the_sandbox_ends_when_its_gofer_dies() {
         .deadline(Duration::from_secs(20))
         .spawn();
     running.wait_for_line("ready");
-    let gofer = gofer_of(running.pid()).expect("the sandbox has a Gofer");
+    // The guest may print before the Gofer has named itself (under load).
+    let gofer = (0..100)
+        .find_map(|_| {
+            gofer_of(running.pid()).or_else(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            })
+        })
+        .expect("the sandbox has a Gofer");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(gofer),
         nix::sys::signal::Signal::SIGKILL,
