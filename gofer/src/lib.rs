@@ -10,11 +10,13 @@
 //!
 //! - [`protocol`]: the messages, parsed in one checked step;
 //! - [`server`]: path resolution and the changes themselves, the file log;
+//! - [`creds`]: the calling guest thread's credentials, which each change is made with;
 //! - [`client`]: the Sentry's side;
 //! - [`ALLOWED`]: the Gofer's own seccomp allow-list, as data;
 //! - [`sys`]: the only module with `unsafe`.
 
 pub mod client;
+pub mod creds;
 pub mod protocol;
 pub mod server;
 pub mod sys;
@@ -73,6 +75,10 @@ pub const ALLOWED: &[(&str, &str)] = &[
         "the guest's AF_UNIX sockets bound to a path in the tree (it makes none of its own)",
     ),
     ("umask", "a socket's inode gets the guest's umask"),
+    ("setfsuid", CREDS),
+    ("setfsgid", CREDS),
+    ("setgroups", CREDS),
+    ("capset", CREDS),
     (
         "lsetxattr",
         "a symlink's own xattrs, from inside its directory",
@@ -102,5 +108,7 @@ pub const ALLOWED: &[(&str, &str)] = &[
 const CHANNEL: &str = "requests and answers, descriptors beside them, with the Sentry";
 const TREE: &str = "every path is resolved in the tree (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)";
 const CHANGE: &str = "the changes it makes for the guest, on descriptors in the tree";
+const CREDS: &str =
+    "each change is made with the calling guest thread's fsuid, fsgid, groups and capabilities";
 const MEMORY: &str = "the allocator";
 const SIGNALS: &str = "signal delivery and the standard library's start-up";

@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use crate::creds::{self, Creds, Own};
 use crate::protocol::{Base, MAX_REQUEST, Op, PathArg, Request, Response};
 use crate::sys::{self, Errno};
 
@@ -88,7 +89,8 @@ fn cstr(bytes: &[u8]) -> Res<CString> {
 /// The guest thread a request is for.
 #[derive(Debug)]
 struct Who<'a> {
-    tid: u32,
+    /// Its umask.
+    umask: u32,
     /// Its cwd, as the guest sees it.
     cwd: &'a [u8],
 }
@@ -120,13 +122,16 @@ pub struct Gofer {
     /// The tree's `/proc` and `/sys`: empty directories under the guest's
     /// own mounts. A change there is the guest kernel's to answer.
     hidden: Vec<(u64, u64)>,
+    /// The Gofer's own credentials, taken back after each request.
+    own: Own,
 }
 
 impl Gofer {
     /// A Gofer of the tree `root`, with the host's `/proc` (for the guest
     /// threads' cwd and umask, and its own descriptors' paths), logging
-    /// every change to `log`.
-    pub fn new(root: OwnedFd, proc: OwnedFd, log: Option<File>) -> Gofer {
+    /// every change to `log`. Its thread's credentials, as they are now,
+    /// are those it returns to after each request.
+    pub fn new(root: OwnedFd, proc: OwnedFd, log: Option<File>) -> Result<Gofer, Errno> {
         let hidden = [c"/proc", c"/sys"]
             .iter()
             .filter_map(|p| {
@@ -134,12 +139,13 @@ impl Gofer {
                 sys::identity(fd.as_fd()).ok()
             })
             .collect();
-        Gofer {
+        Ok(Gofer {
             root,
             proc,
             log,
             hidden,
-        }
+            own: Own::current()?,
+        })
     }
 
     /// Serves requests on `sock` until the other end closes it.
@@ -170,11 +176,13 @@ impl Gofer {
             .as_ref()
             .and_then(|b| (b.base != Base::Cwd).then(|| fds.next()).flatten());
         let mut logged = Vec::new();
-        let result = match (&req.op, sock) {
-            (Op::Bind, Some(sock)) => self.bind(req, &sock, fd_a, &mut logged).map(|()| (0, None)),
+        let result = self.as_caller(req, |g, creds| match (&req.op, sock) {
+            (Op::Bind, Some(sock)) => g
+                .bind(req, creds, &sock, fd_a, &mut logged)
+                .map(|()| (0, None)),
             (Op::Bind, None) => Err(Fail::Errno(libc::EINVAL)),
-            _ => self.act(req, fd_a, fd_b, &mut logged),
-        };
+            _ => g.act(req, creds, fd_a, fd_b, &mut logged),
+        });
         let (resp, fd) = match result {
             Ok((v, fd)) => match fd {
                 Some(fd) => (Response::Fd, Some(fd)),
@@ -189,15 +197,63 @@ impl Gofer {
         (resp, fd)
     }
 
+    /// Runs `f` with the credentials of the thread `req` is for: its
+    /// fsuid, fsgid, groups and effective capabilities (within the
+    /// Gofer's), or for `access` without `AT_EACCESS` its real ids, as the
+    /// kernel checks them. Credentials that cannot be read (a thread gone,
+    /// odd text) refuse the request with EPERM.
+    fn as_caller(
+        &self,
+        req: &Request,
+        f: impl FnOnce(&Self, &Creds) -> Res<(i64, Option<OwnedFd>)>,
+    ) -> Res<(i64, Option<OwnedFd>)> {
+        let creds = self.creds(req.tid).ok_or(Fail::Errno(libc::EPERM))?;
+        let creds = match req.op {
+            Op::Access { flags, .. } if flags & libc::AT_EACCESS as u32 == 0 => creds.for_access(),
+            _ => creds,
+        };
+        if creds.same_as(&self.own) {
+            return f(self, &creds);
+        }
+        let assumed = creds.assume(&self.own);
+        let result = match assumed {
+            Ok(()) => f(self, &creds),
+            Err(_) => Err(Fail::Errno(libc::EPERM)),
+        };
+        self.own.restore();
+        result
+    }
+
+    /// The credentials of thread `tid` (its `/proc/TID/status`).
+    fn creds(&self, tid: u32) -> Option<Creds> {
+        const MAX: usize = 1 << 20;
+        let name = CString::new(format!("{tid}/status")).ok()?;
+        let fd = sys::openat(self.proc.as_fd(), &name, libc::O_RDONLY | libc::O_CLOEXEC).ok()?;
+        let mut text = Vec::new();
+        let mut buf = vec![0u8; 16384];
+        loop {
+            let n = sys::read(fd.as_fd(), &mut buf).ok()?;
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            if text.len() > MAX {
+                return None;
+            }
+        }
+        creds::parse(&text)
+    }
+
     fn act(
         &self,
         req: &Request,
+        creds: &Creds,
         fd_a: Option<OwnedFd>,
         fd_b: Option<OwnedFd>,
         logged: &mut Vec<Vec<u8>>,
     ) -> Res<(i64, Option<OwnedFd>)> {
         let tid = &Who {
-            tid: req.tid,
+            umask: creds.umask,
             cwd: &req.cwd,
         };
         let a = &req.a;
@@ -213,7 +269,7 @@ impl Gofer {
             }
             Op::Mkdir { mode } => {
                 let (parent, name) = self.parent(tid, a, fd_a, logged)?;
-                let mode = mode & 0o7777 & !self.umask(tid.tid);
+                let mode = mode & 0o7777 & !tid.umask;
                 sys::at_call(
                     libc::SYS_mkdirat,
                     parent.as_fd(),
@@ -229,7 +285,7 @@ impl Gofer {
                     _ => return Err(Fail::Errno(libc::EINVAL)),
                 }
                 let (parent, name) = self.parent(tid, a, fd_a, logged)?;
-                let mode = mode & !self.umask(tid.tid);
+                let mode = mode & !tid.umask;
                 sys::at_call(
                     libc::SYS_mknodat,
                     parent.as_fd(),
@@ -356,9 +412,11 @@ impl Gofer {
                 if mode & !7 != 0 {
                     return Err(Fail::Errno(libc::EINVAL));
                 }
+                // The caller's real ids, when it asked for them, are the
+                // Gofer's file-system ids now (see `as_caller`).
                 let at = libc::AT_EACCESS as u32;
                 let fd = self.target(tid, a, fd_a, flags & !at, logged)?;
-                let flags = (flags & at) | AT_EMPTY_PATH;
+                let flags = at | AT_EMPTY_PATH;
                 sys::at_call(
                     libc::SYS_faccessat2,
                     fd.as_fd(),
@@ -386,12 +444,13 @@ impl Gofer {
     fn bind(
         &self,
         req: &Request,
+        creds: &Creds,
         sock: &OwnedFd,
         fd_a: Option<OwnedFd>,
         logged: &mut Vec<Vec<u8>>,
     ) -> Res<()> {
         let who = Who {
-            tid: req.tid,
+            umask: creds.umask,
             cwd: &req.cwd,
         };
         let (parent, name) = self.parent(&who, &req.a, fd_a, logged)?;
@@ -406,8 +465,7 @@ impl Gofer {
         for (d, s) in addr.sun_path.iter_mut().zip(name) {
             *d = *s as libc::c_char;
         }
-        let umask = self.umask(req.tid);
-        self.in_dir(&parent, || sys::bind_unix(sock.as_fd(), &addr, umask))
+        self.in_dir(&parent, || sys::bind_unix(sock.as_fd(), &addr, creds.umask))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -433,12 +491,12 @@ impl Gofer {
         } else if resolve & !RESOLVE_KNOWN != 0 {
             return Err(Fail::Errno(libc::EINVAL));
         }
-        // The guest's umask is read (from /proc) only for a file that is
-        // made: an O_CREAT open of an existing one tries without first.
+        // An O_CREAT open of an existing file tries without O_CREAT first
+        // (the guest's umask applies only to a file that is made).
         let o_creat = libc::O_CREAT as u64;
         let made = flags & o_creat != 0 && flags & libc::O_EXCL as u64 == 0;
         if flags & (libc::O_CREAT | libc::O_TMPFILE) as u64 != 0 && !made {
-            mode &= !u64::from(self.umask(tid.tid));
+            mode &= !u64::from(tid.umask);
         }
         // Never block here (a FIFO without a reader): a special file is the
         // guest kernel's to open.
@@ -472,7 +530,7 @@ impl Gofer {
             };
             if made {
                 match open(ours & !o_creat, 0) {
-                    Err(libc::ENOENT) => open(ours, mode & !u64::from(self.umask(tid.tid))),
+                    Err(libc::ENOENT) => open(ours, mode & !u64::from(tid.umask)),
                     Ok(fd) if file_type(fd.as_fd())? == libc::S_IFDIR => Err(libc::EISDIR),
                     other => other,
                 }
@@ -495,24 +553,6 @@ impl Gofer {
         }
         logged.push(self.where_is(fd.as_fd(), None));
         Ok(fd)
-    }
-
-    /// The umask of thread `tid` (its `/proc/TID/status`); 022 when it
-    /// cannot be read.
-    fn umask(&self, tid: u32) -> u32 {
-        let Ok(name) = CString::new(format!("{tid}/status")) else {
-            return 0o022;
-        };
-        let Ok(fd) = sys::openat(self.proc.as_fd(), &name, libc::O_RDONLY | libc::O_CLOEXEC) else {
-            return 0o022;
-        };
-        let mut buf = [0u8; 4096];
-        let n = sys::read(fd.as_fd(), &mut buf).unwrap_or(0);
-        let text = String::from_utf8_lossy(&buf[..n]);
-        text.lines()
-            .find_map(|l| l.strip_prefix("Umask:"))
-            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-            .unwrap_or(0o022)
     }
 
     /// The path of one of our own descriptors, as the tree sees it.
@@ -830,7 +870,7 @@ mod tests {
             std::fs::create_dir_all(dir.join("proc")).unwrap();
             std::fs::write(dir.join("etc/passwd"), "inside\n").unwrap();
             let open = |p: &std::path::Path| -> OwnedFd { File::open(p).unwrap().into() };
-            let gofer = Gofer::new(open(&dir), open(std::path::Path::new("/proc")), None);
+            let gofer = Gofer::new(open(&dir), open(std::path::Path::new("/proc")), None).unwrap();
             Tree { dir, gofer }
         }
 
@@ -979,6 +1019,75 @@ mod tests {
             Response::Errno(libc::EPERM)
         );
     }
+
+    /// A thread that acts as `fsuid`:`fsgid` (as after `setfsuid`, which
+    /// also clears its file-system capabilities) until told to end.
+    fn caller(fsuid: u32, fsgid: u32) -> (u32, std::sync::mpsc::Sender<()>) {
+        let (tx_tid, rx_tid) = std::sync::mpsc::channel();
+        let (tx_end, rx_end) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            sys::set_groups(&[]).unwrap();
+            sys::set_fsgid(fsgid).unwrap();
+            sys::set_fsuid(fsuid).unwrap();
+            tx_tid.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            let _ = rx_end.recv();
+        });
+        (rx_tid.recv().unwrap(), tx_end)
+    }
+
+    #[test]
+    fn changes_are_made_with_the_callers_credentials() {
+        let mut t = Tree::new("creds");
+        std::fs::create_dir(t.dir.join("tmp")).unwrap();
+        std::fs::set_permissions(t.dir.join("tmp"), PermissionsExt::from_mode(0o1777)).unwrap();
+        let (tid, _end) = caller(65534, 65534);
+        let before = sys::cap_get().unwrap();
+        let mut ask = |op: Op, path: &str, tid: u32| {
+            let req = Request {
+                op,
+                tid,
+                a: PathArg {
+                    base: Base::Cwd,
+                    path: path.as_bytes().to_vec(),
+                },
+                b: None,
+                cwd: b"/".to_vec(),
+            };
+            t.gofer.handle(&req, Vec::new()).0
+        };
+        let eacces = Response::Errno(libc::EACCES);
+        assert_eq!(ask(open_for_append(), "/etc/passwd", tid), eacces);
+        assert_eq!(ask(Op::Mkdir { mode: 0o755 }, "/etc/x", tid), eacces);
+        let chmod = || Op::Chmod {
+            mode: 0o600,
+            flags: 0,
+        };
+        assert_eq!(
+            ask(chmod(), "/etc/passwd", tid),
+            Response::Errno(libc::EPERM)
+        );
+        assert_eq!(
+            ask(Op::Mkdir { mode: 0o755 }, "/tmp/mine", tid),
+            Response::Value(0)
+        );
+        let meta = std::fs::metadata(t.dir.join("tmp/mine")).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+        // A thread that is gone: refused.
+        assert_eq!(
+            ask(chmod(), "/etc/passwd", u32::MAX - 1),
+            Response::Errno(libc::EPERM)
+        );
+        // The test's own (root) thread still may, and the Gofer's thread
+        // is itself again.
+        assert_eq!(
+            ask(chmod(), "/etc/passwd", std::process::id()),
+            Response::Value(0)
+        );
+        assert_eq!(sys::cap_get().unwrap(), before);
+        assert!(sys::set_fsuid(nix::unistd::geteuid().as_raw()).is_ok());
+    }
+
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn log_paths_are_one_line() {

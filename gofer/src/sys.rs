@@ -354,3 +354,94 @@ pub fn recv(
         return Ok(Some((bytes, fds)));
     }
 }
+
+/// `setfsuid`, checked: the kernel answers with the previous fsuid and no
+/// error, so the new one is read back (`setfsuid(-1)` changes nothing).
+pub fn set_fsuid(uid: u32) -> Result<(), Errno> {
+    // SAFETY: integers only.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+    // SAFETY: integers only; -1 is never a valid id, so nothing changes.
+    let now = unsafe { libc::syscall(libc::SYS_setfsuid, u32::MAX) };
+    if now as u32 == uid {
+        Ok(())
+    } else {
+        Err(libc::EPERM)
+    }
+}
+
+/// `setfsgid`, checked as [`set_fsuid`] is.
+pub fn set_fsgid(gid: u32) -> Result<(), Errno> {
+    // SAFETY: integers only.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid) };
+    // SAFETY: integers only; -1 is never a valid id, so nothing changes.
+    let now = unsafe { libc::syscall(libc::SYS_setfsgid, u32::MAX) };
+    if now as u32 == gid {
+        Ok(())
+    } else {
+        Err(libc::EPERM)
+    }
+}
+
+/// The calling thread's supplementary groups (the raw call: glibc's
+/// wrapper would set every thread's).
+pub fn set_groups(groups: &[u32]) -> Result<(), Errno> {
+    // SAFETY: `groups` is valid for reads of its length in `gid_t`s.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    check(rc).map(drop)
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_V3: u32 = 0x2008_0522;
+
+/// The calling thread's capability sets, as 64-bit masks: (effective,
+/// permitted, inheritable).
+pub fn cap_get() -> Result<(u64, u64, u64), Errno> {
+    let mut head = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `head` is valid for reads and writes, `data` for writes of
+    // two structs, as version 3 takes.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &raw mut head, data.as_mut_ptr()) };
+    check(rc)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | u64::from(hi) << 32;
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// Sets the calling thread's capability sets (64-bit masks).
+pub fn cap_set(effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+    let mut head = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let half = |v: u64, i: usize| (v >> (32 * i)) as u32;
+    let data = [0, 1].map(|i| CapData {
+        effective: half(effective, i),
+        permitted: half(permitted, i),
+        inheritable: half(inheritable, i),
+    });
+    // SAFETY: `head` is valid for reads and writes, `data` for reads of
+    // two structs, as version 3 takes.
+    let rc = unsafe { libc::syscall(libc::SYS_capset, &raw mut head, data.as_ptr()) };
+    check(rc).map(drop)
+}

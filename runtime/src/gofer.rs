@@ -26,8 +26,14 @@ type Error = Box<dyn std::error::Error>;
 /// What the Gofer may do as root: act on files whatever their owner and
 /// mode, as the guest's root would, and set `trusted.*` xattrs (which
 /// takes CAP_SYS_ADMIN; its filter leaves nothing else of that capability
-/// reachable: no mount, namespace or handle call).
+/// reachable: no mount, namespace or handle call). Each request is made
+/// with the calling thread's credentials instead (`gofer::creds`): its
+/// effective capabilities within these, its fsuid, fsgid and groups, which
+/// CAP_SETUID and CAP_SETGID let the Gofer take on (its filter allows only
+/// `setfsuid`, `setfsgid` and `setgroups` of those calls).
 const KEPT: &[Capability] = &[
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
     Capability::CAP_CHOWN,
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_DAC_READ_SEARCH,
@@ -126,9 +132,11 @@ pub fn serve() -> Result<i32, Error> {
                 .expect("standard output"),
         )
     });
+    // Its own credentials (taken back after each request) are read before
+    // its filter shuts capget and getgroups out.
+    let mut g = gofer::Gofer::new(tree, proc, log).map_err(nix::errno::Errno::from_raw)?;
     let filter = sentry::filter::compile(&sentry::filter_files::gofer_table())?;
     filter.load().map_err(|e| e.to_string())?;
-    let mut g = gofer::Gofer::new(tree, proc, log);
     match g.serve(stdin.as_fd()) {
         Ok(()) => Ok(0),
         Err(e) => Err(format!("the Gofer stopped: {}", nix::errno::Errno::from_raw(e)).into()),

@@ -316,7 +316,15 @@ fn the_sandbox_ends_when_its_gofer_dies() {
         .deadline(Duration::from_secs(20))
         .spawn();
     running.wait_for_line("ready");
-    let gofer = gofer_of(running.pid()).expect("the sandbox has a Gofer");
+    // The guest may print before the Gofer has named itself (under load).
+    let gofer = (0..100)
+        .find_map(|_| {
+            gofer_of(running.pid()).or_else(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                None
+            })
+        })
+        .expect("the sandbox has a Gofer");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(gofer),
         nix::sys::signal::Signal::SIGKILL,
@@ -328,5 +336,158 @@ fn the_sandbox_ends_when_its_gofer_dies() {
     assert!(
         out.stderr.contains("the Gofer did not answer"),
         "the end was not said\n{out}"
+    );
+}
+
+/// A directory under /tmp that every user may reach (the scratch
+/// directories' parents are root's own), removed at the end.
+struct Fixture(std::path::PathBuf);
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The same scripts as root, as nobody, as nobody with a group, and as root
+/// without CAP_DAC_OVERRIDE, over files of several owners.
+fn credentials_fixture() -> Fixture {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let dir = std::env::temp_dir().join(format!("smolvisor-creds-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir(&dir).unwrap();
+    let fx = Fixture(dir.clone());
+    let mode = |p: &str, m: u32| {
+        fs::set_permissions(dir.join(p), fs::Permissions::from_mode(m)).unwrap();
+    };
+    let own = |p: &str, u: u32, g: u32| chown(dir.join(p), Some(u), Some(g)).unwrap();
+    mode(".", 0o755);
+    for (d, m) in [("rootdir", 0o755), ("tmp", 0o1777), ("grpdir", 0o2775)] {
+        fs::create_dir(dir.join(d)).unwrap();
+        mode(d, m);
+    }
+    own("grpdir", 0, 4242);
+    fs::create_dir(dir.join("otherdir")).unwrap();
+    own("otherdir", 1234, 1234);
+    mode("otherdir", 0o700);
+    fs::write(dir.join("rootfile"), "root's\n").unwrap();
+    mode("rootfile", 0o644);
+    fs::write(dir.join("tmp/other"), "another's\n").unwrap();
+    own("tmp/other", 1234, 1234);
+    fs::write(dir.join("other600"), "another's\n").unwrap();
+    own("other600", 1234, 1234);
+    mode("other600", 0o600);
+    let t = "t() { name=$1; shift; if out=$(\"$@\" 2>&1); then echo \"$name: ok\"; \
+             else echo \"$name: ${out##*: }\"; fi; }\n";
+    let scripts = [
+        (
+            "nobody.sh",
+            "sum=$(md5sum < /etc/passwd)\n\
+             t 'write /etc/passwd' sh -c 'echo x >> /etc/passwd'\n\
+             [ \"$(md5sum < /etc/passwd)\" = \"$sum\" ] && echo '/etc/passwd unchanged'\n\
+             t 'create in a root 0755 dir' sh -c ': > rootdir/new'\n\
+             t 'mkdir in a root 0755 dir' mkdir rootdir/d\n\
+             t 'create in a 1777 dir' sh -c ': > tmp/mine'\n\
+             echo \"its owner: $(stat -c %u:%g tmp/mine)\"\n\
+             t 'mkdir in a 1777 dir' mkdir tmp/mydir\n\
+             echo \"its owner: $(stat -c %u:%g tmp/mydir)\"\n\
+             t 'chmod a root file' chmod 600 rootfile\n\
+             t 'chown a root file' chown 65534 rootfile\n\
+             t 'chgrp to a group not held' chgrp 4242 tmp/mine\n\
+             t 'set times of a root file' touch -d @0 rootfile\n\
+             t 'truncate a root file' truncate -s 0 rootfile\n\
+             t \"unlink another's file in a sticky dir\" rm -f tmp/other\n\
+             t \"rename another's file in a sticky dir\" mv tmp/other tmp/moved\n\
+             t 'create in a group dir without the group' sh -c ': > grpdir/g0'\n\
+             t 'chmod its own file' chmod 600 tmp/mine\n\
+             t 'unlink its own file' rm tmp/mine\n",
+        ),
+        (
+            "group.sh",
+            "t 'create in a group dir with the group' sh -c ': > grpdir/g'\n\
+             echo \"its owner: $(stat -c %u:%g grpdir/g)\"\n\
+             t 'mkdir in a setgid group dir' mkdir grpdir/sub\n\
+             echo \"its owner and mode: $(stat -c '%u:%g %A' grpdir/sub)\"\n",
+        ),
+        (
+            "root.sh",
+            "t 'root writes its file' sh -c 'echo x >> rootfile'\n\
+             t \"root writes another's 0600 file\" sh -c 'echo x >> tmp/other'\n\
+             t 'root creates in its dir' sh -c ': > rootdir/r'\n\
+             echo \"its owner: $(stat -c %u:%g rootdir/r)\"\n\
+             t \"root creates in another's 0700 dir\" sh -c ': > otherdir/r'\n\
+             t \"root chowns\" chown 1234:1234 rootdir/r\n",
+        ),
+        (
+            "nodac.sh",
+            "t \"no DAC_OVERRIDE: write another's 0600 file\" sh -c 'echo x >> other600'\n\
+             t \"no DAC_OVERRIDE: create in another's 0700 dir\" sh -c ': > otherdir/x'\n\
+             t 'no DAC_OVERRIDE: chown (CAP_CHOWN kept)' chown 0:0 other600\n",
+        ),
+    ];
+    for (name, body) in scripts {
+        fs::write(dir.join(name), format!("{t}{body}")).unwrap();
+        mode(name, 0o644);
+    }
+    fx
+}
+
+const AS_USERS: &str = "set -u; \
+    setpriv --reuid=65534 --regid=65534 --clear-groups sh nobody.sh; \
+    setpriv --reuid=65534 --regid=65534 --groups=4242 sh group.sh; \
+    sh root.sh; \
+    setpriv --inh-caps=-dac_override --bounding-set=-dac_override sh nodac.sh";
+
+#[test]
+fn changes_are_made_with_the_callers_credentials_as_natively() {
+    if !sandbox_only() {
+        return;
+    }
+    let fx = credentials_fixture();
+    let passwd = fs::read("/etc/passwd").unwrap();
+    // Inside first (its changes vanish), then natively on the same files.
+    let inside = Guest::sh(AS_USERS).cwd(&fx.0).run();
+    inside.assert_success();
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+    assert_eq!(fs::read(fx.0.join("rootfile")).unwrap(), b"root's\n");
+    let native = Guest::sh(AS_USERS).cwd(&fx.0).mode(Mode::Native).run();
+    native.assert_success();
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+    for line in [
+        "write /etc/passwd: Permission denied",
+        "/etc/passwd unchanged",
+        "create in a root 0755 dir: Permission denied",
+        "mkdir in a root 0755 dir: Permission denied",
+        "create in a 1777 dir: ok",
+        "its owner: 65534:65534",
+        "mkdir in a 1777 dir: ok",
+        "chmod a root file: Operation not permitted",
+        "chown a root file: Operation not permitted",
+        "chgrp to a group not held: Operation not permitted",
+        "set times of a root file: Permission denied",
+        "truncate a root file: Permission denied",
+        "unlink another's file in a sticky dir: Operation not permitted",
+        "rename another's file in a sticky dir: Operation not permitted",
+        "create in a group dir without the group: Permission denied",
+        "chmod its own file: ok",
+        "unlink its own file: ok",
+        "create in a group dir with the group: ok",
+        "its owner: 65534:4242",
+        "its owner and mode: 65534:4242 drwxr-sr-x",
+        "root writes its file: ok",
+        "root writes another's 0600 file: ok",
+        "root creates in its dir: ok",
+        "its owner: 0:0",
+        "root creates in another's 0700 dir: ok",
+        "root chowns: ok",
+        "no DAC_OVERRIDE: write another's 0600 file: Permission denied",
+        "no DAC_OVERRIDE: create in another's 0700 dir: Permission denied",
+        "no DAC_OVERRIDE: chown (CAP_CHOWN kept): ok",
+    ] {
+        inside.assert_line(line);
+    }
+    assert_eq!(
+        inside.stdout, native.stdout,
+        "inside and native differ\n{inside}\n{native}"
     );
 }

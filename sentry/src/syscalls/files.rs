@@ -59,6 +59,12 @@ fn ask(s: &mut Sentry, n: &Notif, call: Call) -> Outcome {
     };
     let answer = client.call(&call.req, &call.fds);
     drop(call.fds);
+    // The Gofer acted with the credentials of whatever thread had this
+    // tid when it read /proc/TID/status: if the caller is gone since,
+    // another thread may have taken the number, and the answer is void.
+    if answer.is_ok() && !sys::notif_id_valid(s.listeners.of(n), n.id) {
+        return errno(CALLER_GONE);
+    }
     match answer {
         Ok((Response::Value(v), _)) => Outcome::Reply(Reply::Value(v)),
         Ok((Response::Errno(e), _)) => errno(Errno::from_raw(e)),
