@@ -203,6 +203,8 @@ fn serve_guest(argv: &[OsString], cable: OwnedFd) -> Result<i32, Box<dyn std::er
         argv: shimmed,
         cwd: std::env::current_dir()?,
         files: Vec::new(),
+        // The server's file changes stay in its overlay, as `do --no-gofer`.
+        gofer: false,
     };
     let guest = match sandbox::spawn(&spec) {
         Ok(g) => g,
@@ -214,6 +216,7 @@ fn serve_guest(argv: &[OsString], cable: OwnedFd) -> Result<i32, Box<dyn std::er
     let cfg = SentryConfig {
         debug_log: None,
         confine: true,
+        tcp_memory: None,
     };
     Ok(Sentry::new(&cfg, net, guest.listener, guest.pid, guest.pidfd)?.run()?)
 }
