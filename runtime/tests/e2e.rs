@@ -1243,3 +1243,23 @@ fn setuid_programs_gain_their_privileges_as_on_linux() {
     inside.assert_success();
     assert!(inside.stdout.contains("1 received"), "{inside}");
 }
+
+/// CVE-2019-5736's way in: the sandbox's init is a copy of the runtime, so
+/// `/proc/1/exe` names smolvisor's own binary. No way of opening it (or
+/// any executable the guest can see) for writing works, the Sentry running
+/// the same binary keeps it busy, and the binary on the host is unchanged.
+#[test]
+fn the_runtimes_binary_cannot_be_written_from_inside() {
+    if mode() == Mode::Native {
+        return;
+    }
+    let before = std::fs::read(common::SMOLVISOR).expect("read the binary");
+    let out = Guest::python("runtime_exe.py", &[] as &[&str])
+        .deadline(Duration::from_secs(60))
+        .run();
+    out.assert_success().assert_line("done");
+    assert!(out.stdout.contains("/proc/1/exe wronly: refused"), "{out}");
+    assert!(!out.stdout.contains("OPENED"), "{out}");
+    let after = std::fs::read(common::SMOLVISOR).expect("read the binary");
+    assert!(before == after, "smolvisor's binary changed");
+}
