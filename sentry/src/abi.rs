@@ -214,6 +214,57 @@ pub fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes(a)
 }
 
+/// A datagram's own hop limit and traffic class from `sendmsg`'s control
+/// messages (`IP_TTL`, `IP_TOS`, `IPV6_HOPLIMIT`, `IPV6_TCLASS`), checked
+/// as Linux checks them: a header whose length is short or runs past the
+/// buffer, a value of the wrong size or out of range, is EINVAL; -1 asks
+/// for the socket's own (IPv6); other messages are left alone.
+pub fn send_marks(control: &[u8]) -> Result<netstack::IpMarks, Errno> {
+    const HDR: usize = 16;
+    let mut marks = netstack::IpMarks::default();
+    let mut off = 0;
+    while control.len().saturating_sub(off) >= HDR {
+        let len = u64_at(control, off);
+        if len < HDR as u64 || len > (control.len() - off) as u64 {
+            return Err(Errno::EINVAL);
+        }
+        let len = len as usize;
+        let level = u32_at(control, off + 8) as i32;
+        let kind = u32_at(control, off + 12) as i32;
+        let data = &control[off + HDR..off + len];
+        let int = || -> Result<i32, Errno> {
+            match data {
+                [a, b, c, d] => Ok(i32::from_ne_bytes([*a, *b, *c, *d])),
+                _ => Err(Errno::EINVAL),
+            }
+        };
+        let byte = |v: i32| u8::try_from(v).map_err(|_| Errno::EINVAL);
+        match (level, kind) {
+            (libc::IPPROTO_IP, libc::IP_TTL) => match int()? {
+                v @ 1..=255 => marks.hop_limit = Some(v as u8),
+                _ => return Err(Errno::EINVAL),
+            },
+            (libc::IPPROTO_IP, libc::IP_TOS) => {
+                marks.class = Some(match data {
+                    [b] => *b,
+                    _ => byte(int()?)?,
+                });
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT) => match int()? {
+                -1 => marks.hop_limit = None,
+                v => marks.hop_limit = Some(byte(v)?),
+            },
+            (libc::IPPROTO_IPV6, libc::IPV6_TCLASS) => match int()? {
+                -1 => marks.class = None,
+                v => marks.class = Some(byte(v)?),
+            },
+            _ => {}
+        }
+        off += len.next_multiple_of(8);
+    }
+    Ok(marks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +311,64 @@ mod tests {
         let immediate = decode_timeval(&negative);
         assert_eq!(immediate, Ok(Some(std::time::Duration::ZERO)));
         assert_eq!(encode_timeval(immediate.unwrap()), [0u8; 16]);
+    }
+
+    fn cmsg(level: i32, kind: i32, data: &[u8]) -> Vec<u8> {
+        let mut m = ((16 + data.len()) as u64).to_ne_bytes().to_vec();
+        m.extend_from_slice(&level.to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(data);
+        m.resize(m.len().next_multiple_of(8), 0);
+        m
+    }
+
+    #[test]
+    fn send_marks_are_read_and_checked_as_linux_does() {
+        let int = |v: i32| v.to_ne_bytes();
+        let both = [
+            cmsg(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, &int(0x20)),
+            cmsg(libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, &int(2)),
+        ]
+        .concat();
+        assert_eq!(
+            send_marks(&both),
+            Ok(netstack::IpMarks {
+                hop_limit: Some(2),
+                class: Some(0x20)
+            })
+        );
+        let v4 = [
+            cmsg(libc::IPPROTO_IP, libc::IP_TTL, &int(7)),
+            cmsg(libc::IPPROTO_IP, libc::IP_TOS, &[0x10]),
+        ]
+        .concat();
+        assert_eq!(
+            send_marks(&v4),
+            Ok(netstack::IpMarks {
+                hop_limit: Some(7),
+                class: Some(0x10)
+            })
+        );
+        // -1: the socket's own.
+        let default = cmsg(libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, &int(-1));
+        assert_eq!(send_marks(&default), Ok(netstack::IpMarks::default()));
+        // Wrong sizes, ranges and lengths.
+        for bad in [
+            cmsg(libc::IPPROTO_IPV6, libc::IPV6_TCLASS, &[0, 0, 0, 0, 0]),
+            cmsg(libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, &int(256)),
+            cmsg(libc::IPPROTO_IP, libc::IP_TTL, &int(0)),
+            cmsg(libc::IPPROTO_IP, libc::IP_TOS, &int(300)),
+            vec![8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            vec![200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ] {
+            assert_eq!(send_marks(&bad), Err(Errno::EINVAL), "{bad:?}");
+        }
+        // Others are left alone, and a tail too short for a header ends it.
+        let other = [
+            cmsg(libc::SOL_SOCKET, libc::SCM_RIGHTS, &int(3)),
+            vec![1, 2],
+        ]
+        .concat();
+        assert_eq!(send_marks(&other), Ok(netstack::IpMarks::default()));
     }
 }

@@ -187,43 +187,48 @@ impl<'a> FrameDevice<'a> {
 
     /// How a frame sent through it is marked: where its IP header starts,
     /// the class, and whether the IPv4 header checksum is ours to redo.
-    fn mark(&self) -> Option<ClassMark> {
-        (self.class != 0).then(|| ClassMark {
+    fn mark(&self) -> HeaderMark {
+        HeaderMark {
             ip_at: if self.caps.medium == Medium::Ethernet {
                 14
             } else {
                 0
             },
-            class: self.class,
+            class: (self.class != 0).then_some(self.class),
             ipv4_checksum: self.caps.checksum.ipv4.tx(),
-        })
+        }
     }
 }
 
+/// What a UDP packet's IP header gets on its way out that smoltcp cannot
+/// write: its socket's traffic class.
 #[derive(Clone, Copy)]
-struct ClassMark {
+struct HeaderMark {
     ip_at: usize,
-    class: u8,
+    class: Option<u8>,
     ipv4_checksum: bool,
 }
 
-impl ClassMark {
+impl HeaderMark {
     /// Writes the class into a UDP packet's IP header.
     fn apply(self, frame: &mut [u8]) {
+        let Some(class) = self.class else {
+            return;
+        };
         let Some(ip) = frame.get_mut(self.ip_at..) else {
             return;
         };
         match ip.first().map(|b| b >> 4) {
             Some(4) if ip.len() >= 20 && ip[9] == 17 => {
-                ip[1] = self.class;
+                ip[1] = class;
                 let ihl = usize::from(ip[0] & 0x0f) * 4;
                 if self.ipv4_checksum && (20..=ip.len()).contains(&ihl) {
                     smoltcp::wire::Ipv4Packet::new_unchecked(&mut ip[..]).fill_checksum();
                 }
             }
             Some(6) if ip.len() >= 40 && ip[6] == 17 => {
-                ip[0] = (ip[0] & 0xf0) | (self.class >> 4);
-                ip[1] = (ip[1] & 0x0f) | (self.class << 4);
+                ip[0] = (ip[0] & 0xf0) | (class >> 4);
+                ip[1] = (ip[1] & 0x0f) | (class << 4);
             }
             _ => {}
         }
@@ -328,7 +333,7 @@ pub(crate) struct FrameTx<'a> {
     now: Instant,
     /// The segment size smoltcp asked for, when the frame is to be cut.
     mss: Option<u16>,
-    mark: Option<ClassMark>,
+    mark: HeaderMark,
 }
 
 impl phy::TxToken for FrameTx<'_> {
@@ -342,9 +347,7 @@ impl phy::TxToken for FrameTx<'_> {
             buf.resize(len, 0);
         }
         let r = f(&mut buf);
-        if let Some(m) = self.mark {
-            m.apply(&mut buf);
-        }
+        self.mark.apply(&mut buf);
         match self.mss {
             Some(mss) => self.link.send_segmented(self.now, buf, mss),
             None => self.link.send(self.now, buf),

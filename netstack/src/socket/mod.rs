@@ -122,22 +122,19 @@ impl IpMarks {
         }
     }
 
-    /// As smoltcp's packet metadata id carries it: bit 16 says the marks
-    /// are there, then the hop limit and the class.
+    /// As smoltcp's packet metadata id carries it from the link to the
+    /// socket: bit 16 says a hop limit is there (in bits 8..16), bit 17 a
+    /// class (bits 0..8).
     pub(crate) fn pack(self) -> u32 {
-        match (self.hop_limit, self.class) {
-            (Some(h), Some(c)) => 1 << 16 | u32::from(h) << 8 | u32::from(c),
-            _ => 0,
-        }
+        let hop = self.hop_limit.map_or(0, |h| 1 << 16 | u32::from(h) << 8);
+        let class = self.class.map_or(0, |c| 1 << 17 | u32::from(c));
+        hop | class
     }
 
     pub(crate) fn unpack(id: u32) -> IpMarks {
-        if id & (1 << 16) == 0 {
-            return IpMarks::default();
-        }
         IpMarks {
-            hop_limit: Some((id >> 8) as u8),
-            class: Some(id as u8),
+            hop_limit: (id & 1 << 16 != 0).then_some((id >> 8) as u8),
+            class: (id & 1 << 17 != 0).then_some(id as u8),
         }
     }
 }

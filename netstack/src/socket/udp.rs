@@ -140,6 +140,61 @@ impl Stack {
         data: &[u8],
         to: Option<SocketAddr>,
     ) -> Result<usize> {
+        self.udp_send_marked(id, data, to, super::IpMarks::default())
+    }
+
+    /// [`Stack::udp_send_to`] with the datagram's own hop limit or class.
+    /// smoltcp takes a hop limit per socket only (and drops the packet
+    /// metadata of IPv6 packets), so what the socket holds leaves first,
+    /// then this datagram with the socket's settings changed for it alone,
+    /// at once, unless it must wait for a neighbour (it then leaves later
+    /// with the socket's own).
+    pub(crate) fn udp_send_marked(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        to: Option<SocketAddr>,
+        marks: super::IpMarks,
+    ) -> Result<usize> {
+        if marks == super::IpMarks::default() {
+            return self.udp_enqueue(id, data, to);
+        }
+        self.egress(id);
+        let sock = self.get_mut(id)?;
+        let own = (sock.opts.ttl, sock.opts.tos);
+        sock.opts.ttl = marks.hop_limit.or(own.0);
+        sock.opts.tos = marks.class.unwrap_or(own.1);
+        self.udp_hop_limits(id);
+        let sent = self.udp_enqueue(id, data, to);
+        if sent.is_ok() {
+            self.egress(id);
+        }
+        if let Ok(sock) = self.get_mut(id) {
+            (sock.opts.ttl, sock.opts.tos) = own;
+        }
+        self.udp_hop_limits(id);
+        sent
+    }
+
+    /// Gives every smoltcp socket of a UDP socket its hop limit option.
+    fn udp_hop_limits(&mut self, id: SocketId) {
+        let Ok(sock) = self.get_mut(id) else {
+            return;
+        };
+        let ttl = sock.opts.ttl;
+        if let Some(u) = udp(sock) {
+            u.socket().set_hop_limit(ttl);
+            for (_, slot) in &mut u.extra_tx {
+                slot.set
+                    .get_mut::<udp::Socket<'static>>(slot.handle)
+                    .set_hop_limit(ttl);
+            }
+        }
+    }
+
+    /// Queues a datagram in the socket's smoltcp socket for the NIC its
+    /// route names; it leaves at the next egress.
+    fn udp_enqueue(&mut self, id: SocketId, data: &[u8], to: Option<SocketAddr>) -> Result<usize> {
         let sock = self.get_mut(id)?;
         if let Some(e) = sock.error.take() {
             return Err(e);

@@ -70,6 +70,25 @@ impl Stack {
         }
     }
 
+    /// Sends a datagram whose hop limit or traffic class, where given, is
+    /// its own rather than the socket's (`IP_TTL`, `IP_TOS`,
+    /// `IPV6_HOPLIMIT`, `IPV6_TCLASS` control messages); UDP only, other
+    /// sockets send as [`Stack::send_to`] does.
+    pub fn send_marked(
+        &mut self,
+        id: SocketId,
+        data: &[u8],
+        to: Option<SocketAddr>,
+        marks: crate::socket::IpMarks,
+    ) -> Result<usize> {
+        let udp = matches!(self.get(id)?.kind, Kind::Udp(_));
+        match to {
+            _ if udp => self.udp_send_marked(id, data, to, marks),
+            Some(to) => self.send_to(id, data, to),
+            None => self.send(id, data),
+        }
+    }
+
     /// Sends on a TCP connection without an intermediate copy: `fill` is
     /// handed the free room of the send buffer (at most twice, as the room
     /// may wrap around) and returns how many bytes it wrote there.

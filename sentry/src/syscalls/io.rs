@@ -8,7 +8,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use netstack::{NetError, RecvFlags, SocketId};
+use netstack::{IpMarks, NetError, RecvFlags, SocketId};
 use nix::errno::Errno as NixErrno;
 use nix::sys::socket::{MsgFlags, recv, send};
 
@@ -40,7 +40,7 @@ struct Got {
     len: usize,
     from: Option<SocketAddr>,
     to: Option<IpAddr>,
-    marks: netstack::IpMarks,
+    marks: IpMarks,
     commit: Option<Commit>,
 }
 
@@ -51,7 +51,7 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     let tcp = s.socks[key].kind == Kind::Tcp;
     let (data, to) = match decoded {
-        Args::Send { data, to } => (data, to),
+        Args::Send { data, to, .. } => (data, to),
         _ => {
             let len = (n.args[2] as usize).min(abi_max(s, key));
             let data = step!(s.rd(n, n.args[1], len).map_err(errno));
@@ -82,12 +82,20 @@ pub(super) fn sendto(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outco
             Ok(n) => value(n as i64),
             Err(NixErrno::EAGAIN) if !nonblock => {
                 let timeout = s.socks[key].sndtimeo;
-                r.park(key, timeout, Args::Send { data, to: None })
+                r.park(
+                    key,
+                    timeout,
+                    Args::Send {
+                        data,
+                        to: None,
+                        marks: IpMarks::default(),
+                    },
+                )
             }
             Err(e) => errno(Errno::from(e)),
         };
     }
-    dgram_send(s, key, r, data, to, nonblock)
+    dgram_send(s, key, r, (data, to, IpMarks::default()), nonblock)
 }
 
 pub(super) fn recvfrom(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
@@ -172,11 +180,11 @@ pub(super) fn sendmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outc
     let (key, mut r) = step!(datagram(s, n, resume));
     let flags = n.args[2] as i32;
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
-    let (data, to) = match r.take_args() {
-        Args::Send { data, to } => (data, to),
+    let msg = match r.take_args() {
+        Args::Send { data, to, marks } => (data, to, marks),
         _ => step!(decode_send(s, n, key, n.args[1]).map_err(errno)),
     };
-    dgram_send(s, key, r, data, to, nonblock)
+    dgram_send(s, key, r, msg, nonblock)
 }
 
 pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Outcome {
@@ -186,7 +194,7 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
     let nonblock = r.nonblock() || flags & libc::MSG_DONTWAIT != 0;
     // Resumed: the first message was decoded before the call blocked.
     let mut first = match r.take_args() {
-        Args::Send { data, to } => Some((data, to)),
+        Args::Send { data, to, marks } => Some((data, to, marks)),
         _ => None,
     };
     let mut sent = 0usize;
@@ -196,12 +204,12 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
             Some(m) => Ok(m),
             None => decode_send(s, n, key, hdr),
         };
-        let (data, to) = match decoded {
+        let (data, to, marks) = match decoded {
             Ok(m) => m,
             Err(e) if sent == 0 => return errno(e),
             Err(_) => break,
         };
-        match dgram_send_inner(s, key, &data, to, nonblock || sent > 0) {
+        match dgram_send_inner(s, key, &data, to, marks, nonblock || sent > 0) {
             Ok(Some(len)) => {
                 let at = hdr.wrapping_add(abi::MMSGHDR_LEN_OFF);
                 if let Err(e) = s.wr(n, at, &(len as u32).to_ne_bytes()) {
@@ -218,7 +226,7 @@ pub(super) fn sendmmsg(s: &mut Sentry, n: &Notif, resume: Option<Resume>) -> Out
                     errno(Errno::EAGAIN)
                 } else {
                     let timeout = s.socks[key].sndtimeo;
-                    r.park(key, timeout, Args::Send { data, to })
+                    r.park(key, timeout, Args::Send { data, to, marks })
                 };
             }
             Err(e) if sent == 0 => return errno(e),
@@ -410,15 +418,14 @@ fn dgram_send(
     s: &mut Sentry,
     key: GKey,
     r: Target,
-    data: Vec<u8>,
-    to: Option<SocketAddr>,
+    (data, to, marks): (Vec<u8>, Option<SocketAddr>, IpMarks),
     nonblock: bool,
 ) -> Outcome {
-    match dgram_send_inner(s, key, &data, to, nonblock) {
+    match dgram_send_inner(s, key, &data, to, marks, nonblock) {
         Ok(Some(n)) => value(n as i64),
         Ok(None) => {
             let timeout = s.socks[key].sndtimeo;
-            r.park(key, timeout, Args::Send { data, to })
+            r.park(key, timeout, Args::Send { data, to, marks })
         }
         Err(e) => errno(e),
     }
@@ -429,6 +436,7 @@ fn dgram_send_inner(
     key: GKey,
     data: &[u8],
     to: Option<SocketAddr>,
+    marks: IpMarks,
     nonblock: bool,
 ) -> Result<Option<usize>, Errno> {
     if s.socks[key].kind == Kind::Netlink {
@@ -440,10 +448,7 @@ fn dgram_send_inner(
     };
     // Datagrams the guest wrote natively go first.
     s.flush_tx(key);
-    let r = match to {
-        Some(a) => s.stack.send_to(id, data, a),
-        None => s.stack.send(id, data),
-    };
+    let r = s.stack.send_marked(id, data, to, marks);
     match r {
         Ok(n) => Ok(Some(n)),
         Err(NetError::WouldBlock) if nonblock => Err(Errno::EAGAIN),
@@ -458,15 +463,19 @@ fn decode_send(
     n: &Notif,
     key: GKey,
     hdr_ptr: u64,
-) -> Result<(Vec<u8>, Option<SocketAddr>), Errno> {
+) -> Result<(Vec<u8>, Option<SocketAddr>, IpMarks), Errno> {
     let hdr = read_msghdr(s, n, hdr_ptr)?;
+    let mut marks = IpMarks::default();
     if hdr.controllen > 0 {
         // Linux copies the control messages in first (and refuses a bad
-        // pointer); none of them changes what the stack sends.
+        // pointer); a datagram's hop limit and class are taken from them.
         if hdr.controllen > (1 << 16) {
             return Err(Errno::ENOBUFS);
         }
-        s.rd(n, hdr.control, hdr.controllen as usize)?;
+        let control = s.rd(n, hdr.control, hdr.controllen as usize)?;
+        if s.socks[key].kind == Kind::Udp {
+            marks = abi::send_marks(&control)?;
+        }
     }
     let iov = read_iovecs(s, n, &hdr)?;
     let mut data = Vec::new();
@@ -482,7 +491,7 @@ fn decode_send(
     } else {
         None
     };
-    Ok((data, to))
+    Ok((data, to, marks))
 }
 
 fn read_msghdr(s: &mut Sentry, n: &Notif, ptr: u64) -> Result<MsgHdr, Errno> {
@@ -639,7 +648,7 @@ fn control_messages(
     s: &Sentry,
     key: GKey,
     to: Option<IpAddr>,
-    marks: netstack::IpMarks,
+    marks: IpMarks,
     room: usize,
 ) -> (Vec<u8>, bool) {
     let g = &s.socks[key];

@@ -62,6 +62,9 @@ enum Args {
     Send {
         data: Vec<u8>,
         to: Option<SocketAddr>,
+        /// The datagram's own hop limit and class (`sendmsg`'s control
+        /// messages).
+        marks: netstack::IpMarks,
     },
     /// The `msghdr` of recvmsg (the first one of recvmmsg).
     Recv(MsgHdr),
