@@ -8,6 +8,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use netstack::Duration;
+use smolvisor_fuzz::frames::Edit;
 use smolvisor_fuzz::{World, fix_checksums};
 
 #[derive(Debug, Arbitrary)]
@@ -25,44 +26,6 @@ enum Op {
     Wait(u16),
 }
 
-#[derive(Debug, Arbitrary)]
-enum Edit {
-    Set { at: u16, byte: u8 },
-    Flip { at: u16, bit: u8 },
-    Truncate(u16),
-    Append(Vec<u8>),
-    /// A 16- or 32-bit field (lengths, ports, sequence numbers) set.
-    Word { at: u16, value: u32, wide: bool },
-}
-
-fn apply(frame: &mut Vec<u8>, edit: &Edit) {
-    let len = frame.len().max(1);
-    match *edit {
-        Edit::Set { at, byte } => {
-            if let Some(b) = frame.get_mut(usize::from(at) % len) {
-                *b = byte;
-            }
-        }
-        Edit::Flip { at, bit } => {
-            if let Some(b) = frame.get_mut(usize::from(at) % len) {
-                *b ^= 1 << (bit % 8);
-            }
-        }
-        Edit::Truncate(at) => frame.truncate(usize::from(at) % len),
-        Edit::Append(ref bytes) => frame.extend_from_slice(bytes),
-        Edit::Word { at, value, wide } => {
-            let at = usize::from(at) % len;
-            let bytes = value.to_be_bytes();
-            let word = if wide { &bytes[..] } else { &bytes[2..] };
-            for (i, b) in word.iter().enumerate() {
-                if let Some(x) = frame.get_mut(at + i) {
-                    *x = *b;
-                }
-            }
-        }
-    }
-}
-
 fuzz_target!(|ops: Vec<Op>| {
     let mut w = World::new();
     for op in ops.iter().take(256) {
@@ -74,7 +37,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
                 let mut f = w.seeds[usize::from(*seed) % w.seeds.len()].clone();
                 for e in edits.iter().take(16) {
-                    apply(&mut f, e);
+                    e.apply(&mut f);
                 }
                 if *fix {
                     fix_checksums(&mut f);
