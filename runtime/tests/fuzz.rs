@@ -31,6 +31,26 @@ fn smolvisor(args: &[&str], limit: Duration) -> Output {
         .expect("run smolvisor")
 }
 
+/// `smolvisor replay REPRODUCER -- SERVER PORT MODE`: its exit status and
+/// standard error.
+fn replay(reproducer: &Path, server: &str, port: &str, mode: &str) -> (Option<i32>, String) {
+    let out = smolvisor(
+        &[
+            "replay",
+            reproducer.to_str().unwrap(),
+            "--",
+            server,
+            port,
+            mode,
+        ],
+        Duration::from_secs(60),
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -110,41 +130,14 @@ fn fuzz_finds_the_planted_out_of_bounds_write_and_replay_reproduces_it() {
     );
 
     // The reproducer crashes a fresh server, by the same signal...
-    let replay = smolvisor(
-        &[
-            "replay",
-            crashes[0].to_str().unwrap(),
-            "--",
-            server,
-            "7000",
-            "planted",
-        ],
-        Duration::from_secs(60),
-    );
-    let code = replay.status.code();
+    let (code, stderr) = replay(&crashes[0], server, "7000", "planted");
     assert!(
         code == Some(128 + libc::SIGSEGV) || code == Some(128 + libc::SIGABRT),
-        "replay: {code:?} {}",
-        String::from_utf8_lossy(&replay.stderr)
+        "replay: {code:?} {stderr}"
     );
     // ...and is harmless to a server without the bug.
-    let replay = smolvisor(
-        &[
-            "replay",
-            crashes[0].to_str().unwrap(),
-            "--",
-            server,
-            "7000",
-            "echo",
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        replay.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let (code, stderr) = replay(&crashes[0], server, "7000", "echo");
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 #[test]
@@ -308,21 +301,6 @@ fn fuzz_over_udp_finds_the_planted_bug_and_replay_reproduces_it() {
     assert_eq!(run.status.code(), Some(3), "no crash found");
     let crashes = files_named(&out, "crash-");
     assert_eq!(crashes.len(), 1, "{crashes:?}");
-    let replay = smolvisor(
-        &[
-            "replay",
-            crashes[0].to_str().unwrap(),
-            "--",
-            server,
-            "7003",
-            "udp",
-        ],
-        Duration::from_secs(60),
-    );
-    assert_eq!(
-        replay.status.code(),
-        Some(128 + libc::SIGSEGV),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
+    let (code, stderr) = replay(&crashes[0], server, "7003", "udp");
+    assert_eq!(code, Some(128 + libc::SIGSEGV), "{stderr}");
 }
